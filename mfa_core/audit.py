@@ -1,0 +1,58 @@
+"""Audit events: what happened to whose MFA, when, by whom, with what outcome.
+
+Never a code or a secret: ``detail`` holds only words chosen by the engine
+(and a helpdesk reason typed by an admin).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any
+
+LABELS = {
+    "totp_enrollment_started": "Authenticator set-up started",
+    "totp_enrollment_expired": "Authenticator set-up expired",
+    "totp_enabled": "Authenticator app added",
+    "totp_enrollment_failed": "Wrong code while adding an authenticator",
+    "totp_removed": "Authenticator app removed",
+    "backup_codes_generated": "New backup codes generated",
+    "backup_code_used": "Signed in with a backup code",
+    "second_factor_passed": "Two-step verification passed",
+    "second_factor_failed": "Two-step verification failed",
+    "password_failed": "Wrong password",
+    "throttled": "Attempt refused: too many failures",
+    "lockout": "Locked after too many failures",
+    "helpdesk_reset": "MFA reset by the helpdesk",
+    "lockout_cleared": "Lockout cleared by the helpdesk",
+    "keys_rotated": "Encryption keys rotated",
+    "notification_failed": "Notification mail could not be sent",
+    "notification_sent": "Notification mail sent",
+}
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    time: float
+    user: str | None
+    actor: str | None
+    event: str
+    outcome: str  # "success", "failure" or "refused"
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.event, self.event.replace("_", " ").capitalize())
+
+    @property
+    def when(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.time, dt.timezone.utc)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AuditEvent":
+        return cls(time=float(data.get("time", 0)), user=data.get("user"),
+                   actor=data.get("actor"), event=str(data.get("event", "")),
+                   outcome=str(data.get("outcome", "")), detail=str(data.get("detail", "")))

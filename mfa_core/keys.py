@@ -1,0 +1,172 @@
+"""The server's keys: Fernet keys for TOTP secrets at rest and the backup-code pepper.
+
+They come from the environment (``MFA_PORTAL_FERNET_KEYS``, newest first,
+comma-separated, and ``MFA_PORTAL_PEPPER``) or from ``keys.json`` in the data
+dir, generated with mode 0600 on first use. Never from the TinyDB files.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Mapping
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from filelock import FileLock
+
+from .errors import KeyringError
+from .storage import write_atomic
+
+ENV_KEYS = "MFA_PORTAL_FERNET_KEYS"
+ENV_PEPPER = "MFA_PORTAL_PEPPER"
+KEY_FILE = "keys.json"
+
+
+class KeyRing:
+    """Encrypts and decrypts TOTP secrets; keyed HMAC for backup codes.
+
+    When the keys come from the key file, a change of the file (a rotation by
+    another process) is picked up before the next use.
+    """
+
+    def __init__(self, fernet_keys: list[str], pepper: bytes, path: Path | None = None) -> None:
+        if not fernet_keys:
+            raise KeyringError("No encryption key is configured.")
+        self._path = path
+        self._mtime: float | None = None
+        self._lock = threading.Lock()
+        self._set(fernet_keys, pepper)
+
+    def _set(self, fernet_keys: list[str], pepper: bytes) -> None:
+        try:
+            fernets = [Fernet(k.encode("ascii") if isinstance(k, str) else k) for k in fernet_keys]
+        except (ValueError, TypeError) as exc:
+            raise KeyringError("An encryption key is malformed.") from exc
+        self._keys = list(fernet_keys)
+        self._fernet = MultiFernet(fernets)
+        self.pepper = pepper
+
+    @property
+    def from_file(self) -> bool:
+        return self._path is not None
+
+    @property
+    def key_count(self) -> int:
+        return len(self._keys)
+
+    def _refresh(self) -> None:
+        if self._path is None:
+            return
+        try:
+            mtime = self._path.stat().st_mtime_ns
+        except OSError as exc:
+            raise KeyringError("The key file is missing.") from exc
+        if mtime != self._mtime:
+            with self._lock:
+                keys, pepper = _read_key_file(self._path)
+                self._set(keys, pepper)
+                self._mtime = mtime
+
+    def encrypt(self, plaintext: str) -> str:
+        self._refresh()
+        return self._fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        self._refresh()
+        try:
+            return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
+        except InvalidToken as exc:
+            raise KeyringError("A stored secret cannot be decrypted with the configured keys.") from exc
+
+    def reencrypt(self, token: str) -> str:
+        """The same secret under the newest key."""
+        self._refresh()
+        try:
+            return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+        except InvalidToken as exc:
+            raise KeyringError("A stored secret cannot be decrypted with the configured keys.") from exc
+
+    def is_current(self, token: str) -> bool:
+        """True when ``token`` decrypts with the newest key alone."""
+        try:
+            Fernet(self._keys[0].encode("ascii")).decrypt(token.encode("ascii"))
+            return True
+        except InvalidToken:
+            return False
+
+    # Rotation (file keys only): add a new key first, drop the old ones last,
+    # so that an interrupted rotation leaves every secret readable.
+    def begin_rotation(self) -> None:
+        path = self._require_file()
+        with FileLock(str(path) + ".lock"):
+            keys, pepper = _read_key_file(path)
+            _write_key_file(path, [Fernet.generate_key().decode("ascii")] + keys, pepper)
+        self._mtime = None
+        self._refresh()
+
+    def finish_rotation(self) -> None:
+        path = self._require_file()
+        with FileLock(str(path) + ".lock"):
+            keys, pepper = _read_key_file(path)
+            _write_key_file(path, keys[:1], pepper)
+        self._mtime = None
+        self._refresh()
+
+    def _require_file(self) -> Path:
+        if self._path is None:
+            raise KeyringError(
+                f"The keys come from the environment ({ENV_KEYS}); rotate them there: "
+                "put a new key first, re-encrypt, then drop the old one."
+            )
+        return self._path
+
+
+def load_keyring(data_dir: Path, environ: Mapping[str, str] | None = None) -> KeyRing:
+    """Keys from the environment if set, else from (or generated into) the data dir."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_KEYS):
+        keys = [k.strip() for k in env[ENV_KEYS].split(",") if k.strip()]
+        pepper_text = env.get(ENV_PEPPER, "")
+        if not pepper_text:
+            raise KeyringError(f"{ENV_KEYS} is set but {ENV_PEPPER} is not.")
+        return KeyRing(keys, _decode_pepper(pepper_text))
+    path = Path(data_dir) / KEY_FILE
+    if not path.exists():
+        with FileLock(str(path) + ".lock"):
+            if not path.exists():
+                _write_key_file(path, [Fernet.generate_key().decode("ascii")],
+                                secrets.token_bytes(32))
+    keys, pepper = _read_key_file(path)
+    ring = KeyRing(keys, pepper, path=path)
+    ring._mtime = path.stat().st_mtime_ns
+    return ring
+
+
+def _decode_pepper(text: str) -> bytes:
+    try:
+        pepper = base64.urlsafe_b64decode(text.encode("ascii") + b"=" * (-len(text) % 4))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise KeyringError(f"{ENV_PEPPER} must be URL-safe base64.") from exc
+    if len(pepper) < 16:
+        raise KeyringError(f"{ENV_PEPPER} must hold at least 16 bytes.")
+    return pepper
+
+
+def _read_key_file(path: Path) -> tuple[list[str], bytes]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        return list(data["fernet_keys"]), _decode_pepper(data["pepper"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KeyringError(f"The key file {path} cannot be read.") from exc
+
+
+def _write_key_file(path: Path, keys: list[str], pepper: bytes) -> None:
+    body = json.dumps({
+        "fernet_keys": keys,
+        "pepper": base64.urlsafe_b64encode(pepper).decode("ascii"),
+    }, indent=2)
+    write_atomic(path, body.encode("utf-8"), mode=0o600)

@@ -1,0 +1,80 @@
+"""TOTP (RFC 6238) as the portal uses it: SHA1, 6 digits, 30-second steps.
+
+The algorithm is pyotp's; this module only turns time into steps, builds the
+provisioning URI and finds which step a typed code belongs to.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import pyotp
+
+PERIOD = 30
+DIGITS = 6
+SECRET_BYTES = 20  # 160 bits, the HMAC-SHA1 block RFC 4226 recommends
+WINDOW = 1  # accept the current step and one on either side
+DRIFT_SEARCH = 20  # steps searched either side to diagnose a wrong device clock
+
+
+def new_secret() -> str:
+    """A fresh 160-bit secret from ``secrets``, base32 without padding."""
+    return base64.b32encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii").rstrip("=")
+
+
+def step_at(timestamp: float) -> int:
+    return int(timestamp // PERIOD)
+
+
+def code_at_step(secret: str, step: int, digits: int = DIGITS, digest=hashlib.sha1) -> str:
+    """The code for one time step (the RFC's T)."""
+    return pyotp.TOTP(secret, digits=digits, digest=digest, interval=PERIOD).generate_otp(step)
+
+
+def code_at(secret: str, timestamp: float, digits: int = DIGITS, digest=hashlib.sha1) -> str:
+    """The code an authenticator shows at ``timestamp`` (epoch seconds)."""
+    return code_at_step(secret, step_at(timestamp), digits, digest)
+
+
+def provisioning_uri(secret: str, account: str, issuer: str) -> str:
+    """``otpauth://totp/Issuer:account?secret=…&issuer=Issuer`` (Key URI Format).
+
+    Both label parts are percent-encoded with nothing left safe; a colon in
+    either would make the label ambiguous, so it is refused.
+    """
+    for what, value in (("issuer", issuer), ("account", account)):
+        if ":" in value:
+            raise ValueError(f"The {what} name must not contain a colon.")
+        if not value:
+            raise ValueError(f"The {what} name must not be empty.")
+    label = f"{quote(issuer, safe='')}:{quote(account, safe='')}"
+    return f"otpauth://totp/{label}?secret={secret}&issuer={quote(issuer, safe='')}"
+
+
+@dataclass(frozen=True)
+class Match:
+    """Where a typed code matched, relative to the current step."""
+
+    step: int
+    offset: int  # in steps: negative when the device is behind
+
+
+def find_step(secret: str, code: str, now: float, search: int = DRIFT_SEARCH) -> Match | None:
+    """The step near ``now`` whose code equals ``code``, nearest first, or None.
+
+    Searches ``search`` steps either side so that a code from a drifted clock
+    can be diagnosed; the caller decides which offsets it accepts.
+    """
+    current = step_at(now)
+    for distance in range(search + 1):
+        for offset in ((0,) if distance == 0 else (-distance, distance)):
+            candidate = code_at_step(secret, current + offset)
+            # Constant-time comparison: the code is a secret until it is used.
+            if hmac.compare_digest(candidate, code):
+                return Match(step=current + offset, offset=offset)
+    return None
