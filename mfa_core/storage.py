@@ -11,7 +11,6 @@ a SQL backend with a row lock. One contract suite runs against all three.
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as dt
 import hashlib
 import json
@@ -72,16 +71,27 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 class AtomicJSONStorage(Storage):
     """TinyDB storage that never rewrites a file in place (TinyDB's own JSONStorage does).
 
-    Locking is not its job: the store takes the user's lock around the
-    whole read-change-write.
+    One instance serves one transaction: the file is parsed once and what was
+    read or written is kept, so TinyDB's several reads per operation cost one.
+    Locking is not its job: the store takes the user's lock around the whole
+    read-change-write.
     """
 
     def __init__(self, path: str | Path, create_dirs: bool = True, **_: Any) -> None:
         self.path = Path(path)
+        self._data: dict[str, dict[str, Any]] | None = None
+        self._loaded = False
         if create_dirs:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def read(self) -> dict[str, dict[str, Any]] | None:
+        if not self._loaded:
+            self._data = self._read_file()
+            self._loaded = True
+        # TinyDB mutates what read() returns before writing it back: hand out a copy.
+        return json.loads(json.dumps(self._data)) if self._data is not None else None
+
+    def _read_file(self) -> dict[str, dict[str, Any]] | None:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -94,7 +104,10 @@ class AtomicJSONStorage(Storage):
             raise StorageError(f"The MFA store file {self.path.name} is damaged.") from exc
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
-        write_atomic(self.path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+        text = json.dumps(data, separators=(",", ":"))
+        write_atomic(self.path, text.encode("utf-8"))
+        self._data = json.loads(text)
+        self._loaded = True
 
     def close(self) -> None:
         pass
@@ -103,16 +116,16 @@ class AtomicJSONStorage(Storage):
 class Transaction:
     """One user's record, open for change under that user's lock.
 
-    ``record`` is a private copy: the store writes it back only if the block
-    ends without an exception. ``log`` queues audit events, written after the
-    record.
+    ``record`` is the caller's own copy (freshly parsed): the store writes it
+    back only if the block ends without an exception and it changed. ``log``
+    queues audit events, written after the record.
     """
 
     def __init__(self, username: str, record: Record | None) -> None:
         self.username = username
         self.existed = record is not None
-        self.record: Record = copy.deepcopy(record) if record is not None else {"username": username}
-        self._original = copy.deepcopy(self.record)
+        self.record: Record = record if record is not None else {"username": username}
+        self._original = _canonical(self.record)
         self.events: list[Event] = []
 
     def log(self, event: Event) -> None:
@@ -120,7 +133,11 @@ class Transaction:
 
     @property
     def changed(self) -> bool:
-        return self.record != self._original
+        return _canonical(self.record) != self._original
+
+
+def _canonical(record: Record) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
 
 class Store(ABC):
@@ -273,12 +290,16 @@ class ShardedTinyDBStore(Store):
     def _path(self, key: str) -> Path:
         return self.users_dir / key[:2] / f"{key}.json"
 
-    def _load(self, path: Path) -> Record | None:
-        if not path.exists():
-            return None
-        db = TinyDB(path, storage=AtomicJSONStorage)
-        doc = db.table(self.TABLE).get(doc_id=1)
+    def _table(self, path: Path):
+        return TinyDB(path, storage=AtomicJSONStorage).table(self.TABLE)
+
+    @staticmethod
+    def _get(table) -> Record | None:
+        doc = table.get(doc_id=1)
         return dict(doc) if doc is not None else None
+
+    def _load(self, path: Path) -> Record | None:
+        return self._get(self._table(path))
 
     def read(self, username: str) -> Record | None:
         return self._load(self._path(_user_key(username)))
@@ -288,15 +309,16 @@ class ShardedTinyDBStore(Store):
         key = _user_key(username)
         path = self._path(key)
         with self._locks.hold(key):
-            txn = Transaction(username, self._load(path))
+            table = self._table(path)
+            txn = Transaction(username, self._get(table))
             yield txn
             if txn.changed:
-                self._save(path, txn.record)
+                _replace(table, 1, txn.record)
         if txn.events:
             self.audit.append(txn.events)
 
     def _save(self, path: Path, record: Record) -> None:
-        _replace(TinyDB(path, storage=AtomicJSONStorage).table(self.TABLE), 1, record)
+        _replace(self._table(path), 1, record)
 
     def put(self, username: str, record: Record) -> None:
         self._save(self._path(_user_key(username)), record)
