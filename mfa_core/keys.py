@@ -37,7 +37,7 @@ class KeyRing:
         if not fernet_keys:
             raise KeyringError("No encryption key is configured.")
         self._path = path
-        self._mtime: float | None = None
+        self._mtime: tuple[int, int, int] | None = None  # the key file's signature when read
         self._lock = threading.Lock()
         self._set(fernet_keys, pepper)
 
@@ -58,37 +58,51 @@ class KeyRing:
     def key_count(self) -> int:
         return len(self._keys)
 
-    def _refresh(self) -> None:
+    def _refresh(self, force: bool = False) -> None:
         if self._path is None:
             return
         try:
-            mtime = self._path.stat().st_mtime_ns
+            st = self._path.stat()
         except OSError as exc:
             raise KeyringError("The key file is missing.") from exc
-        if mtime != self._mtime:
+        # Every write replaces the file (new inode); mtime alone can repeat
+        # within a coarse timestamp tick.
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if force or signature != self._mtime:
             with self._lock:
                 keys, pepper = _read_key_file(self._path)
                 self._set(keys, pepper)
-                self._mtime = mtime
+                self._mtime = signature
+
+    def _with_fresh_keys(self, operation):
+        """Run ``operation`` on the current keys; on a token they cannot read, reload once and retry.
+
+        The retry covers a rotation by another process that the file
+        signature did not reveal.
+        """
+        self._refresh()
+        try:
+            return operation()
+        except InvalidToken:
+            if self._path is None:
+                raise KeyringError("A stored secret cannot be decrypted with the configured keys.") from None
+        self._refresh(force=True)
+        try:
+            return operation()
+        except InvalidToken as exc:
+            raise KeyringError("A stored secret cannot be decrypted with the configured keys.") from exc
 
     def encrypt(self, plaintext: str) -> str:
         self._refresh()
         return self._fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
 
     def decrypt(self, token: str) -> str:
-        self._refresh()
-        try:
-            return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
-        except InvalidToken as exc:
-            raise KeyringError("A stored secret cannot be decrypted with the configured keys.") from exc
+        return self._with_fresh_keys(
+            lambda: self._fernet.decrypt(token.encode("ascii")).decode("utf-8"))
 
     def reencrypt(self, token: str) -> str:
         """The same secret under the newest key."""
-        self._refresh()
-        try:
-            return self._fernet.rotate(token.encode("ascii")).decode("ascii")
-        except InvalidToken as exc:
-            raise KeyringError("A stored secret cannot be decrypted with the configured keys.") from exc
+        return self._with_fresh_keys(lambda: self._fernet.rotate(token.encode("ascii")).decode("ascii"))
 
     def is_current(self, token: str) -> bool:
         """True when ``token`` decrypts with the newest key alone."""
@@ -142,7 +156,7 @@ def load_keyring(data_dir: Path, environ: Mapping[str, str] | None = None) -> Ke
                                 secrets.token_bytes(32))
     keys, pepper = _read_key_file(path)
     ring = KeyRing(keys, pepper, path=path)
-    ring._mtime = path.stat().st_mtime_ns
+    ring._refresh(force=True)
     return ring
 
 

@@ -33,6 +33,7 @@ log = logging.getLogger("mfa_core")
 ENROLLMENT_TTL = 600  # a pending enrollment expires after 10 minutes
 RECENT_ACTIVITY = 25  # events kept in the user's record for the Manage MFA page
 STRATEGIES = ("totp", "backup_code")
+MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: beyond it a date cannot be computed
 _TOTP_CODE = re.compile(r"[0-9]{%d}" % totp.DIGITS)
 
 Notifier = Callable[[AuditEvent], None]
@@ -105,6 +106,19 @@ def _check_text(value: Any, what: str) -> str:
     return value.strip()
 
 
+def _check_time(value: Any, what: str) -> float:
+    """Epoch seconds as a finite float: TypeError for a non-number, ValueError for NaN, ±inf, huge."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be epoch seconds (a number)")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} is out of range.") from None
+    if not math.isfinite(seconds) or abs(seconds) > MAX_TIME:
+        raise ValueError(f"{what} is out of range.")
+    return seconds
+
+
 def _totp_code(code: Any) -> str:
     if not isinstance(code, str):
         raise TypeError(f"code must be a str, not {type(code).__name__}")
@@ -174,17 +188,20 @@ class MFAService:
     def recent_activity(self, username: str, limit: int = 10) -> list[AuditEvent]:
         """The user's latest events, newest first (from their own record: no scan)."""
         username = _check_name(username)
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError("limit must be an int")
+        if limit < 0:
+            raise ValueError("limit must not be negative")
         events = self._read(username).get("activity") or []
-        return [AuditEvent.from_dict(e) for e in reversed(events[-limit:])]
+        return [AuditEvent.from_dict(e) for e in reversed(events[-limit:])] if limit else []
 
     def audit(self, username: str | None = None, since: float | None = None,
               until: float | None = None) -> list[AuditEvent]:
         """The audit trail, oldest first, by user and by ``since <= time < until``."""
         if username is not None:
             username = _check_name(username)
-        for bound in (since, until):
-            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
-                raise TypeError("since and until must be epoch seconds")
+        since = _check_time(since, "since") if since is not None else None
+        until = _check_time(until, "until") if until is not None else None
         try:
             return [AuditEvent.from_dict(e) for e in self.store.query_audit(username, since, until)]
         except OSError as exc:
@@ -360,8 +377,7 @@ class MFAService:
         """Remember a signed-out cookie so that a copy of it no longer signs in."""
         username = _check_name(username)
         fingerprint = _check_text(fingerprint, "token fingerprint")
-        if isinstance(expires_at, bool) or not isinstance(expires_at, (int, float)) or math.isnan(expires_at):
-            raise TypeError("expires_at must be epoch seconds")
+        expires_at = _check_time(expires_at, "expires_at")
         now = self.clock()
         with self._transaction(username) as txn:
             tokens = {fp: exp for fp, exp in (txn.record.get("revoked_tokens") or {}).items()
@@ -412,7 +428,10 @@ class MFAService:
         interrupted rotation leaves every secret readable (run it again).
         """
         actor = _check_name(actor, "actor")
-        self.keyring.begin_rotation()
+        # Keys from the environment are rotated there (new key first): this
+        # re-encrypts under that first key; the key file is rotated here.
+        if self.keyring.from_file:
+            self.keyring.begin_rotation()
         count = 0
         for username in list(self.store.usernames()):
             with self._transaction(username) as txn:
@@ -421,7 +440,8 @@ class MFAService:
                     if part and not self.keyring.is_current(part["secret"]):
                         part["secret"] = self.keyring.reencrypt(part["secret"])
                         count += 1
-        self.keyring.finish_rotation()
+        if self.keyring.from_file:
+            self.keyring.finish_rotation()
         self.store.append_audit([AuditEvent(self.clock(), None, actor, "keys_rotated", "success",
                                             f"{count} secrets re-encrypted").to_dict()])
         return count

@@ -268,7 +268,11 @@ class JSONLinesAuditLog:
 
 
 def _day(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d")
+    try:
+        return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d")
+    except (OverflowError, OSError, ValueError):
+        # Beyond the dates a datetime holds: a bound before or after every file.
+        return "0000-00-00" if timestamp < 0 else "9999-99-99"
 
 
 class ShardedTinyDBStore(Store):
