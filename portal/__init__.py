@@ -1,0 +1,79 @@
+"""portal: the Streamlit glue shared by every page (sign-in gate, reverification, QR codes).
+
+Pages are thin: they call the guard first, then one ``mfa_core`` operation per
+action. This package imports streamlit; ``mfa_core`` never does.
+
+Public API (what pages, including ``pages/3_Helpdesk.py``, may use)
+-------------------------------------------------------------------
+
+``require_user(page_title=None, *, home=False) -> User``
+    First call of every page. Returns the signed-in user (``mfa_core.users.User``:
+    ``.username``, ``.name``, ``.email``, ``.roles``, ``.is_admin``) whose session
+    has passed the second factor. Otherwise it draws the sign-in screen (password
+    form, or the **Two-step verification** challenge) and stops the script
+    (``st.stop()``): nothing after the call runs. On pages (``home=False``) the
+    sign-in form carries the note "You must be logged in to access this page".
+    It also draws the sidebar (links the user may use, **Sign out**), shows
+    one-off notices (e.g. backup codes left) and re-checks the user's MFA epoch:
+    when their MFA changed elsewhere (removed, helpdesk reset) the session must
+    verify again.
+
+``require_admin(page_title=None) -> User``
+    ``require_user`` and, for a user who is not a helpdesk admin, an error
+    "This page is for helpdesk admins." and ``st.stop()``.
+
+``service() -> mfa_core.MFAService``
+    The engine on the portal's data dir (``$MFA_PORTAL_DATA_DIR``, default
+    ``data/``), cached per data dir and clock. Its ``.clock`` is the portal's
+    clock: use ``service().clock()`` for every time-dependent decision.
+
+``directory() -> mfa_core.users.UserDirectory``
+    The user directory (``users.yaml``) of the same data dir.
+
+``sensitive(action, label, run) -> None``
+    Run ``run()`` now if the session verified within the last 10 minutes;
+    otherwise keep the action pending and open the **Verify it's you** dialog,
+    which runs it after a successful verification. Call it from an
+    ``on_click`` callback (it never opens the dialog itself: the guard does,
+    on the next run). ``action`` is a short id ("remove", "generate", "add"),
+    ``label`` the words "to <label>" shown in the dialog.
+
+``verification_remaining() -> int``
+    Seconds the session's last verification stays valid (0: none).
+
+``verification_caption() -> None``
+    Draws "Your verification is valid for another N min" (or what happens
+    otherwise) under sensitive buttons.
+
+``note_mfa_changed() -> None``
+    After this session changed the user's MFA itself (enable, remove), keep
+    the session's epoch in step so it does not challenge itself.
+
+``flash(kind, text) -> None``
+    A one-off message ("success", "info", "warning", "error") shown at the top
+    of the next page drawn by the guard.
+
+``qr_png(uri) -> bytes``
+    PNG of the QR code of ``uri`` (qrcode + pillow), 200 px; cached in the
+    session, never in a shared cache.
+
+``sidebar(user) -> None``
+    The sidebar links and **Sign out** (called by ``require_user``).
+
+Session-state keys are prefixed ``portal_`` (shared), ``manage_`` (Manage MFA)
+and ``addtotp_`` (Add TOTP). Tests set the clock with ``portal.config.CLOCK =
+fn`` (AppTest runs the script in this process); nothing patches datetime.
+"""
+
+from __future__ import annotations
+
+from .config import directory, service
+from .qr import qr_png
+from .session import (flash, note_mfa_changed, sensitive, verification_caption,
+                      verification_remaining)
+from .signin import require_admin, require_user, sidebar
+
+__all__ = [
+    "directory", "flash", "note_mfa_changed", "qr_png", "require_admin", "require_user",
+    "sensitive", "service", "sidebar", "verification_caption", "verification_remaining",
+]

@@ -1,0 +1,116 @@
+"""Where the portal's settings come from: data dir, demo mode, cookie key, clock, service.
+
+One engine and one user directory per data dir (and clock) are shared by every
+session; they hold no per-session data, only the store's handles.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import mfa_core
+from filelock import FileLock
+from mfa_core.storage import write_atomic
+from mfa_core.users import UserDirectory
+
+ENV_DATA_DIR = "MFA_PORTAL_DATA_DIR"
+ENV_DEMO = "MFA_PORTAL_DEMO"
+ENV_COOKIE_KEY = "MFA_PORTAL_COOKIE_KEY"
+COOKIE_KEY_FILE = "cookie_key"
+DEMO_MARKER = ".demo-users"
+COOKIE_NAME = "mfa_portal_auth"
+COOKIE_EXPIRY_DAYS = 7.0
+
+# The portal's clock. None means time.time. AppTest runs the pages in the test
+# process, so a test sets ``portal.config.CLOCK = fake_clock`` and every
+# time-dependent decision (the engine's and the session layer's) follows it.
+CLOCK: Callable[[], float] | None = None
+
+
+@dataclass(frozen=True)
+class Portal:
+    """What one data dir gives the pages: the engine, the directory, the cookie key."""
+
+    data_dir: Path
+    service: mfa_core.MFAService
+    directory: UserDirectory
+    cookie_key: str
+    demo: bool
+
+
+_portals: dict[tuple[str, int], Portal] = {}
+_lock = threading.Lock()
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get(ENV_DATA_DIR) or "data")
+
+
+def demo_mode() -> bool:
+    return os.environ.get(ENV_DEMO, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def clock() -> Callable[[], float]:
+    return CLOCK or time.time
+
+
+def portal() -> Portal:
+    """The cached engine + directory for the current data dir and clock."""
+    path = data_dir().resolve()
+    clk = clock()
+    key = (str(path), id(clk))
+    found = _portals.get(key)
+    if found is not None and found.service.clock is clk:
+        return found
+    with _lock:
+        found = _portals.get(key)
+        if found is None or found.service.clock is not clk:
+            found = _open(path, clk)
+            _portals[key] = found
+    return found
+
+
+def service() -> mfa_core.MFAService:
+    return portal().service
+
+
+def directory() -> UserDirectory:
+    return portal().directory
+
+
+def _open(path: Path, clk: Callable[[], float]) -> Portal:
+    svc = mfa_core.open_service(path, clock=clk)
+    users = UserDirectory(path)
+    demo = demo_mode()
+    if demo and users.ensure_demo_users():
+        # Remember that these users are the demo's, so the banner never
+        # advertises passwords of a directory somebody set up by hand.
+        write_atomic(path / DEMO_MARKER, b"demo users created by the portal\n", mode=0o600)
+    return Portal(data_dir=path, service=svc, directory=users,
+                  cookie_key=_cookie_key(path), demo=demo and (path / DEMO_MARKER).exists())
+
+
+def _cookie_key(path: Path) -> str:
+    """Environment, then Streamlit secrets, else a key generated into the data dir (0600)."""
+    key = os.environ.get(ENV_COOKIE_KEY, "").strip()
+    if key:
+        return key
+    try:
+        import streamlit as st
+        key = str(st.secrets.get("cookie_key", "") or "").strip()
+    except Exception:  # no secrets.toml, or an unreadable one: fall back to the file
+        key = ""
+    if key:
+        return key
+    key_file = path / COOKIE_KEY_FILE
+    if not key_file.exists():
+        with FileLock(str(key_file) + ".lock"):
+            if not key_file.exists():
+                write_atomic(key_file, secrets.token_urlsafe(48).encode("ascii"), mode=0o600)
+    return key_file.read_text("ascii").strip()

@@ -1,0 +1,298 @@
+"""The session layer: who is signed in here, whether the second factor passed, reverification.
+
+Everything lives in ``st.session_state`` under ``portal_`` keys (server-side,
+one per browser session). Throttling and the MFA epoch live in the engine's
+store, so a new tab or browser changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Callable
+
+import streamlit as st
+
+import mfa_core
+
+from . import config
+
+REVERIFY_WINDOW = 600  # seconds a verification covers sensitive actions
+
+USER = "portal_user"              # username whose password (or cookie) was accepted
+VIA = "portal_via"                # "password" or "cookie"
+PASSED = "portal_second_factor"   # True once the second factor passed (or none exists)
+VERIFIED_AT = "portal_verified_at"  # time of the last verification (None: none)
+EPOCH = "portal_epoch"            # the user's mfa_epoch this session last agreed with
+COOKIE = "portal_cookie"          # {"fp": sha256 of the cookie, "exp": expiry} to revoke at sign-out
+FLASH = "portal_flash"
+PENDING = "portal_pending"        # {"action", "label"} of the sensitive action waiting
+PENDING_RUN = "portal_pending_run"
+REVERIFY_ERROR = "portal_reverify_error"
+REVERIFY_BACKUP = "portal_reverify_backup"
+REVERIFY_DONE = "portal_reverify_done"
+DIALOG_OPEN = "portal_dialog_open"
+
+# Keys that survive a sign-out (they describe the browser, not the user).
+_KEEP_ON_SIGN_OUT = ("portal_signed_out", "portal_delete_cookie", "portal_cookie_checked", FLASH)
+_SESSION_PREFIXES = ("portal_", "manage_", "addtotp_")
+
+
+def now() -> float:
+    return config.service().clock()
+
+
+# -- who is signed in ----------------------------------------------------------
+
+def current_username() -> str | None:
+    return st.session_state.get(USER)
+
+
+def second_factor_passed() -> bool:
+    return bool(st.session_state.get(USER)) and bool(st.session_state.get(PASSED))
+
+
+def start(username: str, via: str, *, cookie: dict[str, float | str] | None = None) -> None:
+    """A password (or a valid cookie) was accepted: the second factor is still ahead."""
+    clear()
+    st.session_state[USER] = username
+    st.session_state[VIA] = via
+    st.session_state[PASSED] = False
+    st.session_state[VERIFIED_AT] = None
+    st.session_state[EPOCH] = None
+    if cookie:
+        st.session_state[COOKIE] = cookie
+    st.session_state.pop("portal_signed_out", None)
+
+
+def pass_second_factor(epoch: int, *, verified: bool) -> None:
+    """The session may see the portal; ``verified`` when a factor was checked just now."""
+    st.session_state[PASSED] = True
+    st.session_state[EPOCH] = epoch
+    if verified:
+        record_verification()
+
+
+def clear() -> None:
+    """Forget everything this session knew about its user (sign-out)."""
+    for key in list(st.session_state.keys()):
+        if isinstance(key, str) and key.startswith(_SESSION_PREFIXES) and key not in _KEEP_ON_SIGN_OUT:
+            del st.session_state[key]
+
+
+def check_epoch(status: mfa_core.MFAStatus) -> bool:
+    """False (and the session must verify again) when the user's MFA changed elsewhere."""
+    seen = st.session_state.get(EPOCH)
+    if seen is None or seen == status.mfa_epoch:
+        if seen is None and st.session_state.get(PASSED):
+            st.session_state[EPOCH] = status.mfa_epoch
+        return True
+    st.session_state[EPOCH] = status.mfa_epoch
+    st.session_state[VERIFIED_AT] = None
+    _drop_pending()
+    if status.two_factor_enabled:
+        st.session_state[PASSED] = False
+        flash("info", "Your two-step verification settings changed. Verify it's you again.")
+    else:
+        flash("info", "Two-step verification was turned off for your account. "
+                      "Contact the helpdesk if you did not expect this.")
+    return False
+
+
+def note_mfa_changed() -> None:
+    """This session changed its user's MFA itself: agree with the new epoch."""
+    user = current_username()
+    if user:
+        st.session_state[EPOCH] = config.service().status(user).mfa_epoch
+
+
+# -- one-off messages ----------------------------------------------------------
+
+def flash(kind: str, text: str) -> None:
+    """A message shown once, at the top of the next page the guard draws."""
+    if kind not in ("success", "info", "warning", "error"):
+        raise ValueError(f"unknown flash kind {kind!r}")
+    st.session_state.setdefault(FLASH, [])
+    st.session_state[FLASH] = [*st.session_state[FLASH], (kind, text)]
+
+
+def show_flashes() -> None:
+    for kind, text in st.session_state.pop(FLASH, None) or []:
+        getattr(st, kind)(text)
+
+
+# -- reverification ------------------------------------------------------------
+
+def record_verification() -> None:
+    st.session_state[VERIFIED_AT] = now()
+
+
+def verification_remaining() -> int:
+    """Whole seconds the last verification still covers sensitive actions (0: none)."""
+    at = st.session_state.get(VERIFIED_AT)
+    if at is None:
+        return 0
+    return max(0, int(at + REVERIFY_WINDOW - now()))
+
+
+def verification_caption() -> None:
+    left = verification_remaining()
+    if left:
+        minutes = -(-left // 60)
+        st.caption(f"You verified it's you recently: changes need no code for another "
+                   f"{minutes} min ({left} s).")
+    else:
+        st.caption("Changes to your two-step verification will ask you to verify it's you.")
+
+
+def sensitive(action: str, label: str, run: Callable[[], Any]) -> None:
+    """Run ``run()`` now if verified within 10 minutes, else after the dialog succeeds.
+
+    Meant for ``on_click`` callbacks: the dialog itself opens on the next run
+    (the guard opens it; Streamlit cannot open a dialog from a callback).
+    """
+    if verification_remaining() > 0:
+        _run_action(run)
+        return
+    st.session_state[PENDING] = {"action": action, "label": label}
+    st.session_state[PENDING_RUN] = run
+    st.session_state.pop(REVERIFY_ERROR, None)
+    st.session_state.pop(REVERIFY_BACKUP, None)
+
+
+def pending_action() -> str | None:
+    pending = st.session_state.get(PENDING)
+    return pending["action"] if pending else None
+
+
+def _run_action(run: Callable[[], Any]) -> None:
+    try:
+        run()
+    except mfa_core.MFAError as err:
+        flash("error", str(err))
+
+
+def _drop_pending() -> None:
+    for key in (PENDING, PENDING_RUN, REVERIFY_ERROR, REVERIFY_BACKUP):
+        st.session_state.pop(key, None)
+
+
+def dismiss_pending() -> None:
+    _drop_pending()
+
+
+def begin_run() -> None:
+    """Called first on every full run by the guard."""
+    st.session_state.pop(DIALOG_OPEN, None)
+    st.session_state.pop(REVERIFY_DONE, None)
+
+
+def open_pending_dialog() -> None:
+    """Open the **Verify it's you** dialog if an action waits (once per run)."""
+    if st.session_state.get(PENDING) and not st.session_state.get(DIALOG_OPEN):
+        st.session_state[DIALOG_OPEN] = True
+        _reverify_dialog()
+
+
+def _has_mfa() -> bool:
+    user = current_username()
+    return bool(user) and config.service().status(user).two_factor_enabled
+
+
+def _reverify_code_key(mode: str) -> str:
+    return f"portal_reverify_{mode}"
+
+
+def _reverify_mode() -> str:
+    if not _has_mfa():
+        return "password"
+    return "backup_code" if st.session_state.get(REVERIFY_BACKUP) else "totp"
+
+
+def confirm_reverification() -> None:
+    """The dialog's Confirm: check the strongest factor, then run the pending action."""
+    user = current_username()
+    pending = st.session_state.get(PENDING)
+    if not user or not pending:
+        return
+    mode = _reverify_mode()
+    key = _reverify_code_key(mode)
+    typed = st.session_state.get(key) or ""
+    st.session_state[key] = ""
+    svc = config.service()
+    try:
+        if mode == "password":
+            _check_password(svc, user, typed)
+            remaining = None
+        else:
+            remaining = svc.attempt_second_factor(user, typed, mode).backup_codes_remaining
+    except mfa_core.MFAError as err:
+        st.session_state[REVERIFY_ERROR] = str(err)
+        return
+    record_verification()
+    if mode == "backup_code" and remaining is not None:
+        flash(*backup_codes_left_message(remaining))
+    run = st.session_state.get(PENDING_RUN)
+    _drop_pending()
+    st.session_state[REVERIFY_DONE] = True
+    if run is not None:
+        _run_action(run)
+
+
+def _check_password(svc: mfa_core.MFAService, user: str, password: str) -> None:
+    """Password reverification, counted in the engine's per-user throttle."""
+    svc.check_throttle(user)
+    if not password:
+        raise mfa_core.InvalidCodeFormat("Enter your password.")
+    if not config.directory().check_password(user, password):
+        svc.record_password_failure(user)
+        raise mfa_core.InvalidCode("That password is not correct.")
+    svc.record_password_success(user)
+
+
+def backup_codes_left_message(remaining: int) -> tuple[str, str]:
+    """What to tell someone who just used a backup code."""
+    plural = "code" if remaining == 1 else "codes"
+    if remaining <= 3:
+        return ("warning", f"You used a backup code. Only {remaining} backup {plural} left: "
+                           "generate new ones on Manage MFA.")
+    return ("info", f"You used a backup code. {remaining} backup {plural} left.")
+
+
+def _toggle_backup() -> None:
+    st.session_state[REVERIFY_BACKUP] = not st.session_state.get(REVERIFY_BACKUP)
+    st.session_state.pop(REVERIFY_ERROR, None)
+
+
+@st.dialog("Verify it's you", on_dismiss=dismiss_pending)
+def _reverify_dialog() -> None:
+    if st.session_state.pop(REVERIFY_DONE, None):
+        st.rerun()  # the action ran: a full rerun closes the dialog and shows its result
+    pending = st.session_state.get(PENDING)
+    if not pending:
+        st.rerun()
+    mode = _reverify_mode()
+    if mode == "password":
+        st.write(f"To {pending['label']}, enter your password.")
+        label = "Password"
+    elif mode == "backup_code":
+        st.write(f"To {pending['label']}, enter one of your backup codes.")
+        label = "Backup code"
+    else:
+        st.write(f"To {pending['label']}, enter the code from your authentication app.")
+        label = "Authentication code"
+    with st.form("portal_reverify_form", border=False):
+        st.text_input(label, key=_reverify_code_key(mode),
+                      type="password" if mode == "password" else "default",
+                      autocomplete="current-password" if mode == "password" else "one-time-code")
+        st.form_submit_button("Confirm", type="primary", on_click=confirm_reverification)
+    error = st.session_state.get(REVERIFY_ERROR)
+    if error:
+        st.error(error)
+    if mode != "password":
+        st.button("Use your authentication app" if mode == "backup_code" else "Use a backup code",
+                  key="portal_reverify_toggle", on_click=_toggle_backup)
+    st.button("Cancel", key="portal_reverify_cancel", on_click=dismiss_pending)
+
+
+def format_time(epoch_seconds: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

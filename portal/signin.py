@@ -1,0 +1,356 @@
+"""The sign-in gate: password (streamlit-authenticator), then the second factor, then the page.
+
+The authenticator is mounted only on the password screen (each mounted cookie
+component reruns the page once). Its own cookie reading is replaced by ours,
+which survives forged cookies, checks expiry with the portal's clock and
+refuses cookies revoked at sign-out; a cookie never skips the second factor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import jwt
+import streamlit as st
+import streamlit_authenticator as stauth
+
+import mfa_core
+from mfa_core.users import DEMO_USERS, User
+
+from . import config, session, users
+
+APP_DIR = Path(__file__).resolve().parent.parent
+HOME_PAGE = "streamlit_app.py"
+MANAGE_PAGE = "pages/1_Manage_MFA.py"
+ADD_TOTP_PAGE = "pages/2_Add_TOTP.py"
+HELPDESK_PAGE = "pages/3_Helpdesk.py"
+
+WRONG_PASSWORD = "Username or password is incorrect."
+LOGIN_ERROR = "portal_login_error"
+CHALLENGE_ERROR = "portal_challenge_error"
+CHALLENGE_BACKUP = "portal_challenge_backup"
+SIGNED_OUT = "portal_signed_out"
+DELETE_COOKIE = "portal_delete_cookie"
+COOKIE_CHECKED = "portal_cookie_checked"
+_LIBRARY_KEYS = ("name", "username", "authentication_status", "email", "roles")
+
+
+# -- the guard -----------------------------------------------------------------
+
+def require_user(page_title: str | None = None, *, home: bool = False) -> User:
+    """The signed-in user past the second factor, or the sign-in screen and ``st.stop()``."""
+    if page_title:
+        st.set_page_config(page_title=f"{page_title} · MFA Portal", page_icon=":material/lock:")
+    session.begin_run()
+    try:
+        portal = config.portal()
+    except mfa_core.MFAError as err:
+        st.error(str(err))
+        st.stop()
+    if session.current_username() is None:
+        _restore_from_cookie(portal)
+    username = session.current_username()
+    user = users.lookup(portal, username) if username else None
+    if username and user is None:  # removed from the directory meanwhile
+        session.clear()
+        _reset_library_state()
+    if user is None:
+        _password_screen(portal, home=home)
+        username = session.current_username()
+        user = users.lookup(portal, username) if username else None
+        if user is None:
+            st.stop()
+    try:
+        status = portal.service.status(user.username)
+        if (st.session_state.get(session.VIA) == "cookie" and st.session_state.get(session.COOKIE)
+                and portal.service.is_token_revoked(user.username,
+                                                    st.session_state[session.COOKIE]["fp"])):
+            _end_session(portal, revoke=False)
+            st.rerun()
+    except mfa_core.MFAError as err:
+        st.error(str(err))
+        st.stop()
+    session.check_epoch(status)
+    if not session.second_factor_passed():
+        if status.two_factor_enabled:
+            _challenge_screen(portal, user)
+            st.stop()
+        # No second factor exists: the password is the strongest factor.
+        session.pass_second_factor(status.mfa_epoch,
+                                   verified=st.session_state.get(session.VIA) == "password"
+                                   and st.session_state.get("portal_fresh_password", False))
+        st.session_state.pop("portal_fresh_password", None)
+    sidebar(user)
+    session.show_flashes()
+    session.open_pending_dialog()
+    return user
+
+
+def require_admin(page_title: str | None = None) -> User:
+    """``require_user``, then only helpdesk admins get further."""
+    user = require_user(page_title)
+    if not user.is_admin:
+        st.error("This page is for helpdesk admins.")
+        st.page_link(MANAGE_PAGE, label="Manage MFA", icon=":material/security:")
+        st.stop()
+    return user
+
+
+def sidebar(user: User) -> None:
+    with st.sidebar:
+        st.markdown(f"Signed in as **{user.name}**  \n`{user.username}`")
+        st.page_link(HOME_PAGE, label="Home", icon=":material/home:")
+        st.page_link(MANAGE_PAGE, label="Manage MFA", icon=":material/security:")
+        if user.is_admin and (APP_DIR / HELPDESK_PAGE).exists():
+            st.page_link(HELPDESK_PAGE, label="Helpdesk", icon=":material/support_agent:")
+        st.button("Sign out", key="portal_sign_out", icon=":material/logout:", on_click=sign_out)
+
+
+# -- the password screen ---------------------------------------------------------
+
+def _password_screen(portal: config.Portal, *, home: bool) -> None:
+    """The login form; returns only when a password was accepted in this run."""
+    _reset_library_state()
+    slot = st.empty()
+    st.session_state.pop(LOGIN_ERROR, None)
+    with slot.container():
+        st.title("MFA Portal")
+        if not home:
+            st.warning("You must be logged in to access this page")
+        session.show_flashes()
+        if portal.demo:
+            creds = ", ".join(f"`{u}` / `{p}`" for u, p, *_ in DEMO_USERS)
+            st.info(f"**Demo mode.** These demo users were created for you: {creds} "
+                    "(`admin` is a helpdesk admin).", icon=":material/info:")
+        auth = _authenticator(portal)
+        if auth is None:
+            st.stop()
+        if st.session_state.pop(DELETE_COOKIE, None):
+            try:
+                auth.cookie_controller.delete_cookie()
+            except Exception:  # the browser may simply not hold the cookie
+                pass
+        try:
+            auth.login(location="main", key="portal_login",
+                       fields={"Form name": "Sign in", "Username": "Username",
+                               "Password": "Password", "Login": "Login"})
+        except Exception:  # a library error must never become a traceback on the page
+            st.session_state[LOGIN_ERROR] = "Sign-in failed. Try again."
+            _reset_library_state()
+    username = st.session_state.get("username")
+    if st.session_state.get("authentication_status") and username:
+        slot.empty()
+        session.start(username, "password")
+        st.session_state["portal_fresh_password"] = True
+        _set_cookie(auth, portal, username)
+        return
+    error = st.session_state.get(LOGIN_ERROR)
+    if error:
+        st.error(error)
+    st.stop()
+
+
+def _authenticator(portal: config.Portal) -> stauth.Authenticate | None:
+    try:
+        auth = stauth.Authenticate(users.credentials(portal), config.COOKIE_NAME, portal.cookie_key,
+                                   config.COOKIE_EXPIRY_DAYS, auto_hash=False, login_sleep_time=0)
+    except Exception:
+        st.error("The user directory cannot be read. Contact your administrator.")
+        return None
+    # Our cookie handling replaces the library's (see _restore_from_cookie, _set_cookie).
+    auth.cookie_controller.get_cookie = lambda: None
+    auth.cookie_controller.set_cookie = lambda: None
+    model = auth.authentication_controller.authentication_model
+    model.check_credentials = lambda username, password: _check_password(portal, model, username,
+                                                                          password)
+    return auth
+
+
+def _check_password(portal: config.Portal, model: Any, username: str, password: str) -> bool:
+    """The library's password check, inside the engine's persisted throttle."""
+    entry = model.credentials["usernames"].get(username) if isinstance(username, str) else None
+    if not entry or not isinstance(password, str) or not password:
+        st.session_state[LOGIN_ERROR] = WRONG_PASSWORD
+        return False
+    svc = portal.service
+    try:
+        svc.check_throttle(username)
+    except (mfa_core.MFAError, ValueError, TypeError) as err:
+        st.session_state[LOGIN_ERROR] = str(err)
+        return False
+    try:
+        ok = bcrypt.checkpw(password.encode("utf-8"), str(entry.get("password", "")).encode("ascii"))
+    except ValueError:
+        ok = False
+    try:
+        if not ok:
+            svc.record_password_failure(username)
+            st.session_state[LOGIN_ERROR] = WRONG_PASSWORD
+            return False
+        if not svc.status(username).two_factor_enabled:
+            svc.record_password_success(username)
+    except mfa_core.MFAError as err:
+        st.session_state[LOGIN_ERROR] = str(err)
+        return False
+    return True
+
+
+def _reset_library_state() -> None:
+    for key in _LIBRARY_KEYS:
+        st.session_state[key] = None
+
+
+# -- the remember-me cookie ------------------------------------------------------
+
+def read_cookie() -> str | None:
+    """The raw remember-me cookie of this browser session (tests patch this one read)."""
+    try:
+        value = st.context.cookies.get(config.COOKIE_NAME)
+    except Exception:
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def decode_cookie(portal: config.Portal, token: str) -> tuple[str, float] | None:
+    """(username, expiry) of a genuine, unexpired, unrevoked cookie; None for anything else."""
+    try:
+        data = jwt.decode(token, portal.cookie_key, algorithms=["HS256"])
+        username, expires = data["username"], float(data["exp_date"])
+    except Exception:  # forged, tampered, alg=none, malformed, expired 'exp' claim …
+        return None
+    if not isinstance(username, str) or not expires > portal.service.clock():
+        return None
+    if users.lookup(portal, username) is None:
+        return None
+    try:
+        if portal.service.is_token_revoked(username, fingerprint(token)):
+            return None
+    except (mfa_core.MFAError, ValueError, TypeError):
+        return None
+    return username, expires
+
+
+def _restore_from_cookie(portal: config.Portal) -> None:
+    """Sign in from the cookie at most once per session; never past the second factor."""
+    if st.session_state.get(SIGNED_OUT) or st.session_state.get(COOKIE_CHECKED):
+        return
+    st.session_state[COOKIE_CHECKED] = True
+    token = read_cookie()
+    if not token:
+        return
+    found = decode_cookie(portal, token)
+    if found is None:
+        st.session_state[DELETE_COOKIE] = True  # a refused cookie is removed from the browser
+        return
+    username, expires = found
+    session.start(username, "cookie", cookie={"fp": fingerprint(token), "exp": expires})
+
+
+def _set_cookie(auth: stauth.Authenticate, portal: config.Portal, username: str) -> None:
+    expires = portal.service.clock() + config.COOKIE_EXPIRY_DAYS * 86400
+    token = jwt.encode({"username": username, "exp_date": expires}, portal.cookie_key,
+                       algorithm="HS256")
+    st.session_state[session.COOKIE] = {"fp": fingerprint(token), "exp": expires}
+    try:
+        auth.cookie_controller.cookie_model.cookie_manager.set(
+            config.COOKIE_NAME, token, expires_at=dt.datetime.fromtimestamp(expires))
+    except Exception:  # no cookie is only a missed convenience
+        pass
+
+
+# -- the second factor -----------------------------------------------------------
+
+def _challenge_key() -> str:
+    return "portal_challenge_backup_code" if st.session_state.get(CHALLENGE_BACKUP) else \
+        "portal_challenge_code"
+
+
+def _challenge_screen(portal: config.Portal, user: User) -> None:
+    backup = bool(st.session_state.get(CHALLENGE_BACKUP))
+    st.title("Two-step verification")
+    session.show_flashes()
+    if backup:
+        st.write("Enter one of the backup codes you saved when you set up two-step verification.")
+    else:
+        st.write(f"Open your authentication app and enter the 6-digit code for "
+                 f"**{portal.service.issuer}** ({user.username}).")
+    with st.form("portal_challenge_form", border=False):
+        st.text_input("Backup code" if backup else "Authentication code", key=_challenge_key(),
+                      autocomplete="off" if backup else "one-time-code",
+                      max_chars=40 if backup else 12)
+        st.form_submit_button("Continue", type="primary", on_click=_submit_challenge)
+    error = st.session_state.get(CHALLENGE_ERROR)
+    if error:
+        st.error(error)
+    left, right = st.columns(2)
+    left.button("Use your authentication app" if backup else "Use a backup code",
+                key="portal_challenge_toggle", on_click=_toggle_challenge)
+    right.button("Sign out", key="portal_challenge_sign_out", on_click=sign_out)
+
+
+def _toggle_challenge() -> None:
+    st.session_state[CHALLENGE_BACKUP] = not st.session_state.get(CHALLENGE_BACKUP)
+    st.session_state.pop(CHALLENGE_ERROR, None)
+
+
+def _submit_challenge() -> None:
+    user = session.current_username()
+    if not user:
+        return
+    key = _challenge_key()
+    strategy = "backup_code" if st.session_state.get(CHALLENGE_BACKUP) else "totp"
+    typed = st.session_state.get(key) or ""
+    st.session_state[key] = ""
+    svc = config.service()
+    try:
+        result = svc.attempt_second_factor(user, typed, strategy)
+        epoch = svc.status(user).mfa_epoch
+    except mfa_core.MFAError as err:
+        st.session_state[CHALLENGE_ERROR] = str(err)
+        return
+    except (TypeError, ValueError):
+        st.session_state[CHALLENGE_ERROR] = "That code cannot be checked. Try again."
+        return
+    for stale in (CHALLENGE_ERROR, CHALLENGE_BACKUP):
+        st.session_state.pop(stale, None)
+    session.pass_second_factor(epoch, verified=True)
+    if strategy == "backup_code":
+        session.flash(*session.backup_codes_left_message(result.backup_codes_remaining))
+
+
+# -- sign-out --------------------------------------------------------------------
+
+def sign_out() -> None:
+    """Sidebar / challenge **Sign out**: revoke this session's cookie, forget the user."""
+    _end_session(config.portal(), revoke=True)
+    session.flash("success", "You have signed out.")
+
+
+def _end_session(portal: config.Portal, *, revoke: bool) -> None:
+    user = session.current_username()
+    if user and revoke:
+        cookies = [st.session_state.get(session.COOKIE)]
+        token = read_cookie()
+        if token:
+            found = decode_cookie(portal, token)
+            if found and found[0] == user:
+                cookies.append({"fp": fingerprint(token), "exp": found[1]})
+        for cookie in cookies:
+            if cookie:
+                try:
+                    portal.service.revoke_token(user, cookie["fp"], cookie["exp"])
+                except (mfa_core.MFAError, ValueError, TypeError):
+                    pass
+    session.clear()
+    _reset_library_state()
+    st.session_state["logout"] = True
+    st.session_state[SIGNED_OUT] = True
+    st.session_state[DELETE_COOKIE] = True
