@@ -1,0 +1,438 @@
+"""The operator's command line: users, helpdesk actions, the audit trail, key rotation.
+
+``python -m mfa_core --help`` or the ``mfa-portal`` console script. Exit
+status: 0 done, 2 bad input or a refused action (one line on stderr, nothing
+changed), 1 the data dir, keys or mail settings cannot be used, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TextIO
+
+from . import notify
+from .audit import AuditEvent
+from .errors import KeyringError, MFAError, StorageError
+from .keys import ENV_KEYS
+from .service import MFAService, MFAStatus, open_service
+from .users import ADMIN_ROLE, UserDirectory, UserDirectoryError, check_username
+
+ENV_DATA_DIR = "MFA_PORTAL_DATA_DIR"
+ENV_ACTOR = "MFA_PORTAL_ACTOR"
+SECRETS_FILE = Path(".streamlit") / "secrets.toml"
+
+_RELATIVE = re.compile(r"(\d+)\s*(s|sec|m|min|h|d|w)")
+_UNIT = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+class UsageError(ValueError):
+    """Bad input on the command line; its text is the one line printed."""
+
+
+# -- parsing helpers ------------------------------------------------------------
+
+def parse_time(text: str, now: float, what: str = "time") -> float:
+    """Epoch seconds from ISO-8601 (date or datetime; UTC unless an offset is given) or ``24h``/``7d``.
+
+    Raises UsageError.
+    """
+    value = text.strip()
+    match = _RELATIVE.fullmatch(value.lower())
+    if match:
+        return now - int(match.group(1)) * _UNIT[match.group(2)]
+    if value.lower() == "now":
+        return now
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{what} {text!r} is not a time: use ISO-8601 (2026-11-28, "
+                         "2026-11-28T09:30Z) or a relative time like 30m, 24h, 7d.") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
+
+
+def format_time(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def default_actor(environ: Mapping[str, str]) -> str:
+    name = environ.get(ENV_ACTOR)
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (OSError, KeyError):
+            name = ""
+    name = re.sub(r"[^A-Za-z0-9._@ -]", "", name or "").strip()
+    return name or "operator"
+
+
+def table(rows: list[list[str]], header: list[str], out: TextIO) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        out.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+
+
+def status_dict(status: MFAStatus, user: Any = None) -> dict[str, Any]:
+    data = {
+        "username": status.username,
+        "totp_enabled": status.totp_enabled,
+        "backup_codes_remaining": status.backup_codes_remaining,
+        "pending_enrollment": status.pending_enrollment,
+        "failed_attempts": status.failed_attempts,
+        "retry_after": status.retry_after,
+        "locked": status.locked,
+        "mfa_epoch": status.mfa_epoch,
+        "last_activity": status.last_activity,
+    }
+    if user is not None:
+        data.update(name=user.name, email=user.email, roles=user.roles)
+    return data
+
+
+def lock_state(status: MFAStatus) -> str:
+    if status.locked:
+        return "locked"
+    if status.retry_after:
+        return f"wait {status.retry_after} s"
+    return f"{status.failed_attempts} failed" if status.failed_attempts else "-"
+
+
+# -- the commands -----------------------------------------------------------------
+
+class Context:
+    """What every command needs: the data dir, the user directory, the service (opened late)."""
+
+    def __init__(self, args: argparse.Namespace, environ, stdin: TextIO, stdout: TextIO) -> None:
+        self.args = args
+        self.environ = environ
+        self.stdin = stdin
+        self.out = stdout
+        self.data_dir = Path(args.data_dir or environ.get(ENV_DATA_DIR) or "data")
+        self.users = UserDirectory(self.data_dir)
+
+    def service(self) -> MFAService:
+        """Opened only once the input is known good: opening creates the store and keys."""
+        notifier = notify.from_settings(self.data_dir, self.environ, SECRETS_FILE)
+        return open_service(self.data_dir, notifier=notifier, environ=self.environ)
+
+    def known_user(self, username: str):
+        user = self.users.get(username)
+        if user is None:
+            raise UsageError(f"There is no user named {username!r} in {self.users.path}.")
+        return user
+
+    def actor(self) -> str:
+        return self.args.actor or default_actor(self.environ)
+
+    def password(self, confirm: bool = True) -> str:
+        if self.args.password_stdin:
+            line = self.stdin.readline().rstrip("\r\n")
+            if not line:
+                raise UsageError("No password on standard input.")
+            return line
+        if not self.stdin.isatty():
+            raise UsageError("Standard input is not a terminal: pipe the password in with "
+                             "--password-stdin.")
+        first = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Repeat the password: ") != first:
+            raise UsageError("The two passwords differ; nothing was changed.")
+        return first
+
+
+def cmd_users_add(ctx: Context) -> int:
+    a = ctx.args
+    username = check_username(a.username)
+    if ctx.users.get(username) is not None:
+        raise UsageError(f"A user named {username!r} already exists.")
+    if a.email and not _EMAIL.fullmatch(a.email):
+        raise UsageError(f"{a.email!r} is not a mail address.")
+    roles = list(dict.fromkeys(["user", *(a.role or []), *([ADMIN_ROLE] if a.admin else [])]))
+    password = ctx.password()
+    user = ctx.users.add(username, password, name=a.name or "", email=a.email or "", roles=roles)
+    ctx.out.write(f"Added user {user.username} (roles: {', '.join(user.roles)}).\n")
+    return 0
+
+
+def cmd_users_list(ctx: Context) -> int:
+    users = ctx.users.users()
+    if ctx.args.json:
+        json.dump([{"username": u.username, "name": u.name, "email": u.email, "roles": u.roles}
+                   for u in users], ctx.out, indent=2)
+        ctx.out.write("\n")
+    elif not users:
+        ctx.out.write(f"No users in {ctx.users.path}.\n")
+    else:
+        table([[u.username, u.name, u.email or "-", ",".join(u.roles)] for u in users],
+              ["USERNAME", "NAME", "EMAIL", "ROLES"], ctx.out)
+    return 0
+
+
+def cmd_users_remove(ctx: Context) -> int:
+    username = ctx.args.username
+    ctx.known_user(username)
+    if not ctx.args.keep_mfa:
+        # A user added later under the same name must not inherit this one's authenticator.
+        svc = ctx.service()
+        if svc.store.read(username) is not None:
+            svc.reset_mfa(username, actor=ctx.actor(), reason="user removed from the directory")
+    ctx.users.remove(username)
+    ctx.out.write(f"Removed user {username}.\n")
+    return 0
+
+
+def cmd_users_passwd(ctx: Context) -> int:
+    username = ctx.args.username
+    ctx.known_user(username)
+    ctx.users.set_password(username, ctx.password())
+    ctx.out.write(f"Password changed for {username}.\n")
+    return 0
+
+
+def cmd_mfa_status(ctx: Context) -> int:
+    user = ctx.known_user(ctx.args.username)
+    status = ctx.service().status(user.username)
+    if ctx.args.json:
+        json.dump(status_dict(status, user), ctx.out, indent=2)
+        ctx.out.write("\n")
+        return 0
+    yes = {True: "yes", False: "no"}
+    rows = [
+        ("user", f"{user.username} ({user.name}{', ' + user.email if user.email else ''})"),
+        ("authenticator app", "enabled" if status.totp_enabled else "not enabled"),
+        ("backup codes left", str(status.backup_codes_remaining) if status.totp_enabled else "-"),
+        ("set-up in progress", yes[status.pending_enrollment]),
+        ("failed attempts", str(status.failed_attempts)),
+        ("locked", yes[status.locked]),
+        ("wait before next try", f"{status.retry_after} s"),
+        ("MFA epoch", str(status.mfa_epoch)),
+        ("last activity", format_time(status.last_activity)),
+    ]
+    for label, value in rows:
+        ctx.out.write(f"{label + ':':<22}{value}\n")
+    return 0
+
+
+def cmd_mfa_list(ctx: Context) -> int:
+    users = ctx.users.users()
+    svc = ctx.service()
+    statuses = [(u, svc.status(u.username)) for u in users]
+    if ctx.args.json:
+        json.dump([status_dict(s, u) for u, s in statuses], ctx.out, indent=2)
+        ctx.out.write("\n")
+        return 0
+    table([[u.username, "on" if s.totp_enabled else "off",
+            str(s.backup_codes_remaining) if s.totp_enabled else "-", lock_state(s),
+            format_time(s.last_activity)] for u, s in statuses],
+          ["USERNAME", "TOTP", "CODES", "LOCKOUT", "LAST ACTIVITY"], ctx.out)
+    return 0
+
+
+def cmd_mfa_reset(ctx: Context) -> int:
+    user = ctx.known_user(ctx.args.username)
+    reason = (ctx.args.reason or "").strip()
+    if not reason:
+        raise UsageError("A reason is required: --reason TEXT.")
+    actor = ctx.actor()
+    status = ctx.service().reset_mfa(user.username, actor=actor, reason=reason)
+    ctx.out.write(f"Reset MFA for {user.username}: authenticator and backup codes removed, "
+                  f"other sessions must verify again (epoch {status.mfa_epoch}).\n")
+    return 0
+
+
+def cmd_mfa_unlock(ctx: Context) -> int:
+    user = ctx.known_user(ctx.args.username)
+    reason = ctx.args.reason
+    if reason is not None and not reason.strip():
+        raise UsageError("The reason must not be empty.")
+    ctx.service().unlock(user.username, actor=ctx.actor(), reason=reason or "lockout cleared")
+    ctx.out.write(f"Cleared failed attempts and lockout for {user.username}.\n")
+    return 0
+
+
+def cmd_audit(ctx: Context) -> int:
+    a = ctx.args
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    since = parse_time(a.since, now, "--since") if a.since is not None else None
+    until = parse_time(a.until, now, "--until") if a.until is not None else None
+    if since is not None and until is not None and since > until:
+        raise UsageError("--since is after --until.")
+    if a.user is not None:
+        check_username(a.user)
+    svc = ctx.service()
+    events = svc.audit(a.user, since, until)
+    if a.user is not None and not events and ctx.users.get(a.user) is None:
+        raise UsageError(f"There is no user named {a.user!r} in {ctx.users.path}.")
+    if a.json:
+        json.dump([{**e.to_dict(), "when": e.when.isoformat(), "label": e.label} for e in events],
+                  ctx.out, indent=2)
+        ctx.out.write("\n")
+    elif not events:
+        ctx.out.write("No events.\n")
+    else:
+        table([[format_time(e.time), e.user or "-", e.actor or "-", e.event, e.outcome, e.detail]
+               for e in events], ["TIME", "USER", "ACTOR", "EVENT", "OUTCOME", "DETAIL"], ctx.out)
+    return 0
+
+
+def cmd_keys_rotate(ctx: Context) -> int:
+    svc = ctx.service()
+    count = svc.rotate_keys(actor=ctx.actor())
+    secrets = f"{count} secret{'s' if count != 1 else ''}"
+    if svc.keyring.from_file:
+        ctx.out.write(f"Rotated the encryption key: {secrets} re-encrypted, old keys dropped.\n")
+    else:
+        ctx.out.write(f"Re-encrypted {secrets} under the first key of {ENV_KEYS}; "
+                      "the older keys in it can now be removed.\n")
+    return 0
+
+
+# -- the parser --------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2), like every other refusal."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS,
+                        help=f"the portal's data directory (default: ${ENV_DATA_DIR} or data/)")
+    actor = argparse.ArgumentParser(add_help=False)
+    actor.add_argument("--actor", metavar="NAME",
+                       help=f"who acts, for the audit trail (default: ${ENV_ACTOR} or your login)")
+    pw = argparse.ArgumentParser(add_help=False)
+    pw.add_argument("--password-stdin", action="store_true",
+                    help="read the password from the first line of standard input "
+                         "(otherwise it is asked for without echo)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    parser = _Parser(prog=prog, description="Operate the MFA portal: users, helpdesk actions, "
+                     "the audit trail and the encryption keys.",
+                     epilog="Exit status: 0 done; 2 bad input or refused, nothing changed; "
+                     "1 the data directory, keys or mail settings cannot be used.")
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
+                        help=f"the portal's data directory (default: ${ENV_DATA_DIR} or data/)")
+    groups = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                   parser_class=_Parser)
+
+    users = groups.add_parser("users", help="maintain the user file streamlit-authenticator reads",
+                              description="Maintain users.yaml in the data dir (bcrypt hashes, roles).")
+    u = users.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    p = u.add_parser("add", parents=[common, pw], help="add a user",
+                     description="Add a user; the password is asked for twice without echo, "
+                                 "or read from stdin with --password-stdin.")
+    p.add_argument("username")
+    p.add_argument("--name", help="display name (default: the username)")
+    p.add_argument("--email", help="mail address for notifications")
+    p.add_argument("--role", action="append", metavar="ROLE", help="extra role (repeatable)")
+    p.add_argument("--admin", action="store_true", help=f"give the {ADMIN_ROLE!r} role (helpdesk)")
+    p.set_defaults(func=cmd_users_add)
+    p = u.add_parser("list", parents=[common, as_json], help="list users",
+                     description="List the users, their mail addresses and roles.")
+    p.set_defaults(func=cmd_users_list)
+    p = u.add_parser("remove", parents=[common, actor], help="remove a user",
+                     description="Remove a user from the user file and reset their MFA, "
+                                 "so a later user of the same name starts clean.")
+    p.add_argument("username")
+    p.add_argument("--keep-mfa", action="store_true", help="keep the user's MFA record")
+    p.set_defaults(func=cmd_users_remove)
+    p = u.add_parser("passwd", parents=[common, pw], help="set a user's password",
+                     description="Set a user's password (asked twice without echo, or from stdin).")
+    p.add_argument("username")
+    p.set_defaults(func=cmd_users_passwd)
+
+    mfa = groups.add_parser("mfa", help="helpdesk: MFA status, reset, unlock",
+                            description="Helpdesk actions on one user's second factor.")
+    m = mfa.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    p = m.add_parser("status", parents=[common, as_json], help="show a user's MFA status",
+                     description="Show a user's authenticator, backup codes, lockout and last activity.")
+    p.add_argument("username")
+    p.set_defaults(func=cmd_mfa_status)
+    p = m.add_parser("list", parents=[common, as_json], help="MFA status of every user",
+                     description="One line per user: authenticator, backup codes left, "
+                                 "lockout state, last activity.")
+    p.set_defaults(func=cmd_mfa_list)
+    p = m.add_parser("reset", parents=[common, actor], help="remove a user's authenticator and codes",
+                     description="Remove the user's authenticator, backup codes and lockout; "
+                                 "their signed-in sessions must verify again. Audited with "
+                                 "the actor and reason.")
+    p.add_argument("username")
+    p.add_argument("--reason", required=True, help="why (required, goes to the audit trail)")
+    p.set_defaults(func=cmd_mfa_reset)
+    p = m.add_parser("unlock", parents=[common, actor], help="clear failed attempts and a lockout",
+                     description="Clear the user's failed attempts and lockout. Audited.")
+    p.add_argument("username")
+    p.add_argument("--reason", help="why (default: 'lockout cleared')")
+    p.set_defaults(func=cmd_mfa_unlock)
+
+    p = groups.add_parser("audit", parents=[common, as_json], help="show the audit trail",
+                          description="The audit trail, oldest first. TIME is ISO-8601 "
+                                      "(2026-11-28, 2026-11-28T09:30, 2026-11-28T09:30+02:00; "
+                                      "UTC unless an offset is given) or relative: 30m, 24h, 7d, 2w.")
+    p.add_argument("--user", metavar="U", help="only this user's events")
+    p.add_argument("--since", metavar="TIME", help="events at or after TIME")
+    p.add_argument("--until", metavar="TIME", help="events before TIME")
+    p.set_defaults(func=cmd_audit)
+
+    keys = groups.add_parser("keys", help="encryption keys",
+                             description="Manage the key that encrypts TOTP secrets at rest.")
+    k = keys.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    p = k.add_parser("rotate", parents=[common, actor], help="new key, every secret re-encrypted",
+                     description="Add a new key, re-encrypt every TOTP secret with it, then drop "
+                                 "the old keys. Interrupted, every secret stays readable: run it "
+                                 f"again. With keys in ${ENV_KEYS}, put the new key first there, "
+                                 "run this, then remove the old keys.")
+    p.set_defaults(func=cmd_keys_rotate)
+    return parser
+
+
+def _prog() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m mfa_core" if name in ("__main__.py", "", "-c") else name
+
+
+def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | None = None,
+         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run one command; returns the exit status (the console script exits with it)."""
+    environ = os.environ if environ is None else environ
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    parser = build_parser(_prog())
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    func: Callable[[Context], int] = args.func
+    try:
+        return func(Context(args, environ, stdin, stdout))
+    except (StorageError, KeyringError, notify.NotificationSettingsError) as exc:
+        stderr.write(f"error: {_one_line(exc)}\n")
+        return 1
+    except (MFAError, UserDirectoryError, ValueError, TypeError) as exc:
+        stderr.write(f"error: {_one_line(exc)}\n")
+        return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        stderr.write(f"error: {exc.strerror or type(exc).__name__}{where}\n")
+        return 1
+    except KeyboardInterrupt:
+        stderr.write("interrupted: run the command again (an interrupted key rotation "
+                     "leaves every secret readable)\n")
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,119 @@
+"""Fixtures for the operations tests: a real data dir, the CLI in a subprocess, users on file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyotp
+import pytest
+
+import mfa_core
+from mfa_core.users import UserDirectory
+
+REPO = Path(__file__).resolve().parents[2]
+# A step boundary + 10 s, well inside a 30-second step (2023-11-14T22:13:40Z).
+T0 = 56_666_667 * 30 + 10
+
+
+class FakeClock:
+    """A clock the test moves by hand; the service calls it for "now"."""
+
+    def __init__(self, start: float = T0) -> None:
+        self.now = float(start)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+def code_for(secret: str, timestamp: float) -> str:
+    """What an authenticator app shows at ``timestamp`` (pyotp, independent of the engine)."""
+    return pyotp.TOTP(secret).at(timestamp)
+
+
+def enable_totp(svc: mfa_core.MFAService, clock: FakeClock, username: str) -> str:
+    """Enroll and verify ``username``; returns the secret. Leaves the clock one step on."""
+    secret = svc.create_totp(username).secret
+    svc.verify_totp(username, code_for(secret, clock()))
+    clock.advance(30)
+    return secret
+
+
+def snapshot(data_dir: Path) -> dict[str, str]:
+    """Every file under the data dir with its content hash (empty lock files excluded)."""
+    if not data_dir.exists():
+        return {}
+    return {str(p.relative_to(data_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(data_dir.rglob("*")) if p.is_file() and p.suffix != ".lock"}
+
+
+def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment for a CLI run: no SMTP or key settings leak in from the host."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_PORTAL_")}
+    env.update(PYTHONPATH=str(REPO), MFA_PORTAL_DATA_DIR=str(data_dir), MFA_PORTAL_ACTOR="ops-test",
+               PYTHONDONTWRITEBYTECODE="1")
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Cli:
+    data_dir: Path
+    cwd: Path
+
+    def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None,
+                 timeout: float = 60) -> Result:
+        proc = subprocess.run([sys.executable, "-m", "mfa_core", *args], input=input,
+                              capture_output=True, text=True, cwd=self.cwd, timeout=timeout,
+                              env=env or cli_env(self.data_dir))
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, *args: str, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "mfa_core", *args], cwd=self.cwd,
+                                env=cli_env(self.data_dir), **kwargs)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def cli(data_dir: Path, tmp_path: Path) -> Cli:
+    return Cli(data_dir, tmp_path)
+
+
+@pytest.fixture
+def svc(data_dir: Path, clock: FakeClock) -> mfa_core.MFAService:
+    return mfa_core.open_service(data_dir, clock=clock, environ={})
+
+
+@pytest.fixture
+def directory(data_dir: Path) -> UserDirectory:
+    """alice and bob (users, with mail addresses) and admin (helpdesk)."""
+    users = UserDirectory(data_dir)
+    users.add("alice", "alice-pass-1", name="Alice Example", email="alice@example.com")
+    users.add("bob", "bob-pass-12", name="Bob Example", email="bob@example.com")
+    users.add("admin", "admin-pass-1", name="Helpdesk Admin", email="admin@example.com",
+              roles=["user", "admin"])
+    return users
