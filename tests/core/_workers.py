@@ -1,0 +1,38 @@
+"""Work run in other processes by the concurrency tests (importable by spawned children)."""
+
+from __future__ import annotations
+
+import pyotp
+
+import mfa_core
+
+
+def race(data_dir: str, now: float, worker: int, barrier, results, *, totp_secret: str,
+         backup_code: str, failures: int, users_each: int) -> None:
+    """One process's share: the shared code race, failures on one user, enrolling its own users."""
+    policy = mfa_core.ThrottlePolicy(free_failures=10, lockout_after=100)  # losers all get a reason
+    svc = mfa_core.open_service(data_dir, clock=lambda: now, environ={}, policy=policy)
+    outcome: dict = {"worker": worker}
+    try:
+        barrier.wait(timeout=60)
+        try:
+            svc.attempt_second_factor("shared", backup_code, "backup_code")
+            outcome["backup"] = "ok"
+        except mfa_core.MFAError as exc:
+            outcome["backup"] = type(exc).__name__
+        barrier.wait(timeout=60)
+        try:
+            svc.attempt_second_factor("shared", pyotp.TOTP(totp_secret).at(now))
+            outcome["totp"] = "ok"
+        except mfa_core.MFAError as exc:
+            outcome["totp"] = type(exc).__name__
+        for _ in range(failures):
+            svc.record_password_failure("counted")
+        for n in range(users_each):
+            user = f"p{worker}-u{n}"
+            secret = svc.create_totp(user).secret
+            svc.verify_totp(user, pyotp.TOTP(secret).at(now))
+        outcome["done"] = True
+    except BaseException as exc:  # reported to the test, which fails on it
+        outcome["error"] = repr(exc)
+    results.put(outcome)

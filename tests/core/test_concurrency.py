@@ -1,0 +1,154 @@
+"""Many threads and processes on one data dir: no lost update, no corrupt file, exactly-once codes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import mfa_core
+from mfa_core import ThrottlePolicy
+
+from . import _workers
+from .conftest import code_for, enable_totp
+
+THREADS = 8
+PROCESSES = 4
+# The losers of a race are failed attempts; let them all be free so each one reports why it lost.
+LENIENT = ThrottlePolicy(free_failures=THREADS + 1, lockout_after=100)
+
+
+def every_user_file_parses(data_dir: Path) -> int:
+    files = list((data_dir / "users").rglob("*.json"))
+    for path in files:
+        json.loads(path.read_bytes())
+    assert not list((data_dir / "users").rglob("*.tmp")), "a temp file was left behind"
+    return len(files)
+
+
+def in_threads(fn, count: int = THREADS) -> list:
+    barrier = threading.Barrier(count)
+
+    def run(i):
+        barrier.wait(timeout=30)
+        return fn(i)
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def outcome(call) -> str:
+    try:
+        call()
+        return "ok"
+    except mfa_core.MFAError as exc:
+        return type(exc).__name__
+
+
+@pytest.mark.parametrize("shared_instance", [True, False], ids=["one-service", "service-per-thread"])
+def test_threads_lose_no_failure_count(data_dir, clock, shared_instance):
+    services = [mfa_core.open_service(data_dir, clock=clock, environ={}) for _ in range(THREADS)]
+    per_thread = 25
+
+    def work(i):
+        svc = services[0] if shared_instance else services[i]
+        for _ in range(per_thread):
+            svc.record_password_failure("alice")
+    in_threads(work)
+    assert services[0].status("alice").failed_attempts == THREADS * per_thread
+    every_user_file_parses(data_dir)
+
+
+def test_threads_enrolling_different_users_all_end_enabled(svc, data_dir, clock):
+    def work(i):
+        for n in range(5):
+            user = f"t{i}-u{n}"
+            secret = svc.create_totp(user).secret
+            svc.verify_totp(user, code_for(secret, clock()))
+    in_threads(work)
+    users = [f"t{i}-u{n}" for i in range(THREADS) for n in range(5)]
+    assert all(svc.status(u).totp_enabled for u in users)
+    assert set(svc.usernames()) == set(users)
+    assert every_user_file_parses(data_dir) == len(users)
+
+
+def test_one_backup_code_redeemed_by_eight_threads_succeeds_once(data_dir, clock):
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, policy=LENIENT)
+    enable_totp(svc, clock, "alice")
+    code = svc.create_backup_codes("alice").codes[0]
+    services = [mfa_core.open_service(data_dir, clock=clock, environ={}, policy=LENIENT)
+                for _ in range(THREADS)]
+    results = in_threads(lambda i: outcome(
+        lambda: services[i].attempt_second_factor("alice", code, "backup_code")))
+    assert results.count("ok") == 1, results
+    assert set(results) == {"ok", "InvalidCode"}
+    assert svc.status("alice").backup_codes_remaining == 9
+
+
+def test_one_totp_code_sent_by_eight_threads_is_accepted_once(data_dir, clock):
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, policy=LENIENT)
+    secret = enable_totp(svc, clock, "alice")
+    code = code_for(secret, clock())
+    results = in_threads(lambda i: outcome(lambda: svc.attempt_second_factor("alice", code)))
+    assert results.count("ok") == 1, results
+    assert set(results) == {"ok", "CodeAlreadyUsed"}
+
+
+def test_threads_mixing_every_operation_keep_every_user_consistent(data_dir, clock):
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, policy=LENIENT)
+    secret = enable_totp(svc, clock, "shared")
+    codes = svc.create_backup_codes("shared").codes
+
+    def work(i):
+        results = []
+        results.append(outcome(lambda: svc.attempt_second_factor("shared", codes[i], "backup_code")))
+        results.append(outcome(lambda: svc.attempt_second_factor("shared", codes[0], "backup_code")))
+        own = svc.create_totp(f"own{i}").secret
+        results.append(outcome(lambda: svc.verify_totp(f"own{i}", code_for(own, clock()))))
+        svc.status("shared"), svc.audit("shared"), svc.recent_activity("shared")
+        return results
+    results = in_threads(work)
+    # codes[0] is used once by thread 0 or by someone's second try, never twice.
+    used = [r for rs in results for r in rs[:2] if r == "ok"]
+    assert len(used) == THREADS  # codes[0..7] each once
+    assert svc.status("shared").backup_codes_remaining == 10 - THREADS
+    assert all(rs[2] == "ok" for rs in results)
+    assert svc.attempt_second_factor("shared", code_for(secret, clock())).strategy == "totp"
+    every_user_file_parses(data_dir)
+
+
+def test_four_processes_on_one_data_dir(data_dir, clock):
+    """Spawned processes race for one backup code and one TOTP code, count failures, enroll users."""
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, policy=LENIENT)
+    secret = enable_totp(svc, clock, "shared")
+    code = svc.create_backup_codes("shared").codes[0]
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    failures, users_each = 20, 5
+    procs = [ctx.Process(target=_workers.race, args=(str(data_dir), clock(), w, barrier, results),
+                         kwargs=dict(totp_secret=secret, backup_code=code, failures=failures,
+                                     users_each=users_each))
+             for w in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    try:
+        outcomes = [results.get(timeout=120) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert not [o["error"] for o in outcomes if "error" in o]
+    assert [o["backup"] for o in outcomes].count("ok") == 1, outcomes
+    assert {o["backup"] for o in outcomes} == {"ok", "InvalidCode"}
+    assert [o["totp"] for o in outcomes].count("ok") == 1, outcomes
+    assert {o["totp"] for o in outcomes} == {"ok", "CodeAlreadyUsed"}
+    assert svc.status("shared").backup_codes_remaining == 9
+    assert svc.status("counted").failed_attempts == PROCESSES * failures
+    enrolled = [f"p{w}-u{n}" for w in range(PROCESSES) for n in range(users_each)]
+    assert all(svc.status(u).totp_enabled for u in enrolled)
+    assert every_user_file_parses(data_dir) == len(enrolled) + 2
+    assert len([e for e in svc.audit("counted") if e.event == "password_failed"]) == PROCESSES * failures

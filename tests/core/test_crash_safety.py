@@ -1,0 +1,85 @@
+"""A writer killed with SIGKILL at random moments, many times: the store always opens, old or new state."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import mfa_core
+
+from .conftest import T0
+
+KILLS = 30
+USERS = ("ann", "ben", "cat")
+
+WRITER = textwrap.dedent("""
+    import sys
+    import mfa_core
+    data_dir, now = sys.argv[1], float(sys.argv[2])
+    users = sys.argv[3].split(",")
+    svc = mfa_core.open_service(data_dir, clock=lambda: now, environ={})
+    counts = {u: svc.status(u).failed_attempts for u in users}
+    print("ready", flush=True)
+    i = 0
+    while True:
+        user = users[i % len(users)]
+        if i % 7 == 3:
+            svc.create_totp(user)  # a pending secret: encrypted, rewritten in the same file
+        svc.record_password_failure(user)
+        counts[user] += 1
+        print(user, counts[user], flush=True)
+        i += 1
+""")
+
+
+def start_writer(data_dir: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_PORTAL_")}
+    root = Path(mfa_core.__file__).resolve().parent.parent
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(data_dir), str(T0), ",".join(USERS)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+
+
+def test_store_survives_sigkill_mid_write_many_times(data_dir):
+    rng = random.Random(6238)
+    committed = {u: 0 for u in USERS}  # what the writers reported as done
+    seen = {u: 0 for u in USERS}  # what the store held after the previous kill
+    kills_mid_run = 0
+    for _ in range(KILLS):
+        proc = start_writer(data_dir)
+        try:
+            assert proc.stdout.readline() == "ready\n", proc.stderr.read()
+            time.sleep(rng.uniform(0.0, 0.12))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            out, err = proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, err
+        for line in out.split("\n")[:-1]:  # whole lines only: the kill may cut the last one
+            user, count = line.split()
+            committed[user] = int(count)
+        kills_mid_run += bool(out)
+
+        # Every user file parses (temp files from the killed writer are not user files).
+        files = list((data_dir / "users").rglob("*.json"))
+        for path in files:
+            json.loads(path.read_bytes())
+        # The store opens, and every user's state is the old or the new one.
+        svc = mfa_core.open_service(data_dir, clock=lambda: T0, environ={})
+        for user in USERS:
+            failures = svc.status(user).failed_attempts
+            # At most one transaction can have committed without being reported.
+            assert committed[user] <= failures <= committed[user] + 1, (user, failures, committed)
+            assert failures >= seen[user], "a committed state was lost"
+            seen[user] = failures
+            committed[user] = failures
+            pending = svc.pending_totp(user)
+            assert pending is None or len(pending.secret) == 32
+        assert svc.audit() is not None  # a torn audit line never stops a query
+    assert kills_mid_run >= KILLS // 2, "the writer was rarely killed while writing"
+    assert sum(seen.values()) > KILLS
