@@ -1,0 +1,67 @@
+"""A helpdesk reset from the command line while the user is enrolling leaves a consistent state."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+import mfa_core
+
+from .conftest import FakeClock, code_for
+
+
+def test_cli_resets_racing_an_enrolling_user_lose_no_update(cli, directory, data_dir):
+    svc = mfa_core.open_service(data_dir, environ={})  # the real clock, like the CLI's
+    enrolled: list[str] = []  # secrets whose verification succeeded, in order
+    refused: list[str] = []
+    stop = threading.Event()
+
+    def enroll_again_and_again() -> None:
+        while not stop.is_set():
+            secret = svc.create_totp("alice").secret
+            try:
+                svc.verify_totp("alice", code_for(secret, time.time()))
+            except mfa_core.MFAError as exc:  # the reset removed the pending enrollment
+                refused.append(type(exc).__name__)
+            else:
+                enrolled.append(secret)
+
+    worker = threading.Thread(target=enroll_again_and_again)
+    worker.start()
+    resets = 0
+    try:
+        while len(enrolled) < 3:
+            time.sleep(0.01)
+        for _round in range(3):  # two helpdesk resets at once, three times
+            procs = [cli.popen("mfa", "reset", "alice", "--reason", f"race {_round}",
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2)]
+            for proc in procs:
+                out, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, err
+                resets += 1
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+
+    # Every file parses; every change counted once (no lost update).
+    for path in data_dir.rglob("*.json"):
+        json.loads(path.read_text())
+    status = svc.status("alice")
+    assert status.mfa_epoch == len(enrolled) + resets
+    trail = [e for e in svc.audit("alice") if e.event in ("totp_enabled", "helpdesk_reset")]
+    assert sum(e.event == "totp_enabled" for e in trail) == len(enrolled)
+    assert sum(e.event == "helpdesk_reset" for e in trail) == resets
+    assert set(refused) <= {"NoPendingEnrollment"}
+
+    # The final state is the last committed change: enrolled with the last secret, or reset.
+    if trail[-1].event == "totp_enabled":
+        assert status.totp_enabled
+        later = FakeClock(time.time() + 60)
+        checker = mfa_core.open_service(data_dir, clock=later, environ={})
+        checker.attempt_second_factor("alice", code_for(enrolled[-1], later()))
+    else:
+        assert not status.totp_enabled and status.backup_codes_remaining == 0
