@@ -1,0 +1,434 @@
+"""Engine benchmark (issue 2): the same MFAService on three storage backends, side by side.
+
+For each store size the parent grows every backend's store (untimed, straight
+through the storage layer), then runs rounds of timed operations, backends
+interleaved so that noise from the shared machine falls on all of them alike.
+Each build and each round runs in its own process, which reports its own
+peak RSS (VmHWM).
+
+Children: ``python -m bench.core build …`` and ``python -m bench.core run …``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import copy
+import hashlib
+import json
+import math
+import random
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import (TMP_ROOT, machine_note, ms, p50, peak_rss_mb, percentile, ratio, run_child, table,
+               verdict)
+
+OURS = "tinydb"
+BACKENDS = ("tinydb", "tinydb-single-file", "sqlite")
+LABELS = {"tinydb": "tinydb (ours)", "tinydb-single-file": "single file", "sqlite": "sqlite"}
+SIZES = (100, 1_000, 10_000, 100_000)
+OPS = ("status", "create_totp", "verify_totp", "second_factor_totp", "second_factor_backup")
+OP_LABELS = {
+    "status": "status",
+    "create_totp": "create_totp",
+    "verify_totp": "verify_totp",
+    "second_factor_totp": "attempt_second_factor (TOTP)",
+    "second_factor_backup": "attempt_second_factor (backup code)",
+}
+BUILD_CLOCK = 1_700_000_000.0
+BENCH_CLOCK = 1_800_000_000.0
+CLOCK_SPAN = 10_000_000.0  # seconds of fake time each child may use up
+BACKUP_CODES = 10
+HARD_BUDGET = 15.0  # seconds an operation may take a round, however few calls that allows
+
+# Targets (issue 2).
+VERIFY_P50_MAX_MS = 3.0
+VERIFY_GROWTH_MAX = 1.5
+BACKUP_P50_MAX_MS = 250.0
+PEAK_RSS_MAX_MB = 200.0
+
+
+def username(i: int) -> str:
+    return f"user{i:06d}"
+
+
+def user_secret(name: str) -> str:
+    """Each user's TOTP secret, derivable by the benchmark (160 bits, base32, no padding)."""
+    raw = hashlib.sha1(b"bench-totp:" + name.encode()).digest()
+    return base64.b32encode(raw).decode("ascii").rstrip("=")
+
+
+def user_backup_code(name: str, k: int) -> str:
+    """The user's k-th backup code in its normalized form."""
+    from mfa_core import backup_codes as bc
+    raw = hashlib.sha256(f"bench-backup:{name}:{k}".encode()).digest()
+    return "".join(bc.ALPHABET[b % len(bc.ALPHABET)] for b in raw[:bc.LENGTH])
+
+
+class FakeClock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# -- building a store (untimed) -------------------------------------------------
+
+def template_record() -> dict[str, Any]:
+    """A real enrolled user's record, made through the service in a scratch dir.
+
+    Enrolled, 10 backup codes, a few sign-ins: the record a typical user has
+    after a while (encrypted secret, code hashes, recent activity).
+    """
+    import mfa_core
+    from mfa_core import totp
+    scratch = tempfile.mkdtemp(prefix="mfa-bench-template-", dir=TMP_ROOT)
+    try:
+        clock = FakeClock(BUILD_CLOCK)
+        svc = mfa_core.open_service(scratch, clock=clock)
+        res = svc.create_totp("template")
+        svc.verify_totp("template", totp.code_at(res.secret, clock.t))
+        svc.create_backup_codes("template")
+        for _ in range(3):
+            clock.t += 3600
+            svc.attempt_second_factor("template", totp.code_at(res.secret, clock.t))
+        record = svc.store.read("template")
+        svc.store.close()
+        return record
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def make_record(template: dict[str, Any], name: str, keyring) -> dict[str, Any]:
+    """The template re-owned by ``name``: its own encrypted secret, salt and 10 code hashes."""
+    from mfa_core import backup_codes as bc
+    rec = copy.deepcopy(template)
+    rec["username"] = name
+    rec["totp"]["secret"] = keyring.encrypt(user_secret(name))
+    salt = secrets.token_bytes(16)
+    rec["backup"]["salt"] = salt.hex()
+    rec["backup"]["hashes"] = [bc.digest(keyring.pepper, salt, user_backup_code(name, k))
+                               for k in range(BACKUP_CODES)]
+    for event in rec.get("activity", []):
+        event["user"] = name
+        event["actor"] = name
+    return rec
+
+
+def build(backend: str, data_dir: str, start: int, stop: int) -> dict[str, Any]:
+    """Add users ``start``…``stop-1`` to the store (straight through the storage layer)."""
+    import mfa_core
+    t0 = time.perf_counter()
+    svc = mfa_core.open_service(data_dir, clock=FakeClock(BUILD_CLOCK), backend=backend)
+    template = template_record()
+    store = svc.store
+    if hasattr(store, "put_many"):
+        chunk = 50_000
+        for lo in range(start, stop, chunk):
+            store.put_many({username(i): make_record(template, username(i), svc.keyring)
+                            for i in range(lo, min(stop, lo + chunk))})
+    else:
+        # One small file a user: the writes wait on fsync, so a few threads help.
+        def put(i: int) -> None:
+            name = username(i)
+            store.put(name, make_record(template, name, svc.keyring))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            for _ in pool.map(put, range(start, stop), chunksize=256):
+                pass
+    store.close()
+    sample = make_record(template, username(0), svc.keyring)
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
+            "record_bytes": len(json.dumps(sample)), "events": len(sample.get("activity", []))}
+
+
+# -- one timed round ------------------------------------------------------------
+
+def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_ops: int,
+              budget: float, min_ops: int) -> dict[str, Any]:
+    """Time each operation on random users of a store of ``size`` users.
+
+    Per operation: up to ``max_ops`` calls, stopping early once ``budget``
+    seconds went by and ``min_ops`` were timed, or once ``HARD_BUDGET``
+    seconds went by at all (one call of the single file at 100k takes ~20 s). The state the benchmark
+    needs across rounds (secrets replaced by verify_totp, backup codes
+    already used) lives in a JSON file beside the store.
+    """
+    import mfa_core
+    from mfa_core import backup_codes as bc
+    from mfa_core import totp
+
+    wall0 = time.perf_counter()
+    state_path = Path(data_dir).with_suffix(".state.json")
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    secrets_override: dict[str, str] = state.setdefault("secrets", {})
+    codes_used: dict[str, int] = state.setdefault("codes_used", {})
+    rng = random.Random(seed)
+    clock = FakeClock(t0)
+    svc = mfa_core.open_service(data_dir, clock=clock, backend=backend)
+
+    def pick() -> str:
+        return username(rng.randrange(size))
+
+    def secret_of(name: str) -> str:
+        return secrets_override.get(name) or user_secret(name)
+
+    def pick_backup() -> tuple[str, int]:
+        for _ in range(1000):
+            name = pick()
+            if codes_used.get(name, 0) < BACKUP_CODES:
+                break
+        else:
+            raise RuntimeError("every sampled user has used all their backup codes")
+        k = codes_used.get(name, 0)
+        codes_used[name] = k + 1
+        return name, k
+
+    # Warm-up (untimed): first calls pay for lazy set-up, not for the store.
+    # Skipped where one read already takes seconds (the single file at 100k).
+    t = time.perf_counter()
+    svc.status(pick())
+    if time.perf_counter() - t < 1.0:
+        svc.status(pick())
+        clock.t += 30
+        svc.create_totp(pick())
+
+    results: dict[str, list[float]] = {}
+
+    def timed(op: str, prepare: Callable[[], Callable[[], Any]]) -> None:
+        samples: list[float] = []
+        start = time.perf_counter()
+        while len(samples) < max_ops:
+            spent = time.perf_counter() - start
+            if (len(samples) >= min_ops and spent >= budget) or (samples and spent >= HARD_BUDGET):
+                break
+            call = prepare()
+            t = time.perf_counter_ns()
+            call()
+            samples.append((time.perf_counter_ns() - t) / 1e6)
+        results[op] = samples
+
+    def prep_status():
+        name = pick()
+        return lambda: svc.status(name)
+
+    def prep_create():
+        name = pick()
+        clock.t += 30
+        return lambda: svc.create_totp(name)
+
+    def prep_verify():
+        name = pick()
+        clock.t += 30
+        resource = svc.create_totp(name)  # untimed: verify needs a pending enrollment
+        clock.t += 30
+        code = totp.code_at(resource.secret, clock.t)
+        secrets_override[name] = resource.secret  # verify_totp makes it the user's secret
+        return lambda: svc.verify_totp(name, code)
+
+    def prep_totp():
+        name = pick()
+        clock.t += 30  # the replay guard refuses a step already used
+        code = totp.code_at(secret_of(name), clock.t)
+        return lambda: svc.attempt_second_factor(name, code, strategy="totp")
+
+    def prep_backup():
+        name, k = pick_backup()
+        code = bc.display(user_backup_code(name, k)).upper()  # typed as a person might
+        expected = BACKUP_CODES - k - 1
+
+        def call():
+            result = svc.attempt_second_factor(name, code, strategy="backup_code")
+            if result.backup_codes_remaining != expected:
+                raise RuntimeError(f"{name}: {result.backup_codes_remaining} codes left, "
+                                   f"expected {expected}")
+        return call
+
+    timed("status", prep_status)
+    timed("create_totp", prep_create)
+    timed("verify_totp", prep_verify)
+    timed("second_factor_totp", prep_totp)
+    timed("second_factor_backup", prep_backup)
+    svc.store.close()
+    state_path.write_text(json.dumps(state))
+    if clock.t - t0 >= CLOCK_SPAN:
+        raise RuntimeError("the round used more fake time than it was given")
+    return {"samples": results, "peak_rss_mb": peak_rss_mb(),
+            "seconds": time.perf_counter() - wall0}
+
+
+# -- the parent -----------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("core")
+    g.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                   help="store sizes for the engine part (default %(default)s)")
+    g.add_argument("--backends", default=",".join(BACKENDS), help="default %(default)s")
+    g.add_argument("--ops", type=int, default=100, help="most timed calls per operation a round")
+    g.add_argument("--min-ops", type=int, default=5, help="fewest timed calls per operation a round")
+    g.add_argument("--budget", type=float, default=3.0,
+                   help="seconds per operation a round after which a slow backend stops early")
+    g.add_argument("--rounds", type=int, default=3,
+                   help="rounds per size (a backend whose round takes > --slow-round s gets one)")
+    g.add_argument("--slow-round", type=float, default=20.0)
+
+
+def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
+    sizes = sorted({int(s.replace("_", "")) for s in str(args.sizes).split(",") if s.strip()})
+    backends = [b for b in str(args.backends).split(",") if b]
+    root = Path(tempfile.mkdtemp(prefix="mfa-bench-core-", dir=TMP_ROOT))
+    started = time.perf_counter()
+    head = machine_note()
+    # cells[(backend, size, op)] = list of (p50, p95, n) per round
+    cells: dict[tuple[str, int, str], list[tuple[float, float, int]]] = {}
+    rss: dict[tuple[str, int], float] = {}
+    builds: dict[tuple[str, int], tuple[float, float]] = {}
+    rounds_run: dict[tuple[str, int], int] = {}
+    calls = {b: 0 for b in backends}
+    shape = (0, 0)
+    try:
+        have = {b: 0 for b in backends}
+        for size in sizes:
+            for b in backends:
+                res = run_child("bench.core", ["build", b, str(root / b), str(have[b]), str(size)])
+                builds[(b, size)] = (res["seconds"], res["peak_rss_mb"])
+                shape = (res["record_bytes"], res["events"])
+                have[b] = size
+            slow: set[str] = set()
+            for r in range(args.rounds):
+                for b in backends:
+                    if b in slow:
+                        continue
+                    t0 = BENCH_CLOCK + calls[b] * CLOCK_SPAN
+                    calls[b] += 1
+                    seed = size * 1000 + r
+                    res = run_child("bench.core", [
+                        "run", b, str(root / b), str(size), repr(t0), str(seed), str(args.ops),
+                        repr(args.budget), str(args.min_ops)])
+                    for op, samples in res["samples"].items():
+                        cells.setdefault((b, size, op), []).append(
+                            (p50(samples), percentile(samples, 95), len(samples)))
+                    rss[(b, size)] = max(rss.get((b, size), 0.0), res["peak_rss_mb"])
+                    rounds_run[(b, size)] = rounds_run.get((b, size), 0) + 1
+                    if res["seconds"] > args.slow_round:
+                        slow.add(b)
+            out(f"  core: {size:,} users done ({time.perf_counter() - started:.0f} s)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    report = render(sizes, backends, cells, rss, builds, rounds_run, args, head,
+                    time.perf_counter() - started, shape)
+    return report
+
+
+def _cell(cells, b, size, op) -> tuple[float, float, int, int]:
+    """Median over rounds of p50 and of p95, total calls, rounds."""
+    rounds = cells.get((b, size, op), [])
+    if not rounds:
+        return math.nan, math.nan, 0, 0
+    return (statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds),
+            sum(r[2] for r in rounds), len(rounds))
+
+
+def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds, shape) -> str:
+    lines = ["## Engine (issue 2): `mfa_core` on three storage backends", "",
+             f"{head}. Times in ms: p50 / p95 of each round, median over rounds; "
+             f"n = timed calls (rounds). Same `MFAService`, same fake clock, same random users; "
+             f"backends interleaved round by round. Baselines: **single file** (one TinyDB file "
+             f"holding every user) and **sqlite** (indexed table). A backend whose round takes "
+             f"over {args.slow_round:.0f} s is capped: one round only, at least {args.min_ops} calls an "
+             f"operation once {args.budget:g} s went by, and no more calls once "
+             f"{HARD_BUDGET:g} s went by (so as few as 1 where one call takes longer).", ""]
+    others = [b for b in backends if b != OURS]
+    header = ["operation", "users"]
+    for b in backends:
+        header += [f"{LABELS[b]} p50 / p95", "n"]
+    if OURS in backends:
+        header += [f"ours ÷ {LABELS[b]} (p50)" for b in others]
+    rows = []
+    for op in OPS:
+        for size in sizes:
+            row = [OP_LABELS[op], f"{size:,}"]
+            mids = {}
+            for b in backends:
+                m50, m95, n, r = _cell(cells, b, size, op)
+                mids[b] = m50
+                row += [f"{ms(m50)} / {ms(m95)}", f"{n} ({r})" if n else "–"]
+            if OURS in backends:
+                row += [ratio(mids[OURS], mids[b]) for b in others]
+            rows.append(row)
+    lines += [table(header, rows), ""]
+
+    # Targets, for ours and (for comparison) each baseline.
+    small, large = sizes[0], sizes[-1]
+    lines += ["### Engine targets", ""]
+    t_header = ["target"] + [LABELS[b] for b in backends] + ["pass/fail (ours)"]
+    t_rows = []
+
+    def per_backend(fn):
+        vals = {b: fn(b) for b in backends}
+        return vals
+
+    v_large = per_backend(lambda b: _cell(cells, b, large, "verify_totp")[0])
+    ok = (v_large.get(OURS, math.nan) <= VERIFY_P50_MAX_MS) if OURS in backends else None
+    t_rows.append([f"verify_totp p50 at {large:,} users ≤ {VERIFY_P50_MAX_MS:g} ms"]
+                  + [f"{ms(v)} ms" for v in v_large.values()] + [verdict(ok)])
+    growth = per_backend(lambda b: _cell(cells, b, large, "verify_totp")[0]
+                         / _cell(cells, b, small, "verify_totp")[0])
+    ok = (growth.get(OURS, math.nan) <= VERIFY_GROWTH_MAX) if OURS in backends else None
+    t_rows.append([f"verify_totp p50 at {large:,} ÷ at {small:,} users ≤ {VERIFY_GROWTH_MAX:g}×"]
+                  + [f"{g:.2f}×" if not math.isnan(g) else "–" for g in growth.values()]
+                  + [verdict(ok)])
+    backup = per_backend(lambda b: max(_cell(cells, b, s, "second_factor_backup")[0] for s in sizes))
+    ok = (backup.get(OURS, math.nan) <= BACKUP_P50_MAX_MS) if OURS in backends else None
+    t_rows.append([f"backup-code redemption p50 ≤ {BACKUP_P50_MAX_MS:g} ms (worst size)"]
+                  + [f"{ms(v)} ms" for v in backup.values()] + [verdict(ok)])
+    peak = per_backend(lambda b: max(rss.get((b, s), math.nan) for s in sizes))
+    ok = (peak.get(OURS, math.nan) <= PEAK_RSS_MAX_MB) if OURS in backends else None
+    t_rows.append([f"peak memory (RSS of the timed process) ≤ {PEAK_RSS_MAX_MB:g} MB"]
+                  + [f"{v:.0f} MB" for v in peak.values()] + [verdict(ok)])
+    lines += [table(t_header, t_rows), "",
+              "Baseline columns show how the same target fares on the other backends; "
+              "pass/fail is for ours.", ""]
+
+    # Memory and build cost per size.
+    lines += ["### Peak RSS (MB) of the timed process, and untimed build of the store", ""]
+    m_header = ["users"] + [f"{LABELS[b]} RSS" for b in backends] + \
+               [f"{LABELS[b]} build s (build RSS)" for b in backends]
+    m_rows = []
+    for size in sizes:
+        row = [f"{size:,}"] + [f"{rss.get((b, size), math.nan):.0f}" for b in backends]
+        row += [f"{builds[(b, size)][0]:.1f} ({builds[(b, size)][1]:.0f} MB)"
+                if (b, size) in builds else "–" for b in backends]
+        m_rows.append(row)
+    lines += [table(m_header, m_rows), "",
+              f"Builds grow each store from the previous size (stores hold exactly the stated "
+              f"number of users; each record: its own encrypted secret, salt and 10 backup-code "
+              f"HMACs, {shape[1]} recent activity events, {shape[0]:,} bytes of JSON). "
+              f"Engine part took {seconds:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def _child(argv: list[str]) -> None:
+    kind = argv[0]
+    if kind == "build":
+        backend, data_dir, start, stop = argv[1], argv[2], int(argv[3]), int(argv[4])
+        result = build(backend, data_dir, start, stop)
+    elif kind == "run":
+        backend, data_dir, size, t0, seed, max_ops, budget, min_ops = argv[1:9]
+        result = run_round(backend, data_dir, int(size), float(t0), int(seed), int(max_ops),
+                           float(budget), int(min_ops))
+    else:
+        raise SystemExit(f"unknown child command {kind!r}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])
