@@ -226,7 +226,7 @@ def cmd_mfa_status(ctx: Context) -> int:
 def cmd_mfa_list(ctx: Context) -> int:
     users = ctx.users.users()
     svc = ctx.service()
-    statuses = [(u, svc.status(u.username)) for u in users]
+    statuses = list(zip(users, svc.statuses(u.username for u in users)))
     if ctx.args.json:
         json.dump([status_dict(s, u) for u, s in statuses], ctx.out, indent=2)
         ctx.out.write("\n")

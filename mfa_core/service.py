@@ -16,7 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from . import backup_codes as bc
 from . import totp
@@ -162,6 +162,16 @@ class MFAService:
         """The user's MFA status. Raises TypeError/ValueError on a bad name, StorageError."""
         username = _check_name(username)
         return self._status(username, self._read(username), self.clock())
+
+    def statuses(self, usernames: Iterable[str]) -> list[MFAStatus]:
+        """Helpdesk lists: the status of each user, in the order given, at one "now".
+
+        One lock-free record read per user; raises TypeError/ValueError on a
+        bad name (before reading anything), StorageError.
+        """
+        names = [_check_name(u) for u in usernames]
+        now = self.clock()
+        return [self._status(u, self._read(u), now) for u in names]
 
     def pending_totp(self, username: str) -> TOTPResource | None:
         """The enrollment in progress (same secret on every re-render), or None."""
