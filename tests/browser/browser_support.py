@@ -76,6 +76,7 @@ class PortalServer:
     log_path: Path
     env_extra: dict[str, str] = field(default_factory=dict)
     script: str = "streamlit_app.py"
+    clock_file: Path | None = None  # set: run through portal_launcher.py with this clock offset file
     port: int = 0
     proc: subprocess.Popen | None = None
 
@@ -86,6 +87,8 @@ class PortalServer:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({"MFA_PORTAL_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"})
+        if self.clock_file is not None:
+            env["MFA_PORTAL_TEST_CLOCK_FILE"] = str(self.clock_file)
         env.update(self.env_extra)
         return env
 
@@ -93,7 +96,11 @@ class PortalServer:
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
-        cmd = [sys.executable, "-m", "streamlit", "run", self.script,
+        if self.clock_file is not None:
+            launcher = [sys.executable, str(Path(__file__).with_name("portal_launcher.py"))]
+        else:
+            launcher = [sys.executable, "-m", "streamlit"]
+        cmd = [*launcher, "run", self.script,
                "--server.port", str(self.port), "--server.headless", "true",
                "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
@@ -152,46 +159,56 @@ class PortalServer:
 
 # -- waiting for Streamlit ----------------------------------------------------
 
-# Installed in every page of a context: remembers when the app's script state
-# last changed, so that a short rerun between two polls is not missed.
+# Installed in every page of a context: polls the app's script state every 10 ms
+# and remembers when it last changed and when a run last started, so that a
+# short rerun between two checks is not missed; and when each component iframe
+# first appeared (a newly mounted component reruns the page once, 0.3-1 s later).
 IDLE_TRACKER = """
 (() => {
+  if (window.__stTracker) return;
+  window.__stTracker = true;
   window.__stStateChangedAt = performance.now();
-  const observer = new MutationObserver((records) => {
-    for (const r of records) {
-      if (r.type === 'attributes' && r.attributeName === 'data-test-script-state') {
-        window.__stStateChangedAt = performance.now();
-        window.__stRuns = (window.__stRuns || 0) + 1;
-      }
+  window.__stRunStartedAt = -1;
+  window.__stRuns = 0;
+  const frames = new WeakMap();
+  window.__stFrames = frames;
+  let last = null;
+  setInterval(() => {
+    const now = performance.now();
+    const app = document.querySelector('[data-testid="stApp"]');
+    const state = app ? app.getAttribute('data-test-script-state') : null;
+    if (state !== last) {
+      last = state;
+      window.__stStateChangedAt = now;
+      if (state === 'running') { window.__stRunStartedAt = now; window.__stRuns++; }
     }
-  });
-  const start = () => observer.observe(document.documentElement, {
-    attributes: true, subtree: true, attributeFilter: ['data-test-script-state']});
-  if (document.documentElement) start(); else document.addEventListener('DOMContentLoaded', start);
+    for (const f of document.querySelectorAll('iframe')) if (!frames.has(f)) frames.set(f, now);
+  }, 10);
 })();
 """
 
+# Idle: not running for ``stableMs``, and no component mounted in the last 2 s
+# that has not yet had its own rerun.
 _IDLE_CHECK = """
 (stableMs) => {
   const app = document.querySelector('[data-testid="stApp"]');
-  if (!app) return false;
+  if (!app || !window.__stTracker) return false;
   const now = performance.now();
-  if (app.getAttribute('data-test-script-state') !== 'notRunning') {
-    window.__stIdleSince = null;
-    return false;
+  if (app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  if (app.getAttribute('data-test-connection-state') !== 'CONNECTED') return false;
+  if (now - window.__stStateChangedAt < stableMs) return false;
+  for (const f of document.querySelectorAll('iframe')) {
+    const seen = window.__stFrames.get(f);
+    if (seen === undefined) return false;
+    if (!(window.__stRunStartedAt > seen) && now - seen < 2000) return false;
   }
-  if (!window.__stIdleSince) window.__stIdleSince = now;
-  const since = Math.max(window.__stIdleSince, window.__stStateChangedAt || 0);
-  if (document.querySelector('[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]'))
-    return false;
-  return now - since >= stableMs;
+  return true;
 }
 """
 
 
 def wait_idle(page, stable_ms: int = IDLE_STABLE_MS, timeout: int = TIMEOUT_MS) -> None:
     """Wait until the Streamlit script is not running and has stayed so for ``stable_ms``."""
-    page.evaluate("() => { window.__stIdleSince = null; }")
     page.wait_for_function(_IDLE_CHECK, arg=stable_ms, polling=50, timeout=timeout)
 
 
@@ -213,21 +230,21 @@ def code_at_step(secret: str, step: int) -> str:
     return pyotp.TOTP(secret).at(for_time=step * TOTP_PERIOD)
 
 
-def wait_for_step(step: int) -> None:
+def wait_for_step(step: int, clock=time.time) -> None:
     """Sleep until the TOTP clock reaches ``step`` (the clock, not Streamlit)."""
-    delay = step * TOTP_PERIOD - time.time()
+    delay = step * TOTP_PERIOD - clock()
     if delay > 0:
         time.sleep(delay + 0.05)
 
 
-def fresh_code(secret: str, last_step: int) -> tuple[int, str]:
-    """A code for a step after ``last_step`` that the server accepts now (current step ±1).
+def fresh_code(secret: str, last_step: int, clock=time.time) -> tuple[int, str]:
+    """A code for a step after ``last_step`` that the server accepts now (current step +-1).
 
     Returns (step, code). Waits for the next TOTP step when it must.
     """
-    step = max(last_step + 1, current_step())
-    if step > current_step() + 1:
-        wait_for_step(step - 1)
+    step = max(last_step + 1, current_step(clock()))
+    if step > current_step(clock()) + 1:
+        wait_for_step(step - 1, clock)
     return step, code_at_step(secret, step)
 
 
@@ -269,3 +286,85 @@ class Shots:
                 DOCS.mkdir(exist_ok=True)
                 shutil.copyfile(path, DOCS / f"{doc}.png")
         return path
+
+
+# -- the portal's screens (texts from DESIGN.md) -----------------------------------
+
+BACKUP_CODE = re.compile(r"\b[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}\b")
+
+
+def main_area(page):
+    return page.locator('[data-testid="stMain"]')
+
+
+def main_text(page) -> str:
+    return main_area(page).inner_text()
+
+
+def heading(page, text: str):
+    return page.get_by_role("heading", name=text, exact=True)
+
+
+def button(page, name: str):
+    return page.get_by_role("button", name=name, exact=True)
+
+
+def submit(page, label: str, value: str, button_name: str, scope=None) -> None:
+    """Type ``value`` into the text input ``label`` and press ``button_name``.
+
+    Outside a form, Enter commits the value first (its own rerun) so that the
+    click is not lost; inside a form the submit button takes the typed value.
+    """
+    scope = scope or page
+    field = scope.get_by_label(label, exact=True)
+    field.fill(value)
+    in_form = field.evaluate("e => !!e.closest('[data-testid=\"stForm\"]')")
+    if not in_form:
+        field.press("Enter")
+        wait_idle(page)
+    scope.get_by_role("button", name=button_name, exact=True).click()
+    wait_idle(page)
+
+
+def sign_in_form_visible(page) -> bool:
+    return (page.get_by_label("Username", exact=True).is_visible()
+            and page.get_by_label("Password", exact=True).is_visible()
+            and button(page, "Login").is_visible())
+
+
+def sign_in(page, url: str, username: str, password: str) -> None:
+    """Open ``url`` signed out and submit the password form."""
+    goto(page, url)
+    page.get_by_label("Username", exact=True).wait_for()
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    button(page, "Login").click()
+    wait_idle(page)
+
+
+def expect_challenge(page) -> None:
+    heading(page, "Two-step verification").wait_for()
+    page.get_by_label("Authentication code", exact=True).wait_for()
+
+
+def enter_code(page, code: str) -> None:
+    submit(page, "Authentication code", code, "Continue")
+
+
+def enter_backup_code(page, code: str) -> None:
+    if not page.get_by_label("Backup code", exact=True).is_visible():
+        button(page, "Use a backup code").click()
+        wait_idle(page)
+    submit(page, "Backup code", code, "Continue")
+
+
+def sign_out(page) -> None:
+    page.get_by_role("button", name="Sign out").click()
+    wait_idle(page)
+    page.get_by_label("Username", exact=True).wait_for()
+
+
+def error_text(page) -> str:
+    """The text of the error/warning alerts on the page."""
+    alerts = page.locator('[data-testid="stAlertContentError"], [data-testid="stAlertContentWarning"]')
+    return "\n".join(alerts.all_inner_texts())

@@ -9,6 +9,7 @@ in ``BROWSER_USERS`` (username -> password), created before the server starts.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,15 +69,33 @@ class Portal:
     def at(self, path: str = "") -> str:
         return f"{self.server.url}/{path.lstrip('/')}"
 
+    clock_file: Path | None = None
+
+    def clock(self) -> float:
+        """The server's clock: real time plus the offset this module set (see portal_launcher)."""
+        return time.time() + self.clock_offset()
+
+    def clock_offset(self) -> float:
+        if self.clock_file is None or not self.clock_file.exists():
+            return 0.0
+        return float(self.clock_file.read_text() or 0)
+
+    def move_clock(self, seconds: float) -> None:
+        """Move the server's clock ahead (needs BROWSER_CLOCK = True in the module)."""
+        assert self.clock_file is not None, "set BROWSER_CLOCK = True in the test module"
+        tmp = self.clock_file.with_suffix(".tmp")
+        tmp.write_text(repr(self.clock_offset() + seconds))
+        os.replace(tmp, self.clock_file)
+
     def service(self):
         import mfa_core
-        return mfa_core.open_service(self.data_dir)
+        return mfa_core.open_service(self.data_dir, clock=self.clock)
 
     def enroll(self, username: str) -> tuple[str, int]:
         """Turn on TOTP for ``username`` through the engine; returns (secret, last accepted step)."""
         svc = self.service()
         resource = svc.create_totp(username)
-        step = current_step()
+        step = current_step(self.clock())
         svc.verify_totp(username, code_at_step(resource.secret, step))
         return resource.secret, step
 
@@ -93,17 +112,19 @@ def portal(request, browser, tmp_path_factory):
     name = request.module.__name__.rsplit(".", 1)[-1]
     data_dir = tmp_path_factory.mktemp(f"portal-{name}")
     users = dict(getattr(request.module, "BROWSER_USERS", {}))
-    directory = UserDirectory(data_dir)
-    directory.ensure_demo_users()
+    if users:  # otherwise the portal creates the demo users itself, as on a first run
+        UserDirectory(data_dir).ensure_demo_users()
     for username, password in users.items():
+        directory = UserDirectory(data_dir)
         directory.add(username, password, name=username.capitalize() + " Browser",
                       email=f"{username}@example.com")
     mfa_core.open_service(data_dir)  # generates the keys before the server reads them
+    clock_file = data_dir / "test-clock-offset" if getattr(request.module, "BROWSER_CLOCK", False) else None
     server = PortalServer(data_dir=data_dir, log_path=ARTIFACTS / f"streamlit-{name}.log",
-                          env_extra={"MFA_PORTAL_DEMO": "1"})
+                          env_extra={"MFA_PORTAL_DEMO": "1"}, clock_file=clock_file)
     server.start()
     try:
-        yield Portal(server=server, data_dir=data_dir, users=users)
+        yield Portal(server=server, data_dir=data_dir, users=users, clock_file=clock_file)
     finally:
         server.stop()
 

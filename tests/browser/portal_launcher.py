@@ -1,0 +1,50 @@
+"""Start ``streamlit run`` with the portal's clock injected (the only thing the journeys fake).
+
+Usage: python tests/browser/portal_launcher.py run streamlit_app.py [streamlit options]
+
+The portal reads its clock from ``portal.config.CLOCK``. This launcher sets it to
+real time plus an offset (seconds) read from the file named by
+``MFA_PORTAL_TEST_CLOCK_FILE``, so a journey can move the server 11 minutes
+ahead (e.g. to make a verification stale) without waiting. Streamlit runs the
+script in this same process, so the module-level setting holds for every run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+OFFSET_FILE = os.environ.get("MFA_PORTAL_TEST_CLOCK_FILE")
+
+
+def offset() -> float:
+    """The offset in the file (read on every call: a journey may change it at any time)."""
+    if not OFFSET_FILE:
+        return 0.0
+    try:
+        return float(Path(OFFSET_FILE).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0.0
+
+
+def test_clock() -> float:
+    return time.time() + offset()
+
+
+def main() -> None:
+    import portal.config
+
+    portal.config.CLOCK = test_clock
+    from streamlit.web import cli
+
+    sys.argv = ["streamlit", *sys.argv[1:]]
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()
