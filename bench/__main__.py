@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import core, pages
+from . import browser, core, pages
 
 PARTS = ("core", "pages", "browser")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -22,6 +22,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="also write the report here (a full default run writes bench/RESULTS.md)")
     core.add_arguments(parser)
     pages.add_arguments(parser)
+    browser.add_arguments(parser)
     args = parser.parse_args(argv)
     for part in args.parts:
         if part not in PARTS:
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             text = core.main(args, progress)
         elif part == "pages":
             text = pages.main(args, progress)
+        else:
+            text = browser.main(args, progress)
         print(text, flush=True)
         sections.append(text)
     sections.append(f"Whole run: {time.perf_counter() - started:.0f} s (`python -m bench "
