@@ -9,6 +9,7 @@ in ``BROWSER_USERS`` (username -> password), created before the server starts.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ def browser():
             pytest.fail(f"MFA_PORTAL_REQUIRE_BROWSER=1 but {problem}", pytrace=False)
         pytest.skip(problem)
     from playwright.sync_api import sync_playwright
+
+    shutil.rmtree(ARTIFACTS / "failures", ignore_errors=True)
 
     with sync_playwright() as pw:
         try:
