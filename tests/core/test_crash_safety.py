@@ -42,8 +42,10 @@ WRITER = textwrap.dedent("""
 def start_writer(data_dir: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_PORTAL_")}
     root = Path(mfa_core.__file__).resolve().parent.parent
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(data_dir), str(T0), ",".join(USERS)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+    errors = open(data_dir.parent / "writer-stderr.txt", "w")  # noqa: SIM115 (closed with the process)
+    with errors:
+        return subprocess.Popen([sys.executable, "-c", WRITER, str(data_dir), str(T0), ",".join(USERS)],
+                                stdout=subprocess.PIPE, stderr=errors, text=True, env=env, cwd=root)
 
 
 def test_store_survives_sigkill_mid_write_many_times(data_dir):
@@ -54,12 +56,16 @@ def test_store_survives_sigkill_mid_write_many_times(data_dir):
     for _ in range(KILLS):
         proc = start_writer(data_dir)
         try:
-            assert proc.stdout.readline() == "ready\n", proc.stderr.read()
+            ready = proc.stdout.readline()
+            assert ready == "ready\n", (data_dir.parent / "writer-stderr.txt").read_text()
             time.sleep(rng.uniform(0.0, 0.12))
         finally:
             proc.send_signal(signal.SIGKILL)
-            out, err = proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGKILL, err
+            # Read through the same buffered reader as readline(): it may hold lines already.
+            out = proc.stdout.read()
+            proc.stdout.close()
+            proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, (data_dir.parent / "writer-stderr.txt").read_text()
         for line in out.split("\n")[:-1]:  # whole lines only: the kill may cut the last one
             user, count = line.split()
             committed[user] = int(count)
