@@ -17,6 +17,6 @@ if status.two_factor_enabled:
 else:
     st.warning("Two-step verification is off. Add an authentication app to protect your "
                "account if your password leaks.", icon=":material/gpp_maybe:")
-st.page_link(MANAGE_PAGE, label="Manage MFA", icon=":material/security:")
+portal.page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
 if status.last_activity is not None:
     st.caption(f"Last security event: {session.format_time(status.last_activity)}")

@@ -47,4 +47,7 @@ portal.verification_caption()
 
 st.subheader("Recent security activity")
 table = manage.activity_table(user.username)
-st.markdown(table) if table else st.caption("No security events yet.")
+if table:
+    st.markdown(table)
+else:
+    st.caption("No security events yet.")

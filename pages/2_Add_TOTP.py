@@ -11,7 +11,7 @@ state = enrollment.page_state(user.username)
 
 
 def manage_link() -> None:
-    st.page_link(MANAGE_PAGE, label="Manage MFA", icon=":material/arrow_back:")
+    portal.page_link(MANAGE_PAGE, "Manage MFA", ":material/arrow_back:")
 
 
 if state == enrollment.VERIFY_FIRST:

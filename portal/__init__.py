@@ -54,11 +54,17 @@ Public API (what pages, including ``pages/3_Helpdesk.py``, may use)
     of the next page drawn by the guard.
 
 ``qr_png(uri) -> bytes``
-    PNG of the QR code of ``uri`` (qrcode + pillow), 200 px; cached in the
-    session, never in a shared cache.
+    PNG of the QR code of ``uri`` (qrcode + pillow), 200 x 200 px. Pure; the
+    Add TOTP page keeps the PNG of the pending secret in its session state
+    (never in a shared cache) so a rerun does not redraw it.
 
 ``sidebar(user) -> None``
     The sidebar links and **Sign out** (called by ``require_user``).
+
+``page_link(page, label, icon=None) -> None``
+    ``st.page_link`` that is left out (no exception) when a page file runs as
+    its own main script (AppTest/bench running a page directly).
+    Page paths: ``HOME_PAGE``, ``MANAGE_PAGE``, ``ADD_TOTP_PAGE``, ``HELPDESK_PAGE``.
 
 Session-state keys are prefixed ``portal_`` (shared), ``manage_`` (Manage MFA)
 and ``addtotp_`` (Add TOTP). Tests set the clock with ``portal.config.CLOCK =
@@ -71,9 +77,11 @@ from .config import directory, service
 from .qr import qr_png
 from .session import (flash, note_mfa_changed, sensitive, verification_caption,
                       verification_remaining)
-from .signin import require_admin, require_user, sidebar
+from .signin import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE, MANAGE_PAGE, page_link,
+                     require_admin, require_user, sidebar)
 
 __all__ = [
+    "ADD_TOTP_PAGE", "HELPDESK_PAGE", "HOME_PAGE", "MANAGE_PAGE", "page_link",
     "directory", "flash", "note_mfa_changed", "qr_png", "require_admin", "require_user",
     "sensitive", "service", "sidebar", "verification_caption", "verification_remaining",
 ]

@@ -17,6 +17,7 @@ import bcrypt
 import jwt
 import streamlit as st
 import streamlit_authenticator as stauth
+from streamlit.errors import StreamlitAPIException
 
 import mfa_core
 from mfa_core.users import DEMO_USERS, User
@@ -95,7 +96,7 @@ def require_admin(page_title: str | None = None) -> User:
     user = require_user(page_title)
     if not user.is_admin:
         st.error("This page is for helpdesk admins.")
-        st.page_link(MANAGE_PAGE, label="Manage MFA", icon=":material/security:")
+        page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
         st.stop()
     return user
 
@@ -103,11 +104,24 @@ def require_admin(page_title: str | None = None) -> User:
 def sidebar(user: User) -> None:
     with st.sidebar:
         st.markdown(f"Signed in as **{user.name}**  \n`{user.username}`")
-        st.page_link(HOME_PAGE, label="Home", icon=":material/home:")
-        st.page_link(MANAGE_PAGE, label="Manage MFA", icon=":material/security:")
+        page_link(HOME_PAGE, "Home", ":material/home:")
+        page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
         if user.is_admin and (APP_DIR / HELPDESK_PAGE).exists():
-            st.page_link(HELPDESK_PAGE, label="Helpdesk", icon=":material/support_agent:")
+            page_link(HELPDESK_PAGE, "Helpdesk", ":material/support_agent:")
         st.button("Sign out", key="portal_sign_out", icon=":material/logout:", on_click=sign_out)
+
+
+def page_link(page: str, label: str, icon: str | None = None) -> None:
+    """``st.page_link``, left out when the page is unknown to this run.
+
+    That happens only when a page file runs as its own main script (a test or
+    benchmark running it directly); under ``streamlit run streamlit_app.py``
+    every page is known.
+    """
+    try:
+        st.page_link(page, label=label, icon=icon)
+    except StreamlitAPIException:
+        pass
 
 
 # -- the password screen ---------------------------------------------------------

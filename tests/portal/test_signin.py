@@ -1,0 +1,334 @@
+"""The sign-in gate: password, the second factor, cookies, sign-out, every page guarded."""
+
+from __future__ import annotations
+
+import pytest
+
+import portal.config
+from mfa_core.users import UserDirectory
+
+from .conftest import (ROOT, app, app_direct, click, code, enroll, errors, fingerprint, inputs, labels,
+                       make_cookie, page_links, pass_challenge, run, sign_in, signed_in,
+                       texts, type_into)
+
+PAGES = ["streamlit_app.py", "pages/1_Manage_MFA.py", "pages/2_Add_TOTP.py"]
+PROTECTED = ["Welcome", "User MFA Settings", "Add TOTP MFA", "Verify TOTP", "Backup codes",
+             "Recent security activity", "Signed in as"]
+
+
+def assert_sign_in_form_only(at) -> None:
+    assert inputs(at) == ["Username", "Password"]
+    assert "Login" in labels(at)
+    shown = texts(at)
+    for text in PROTECTED:
+        assert text not in shown
+    assert not at.sidebar.children or not page_links(at)
+
+
+# -- signed out --------------------------------------------------------------------
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_opened_signed_out_shows_only_the_sign_in_form(data_dir, page):
+    for at in (app(page), app_direct(page)):
+        assert_sign_in_form_only(at)
+        if page != "streamlit_app.py":
+            assert "You must be logged in to access this page" in texts(at)
+
+
+def test_demo_mode_banner_lists_the_demo_credentials(data_dir):
+    shown = texts(app())
+    assert "Demo mode" in shown
+    for user, password in [("alice", "alice-demo"), ("bob", "bob-demo"), ("admin", "admin-demo")]:
+        assert f"`{user}` / `{password}`" in shown
+
+
+def test_no_demo_users_and_no_banner_when_demo_mode_is_off(tmp_path, monkeypatch, clock):
+    monkeypatch.setenv("MFA_PORTAL_DATA_DIR", str(tmp_path / "prod"))
+    monkeypatch.setenv("MFA_PORTAL_DEMO", "0")
+    at = app()
+    assert "Demo mode" not in texts(at)
+    assert UserDirectory(tmp_path / "prod").users() == []
+    sign_in(at, "alice", "alice-demo")
+    assert "Username or password is incorrect." in errors(at)
+
+
+def test_cookie_key_is_generated_into_the_data_dir_with_mode_0600(data_dir):
+    app()
+    key_file = data_dir / "cookie_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert len(key_file.read_text()) >= 32
+
+
+# -- the password ------------------------------------------------------------------
+
+def test_wrong_password_is_refused_and_counted_in_the_engine(data_dir, svc):
+    at = sign_in(app(), "alice", "not-her-password")
+    assert errors(at) == ["Username or password is incorrect."]
+    assert_sign_in_form_only(at)
+    assert svc.status("alice").failed_attempts == 1
+    assert [e.event for e in svc.audit("alice")] == ["password_failed"]
+
+
+def test_unknown_user_gets_the_same_message(data_dir):
+    at = sign_in(app(), "mallory", "whatever-pass")
+    assert errors(at) == ["Username or password is incorrect."]
+    assert_sign_in_form_only(at)
+
+
+def test_throttled_password_is_refused_even_when_right_and_new_session_does_not_reset(data_dir, svc,
+                                                                                       clock):
+    at = app()
+    for _ in range(svc.policy.free_failures):
+        sign_in(at, "alice", "wrong-password")
+    fresh = sign_in(app(), "alice")  # another browser: the count lives in the store
+    assert any("Too many failed attempts" in e for e in errors(fresh))
+    assert_sign_in_form_only(fresh)
+    clock.advance(svc.policy.delay(svc.policy.free_failures) + 1)
+    fresh = sign_in(fresh, "alice")
+    assert "Welcome, Alice Example" in texts(fresh)
+    assert svc.status("alice").failed_attempts == 0  # a right password clears (no MFA)
+
+
+def test_password_without_mfa_signs_in_with_the_sidebar(data_dir):
+    at = sign_in(app(), "alice")
+    assert "Welcome, Alice Example" in texts(at)
+    assert "Two-step verification is off" in texts(at)
+    assert page_links(at) == ["Home", "Manage MFA"]
+    assert "Sign out" in labels(at)
+
+
+def test_helpdesk_link_only_for_admins_and_only_when_the_page_exists(data_dir):
+    has_page = (ROOT / "pages/3_Helpdesk.py").exists()
+    assert "Helpdesk" not in page_links(sign_in(app(), "bob"))
+    assert ("Helpdesk" in page_links(sign_in(app(), "admin"))) == has_page
+
+
+def test_a_library_error_never_reaches_the_page(data_dir):
+    at = sign_in(app(), "alice:x", "x" * 200)
+    assert errors(at) == ["Username or password is incorrect."]
+
+
+# -- the second factor ---------------------------------------------------------------
+
+def test_mfa_user_gets_the_challenge_and_nothing_else(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock)
+    at = sign_in(app(), "alice")
+    assert [t.value for t in at.title] == ["Two-step verification"]
+    assert inputs(at) == ["Authentication code"]
+    assert {"Continue", "Use a backup code"} <= set(labels(at))
+    assert not page_links(at)
+    for text in PROTECTED:
+        assert text not in texts(at)
+    # Opening another page in the same session still shows only the challenge.
+    at.switch_page("pages/1_Manage_MFA.py")
+    run(at)
+    assert [t.value for t in at.title] == ["Two-step verification"]
+    assert "User MFA Settings" not in texts(at)
+
+
+def test_right_code_passes_the_challenge(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock)
+    at = pass_challenge(sign_in(app(), "alice"), secret, clock)
+    assert "Welcome, Alice Example" in texts(at)
+    assert "Two-step verification is on" in texts(at)
+    assert svc.recent_activity("alice")[0].event == "second_factor_passed"
+
+
+def test_wrong_code_shows_the_engine_message_and_stays(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock)
+    at = sign_in(app(), "alice")
+    wrong = f"{(int(code(secret, clock)) + 1) % 1_000_000:06d}"
+    type_into(at, "Authentication code", wrong)
+    at = click(at, "Continue")
+    assert errors(at) == ["That code is not valid. Check your authentication app and try again."]
+    assert [t.value for t in at.title] == ["Two-step verification"]
+    assert svc.status("alice").failed_attempts == 1
+
+
+def test_malformed_code_says_what_a_code_looks_like(data_dir, svc, clock):
+    enroll(svc, clock)
+    at = sign_in(app(), "alice")
+    type_into(at, "Authentication code", "12ab")
+    at = click(at, "Continue")
+    assert errors(at) == ["A code from your authentication app is 6 digits."]
+
+
+def test_reused_code_says_already_used(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock)
+    clock.advance(-30)  # back to the step the enrollment accepted
+    at = sign_in(app(), "alice")
+    type_into(at, "Authentication code", code(secret, clock))
+    at = click(at, "Continue")
+    assert errors(at) == ["That code was already used — wait for the next code in your app."]
+
+
+def test_drifted_code_says_how_far_the_clock_is_off(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock)
+    at = sign_in(app(), "alice")
+    type_into(at, "Authentication code", code(secret, clock, offset_steps=4))
+    at = click(at, "Continue")
+    assert "your device clock looks about 120 s ahead" in errors(at)[0]
+
+
+def test_too_many_wrong_codes_make_the_user_wait_in_every_session(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock)
+    at = sign_in(app(), "alice")
+    for _ in range(svc.policy.free_failures):
+        type_into(at, "Authentication code", "000000")
+        at = click(at, "Continue")
+    type_into(at, "Authentication code", code(secret, clock))
+    at = click(at, "Continue")
+    assert errors(at)[0].startswith("Too many failed attempts. Wait")
+    assert "Welcome" not in texts(at)
+    # A new browser meets the same per-user throttle, already at the password.
+    other = sign_in(app(), "alice")
+    assert errors(other)[0].startswith("Too many failed attempts. Wait")
+    assert_sign_in_form_only(other)
+    clock.advance(svc.policy.delay(svc.policy.free_failures) + 1)
+    at = pass_challenge(at, secret, clock)
+    assert "Welcome, Alice Example" in texts(at)
+
+
+def test_backup_code_signs_in_and_says_how_many_remain(data_dir, svc, clock):
+    _, codes = enroll(svc, clock)
+    at = click(sign_in(app(), "alice"), "Use a backup code")
+    assert inputs(at) == ["Backup code"]
+    assert "Use your authentication app" in labels(at)
+    type_into(at, "Backup code", codes[0].upper().replace("-", " "))
+    at = click(at, "Continue")
+    assert "Welcome, Alice Example" in texts(at)
+    assert [i.value for i in at.info] == ["You used a backup code. 9 backup codes left."]
+    assert svc.status("alice").backup_codes_remaining == 9
+
+
+def test_backup_code_warns_when_three_or_fewer_remain(data_dir, svc, clock):
+    _, codes = enroll(svc, clock)
+    for used in codes[:7]:
+        svc.attempt_second_factor("alice", used, "backup_code")
+    at = click(sign_in(app(), "alice"), "Use a backup code")
+    type_into(at, "Backup code", codes[7])
+    at = click(at, "Continue")
+    assert any("Only 2 backup codes left" in w.value for w in at.warning)
+
+
+def test_used_backup_code_is_refused(data_dir, svc, clock):
+    _, codes = enroll(svc, clock)
+    svc.attempt_second_factor("alice", codes[0], "backup_code")
+    at = click(sign_in(app(), "alice"), "Use a backup code")
+    type_into(at, "Backup code", codes[0])
+    at = click(at, "Continue")
+    assert errors(at) == ["That backup code is not valid or was already used."]
+    assert "Welcome" not in texts(at)
+
+
+def test_sign_out_from_the_challenge_returns_to_the_password(data_dir, svc, clock):
+    enroll(svc, clock)
+    at = click(sign_in(app(), "alice"), "Sign out")
+    assert_sign_in_form_only(at)
+
+
+# -- the remember-me cookie ------------------------------------------------------------
+
+def test_cookie_restored_login_is_still_challenged(data_dir, svc, clock, cookie):
+    secret, _ = enroll(svc, clock)
+    cookie(make_cookie("alice", clock() + 86400))
+    at = app("pages/1_Manage_MFA.py")
+    assert [t.value for t in at.title] == ["Two-step verification"]
+    assert "User MFA Settings" not in texts(at)
+    at = pass_challenge(at, secret, clock)
+    assert "User MFA Settings" in texts(at)
+
+
+def test_cookie_restored_login_without_mfa_is_not_a_verification(data_dir, clock, cookie):
+    cookie(make_cookie("bob", clock() + 86400))
+    at = app("pages/1_Manage_MFA.py")
+    assert "User MFA Settings" in texts(at)
+    at = click(at, "Add")
+    assert "To add an authentication app, enter your password." in texts(at)
+    assert inputs(at) == ["Password"]
+
+
+@pytest.mark.parametrize("forge", ["wrong key", "alg none", "expired", "garbage", "no username",
+                                   "unknown user"])
+def test_forged_or_stale_cookie_shows_the_sign_in_form(data_dir, clock, cookie, forge):
+    import jwt
+    token = {
+        "wrong key": lambda: make_cookie("alice", clock() + 86400, key="not-the-portal-cookie-key-but-long-enough"),
+        "alg none": lambda: jwt.encode({"username": "alice", "exp_date": clock() + 86400}, None,
+                                       algorithm="none"),
+        "expired": lambda: make_cookie("alice", clock() - 1),
+        "garbage": lambda: "eyJhbGciOiJIUzI1NiJ9.%%%.!!",
+        "no username": lambda: jwt.encode({"exp_date": clock() + 86400},
+                                          portal.config.portal().cookie_key, algorithm="HS256"),
+        "unknown user": lambda: make_cookie("mallory", clock() + 86400),
+    }[forge]()
+    cookie(token)
+    at = app("pages/1_Manage_MFA.py")
+    assert_sign_in_form_only(at)
+
+
+def test_sign_out_revokes_the_cookie_on_the_server(data_dir, svc, clock, cookie):
+    token = make_cookie("bob", clock() + 86400)
+    cookie(token)
+    at = app("pages/1_Manage_MFA.py")
+    assert "User MFA Settings" in texts(at)
+    at = click(at, "Sign out")
+    assert_sign_in_form_only(at)
+    assert "You have signed out." in texts(at)
+    assert svc.is_token_revoked("bob", fingerprint(token))
+    # A copy of the cookie in another browser no longer signs in.
+    assert_sign_in_form_only(app("pages/1_Manage_MFA.py"))
+
+
+def test_password_sign_in_cookie_is_revoked_at_sign_out(data_dir, svc):
+    import portal.session
+    at = sign_in(app(), "bob")
+    fp = at.session_state[portal.session.COOKIE]["fp"]
+    at = click(at, "Sign out")
+    assert svc.is_token_revoked("bob", fp)
+
+
+def test_revoked_cookie_ends_a_session_restored_from_it(data_dir, svc, clock, cookie):
+    token = make_cookie("bob", clock() + 86400)
+    cookie(token)
+    at = app("pages/1_Manage_MFA.py")
+    svc.revoke_token("bob", fingerprint(token), clock() + 86400)  # signed out elsewhere
+    at = run(at)
+    assert_sign_in_form_only(at)
+
+
+def test_after_sign_out_the_session_ignores_the_cookie(data_dir, clock, cookie):
+    cookie(make_cookie("bob", clock() + 86400))
+    at = click(app(), "Sign out")
+    at = run(at)
+    assert_sign_in_form_only(at)
+
+
+# -- sessions follow MFA changes made elsewhere -------------------------------------------
+
+def test_helpdesk_reset_and_new_enrollment_make_other_sessions_verify_again(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock)
+    at = signed_in("alice", secret, clock, page="pages/1_Manage_MFA.py")
+    svc.reset_mfa("alice", actor="admin", reason="lost phone")
+    secret2, _ = enroll(svc, clock)
+    at = run(at)
+    assert [t.value for t in at.title] == ["Two-step verification"]
+    assert "settings changed" in texts(at)
+    at = pass_challenge(at, secret2, clock)
+    assert "User MFA Settings" in texts(at)
+
+
+def test_mfa_removed_elsewhere_drops_the_session_verification(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock)
+    at = signed_in("alice", secret, clock, page="pages/1_Manage_MFA.py")
+    svc.reset_mfa("alice", actor="admin", reason="lost phone")
+    at = run(at)
+    assert "Two-step verification was turned off" in texts(at)
+    at = click(at, "Add")  # the earlier verification no longer counts
+    assert inputs(at) == ["Password"]
+
+
+def test_user_removed_from_the_directory_is_signed_out(data_dir):
+    at = sign_in(app(), "bob")
+    UserDirectory(data_dir).remove("bob")
+    assert_sign_in_form_only(run(at))
