@@ -1,0 +1,148 @@
+"""Helpdesk (admins only): users' MFA status, one user's audit trail, reset MFA, clear a lockout."""
+
+import streamlit as st
+
+import mfa_core
+import portal
+from portal import session
+from portal.config import portal as current_portal
+from portal.signin import MANAGE_PAGE
+from portal.users import credentials, lookup
+
+SHOWN = 50  # rows drawn at most: a search narrows a large directory
+TRAIL = 100  # audit events shown for one user, newest first
+REASON = "helpdesk_reason"
+ERROR = "helpdesk_error"
+
+
+def _lock_state(status: mfa_core.MFAStatus) -> str:
+    if status.locked:
+        return "Locked"
+    if status.retry_after:
+        return f"Waiting {status.retry_after} s ({status.failed_attempts} failed)"
+    return f"{status.failed_attempts} failed" if status.failed_attempts else "—"
+
+
+def _factor(status: mfa_core.MFAStatus) -> str:
+    if status.totp_enabled:
+        return "On"
+    return "Setting up" if status.pending_enrollment else "Off"
+
+
+def _when(timestamp: float | None) -> str:
+    return session.format_time(timestamp) if timestamp is not None else "—"
+
+
+def _reason() -> str:
+    return (st.session_state.get(REASON) or "").strip()
+
+
+def request_reset(actor: str, target: str) -> None:
+    """**Reset MFA**: checks here, then the reset behind reverification (10 minutes)."""
+    st.session_state.pop(ERROR, None)
+    reason = _reason()
+    if target == actor:
+        st.session_state[ERROR] = "You cannot reset your own MFA from the helpdesk."
+        return
+    if not reason:
+        st.session_state[ERROR] = "A reason is required to reset MFA."
+        return
+
+    def reset() -> None:
+        try:
+            status = portal.service().reset_mfa(target, actor=actor, reason=reason)
+        except ValueError as err:  # a reason the engine refuses (too long, control characters)
+            portal.flash("error", str(err))
+            return
+        st.session_state[REASON] = ""
+        portal.flash("success", f"Two-step verification of {target} was reset: their "
+                                "authentication app and backup codes are removed and their other "
+                                f"sessions must verify again (epoch {status.mfa_epoch}).")
+
+    portal.sensitive("helpdesk_reset", f"reset the two-step verification of {target}", reset)
+
+
+def clear_lockout(actor: str, target: str) -> None:
+    st.session_state.pop(ERROR, None)
+    try:
+        portal.service().unlock(target, actor=actor, reason=_reason() or "lockout cleared by the helpdesk")
+    except (mfa_core.MFAError, ValueError) as err:
+        st.session_state[ERROR] = str(err)
+        return
+    st.session_state[REASON] = ""
+    portal.flash("success", f"Failed attempts and lockout of {target} were cleared.")
+
+
+admin = portal.require_admin("Helpdesk")
+svc = portal.service()
+cfg = current_portal()
+
+st.title("Helpdesk")
+if not svc.status(admin.username).two_factor_enabled:
+    st.warning("You have no second factor yourself: add an authentication app on Manage MFA.")
+    st.page_link(MANAGE_PAGE, label="Manage MFA", icon=":material/security:")
+
+query = st.text_input("Search users", key="helpdesk_search",
+                      placeholder="Username, name or e-mail").strip().lower()
+everyone = [u for u in (lookup(cfg, name) for name in sorted(credentials(cfg)["usernames"])) if u]
+found = [u for u in everyone
+         if not query or query in u.username or query in u.name.lower() or query in u.email.lower()]
+shown = found[:SHOWN]
+statuses = dict(zip((u.username for u in shown), svc.statuses(u.username for u in shown)))
+
+if not found:
+    st.info("No users match the search.")
+else:
+    note = f"{len(found)} of {len(everyone)} users"
+    if len(found) > SHOWN:
+        note += f"; the first {SHOWN} are shown: refine the search"
+    st.caption(note)
+    st.dataframe([{"User": u.username, "Name": u.name, "E-mail": u.email or "—",
+                   "Role": "Admin" if u.is_admin else "User",
+                   "Authenticator": _factor(statuses[u.username]),
+                   "Backup codes": statuses[u.username].backup_codes_remaining,
+                   "Lockout": _lock_state(statuses[u.username]),
+                   "Last activity": _when(statuses[u.username].last_activity)} for u in shown],
+                 hide_index=True, key="helpdesk_users")
+
+names = {u.username: u for u in shown}
+selected = st.selectbox("User", list(names), index=None, key="helpdesk_user",
+                        placeholder="Choose a user to see their audit trail and act",
+                        format_func=lambda n: f"{n} — {names[n].name}" if n in names else n)
+
+if selected in names:
+    user, status = names[selected], statuses[selected]
+    st.header(f"{user.name} ({user.username})")
+    codes = f", {status.backup_codes_remaining} backup codes left" if status.totp_enabled else ""
+    st.write(f"Authenticator app: **{_factor(status)}**{codes}. "
+             f"Lockout: **{_lock_state(status)}**. Last activity: {_when(status.last_activity)}.")
+
+    st.subheader("Audit trail")
+    trail = svc.audit(user.username)[::-1][:TRAIL]
+    if trail:
+        st.dataframe([{"Time": _when(e.time), "Event": e.label, "Outcome": e.outcome.capitalize(),
+                       "By": e.actor or "—", "Detail": e.detail} for e in trail],
+                     hide_index=True, key="helpdesk_trail")
+    else:
+        st.caption("No events for this user yet.")
+
+    st.subheader("Helpdesk actions")
+    st.text_input("Reason", key=REASON, max_chars=500,
+                  help="Recorded in the audit trail with your name. Required for a reset.")
+    if user.username == admin.username:
+        st.info("You cannot reset your own MFA here: use Manage MFA, or ask another admin.")
+    else:
+        st.write("**Reset MFA** removes the user's authentication app and backup codes and "
+                 "clears their lockout; their signed-in sessions must verify again.")
+        st.button("Reset MFA", key="helpdesk_reset", type="primary", on_click=request_reset,
+                  args=(admin.username, user.username))
+        left = portal.verification_remaining()
+        st.caption(f"You verified it's you recently: no code needed for another {-(-left // 60)} min."
+                   if left else "A reset asks you to verify it's you first.")
+    if status.locked or status.failed_attempts:
+        st.button("Clear lockout", key="helpdesk_unlock", on_click=clear_lockout,
+                  args=(admin.username, user.username))
+    else:
+        st.caption("No failed attempts to clear.")
+    if st.session_state.get(ERROR):
+        st.error(st.session_state.pop(ERROR))
