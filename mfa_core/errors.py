@@ -42,6 +42,10 @@ class ClockDrift(InvalidCode):
             f"{abs(offset_seconds)} s {direction}. Set your phone's time automatically and try again."
         )
 
+    def __reduce__(self):
+        # Rebuilt from its data, not its message (pickle, copy, multiprocessing).
+        return (type(self), (self.offset_seconds,))
+
 
 class InvalidCodeFormat(MFAError, ValueError):
     """The text typed cannot be a code at all (wrong length or characters).
@@ -61,6 +65,9 @@ class TooManyAttempts(MFAError):
             or f"Too many failed attempts. Wait {_human_wait(retry_after)} before trying again."
         )
 
+    def __reduce__(self):
+        return (type(self), (self.retry_after, str(self)))
+
 
 class AccountLocked(TooManyAttempts):
     """Hard stop after too many consecutive failures: only the helpdesk can clear it."""
@@ -71,6 +78,9 @@ class AccountLocked(TooManyAttempts):
             message="Too many failed attempts: two-step verification is locked for this "
             "account. Contact the helpdesk to unlock it.",
         )
+
+    def __reduce__(self):
+        return (type(self), ())
 
 
 class NoPendingEnrollment(MFAError):

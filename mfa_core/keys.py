@@ -8,6 +8,7 @@ dir, generated with mode 0600 on first use. Never from the TinyDB files.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -111,6 +112,12 @@ class KeyRing:
             return True
         except InvalidToken:
             return False
+
+    def rotation_lock(self):
+        """Held for a whole rotation, across processes (a no-op for environment keys)."""
+        if self._path is None:
+            return contextlib.nullcontext()
+        return FileLock(str(self._path) + ".rotate.lock", timeout=300)
 
     # Rotation (file keys only): add a new key first, drop the old ones last,
     # so that an interrupted rotation leaves every secret readable.

@@ -25,7 +25,7 @@ from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, EnrollmentExpir
                      InvalidCode, InvalidCodeFormat, KeyringError, MFAError, NoBackupCodes,
                      NoPendingEnrollment, NotEnabled, StorageError, TooManyAttempts)
 from .keys import KeyRing, load_keyring
-from .storage import BACKENDS, Store, Transaction
+from .storage import BACKENDS, IO_ERRORS, Store, Transaction
 from .throttle import ThrottlePolicy
 
 log = logging.getLogger("mfa_core")
@@ -214,7 +214,7 @@ class MFAService:
         until = _check_time(until, "until") if until is not None else None
         try:
             return [AuditEvent.from_dict(e) for e in self.store.query_audit(username, since, until)]
-        except OSError as exc:
+        except IO_ERRORS as exc:
             raise StorageError() from exc
 
     def usernames(self) -> Iterator[str]:
@@ -440,18 +440,21 @@ class MFAService:
         actor = _check_name(actor, "actor")
         # Keys from the environment are rotated there (new key first): this
         # re-encrypts under that first key; the key file is rotated here.
-        if self.keyring.from_file:
-            self.keyring.begin_rotation()
-        count = 0
-        for username in list(self.store.usernames()):
-            with self._transaction(username) as txn:
-                for key in ("totp", "pending"):
-                    part = txn.record.get(key)
-                    if part and not self.keyring.is_current(part["secret"]):
-                        part["secret"] = self.keyring.reencrypt(part["secret"])
-                        count += 1
-        if self.keyring.from_file:
-            self.keyring.finish_rotation()
+        # One rotation at a time: a second one finishing early would drop a
+        # key the first still needs.
+        with self.keyring.rotation_lock():
+            if self.keyring.from_file:
+                self.keyring.begin_rotation()
+            count = 0
+            for username in list(self.store.usernames()):
+                with self._transaction(username) as txn:
+                    for key in ("totp", "pending"):
+                        part = txn.record.get(key)
+                        if part and not self.keyring.is_current(part["secret"]):
+                            part["secret"] = self.keyring.reencrypt(part["secret"])
+                            count += 1
+            if self.keyring.from_file:
+                self.keyring.finish_rotation()
         self.store.append_audit([AuditEvent(self.clock(), None, actor, "keys_rotated", "success",
                                             f"{count} secrets re-encrypted").to_dict()])
         return count
@@ -461,7 +464,7 @@ class MFAService:
     def _read(self, username: str) -> dict[str, Any]:
         try:
             return self.store.read(username) or {}
-        except OSError as exc:
+        except IO_ERRORS as exc:
             raise StorageError() from exc
 
     def _transaction(self, username: str):
@@ -571,13 +574,13 @@ class _guarded:
     def __enter__(self) -> Transaction:
         try:
             return self._cm.__enter__()
-        except OSError as exc:
+        except IO_ERRORS as exc:
             raise StorageError() from exc
 
     def __exit__(self, *exc_info) -> bool:
         try:
             return bool(self._cm.__exit__(*exc_info))
-        except OSError as exc:
+        except IO_ERRORS as exc:
             raise StorageError() from exc
 
 
@@ -596,12 +599,19 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
         raise TypeError("data_dir must be a path")
     if backend not in BACKENDS:
         raise ValueError(f"Unknown backend {backend!r}: one of {', '.join(BACKENDS)}.")
+    # Refuse bad arguments before anything is created on disk.
+    issuer = _check_name(issuer if issuer is not None else env.get("MFA_PORTAL_ISSUER") or "MFA Portal",
+                         "issuer")
+    if not callable(clock):
+        raise TypeError("clock must be callable")
+    if policy is not None and not isinstance(policy, ThrottlePolicy):
+        raise TypeError("policy must be a ThrottlePolicy")
     path = Path(data_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
         store = BACKENDS[backend](path)
         keyring = load_keyring(path, env)
-    except OSError as exc:
-        raise StorageError(f"The data directory {path} cannot be used: {exc.strerror}.") from exc
-    return MFAService(store, keyring, clock, issuer=issuer or env.get("MFA_PORTAL_ISSUER") or "MFA Portal",
-                      policy=policy, notifier=notifier)
+    except IO_ERRORS as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise StorageError(f"The data directory {path} cannot be used: {reason}.") from exc
+    return MFAService(store, keyring, clock, issuer=issuer, policy=policy, notifier=notifier)

@@ -33,6 +33,8 @@ Record = dict[str, Any]
 Event = dict[str, Any]
 
 LOCK_TIMEOUT = 30.0
+# What a backend may raise when its files or database cannot be used (the engine reports StorageError).
+IO_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -233,11 +235,17 @@ class JSONLinesAuditLog:
         with self._lock:
             for day, lines in by_day.items():
                 fd = os.open(self.directory / f"{day}.jsonl",
-                             os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                             os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
+                    data = "".join(lines).encode("utf-8")
+                    # A line torn by a crash has no newline: start on a fresh
+                    # line, or this batch's first event would be lost with it.
+                    size = os.fstat(fd).st_size
+                    if size and os.pread(fd, 1, size - 1) != b"\n":
+                        data = b"\n" + data
                     # One write per batch: O_APPEND keeps concurrent writers'
                     # lines whole and in one piece.
-                    os.write(fd, "".join(lines).encode("utf-8"))
+                    os.write(fd, data)
                     os.fsync(fd)
                 finally:
                     os.close(fd)

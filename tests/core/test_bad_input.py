@@ -191,6 +191,9 @@ OPERATIONS = {
     "is_token_revoked": lambda s, a, b, c: s.is_token_revoked(a, b),
     "record_password_failure": lambda s, a, b, c: s.record_password_failure(a),
     "retry_after": lambda s, a, b, c: s.retry_after(a),
+    "check_throttle": lambda s, a, b, c: s.check_throttle(a),
+    "record_password_success": lambda s, a, b, c: s.record_password_success(a),
+    "rotate_keys": lambda s, a, b, c: s.rotate_keys(actor=a),
 }
 
 

@@ -1,0 +1,95 @@
+"""When the store's files or database misbehave: clear StorageErrors, nothing half-done."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+import mfa_core
+from mfa_core import storage
+
+from .conftest import code_for, data_files, enable_totp
+
+
+def user_file(data_dir, username):
+    return data_dir / "users" / storage._user_key(username)[:2] / f"{storage._user_key(username)}.json"
+
+
+def test_a_damaged_user_file_is_a_storage_error_for_that_user_only(svc, data_dir, clock):
+    enable_totp(svc, clock, "alice")
+    secret = enable_totp(svc, clock, "bob")
+    user_file(data_dir, "alice").write_bytes(b'{"mfa": {"1": {"username": "al')
+    with pytest.raises(mfa_core.StorageError, match="damaged"):
+        svc.status("alice")
+    with pytest.raises(mfa_core.StorageError):
+        svc.attempt_second_factor("alice", "123456")
+    svc.attempt_second_factor("bob", code_for(secret, clock()))
+
+
+def test_a_torn_audit_line_loses_nothing_after_it(svc, data_dir, clock):
+    svc.create_totp("alice")
+    [day_file] = (data_dir / "audit").glob("*.jsonl")
+    with open(day_file, "ab") as fh:
+        fh.write(b'{"time": 1700000020.0, "user": "al')  # a crash mid-append
+    svc.create_totp("bob")
+    svc.create_totp("carol")
+    assert [e.user for e in svc.audit()] == ["alice", "bob", "carol"]
+
+
+def test_refused_open_service_creates_nothing(tmp_path, clock):
+    data_dir = tmp_path / "data"
+    with pytest.raises(ValueError):
+        mfa_core.open_service(data_dir, clock=clock, issuer="a:b", environ={})
+    with pytest.raises(TypeError):
+        mfa_core.open_service(data_dir, clock="now", environ={})
+    with pytest.raises(ValueError):
+        mfa_core.open_service(data_dir, clock=clock, backend="nosql", environ={})
+    assert not data_dir.exists()
+
+
+def test_an_unusable_data_dir_is_a_storage_error(tmp_path, clock):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(mfa_core.StorageError, match="cannot be used"):
+        mfa_core.open_service(blocker / "data", clock=clock, environ={})
+
+
+def test_a_locked_sqlite_database_is_a_storage_error(tmp_path, clock, monkeypatch):
+    monkeypatch.setattr(storage, "LOCK_TIMEOUT", 0.2)
+    svc = mfa_core.open_service(tmp_path / "data", clock=clock, backend="sqlite", environ={})
+    holder = sqlite3.connect(tmp_path / "data" / "mfa.sqlite3", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(mfa_core.StorageError):
+            svc.create_totp("alice")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert svc.status("alice").pending_enrollment is False
+    svc.create_totp("alice")
+    assert svc.status("alice").pending_enrollment
+
+
+def test_two_rotations_at_once_leave_every_secret_readable(data_dir, clock):
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={})
+    secrets_ = {f"user{i}": enable_totp(svc, clock, f"user{i}") for i in range(12)}
+    rotators = [mfa_core.open_service(data_dir, clock=clock, environ={}) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def rotate(svc):
+        try:
+            svc.rotate_keys(actor="ops")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=rotate, args=(r,)) for r in rotators]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    fresh = mfa_core.open_service(data_dir, clock=clock, environ={})
+    for user, secret in secrets_.items():
+        fresh.attempt_second_factor(user, code_for(secret, clock()))
+    assert data_files(data_dir)
