@@ -14,10 +14,10 @@ import os
 import secrets
 import threading
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from .errors import KeyringError
 from .storage import write_atomic
@@ -113,11 +113,21 @@ class KeyRing:
         except InvalidToken:
             return False
 
-    def rotation_lock(self):
+    @contextlib.contextmanager
+    def rotation_lock(self) -> Iterator[None]:
         """Held for a whole rotation, across processes (a no-op for environment keys)."""
         if self._path is None:
-            return contextlib.nullcontext()
-        return FileLock(str(self._path) + ".rotate.lock", timeout=300)
+            yield
+            return
+        lock = FileLock(str(self._path) + ".rotate.lock", timeout=300)
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise KeyringError("Another key rotation is still running; try again later.") from exc
+        try:
+            yield
+        finally:
+            lock.release()
 
     # Rotation (file keys only): add a new key first, drop the old ones last,
     # so that an interrupted rotation leaves every secret readable.

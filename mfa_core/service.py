@@ -593,10 +593,16 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
     Keys come from the environment or a generated 0600 key file in the data dir.
     """
     env = os.environ if environ is None else environ
+    if not isinstance(env, Mapping):
+        raise TypeError("environ must be a mapping")
     if data_dir is None:
         data_dir = env.get("MFA_PORTAL_DATA_DIR") or "data"
     if not isinstance(data_dir, (str, os.PathLike)):
         raise TypeError("data_dir must be a path")
+    if not os.fspath(data_dir):
+        raise ValueError("data_dir must not be empty.")
+    if not isinstance(backend, str):
+        raise TypeError("backend must be a str")
     if backend not in BACKENDS:
         raise ValueError(f"Unknown backend {backend!r}: one of {', '.join(BACKENDS)}.")
     # Refuse bad arguments before anything is created on disk.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import tempfile
 from pathlib import Path
 
@@ -150,6 +151,19 @@ def test_open_service_refuses_bad_arguments(tmp_path):
         mfa_core.open_service(tmp_path, backend="mongodb", environ={})
     with pytest.raises(TypeError):
         mfa_core.open_service(tmp_path, clock="now", environ={})
+    with pytest.raises(TypeError):
+        mfa_core.open_service(tmp_path, environ=["MFA_PORTAL_PEPPER=x"])
+    with pytest.raises(TypeError):
+        mfa_core.open_service(tmp_path, backend=["sqlite"], environ={})
+    with pytest.raises(TypeError):
+        mfa_core.open_service(tmp_path, policy={"lockout_after": 10}, environ={})
+
+
+def test_open_service_refuses_an_empty_data_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError):
+        mfa_core.open_service("", environ={})
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- fuzzing ------------------------------------------------------------------------
@@ -208,15 +222,23 @@ def test_fuzzed_public_operations_raise_only_the_allowed_errors(operation, a, b,
         pass
 
 
+_codes_dir = tempfile.TemporaryDirectory(prefix="mfa-fuzz-codes-")
+_codes_clock = FakeClock()
+_codes_svc = mfa_core.open_service(Path(_codes_dir.name), clock=_codes_clock, environ={})
+_codes_secret = enable_totp(_codes_svc, _codes_clock, "zed")
+
+
 @settings(max_examples=100, deadline=None)
-@given(code=st.text(max_size=40))
-def test_fuzzed_codes_never_sign_in_by_accident(code):
-    """Whatever is typed, only the real code passes; everything else is an MFAError."""
-    _fuzz_clock.advance(31)
-    _fuzz_svc.unlock("alice", actor="admin", reason="fuzzing")
-    real = code_for(_secret, _fuzz_clock())
+@given(before=st.text(max_size=6), after=st.text(max_size=6), real=st.booleans())
+def test_fuzzed_codes_never_sign_in_by_accident(before, after, real):
+    """Only the real code, with nothing but spaces or dashes around it, passes; the rest is an MFAError."""
+    _codes_clock.advance(31)
+    _codes_svc.unlock("zed", actor="admin", reason="fuzzing")
+    code = code_for(_codes_secret, _codes_clock())
+    typed = before + (code if real else "") + after
     try:
-        _fuzz_svc.attempt_second_factor("alice", code)
+        _codes_svc.attempt_second_factor("zed", typed)
     except mfa_core.MFAError:
+        assert not (real and re.fullmatch(r"[\s-]*", before + after)), repr(typed)
         return
-    assert code.replace(" ", "").replace("-", "") == real
+    assert real and re.fullmatch(r"[\s-]*", before + after), repr(typed)
