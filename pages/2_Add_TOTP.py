@@ -37,7 +37,7 @@ elif state in ("add", "verify"):
             st.code(resource.uri, language=None, wrap_lines=True)
             st.button("Use QR Code instead", key="addtotp_toggle", on_click=enrollment.toggle_uri)
         else:
-            st.image(enrollment.qr_for(resource), width=200)
+            st.image(enrollment.qr_for(resource), width=200, output_format="PNG")
             st.button("Use URI instead", key="addtotp_toggle", on_click=enrollment.toggle_uri)
         st.write("Can't scan it? Enter this key in your app by hand:")
         st.code(resource.grouped_secret, language=None)

@@ -14,6 +14,7 @@ from typing import Callable
 
 import jwt
 import pytest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 import mfa_core
@@ -77,6 +78,37 @@ def make_cookie(username: str, expires: float, key: str | None = None) -> str:
 
 def fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Media:
+    """The media files (images, downloads) the runs handed to the browser, by URL."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, str]] = {}
+
+    def _id(self, url: str) -> str:
+        return url.rsplit("/", 1)[-1].split(".", 1)[0]
+
+    def read(self, url: str) -> bytes:
+        return self.files[self._id(url)][0]
+
+    def mimetype(self, url: str) -> str:
+        return self.files[self._id(url)][1]
+
+
+@pytest.fixture
+def media(monkeypatch) -> Media:
+    """AppTest shows an image or a download only as a media URL: keep the bytes behind it."""
+    seen = Media()
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def load_and_get_id(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        seen.files[file_id] = (self._files_by_id[file_id].content, mimetype)
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", load_and_get_id)
+    return seen
 
 
 # -- driving a page --------------------------------------------------------------

@@ -332,3 +332,24 @@ def test_user_removed_from_the_directory_is_signed_out(data_dir):
     at = sign_in(app(), "bob")
     UserDirectory(data_dir).remove("bob")
     assert_sign_in_form_only(run(at))
+
+
+# -- the guard's API for other pages (the helpdesk) ------------------------------------------
+
+def _admin_page():
+    import streamlit as st
+
+    import portal
+    user = portal.require_admin("Helpdesk")
+    st.title(f"Helpdesk for {user.username}")
+
+
+def test_require_admin_lets_admins_in_and_stops_everyone_else(data_dir):
+    from streamlit.testing.v1 import AppTest
+    at = run(AppTest.from_function(_admin_page, default_timeout=30))
+    assert_sign_in_form_only(at)
+    at = sign_in(at, "bob")
+    assert errors(at) == ["This page is for helpdesk admins."]
+    assert not any("Helpdesk for" in t.value for t in at.title)
+    at = sign_in(run(AppTest.from_function(_admin_page, default_timeout=30)), "admin")
+    assert [t.value for t in at.title] == ["Helpdesk for admin"]

@@ -1,0 +1,180 @@
+"""Manage MFA: status texts, Remove and Generate behind reverification, activity."""
+
+from __future__ import annotations
+
+import pytest
+
+import mfa_core
+import portal.session
+from portal import manage
+
+from .conftest import (app, click, code, enroll, errors, inputs, labels, run, signed_in, texts,
+                       type_into)
+
+MANAGE = "pages/1_Manage_MFA.py"
+
+
+def test_without_mfa_offers_add_and_no_backup_codes(data_dir):
+    at = signed_in("bob", page=MANAGE)
+    shown = texts(at)
+    assert [t.value for t in at.title] == ["User MFA Settings"]
+    assert "Add TOTP via authentication app" in shown
+    assert "Add" in labels(at) and "Remove" not in labels(at)
+    assert "Generate new backup codes?" not in shown
+
+
+def test_with_mfa_shows_enabled_remove_and_backup_codes(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock, "alice")
+    at = signed_in("alice", secret, clock, page=MANAGE)
+    shown = texts(at)
+    assert "TOTP via authentication app enabled" in shown
+    assert "You have 10 backup codes left." in shown
+    assert "Generate new backup codes?" in shown
+    assert {"Remove", "Generate"} <= set(labels(at))
+    assert "Add" not in labels(at)
+
+
+def test_generate_stays_offered_with_no_codes_left_and_warns(data_dir, svc, clock):
+    secret, codes = enroll(svc, clock, "alice")
+    for used in codes:
+        svc.attempt_second_factor("alice", used, "backup_code")
+    at = signed_in("alice", secret, clock, page=MANAGE)
+    assert any("You have 0 backup codes left." in w.value for w in at.warning)
+    assert "Generate" in labels(at)
+
+
+def test_generate_right_after_sign_in_needs_no_dialog_and_shows_codes_once(data_dir, svc, clock):
+    secret, old = enroll(svc, clock, "alice")
+    at = signed_in("alice", secret, clock, page=MANAGE)
+    at = click(at, "Generate")
+    new = at.session_state[manage.NEW_CODES]
+    assert len(new) == 10 and not set(new) & set(old)
+    assert "\n".join(new) in [c.value for c in at.code]
+    assert "Download backup codes" in [d.label for d in at.get("download_button")]
+    assert svc.status("alice").backup_codes_remaining == 10
+    at = click(at, "Done")
+    assert not any("\n".join(new) == c.value for c in at.code)
+    assert "Generate new backup codes?" in texts(at)
+    # The old set no longer works, the new one does.
+    assert svc.attempt_second_factor("alice", new[0], "backup_code").backup_codes_remaining == 9
+
+
+def test_backup_code_download_holds_the_codes(data_dir, svc, clock, media):
+    secret, _ = enroll(svc, clock, "alice")
+    at = click(signed_in("alice", secret, clock, page=MANAGE), "Generate")
+    new = at.session_state[manage.NEW_CODES]
+    [button] = at.get("download_button")
+    body = media.read(button.proto.url).decode()
+    assert button.proto.url.endswith(".txt") or "text/plain" in media.mimetype(button.proto.url)
+    for one in new:
+        assert one in body.splitlines()
+
+
+def test_generate_after_ten_minutes_asks_for_the_authentication_code(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock, "alice")
+    at = signed_in("alice", secret, clock, page=MANAGE)
+    clock.advance(601)
+    at = click(at, "Generate")
+    assert manage.NEW_CODES not in at.session_state
+    assert "To generate new backup codes, enter the code from your authentication app." in texts(at)
+    assert inputs(at) == ["Authentication code"]
+    assert {"Confirm", "Use a backup code", "Cancel"} <= set(labels(at))
+    type_into(at, "Authentication code", "000000")
+    at = click(at, "Confirm")
+    assert errors(at) == ["That code is not valid. Check your authentication app and try again."]
+    assert inputs(at) == ["Authentication code"]  # the dialog is still open
+    assert manage.NEW_CODES not in at.session_state
+    type_into(at, "Authentication code", code(secret, clock))
+    at = click(at, "Confirm")
+    at = run(at)
+    assert len(at.session_state[manage.NEW_CODES]) == 10
+    assert "Confirm" not in labels(at)
+    assert "no code for another 10 min" in texts(at)
+
+
+def test_remove_with_a_backup_code_in_the_dialog(data_dir, svc, clock):
+    secret, codes = enroll(svc, clock, "alice")
+    at = signed_in("alice", secret, clock, page=MANAGE)
+    clock.advance(601)
+    at = click(at, "Remove")
+    assert "To remove your authentication app, enter the code from your authentication app." in texts(at)
+    at = click(at, "Use a backup code")
+    assert inputs(at) == ["Backup code"]
+    type_into(at, "Backup code", codes[3])
+    at = click(at, "Confirm")
+    assert not svc.status("alice").totp_enabled
+    assert "Add TOTP via authentication app" in texts(at)
+    assert "Your authentication app was removed" in texts(at)
+    # The session changed its own MFA: it is not sent back to verify.
+    at = run(at)
+    assert "User MFA Settings" in texts(at)
+
+
+def test_remove_inside_the_window_runs_at_once_and_the_session_stays(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock, "alice")
+    at = click(signed_in("alice", secret, clock, page=MANAGE), "Remove")
+    assert not svc.status("alice").totp_enabled
+    at = run(at)
+    assert "Add TOTP via authentication app" in texts(at)
+    assert "Two-step verification was turned off" not in texts(at)
+
+
+def test_cancel_closes_the_dialog_and_changes_nothing(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock, "alice")
+    at = signed_in("alice", secret, clock, page=MANAGE)
+    clock.advance(601)
+    at = click(click(at, "Remove"), "Cancel")
+    assert "Confirm" not in labels(at)
+    assert svc.status("alice").totp_enabled
+    assert portal.session.PENDING not in at.session_state
+
+
+def test_password_reverification_without_mfa_and_its_throttle(data_dir, svc, clock):
+    at = signed_in("bob", page=MANAGE)
+    clock.advance(601)
+    at = click(at, "Add")
+    assert "To add an authentication app, enter your password." in texts(at)
+    assert inputs(at) == ["Password"]
+    assert "Use a backup code" not in labels(at)
+    for _ in range(svc.policy.free_failures):
+        type_into(at, "Password", "wrong-password")
+        at = click(at, "Confirm")
+    assert errors(at) == ["That password is not correct."]
+    type_into(at, "Password", "bob-demo")
+    at = click(at, "Confirm")
+    assert errors(at)[0].startswith("Too many failed attempts. Wait")
+    clock.advance(svc.policy.delay(svc.policy.free_failures) + 1)
+    type_into(at, "Password", "bob-demo")
+    at = click(at, "Confirm")
+    assert at.session_state["addtotp_step"] == "add"
+    assert svc.pending_totp("bob") is not None
+
+
+def test_verification_caption_counts_down(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock, "alice")
+    at = signed_in("alice", secret, clock, page=MANAGE)
+    assert "no code for another 10 min" in texts(at)
+    clock.advance(300)
+    assert "no code for another 5 min" in texts(run(at))
+    clock.advance(301)
+    assert "will ask you to verify it's you" in texts(run(at))
+
+
+def test_recent_security_activity_lists_time_event_and_outcome(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock, "alice")
+    with pytest.raises(mfa_core.InvalidCode):
+        svc.attempt_second_factor("alice", "000000")
+    clock.advance(31)
+    at = signed_in("alice", secret, clock, page=MANAGE)
+    table = [m.value for m in at.markdown if m.value.startswith("| Time")][0]
+    assert "| Two-step verification passed | Success |" in table
+    assert "| Two-step verification failed | Failure |" in table
+    assert "| Authenticator app added | Success |" in table
+    assert "2027-01-15" in table  # the injected clock's date, in UTC
+    assert secret not in table
+
+
+def test_manage_page_opened_by_url_signed_out_shows_no_settings(data_dir):
+    at = app(MANAGE)
+    assert "User MFA Settings" not in texts(at)
+    assert "You must be logged in to access this page" in texts(at)
