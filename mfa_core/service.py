@@ -169,6 +169,8 @@ class MFAService:
         One lock-free record read per user; raises TypeError/ValueError on a
         bad name (before reading anything), StorageError.
         """
+        if isinstance(usernames, (str, bytes)):
+            raise TypeError("usernames must be a collection of names, not one string")
         names = [_check_name(u) for u in usernames]
         now = self.clock()
         return [self._status(u, self._read(u), now) for u in names]

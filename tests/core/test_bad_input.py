@@ -116,6 +116,12 @@ def test_queries_change_nothing(svc, data_dir, ready):
     assert snapshot(data_dir) == before
 
 
+def test_statuses_refuses_a_single_string(svc):
+    with pytest.raises(TypeError):
+        svc.statuses("alice")
+    assert [status.username for status in svc.statuses(["alice", "bob"])] == ["alice", "bob"]
+
+
 @pytest.mark.parametrize("limit", [-1, -5])
 def test_recent_activity_refuses_a_negative_limit(svc, ready, limit):
     with pytest.raises(ValueError):
@@ -206,6 +212,8 @@ OPERATIONS = {
     "record_password_failure": lambda s, a, b, c: s.record_password_failure(a),
     "retry_after": lambda s, a, b, c: s.retry_after(a),
     "check_throttle": lambda s, a, b, c: s.check_throttle(a),
+    "statuses": lambda s, a, b, c: s.statuses(a),
+    "statuses_list": lambda s, a, b, c: s.statuses([a, b]),
     "record_password_success": lambda s, a, b, c: s.record_password_success(a),
     "rotate_keys": lambda s, a, b, c: s.rotate_keys(actor=a),
 }
