@@ -42,9 +42,9 @@ elif state in ("add", "verify"):
         st.write("Can't scan it? Enter this key in your app by hand:")
         st.code(resource.grouped_secret, language=None)
         st.write("Once you have set up your authentication app, verify your code")
-        left, right = st.columns(2)
-        left.button("Verify", key="addtotp_verify", type="primary", on_click=enrollment.go_verify)
-        right.button("Reset", key="addtotp_reset", on_click=enrollment.request_reset)
+        row = st.container(horizontal=True)
+        row.button("Verify", key="addtotp_verify", type="primary", on_click=enrollment.go_verify)
+        row.button("Reset", key="addtotp_reset", on_click=enrollment.request_reset)
     else:
         st.title("Verify TOTP")
         with st.form("addtotp_verify_form", border=False):
@@ -54,9 +54,9 @@ elif state in ("add", "verify"):
         error = st.session_state.get(enrollment.ERROR)
         if error:
             st.error(error)
-        left, right = st.columns(2)
-        left.button("Show the QR code again", key="addtotp_back", on_click=enrollment.back_to_code)
-        right.button("Reset", key="addtotp_reset", on_click=enrollment.request_reset)
+        row = st.container(horizontal=True)
+        row.button("Show the QR code again", key="addtotp_back", on_click=enrollment.back_to_code)
+        row.button("Reset", key="addtotp_reset", on_click=enrollment.request_reset)
     minutes = max(0, int(resource.expires_at - portal.service().clock()) // 60)
     st.caption(f"This set-up expires in about {minutes} min; Reset starts a new one.")
 elif state == "backupcodes":

@@ -304,10 +304,10 @@ def _challenge_screen(portal: config.Portal, user: User) -> None:
     error = st.session_state.get(CHALLENGE_ERROR)
     if error:
         st.error(error)
-    left, right = st.columns(2)
-    left.button("Use your authentication app" if backup else "Use a backup code",
+    row = st.container(horizontal=True)
+    row.button("Use your authentication app" if backup else "Use a backup code",
                 key="portal_challenge_toggle", on_click=_toggle_challenge)
-    right.button("Sign out", key="portal_challenge_sign_out", on_click=sign_out)
+    row.button("Sign out", key="portal_challenge_sign_out", on_click=sign_out)
 
 
 def _toggle_challenge() -> None:
