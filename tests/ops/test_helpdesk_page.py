@@ -279,3 +279,23 @@ def test_clear_lockout_without_a_reason_records_a_default_one(data_dir, svc):
     assert svc.status("bob").failed_attempts == 0
     assert svc.audit("bob")[-1].detail == "lockout cleared by the helpdesk"
     assert not errors(at)
+
+
+def test_a_large_directory_draws_a_bounded_list_and_the_search_narrows_it(data_dir):
+    import yaml
+
+    path = data_dir / "users.yaml"
+    users = yaml.safe_load(path.read_text())
+    template = users["credentials"]["usernames"]["bob"]
+    for i in range(300):
+        users["credentials"]["usernames"][f"staff{i:03d}"] = {
+            **template, "first_name": "Staff", "last_name": f"Member {i}",
+            "email": f"staff{i:03d}@example.com"}
+    path.write_text(yaml.safe_dump(users))
+    at = helpdesk()
+    assert len(rows(at)) == 25
+    assert "303 of 303 users; the first 25 are shown: refine the search" in texts(at)
+    type_into(at, "Search users", "member 299")
+    run(at)
+    assert list(rows(at)) == ["staff299"]
+    assert rows(at)["staff299"]["Name"] == "Staff Member 299"
