@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from . import notify
-from .audit import AuditEvent
 from .errors import KeyringError, MFAError, StorageError
 from .keys import ENV_KEYS
 from .service import MFAService, MFAStatus, open_service
@@ -31,6 +30,7 @@ SECRETS_FILE = Path(".streamlit") / "secrets.toml"
 _RELATIVE = re.compile(r"(\d+)\s*(s|sec|m|min|h|d|w)")
 _UNIT = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+_ROLE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
 class UsageError(ValueError):
@@ -158,6 +158,7 @@ def cmd_users_add(ctx: Context) -> int:
     if a.email and not _EMAIL.fullmatch(a.email):
         raise UsageError(f"{a.email!r} is not a mail address.")
     roles = list(dict.fromkeys(["user", *(a.role or []), *([ADMIN_ROLE] if a.admin else [])]))
+    _check_roles(roles)
     password = ctx.password()
     user = ctx.users.add(username, password, name=a.name or "", email=a.email or "", roles=roles)
     ctx.out.write(f"Added user {user.username} (roles: {', '.join(user.roles)}).\n")
@@ -196,6 +197,24 @@ def cmd_users_passwd(ctx: Context) -> int:
     ctx.known_user(username)
     ctx.users.set_password(username, ctx.password())
     ctx.out.write(f"Password changed for {username}.\n")
+    return 0
+
+
+def _check_roles(roles: list[str]) -> None:
+    bad = [r for r in roles if not _ROLE.fullmatch(r)]
+    if bad:
+        raise UsageError(f"{bad[0]!r} is not a role name: lower-case letters, digits, '-' or '_'.")
+
+
+def cmd_users_roles(ctx: Context) -> int:
+    user = ctx.known_user(ctx.args.username)
+    if not ctx.args.roles:
+        ctx.out.write(f"{user.username}: {', '.join(user.roles) or '(no roles)'}\n")
+        return 0
+    roles = list(dict.fromkeys(ctx.args.roles))
+    _check_roles(roles)
+    ctx.users.set_roles(user.username, roles)
+    ctx.out.write(f"Roles of {user.username}: {', '.join(roles)}.\n")
     return 0
 
 
@@ -354,6 +373,13 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
                      description="Set a user's password (asked twice without echo, or from stdin).")
     p.add_argument("username")
     p.set_defaults(func=cmd_users_passwd)
+
+    p = u.add_parser("roles", parents=[common], help="show or set a user's roles",
+                     description=f"Without ROLE, show the user's roles; with ROLEs, set exactly "
+                                 f"those (e.g. 'user {ADMIN_ROLE}' makes a helpdesk admin).")
+    p.add_argument("username")
+    p.add_argument("roles", nargs="*", metavar="ROLE")
+    p.set_defaults(func=cmd_users_roles)
 
     mfa = groups.add_parser("mfa", help="helpdesk: MFA status, reset, unlock",
                             description="Helpdesk actions on one user's second factor.")

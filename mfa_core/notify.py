@@ -140,8 +140,10 @@ def _compose(event: AuditEvent, name: str, issuer: str) -> tuple[str, str] | Non
                 "backup codes. Two-step verification is now off.")
     elif event.event == "backup_codes_generated":
         subject = "New backup codes were generated"
-        what = ("A new set of backup codes was generated for your account. "
-                "Your previous backup codes no longer work.")
+        made = re.match(r"\s*(\d+) codes", event.detail)
+        what = ("A new set of backup codes was generated for your account"
+                + (f": you now have {made.group(1)} backup codes" if made else "")
+                + ". Your previous backup codes no longer work.")
     elif event.event == "backup_code_used":
         left = _left(event.detail)
         count = ("" if left is None else

@@ -24,6 +24,7 @@ from .conftest import REPO, T0, FakeClock, cli_env, code_for, enable_totp, snaps
 
 COMMANDS = [
     [], ["users"], ["users", "add"], ["users", "list"], ["users", "remove"], ["users", "passwd"],
+    ["users", "roles"],
     ["mfa"], ["mfa", "status"], ["mfa", "list"], ["mfa", "reset"], ["mfa", "unlock"],
     ["audit"], ["keys"], ["keys", "rotate"],
 ]
@@ -165,6 +166,15 @@ def test_users_list_shows_a_table_and_json(cli, directory):
     assert {u["username"]: u["email"] for u in listed} == {
         "admin": "admin@example.com", "alice": "alice@example.com", "bob": "bob@example.com"}
     assert all("password" not in u for u in listed)
+
+
+def test_users_roles_shows_and_sets_the_roles(cli, directory):
+    assert cli("users", "roles", "alice").stdout == "alice: user\n"
+    result = cli("users", "roles", "alice", "user", "admin")
+    assert result.returncode == 0, result.stderr
+    assert directory.get("alice").roles == ["user", "admin"] and directory.get("alice").is_admin
+    assert cli("users", "roles", "alice", "user").returncode == 0
+    assert not directory.get("alice").is_admin
 
 
 def test_users_passwd_changes_the_password(cli, directory):
@@ -333,8 +343,12 @@ BAD = {
     "no password on stdin": ["users", "passwd", "alice", "--password-stdin"],
     "passwd unknown user": ["users", "passwd", "ghost", "--password-stdin"],
     "remove unknown user": ["users", "remove", "ghost"],
+    "roles unknown user": ["users", "roles", "ghost", "admin"],
+    "bad role name": ["users", "roles", "alice", "Admin!"],
+    "bad role on add": ["users", "add", "carol", "--role", "a b", "--password-stdin"],
 }
-STDIN = {"duplicate user": "alice-pass-1\n", "malformed new user": "long-enough-1\n",
+STDIN = {"duplicate user": "alice-pass-1\n", "bad role on add": "carol-pass-1\n",
+         "malformed new user": "long-enough-1\n",
          "short password": "short\n", "bad email": "carol-pass-1\n", "no password on stdin": "\n",
          "passwd unknown user": "ghost-pass-1\n"}
 

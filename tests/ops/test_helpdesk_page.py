@@ -10,7 +10,7 @@ import mfa_core
 import portal.config
 
 from ..portal.conftest import (Clock, app, click, code, enroll, errors, inputs, labels, page_links,
-                               pass_challenge, run, sign_in, signed_in, texts, type_into)
+                               run, sign_in, signed_in, texts, type_into)
 
 PAGE = "pages/3_Helpdesk.py"
 PROTECTED = ["Helpdesk", "Search users", "alice@example.com", "bob@example.com", "Audit trail",

@@ -19,7 +19,7 @@ from aiosmtpd.smtp import AuthResult
 import mfa_core
 from mfa_core import notify
 
-from .conftest import T0, cli_env, code_for, enable_totp
+from .conftest import cli_env, code_for, enable_totp
 
 
 class Inbox:
@@ -153,7 +153,7 @@ def test_new_backup_codes_are_announced_but_never_mailed(mailed, clock, inbox):
     codes = mailed.create_backup_codes("alice").codes
     msg = inbox.wait_for(2)[1]
     assert msg["Subject"] == "[MFA Portal] New backup codes were generated"
-    assert "previous backup codes no longer work" in body(msg)
+    assert "you now have 10 backup codes. Your previous backup codes no longer work." in body(msg)
     no_secret_in(msg, secret, *codes)
 
 
