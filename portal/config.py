@@ -44,7 +44,7 @@ class Portal:
     demo: bool
 
 
-_portals: dict[tuple[str, int], Portal] = {}
+_portals: dict[tuple[str, str, int], Portal] = {}
 _lock = threading.Lock()
 
 
@@ -62,16 +62,16 @@ def clock() -> Callable[[], float]:
 
 def portal() -> Portal:
     """The cached engine + directory for the current data dir and clock."""
-    path = data_dir().resolve()
+    raw = os.environ.get(ENV_DATA_DIR) or "data"
     clk = clock()
-    key = (str(path), id(clk))
+    key = (raw, os.getcwd() if not os.path.isabs(raw) else "", id(clk))
     found = _portals.get(key)
     if found is not None and found.service.clock is clk:
         return found
     with _lock:
         found = _portals.get(key)
         if found is None or found.service.clock is not clk:
-            found = _open(path, clk)
+            found = _open(Path(raw).resolve(), clk)
             _portals[key] = found
     return found
 

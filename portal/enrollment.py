@@ -166,3 +166,86 @@ def finish() -> None:
 
 def codes() -> list[str]:
     return list(st.session_state.get(CODES) or [])
+
+
+def render(user) -> None:
+    """The Add TOTP page, for a user the guard let in."""
+    from . import manage, signin
+
+    state = page_state(user.username)
+    if state == VERIFY_FIRST:
+        st.title("Add TOTP MFA")
+        st.write("Verify it's you before you set up an authentication app.")
+        st.button("Verify it's you", key="addtotp_start", type="primary", on_click=request_start)
+    elif state == ENABLED:
+        st.title("Add TOTP MFA")
+        st.info("TOTP via authentication app enabled. To set up a different app, remove this one "
+                "on Manage MFA first.")
+    elif state == EXPIRED:
+        st.title("Add TOTP MFA")
+        st.error("This set-up took too long and has expired. Press Reset to get a new QR code.")
+        st.button("Reset", key="addtotp_reset", on_click=request_reset)
+    elif state in ("add", "verify"):
+        resource = pending(user.username)
+        if state == "add":
+            _render_add(resource)
+        else:
+            _render_verify()
+        minutes = max(0, int(resource.expires_at - config.service().clock()) // 60)
+        st.caption(f"This set-up expires in about {minutes} min; Reset starts a new one.")
+    elif state == "backupcodes":
+        _render_backup_codes(user, manage.codes_text)
+    else:  # success
+        st.title("Success!")
+        st.write("You have successfully added TOTP MFA via an authentication application.")
+    signin.page_link(signin.MANAGE_PAGE, "Manage MFA", ":material/arrow_back:")
+
+
+def _render_add(resource: mfa_core.TOTPResource) -> None:
+    st.title("Add TOTP MFA")
+    st.write("Scan this QR code with your authentication app (Google Authenticator, "
+             "Microsoft Authenticator, 1Password, …).")
+    if st.session_state.get(SHOW_URI):
+        st.code(resource.uri, language=None, wrap_lines=True)
+        st.button("Use QR Code instead", key="addtotp_toggle", on_click=toggle_uri)
+    else:
+        st.image(qr_for(resource), width=200, output_format="PNG")
+        st.button("Use URI instead", key="addtotp_toggle", on_click=toggle_uri)
+    st.write("Can't scan it? Enter this key in your app by hand:")
+    st.code(resource.grouped_secret, language=None)
+    st.write("Once you have set up your authentication app, verify your code")
+    row = st.container(horizontal=True)
+    row.button("Verify", key="addtotp_verify", type="primary", on_click=go_verify)
+    row.button("Reset", key="addtotp_reset", on_click=request_reset)
+
+
+def _render_verify() -> None:
+    st.title("Verify TOTP")
+    with st.form("addtotp_verify_form", border=False):
+        st.text_input("Enter the code from your authentication app", key=CODE,
+                      autocomplete="one-time-code", max_chars=12)
+        st.form_submit_button("Verify code", type="primary", on_click=submit_code)
+    error = st.session_state.get(ERROR)
+    if error:
+        st.error(error)
+    row = st.container(horizontal=True)
+    row.button("Show the QR code again", key="addtotp_back", on_click=back_to_code)
+    row.button("Reset", key="addtotp_reset", on_click=request_reset)
+
+
+def _render_backup_codes(user, codes_text) -> None:
+    shown = codes()
+    st.title("Verification was a success!")
+    st.write("Save this list of backup codes somewhere safe in case you need to access your "
+             "account in an emergency")
+    st.code("\n".join(shown), language=None)
+    st.download_button("Download backup codes", codes_text(shown, user.username),
+                       file_name="mfa-portal-backup-codes.txt", mime="text/plain",
+                       key="addtotp_download", on_click="ignore", icon=":material/download:")
+    with st.form("addtotp_finish_form", border=False):
+        st.text_input("To show you saved them, type one of the backup codes", key=CONFIRM,
+                      autocomplete="off", max_chars=40)
+        st.form_submit_button("Finish", type="primary", on_click=finish)
+    error = st.session_state.get(CONFIRM_ERROR)
+    if error:
+        st.error(error)

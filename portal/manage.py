@@ -78,3 +78,54 @@ def codes_text(codes: list[str], username: str) -> str:
     header = (f"MFA Portal backup codes for {username}\n"
               "Each code works once. Keep them somewhere safe.\n\n")
     return header + "\n".join(codes) + "\n"
+
+
+def render(user) -> None:
+    """The Manage MFA page, for a user the guard let in."""
+    from . import signin  # the guard's module; imported here to keep manage importable alone
+
+    if take_goto_add():
+        st.switch_page(signin.ADD_TOTP_PAGE)
+    enrollment.forget_if_finished()
+    status = session.status()
+
+    st.title("User MFA Settings")
+
+    st.subheader("Authentication app")
+    if status.totp_enabled:
+        st.write("TOTP via authentication app enabled")
+        st.button("Remove", key="manage_remove", on_click=request_remove)
+    else:
+        st.write("Add TOTP via authentication app")
+        st.button("Add", key="manage_add", type="primary", on_click=request_add)
+
+    if status.two_factor_enabled:
+        st.subheader("Backup codes")
+        left = status.backup_codes_remaining
+        text = f"You have {left} backup code{'s' if left != 1 else ''} left."
+        if left <= 3:
+            st.warning(f"{text} Generate new ones so you are not locked out.")
+        else:
+            st.write(text)
+        new_codes = st.session_state.get(NEW_CODES)
+        if new_codes:
+            st.write("Your new backup codes. They are shown only once: save them now. "
+                     "Your old codes no longer work.")
+            st.code("\n".join(new_codes), language=None)
+            st.download_button("Download backup codes", codes_text(new_codes, user.username),
+                               file_name="mfa-portal-backup-codes.txt", mime="text/plain",
+                               key="manage_download", on_click="ignore",
+                               icon=":material/download:")
+            st.button("Done", key="manage_done", type="primary", on_click=done)
+        else:
+            st.write("Generate new backup codes?")
+            st.button("Generate", key="manage_generate", on_click=request_generate)
+
+    session.verification_caption()
+
+    st.subheader("Recent security activity")
+    table = activity_table(user.username)
+    if table:
+        st.markdown(table)
+    else:
+        st.caption("No security events yet.")

@@ -31,6 +31,7 @@ REVERIFY_ERROR = "portal_reverify_error"
 REVERIFY_BACKUP = "portal_reverify_backup"
 REVERIFY_DONE = "portal_reverify_done"
 DIALOG_OPEN = "portal_dialog_open"
+STATUS = "portal_status"          # the user's MFAStatus as the guard read it in this run
 
 # Keys that survive a sign-out (they describe the browser, not the user).
 _KEEP_ON_SIGN_OUT = ("portal_signed_out", "portal_delete_cookie", "portal_cookie_checked", FLASH)
@@ -98,11 +99,23 @@ def check_epoch(status: mfa_core.MFAStatus) -> bool:
     return False
 
 
+def status() -> mfa_core.MFAStatus:
+    """The signed-in user's MFA status, read once per run by the guard."""
+    found = st.session_state.get(STATUS)
+    user = current_username()
+    if found is None or found.username != user:
+        found = config.service().status(user)
+        st.session_state[STATUS] = found
+    return found
+
+
 def note_mfa_changed() -> None:
     """This session changed its user's MFA itself: agree with the new epoch."""
     user = current_username()
     if user:
-        st.session_state[EPOCH] = config.service().status(user).mfa_epoch
+        fresh = config.service().status(user)
+        st.session_state[EPOCH] = fresh.mfa_epoch
+        st.session_state[STATUS] = fresh
 
 
 # -- one-off messages ----------------------------------------------------------

@@ -75,6 +75,7 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
     except mfa_core.MFAError as err:
         st.error(str(err))
         st.stop()
+    st.session_state[session.STATUS] = status
     session.check_epoch(status)
     if not session.second_factor_passed():
         if status.two_factor_enabled:
