@@ -226,10 +226,13 @@ class MailNotifier:
             raise NotificationFailed() from exc
         log.info("notification mail sent to %s (%s)", msg["To"], msg["Subject"])
 
-    def __call__(self, event: AuditEvent) -> None:
+    def __call__(self, event: AuditEvent) -> bool:
+        """Mail the user about ``event`` if it is worth telling; True when a mail went out."""
         msg = self.message(event)
-        if msg is not None:
-            self.send(msg)
+        if msg is None:
+            return False
+        self.send(msg)
+        return True
 
 
 def from_settings(data_dir: str | os.PathLike | None = None,

@@ -140,6 +140,16 @@ def test_adding_an_authenticator_mails_the_user(mailed, clock, inbox):
     no_secret_in(msg, secret)
 
 
+def test_each_mail_sent_is_audited_for_the_helpdesk(mailed, clock, inbox):
+    enable_totp(mailed, clock, "alice")
+    mailed.create_totp("bob")  # not mailed: not audited as sent
+    inbox.wait_for(1)
+    sent = [(e.user, e.actor, e.outcome, e.detail) for e in mailed.audit()
+            if e.event == "notification_sent"]
+    assert sent == [("alice", "system", "success", "totp_enabled")]
+    assert mfa_core.AuditEvent.from_dict({"event": "notification_sent"}).label == "Notification mail sent"
+
+
 def test_removing_the_authenticator_mails_the_user(mailed, clock, inbox):
     enable_totp(mailed, clock, "alice")
     mailed.disable_totp("alice")
@@ -215,6 +225,7 @@ def test_a_helpdesk_reset_from_the_command_line_mails_the_user(cli, directory, s
     assert "reset by the helpdesk (helen)" in text and "Reason given: lost phone, ticket 42" in text
     today = dt.datetime.now(dt.timezone.utc).strftime("%d %B %Y")
     assert today in text
+    assert [e.event for e in svc.audit("alice")][-2:] == ["helpdesk_reset", "notification_sent"]
 
 
 def test_a_change_made_by_someone_else_says_who(mailed, clock, inbox):
