@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# The portal the journeys run (default: this checkout; a copy elsewhere for debugging).
+APP_DIR = Path(os.environ.get("MFA_PORTAL_BROWSER_APP_DIR") or REPO).resolve()
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 DOCS = REPO / "docs"
 DOC_PICTURES = ("sign-in-challenge", "add-totp-qr", "backup-codes", "manage-mfa-enabled")
@@ -36,7 +38,8 @@ INSTALL_HINT = ("the browser journeys need Debian's Chromium at /usr/bin/chromiu
 
 VIEWPORT = {"width": 1100, "height": 860}
 TIMEOUT_MS = 20_000          # the longest a journey waits for one thing to show
-IDLE_STABLE_MS = 400         # the app must have been idle this long to count as idle
+IDLE_STABLE_MS = 300         # the app must have been idle this long to count as idle
+SETTLE_MS = 800              # ... after a page load, sign-in or sign-out (components mount then)
 TOTP_PERIOD = 30
 
 
@@ -104,7 +107,7 @@ class PortalServer:
                "--server.port", str(self.port), "--server.headless", "true",
                "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env(), stdout=log,
+        self.proc = subprocess.Popen(cmd, cwd=APP_DIR, env=self.env(), stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         log.close()
@@ -159,36 +162,58 @@ class PortalServer:
 
 # -- waiting for Streamlit ----------------------------------------------------
 
-# Installed in every page of a context: polls the app's script state every 10 ms
-# and remembers when it last changed and when a run last started, so that a
-# short rerun between two checks is not missed; and when each component iframe
-# first appeared (a newly mounted component reruns the page once, 0.3-1 s later).
+# Installed in every page of a context: follows the app's script state (a
+# MutationObserver, plus a 10 ms poll as a safety net), counting runs and
+# remembering when the state last changed; and follows the components (iframes):
+# a newly mounted component reports back once ("setComponentValue"), which
+# reruns the page a moment later - a click landing in that rerun can be lost.
 IDLE_TRACKER = """
 (() => {
-  if (window.__stTracker) return;
+  if (window.top !== window || window.__stTracker) return;
   window.__stTracker = true;
   window.__stStateChangedAt = performance.now();
   window.__stRunStartedAt = -1;
+  window.__stValueAt = -1;
   window.__stRuns = 0;
   const frames = new WeakMap();
   window.__stFrames = frames;
   let last = null;
-  setInterval(() => {
+  const note = () => {
     const now = performance.now();
     const app = document.querySelector('[data-testid="stApp"]');
     const state = app ? app.getAttribute('data-test-script-state') : null;
     if (state !== last) {
+      const wasRunning = last !== null && last !== 'notRunning' && last !== 'initial';
       last = state;
       window.__stStateChangedAt = now;
-      if (state === 'running') { window.__stRunStartedAt = now; window.__stRuns++; }
+      const running = state !== null && state !== 'notRunning' && state !== 'initial';
+      if (running && !wasRunning) { window.__stRunStartedAt = now; window.__stRuns++; }
     }
-    for (const f of document.querySelectorAll('iframe')) if (!frames.has(f)) frames.set(f, now);
-  }, 10);
+    for (const f of document.querySelectorAll('iframe'))
+      if (!frames.has(f)) frames.set(f, {seen: now, ready: null, value: null});
+  };
+  window.addEventListener('message', (event) => {
+    const data = event.data || {};
+    if (!data.isStreamlitMessage) return;
+    note();
+    const now = performance.now();
+    for (const f of document.querySelectorAll('iframe')) {
+      if (f.contentWindow !== event.source) continue;
+      const info = frames.get(f);
+      if (data.type === 'streamlit:componentReady' && info.ready === null) info.ready = now;
+      if (data.type === 'streamlit:setComponentValue') { info.value = now; window.__stValueAt = now; }
+    }
+  });
+  setInterval(note, 10);
+  const observe = () => new MutationObserver(note).observe(document.documentElement, {
+    attributes: true, subtree: true, childList: true, attributeFilter: ['data-test-script-state']});
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', observe);
+  else observe();
 })();
 """
 
-# Idle: not running for ``stableMs``, and no component mounted in the last 2 s
-# that has not yet had its own rerun.
+# Idle: not running for ``stableMs``; every component loaded and, if it reports
+# a value, the rerun that value causes has started.
 _IDLE_CHECK = """
 (stableMs) => {
   const app = document.querySelector('[data-testid="stApp"]');
@@ -198,10 +223,12 @@ _IDLE_CHECK = """
   if (app.getAttribute('data-test-connection-state') !== 'CONNECTED') return false;
   if (now - window.__stStateChangedAt < stableMs) return false;
   for (const f of document.querySelectorAll('iframe')) {
-    const seen = window.__stFrames.get(f);
-    if (seen === undefined) return false;
-    if (!(window.__stRunStartedAt > seen) && now - seen < 2000) return false;
+    const info = window.__stFrames.get(f);
+    if (info === undefined) return false;
+    if (info.ready === null && now - info.seen < 8000) return false;   // still loading
+    if (info.ready !== null && info.value === null && now - info.ready < 1000) return false;
   }
+  if (window.__stValueAt > window.__stRunStartedAt && now - window.__stValueAt < 3000) return false;
   return true;
 }
 """
@@ -212,10 +239,33 @@ def wait_idle(page, stable_ms: int = IDLE_STABLE_MS, timeout: int = TIMEOUT_MS) 
     page.wait_for_function(_IDLE_CHECK, arg=stable_ms, polling=50, timeout=timeout)
 
 
+def runs(page) -> int:
+    return page.evaluate("() => window.__stRuns || 0")
+
+
+def act(page, action, *, stable_ms: int = IDLE_STABLE_MS, rerun: bool = True) -> None:
+    """Do ``action()`` (a click, a key press) and wait for the run it causes to finish.
+
+    The app shows the new run a moment after the click: first wait for that run
+    to start (``rerun``: the action always causes one), then for the app to be idle.
+    """
+    before = runs(page)
+    action()
+    if rerun:
+        page.wait_for_function("(n) => (window.__stRuns || 0) > n", arg=before, polling=10,
+                               timeout=TIMEOUT_MS)
+    wait_idle(page, stable_ms=stable_ms)
+
+
+def click(page, locator, **kwargs) -> None:
+    act(page, locator.click, **kwargs)
+
+
 def goto(page, url: str) -> None:
     page.goto(url, wait_until="domcontentloaded")
     page.locator('[data-testid="stApp"]').wait_for(state="attached", timeout=TIMEOUT_MS)
-    wait_idle(page)
+    page.wait_for_function("() => (window.__stRuns || 0) > 0", polling=10, timeout=TIMEOUT_MS)
+    wait_idle(page, stable_ms=SETTLE_MS)
 
 
 # -- TOTP ----------------------------------------------------------------------
@@ -310,7 +360,8 @@ def button(page, name: str):
     return page.get_by_role("button", name=name, exact=True)
 
 
-def submit(page, label: str, value: str, button_name: str, scope=None) -> None:
+def submit(page, label: str, value: str, button_name: str, scope=None,
+           stable_ms: int = IDLE_STABLE_MS) -> None:
     """Type ``value`` into the text input ``label`` and press ``button_name``.
 
     Outside a form, Enter commits the value first (its own rerun) so that the
@@ -321,10 +372,8 @@ def submit(page, label: str, value: str, button_name: str, scope=None) -> None:
     field.fill(value)
     in_form = field.evaluate("e => !!e.closest('[data-testid=\"stForm\"]')")
     if not in_form:
-        field.press("Enter")
-        wait_idle(page)
-    scope.get_by_role("button", name=button_name, exact=True).click()
-    wait_idle(page)
+        act(page, lambda: field.press("Enter"))
+    click(page, scope.get_by_role("button", name=button_name, exact=True), stable_ms=stable_ms)
 
 
 def sign_in_form_visible(page) -> bool:
@@ -339,8 +388,7 @@ def sign_in(page, url: str, username: str, password: str) -> None:
     page.get_by_label("Username", exact=True).wait_for()
     page.get_by_label("Username", exact=True).fill(username)
     page.get_by_label("Password", exact=True).fill(password)
-    button(page, "Login").click()
-    wait_idle(page)
+    click(page, button(page, "Login"), stable_ms=SETTLE_MS)
 
 
 def expect_challenge(page) -> None:
@@ -354,14 +402,12 @@ def enter_code(page, code: str) -> None:
 
 def enter_backup_code(page, code: str) -> None:
     if not page.get_by_label("Backup code", exact=True).is_visible():
-        button(page, "Use a backup code").click()
-        wait_idle(page)
+        click(page, button(page, "Use a backup code"))
     submit(page, "Backup code", code, "Continue")
 
 
 def sign_out(page) -> None:
-    page.get_by_role("button", name="Sign out").click()
-    wait_idle(page)
+    click(page, page.get_by_role("button", name=re.compile("Sign out")), stable_ms=SETTLE_MS)
     page.get_by_label("Username", exact=True).wait_for()
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from browser_support import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, IDLE_TRACKER, TIMEOUT_MS, VIEWPORT,
-                             PortalServer, Shots, browser_required, chromium_problem, code_at_step,
-                             current_step)
+                             TOTP_PERIOD, PortalServer, Shots, browser_required, chromium_problem,
+                             code_at_step, current_step, wait_for_step)
 
 HERE = Path(__file__).resolve().parent
 
@@ -98,7 +98,11 @@ class Portal:
         """Turn on TOTP for ``username`` through the engine; returns (secret, last accepted step)."""
         svc = self.service()
         resource = svc.create_totp(username)
-        step = current_step(self.clock())
+        # Enrolled with the previous step's code (inside the +-1 window): the current
+        # and next steps stay fresh, so a journey need not wait for the clock.
+        if TOTP_PERIOD - self.clock() % TOTP_PERIOD < 2:
+            wait_for_step(current_step(self.clock()) + 1, self.clock)
+        step = current_step(self.clock()) - 1
         svc.verify_totp(username, code_at_step(resource.secret, step))
         return resource.secret, step
 

@@ -16,8 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, os.getcwd())  # the app dir (the server's working directory)
 
 OFFSET_FILE = os.environ.get("MFA_PORTAL_TEST_CLOCK_FILE")
 

@@ -7,12 +7,11 @@ import urllib.parse
 from pathlib import Path
 
 from browser_support import (BACKUP_CODE, button, code_at_step, current_step, decode_qr, error_text,
-                             heading, main_area, main_text, sign_in, submit, wait_idle)
+                             heading, main_area, main_text, sign_in, submit, click)
 
 
 def open_manage_mfa(page) -> None:
-    main_area(page).get_by_role("link", name=re.compile("Manage MFA")).click()
-    wait_idle(page)
+    click(page, main_area(page).get_by_role("link", name=re.compile("Manage MFA")))
     heading(page, "User MFA Settings").wait_for()
 
 
@@ -26,8 +25,7 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     open_manage_mfa(page)
     assert "Add TOTP via authentication app" in main_text(page)
     shots(page, "manage-mfa-off")
-    button(page, "Add").click()
-    wait_idle(page)
+    click(page, button(page, "Add"))
 
     # Step add: the QR code, decoded from the image the page shows.
     heading(page, "Add TOTP MFA").wait_for()
@@ -42,8 +40,7 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     assert decode_qr(image.screenshot()) == uri_from_image  # decodable as rendered, too
     shots(page, "add-totp-qr", doc="add-totp-qr")
 
-    button(page, "Use URI instead").click()
-    wait_idle(page)
+    click(page, button(page, "Use URI instead"))
     button(page, "Use QR Code instead").wait_for()
     assert main_area(page).locator("img").count() == 0
     shown_uri = main_area(page).locator('[data-testid="stCode"]').first.inner_text().strip()
@@ -58,15 +55,13 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     # The key for typing by hand is the same secret, grouped.
     assert secret in main_text(page).replace(" ", "")
 
-    button(page, "Use QR Code instead").click()
-    wait_idle(page)
+    click(page, button(page, "Use QR Code instead"))
     image = main_area(page).locator("img").first
     image.wait_for()
     assert decode_qr(image.screenshot()) == shown_uri  # same secret after the toggles
 
     # Step verify: a code computed from the decoded secret.
-    button(page, "Verify").click()
-    wait_idle(page)
+    click(page, button(page, "Verify"))
     heading(page, "Verify TOTP").wait_for()
     shots(page, "verify-totp")
     submit(page, "Enter the code from your authentication app", code_at_step(secret, current_step()),
@@ -86,7 +81,6 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     assert download.suggested_filename.endswith(".txt")
     saved = Path(download.path()).read_text("utf-8")
     assert BACKUP_CODE.findall(saved) == codes
-    wait_idle(page)
 
     confirm = "To show you saved them, type one of the backup codes"
     submit(page, confirm, "aaaa-bbbb-cccc-dddd", "Finish")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from browser_support import REPO, goto, main_area, main_text, sign_in_form_visible
+from browser_support import APP_DIR, goto, main_area, main_text, sign_in_form_visible
 
 PROTECTED_TEXTS = ("User MFA Settings", "Add TOTP MFA", "Verify TOTP", "Verification was a success!",
                    "Welcome", "Helpdesk", "Recent security activity", "Backup codes left",
@@ -14,7 +14,7 @@ PROTECTED_TEXTS = ("User MFA Settings", "Add TOTP MFA", "Verify TOTP", "Verifica
 def page_paths() -> list[str]:
     """Every URL path Streamlit serves a page at: the home page and one per file in pages/."""
     paths = [""]
-    for file in sorted((REPO / "pages").glob("*.py")):
+    for file in sorted((APP_DIR / "pages").glob("*.py")):
         name = re.fullmatch(r"([0-9]*)[_ -]*(.*)\.py", file.name).group(2)
         paths.append(name.replace(" ", "_"))
     return paths
