@@ -8,7 +8,7 @@ from portal import session
 from portal.config import portal as current_portal
 from portal.signin import MANAGE_PAGE
 from mfa_core.users import UserDirectory
-from portal.users import credentials
+from portal.users import _entries as directory_entries
 
 SHOWN = 25  # rows drawn at most: a search narrows a large directory
 TRAIL = 100  # audit events shown for one user, newest first
@@ -58,14 +58,14 @@ def request_reset(actor: str, target: str) -> None:
 
     def reset() -> None:
         try:
-            status = portal.service().reset_mfa(target, actor=actor, reason=reason)
+            portal.service().reset_mfa(target, actor=actor, reason=reason)
         except ValueError as err:  # a reason the engine refuses (too long, control characters)
             portal.flash("error", str(err))
             return
         st.session_state[REASON] = ""
         portal.flash("success", f"Two-step verification of {target} was reset: their "
                                 "authentication app and backup codes are removed and their other "
-                                f"sessions must verify again (epoch {status.mfa_epoch}).")
+                                "sessions must verify again.")
 
     portal.sensitive("helpdesk_reset", f"reset the two-step verification of {target}", reset)
 
@@ -92,9 +92,10 @@ if not svc.status(admin.username).two_factor_enabled:
 
 query = st.text_input("Search users", key="helpdesk_search",
                       placeholder="Username, name or e-mail").strip().lower()
-# From the portal's parsed snapshot of users.yaml (no re-parse per run); a User is
-# built only for the rows drawn, so a run costs little even with 10,000 users.
-entries = credentials(cfg)["usernames"]
+# The portal's shared, parsed snapshot of users.yaml (read only here: no re-parse or
+# copy per run); a User is built only for the rows drawn, so a run stays cheap at
+# 10,000 users.
+entries = {name: entry for name, entry in directory_entries(cfg).items() if isinstance(entry, dict)}
 found = [name for name in sorted(entries) if not query or query in _haystack(name, entries[name])]
 shown = [UserDirectory._user(name, entries[name]) for name in found[:SHOWN]]
 statuses = dict(zip((u.username for u in shown), svc.statuses(u.username for u in shown)))
