@@ -329,7 +329,7 @@ class Shots:
     def __call__(self, page, name: str, doc: str | None = None) -> Path:
         self.count += 1
         path = self.dir / f"{self.count:02d}-{name}.png"
-        page.mouse.move(5, VIEWPORT["height"] - 5)  # no hover effects in the picture
+        page.mouse.move(VIEWPORT["width"] - 2, VIEWPORT["height"] - 2)  # no hover effects in the picture
         page.screenshot(path=str(path), full_page=True, animations="disabled", caret="hide")
         if doc is not None:
             assert doc in DOC_PICTURES, doc
