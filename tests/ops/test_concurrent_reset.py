@@ -65,3 +65,45 @@ def test_cli_resets_racing_an_enrolling_user_lose_no_update(cli, directory, data
         checker.attempt_second_factor("alice", code_for(enrolled[-1], later()))
     else:
         assert not status.totp_enabled and status.backup_codes_remaining == 0
+
+
+def test_key_rotations_racing_enrollments_leave_every_secret_readable_with_the_new_key(cli, data_dir):
+    svc = mfa_core.open_service(data_dir, environ={})
+    users = [f"user{i}" for i in range(4)]
+    last_secret: dict[str, str] = {}
+    stop = threading.Event()
+
+    failures: list[BaseException] = []
+
+    def enroll_again_and_again() -> None:
+        try:
+            while not stop.is_set():
+                for username in users:
+                    secret = svc.create_totp(username).secret
+                    svc.verify_totp(username, code_for(secret, time.time()))
+                    last_secret[username] = secret
+                    svc.create_totp(username)  # and leave a pending enrollment behind
+        except BaseException as exc:  # reported by the test thread below
+            failures.append(exc)
+
+    worker = threading.Thread(target=enroll_again_and_again)
+    worker.start()
+    try:
+        while len(last_secret) < len(users):
+            time.sleep(0.01)
+        for _ in range(3):
+            result = cli("keys", "rotate")
+            assert result.returncode == 0, result.stderr
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert failures == []
+
+    keys = json.loads((data_dir / "keys.json").read_text())["fernet_keys"]
+    assert len(keys) == 1
+    later = FakeClock(time.time() + 60)
+    fresh = mfa_core.open_service(data_dir, clock=later, environ={})  # reads only the final key
+    for username in users:
+        fresh.attempt_second_factor(username, code_for(last_secret[username], later()))
+        assert fresh.pending_totp(username) is not None  # the pending secret decrypts too
