@@ -18,21 +18,26 @@ def test_cli_resets_racing_an_enrolling_user_lose_no_update(cli, directory, data
     refused: list[str] = []
     stop = threading.Event()
 
+    failures: list[BaseException] = []
+
     def enroll_again_and_again() -> None:
-        while not stop.is_set():
-            secret = svc.create_totp("alice").secret
-            try:
-                svc.verify_totp("alice", code_for(secret, time.time()))
-            except mfa_core.MFAError as exc:  # the reset removed the pending enrollment
-                refused.append(type(exc).__name__)
-            else:
-                enrolled.append(secret)
+        try:
+            while not stop.is_set():
+                secret = svc.create_totp("alice").secret
+                try:
+                    svc.verify_totp("alice", code_for(secret, time.time()))
+                except mfa_core.MFAError as exc:  # the reset removed the pending enrollment
+                    refused.append(type(exc).__name__)
+                else:
+                    enrolled.append(secret)
+        except BaseException as exc:  # reported by the test thread below
+            failures.append(exc)
 
     worker = threading.Thread(target=enroll_again_and_again)
     worker.start()
     resets = 0
     try:
-        while len(enrolled) < 3:
+        while len(enrolled) < 3 and worker.is_alive():
             time.sleep(0.01)
         for _round in range(3):  # two helpdesk resets at once, three times
             procs = [cli.popen("mfa", "reset", "alice", "--reason", f"race {_round}",
@@ -46,6 +51,7 @@ def test_cli_resets_racing_an_enrolling_user_lose_no_update(cli, directory, data
         stop.set()
         worker.join(timeout=60)
     assert not worker.is_alive()
+    assert failures == []
 
     # Every file parses; every change counted once (no lost update).
     for path in data_dir.rglob("*.json"):
@@ -89,7 +95,7 @@ def test_key_rotations_racing_enrollments_leave_every_secret_readable_with_the_n
     worker = threading.Thread(target=enroll_again_and_again)
     worker.start()
     try:
-        while len(last_secret) < len(users):
+        while len(last_secret) < len(users) and worker.is_alive():
             time.sleep(0.01)
         for _ in range(3):
             result = cli("keys", "rotate")
