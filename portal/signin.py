@@ -171,8 +171,11 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
 
 def _authenticator(portal: config.Portal) -> stauth.Authenticate | None:
     try:
-        auth = stauth.Authenticate(users.credentials(portal), config.COOKIE_NAME, portal.cookie_key,
+        auth = stauth.Authenticate({"usernames": {}}, config.COOKIE_NAME, portal.cookie_key,
                                    config.COOKIE_EXPIRY_DAYS, auto_hash=False, login_sleep_time=0)
+        # Handed over after construction, which would otherwise copy every entry.
+        auth.authentication_controller.authentication_model.credentials["usernames"] = \
+            users.lazy_credentials(portal)
     except Exception:
         st.error("The user directory cannot be read. Contact your administrator.")
         return None

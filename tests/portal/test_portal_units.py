@@ -1,0 +1,54 @@
+"""The portal's pieces that need no Streamlit run: QR rendering, the lazy credentials."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import zxingcpp
+from PIL import Image
+
+from portal import session
+from portal.qr import qr_png
+from portal.users import Credentials
+
+
+@pytest.mark.parametrize("uri", [
+    "otpauth://totp/MFA%20Portal:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=MFA%20Portal",
+    "otpauth://totp/Example%20Corp%20Single%20Sign-On:someone.with.a.long.name%40example.com"
+    "?secret=" + "A" * 32 + "&issuer=Example%20Corp%20Single%20Sign-On",
+])
+def test_qr_png_is_200_px_and_reads_back_as_exactly_the_uri(uri):
+    image = Image.open(io.BytesIO(qr_png(uri)))
+    assert image.format == "PNG" and image.size == (200, 200)
+    [result] = zxingcpp.read_barcodes(image)
+    assert result.text == uri
+
+
+def test_qr_png_refuses_an_empty_text():
+    with pytest.raises(ValueError):
+        qr_png("")
+
+
+def test_credentials_copy_only_the_entry_asked_for_and_never_change_the_snapshot():
+    snapshot = {"alice": {"password": "h", "roles": ["user"]}, "broken": "not a dict"}
+    creds = Credentials(snapshot)
+    assert "alice" in creds and "bob" not in creds and "broken" not in creds
+    assert creds.get("bob") is None and creds.get("broken") is None
+    entry = creds["alice"]
+    entry["logged_in"] = True  # what streamlit-authenticator does after a sign-in
+    assert "logged_in" not in snapshot["alice"]
+    assert creds["alice"] is entry  # one copy per session's authenticator
+    with pytest.raises(KeyError):
+        creds["bob"]
+    assert bool(creds) and len(creds) == 2
+
+
+@pytest.mark.parametrize("left, kind, words", [
+    (9, "info", "9 backup codes left."), (4, "info", "4 backup codes left."),
+    (3, "warning", "Only 3 backup codes left"), (1, "warning", "Only 1 backup code left"),
+    (0, "warning", "Only 0 backup codes left"),
+])
+def test_backup_codes_left_message_warns_at_three_or_fewer(left, kind, words):
+    got_kind, text = session.backup_codes_left_message(left)
+    assert got_kind == kind and words in text
