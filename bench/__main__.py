@@ -1,4 +1,10 @@
-"""`python -m bench [core|pages|browser] [options]`: run the benchmark, print markdown tables."""
+"""`python -m bench [core] [pages] [browser] [options]`: run the benchmark, print markdown tables.
+
+With no part named, all three run. A full run with default sizes also writes
+bench/RESULTS.md; `--results PATH` writes the report of any run to PATH.
+Quick check: `python -m bench --sizes 100,1000 --rounds 1 --page-runs 5
+--page-users 1000 --browser-runs 3 --browser-users 1000`.
+"""
 
 from __future__ import annotations
 
@@ -14,48 +20,63 @@ PARTS = ("core", "pages", "browser")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("parts", nargs="*", metavar="part",
-                        help="core, pages, browser (default: all three)")
-    parser.add_argument("--results", metavar="PATH",
-                        help="also write the report here (a full default run writes bench/RESULTS.md)")
-    core.add_arguments(parser)
-    pages.add_arguments(parser)
-    browser.add_arguments(parser)
-    args = parser.parse_args(argv)
-    for part in args.parts:
-        if part not in PARTS:
-            parser.error(f"unknown part {part!r}: choose from {', '.join(PARTS)}")
-    return args
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("parts", nargs="*", metavar="part",
+                   help="core, pages, browser (default: all three)")
+    p.add_argument("--results", metavar="PATH",
+                   help="also write the report here (a full default run writes bench/RESULTS.md)")
+    core.add_arguments(p)
+    pages.add_arguments(p)
+    browser.add_arguments(p)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
-    parts = args.parts or list(PARTS)
+    argv = sys.argv[1:] if argv is None else argv
+    p = parser()
+    args = p.parse_args(argv)
+    for part in args.parts:
+        if part not in PARTS:
+            p.error(f"unknown part {part!r}: choose from {', '.join(PARTS)}")
+    parts = [part for part in PARTS if part in args.parts] if args.parts else list(PARTS)
+    defaults = {a.dest: a.default for a in p._actions if a.dest not in ("help", "parts", "results")}
+    full = parts == list(PARTS) and all(getattr(args, k) == v for k, v in defaults.items())
+
     started = time.perf_counter()
-    sections = [f"# Benchmark results ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC)", ""]
+    command = "python -m bench" + ("".join(f" {a}" for a in argv))
+    sections = [f"# Benchmark results", "",
+                f"`{command}` — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", ""]
+    print("\n".join(sections), flush=True)
 
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    runners = {"core": core.main, "pages": pages.main, "browser": browser.main}
+    failed = False
     for part in parts:
         progress(f"bench: {part} …")
-        if part == "core":
-            text = core.main(args, progress)
-        elif part == "pages":
-            text = pages.main(args, progress)
-        else:
-            text = browser.main(args, progress)
+        t = time.perf_counter()
+        try:
+            text = runners[part](args, progress)
+        except Exception as exc:  # one broken part must not hide the others' tables
+            failed = True
+            text = f"## {part}\n\n**The {part} part failed:** {type(exc).__name__}: {exc}\n"
+        progress(f"bench: {part} done in {time.perf_counter() - t:.0f} s")
         print(text, flush=True)
         sections.append(text)
-    sections.append(f"Whole run: {time.perf_counter() - started:.0f} s (`python -m bench "
-                    f"{' '.join(sys.argv[1:] if argv is None else argv)}`).".replace(" `", " `", 1))
+    tail = f"Whole run: {time.perf_counter() - started:.0f} s."
+    print(tail)
+    sections.append(tail)
     report = "\n".join(sections) + "\n"
-    target = args.results
-    if target:
-        Path(target).write_text(report, encoding="utf-8")
-    return 0
+    targets = [Path(args.results)] if args.results else []
+    if full and not failed:
+        targets.append(RESULTS)
+    for target in targets:
+        target.write_text(report, encoding="utf-8")
+        progress(f"bench: report written to {target}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
