@@ -37,6 +37,7 @@ CHALLENGE_BACKUP = "portal_challenge_backup"
 SIGNED_OUT = "portal_signed_out"
 DELETE_COOKIE = "portal_delete_cookie"
 COOKIE_CHECKED = "portal_cookie_checked"
+PASSWORD_AT = "portal_password_at"
 _LIBRARY_KEYS = ("name", "username", "authentication_status", "email", "roles")
 
 
@@ -81,11 +82,12 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
         if status.two_factor_enabled:
             _challenge_screen(portal, user)
             st.stop()
-        # No second factor exists: the password is the strongest factor.
-        session.pass_second_factor(status.mfa_epoch,
-                                   verified=st.session_state.get(session.VIA) == "password"
-                                   and st.session_state.get("portal_fresh_password", False))
-        st.session_state.pop("portal_fresh_password", None)
+        # No second factor exists: the password (if typed, not a cookie) was the
+        # strongest factor, and it counts as a verification from when it was typed.
+        session.pass_second_factor(status.mfa_epoch, verified=False)
+        password_at = st.session_state.pop(PASSWORD_AT, None)
+        if password_at is not None:
+            st.session_state[session.VERIFIED_AT] = password_at
     sidebar(user)
     session.show_flashes()
     session.open_pending_dialog()
@@ -160,7 +162,7 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
     if st.session_state.get("authentication_status") and username:
         slot.empty()
         session.start(username, "password")
-        st.session_state["portal_fresh_password"] = True
+        st.session_state[PASSWORD_AT] = portal.service.clock()
         _set_cookie(auth, portal, username)
         return
     error = st.session_state.get(LOGIN_ERROR)
@@ -337,7 +339,7 @@ def _submit_challenge() -> None:
     except (TypeError, ValueError):
         st.session_state[CHALLENGE_ERROR] = "That code cannot be checked. Try again."
         return
-    for stale in (CHALLENGE_ERROR, CHALLENGE_BACKUP):
+    for stale in (CHALLENGE_ERROR, CHALLENGE_BACKUP, PASSWORD_AT):
         st.session_state.pop(stale, None)
     session.pass_second_factor(epoch, verified=True)
     if strategy == "backup_code":

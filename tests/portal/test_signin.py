@@ -353,3 +353,28 @@ def test_require_admin_lets_admins_in_and_stops_everyone_else(data_dir):
     assert not any("Helpdesk for" in t.value for t in at.title)
     at = sign_in(run(AppTest.from_function(_admin_page, default_timeout=30)), "admin")
     assert [t.value for t in at.title] == ["Helpdesk for admin"]
+
+
+def test_password_counts_as_verification_from_when_it_was_typed(data_dir, svc, clock):
+    enroll(svc, clock)
+    at = sign_in(app(), "alice")  # waits at the challenge
+    clock.advance(601)
+    svc.reset_mfa("alice", actor="admin", reason="lost phone")  # nothing left to challenge
+    at.switch_page("pages/1_Manage_MFA.py")
+    at = run(at)
+    assert "User MFA Settings" in texts(at)
+    at = click(at, "Add")  # the password is 10 minutes old: verify again
+    assert inputs(at) == ["Password"]
+
+
+def test_locked_account_is_told_to_contact_the_helpdesk(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock)
+    for _ in range(svc.policy.lockout_after):
+        svc.record_password_failure("alice")
+    at = sign_in(app(), "alice")
+    assert errors(at) == ["Too many failed attempts: two-step verification is locked for this "
+                          "account. Contact the helpdesk to unlock it."]
+    assert_sign_in_form_only(at)
+    svc.unlock("alice", actor="admin", reason="verified by phone")
+    at = pass_challenge(sign_in(at, "alice"), secret, clock)
+    assert "Welcome, Alice Example" in texts(at)
