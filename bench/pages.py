@@ -33,10 +33,10 @@ MAIN = "streamlit_app.py"
 PAGES = (
     # (label, page file, who is signed in, expected title)
     ("sign-in form (signed out)", MAIN, None, "MFA Portal"),
-    ("streamlit_app.py (home)", MAIN, "enrolled", None),
+    ("streamlit_app.py (home)", MAIN, "enrolled", "Welcome, User 000042"),
     ("pages/1_Manage_MFA.py", "pages/1_Manage_MFA.py", "enrolled", "User MFA Settings"),
     ("pages/2_Add_TOTP.py (QR step)", "pages/2_Add_TOTP.py", "new", "Add TOTP MFA"),
-    ("pages/3_Helpdesk.py", "pages/3_Helpdesk.py", "admin", None),
+    ("pages/3_Helpdesk.py (admin)", "pages/3_Helpdesk.py", "admin", "Helpdesk"),
 )
 USERS = 10_000
 RUNS = 20
