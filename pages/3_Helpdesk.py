@@ -9,6 +9,7 @@ from portal.config import portal as current_portal
 from portal.signin import MANAGE_PAGE
 from mfa_core.users import UserDirectory
 from portal.users import _entries as directory_entries
+from portal.users import lookup
 
 SHOWN = 25  # rows drawn at most: a search narrows a large directory
 TRAIL = 100  # audit events shown for one user, newest first
@@ -45,10 +46,24 @@ def _reason() -> str:
     return (st.session_state.get(REASON) or "").strip()
 
 
+def _still_admin(actor: str) -> bool:
+    """Callbacks run before the page's guard: check again who clicks, and their role now."""
+    if session.current_username() != actor or not session.second_factor_passed():
+        return False
+    user = lookup(current_portal(), actor)
+    return user is not None and user.is_admin
+
+
+NOT_ADMIN = "Only helpdesk admins can do this."
+
+
 def request_reset(actor: str, target: str) -> None:
     """**Reset MFA**: checks here, then the reset behind reverification (10 minutes)."""
     st.session_state.pop(ERROR, None)
     reason = _reason()
+    if not _still_admin(actor):
+        st.session_state[ERROR] = NOT_ADMIN
+        return
     if target == actor:
         st.session_state[ERROR] = "You cannot reset your own MFA from the helpdesk."
         return
@@ -57,6 +72,9 @@ def request_reset(actor: str, target: str) -> None:
         return
 
     def reset() -> None:
+        if not _still_admin(actor):
+            portal.flash("error", NOT_ADMIN)
+            return
         try:
             portal.service().reset_mfa(target, actor=actor, reason=reason)
         except ValueError as err:  # a reason the engine refuses (too long, control characters)
@@ -72,6 +90,9 @@ def request_reset(actor: str, target: str) -> None:
 
 def clear_lockout(actor: str, target: str) -> None:
     st.session_state.pop(ERROR, None)
+    if not _still_admin(actor):
+        st.session_state[ERROR] = NOT_ADMIN
+        return
     try:
         portal.service().unlock(target, actor=actor, reason=_reason() or "lockout cleared by the helpdesk")
     except (mfa_core.MFAError, ValueError) as err:

@@ -299,3 +299,19 @@ def test_a_large_directory_draws_a_bounded_list_and_the_search_narrows_it(data_d
     run(at)
     assert list(rows(at)) == ["staff299"]
     assert rows(at)["staff299"]["Name"] == "Staff Member 299"
+
+
+@pytest.mark.parametrize("button", ["Reset MFA", "Clear lockout"])
+def test_an_admin_demoted_meanwhile_can_no_longer_reset_or_unlock(data_dir, svc, clock, button):
+    from mfa_core.users import UserDirectory
+
+    enroll(svc, clock, "alice")
+    svc.record_password_failure("alice")
+    at = choose(helpdesk(), "alice")
+    type_into(at, "Reason", "lost phone")
+    UserDirectory(data_dir).set_roles("admin", ["user"])  # another admin demotes this one
+    at = click(at, button)  # a button drawn before the change
+    status = svc.status("alice")
+    assert status.totp_enabled and status.failed_attempts == 1
+    assert not [e for e in svc.audit("alice") if e.actor == "admin"]
+    assert "This page is for helpdesk admins." in errors(at)
