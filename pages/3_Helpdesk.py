@@ -4,15 +4,16 @@ import streamlit as st
 
 import mfa_core
 import portal
+from mfa_core.users import UserDirectory
 from portal import session
 from portal.config import portal as current_portal
 from portal.signin import MANAGE_PAGE
-from mfa_core.users import UserDirectory
 from portal.users import _entries as directory_entries
 from portal.users import lookup
 
 SHOWN = 25  # rows drawn at most: a search narrows a large directory
 TRAIL = 100  # audit events shown for one user, newest first
+PERIODS = {"Last 30 days": 30 * 86400, "Last year": 365 * 86400, "Everything": None}
 REASON = "helpdesk_reason"
 ERROR = "helpdesk_error"
 
@@ -149,13 +150,16 @@ if selected in names:
              f"Lockout: **{_lock_state(status)}**. Last activity: {_when(status.last_activity)}.")
 
     st.subheader("Audit trail")
-    trail = svc.audit(user.username)[::-1][:TRAIL]
+    period = st.radio("Period", list(PERIODS), horizontal=True, key="helpdesk_period")
+    span = PERIODS.get(period)
+    # The trail is kept a file a day: a period reads only its days.
+    trail = svc.audit(user.username, since=svc.clock() - span if span else None)[::-1][:TRAIL]
     if trail:
         st.dataframe([{"Time": _when(e.time), "Event": e.label, "Outcome": e.outcome.capitalize(),
                        "By": e.actor or "—", "Detail": e.detail} for e in trail],
                      hide_index=True, key="helpdesk_trail")
     else:
-        st.caption("No events for this user yet.")
+        st.caption("No events for this user in this period.")
 
     st.subheader("Helpdesk actions")
     st.text_input("Reason", key=REASON, max_chars=500,

@@ -159,6 +159,24 @@ def test_choosing_a_user_shows_their_audit_trail_newest_first(data_dir, svc, clo
     assert "On" in texts(at) and "10 backup codes left" in texts(at)
 
 
+def test_the_audit_trail_period_reaches_back_to_older_events(data_dir, svc, clock):
+    enroll(svc, clock, "alice")
+    clock.advance(40 * 86400)
+    svc.record_password_failure("alice")
+    at = choose(helpdesk(), "alice")
+    assert [r["Event"] for r in at.dataframe[1].value.to_dict("records")] == ["Wrong password"]
+    at.radio(key="helpdesk_period").set_value("Everything")
+    run(at)
+    trail = [r["Event"] for r in at.dataframe[1].value.to_dict("records")]
+    assert trail[0] == "Wrong password" and trail[-1] == "Authenticator set-up started"
+    assert len(trail) == 4
+
+
+def test_a_user_without_events_in_the_period_says_so(data_dir):
+    at = choose(helpdesk(), "bob")
+    assert "No events for this user in this period." in texts(at)
+
+
 # -- reset ---------------------------------------------------------------------------------
 
 def test_reset_needs_a_reason_and_changes_nothing_without_one(data_dir, svc, clock):
