@@ -38,6 +38,8 @@ SIGNED_OUT = "portal_signed_out"
 DELETE_COOKIE = "portal_delete_cookie"
 COOKIE_CHECKED = "portal_cookie_checked"
 PASSWORD_AT = "portal_password_at"
+_HIDE_COOKIE_FRAMES = ("<style>.st-key-init, .st-key-set, .st-key-delete "
+                       "{position: absolute; width: 0; height: 0; overflow: hidden;}</style>")
 _LIBRARY_KEYS = ("name", "username", "authentication_status", "email", "roles")
 
 
@@ -144,6 +146,9 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
             st.info(f"**Demo mode.** These demo users were created for you: {creds} "
                     "(`admin` is a helpdesk admin).", icon=":material/info:")
         auth = _authenticator(portal)
+        # The cookie components are invisible iframes; take them out of the flow
+        # so they leave no gap (still mounted, so they still run).
+        st.html(_HIDE_COOKIE_FRAMES)
         if auth is None:
             st.stop()
         if st.session_state.pop(DELETE_COOKIE, None):
@@ -279,6 +284,7 @@ def _set_cookie(auth: stauth.Authenticate, portal: config.Portal, username: str)
     token = jwt.encode({"username": username, "exp_date": expires}, portal.cookie_key,
                        algorithm="HS256")
     st.session_state[session.COOKIE] = {"fp": fingerprint(token), "exp": expires}
+    st.html(_HIDE_COOKIE_FRAMES)
     try:
         auth.cookie_controller.cookie_model.cookie_manager.set(
             config.COOKIE_NAME, token, expires_at=dt.datetime.fromtimestamp(expires))
