@@ -54,6 +54,16 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}×"
 
 
+SUMMARY: list[tuple[str, str, str, str]] = []
+"""(part, target, measured, verdict) of every target, for the summary at the top of the report."""
+
+
+def note_target(part: str, target: str, measured: str, ok: bool | None) -> str:
+    """Remember a target's outcome for the summary; returns its verdict cell."""
+    SUMMARY.append((part, target, measured, verdict(ok)))
+    return verdict(ok)
+
+
 def verdict(ok: bool | None) -> str:
     if ok is None:
         return "n/a"

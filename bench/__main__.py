@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import browser, core, pages
+from . import SUMMARY, browser, core, pages, table
 
 PARTS = ("core", "pages", "browser")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         print(text, flush=True)
         sections.append(text)
     tail = f"Whole run: {time.perf_counter() - started:.0f} s."
+    summary = ["## Targets at a glance", "",
+               table(["part", "target", "measured", "pass/fail"], SUMMARY, "llrr"), ""]
+    print("\n".join(summary))
     print(tail)
+    sections[4:4] = summary  # after the title and the command line
     sections.append(tail)
     report = "\n".join(sections) + "\n"
     targets = [Path(args.results)] if args.results else []
