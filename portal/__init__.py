@@ -22,13 +22,22 @@ Public API (what pages, including ``pages/3_Helpdesk.py``, may use)
     ``require_user`` and, for a user who is not a helpdesk admin, an error
     "This page is for helpdesk admins." and ``st.stop()``.
 
+``status() -> mfa_core.MFAStatus``
+    The signed-in user's MFA status as the guard read it in this run (no
+    second store read). After changing MFA in a callback, call
+    ``note_mfa_changed()``, which refreshes it.
+
 ``service() -> mfa_core.MFAService``
     The engine on the portal's data dir (``$MFA_PORTAL_DATA_DIR``, default
     ``data/``), cached per data dir and clock. Its ``.clock`` is the portal's
     clock: use ``service().clock()`` for every time-dependent decision.
 
 ``directory() -> mfa_core.users.UserDirectory``
-    The user directory (``users.yaml``) of the same data dir.
+    The user directory (``users.yaml``) of the same data dir. Every call of
+    its methods parses the YAML file; to read many users per run use
+    ``portal.users.entries(config.portal())`` (the parsed snapshot, shared,
+    re-read only when the file changes: never modify it) or
+    ``portal.users.lookup(config.portal(), username) -> User | None``.
 
 ``sensitive(action, label, run) -> None``
     Run ``run()`` now if the session verified within the last 10 minutes;
@@ -42,8 +51,8 @@ Public API (what pages, including ``pages/3_Helpdesk.py``, may use)
     Seconds the session's last verification stays valid (0: none).
 
 ``verification_caption() -> None``
-    Draws "Your verification is valid for another N min" (or what happens
-    otherwise) under sensitive buttons.
+    Draws "You verified it's you recently: changes need no code for another
+    N min" (or that changes will ask to verify) under sensitive buttons.
 
 ``note_mfa_changed() -> None``
     After this session changed the user's MFA itself (enable, remove), keep
@@ -75,7 +84,7 @@ from __future__ import annotations
 
 from .config import directory, service
 from .qr import qr_png
-from .session import (flash, note_mfa_changed, sensitive, verification_caption,
+from .session import (flash, note_mfa_changed, sensitive, status, verification_caption,
                       verification_remaining)
 from .signin import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE, MANAGE_PAGE, page_link,
                      require_admin, require_user, sidebar)
@@ -83,5 +92,6 @@ from .signin import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE, MANAGE_PAGE, page_
 __all__ = [
     "ADD_TOTP_PAGE", "HELPDESK_PAGE", "HOME_PAGE", "MANAGE_PAGE", "page_link",
     "directory", "flash", "note_mfa_changed", "qr_png", "require_admin", "require_user",
-    "sensitive", "service", "sidebar", "verification_caption", "verification_remaining",
+    "sensitive", "service", "sidebar", "status", "verification_caption",
+    "verification_remaining",
 ]

@@ -141,7 +141,10 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
         if not home:
             st.warning("You must be logged in to access this page")
         session.show_flashes()
-        if portal.demo:
+        if not users.entries(portal):
+            st.info("No users exist yet. An administrator adds them with "
+                    "`mfa-portal users add USERNAME` (or `python -m mfa_core.cli users add`).")
+        elif portal.demo:
             creds = ", ".join(f"`{u}` / `{p}`" for u, p, *_ in DEMO_USERS)
             st.info(f"**Demo mode.** These demo users were created for you: {creds} "
                     "(`admin` is a helpdesk admin).", icon=":material/info:")

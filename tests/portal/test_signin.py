@@ -47,6 +47,7 @@ def test_no_demo_users_and_no_banner_when_demo_mode_is_off(tmp_path, monkeypatch
     monkeypatch.setenv("MFA_PORTAL_DEMO", "0")
     at = app()
     assert "Demo mode" not in texts(at)
+    assert "No users exist yet." in texts(at)
     assert UserDirectory(tmp_path / "prod").users() == []
     sign_in(at, "alice", "alice-demo")
     assert "Username or password is incorrect." in errors(at)
