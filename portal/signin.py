@@ -74,6 +74,7 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
                 and portal.service.is_token_revoked(user.username,
                                                     st.session_state[session.COOKIE]["fp"])):
             _end_session(portal, revoke=False)
+            session.flash("info", "You were signed out on another device. Sign in again.")
             st.rerun()
     except mfa_core.MFAError as err:
         st.error(str(err))

@@ -296,6 +296,7 @@ def test_revoked_cookie_ends_a_session_restored_from_it(data_dir, svc, clock, co
     svc.revoke_token("bob", fingerprint(token), clock() + 86400)  # signed out elsewhere
     at = run(at)
     assert_sign_in_form_only(at)
+    assert "You were signed out on another device." in texts(at)
 
 
 def test_after_sign_out_the_session_ignores_the_cookie(data_dir, clock, cookie):
@@ -379,3 +380,23 @@ def test_locked_account_is_told_to_contact_the_helpdesk(data_dir, svc, clock):
     svc.unlock("alice", actor="admin", reason="verified by phone")
     at = pass_challenge(sign_in(at, "alice"), secret, clock)
     assert "Welcome, Alice Example" in texts(at)
+
+
+@pytest.mark.parametrize("password", ["x" * 200, "pässwörd-ünïcode", " alice-demo ", "\x00\x01"])
+def test_odd_passwords_are_refused_with_the_usual_message(data_dir, password):
+    at = sign_in(app(), "alice", password)
+    if password.strip() == "alice-demo":  # the library trims what was typed
+        assert "Welcome, Alice Example" in texts(at)
+    else:
+        assert errors(at) == ["Username or password is incorrect."]
+
+
+@pytest.mark.parametrize("typed", ["", "1" * 40, "١٢٣٤٥٦", "12 34 56 78", "<script>", "DROP TABLE"])
+def test_odd_codes_at_the_challenge_give_a_message_and_change_nothing(data_dir, svc, clock, typed):
+    enroll(svc, clock)
+    at = sign_in(app(), "alice")
+    type_into(at, "Authentication code", typed)
+    at = click(at, "Continue")
+    assert len(errors(at)) == 1
+    assert [t.value for t in at.title] == ["Two-step verification"]
+    assert svc.status("alice").failed_attempts == 0  # a malformed code is not an attempt
