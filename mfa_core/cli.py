@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import getpass
 import json
+import logging
 import os
 import re
 import sys
@@ -316,6 +317,30 @@ def cmd_keys_rotate(ctx: Context) -> int:
     return 0
 
 
+def cmd_mail_test(ctx: Context) -> int:
+    user = ctx.known_user(ctx.args.username)
+    if not user.email:
+        raise UsageError(f"{user.username!r} has no mail address in the user directory.")
+    notifier = notify.from_settings(ctx.data_dir, ctx.environ, SECRETS_FILE)
+    if notifier is None:
+        raise notify.NotificationSettingsError(
+            "No SMTP host is configured (MFA_PORTAL_SMTP_HOST or [smtp] host in "
+            f"{SECRETS_FILE}).")
+    quiet = logging.getLogger(notify.log.name)
+    quiet.disabled = True  # the one error line below says it all
+    try:
+        notifier.send(notifier.test_message(user.username))
+    except notify.NotificationFailed as exc:
+        cause = exc.__cause__
+        raise notify.NotificationSettingsError(
+            f"{exc} {type(cause).__name__}: {cause}" if cause else str(exc)) from exc
+    finally:
+        quiet.disabled = False
+    s = notifier.settings
+    ctx.out.write(f"Sent a test mail to {user.email} via {s.host}:{s.port}.\n")
+    return 0
+
+
 # -- the parser --------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -414,6 +439,16 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p.add_argument("--until", metavar="TIME", help="events before TIME")
     p.set_defaults(func=cmd_audit)
 
+    mail = groups.add_parser("mail", help="mail notifications",
+                             description="Check the SMTP settings of the mail notifications.")
+    ml = mail.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    p = ml.add_parser("test", parents=[common], help="send a test mail to a user",
+                      description="Send a test mail to the user's address with the configured "
+                                  "SMTP settings (MFA_PORTAL_SMTP_* or [smtp] in "
+                                  ".streamlit/secrets.toml).")
+    p.add_argument("username")
+    p.set_defaults(func=cmd_mail_test)
+
     keys = groups.add_parser("keys", help="encryption keys",
                              description="Manage the key that encrypts TOTP secrets at rest.")
     k = keys.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
@@ -442,6 +477,12 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     func: Callable[[Context], int] = args.func
+    # The engine's warnings (a mail that could not be sent) as plain lines, not log records.
+    handler = logging.StreamHandler(stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    engine_log = logging.getLogger("mfa_core")
+    engine_log.addHandler(handler)
     try:
         return func(Context(args, environ, stdin, stdout))
     except (StorageError, KeyringError, notify.NotificationSettingsError) as exc:
@@ -458,6 +499,8 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
         stderr.write("interrupted: run the command again (an interrupted key rotation "
                      "leaves every secret readable)\n")
         return 130
+    finally:
+        engine_log.removeHandler(handler)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -208,6 +208,22 @@ class MailNotifier:
         msg.set_content(body)
         return msg
 
+    def test_message(self, username: str) -> EmailMessage:
+        """A mail proving the settings work, for ``mfa-portal mail test``. Raises NotificationFailed."""
+        user = self.directory.get(username)
+        if user is None or not user.email:
+            raise NotificationFailed(f"{username!r} has no mail address in the user directory.")
+        msg = EmailMessage()
+        msg["Subject"] = f"[{self.issuer}] Test message"
+        msg["From"] = self.settings.from_address
+        msg["To"] = user.email
+        msg["Date"] = formatdate(usegmt=True)
+        msg["Message-ID"] = make_msgid(domain="mfa-portal.invalid")
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(f"Hello {user.name or user.username},\n\nThis is a test of the mail "
+                        f"notifications of {self.issuer}. Nothing changed on your account.\n")
+        return msg
+
     def send(self, msg: EmailMessage) -> None:
         """Hand ``msg`` to the SMTP server. Raises NotificationFailed."""
         s = self.settings

@@ -26,7 +26,7 @@ COMMANDS = [
     [], ["users"], ["users", "add"], ["users", "list"], ["users", "remove"], ["users", "passwd"],
     ["users", "roles"],
     ["mfa"], ["mfa", "status"], ["mfa", "list"], ["mfa", "reset"], ["mfa", "unlock"],
-    ["audit"], ["keys"], ["keys", "rotate"],
+    ["audit"], ["mail"], ["mail", "test"], ["keys"], ["keys", "rotate"],
 ]
 
 

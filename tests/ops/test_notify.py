@@ -258,6 +258,9 @@ def test_the_command_line_reset_succeeds_when_mail_fails(cli, directory, svc, cl
                  env=cli_env(data_dir, **smtp_env(free_port())))
     assert result.returncode == 0
     assert "Traceback" not in result.stderr
+    warnings = result.stderr.strip().splitlines()
+    assert warnings and all(line.startswith("warning: ") for line in warnings)
+    assert "alice@example.com" in result.stderr and "ConnectionRefusedError" in result.stderr
     assert not svc.status("alice").totp_enabled
     assert svc.audit("alice")[-1].event == "notification_failed"
 
@@ -349,3 +352,35 @@ def test_starttls_against_an_unknown_certificate_fails_closed(data_dir, clock, d
         assert svc.audit("alice")[-1].event == "notification_failed"
     finally:
         controller.stop()
+
+
+# -- mail test from the command line ---------------------------------------------------------
+
+def test_mail_test_sends_a_test_message(cli, directory, inbox, data_dir):
+    result = cli("mail", "test", "alice", env=cli_env(data_dir, **smtp_env(inbox.port)))
+    assert result.returncode == 0, result.stderr
+    assert f"Sent a test mail to alice@example.com via 127.0.0.1:{inbox.port}." in result.stdout
+    [msg] = inbox.wait_for(1)
+    assert msg["Subject"] == "[MFA Portal] Test message" and msg["To"] == "alice@example.com"
+    assert "Nothing changed on your account" in body(msg)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "No SMTP host is configured"),
+    ({"MFA_PORTAL_SMTP_HOST": "127.0.0.1", "MFA_PORTAL_SMTP_PORT": "FREE"}, "ConnectionRefusedError"),
+])
+def test_mail_test_explains_a_failure_in_one_line(cli, directory, data_dir, env, expected):
+    env = {k: (str(free_port()) if v == "FREE" else v) for k, v in env.items()}
+    result = cli("mail", "test", "alice", env=cli_env(data_dir, **env))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert expected in result.stderr
+
+
+def test_mail_test_needs_a_user_with_an_address(cli, directory, data_dir, inbox):
+    directory.add("carol", "carol-pass-1")
+    env = cli_env(data_dir, **smtp_env(inbox.port))
+    assert cli("mail", "test", "ghost", env=env).returncode == 2
+    result = cli("mail", "test", "carol", env=env)
+    assert result.returncode == 2 and "no mail address" in result.stderr
+    assert inbox.messages == []
