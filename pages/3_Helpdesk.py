@@ -132,7 +132,8 @@ else:
     st.dataframe([{"User": u.username, "Name": u.name, "E-mail": u.email or "—",
                    "Role": "Admin" if u.is_admin else "User",
                    "Authenticator": _factor(statuses[u.username]),
-                   "Backup codes": statuses[u.username].backup_codes_remaining,
+                   "Backup codes": (str(statuses[u.username].backup_codes_remaining)
+                                    if statuses[u.username].totp_enabled else "—"),
                    "Lockout": _lock_state(statuses[u.username]),
                    "Last activity": _when(statuses[u.username].last_activity)} for u in shown],
                  hide_index=True, key="helpdesk_users")

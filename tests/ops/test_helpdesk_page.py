@@ -104,7 +104,8 @@ def test_the_list_shows_status_lockout_and_last_activity(data_dir, svc, clock):
     at = helpdesk()
     table = rows(at)
     assert list(table) == ["admin", "alice", "bob"]
-    assert table["alice"]["Authenticator"] == "On" and table["alice"]["Backup codes"] == 10
+    assert table["alice"]["Authenticator"] == "On" and table["alice"]["Backup codes"] == "10"
+    assert table["admin"]["Backup codes"] == "—"
     assert table["alice"]["E-mail"] == "alice@example.com"
     assert table["alice"]["Last activity"] == "2027-01-15 08:00 UTC"
     assert table["bob"]["Authenticator"] == "Setting up"
