@@ -176,9 +176,22 @@ IDLE_TRACKER = """
   window.__stRunStartedAt = -1;
   window.__stValueAt = -1;
   window.__stRuns = 0;
+  window.__stMessages = 0;
   const frames = new WeakMap();
   window.__stFrames = frames;
   let last = null;
+  // Every message from the server counts as activity: a run that starts and
+  // ends between two renders leaves no trace in the state attribute.
+  const NativeWebSocket = window.WebSocket;
+  window.WebSocket = class extends NativeWebSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', () => {
+        window.__stMessages++;
+        window.__stStateChangedAt = performance.now();
+      });
+    }
+  };
   const note = () => {
     const now = performance.now();
     const app = document.querySelector('[data-testid="stApp"]');
@@ -213,7 +226,7 @@ IDLE_TRACKER = """
 })();
 """
 
-# Idle: not running for ``stableMs``; every component loaded and, if it reports
+# Idle: not running and no message from the server for ``stableMs``; every component loaded and, if it reports
 # a value, the rerun that value causes has started.
 _IDLE_CHECK = """
 (stableMs) => {
@@ -248,13 +261,14 @@ def act(page, action, *, stable_ms: int = IDLE_STABLE_MS, rerun: bool = True) ->
     """Do ``action()`` (a click, a key press) and wait for the run it causes to finish.
 
     The app shows the new run a moment after the click: first wait for that run
-    to start (``rerun``: the action always causes one), then for the app to be idle.
+    to start or the server to answer (``rerun``: the action always causes a run),
+    then for the app to be idle.
     """
-    before = runs(page)
+    before = page.evaluate("() => [window.__stRuns || 0, window.__stMessages || 0]")
     action()
     if rerun:
-        page.wait_for_function("(n) => (window.__stRuns || 0) > n", arg=before, polling=10,
-                               timeout=TIMEOUT_MS)
+        page.wait_for_function("([r, m]) => (window.__stRuns || 0) > r || (window.__stMessages || 0) > m",
+                               arg=before, polling=10, timeout=TIMEOUT_MS)
     wait_idle(page, stable_ms=stable_ms)
 
 
@@ -265,7 +279,8 @@ def click(page, locator, **kwargs) -> None:
 def goto(page, url: str) -> None:
     page.goto(url, wait_until="domcontentloaded")
     page.locator('[data-testid="stApp"]').wait_for(state="attached", timeout=TIMEOUT_MS)
-    page.wait_for_function("() => (window.__stRuns || 0) > 0", polling=10, timeout=TIMEOUT_MS)
+    page.wait_for_function("() => (window.__stRuns || 0) > 0 || (window.__stMessages || 0) > 0",
+                           polling=10, timeout=TIMEOUT_MS)
     wait_idle(page, stable_ms=SETTLE_MS)
 
 
