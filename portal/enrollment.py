@@ -34,7 +34,7 @@ VERIFY_FIRST = "verify_first"  # a new set-up waits for reverification
 
 def _user() -> str:
     user = session.current_username()
-    if not user:
+    if not user or not session.second_factor_passed():  # callbacks run before the guard
         raise mfa_core.NotEnabled("You are not signed in.")
     return user
 
@@ -128,6 +128,8 @@ def back_to_code() -> None:
 
 def submit_code() -> None:
     """Verify code: enable the authenticator, then make the first backup codes."""
+    if not session.second_factor_passed():  # callbacks run before the guard
+        return
     typed = st.session_state.get(CODE) or ""
     st.session_state[CODE] = ""
     svc = config.service()
@@ -153,6 +155,8 @@ def submit_code() -> None:
 
 def finish() -> None:
     """Finish: the user types one saved code back (nothing is used up)."""
+    if not session.second_factor_passed():
+        return
     typed = st.session_state.get(CONFIRM) or ""
     codes = st.session_state.get(CODES) or []
     if any(same_code(typed, code) for code in codes):

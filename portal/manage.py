@@ -15,7 +15,7 @@ ACTIVITY_LIMIT = 10
 
 def _user() -> str:
     user = session.current_username()
-    if not user:
+    if not user or not session.second_factor_passed():  # callbacks run before the guard
         raise mfa_core.NotEnabled("You are not signed in.")
     return user
 

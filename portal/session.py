@@ -52,6 +52,21 @@ def second_factor_passed() -> bool:
     return bool(st.session_state.get(USER)) and bool(st.session_state.get(PASSED))
 
 
+def still_trusted() -> bool:
+    """Passed the second factor, and the user's MFA has not changed elsewhere since.
+
+    For callbacks: they run before the guard re-checks the epoch on the next
+    run, so a sensitive one asks the store itself.
+    """
+    if not second_factor_passed():
+        return False
+    seen = st.session_state.get(EPOCH)
+    try:
+        return seen is None or config.service().status(current_username()).mfa_epoch == seen
+    except mfa_core.MFAError:
+        return False
+
+
 def start(username: str, via: str, *, cookie: dict[str, float | str] | None = None) -> None:
     """A password (or a valid cookie) was accepted: the second factor is still ahead."""
     clear()
@@ -162,7 +177,12 @@ def sensitive(action: str, label: str, run: Callable[[], Any]) -> None:
 
     Meant for ``on_click`` callbacks: the dialog itself opens on the next run
     (the guard opens it; Streamlit cannot open a dialog from a callback).
+    Callbacks run before the page's guard, so a session that has not passed
+    the second factor, or whose user's MFA changed elsewhere, is ignored here
+    (the guard then asks it to verify again).
     """
+    if not still_trusted():
+        return
     if verification_remaining() > 0:
         _run_action(run)
         return
@@ -225,7 +245,7 @@ def confirm_reverification() -> None:
     """The dialog's Confirm: check the strongest factor, then run the pending action."""
     user = current_username()
     pending = st.session_state.get(PENDING)
-    if not user or not pending:
+    if not user or not pending or not still_trusted():
         return
     mode = _reverify_mode()
     key = _reverify_code_key(mode)

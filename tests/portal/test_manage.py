@@ -178,3 +178,15 @@ def test_manage_page_opened_by_url_signed_out_shows_no_settings(data_dir):
     at = app(MANAGE)
     assert "User MFA Settings" not in texts(at)
     assert "You must be logged in to access this page" in texts(at)
+
+
+def test_a_click_after_mfa_changed_elsewhere_does_nothing_and_the_session_verifies(data_dir, svc,
+                                                                                   clock):
+    secret, _ = enroll(svc, clock, "alice")
+    at = signed_in("alice", secret, clock, page=MANAGE)  # verified just now
+    svc.reset_mfa("alice", actor="admin", reason="account taken over")
+    secret2, _ = enroll(svc, clock, "alice")  # the real owner enrolls a new phone
+    at = click(at, "Generate")  # the old session's button, still on its screen
+    assert manage.NEW_CODES not in at.session_state
+    assert svc.status("alice").backup_codes_remaining == 10
+    assert [t.value for t in at.title] == ["Two-step verification"]
