@@ -177,6 +177,9 @@ IDLE_TRACKER = """
   window.__stValueAt = -1;
   window.__stRuns = 0;
   window.__stMessages = 0;
+  window.__stLog = [];
+  const log = (what) => { if (window.__stLog.length < 500) window.__stLog.push([Math.round(performance.now()), what]); };
+  document.addEventListener('click', (e) => log('click ' + (e.target.innerText || e.target.tagName).slice(0, 20)), true);
   const frames = new WeakMap();
   window.__stFrames = frames;
   let last = null;
@@ -189,6 +192,7 @@ IDLE_TRACKER = """
       this.addEventListener('message', () => {
         window.__stMessages++;
         window.__stStateChangedAt = performance.now();
+        log('message');
       });
     }
   };
@@ -199,6 +203,7 @@ IDLE_TRACKER = """
     if (state !== last) {
       const wasRunning = last !== null && last !== 'notRunning' && last !== 'initial';
       last = state;
+      log('state ' + state);
       window.__stStateChangedAt = now;
       const running = state !== null && state !== 'notRunning' && state !== 'initial';
       if (running && !wasRunning) { window.__stRunStartedAt = now; window.__stRuns++; }
@@ -210,6 +215,7 @@ IDLE_TRACKER = """
     const data = event.data || {};
     if (!data.isStreamlitMessage) return;
     note();
+    log(data.type);
     const now = performance.now();
     for (const f of document.querySelectorAll('iframe')) {
       if (f.contentWindow !== event.source) continue;
@@ -411,6 +417,9 @@ def sign_in(page, url: str, username: str, password: str) -> None:
         # a person would press Login again. Say so, so a portal that always needs
         # two clicks does not go unnoticed.
         warnings.warn(f"Login for {username!r} was not taken on the first click; pressed it again")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        with open(ARTIFACTS / "lost-clicks.log", "a") as out:
+            out.write(f"{time.strftime('%H:%M:%S')} Login for {username}: {page.evaluate('window.__stLog')}\n")
         click(page, button(page, "Login"), stable_ms=SETTLE_MS)
 
 
