@@ -37,8 +37,7 @@ def test_sign_in_again_asks_the_second_factor_and_refuses_a_used_code(portal, pa
     shots(page, "signed-in")
 
     sign_out(page)
-    # (Not asserted: the "You have signed out." note vanishes with the cookie manager's
-    # rerun, reported to the portal's author.)
+    assert "You have signed out." in main_text(page)  # still there after the component's rerun
     shots(page, "signed-out")
 
     sign_in(page, portal.url, "carol", BROWSER_USERS["carol"])
