@@ -192,6 +192,8 @@ IDLE_TRACKER = """
       this.addEventListener('message', () => {
         window.__stMessages++;
         window.__stStateChangedAt = performance.now();
+        // The server answering after a component reported counts as that rerun.
+        if (window.__stValueAt > window.__stRunStartedAt) window.__stRunStartedAt = performance.now();
         log('message');
       });
     }
@@ -232,8 +234,8 @@ IDLE_TRACKER = """
 })();
 """
 
-# Idle: not running and no message from the server for ``stableMs``; every component loaded and, if it reports
-# a value, the rerun that value causes has started.
+# Idle: not running and no message from the server for ``stableMs``; every
+# component loaded and, if it reported a value, the rerun it causes has started.
 _IDLE_CHECK = """
 (stableMs) => {
   const app = document.querySelector('[data-testid="stApp"]');
@@ -257,10 +259,6 @@ _IDLE_CHECK = """
 def wait_idle(page, stable_ms: int = IDLE_STABLE_MS, timeout: int = TIMEOUT_MS) -> None:
     """Wait until the Streamlit script is not running and has stayed so for ``stable_ms``."""
     page.wait_for_function(_IDLE_CHECK, arg=stable_ms, polling=50, timeout=timeout)
-
-
-def runs(page) -> int:
-    return page.evaluate("() => window.__stRuns || 0")
 
 
 def act(page, action, *, stable_ms: int = IDLE_STABLE_MS, rerun: bool = True) -> None:
@@ -419,7 +417,8 @@ def sign_in(page, url: str, username: str, password: str) -> None:
         warnings.warn(f"Login for {username!r} was not taken on the first click; pressed it again")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         with open(ARTIFACTS / "lost-clicks.log", "a") as out:
-            out.write(f"{time.strftime('%H:%M:%S')} Login for {username}: {page.evaluate('window.__stLog')}\n")
+            timeline = page.evaluate("window.__stLog")
+            out.write(f"{time.strftime('%H:%M:%S')} Login for {username}: {timeline}\n")
         click(page, button(page, "Login"), stable_ms=SETTLE_MS)
 
 
