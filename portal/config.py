@@ -6,6 +6,7 @@ session; they hold no per-session data, only the store's handles.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -15,9 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 import mfa_core
+from mfa_core import notify
 from filelock import FileLock
 from mfa_core.storage import write_atomic
 from mfa_core.users import UserDirectory
+
+log = logging.getLogger("portal")
 
 ENV_DATA_DIR = "MFA_PORTAL_DATA_DIR"
 ENV_DEMO = "MFA_PORTAL_DEMO"
@@ -85,7 +89,7 @@ def directory() -> UserDirectory:
 
 
 def _open(path: Path, clk: Callable[[], float]) -> Portal:
-    svc = mfa_core.open_service(path, clock=clk)
+    svc = mfa_core.open_service(path, clock=clk, notifier=_notifier(path))
     users = UserDirectory(path)
     demo = demo_mode()
     if demo and users.ensure_demo_users():
@@ -94,6 +98,18 @@ def _open(path: Path, clk: Callable[[], float]) -> Portal:
         write_atomic(path / DEMO_MARKER, b"demo users created by the portal\n", mode=0o600)
     return Portal(data_dir=path, service=svc, directory=users,
                   cookie_key=_cookie_key(path), demo=demo and (path / DEMO_MARKER).exists())
+
+
+def _notifier(path: Path) -> notify.MailNotifier | None:
+    """Mail notifications when SMTP is configured (environment or secrets.toml), else None.
+
+    Bad settings must not keep the portal from starting: log them and run without mail.
+    """
+    try:
+        return notify.from_settings(path)
+    except notify.NotificationSettingsError as err:
+        log.error("mail notifications are off: %s", err)
+        return None
 
 
 def _cookie_key(path: Path) -> str:

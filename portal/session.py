@@ -35,7 +35,7 @@ STATUS = "portal_status"          # the user's MFAStatus as the guard read it in
 
 # Keys that survive a sign-out (they describe the browser, not the user).
 _KEEP_ON_SIGN_OUT = ("portal_signed_out", "portal_delete_cookie", "portal_cookie_checked", FLASH)
-_SESSION_PREFIXES = ("portal_", "manage_", "addtotp_")
+_SESSION_PREFIXES = ("portal_", "manage_", "addtotp_", "helpdesk_")
 
 
 def now() -> float:
@@ -70,6 +70,7 @@ def still_trusted() -> bool:
 def start(username: str, via: str, *, cookie: dict[str, float | str] | None = None) -> None:
     """A password (or a valid cookie) was accepted: the second factor is still ahead."""
     clear()
+    st.session_state.pop(FLASH, None)
     st.session_state[USER] = username
     st.session_state[VIA] = via
     st.session_state[PASSED] = False
@@ -143,8 +144,15 @@ def flash(kind: str, text: str) -> None:
     st.session_state[FLASH] = [*st.session_state[FLASH], (kind, text)]
 
 
-def show_flashes() -> None:
-    for kind, text in st.session_state.pop(FLASH, None) or []:
+def show_flashes(*, keep: bool = False) -> None:
+    """Draw the one-off messages; ``keep`` leaves them for the next run too.
+
+    The password screen keeps them: the cookie component it mounts reruns the
+    page once, which would otherwise wipe a message such as "You have signed
+    out." a moment after it appeared. ``start`` drops them at the next sign-in.
+    """
+    messages = st.session_state.get(FLASH) if keep else st.session_state.pop(FLASH, None)
+    for kind, text in messages or []:
         getattr(st, kind)(text)
 
 

@@ -400,3 +400,14 @@ def test_odd_codes_at_the_challenge_give_a_message_and_change_nothing(data_dir, 
     assert len(errors(at)) == 1
     assert [t.value for t in at.title] == ["Two-step verification"]
     assert svc.status("alice").failed_attempts == 0  # a malformed code is not an attempt
+
+
+def test_the_signed_out_message_survives_the_cookie_components_rerun(data_dir):
+    # In a browser the cookie component on the sign-in screen reruns the page once
+    # right after it mounts; the message must still be there after that run.
+    at = click(sign_in(app(), "bob"), "Sign out")
+    assert "You have signed out." in texts(at)
+    at = run(at)
+    assert "You have signed out." in texts(at)
+    at = sign_in(at, "bob")
+    assert "You have signed out." not in texts(at)

@@ -1,0 +1,70 @@
+"""The portal wires mail notifications in: what a user does on a page reaches a real SMTP server."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import time
+
+import pytest
+from aiosmtpd.controller import Controller
+
+import portal.config
+
+from .conftest import app, click, enroll, sign_in, texts, type_into
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[email.message.EmailMessage]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.messages
+
+
+@pytest.fixture
+def inbox(monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    handler = Inbox()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    monkeypatch.setenv("MFA_PORTAL_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("MFA_PORTAL_SMTP_PORT", str(port))
+    monkeypatch.setenv("MFA_PORTAL_SMTP_SENDER", "MFA Portal <mfa@example.org>")
+    monkeypatch.setattr(portal.config, "_portals", {})  # open the engine anew, with mail
+    yield handler
+    controller.stop()
+
+
+def test_a_backup_code_used_at_sign_in_is_mailed_with_the_count_left(inbox, data_dir, svc, clock):
+    secret, codes = enroll(svc, clock, "alice")  # through a mail-less engine: nothing sent yet
+    assert inbox.messages == []
+    at = sign_in(app(), "alice")
+    at = click(at, "Use a backup code")
+    type_into(at, "Backup code", codes[0])
+    at = click(at, "Continue")
+    assert "9 backup codes left" in texts(at)
+    [msg] = inbox.wait_for(1)
+    assert msg["To"] == "alice@example.com"
+    content = msg.get_body(("plain",)).get_content()
+    assert "9" in content and codes[0] not in content and codes[0].replace("-", "") not in content
+    assert secret not in msg.as_string()
+
+
+def test_bad_mail_settings_leave_the_portal_working_without_mail(monkeypatch, data_dir):
+    monkeypatch.setenv("MFA_PORTAL_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("MFA_PORTAL_SMTP_PORT", "not-a-port")
+    monkeypatch.setattr(portal.config, "_portals", {})
+    at = sign_in(app(), "bob")
+    assert not at.exception
+    assert "Sign out" in [b.label for b in at.button]
