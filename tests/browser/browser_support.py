@@ -333,6 +333,12 @@ def decode_qr(png: bytes) -> str:
     return results[0].text
 
 
+def assert_no_exception(page) -> None:
+    """No traceback box on the page (Streamlit's st.exception / uncaught error element)."""
+    boxes = page.locator('[data-testid="stException"]')
+    assert boxes.count() == 0, "the page shows an exception:\n" + "\n".join(boxes.all_inner_texts())
+
+
 # -- screenshots ---------------------------------------------------------------
 
 
@@ -351,6 +357,7 @@ class Shots:
         path = self.dir / f"{self.count:02d}-{name}.png"
         page.mouse.move(VIEWPORT["width"] - 2, VIEWPORT["height"] - 2)  # no hover effects in the picture
         page.screenshot(path=str(path), full_page=True, animations="disabled", caret="hide")
+        assert_no_exception(page)
         if doc is not None:
             assert doc in DOC_PICTURES, doc
             if update_docs():

@@ -168,8 +168,12 @@ def new_page(request, browser, portal):
                     page.screenshot(path=str(out / f"{request.node.name}-{i}-{j}.png"), full_page=True)
                 except Exception:
                     pass
+    shown = []
     for context in contexts:
+        for open_page in context.pages:
+            shown += open_page.locator('[data-testid="stException"]').all_inner_texts()
         context.close()
+    assert not shown, "a page showed an exception:\n" + "\n".join(shown)
     new_tracebacks = portal.server.tracebacks()[tracebacks_before:]
     assert not new_tracebacks, "the portal printed a traceback:\n" + "\n\n".join(new_tracebacks)
 
