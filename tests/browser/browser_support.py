@@ -235,7 +235,8 @@ IDLE_TRACKER = """
 """
 
 # Idle: not running and no message from the server for ``stableMs``; every
-# component loaded and, if it reported a value, the rerun it causes has started.
+# component loaded and, if it reported a value, the rerun it causes has started;
+# no element still loading.
 _IDLE_CHECK = """
 (stableMs) => {
   const app = document.querySelector('[data-testid="stApp"]');
@@ -251,6 +252,8 @@ _IDLE_CHECK = """
     if (info.ready !== null && info.value === null && now - info.ready < 1000) return false;
   }
   if (window.__stValueAt > window.__stRunStartedAt && now - window.__stValueAt < 3000) return false;
+  // Elements whose code is still loading show a grey skeleton meanwhile.
+  if (document.querySelector('[data-testid="stSkeleton"], [data-testid="stSkeletonElement"]')) return false;
   return true;
 }
 """

@@ -1,10 +1,12 @@
-"""Journey 1: signed out, every page URL shows the sign-in form and nothing else."""
+"""Journey 1: signed out, every page URL shows the sign-in form and nothing else (and the
+Helpdesk stays an admin's page once signed in)."""
 
 from __future__ import annotations
 
 import re
 
-from browser_support import APP_DIR, goto, main_area, main_text, sign_in_form_visible
+from browser_support import (APP_DIR, click, goto, heading, main_area, main_text, sign_in,
+                             sign_in_form_visible)
 
 PROTECTED_TEXTS = ("User MFA Settings", "Add TOTP MFA", "Verify TOTP", "Verification was a success!",
                    "Welcome", "Helpdesk", "Recent security activity", "Backup codes left",
@@ -47,3 +49,26 @@ def test_every_page_url_shows_only_the_sign_in_form(portal, page, shots):
         # (the password field's own show/hide toggle aside)
         buttons = main_area(page).locator('button:not([data-testid="stTextInput"] button)')
         assert [b.strip() for b in buttons.all_inner_texts()] == ["Login"], (path, buttons.all_inner_texts())
+
+
+def test_only_a_helpdesk_admin_reaches_the_helpdesk(portal, new_page, shots):
+    """Signed in without admin rights, the Helpdesk URL shows no Helpdesk; its link is only an admin's."""
+    bob = new_page()
+    sign_in(bob, portal.at("Helpdesk"), "bob", "bob-demo")
+    bob.get_by_text("This page is for helpdesk admins.").wait_for()
+    assert heading(bob, "Helpdesk").count() == 0
+    assert page_link(bob, "Helpdesk").count() == 0
+    shots(bob, "helpdesk-refused-for-bob")
+
+    admin = new_page()
+    sign_in(admin, portal.url, "admin", "admin-demo")
+    heading(admin, "Welcome, Helpdesk Admin").wait_for()
+    click(admin, page_link(admin, "Helpdesk"))
+    heading(admin, "Helpdesk").wait_for()
+    assert "This page is for helpdesk admins." not in main_text(admin)
+    admin.locator('[data-testid="stDataFrame"]').wait_for()  # the users' table
+    shots(admin, "helpdesk-for-admin")
+
+
+def page_link(page, label: str):
+    return page.locator('[data-testid="stSidebar"]').get_by_role("link", name=re.compile(label))
