@@ -1,10 +1,10 @@
 """Engine benchmark (issue 2): the same MFAService on three storage backends, side by side.
 
-For each store size the parent grows every backend's store (untimed, straight
-through the storage layer), then runs rounds of timed operations, backends
-interleaved so that noise from the shared machine falls on all of them alike.
-Each build and each round runs in its own process, which reports its own
-peak RSS (VmHWM).
+The parent builds one store per backend and size (untimed, straight through
+the storage layer), then runs rounds; each round times every operation on
+every size and backend in turn, so that noise from the shared machine falls
+on all of them alike. Each build and each timed round runs in its own
+process, which reports its own peak RSS (VmHWM).
 
 Children: ``python -m bench.core build …`` and ``python -m bench.core run …``.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import (TMP_ROOT, machine_note, ms, note_target, p50, peak_rss_mb, percentile, ratio,
-               run_child, table, verdict)
+               run_child, table)
 
 OURS = "tinydb"
 BACKENDS = ("tinydb", "tinydb-single-file", "sqlite")
