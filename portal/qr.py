@@ -19,14 +19,15 @@ def qr_png(uri: str, size: int = SIZE) -> bytes:
     """
     if not isinstance(uri, str) or not uri:
         raise ValueError("a QR code needs a non-empty text")
-    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=4, box_size=1)
+    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=4)
     code.add_data(uri)
     code.make(fit=True)
-    modules = code.modules_count + 2 * code.border
-    code.box_size = max(1, -(-size // modules))
-    image = code.make_image(fill_color="black", back_color="white").get_image().convert("L")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.NEAREST)
+    # One pixel per module straight from the matrix (the border included),
+    # then scaled up: qrcode's own drawer and PNG optimisation cost ~15 ms a code.
+    matrix = code.get_matrix()
+    n = len(matrix)
+    image = Image.frombytes("L", (n, n), bytes(0 if dark else 255 for row in matrix for dark in row))
+    image = image.resize((size, size), Image.Resampling.NEAREST)
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=True)
+    image.save(out, format="PNG")
     return out.getvalue()
