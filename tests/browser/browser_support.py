@@ -259,9 +259,36 @@ _IDLE_CHECK = """
 """
 
 
+_IDLE_REPORT = """
+() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  const now = performance.now();
+  return {
+    state: app && app.getAttribute('data-test-script-state'),
+    connection: app && app.getAttribute('data-test-connection-state'),
+    msSinceChange: Math.round(now - window.__stStateChangedAt),
+    runs: window.__stRuns, messages: window.__stMessages,
+    valueAfterRun: window.__stValueAt > window.__stRunStartedAt,
+    frames: [...document.querySelectorAll('iframe')].map(f => {
+      const i = window.__stFrames.get(f) || {};
+      return {title: f.title, seen: Math.round(now - i.seen), ready: i.ready, value: i.value};
+    }),
+    skeletons: document.querySelectorAll('[data-testid="stSkeleton"], [data-testid="stSkeletonElement"]').length,
+    log: (window.__stLog || []).slice(-30),
+  };
+}
+"""
+
+
 def wait_idle(page, stable_ms: int = IDLE_STABLE_MS, timeout: int = TIMEOUT_MS) -> None:
     """Wait until the Streamlit script is not running and has stayed so for ``stable_ms``."""
-    page.wait_for_function(_IDLE_CHECK, arg=stable_ms, polling=50, timeout=timeout)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(_IDLE_CHECK, arg=stable_ms, polling=50, timeout=timeout)
+    except PlaywrightTimeout:
+        raise AssertionError(f"the app did not become idle in {timeout} ms: "
+                             f"{page.evaluate(_IDLE_REPORT)}") from None
 
 
 def act(page, action, *, stable_ms: int = IDLE_STABLE_MS, rerun: bool = True) -> None:
