@@ -10,7 +10,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import bcrypt
 import yaml
@@ -54,6 +54,62 @@ def check_username(username: Any) -> str:
         raise ValueError("A username is 1-64 lower-case letters, digits, '.', '_', '@' or '-', "
                          "starting with a letter or digit.")
     return username
+
+
+def user_from_entry(username: str, entry: Mapping[str, Any]) -> User:
+    """The :class:`User` of one raw ``users.yaml`` entry (``credentials.usernames[username]``).
+
+    The name is ``name``, else "first_name last_name", else the username; the
+    entry is only read. Callers that hold a parsed directory (the portal's
+    cached snapshot) use this instead of re-reading the file.
+    """
+    first, last = entry.get("first_name", ""), entry.get("last_name", "")
+    name = entry.get("name") or f"{first} {last}".strip() or username
+    return User(username=username, name=name, email=entry.get("email", ""),
+                roles=list(entry.get("roles") or []))
+
+
+def search_text(username: str, entry: Mapping[str, Any]) -> str:
+    """What a user search looks in: username, name, first and last name, e-mail; lower case."""
+    parts = (username, entry.get("name"), entry.get("first_name"), entry.get("last_name"),
+             entry.get("email"))
+    return " ".join(str(p) for p in parts if p).lower()
+
+
+class UserIndex:
+    """A read-only search index over parsed directory entries (username -> raw entry).
+
+    Built once per version of ``users.yaml`` (O(n log n): the sorted usernames
+    and their lower-case :func:`search_text`), then every :meth:`search` is one
+    substring test per user and nothing is copied or re-sorted. Entries that
+    are not mappings are left out. The index keeps a reference to ``entries``
+    and never changes it; build a new index when the directory changes.
+    """
+
+    def __init__(self, entries: Mapping[str, Any]) -> None:
+        self._entries = entries
+        self.names: tuple[str, ...] = tuple(sorted(
+            name for name, entry in entries.items() if isinstance(name, str) and isinstance(entry, dict)))
+        self._texts: tuple[str, ...] = tuple(search_text(n, entries[n]) for n in self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def search(self, query: str | None) -> Sequence[str]:
+        """Usernames, sorted, whose username, name or e-mail contains ``query``.
+
+        Case-insensitive; surrounding blanks are ignored; an empty or blank
+        query matches everyone.
+        """
+        needle = (query or "").strip().lower()
+        if not needle:
+            return self.names
+        return [name for name, text in zip(self.names, self._texts) if needle in text]
+
+    def user(self, username: str) -> User | None:
+        """The :class:`User` for ``username``, or None when the index does not hold it."""
+        entry = self._entries.get(username) if isinstance(username, str) else None
+        return user_from_entry(username, entry) if isinstance(entry, dict) else None
 
 
 def hash_password(password: str) -> str:
@@ -119,12 +175,13 @@ class UserDirectory:
         except ValueError:
             return False
 
+    def index(self) -> UserIndex:
+        """Every user, searchable (parses the file once; see :class:`UserIndex`)."""
+        return UserIndex(self._read()["credentials"]["usernames"])
+
     @staticmethod
     def _user(username: str, entry: dict[str, Any]) -> User:
-        first, last = entry.get("first_name", ""), entry.get("last_name", "")
-        name = entry.get("name") or f"{first} {last}".strip() or username
-        return User(username=username, name=name, email=entry.get("email", ""),
-                    roles=list(entry.get("roles") or []))
+        return user_from_entry(username, entry)
 
     # -- changing ----------------------------------------------------------
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import yaml
 
-from mfa_core.users import User, UserDirectory
+from mfa_core.users import User, UserIndex, user_from_entry
 
 from . import config
 
 _snapshots: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+_indexes: dict[str, tuple[dict[str, Any], UserIndex]] = {}
 _lock = threading.Lock()
 
 
@@ -45,7 +46,28 @@ def lookup(portal: config.Portal, username: str | None) -> User | None:
     if not isinstance(username, str):
         return None
     entry = _entries(portal).get(username)
-    return UserDirectory._user(username, entry) if isinstance(entry, dict) else None
+    return user_from_entry(username, entry) if isinstance(entry, dict) else None
+
+
+def index(portal: config.Portal) -> UserIndex:
+    """The directory's search index (``mfa_core.users.UserIndex``), kept with the snapshot.
+
+    Built once per version of ``users.yaml`` (sorted usernames and lower-case
+    search texts: ~10 ms at 10,000 users) and shared by every session until the
+    file changes, so a page run only filters: ``index(p).search(query)`` gives
+    the matching usernames, sorted; ``index(p).user(name)`` the ``User`` of one;
+    ``len(index(p))`` how many users there are. Read only; never change it.
+    An unreadable directory gives an empty index.
+    """
+    entries = _entries(portal)
+    key = str(portal.directory.path)
+    cached = _indexes.get(key)
+    if cached and cached[0] is entries:
+        return cached[1]
+    built = UserIndex(entries)
+    if entries:  # an unreadable file ({} each time) is not kept
+        _indexes[key] = (entries, built)
+    return built
 
 
 class Credentials(dict):
