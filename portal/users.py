@@ -3,6 +3,10 @@
 Parsing a directory of 10,000 users takes a while; pages look a user up on
 every run, so the parsed file is kept until the file changes (size or mtime).
 The snapshot is the shared directory, not anyone's session data.
+
+Public, read-only: ``entries(portal)`` (username -> raw entry), ``lookup(portal,
+username)`` (one ``User``) and ``index(portal)`` (a ``mfa_core.users.UserIndex``
+kept with the snapshot: sorted usernames, search, ``User`` per name).
 """
 
 from __future__ import annotations
