@@ -167,11 +167,9 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
         except Exception:  # a library error must never become a traceback on the page
             st.session_state[LOGIN_ERROR] = "Sign-in failed. Try again."
             _reset_library_state()
-    username = st.session_state.get("username")
-    if st.session_state.get("authentication_status") and username:
+    username = session.current_username()
+    if username:  # the password was accepted in this run (see _check_password)
         slot.empty()
-        session.start(username, "password")
-        st.session_state[PASSWORD_AT] = portal.service.clock()
         _set_cookie(auth, portal, username)
         return
     error = st.session_state.get(LOGIN_ERROR)
@@ -225,6 +223,12 @@ def _check_password(portal: config.Portal, model: Any, username: str, password: 
     except mfa_core.MFAError as err:
         st.session_state[LOGIN_ERROR] = str(err)
         return False
+    # Start the portal's session here, before any other st.* call of this run:
+    # a component reporting back can interrupt the run at its next st.* call,
+    # and the rerun must find the accepted password, not the form again (the
+    # library's own keys are reset whenever the form is drawn).
+    session.start(username, "password")
+    st.session_state[PASSWORD_AT] = svc.clock()
     return True
 
 

@@ -411,3 +411,26 @@ def test_the_signed_out_message_survives_the_cookie_components_rerun(data_dir):
     assert "You have signed out." in texts(at)
     at = sign_in(at, "bob")
     assert "You have signed out." not in texts(at)
+
+
+def test_an_accepted_password_survives_a_run_interrupted_right_after_the_check(data_dir, monkeypatch):
+    # In a browser a component reporting back can interrupt the Login run at its
+    # next st.* call; the rerun must not lose the sign-in and draw the form again.
+    import streamlit as st
+    import streamlit_authenticator as stauth
+
+    original = stauth.Authenticate.login
+    interrupted = []
+
+    def login_then_interrupted(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if st.session_state.get("authentication_status") and not interrupted:
+            interrupted.append(True)
+            st.rerun()
+        return result
+
+    monkeypatch.setattr(stauth.Authenticate, "login", login_then_interrupted)
+    at = sign_in(app(), "bob")
+    assert interrupted
+    assert "Sign out" in labels(at)
+    assert "Username" not in inputs(at)
