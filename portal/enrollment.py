@@ -207,12 +207,14 @@ def render(user) -> None:
 
 def _render_add(resource: mfa_core.TOTPResource) -> None:
     st.title("Add TOTP MFA")
-    st.write("Scan this QR code with your authentication app (Google Authenticator, "
-             "Microsoft Authenticator, 1Password, …).")
+    apps = "(Google Authenticator, Microsoft Authenticator, 1Password, …)"
     if st.session_state.get(SHOW_URI):
+        st.write(f"Open this link on the device with your authentication app {apps}, "
+                 "or paste it into the app:")
         st.code(resource.uri, language=None, wrap_lines=True)
         st.button("Use QR Code instead", key="addtotp_toggle", on_click=toggle_uri)
     else:
+        st.write(f"Scan this QR code with your authentication app {apps}.")
         st.image(qr_for(resource), width=200, output_format="PNG")
         st.button("Use URI instead", key="addtotp_toggle", on_click=toggle_uri)
     st.write("Can't scan it? Enter this key in your app by hand:")
