@@ -37,7 +37,9 @@ Public API (what pages, including ``pages/3_Helpdesk.py``, may use)
     its methods parses the YAML file; to read many users per run use
     ``portal.users.entries(config.portal())`` (the parsed snapshot, shared,
     re-read only when the file changes: never modify it) or
-    ``portal.users.lookup(config.portal(), username) -> User | None``.
+    ``portal.users.lookup(config.portal(), username) -> User | None``; to
+    search them, ``portal.users.index(config.portal())`` (an
+    ``mfa_core.users.UserIndex`` built once per version of the file).
 
 ``sensitive(action, label, run) -> None``
     Run ``run()`` now if the session verified within the last 10 minutes;
