@@ -51,7 +51,7 @@ CLOCK_SPAN = 10_000_000.0  # seconds of fake time each child may use up
 BACKUP_CODES = 10
 HARD_BUDGET = 10.0  # seconds an operation may take a round, however few calls that allows
 # The single-file baseline rewrites its whole file (~190 MB at 100,000 users) on
-# every write: one call takes 20-70 s here. From that size it gets one call of
+# every write: one call takes seconds to a minute here. From that size it gets one call of
 # the read and of the two targets' operations only (the other writes cost the same).
 LIGHT_FROM = {"tinydb-single-file": 100_000}
 LIGHT_OPS = ("status", "verify_totp", "second_factor_backup", "disk_fsync")
@@ -407,8 +407,9 @@ def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds,
              if b in backends and any(size >= n for size in sizes)]
     if light:
         lines[-1] += (f" **Capped:** {', '.join(light)}: one call each of status, verify_totp "
-                      f"and the backup code only (every write rewrites the whole file, tens of "
-                      f"seconds a call; the other writes cost the same); \"–\" = not measured.")
+                      f"and the backup code only (every write rewrites the whole ~190 MB file, "
+                      f"seconds to a minute a call; the other writes cost the same); "
+                      f"\"–\" = not measured.")
     lines.append("")
     others = [b for b in backends if b != OURS]
     header = ["operation", "users"]
