@@ -9,42 +9,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyotp
 import pytest
 
 import mfa_core
 from mfa_core.users import UserDirectory
 
 REPO = Path(__file__).resolve().parents[2]
-# A step boundary + 10 s, well inside a 30-second step (2023-11-14T22:13:40Z).
-T0 = 56_666_667 * 30 + 10
-
-
-class FakeClock:
-    """A clock the test moves by hand; the service calls it for "now"."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.now = float(start)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
-
-
-def code_for(secret: str, timestamp: float) -> str:
-    """What an authenticator app shows at ``timestamp`` (pyotp, independent of the engine)."""
-    return pyotp.TOTP(secret).at(timestamp)
-
-
-def enable_totp(svc: mfa_core.MFAService, clock: FakeClock, username: str) -> str:
-    """Enroll and verify ``username``; returns the secret. Leaves the clock one step on."""
-    secret = svc.create_totp(username).secret
-    svc.verify_totp(username, code_for(secret, clock()))
-    clock.advance(30)
-    return secret
+from ..support import T0, FakeClock, code_for, enable_totp  # noqa: F401  (re-exported)
 
 
 def snapshot(data_dir: Path) -> dict[str, str]:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import email
-import email.policy
 import ipaddress
 import logging
-import socket
 import ssl
 import time
 from pathlib import Path
@@ -19,32 +16,8 @@ from aiosmtpd.smtp import AuthResult
 import mfa_core
 from mfa_core import notify
 
+from ..support import Inbox, free_port
 from .conftest import cli_env, code_for, enable_totp
-
-
-class Inbox:
-    """aiosmtpd handler keeping every message that arrives."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 Message accepted for delivery"
-
-    def wait_for(self, count: int, timeout: float = 10) -> list[email.message.EmailMessage]:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.messages
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
-import socket
-import time
 
 import pytest
 from aiosmtpd.controller import Controller
 
 import portal.config
 
+from ..support import Inbox, free_port
 from .conftest import app, click, enroll, sign_in, texts, type_into
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-    def wait_for(self, count: int, timeout: float = 10) -> list[email.message.EmailMessage]:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.messages
 
 
 @pytest.fixture
 def inbox(monkeypatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     handler = Inbox()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()

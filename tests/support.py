@@ -1,0 +1,67 @@
+"""Helpers shared by the test packages: the injected clock, authenticator codes, a loopback SMTP inbox."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import time
+
+import pyotp
+
+import mfa_core
+
+# A step boundary + 10 s, so that "now" sits well inside a 30-second step (2023-11-14T22:13:40Z).
+T0 = 56_666_667 * 30 + 10  # 1_700_000_020
+
+
+class FakeClock:
+    """A clock the test moves by hand; the service calls it for "now"."""
+
+    def __init__(self, start: float = T0) -> None:
+        self.now = float(start)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+def code_for(secret: str, timestamp: float) -> str:
+    """What an authenticator app shows at ``timestamp`` (pyotp, independent of the engine)."""
+    return pyotp.TOTP(secret).at(timestamp)
+
+
+def enable_totp(svc: mfa_core.MFAService, clock: FakeClock, username: str) -> str:
+    """Enroll and verify ``username``; returns the secret. Leaves the clock one step on."""
+    secret = svc.create_totp(username).secret
+    svc.verify_totp(username, code_for(secret, clock()))
+    clock.advance(30)
+    return secret
+
+
+class Inbox:
+    """aiosmtpd handler keeping every message that arrives (a real SMTP server on loopback)."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.recipients: list[list[str]] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        self.recipients.append(list(envelope.rcpt_tos))
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[email.message.EmailMessage]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.messages
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
