@@ -1,9 +1,12 @@
 """The sign-in gate: password (streamlit-authenticator), then the second factor, then the page.
 
-The authenticator is mounted only on the password screen (each mounted cookie
-component reruns the page once). Its own cookie reading is replaced by ours,
-which survives forged cookies, checks expiry with the portal's clock and
-refuses cookies revoked at sign-out; a cookie never skips the second factor.
+The password is checked by streamlit-authenticator's controller in the Login
+button's callback (callbacks run before the script, so a rerun forced by a
+component cannot drop the click), inside the engine's persisted throttle. The
+cookie component is mounted only to set or delete the remember-me cookie (each
+mount reruns the page once). Cookies are read by us, not the library: forged
+ones are refused, expiry follows the portal's clock, cookies revoked at
+sign-out are refused, and a cookie never skips the second factor.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import bcrypt
 import jwt
 import streamlit as st
 import streamlit_authenticator as stauth
+from streamlit_authenticator.controllers import AuthenticationController
 from streamlit.errors import StreamlitAPIException
 
 import mfa_core
@@ -36,6 +40,10 @@ CHALLENGE_ERROR = "portal_challenge_error"
 CHALLENGE_BACKUP = "portal_challenge_backup"
 SIGNED_OUT = "portal_signed_out"
 DELETE_COOKIE = "portal_delete_cookie"
+COOKIE_DUE = "portal_cookie_due"       # a password was just accepted: set the cookie once
+LOGIN_FORM = "portal_login"
+LOGIN_USERNAME = "portal_login_username"
+LOGIN_PASSWORD = "portal_login_password"
 COOKIE_CHECKED = "portal_cookie_checked"
 PASSWORD_AT = "portal_password_at"
 _HIDE_COOKIE_FRAMES = ("<style>.st-key-init, .st-key-set, .st-key-delete "
@@ -63,11 +71,9 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
         session.clear()
         _reset_library_state()
     if user is None:
-        _password_screen(portal, home=home)
-        username = session.current_username()
-        user = users.lookup(portal, username) if username else None
-        if user is None:
-            st.stop()
+        _password_screen(portal, home=home)  # stops the script
+    if st.session_state.pop(COOKIE_DUE, None):
+        _set_cookie(portal, user.username)  # once, the run after the password
     try:
         status = portal.service.status(user.username)
         if (st.session_state.get(session.VIA) == "cookie" and st.session_state.get(session.COOKIE)
@@ -133,68 +139,84 @@ def page_link(page: str, label: str, icon: str | None = None) -> None:
 # -- the password screen ---------------------------------------------------------
 
 def _password_screen(portal: config.Portal, *, home: bool) -> None:
-    """The login form; returns only when a password was accepted in this run."""
+    """The sign-in form; never returns (the Login button's callback signs in)."""
     _reset_library_state()
-    slot = st.empty()
-    st.session_state.pop(LOGIN_ERROR, None)
-    with slot.container():
-        st.title("MFA Portal")
-        if not home:
-            st.warning("You must be logged in to access this page")
-        session.show_flashes(keep=True)
-        if not users.entries(portal):
-            st.info("No users exist yet. An administrator adds them with "
-                    "`mfa-portal users add USERNAME` (or `python -m mfa_core.cli users add`).")
-        elif portal.demo:
-            creds = ", ".join(f"`{u}` / `{p}`" for u, p, *_ in DEMO_USERS)
-            st.info(f"**Demo mode.** These demo users were created for you: {creds} "
-                    "(`admin` is a helpdesk admin).", icon=":material/info:")
-        auth = _authenticator(portal)
-        # The cookie components are invisible iframes; take them out of the flow
-        # so they leave no gap (still mounted, so they still run).
-        st.html(_HIDE_COOKIE_FRAMES)
-        if auth is None:
-            st.stop()
-        if st.session_state.pop(DELETE_COOKIE, None):
-            try:
-                auth.cookie_controller.delete_cookie()
-            except Exception:  # the browser may simply not hold the cookie
-                pass
-        try:
-            auth.login(location="main", key="portal_login",
-                       fields={"Form name": "Sign in", "Username": "Username",
-                               "Password": "Password", "Login": "Login"})
-        except Exception:  # a library error must never become a traceback on the page
-            st.session_state[LOGIN_ERROR] = "Sign-in failed. Try again."
-            _reset_library_state()
-    username = session.current_username()
-    if username:  # the password was accepted in this run (see _check_password)
-        slot.empty()
-        _set_cookie(auth, portal, username)
-        return
-    error = st.session_state.get(LOGIN_ERROR)
+    st.title("MFA Portal")
+    if not home:
+        st.warning("You must be logged in to access this page")
+    session.show_flashes(keep=True)
+    if not users.entries(portal):
+        st.info("No users exist yet. An administrator adds them with "
+                "`mfa-portal users add USERNAME` (or `python -m mfa_core.cli users add`).")
+    elif portal.demo:
+        creds = ", ".join(f"`{u}` / `{p}`" for u, p, *_ in DEMO_USERS)
+        st.info(f"**Demo mode.** These demo users were created for you: {creds} "
+                "(`admin` is a helpdesk admin).", icon=":material/info:")
+    # Our own form, so that the password is checked in the button's
+    # callback: a callback runs before the script, so a rerun that a
+    # component's report forces mid-run can no longer drop the click.
+    with st.form(LOGIN_FORM):
+        st.subheader("Sign in")
+        st.text_input("Username", key=LOGIN_USERNAME, autocomplete="username")
+        st.text_input("Password", key=LOGIN_PASSWORD, type="password",
+                      autocomplete="current-password")
+        st.form_submit_button("Login", on_click=_submit_password)
+    error = st.session_state.pop(LOGIN_ERROR, None)
     if error:
         st.error(error)
+    if st.session_state.pop(DELETE_COOKIE, None):
+        _cookie_command(portal, "delete")
     st.stop()
 
 
-def _authenticator(portal: config.Portal) -> stauth.Authenticate | None:
+def _submit_password() -> None:
+    """**Login**: streamlit-authenticator checks the password (inside our throttle)."""
+    username = st.session_state.get(LOGIN_USERNAME) or ""
+    password = st.session_state.get(LOGIN_PASSWORD) or ""
+    st.session_state[LOGIN_PASSWORD] = ""  # never kept in the session
+    if not username.strip() or not password:
+        st.session_state[LOGIN_ERROR] = "Enter your username and password."
+        return
+    portal = config.portal()
+    try:
+        controller = _authentication_controller(portal)
+        controller.login(username, password)
+    except Exception:  # a library error must never become a traceback on the page
+        st.session_state.setdefault(LOGIN_ERROR, "Sign-in failed. Try again.")
+    if session.current_username():  # _check_password accepted it and started the session
+        st.session_state[COOKIE_DUE] = True
+    _reset_library_state()
+
+
+def _authentication_controller(portal: config.Portal) -> AuthenticationController:
+    """streamlit-authenticator's password check, wired to our directory and throttle."""
+    controller = AuthenticationController({"usernames": {}}, auto_hash=False)
+    model = controller.authentication_model
+    # Handed over after construction, which would otherwise copy every entry.
+    model.credentials["usernames"] = users.lazy_credentials(portal)
+    model.check_credentials = lambda username, password: _check_password(portal, model, username,
+                                                                          password)
+    return controller
+
+
+def _cookie_command(portal: config.Portal, command: str, token: str | None = None,
+                    expires: float | None = None) -> None:
+    """Set or delete the remember-me cookie in the browser (a component; reruns once).
+
+    Drawn only on sign-in screens and after the form, so its report cannot
+    interrupt anything a person clicked.
+    """
+    st.html(_HIDE_COOKIE_FRAMES)  # invisible iframes: keep them out of the layout
     try:
         auth = stauth.Authenticate({"usernames": {}}, config.COOKIE_NAME, portal.cookie_key,
                                    config.COOKIE_EXPIRY_DAYS, auto_hash=False, login_sleep_time=0)
-        # Handed over after construction, which would otherwise copy every entry.
-        auth.authentication_controller.authentication_model.credentials["usernames"] = \
-            users.lazy_credentials(portal)
-    except Exception:
-        st.error("The user directory cannot be read. Contact your administrator.")
-        return None
-    # Our cookie handling replaces the library's (see _restore_from_cookie, _set_cookie).
-    auth.cookie_controller.get_cookie = lambda: None
-    auth.cookie_controller.set_cookie = lambda: None
-    model = auth.authentication_controller.authentication_model
-    model.check_credentials = lambda username, password: _check_password(portal, model, username,
-                                                                          password)
-    return auth
+        manager = auth.cookie_controller.cookie_model.cookie_manager
+        if command == "set":
+            manager.set(config.COOKIE_NAME, token, expires_at=dt.datetime.fromtimestamp(expires))
+        else:
+            manager.delete(config.COOKIE_NAME)
+    except Exception:  # the browser may not hold the cookie; no cookie is only a missed convenience
+        pass
 
 
 def _check_password(portal: config.Portal, model: Any, username: str, password: str) -> bool:
@@ -287,17 +309,12 @@ def _restore_from_cookie(portal: config.Portal) -> None:
     session.start(username, "cookie", cookie={"fp": fingerprint(token), "exp": expires})
 
 
-def _set_cookie(auth: stauth.Authenticate, portal: config.Portal, username: str) -> None:
+def _set_cookie(portal: config.Portal, username: str) -> None:
     expires = portal.service.clock() + config.COOKIE_EXPIRY_DAYS * 86400
     token = jwt.encode({"username": username, "exp_date": expires}, portal.cookie_key,
                        algorithm="HS256")
     st.session_state[session.COOKIE] = {"fp": fingerprint(token), "exp": expires}
-    st.html(_HIDE_COOKIE_FRAMES)
-    try:
-        auth.cookie_controller.cookie_model.cookie_manager.set(
-            config.COOKIE_NAME, token, expires_at=dt.datetime.fromtimestamp(expires))
-    except Exception:  # no cookie is only a missed convenience
-        pass
+    _cookie_command(portal, "set", token, expires)
 
 
 # -- the second factor -----------------------------------------------------------

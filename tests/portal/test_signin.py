@@ -413,24 +413,34 @@ def test_the_signed_out_message_survives_the_cookie_components_rerun(data_dir):
     assert "You have signed out." not in texts(at)
 
 
-def test_an_accepted_password_survives_a_run_interrupted_right_after_the_check(data_dir, monkeypatch):
-    # In a browser a component reporting back can interrupt the Login run at its
-    # next st.* call; the rerun must not lose the sign-in and draw the form again.
+def test_a_login_click_survives_a_run_interrupted_at_its_first_step(data_dir, monkeypatch):
+    # In a browser a component reporting back can interrupt the run a click
+    # started, at its first st.* call. The password is checked in the Login
+    # button's callback, which runs before the script: the rerun keeps the sign-in.
     import streamlit as st
-    import streamlit_authenticator as stauth
 
-    original = stauth.Authenticate.login
+    import portal.session
+
+    original = portal.session.begin_run
     interrupted = []
 
-    def login_then_interrupted(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        if st.session_state.get("authentication_status") and not interrupted:
+    def begin_run_interrupted_once() -> None:
+        original()
+        if portal.session.current_username() and not interrupted:
             interrupted.append(True)
             st.rerun()
-        return result
 
-    monkeypatch.setattr(stauth.Authenticate, "login", login_then_interrupted)
+    monkeypatch.setattr(portal.session, "begin_run", begin_run_interrupted_once)
     at = sign_in(app(), "bob")
     assert interrupted
     assert "Sign out" in labels(at)
     assert "Username" not in inputs(at)
+
+
+def test_the_password_is_not_kept_in_the_session(data_dir):
+    at = sign_in(app(), "bob")
+    assert "Sign out" in labels(at)
+    assert "portal_login_password" not in at.session_state or not at.session_state["portal_login_password"]
+    at = sign_in(app(), "bob", "wrong-password")
+    assert "Username" in inputs(at)
+    assert not at.session_state["portal_login_password"]
