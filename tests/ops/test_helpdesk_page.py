@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import mfa_core
-import portal.config
 
+from ..portal.conftest import clock, data_dir, svc  # noqa: F401  (the portal's fixtures)
 from ..portal.conftest import (Clock, app, click, code, enroll, errors, inputs, labels, page_links,
                                run, sign_in, signed_in, texts, type_into)
 
 PAGE = "pages/3_Helpdesk.py"
 PROTECTED = ["Helpdesk", "Search users", "alice@example.com", "bob@example.com", "Audit trail",
              "Reset MFA", "Clear lockout"]
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(portal.config, "CLOCK", fake)
-    return fake
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch, clock) -> Path:
-    path = tmp_path / "data"
-    monkeypatch.setenv("MFA_PORTAL_DATA_DIR", str(path))
-    monkeypatch.delenv("MFA_PORTAL_DEMO", raising=False)
-    monkeypatch.delenv("MFA_PORTAL_COOKIE_KEY", raising=False)
-    portal.config.portal()  # the demo users: alice, bob, admin (helpdesk)
-    return path
-
-
-@pytest.fixture
-def svc(data_dir, clock) -> mfa_core.MFAService:
-    return mfa_core.open_service(data_dir, clock=clock)
 
 
 def helpdesk(username: str = "admin", secret: str | None = None, clock: Clock | None = None):
