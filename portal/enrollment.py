@@ -32,13 +32,6 @@ EXPIRED = "expired"          # the pending enrollment expired (or was removed el
 VERIFY_FIRST = "verify_first"  # a new set-up waits for reverification
 
 
-def _user() -> str:
-    user = session.current_username()
-    if not user or not session.second_factor_passed():  # callbacks run before the guard
-        raise mfa_core.NotEnabled("You are not signed in.")
-    return user
-
-
 def _forget() -> None:
     for key in list(st.session_state.keys()):
         if isinstance(key, str) and key.startswith("addtotp_"):
@@ -47,7 +40,7 @@ def _forget() -> None:
 
 def start() -> None:
     """Add (a sensitive action): a new pending enrollment, step ``add``."""
-    config.service().create_totp(_user())
+    config.service().create_totp(session.callback_user())
     _forget()
     st.session_state[STEP] = "add"
 
@@ -61,7 +54,7 @@ def request_reset() -> None:
 
 
 def reset() -> None:
-    config.service().create_totp(_user())
+    config.service().create_totp(session.callback_user())
     for key in (ERROR, QR, SHOW_URI):
         st.session_state.pop(key, None)
     st.session_state[STEP] = "add"
@@ -133,7 +126,7 @@ def submit_code() -> None:
     typed = st.session_state.get(CODE) or ""
     st.session_state[CODE] = ""
     svc = config.service()
-    user = _user()
+    user = session.callback_user()
     try:
         svc.verify_totp(user, typed)
     except mfa_core.MFAError as err:

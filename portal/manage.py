@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-import mfa_core
 
 from . import config, enrollment, session
 
 NEW_CODES = "manage_new_codes"
 GOTO_ADD = "manage_goto_add"
 ACTIVITY_LIMIT = 10
-
-
-def _user() -> str:
-    user = session.current_username()
-    if not user or not session.second_factor_passed():  # callbacks run before the guard
-        raise mfa_core.NotEnabled("You are not signed in.")
-    return user
 
 
 def request_add() -> None:
@@ -34,7 +26,7 @@ def request_remove() -> None:
 
 
 def remove() -> None:
-    config.service().disable_totp(_user())
+    config.service().disable_totp(session.callback_user())
     session.note_mfa_changed()
     st.session_state.pop(NEW_CODES, None)
     session.flash("success", "Your authentication app was removed, and your backup codes with it.")
@@ -45,7 +37,7 @@ def request_generate() -> None:
 
 
 def generate() -> None:
-    codes = config.service().create_backup_codes(_user()).codes
+    codes = config.service().create_backup_codes(session.callback_user()).codes
     st.session_state[NEW_CODES] = codes
 
 

@@ -52,6 +52,17 @@ def second_factor_passed() -> bool:
     return bool(st.session_state.get(USER)) and bool(st.session_state.get(PASSED))
 
 
+def callback_user() -> str:
+    """The signed-in user, for a callback; raises NotEnabled (shown as a flash) otherwise.
+
+    Callbacks run before the guard, so they check the second factor themselves.
+    """
+    user = current_username()
+    if not user or not second_factor_passed():
+        raise mfa_core.NotEnabled("You are not signed in.")
+    return user
+
+
 def still_trusted() -> bool:
     """Passed the second factor, and the user's MFA has not changed elsewhere since.
 

@@ -15,6 +15,19 @@ PROTECTED = ["Helpdesk", "Search users", "alice@example.com", "bob@example.com",
              "Reset MFA", "Clear lockout"]
 
 
+def lock_out(svc, clock, username: str) -> str:
+    """Enroll ``username``, then type wrong codes (waiting out each delay) until locked.
+
+    Returns the authenticator's secret."""
+    secret, _ = enroll(svc, clock, username)
+    wrong = "000000" if code(secret, clock) != "000000" else "111111"
+    while not svc.status(username).locked:
+        clock.advance(4000)
+        with pytest.raises(mfa_core.MFAError):
+            svc.attempt_second_factor(username, wrong)
+    return secret
+
+
 def helpdesk(username: str = "admin", secret: str | None = None, clock: Clock | None = None):
     return signed_in(username, secret, clock, page=PAGE)
 
@@ -92,12 +105,7 @@ def test_the_list_shows_status_lockout_and_last_activity(data_dir, svc, clock):
 
 
 def test_a_locked_user_is_shown_locked(data_dir, svc, clock):
-    secret, _ = enroll(svc, clock, "alice")
-    wrong = "000000" if code(secret, clock) != "000000" else "111111"
-    while not svc.status("alice").locked:
-        clock.advance(4000)
-        with pytest.raises(mfa_core.MFAError):
-            svc.attempt_second_factor("alice", wrong)
+    lock_out(svc, clock, "alice")
     assert rows(helpdesk())["alice"]["Lockout"] == "Locked"
 
 
@@ -248,12 +256,7 @@ def test_the_reset_users_other_sessions_must_verify_again(data_dir, svc, clock):
 # -- lockout ------------------------------------------------------------------------------
 
 def test_clear_lockout_unlocks_and_audits_the_admin(data_dir, svc, clock):
-    secret, _ = enroll(svc, clock, "alice")
-    wrong = "000000" if code(secret, clock) != "000000" else "111111"
-    while not svc.status("alice").locked:
-        clock.advance(4000)
-        with pytest.raises(mfa_core.MFAError):
-            svc.attempt_second_factor("alice", wrong)
+    secret = lock_out(svc, clock, "alice")
     at = choose(helpdesk(), "alice")
     assert "Lockout: **Locked**" in texts(at)
     type_into(at, "Reason", "identity checked by phone")
