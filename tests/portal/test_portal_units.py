@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import io
 
+import random
+import string
+
+import numpy as np
 import pytest
+import qrcode
 import zxingcpp
 from PIL import Image
+from qrcode.constants import ERROR_CORRECT_M
 
 from portal import session
-from portal.qr import qr_png
+from portal.qr import penalties, qr_matrix, qr_png
 from portal.users import Credentials
 
 
@@ -23,6 +29,38 @@ def test_qr_png_is_200_px_and_reads_back_as_exactly_the_uri(uri):
     assert image.format == "PNG" and image.size == (200, 200)
     [result] = zxingcpp.read_barcodes(image)
     assert result.text == uri
+
+
+def _texts(seed: int, count: int) -> list[str]:
+    """Texts of many lengths (QR versions 1 to 15, so the version-information blocks too)."""
+    rnd = random.Random(seed)
+    alphabet = string.ascii_letters + string.digits + "%:/?&=.-_"
+    return ["".join(rnd.choices(alphabet, k=rnd.choice([1, 12, 40, 92, 130, 200, 330])))
+            for _ in range(count)]
+
+
+def _qrcode_made(text: str) -> qrcode.QRCode:
+    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M)
+    code.add_data(text)
+    code.make(fit=True)
+    return code
+
+
+@pytest.mark.parametrize("text", _texts(seed=6238, count=60))
+def test_qr_matrix_is_the_symbol_qrcode_itself_makes_best_mask_included(text):
+    expected = np.array(_qrcode_made(text).modules, dtype=bool)
+    assert np.array_equal(qr_matrix(text), expected)
+
+
+@pytest.mark.parametrize("text", _texts(seed=4226, count=8))
+def test_mask_penalties_equal_qrcodes_lost_point_for_each_of_the_eight_masks(text):
+    code = _qrcode_made(text)
+    candidates, expected = [], []
+    for mask in range(8):
+        code.makeImpl(True, mask)  # what qrcode's best_mask_pattern scores
+        candidates.append(np.array(code.modules, dtype=bool))
+        expected.append(qrcode.util.lost_point(code.modules))
+    assert penalties(np.stack(candidates)).tolist() == expected
 
 
 def test_qr_png_refuses_an_empty_text():
