@@ -113,8 +113,14 @@ class UserIndex:
 
 
 def hash_password(password: str) -> str:
+    """The bcrypt hash stored for a new password; raises ValueError for one the portal refuses."""
     if not isinstance(password, str):
         raise TypeError("password must be a str")
+    if password != password.strip():
+        # The sign-in form (streamlit-authenticator) trims what is typed, so
+        # such a password could never be typed in.
+        raise ValueError("A password cannot start or end with a space (the sign-in form "
+                         "ignores them).")
     if len(password) < MIN_PASSWORD:
         raise ValueError(f"A password needs at least {MIN_PASSWORD} characters.")
     if len(password.encode("utf-8")) > 72:
@@ -164,9 +170,14 @@ class UserDirectory:
         return user
 
     def check_password(self, username: str, password: str) -> bool:
-        """True when ``password`` is the user's (bcrypt compares in constant time)."""
+        """True when ``password`` is the user's (bcrypt compares in constant time).
+
+        Surrounding blanks are ignored, as on the sign-in form, so a password
+        typed the same way works in both places.
+        """
         if not isinstance(password, str) or not isinstance(username, str):
             raise TypeError("username and password must be str")
+        password = password.strip()
         entry = self._read()["credentials"]["usernames"].get(username)
         if not entry or not password:
             return False

@@ -155,6 +155,14 @@ def test_users_add_without_a_terminal_needs_password_stdin(cli, data_dir):
     assert not (data_dir / "users.yaml").exists()
 
 
+@pytest.mark.parametrize("password", [" leading-space", "trailing-space ", "tab-after\t"])
+def test_users_add_refuses_a_password_the_sign_in_form_could_not_take(cli, data_dir, password):
+    result = cli("users", "add", "carol", "--password-stdin", input=password + "\n")
+    assert result.returncode == 2
+    assert "cannot start or end with a space" in one_line_error(result)
+    assert not (data_dir / "users.yaml").exists()
+
+
 def test_users_list_shows_a_table_and_json(cli, directory):
     table = cli("users", "list")
     assert table.returncode == 0

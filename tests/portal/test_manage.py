@@ -150,6 +150,17 @@ def test_password_reverification_without_mfa_and_its_throttle(data_dir, svc, clo
     assert svc.pending_totp("bob") is not None
 
 
+def test_password_reverification_ignores_surrounding_blanks_as_the_sign_in_form_does(data_dir, svc,
+                                                                                    clock):
+    at = signed_in("bob", page=MANAGE)
+    clock.advance(601)
+    at = click(at, "Add")
+    type_into(at, "Password", " bob-demo ")
+    at = click(at, "Confirm")
+    assert not errors(at)
+    assert at.session_state["addtotp_step"] == "add"
+
+
 def test_verification_caption_counts_down(data_dir, svc, clock):
     secret, _ = enroll(svc, clock, "alice")
     at = signed_in("alice", secret, clock, page=MANAGE)
