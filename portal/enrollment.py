@@ -38,11 +38,12 @@ def _forget() -> None:
             del st.session_state[key]
 
 
-def start() -> None:
+def start() -> mfa_core.TOTPResource:
     """Add (a sensitive action): a new pending enrollment, step ``add``."""
-    config.service().create_totp(session.callback_user())
+    resource = config.service().create_totp(session.callback_user())
     _forget()
     st.session_state[STEP] = "add"
+    return resource
 
 
 def request_start() -> None:
@@ -66,33 +67,31 @@ def forget_if_finished() -> None:
         _forget()
 
 
-def page_state(username: str) -> str:
-    """Which screen the Add TOTP page draws now; starts a set-up when a visit needs one."""
+def page_state(username: str) -> tuple[str, mfa_core.TOTPResource | None]:
+    """Which screen the Add TOTP page draws now, with the pending enrollment it shows.
+
+    Starts a set-up when a visit needs one. The enrollment is read once per run.
+    """
     step = st.session_state.get(STEP)
     if step in ("backupcodes", "success"):
-        return step
-    svc = config.service()
-    if svc.pending_totp(username) is not None:
+        return step, None
+    resource = config.service().pending_totp(username)
+    if resource is not None:
         if step not in ("add", "verify"):
             st.session_state[STEP] = "add"
-        return st.session_state[STEP]
+        return st.session_state[STEP], resource
     if step in ("add", "verify"):
-        return EXPIRED
-    if svc.status(username).totp_enabled:
-        return ENABLED
+        return EXPIRED, None
+    if session.status().totp_enabled:
+        return ENABLED, None
     if session.verification_remaining() > 0:
-        start()
-        return "add"
+        return "add", start()
     if not st.session_state.get(ASKED):
         # Ask once per visit; after a dismissal the page offers a button instead.
         st.session_state[ASKED] = True
         request_start()
         session.open_pending_dialog()
-    return VERIFY_FIRST
-
-
-def pending(username: str) -> mfa_core.TOTPResource | None:
-    return config.service().pending_totp(username)
+    return VERIFY_FIRST, None
 
 
 def qr_for(resource: mfa_core.TOTPResource) -> bytes:
@@ -169,7 +168,7 @@ def render(user) -> None:
     """The Add TOTP page, for a user the guard let in."""
     from . import manage, signin
 
-    state = page_state(user.username)
+    state, resource = page_state(user.username)
     if state == VERIFY_FIRST:
         st.title("Add TOTP MFA")
         st.write("Verify it's you before you set up an authentication app.")
@@ -183,7 +182,6 @@ def render(user) -> None:
         st.error("This set-up took too long and has expired. Press Reset to get a new QR code.")
         st.button("Reset", key="addtotp_reset", on_click=request_reset)
     elif state in ("add", "verify"):
-        resource = pending(user.username)
         if state == "add":
             _render_add(resource)
         else:
