@@ -65,7 +65,8 @@ Public API (what pages, including ``pages/3_Helpdesk.py``, may use)
     of the next page drawn by the guard.
 
 ``qr_png(uri) -> bytes``
-    PNG of the QR code of ``uri`` (qrcode + pillow), 200 x 200 px. Pure; the
+    PNG of the QR code of ``uri`` (qrcode + pillow; the best mask, as qrcode
+    chooses it, scored with numpy), 200 x 200 px, 1 bit a pixel. Pure; the
     Add TOTP page keeps the PNG of the pending secret in its session state
     (never in a shared cache) so a rerun does not redraw it.
 
