@@ -8,6 +8,7 @@ import streamlit as st
 from . import config, enrollment, session
 
 NEW_CODES = "manage_new_codes"
+CONFIRM_REMOVE = "manage_confirm_remove"
 GOTO_ADD = "manage_goto_add"
 ACTIVITY_LIMIT = 10
 
@@ -22,7 +23,24 @@ def _start_add() -> None:
 
 
 def request_remove() -> None:
+    """Remove: asked once, either here or by the Verify it's you dialog.
+
+    Inside the verification window nothing else would stand between a stray
+    click and an account without its second factor, so the page asks first.
+    """
+    if session.verification_remaining() > 0:
+        st.session_state[CONFIRM_REMOVE] = True
+    else:
+        confirm_remove()
+
+
+def confirm_remove() -> None:
+    st.session_state.pop(CONFIRM_REMOVE, None)
     session.sensitive("remove", "remove your authentication app", remove)
+
+
+def keep_authenticator() -> None:
+    st.session_state.pop(CONFIRM_REMOVE, None)
 
 
 def remove() -> None:
@@ -86,7 +104,15 @@ def render(user) -> None:
     st.subheader("Authentication app")
     if status.totp_enabled:
         st.write("TOTP via authentication app enabled")
-        st.button("Remove", key="manage_remove", on_click=request_remove)
+        if st.session_state.get(CONFIRM_REMOVE):
+            st.warning("Remove your authentication app? Signing in will then need only your "
+                       "password, and your backup codes stop working.")
+            row = st.container(horizontal=True)
+            row.button("Yes, remove it", key="manage_remove_confirm", type="primary",
+                       on_click=confirm_remove)
+            row.button("Keep it", key="manage_remove_keep", on_click=keep_authenticator)
+        else:
+            st.button("Remove", key="manage_remove", on_click=request_remove)
     else:
         st.write("Add TOTP via authentication app")
         st.button("Add", key="manage_add", type="primary", on_click=request_add)

@@ -60,6 +60,15 @@ def test_regenerate_codes_and_remove_totp_after_verifying_again(portal, page, sh
     assert "Generate new backup codes?" in main_text(page)
     assert not BACKUP_CODE.search(main_text(page))  # shown once only
 
+    # Just verified: Remove asks on the page first, and Keep it changes nothing.
+    click(page, button(page, "Remove"))
+    button(page, "Yes, remove it").wait_for()
+    assert "Remove your authentication app?" in main_text(page)
+    shots(page, "remove-asks-first")
+    click(page, button(page, "Keep it"))
+    button(page, "Remove").wait_for()
+    assert portal.service().status("grace").totp_enabled
+
     # Eleven more minutes: Remove asks again; a wrong code removes nothing.
     portal.move_clock(STALE)
     click(page, button(page, "Remove"))

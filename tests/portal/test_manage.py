@@ -110,13 +110,37 @@ def test_remove_with_a_backup_code_in_the_dialog(data_dir, svc, clock):
     assert "User MFA Settings" in texts(at)
 
 
-def test_remove_inside_the_window_runs_at_once_and_the_session_stays(data_dir, svc, clock):
+def test_remove_inside_the_window_asks_once_then_runs_and_the_session_stays(data_dir, svc, clock):
     secret, _ = enroll(svc, clock, "alice")
     at = click(signed_in("alice", secret, clock, page=MANAGE), "Remove")
+    assert svc.status("alice").totp_enabled  # a stray click removes nothing
+    assert "Remove your authentication app?" in texts(at)
+    assert "Confirm" not in labels(at)  # verified recently: no dialog
+    at = click(at, "Yes, remove it")
     assert not svc.status("alice").totp_enabled
     at = run(at)
     assert "Add TOTP via authentication app" in texts(at)
     assert "Two-step verification was turned off" not in texts(at)
+
+
+def test_keep_it_leaves_the_authenticator_and_offers_remove_again(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock, "alice")
+    at = click(signed_in("alice", secret, clock, page=MANAGE), "Remove")
+    at = click(at, "Keep it")
+    assert svc.status("alice").totp_enabled
+    assert "Remove your authentication app?" not in texts(at)
+    assert "Remove" in labels(at)
+    assert not [e for e in svc.audit("alice") if e.event == "totp_removed"]
+
+
+def test_confirming_after_the_window_closed_asks_verify_its_you(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock, "alice")
+    at = click(signed_in("alice", secret, clock, page=MANAGE), "Remove")
+    clock.advance(601)
+    at = click(at, "Yes, remove it")
+    assert "To remove your authentication app, enter the code from your authentication app." \
+        in texts(at)
+    assert svc.status("alice").totp_enabled
 
 
 def test_cancel_closes_the_dialog_and_changes_nothing(data_dir, svc, clock):
