@@ -63,6 +63,22 @@ def test_mask_penalties_equal_qrcodes_lost_point_for_each_of_the_eight_masks(tex
     assert penalties(np.stack(candidates)).tolist() == expected
 
 
+def test_qr_codes_drawn_at_once_by_many_sessions_threads_are_each_right():
+    # Streamlit runs each session's script in its own thread; the per-version
+    # layout caches are filled by whichever thread comes first.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from portal import qr
+    qr._layout.cache_clear()
+    qr._function_modules.cache_clear()
+    qr.mask_patterns.cache_clear()
+    texts = _texts(seed=30, count=48)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        drawn = list(pool.map(qr_matrix, texts))
+    for text, modules in zip(texts, drawn):
+        assert np.array_equal(modules, np.array(_qrcode_made(text).modules, dtype=bool))
+
+
 def test_qr_png_refuses_an_empty_text():
     with pytest.raises(ValueError):
         qr_png("")
