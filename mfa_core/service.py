@@ -13,7 +13,9 @@ import math
 import os
 import re
 import secrets
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -39,6 +41,7 @@ _TOTP_CODE = re.compile(r"[0-9]{%d}" % totp.DIGITS)
 # Called with each audit event after commit; returns True when it told the user
 # (audited as notification_sent); whatever it raises is logged and audited.
 Notifier = Callable[[AuditEvent], object]
+NOTIFY_QUEUE_LIMIT = 1000  # mails waiting in the background; beyond it, sent in the caller
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ class MFAService:
 
     def __init__(self, store: Store, keyring: KeyRing, clock: Callable[[], float] = time.time,
                  *, issuer: str = "MFA Portal", policy: ThrottlePolicy | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, notify_in_background: bool = False) -> None:
         if not callable(clock):
             raise TypeError("clock must be callable")
         self.store = store
@@ -157,6 +160,13 @@ class MFAService:
         self.issuer = _check_name(issuer, "issuer")
         self.policy = policy or ThrottlePolicy()
         self.notifier = notifier
+        # A page click must not wait for a slow mail relay (up to its timeout):
+        # the portal hands mails to one background thread, in order. The
+        # command line sends in the caller, so its exit status covers the mail.
+        self.notify_in_background = bool(notify_in_background)
+        self._outbox: ThreadPoolExecutor | None = None
+        self._outbox_lock = threading.Lock()
+        self._queued: set[Future] = set()
 
     # -- queries ---------------------------------------------------------
 
@@ -548,23 +558,70 @@ class MFAService:
         if self.notifier is not None:
             for entry in txn.events:
                 event = AuditEvent.from_dict(entry)
-                try:
-                    sent = self.notifier(event)
-                except Exception as exc:  # a mail failure never blocks the action
-                    log.warning("notification for %s failed: %s", event.event, type(exc).__name__)
-                    self.store.append_audit([AuditEvent(self.clock(), event.user, "system",
-                                                        "notification_failed", "failure",
-                                                        event.event).to_dict()])
-                    continue
-                if sent:  # a notifier returns True when it told the user: the helpdesk sees it
-                    try:
-                        self.store.append_audit([AuditEvent(self.clock(), event.user, "system",
-                                                            "notification_sent", "success",
-                                                            event.event).to_dict()])
-                    except OSError:
-                        log.warning("notification for %s sent but not audited", event.event)
+                if not (self.notify_in_background and self._queue(event)):
+                    self._deliver(event)
         if error is not None:
             raise error
+
+    def _deliver(self, event: AuditEvent) -> None:
+        """Hand ``event`` to the notifier and audit whether the user was told."""
+        try:
+            sent = self.notifier(event)
+        except Exception as exc:  # a mail failure never blocks the action
+            log.warning("notification for %s failed: %s", event.event, type(exc).__name__)
+            self._audit_notification(event, "notification_failed", "failure")
+            return
+        if sent:  # a notifier returns True when it told the user: the helpdesk sees it
+            self._audit_notification(event, "notification_sent", "success")
+
+    def _audit_notification(self, event: AuditEvent, what: str, outcome: str) -> None:
+        try:
+            self.store.append_audit([AuditEvent(self.clock(), event.user, "system", what,
+                                                outcome, event.event).to_dict()])
+        except OSError:
+            log.warning("notification for %s: %s not audited", event.event, what)
+
+    def _queue(self, event: AuditEvent) -> bool:
+        """Queue ``event`` for the background sender; False when the queue is full."""
+        with self._outbox_lock:
+            if len(self._queued) >= NOTIFY_QUEUE_LIMIT:
+                return False
+            if self._outbox is None:
+                self._outbox = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfa-notify")
+            future = self._outbox.submit(self._deliver_queued, event)
+            self._queued.add(future)
+        future.add_done_callback(self._forget_queued)
+        return True
+
+    def _deliver_queued(self, event: AuditEvent) -> None:
+        try:
+            self._deliver(event)
+        except Exception:  # nobody waits on this thread: log instead of losing the reason
+            log.exception("notification for %s could not be handled", event.event)
+
+    def _forget_queued(self, future: Future) -> None:
+        with self._outbox_lock:
+            self._queued.discard(future)
+
+    def flush_notifications(self, timeout: float | None = None) -> bool:
+        """Wait until every queued notification was handled; False if ``timeout`` ran out.
+
+        Queued mails are also sent before the process exits (the sender thread
+        is joined at interpreter shutdown).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._outbox_lock:
+                waiting = list(self._queued)
+            if not waiting:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            try:
+                waiting[0].result(timeout=left)
+            except Exception:  # TimeoutError is checked on the next turn; _deliver logs the rest
+                pass
 
 
 def _reason(error: MFAError) -> str:
@@ -599,10 +656,14 @@ class _guarded:
 def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], float] = time.time,
                  *, issuer: str | None = None, backend: str = "tinydb",
                  policy: ThrottlePolicy | None = None, notifier: Notifier | None = None,
+                 notify_in_background: bool = False,
                  environ: Mapping[str, str] | None = None) -> MFAService:
     """Open the engine on ``data_dir`` (default: ``$MFA_PORTAL_DATA_DIR`` or ``data/``).
 
     Keys come from the environment or a generated 0600 key file in the data dir.
+    ``notify_in_background`` hands each notification to a sender thread
+    instead of calling ``notifier`` before the action returns (see
+    ``MFAService.flush_notifications``).
     """
     env = os.environ if environ is None else environ
     if not isinstance(env, Mapping):
@@ -632,4 +693,5 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
     except IO_ERRORS as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise StorageError(f"The data directory {path} cannot be used: {reason}.") from exc
-    return MFAService(store, keyring, clock, issuer=issuer, policy=policy, notifier=notifier)
+    return MFAService(store, keyring, clock, issuer=issuer, policy=policy, notifier=notifier,
+                      notify_in_background=notify_in_background)

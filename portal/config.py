@@ -89,7 +89,8 @@ def directory() -> UserDirectory:
 
 
 def _open(path: Path, clk: Callable[[], float]) -> Portal:
-    svc = mfa_core.open_service(path, clock=clk, notifier=_notifier(path))
+    # Mail goes out from a background thread: a click never waits for the relay.
+    svc = mfa_core.open_service(path, clock=clk, notifier=_notifier(path), notify_in_background=True)
     users = UserDirectory(path)
     demo = demo_mode()
     if demo and users.ensure_demo_users():

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email
 import email.policy
 import socket
+import threading
 import time
+from typing import Iterator
 
 import pyotp
 
@@ -59,6 +63,35 @@ class Inbox:
         while len(self.messages) < count and time.monotonic() < deadline:
             time.sleep(0.01)
         return self.messages
+
+
+class HeldInbox(Inbox):
+    """An SMTP server that accepts a message only once ``release`` is set (a slow relay)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.arrived.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@contextlib.contextmanager
+def smtp_server(handler: Inbox) -> Iterator[Inbox]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, delivering to ``handler``."""
+    from aiosmtpd.controller import Controller
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    handler.port = controller.port
+    try:
+        yield handler
+    finally:
+        if isinstance(handler, HeldInbox):
+            handler.release.set()
+        controller.stop()
 
 
 def free_port() -> int:

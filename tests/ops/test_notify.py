@@ -16,18 +16,14 @@ from aiosmtpd.smtp import AuthResult
 import mfa_core
 from mfa_core import notify
 
-from ..support import Inbox, free_port
+from ..support import HeldInbox, Inbox, free_port, smtp_server
 from .conftest import cli_env, code_for, enable_totp
 
 
 @pytest.fixture
 def inbox():
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    handler.port = controller.port
-    yield handler
-    controller.stop()
+    with smtp_server(Inbox()) as handler:
+        yield handler
 
 
 def smtp_env(port: int, **extra: str) -> dict[str, str]:
@@ -223,6 +219,49 @@ def test_a_mail_server_that_is_down_never_blocks_the_action_and_is_audited(data_
     assert notify_logs and "alice@example.com" in notify_logs[0].getMessage()
     assert "ConnectionRefusedError" in notify_logs[0].getMessage()
     assert all(secret not in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+def held_inbox():
+    with smtp_server(HeldInbox()) as handler:
+        yield handler
+
+
+def test_in_the_background_an_action_returns_while_the_relay_still_holds_its_mail(
+        data_dir, clock, directory, held_inbox):
+    notifier = notify.from_settings(data_dir, smtp_env(held_inbox.port), None)
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, notifier=notifier,
+                                notify_in_background=True)
+    enable_totp(svc, clock, "alice")  # returns although the relay has not accepted the mail
+    assert held_inbox.arrived.wait(10)
+    assert svc.status("alice").totp_enabled
+    assert held_inbox.messages == []
+    assert not [e for e in svc.audit("alice") if e.event.startswith("notification_")]
+    assert svc.flush_notifications(timeout=0.2) is False  # still held
+    held_inbox.release.set()
+    assert svc.flush_notifications(timeout=10) is True
+    [msg] = held_inbox.messages
+    assert msg["Subject"] == "[MFA Portal] An authenticator app was added to your account"
+    sent = [(e.actor, e.detail) for e in svc.audit("alice") if e.event == "notification_sent"]
+    assert sent == [("system", "totp_enabled")]
+
+
+def test_in_the_background_mails_go_out_in_order_and_failures_are_audited(data_dir, clock,
+                                                                          directory, inbox):
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, notify_in_background=True,
+                                notifier=notify.from_settings(data_dir, smtp_env(inbox.port), None))
+    enable_totp(svc, clock, "alice")
+    svc.disable_totp("alice")
+    assert svc.flush_notifications(timeout=10)
+    assert [m["Subject"] for m in inbox.messages] == [
+        "[MFA Portal] An authenticator app was added to your account",
+        "[MFA Portal] Your authenticator app was removed"]
+    down = mfa_core.open_service(data_dir, clock=clock, environ={}, notify_in_background=True,
+                                 notifier=notify.from_settings(data_dir, smtp_env(free_port()), None))
+    down.reset_mfa("bob", actor="admin", reason="lost phone")
+    assert down.flush_notifications(timeout=20)
+    failed = [(e.actor, e.detail) for e in down.audit("bob") if e.event == "notification_failed"]
+    assert failed == [("system", "helpdesk_reset")]
 
 
 def test_the_command_line_reset_succeeds_when_mail_fails(cli, directory, svc, clock, data_dir):
