@@ -607,8 +607,13 @@ class MFAService:
         """Wait until every queued notification was handled; False if ``timeout`` ran out.
 
         Queued mails are also sent before the process exits (the sender thread
-        is joined at interpreter shutdown).
+        is joined at interpreter shutdown). Raises TypeError/ValueError on a bad timeout.
         """
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError("timeout must be a number of seconds or None")
+            if not timeout >= 0:
+                raise ValueError("timeout must not be negative.")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._outbox_lock:

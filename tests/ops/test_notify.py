@@ -246,6 +246,14 @@ def test_in_the_background_an_action_returns_while_the_relay_still_holds_its_mai
     assert sent == [("system", "totp_enabled")]
 
 
+def test_flush_notifications_refuses_a_bad_timeout_and_returns_at_once_when_idle(svc):
+    assert svc.flush_notifications() is True and svc.flush_notifications(timeout=0) is True
+    with pytest.raises(TypeError):
+        svc.flush_notifications(timeout="5")
+    with pytest.raises(ValueError):
+        svc.flush_notifications(timeout=-1)
+
+
 def test_in_the_background_mails_go_out_in_order_and_failures_are_audited(data_dir, clock,
                                                                           directory, inbox):
     svc = mfa_core.open_service(data_dir, clock=clock, environ={}, notify_in_background=True,
