@@ -18,7 +18,7 @@ from typing import Callable
 import mfa_core
 from mfa_core import notify
 from filelock import FileLock
-from mfa_core.storage import write_atomic
+from mfa_core.storage import sweep_leftovers, write_atomic
 from mfa_core.users import UserDirectory
 
 log = logging.getLogger("portal")
@@ -97,8 +97,20 @@ def _open(path: Path, clk: Callable[[], float]) -> Portal:
         # Remember that these users are the demo's, so the banner never
         # advertises passwords of a directory somebody set up by hand.
         write_atomic(path / DEMO_MARKER, b"demo users created by the portal\n", mode=0o600)
+    # Temp files of writers killed mid-write: swept once per process, off the request path.
+    threading.Thread(target=_sweep_leftovers, args=(path,), name="mfa-sweep", daemon=True).start()
     return Portal(data_dir=path, service=svc, directory=users,
                   cookie_key=_cookie_key(path), demo=demo and (path / DEMO_MARKER).exists())
+
+
+def _sweep_leftovers(path: Path) -> None:
+    try:
+        removed = sweep_leftovers(path)
+    except OSError as err:
+        log.warning("leftover temp files in %s not swept: %s", path, type(err).__name__)
+        return
+    if removed:
+        log.info("removed %d leftover temp file(s) from %s", removed, path)
 
 
 def _notifier(path: Path) -> notify.MailNotifier | None:

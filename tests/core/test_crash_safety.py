@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import mfa_core
+from mfa_core.storage import sweep_leftovers
 
 from .conftest import T0
 
@@ -89,3 +90,8 @@ def test_store_survives_sigkill_mid_write_many_times(data_dir):
         assert svc.audit() is not None  # a torn audit line never stops a query
     assert kills_mid_run >= KILLS // 2, "the writer was rarely killed while writing"
     assert sum(seen.values()) > KILLS
+    # No writer is alive now: every temp file left by a kill can go, and nothing else.
+    sweep_leftovers(data_dir, older_than=0)
+    assert not [p for p in data_dir.rglob("*.tmp")]
+    svc = mfa_core.open_service(data_dir, clock=lambda: T0, environ={})
+    assert {u: svc.status(u).failed_attempts for u in USERS} == seen

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import tempfile
 import threading
+import time
 
 import pytest
 
@@ -93,3 +96,34 @@ def test_two_rotations_at_once_leave_every_secret_readable(data_dir, clock):
     for user, secret in secrets_.items():
         fresh.attempt_second_factor(user, code_for(secret, clock()))
     assert data_files(data_dir)
+
+
+def _leftover(directory, target: str, age: float):
+    """A temp file as write_atomic names them, last touched ``age`` seconds ago."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(dir=directory, prefix=f".{target}.", suffix=".tmp")
+    os.write(fd, b'{"half": ')
+    os.close(fd)
+    os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_sweep_removes_only_old_temp_files_of_killed_writers(svc, data_dir, clock):
+    enable_totp(svc, clock, "alice")
+    before = {p: p.read_bytes() for p in data_dir.rglob("*") if p.is_file()}
+    [user_file] = [p for p in before if p.suffix == ".json" and "users" in p.parts]
+    old = [_leftover(user_file.parent, user_file.name, 7200),
+           _leftover(data_dir, "users.yaml", 4000)]
+    fresh = _leftover(user_file.parent, user_file.name, 5)  # a writer may still own it
+    assert storage.sweep_leftovers(data_dir) == 2
+    assert not any(os.path.exists(p) for p in old) and os.path.exists(fresh)
+    assert {p: p.read_bytes() for p in before} == before  # records, keys, locks, audit untouched
+    assert svc.status("alice").totp_enabled
+    assert storage.sweep_leftovers(data_dir, older_than=0) == 1
+
+
+def test_sweep_refuses_a_bad_age(data_dir):
+    with pytest.raises(TypeError):
+        storage.sweep_leftovers(data_dir, older_than="1h")
+    with pytest.raises(ValueError):
+        storage.sweep_leftovers(data_dir, older_than=-1)

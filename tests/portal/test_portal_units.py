@@ -1,11 +1,13 @@
-"""The portal's pieces that need no Streamlit run: QR rendering, the lazy credentials."""
+"""The portal's pieces that need no Streamlit run: QR rendering, the lazy credentials, start-up."""
 
 from __future__ import annotations
 
 import io
-
+import os
 import random
 import string
+import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import zxingcpp
 from PIL import Image
 from qrcode.constants import ERROR_CORRECT_M
 
+import portal.config
 from portal import session
 from portal.qr import penalties, qr_matrix, qr_png
 from portal.users import Credentials
@@ -106,3 +109,16 @@ def test_credentials_copy_only_the_entry_asked_for_and_never_change_the_snapshot
 def test_backup_codes_left_message_warns_at_three_or_fewer(left, kind, words):
     got_kind, text = session.backup_codes_left_message(left)
     assert got_kind == kind and words in text
+
+
+def test_the_portal_sweeps_old_temp_files_when_it_opens_a_data_dir(data_dir, monkeypatch):
+    fd, leftover = tempfile.mkstemp(dir=data_dir, prefix=".users.yaml.", suffix=".tmp")
+    os.close(fd)
+    os.utime(leftover, (time.time() - 7200, time.time() - 7200))
+    monkeypatch.setattr(portal.config, "_portals", {})  # as a new portal process would
+    portal.config.portal()
+    deadline = time.monotonic() + 10
+    while os.path.exists(leftover) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not os.path.exists(leftover)
+    assert portal.config.directory().get("alice") is not None
