@@ -13,7 +13,11 @@ first navigation is an untimed warm-up.
 * sign-in page: ``/`` signed out, target the **Username** input;
 * Manage MFA: ``/Manage_MFA`` signed in (the remember-me cookie of a user
   with no second factor, so the page itself renders), target **Add**;
-* hello: ``/`` of the hello server, target the text "hello" (it has no widget).
+* hello: ``/`` of the hello server, target the text "hello" (it has no widget);
+* reference, not a target: ``bench/form_app.py``, the sign-in form's widgets
+  alone (title, form, two text inputs, button) on a third server, target its
+  **Username** input: what Streamlit itself costs for such a form, so the
+  sign-in page's ratio can be read as form cost plus the portal's own.
 
 Child: ``python -m bench.browser child <runs> <users>``.
 """
@@ -164,7 +168,8 @@ def child(runs: int, users: int) -> dict[str, Any]:
         pages._prepare(data_dir, users)
         portal_server = Server("streamlit_app.py", data_dir, root / "portal.log")
         hello_server = Server("bench/hello_app.py", root / "hello-data", root / "hello.log")
-        servers = [portal_server, hello_server]
+        form_server = Server("bench/form_app.py", root / "form-data", root / "form.log")
+        servers = [portal_server, hello_server, form_server]
         for server in servers:
             server.start()
         with sync_playwright() as pw:
@@ -174,6 +179,7 @@ def child(runs: int, users: int) -> dict[str, Any]:
                 "hello": (hello_server.url + "/", "hello"),
                 "sign-in": (portal_server.url + "/", "username"),
                 "manage": (portal_server.url + "/Manage_MFA", "add"),
+                "form": (form_server.url + "/", "username"),
             }
             contexts = {}
             for name, (_, target) in cases.items():
@@ -236,7 +242,7 @@ def render(res: dict[str, Any], args, head: str, seconds: float) -> str:
     s = res["samples"]
     hello = p50(s["hello"]["nav"])
     lines = ["## Browser (issue 4): navigation to the first interactive widget", "",
-             f"{head}. Headless Chromium ({CHROMIUM}) via Playwright; both servers started "
+             f"{head}. Headless Chromium ({CHROMIUM}) via Playwright; every server started "
              f"the same way (`streamlit run`, free loopback port). ms from navigation start "
              f"until the target is visible and enabled and the app's script state is "
              f"`notRunning` (seen in the page on every DOM mutation); median (p50) and p95 of "
@@ -258,7 +264,16 @@ def render(res: dict[str, Any], args, head: str, seconds: float) -> str:
     nav = s["hello"]["nav"]
     rows.append(["hello `/` (baseline)", "text \"hello\"", f"{ms(hello)} / {ms(percentile(nav, 95))}",
                  ms(hello), "1.00×", "", ms(p50(s["hello"]["wall"]))])
+    form = s.get("form", {}).get("nav")
+    if form:
+        rows.append(["reference: the sign-in form's widgets alone (`bench/form_app.py`)",
+                     "Username input", f"{ms(p50(form))} / {ms(percentile(form, 95))}", ms(hello),
+                     ratio(p50(form), hello), "(not a target)", ms(p50(s["form"]["wall"]))])
     lines += [table(header, rows, "llrrrrr"), ""]
+    if form:
+        lines += [f"- The sign-in page takes {ratio(p50(s['sign-in']['nav']), p50(form))} the "
+                  f"time of the bare form (the portal's own cost); the bare form takes "
+                  f"{ratio(p50(form), hello)} the time of hello (Streamlit's form widgets).", ""]
     if res.get("tracebacks"):
         lines += ["- **The portal server printed a traceback** during the run.", ""]
     lines += [f"Browser part took {seconds:.0f} s.", ""]
