@@ -15,8 +15,8 @@ import datetime as dt
 import hashlib
 import json
 import os
-import sqlite3
 import re
+import sqlite3
 import tempfile
 import threading
 import time

@@ -104,11 +104,7 @@ def _open(path: Path, clk: Callable[[], float]) -> Portal:
 
 
 def _sweep_leftovers(path: Path) -> None:
-    try:
-        removed = sweep_leftovers(path)
-    except OSError as err:
-        log.warning("leftover temp files in %s not swept: %s", path, type(err).__name__)
-        return
+    removed = sweep_leftovers(path)  # skips what it cannot read or remove
     if removed:
         log.info("removed %d leftover temp file(s) from %s", removed, path)
 

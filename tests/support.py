@@ -1,4 +1,4 @@
-"""Helpers shared by the test packages: the injected clock, authenticator codes, a loopback SMTP inbox."""
+"""Test helpers: the injected clock, authenticator codes, loopback SMTP servers, leftover temp files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import os
 import socket
+import tempfile
 import threading
 import time
 from typing import Iterator
@@ -92,6 +94,16 @@ def smtp_server(handler: Inbox) -> Iterator[Inbox]:
         if isinstance(handler, HeldInbox):
             handler.release.set()
         controller.stop()
+
+
+def leftover_temp_file(directory, target: str, age: float) -> str:
+    """A temp file as ``write_atomic`` names them (a killed writer's), last touched ``age`` s ago."""
+    os.makedirs(directory, exist_ok=True)
+    fd, path = tempfile.mkstemp(dir=directory, prefix=f".{target}.", suffix=".tmp")
+    os.write(fd, b'{"half": ')
+    os.close(fd)
+    os.utime(path, (time.time() - age, time.time() - age))
+    return path
 
 
 def free_port() -> int:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import tempfile
 import threading
-import time
 
 import pytest
 
 import mfa_core
 from mfa_core import storage
 
+from ..support import leftover_temp_file
 from .conftest import code_for, data_files, enable_totp
 
 
@@ -98,23 +97,13 @@ def test_two_rotations_at_once_leave_every_secret_readable(data_dir, clock):
     assert data_files(data_dir)
 
 
-def _leftover(directory, target: str, age: float):
-    """A temp file as write_atomic names them, last touched ``age`` seconds ago."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, path = tempfile.mkstemp(dir=directory, prefix=f".{target}.", suffix=".tmp")
-    os.write(fd, b'{"half": ')
-    os.close(fd)
-    os.utime(path, (time.time() - age, time.time() - age))
-    return path
-
-
 def test_sweep_removes_only_old_temp_files_of_killed_writers(svc, data_dir, clock):
     enable_totp(svc, clock, "alice")
     before = {p: p.read_bytes() for p in data_dir.rglob("*") if p.is_file()}
     [user_file] = [p for p in before if p.suffix == ".json" and "users" in p.parts]
-    old = [_leftover(user_file.parent, user_file.name, 7200),
-           _leftover(data_dir, "users.yaml", 4000)]
-    fresh = _leftover(user_file.parent, user_file.name, 5)  # a writer may still own it
+    old = [leftover_temp_file(user_file.parent, user_file.name, 7200),
+           leftover_temp_file(data_dir, "users.yaml", 4000)]
+    fresh = leftover_temp_file(user_file.parent, user_file.name, 5)  # a writer may still own it
     assert storage.sweep_leftovers(data_dir) == 2
     assert not any(os.path.exists(p) for p in old) and os.path.exists(fresh)
     assert {p: p.read_bytes() for p in before} == before  # records, keys, locks, audit untouched

@@ -6,7 +6,6 @@ import io
 import os
 import random
 import string
-import tempfile
 import time
 
 import numpy as np
@@ -20,6 +19,8 @@ import portal.config
 from portal import session
 from portal.qr import penalties, qr_matrix, qr_png
 from portal.users import Credentials
+
+from ..support import leftover_temp_file
 
 
 @pytest.mark.parametrize("uri", [
@@ -35,7 +36,7 @@ def test_qr_png_is_200_px_and_reads_back_as_exactly_the_uri(uri):
 
 
 def _texts(seed: int, count: int) -> list[str]:
-    """Texts of many lengths (QR versions 1 to 15, so the version-information blocks too)."""
+    """Texts of many lengths (QR versions 1 to 13, so the version-information blocks too)."""
     rnd = random.Random(seed)
     alphabet = string.ascii_letters + string.digits + "%:/?&=.-_"
     return ["".join(rnd.choices(alphabet, k=rnd.choice([1, 12, 40, 92, 130, 200, 330])))
@@ -112,9 +113,7 @@ def test_backup_codes_left_message_warns_at_three_or_fewer(left, kind, words):
 
 
 def test_the_portal_sweeps_old_temp_files_when_it_opens_a_data_dir(data_dir, monkeypatch):
-    fd, leftover = tempfile.mkstemp(dir=data_dir, prefix=".users.yaml.", suffix=".tmp")
-    os.close(fd)
-    os.utime(leftover, (time.time() - 7200, time.time() - 7200))
+    leftover = leftover_temp_file(data_dir, "users.yaml", 7200)
     monkeypatch.setattr(portal.config, "_portals", {})  # as a new portal process would
     portal.config.portal()
     deadline = time.monotonic() + 10
