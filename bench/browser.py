@@ -264,16 +264,14 @@ def render(res: dict[str, Any], args, head: str, seconds: float) -> str:
     nav = s["hello"]["nav"]
     rows.append(["hello `/` (baseline)", "text \"hello\"", f"{ms(hello)} / {ms(percentile(nav, 95))}",
                  ms(hello), "1.00×", "", ms(p50(s["hello"]["wall"]))])
-    form = s.get("form", {}).get("nav")
-    if form:
-        rows.append(["reference: the sign-in form's widgets alone (`bench/form_app.py`)",
-                     "Username input", f"{ms(p50(form))} / {ms(percentile(form, 95))}", ms(hello),
-                     ratio(p50(form), hello), "(not a target)", ms(p50(s["form"]["wall"]))])
-    lines += [table(header, rows, "llrrrrr"), ""]
-    if form:
-        lines += [f"- The sign-in page takes {ratio(p50(s['sign-in']['nav']), p50(form))} the "
-                  f"time of the bare form (the portal's own cost); the bare form takes "
-                  f"{ratio(p50(form), hello)} the time of hello (Streamlit's form widgets).", ""]
+    form = s["form"]["nav"]
+    rows.append(["reference: the sign-in form's widgets alone (`bench/form_app.py`)",
+                 "Username input", f"{ms(p50(form))} / {ms(percentile(form, 95))}", ms(hello),
+                 ratio(p50(form), hello), "(not a target)", ms(p50(s["form"]["wall"]))])
+    lines += [table(header, rows, "llrrrrr"), "",
+              f"- The sign-in page takes {ratio(p50(s['sign-in']['nav']), p50(form))} the time of "
+              f"the bare form (the portal's own cost); the bare form takes "
+              f"{ratio(p50(form), hello)} the time of hello (Streamlit's form widgets).", ""]
     if res.get("tracebacks"):
         lines += ["- **The portal server printed a traceback** during the run.", ""]
     lines += [f"Browser part took {seconds:.0f} s.", ""]
