@@ -1,20 +1,25 @@
 """The user directory streamlit-authenticator reads: ``users.yaml`` in the data dir.
 
 Passwords are bcrypt hashes; roles say who is a helpdesk admin. Writes are
-atomic and locked, like the MFA store's.
+atomic and locked against other threads and processes, like the MFA store's;
+reads share one parse of the file until it changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import bcrypt
 import yaml
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from .errors import MFAError
 from .storage import write_atomic
@@ -23,6 +28,13 @@ USERS_FILE = "users.yaml"
 ADMIN_ROLE = "admin"
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 MIN_PASSWORD = 8
+LOCK_TIMEOUT = 30.0  # seconds a change waits for another writer before it gives up
+
+# libyaml when PyYAML was built with it: ~4x faster on a big directory, same output.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+# What bcrypt.checkpw takes: $2a$/$2b$/$2x$/$2y$, cost 04-31, 22 salt + 31 hash characters.
+_BCRYPT_HASH = re.compile(r"\$2[abxy]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 
 DEMO_USERS = (
     ("alice", "alice-demo", "Alice Example", "alice@example.com", ["user"]),
@@ -128,67 +140,206 @@ def hash_password(password: str) -> str:
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt()).decode("ascii")
 
 
+# Writers of one users.yaml in this process queue on one threading.Lock (by
+# resolved path, whichever UserDirectory object they use); the FileLock taken
+# after it excludes other processes. filelock's own lock is re-entrant per
+# object, so it alone would let every thread of a shared object in at once.
+_PATH_LOCKS: dict[str, threading.Lock] = {}
+_PATH_LOCKS_GUARD = threading.Lock()
+
+# (st_ino, st_mtime_ns, st_size) of a parsed users.yaml; None: there is no file.
+_Stamp = tuple[int, int, int]
+
+
+def _path_lock(path: Path) -> threading.Lock:
+    key = os.path.realpath(path)
+    with _PATH_LOCKS_GUARD:
+        return _PATH_LOCKS.setdefault(key, threading.Lock())
+
+
+def _stamp(st: os.stat_result) -> _Stamp:
+    # The inode changes with every write_atomic (a new file is renamed in);
+    # mtime and size catch an editor that rewrites the file in place.
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class UserDirectory:
-    def __init__(self, data_dir: str | Path) -> None:
+    """``users.yaml`` in a data dir: read from a cached parse, changed under a lock.
+
+    Reads parse the file only when it changed (inode, mtime or size), so a
+    directory of 10,000 users is not parsed on every lookup; the cached parse
+    is shared and never changed. Every change holds this path's thread lock and
+    then a file lock (other processes), re-reads the file, and replaces it
+    atomically. Safe to share between threads.
+    """
+
+    def __init__(self, data_dir: str | Path, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.path = Path(data_dir) / USERS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.path) + ".lock", thread_local=False)
+        self.lock_timeout = lock_timeout
+        self._lock_file = str(self.path) + ".lock"
+        self._thread_lock = _path_lock(self.path)
+        self._snapshot: tuple[_Stamp | None, dict[str, Any]] | None = None
+        self._index: tuple[dict[str, Any], UserIndex] | None = None
+        self._parse_lock = threading.Lock()  # one parse per new version, not one per reader
+
+    # -- locking -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold this file's lock against other threads and processes.
+
+        Raises UserDirectoryError when it is not free within ``lock_timeout`` seconds.
+        """
+        deadline = time.monotonic() + self.lock_timeout
+        if not self._thread_lock.acquire(timeout=self.lock_timeout):
+            raise self._lock_timed_out()
+        try:
+            # A fresh FileLock each time: its own file descriptor, so flock also
+            # excludes another object, or process, holding the lock.
+            lock = FileLock(self._lock_file, thread_local=False,
+                            timeout=max(0.0, deadline - time.monotonic()))
+            try:
+                lock.acquire(poll_interval=0.005)
+            except Timeout:
+                raise self._lock_timed_out() from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            self._thread_lock.release()
+
+    def _lock_timed_out(self) -> UserDirectoryError:
+        return UserDirectoryError(
+            f"The user file {self.path} is being changed by someone else and stayed locked "
+            f"for {self.lock_timeout:g} s; nothing was changed. Try again in a moment.")
 
     # -- reading ---------------------------------------------------------
 
-    def _read(self) -> dict[str, Any]:
+    def _load(self) -> tuple[_Stamp | None, dict[str, Any]]:
+        """The file parsed afresh, with the stamp of exactly the bytes parsed.
+
+        Raises UserDirectoryError when the file cannot be read or is not a user file.
+        """
         try:
-            data = yaml.safe_load(self.path.read_text("utf-8")) or {}
+            with open(self.path, "rb") as fh:
+                # fstat of the open file: the stamp belongs to what is read, even
+                # if a writer renames a new file in meanwhile.
+                stamp = _stamp(os.fstat(fh.fileno()))
+                raw = fh.read()
         except FileNotFoundError:
-            data = {}
-        except (OSError, yaml.YAMLError) as exc:
+            return None, _normalized({}, self.path)
+        except OSError as exc:
             raise UserDirectoryError(f"The user file {self.path} cannot be read.") from exc
-        data.setdefault("credentials", {}).setdefault("usernames", {})
-        if data["credentials"]["usernames"] is None:
-            data["credentials"]["usernames"] = {}
-        return data
+        try:
+            data = yaml.load(raw.decode("utf-8"), Loader=_LOADER)
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise UserDirectoryError(f"The user file {self.path} cannot be read.") from exc
+        return stamp, _normalized(data, self.path)
+
+    def _current_stamp(self) -> _Stamp | None:
+        try:
+            return _stamp(os.stat(self.path))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise UserDirectoryError(f"The user file {self.path} cannot be read.") from exc
+
+    def _read(self) -> dict[str, Any]:
+        """The cached parse of the file (shared: never change it), re-parsed if the file changed.
+
+        Raises UserDirectoryError when the file cannot be read.
+        """
+        cached = self._snapshot
+        if cached is not None and cached[0] == self._current_stamp():
+            return cached[1]
+        with self._parse_lock:
+            cached = self._snapshot  # another reader may have parsed it meanwhile
+            if cached is not None and cached[0] == self._current_stamp():
+                return cached[1]
+            cached = self._snapshot = self._load()
+        return cached[1]
 
     def exists(self) -> bool:
         return self.path.exists()
 
+    def entries(self) -> dict[str, Any]:
+        """username -> raw entry, the shared cached parse: read it, never change it.
+
+        The same object while the file is unchanged. Raises UserDirectoryError
+        when the file cannot be read.
+        """
+        return self._read()["credentials"]["usernames"]
+
     def credentials(self) -> dict[str, Any]:
-        """The ``credentials`` dict streamlit-authenticator takes (a copy)."""
+        """The ``credentials`` dict streamlit-authenticator takes (a copy).
+
+        Raises UserDirectoryError when the file cannot be read.
+        """
         return copy.deepcopy(self._read()["credentials"])
 
     def users(self) -> list[User]:
-        entries = self._read()["credentials"]["usernames"]
+        """Every user, sorted by username. Raises UserDirectoryError when the file cannot be read."""
+        entries = self.entries()
         return [self._user(name, entry) for name, entry in sorted(entries.items())]
 
     def get(self, username: str) -> User | None:
-        entry = self._read()["credentials"]["usernames"].get(username)
+        """The user, or None. Raises UserDirectoryError when the file cannot be read."""
+        entry = self.entries().get(username)
         return self._user(username, entry) if entry is not None else None
 
     def require(self, username: str) -> User:
+        """The user. Raises UserDirectoryError when there is none or the file cannot be read."""
         user = self.get(username)
         if user is None:
             raise UserDirectoryError(f"There is no user named {username!r}.")
         return user
 
+    def password_hash(self, username: str) -> str | None:
+        """The user's stored bcrypt hash, or None (no such user, or no usable hash).
+
+        Read from the cached parse. Raises TypeError when ``username`` is not a
+        str, UserDirectoryError when the file cannot be read.
+        """
+        if not isinstance(username, str):
+            raise TypeError("username must be a str")
+        entry = self.entries().get(username)
+        hashed = entry.get("password") if isinstance(entry, dict) else None
+        # A hand-edited entry may hold a plain-text password or junk: never usable.
+        return hashed if isinstance(hashed, str) and _BCRYPT_HASH.fullmatch(hashed) else None
+
     def check_password(self, username: str, password: str) -> bool:
         """True when ``password`` is the user's (bcrypt compares in constant time).
 
         Surrounding blanks are ignored, as on the sign-in form, so a password
-        typed the same way works in both places.
+        typed the same way works in both places. Raises TypeError for a
+        non-str argument, UserDirectoryError when the file cannot be read.
         """
         if not isinstance(password, str) or not isinstance(username, str):
             raise TypeError("username and password must be str")
         password = password.strip()
-        entry = self._read()["credentials"]["usernames"].get(username)
-        if not entry or not password:
+        hashed = self.password_hash(username)
+        if hashed is None or not password:
             return False
         try:
-            return bcrypt.checkpw(password.encode("utf-8"), str(entry.get("password", "")).encode("ascii"))
+            return bcrypt.checkpw(password.encode("utf-8"), hashed.encode("ascii"))
         except ValueError:
             return False
 
     def index(self) -> UserIndex:
-        """Every user, searchable (parses the file once; see :class:`UserIndex`)."""
-        return UserIndex(self._read()["credentials"]["usernames"])
+        """Every user, searchable (see :class:`UserIndex`): built once per version of the file.
+
+        Shared while the file is unchanged: read it, never change it. Raises
+        UserDirectoryError when the file cannot be read.
+        """
+        entries = self.entries()
+        cached = self._index
+        if cached is not None and cached[0] is entries:
+            return cached[1]
+        built = UserIndex(entries)
+        self._index = (entries, built)  # two threads may both build it; either one is right
+        return built
 
     @staticmethod
     def _user(username: str, entry: dict[str, Any]) -> User:
@@ -196,34 +347,56 @@ class UserDirectory:
 
     # -- changing ----------------------------------------------------------
 
-    def _change(self, fn) -> None:
-        with self._lock:
-            data = self._read()
+    def _change(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Apply ``fn`` to a fresh parse of the usernames and write the file, all under the lock.
+
+        The cache is ignored: another process may have written since it was
+        parsed, and the cached parse must never be changed. Raises what ``fn``
+        raises (nothing is written then) and UserDirectoryError.
+        """
+        with self._locked():
+            data = self._load()[1]
             fn(data["credentials"]["usernames"])
-            write_atomic(self.path, yaml.safe_dump(data, sort_keys=True).encode("utf-8"), mode=0o600)
+            self._write(data)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        """Replace the file with ``data``; call with the lock held. ``data`` becomes the cache."""
+        write_atomic(self.path, yaml.dump(data, Dumper=_DUMPER, sort_keys=True).encode("utf-8"),
+                     mode=0o600)
+        # The next read needs no parse: nobody else writes while the lock is
+        # held, so the stamp taken now is the stamp of what was just written.
+        self._snapshot = (self._current_stamp(), data)
 
     def add(self, username: str, password: str, *, name: str = "", email: str = "",
             roles: list[str] | None = None) -> User:
+        """Add a user; returns it.
+
+        Raises TypeError/ValueError for a bad username or password, and
+        UserDirectoryError when the user exists or the file cannot be changed.
+        """
         username = check_username(username)
-        hashed = hash_password(password)
-        first, _, last = (name or username).partition(" ")
+        entry = _new_entry(username, hash_password(password), name, email, roles)  # bcrypt outside the lock
 
         def add(users: dict[str, Any]) -> None:
             if username in users:
                 raise UserDirectoryError(f"A user named {username!r} already exists.")
-            users[username] = {"email": email, "first_name": first, "last_name": last,
-                               "password": hashed, "roles": list(roles or ["user"]),
-                               "failed_login_attempts": 0, "logged_in": False}
+            users[username] = entry
         self._change(add)
         return self.require(username)
 
     def remove(self, username: str) -> None:
+        """Remove a user. Raises UserDirectoryError when there is none or the file cannot be changed."""
         def remove(users: dict[str, Any]) -> None:
             if users.pop(username, None) is None:
                 raise UserDirectoryError(f"There is no user named {username!r}.")
         self._change(remove)
 
     def set_password(self, username: str, password: str) -> None:
+        """Give a user a new password.
+
+        Raises TypeError/ValueError for a password the portal refuses, and
+        UserDirectoryError when there is no such user or the file cannot be changed.
+        """
         hashed = hash_password(password)
 
         def change(users: dict[str, Any]) -> None:
@@ -233,6 +406,8 @@ class UserDirectory:
         self._change(change)
 
     def set_roles(self, username: str, roles: list[str]) -> None:
+        """Replace a user's roles. Raises UserDirectoryError when there is no such user or the
+        file cannot be changed."""
         def change(users: dict[str, Any]) -> None:
             if username not in users:
                 raise UserDirectoryError(f"There is no user named {username!r}.")
@@ -240,13 +415,52 @@ class UserDirectory:
         self._change(change)
 
     def ensure_demo_users(self) -> bool:
-        """Create the demo users on a fresh directory; True if it did."""
-        with self._lock:
+        """Create the demo users (alice, bob, admin) on a fresh directory; True if this call did.
+
+        Several processes may start the portal on one fresh data dir at once:
+        the first to take the lock writes all three users in one change, the
+        others then find the file and return False. A directory that has a
+        ``users.yaml`` already is left alone. Raises UserDirectoryError when
+        the lock stays taken or the file cannot be written.
+        """
+        if self.path.exists():
+            return False  # the usual start: no hashing, no lock
+        # Hashed before the lock is taken (~0.25 s each): writers never queue behind bcrypt.
+        demo = {username: _new_entry(username, hash_password(password), name, email, roles)
+                for username, password, name, email, roles in DEMO_USERS}
+        with self._locked():
             if self.path.exists():
-                return False
-        for username, password, name, email, roles in DEMO_USERS:
-            try:
-                self.add(username, password, name=name, email=email, roles=roles)
-            except UserDirectoryError:
-                pass  # another process created it first
+                return False  # another process created it while this one hashed
+            data = _normalized({}, self.path)
+            data["credentials"]["usernames"].update(demo)
+            self._write(data)
         return True
+
+
+def _new_entry(username: str, hashed: str, name: str, email: str,
+               roles: list[str] | None) -> dict[str, Any]:
+    """A new user's ``users.yaml`` entry, in the fields streamlit-authenticator reads."""
+    first, _, last = (name or username).partition(" ")
+    return {"email": email, "first_name": first, "last_name": last, "password": hashed,
+            "roles": list(roles or ["user"]), "failed_login_attempts": 0, "logged_in": False}
+
+
+def _normalized(data: Any, path: Path) -> dict[str, Any]:
+    """A parsed ``users.yaml`` with ``credentials.usernames`` a dict (an empty file has none).
+
+    Raises UserDirectoryError for a file that is not a user file (a list, a string...).
+    """
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise UserDirectoryError(f"The user file {path} cannot be read: it is not a mapping.")
+    credentials = data.get("credentials")
+    if credentials is None:
+        credentials = data["credentials"] = {}
+    if not isinstance(credentials, dict):
+        raise UserDirectoryError(f"The user file {path} cannot be read: 'credentials' is not a mapping.")
+    if credentials.get("usernames") is None:
+        credentials["usernames"] = {}
+    if not isinstance(credentials["usernames"], dict):
+        raise UserDirectoryError(f"The user file {path} cannot be read: "
+                                 "'credentials.usernames' is not a mapping.")
+    return data

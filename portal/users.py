@@ -1,8 +1,11 @@
 """The user directory as the pages read it: parsed once per change of ``users.yaml``.
 
 Parsing a directory of 10,000 users takes a while; pages look a user up on
-every run, so the parsed file is kept until the file changes (size or mtime).
-The snapshot is the shared directory, not anyone's session data.
+every run, so they read the directory's own cached parse
+(``mfa_core.users.UserDirectory.entries``), kept until the file changes
+(inode, mtime or size). ``config.portal()`` holds one directory per data dir,
+so every session shares one snapshot; it is the shared directory, not anyone's
+session data.
 
 Public, read-only: ``entries(portal)`` (username -> raw entry), ``lookup(portal,
 username)`` (one ``User``) and ``index(portal)`` (a ``mfa_core.users.UserIndex``
@@ -11,38 +14,18 @@ kept with the snapshot: sorted usernames, search, ``User`` per name).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-import yaml
-
-from mfa_core.users import User, UserIndex, user_from_entry
+from mfa_core.users import User, UserDirectoryError, UserIndex, user_from_entry
 
 from . import config
 
-_snapshots: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
-_indexes: dict[str, tuple[dict[str, Any], UserIndex]] = {}
-_lock = threading.Lock()
-
 
 def _entries(portal: config.Portal) -> dict[str, Any]:
-    path = portal.directory.path
     try:
-        st = path.stat()
-        stamp = (st.st_mtime_ns, st.st_size)
-    except OSError:
-        return {}
-    cached = _snapshots.get(str(path))
-    if cached and cached[0] == stamp:
-        return cached[1]
-    with _lock:
-        try:
-            data = yaml.load(path.read_text("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
-        except (OSError, yaml.YAMLError):
-            return {}
-        entries = ((data.get("credentials") or {}).get("usernames") or {})
-        _snapshots[str(path)] = (stamp, entries)
-    return entries
+        return portal.directory.entries()
+    except UserDirectoryError:
+        return {}  # a page shows "no such user" rather than a traceback
 
 
 def lookup(portal: config.Portal, username: str | None) -> User | None:
@@ -63,15 +46,10 @@ def index(portal: config.Portal) -> UserIndex:
     ``len(index(p))`` how many users there are. Read only; never change it.
     An unreadable directory gives an empty index.
     """
-    entries = _entries(portal)
-    key = str(portal.directory.path)
-    cached = _indexes.get(key)
-    if cached and cached[0] is entries:
-        return cached[1]
-    built = UserIndex(entries)
-    if entries:  # an unreadable file ({} each time) is not kept
-        _indexes[key] = (entries, built)
-    return built
+    try:
+        return portal.directory.index()
+    except UserDirectoryError:
+        return UserIndex({})
 
 
 class Credentials(dict):
