@@ -7,11 +7,12 @@ import pyotp
 import mfa_core
 
 
-def race(data_dir: str, now: float, worker: int, barrier, results, *, totp_secret: str,
-         backup_code: str, failures: int, users_each: int) -> None:
+def race(data_dir: str, backend: str, now: float, worker: int, barrier, results, *,
+         totp_secret: str, backup_code: str, failures: int, users_each: int) -> None:
     """One process's share: the shared code race, failures on one user, enrolling its own users."""
     policy = mfa_core.ThrottlePolicy(free_failures=10, lockout_after=100)  # losers all get a reason
-    svc = mfa_core.open_service(data_dir, clock=lambda: now, environ={}, policy=policy)
+    svc = mfa_core.open_service(data_dir, clock=lambda: now, environ={}, backend=backend,
+                                policy=policy)
     outcome: dict = {"worker": worker}
     try:
         barrier.wait(timeout=60)

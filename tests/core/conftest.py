@@ -1,4 +1,10 @@
-"""Shared fixtures for the engine tests: a fake clock, a service on a real data dir."""
+"""Fixtures for the engine tests: every test that uses ``svc`` or ``open_svc`` runs on every backend.
+
+clock, data_dir, svc and open_svc come from tests/conftest.py; ``backend``
+here overrides its default there, so ``svc`` and ``open_svc`` (and whatever
+uses them) run once per store in ``mfa_core.storage.BACKENDS``.
+``tinydb_svc`` is for the tests that read or damage the sharded TinyDB files.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +13,29 @@ from pathlib import Path
 import pytest
 
 import mfa_core
+from mfa_core.storage import BACKENDS
 
 from ..support import T0, FakeClock, code_for, enable_totp  # noqa: F401  (re-exported)
+
+# Where each backend keeps its user records (glob under the data dir).
+RECORD_FILES = {"tinydb": "users/**/*.json", "tinydb-single-file": "mfa.json", "sqlite": "mfa.sqlite3"}
 
 
 def data_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in Path(data_dir).rglob("*") if p.is_file())
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def record_files(data_dir: Path, backend: str) -> list[Path]:
+    """The files ``backend`` keeps its user records in."""
+    return sorted(Path(data_dir).glob(RECORD_FILES[backend]))
+
+
+@pytest.fixture(params=sorted(BACKENDS), ids=sorted(BACKENDS))
+def backend(request) -> str:
+    return request.param
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def svc(data_dir: Path, clock: FakeClock) -> mfa_core.MFAService:
-    return mfa_core.open_service(data_dir, clock=clock, environ={})
+def tinydb_svc(data_dir: Path, clock: FakeClock) -> mfa_core.MFAService:
+    """The engine on the sharded TinyDB store, for tests about its files (one per user)."""
+    return mfa_core.open_service(data_dir, clock=clock, environ={}, backend="tinydb")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import sqlite3
 import sys
 import threading
 import types
@@ -24,12 +26,19 @@ PROCESSES = 4
 LENIENT = ThrottlePolicy(free_failures=THREADS + 1, lockout_after=100)
 
 
-def every_user_file_parses(data_dir: Path) -> int:
-    files = list((data_dir / "users").rglob("*.json"))
-    for path in files:
-        json.loads(path.read_bytes())
-    assert not list((data_dir / "users").rglob("*.tmp")), "a temp file was left behind"
-    return len(files)
+def every_user_file_parses(data_dir: Path, backend: str = "tinydb") -> int:
+    """Every user record on disk parses and no temp file is left behind; returns how many records."""
+    assert not list(data_dir.rglob("*.tmp")), "a temp file was left behind"
+    if backend == "sqlite":
+        with contextlib.closing(sqlite3.connect(data_dir / "mfa.sqlite3")) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            docs = [json.loads(doc) for (doc,) in db.execute("SELECT doc FROM users")]
+    elif backend == "tinydb-single-file":
+        docs = list(json.loads((data_dir / "mfa.json").read_bytes())["users"].values())
+    else:
+        docs = [json.loads(path.read_bytes()) for path in (data_dir / "users").rglob("*.json")]
+    assert all(isinstance(doc, dict) for doc in docs)
+    return len(docs)
 
 
 def in_threads(fn, count: int = THREADS) -> list:
@@ -64,7 +73,7 @@ def test_threads_lose_no_failure_count(data_dir, clock, shared_instance):
     every_user_file_parses(data_dir)
 
 
-def test_threads_enrolling_different_users_all_end_enabled(svc, data_dir, clock):
+def test_threads_enrolling_different_users_all_end_enabled(svc, data_dir, backend, clock):
     def work(i):
         for n in range(5):
             user = f"t{i}-u{n}"
@@ -74,15 +83,14 @@ def test_threads_enrolling_different_users_all_end_enabled(svc, data_dir, clock)
     users = [f"t{i}-u{n}" for i in range(THREADS) for n in range(5)]
     assert all(svc.status(u).totp_enabled for u in users)
     assert set(svc.usernames()) == set(users)
-    assert every_user_file_parses(data_dir) == len(users)
+    assert every_user_file_parses(data_dir, backend) == len(users)
 
 
-def test_one_backup_code_redeemed_by_eight_threads_succeeds_once(data_dir, clock):
-    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, policy=LENIENT)
+def test_one_backup_code_redeemed_by_eight_threads_succeeds_once(open_svc, clock):
+    svc = open_svc(policy=LENIENT)
     enable_totp(svc, clock, "alice")
     code = svc.create_backup_codes("alice").codes[0]
-    services = [mfa_core.open_service(data_dir, clock=clock, environ={}, policy=LENIENT)
-                for _ in range(THREADS)]
+    services = [open_svc(policy=LENIENT) for _ in range(THREADS)]
     results = in_threads(lambda i: outcome(
         lambda: services[i].attempt_second_factor("alice", code, "backup_code")))
     assert results.count("ok") == 1, results
@@ -90,8 +98,8 @@ def test_one_backup_code_redeemed_by_eight_threads_succeeds_once(data_dir, clock
     assert svc.status("alice").backup_codes_remaining == 9
 
 
-def test_one_totp_code_sent_by_eight_threads_is_accepted_once(data_dir, clock):
-    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, policy=LENIENT)
+def test_one_totp_code_sent_by_eight_threads_is_accepted_once(open_svc, clock):
+    svc = open_svc(policy=LENIENT)
     secret = enable_totp(svc, clock, "alice")
     code = code_for(secret, clock())
     results = in_threads(lambda i: outcome(lambda: svc.attempt_second_factor("alice", code)))
@@ -99,8 +107,9 @@ def test_one_totp_code_sent_by_eight_threads_is_accepted_once(data_dir, clock):
     assert set(results) == {"ok", "CodeAlreadyUsed"}
 
 
-def test_threads_mixing_every_operation_keep_every_user_consistent(data_dir, clock):
-    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, policy=LENIENT)
+def test_threads_mixing_every_operation_keep_every_user_consistent(open_svc, data_dir, backend,
+                                                                   clock):
+    svc = open_svc(policy=LENIENT)
     secret = enable_totp(svc, clock, "shared")
     codes = svc.create_backup_codes("shared").codes
 
@@ -119,21 +128,22 @@ def test_threads_mixing_every_operation_keep_every_user_consistent(data_dir, clo
     assert svc.status("shared").backup_codes_remaining == 10 - THREADS
     assert all(rs[2] == "ok" for rs in results)
     assert svc.attempt_second_factor("shared", code_for(secret, clock())).strategy == "totp"
-    every_user_file_parses(data_dir)
+    assert every_user_file_parses(data_dir, backend) == 1 + THREADS
 
 
-def test_four_processes_on_one_data_dir(data_dir, clock, monkeypatch):
+def test_four_processes_on_one_data_dir(open_svc, data_dir, backend, clock, monkeypatch):
     """Spawned processes race for one backup code and one TOTP code, count failures, enroll users."""
     # A spawned child re-runs the parent's __main__ file; after a page test,
     # AppTest has left the portal's script there (which then fails in the child).
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
-    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, policy=LENIENT)
+    svc = open_svc(policy=LENIENT)
     secret = enable_totp(svc, clock, "shared")
     code = svc.create_backup_codes("shared").codes[0]
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
     failures, users_each = 20, 5
-    procs = [ctx.Process(target=_workers.race, args=(str(data_dir), clock(), w, barrier, results),
+    procs = [ctx.Process(target=_workers.race,
+                         args=(str(data_dir), backend, clock(), w, barrier, results),
                          kwargs=dict(totp_secret=secret, backup_code=code, failures=failures,
                                      users_each=users_each))
              for w in range(PROCESSES)]
@@ -155,5 +165,5 @@ def test_four_processes_on_one_data_dir(data_dir, clock, monkeypatch):
     assert svc.status("counted").failed_attempts == PROCESSES * failures
     enrolled = [f"p{w}-u{n}" for w in range(PROCESSES) for n in range(users_each)]
     assert all(svc.status(u).totp_enabled for u in enrolled)
-    assert every_user_file_parses(data_dir) == len(enrolled) + 2
+    assert every_user_file_parses(data_dir, backend) == len(enrolled) + 2
     assert len([e for e in svc.audit("counted") if e.event == "password_failed"]) == PROCESSES * failures

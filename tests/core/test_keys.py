@@ -1,4 +1,4 @@
-"""The server's keys: outside the TinyDB files, from the environment or a 0600 file, rotatable."""
+"""The server's keys: outside the store's files, from the environment or a 0600 file, rotatable."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet, InvalidToken
 import mfa_core
 from mfa_core import keys
 
-from .conftest import code_for, data_files, enable_totp
+from .conftest import code_for, data_files, enable_totp, record_files
 
 
 def stored_token(svc, username: str) -> str:
@@ -37,13 +37,14 @@ def test_generated_key_file_is_0600(svc, data_dir):
     assert mode == 0o600
 
 
-def test_keys_are_in_no_tinydb_file(svc, data_dir, clock):
+def test_keys_are_in_no_store_file(svc, data_dir, backend, clock):
     enable_totp(svc, clock, "alice")
     svc.create_backup_codes("alice")
     material = key_file(data_dir)
     needles = [k.encode() for k in material["fernet_keys"]] + [material["pepper"].encode()]
     store_files = [p for p in data_files(data_dir) if p.name != keys.KEY_FILE]
-    assert store_files
+    records = record_files(data_dir, backend)
+    assert records and set(records) <= set(store_files)
     for path in store_files:
         for needle in needles:
             assert needle not in path.read_bytes(), path
@@ -57,33 +58,32 @@ def test_secret_is_stored_as_a_fernet_token_of_the_file_key(svc, data_dir, clock
     assert Fernet(key.encode()).decrypt(token.encode()).decode() == secret
 
 
-def test_environment_keys_are_used_when_set(data_dir, clock):
+def test_environment_keys_are_used_when_set(open_svc, data_dir, clock):
     key = Fernet.generate_key()
-    svc = mfa_core.open_service(data_dir, clock=clock, environ=env_keys(key))
+    svc = open_svc(environ=env_keys(key))
     secret = enable_totp(svc, clock, "alice")
     assert not (data_dir / keys.KEY_FILE).exists()
     assert Fernet(key).decrypt(stored_token(svc, "alice").encode()).decode() == secret
 
 
-def test_a_service_with_other_keys_cannot_read_the_secrets(data_dir, clock):
-    svc = mfa_core.open_service(data_dir, clock=clock, environ=env_keys(Fernet.generate_key()))
+def test_a_service_with_other_keys_cannot_read_the_secrets(open_svc, clock):
+    svc = open_svc(environ=env_keys(Fernet.generate_key()))
     secret = enable_totp(svc, clock, "alice")
-    stranger = mfa_core.open_service(data_dir, clock=clock, environ=env_keys(Fernet.generate_key()))
+    stranger = open_svc(environ=env_keys(Fernet.generate_key()))
     with pytest.raises(mfa_core.KeyringError):
         stranger.attempt_second_factor("alice", code_for(secret, clock()))
 
 
-def test_environment_keys_need_a_pepper(data_dir, clock):
+def test_environment_keys_need_a_pepper(open_svc):
     with pytest.raises(mfa_core.KeyringError):
-        mfa_core.open_service(data_dir, clock=clock,
-                              environ={keys.ENV_KEYS: Fernet.generate_key().decode()})
+        open_svc(environ={keys.ENV_KEYS: Fernet.generate_key().decode()})
 
 
-def test_malformed_environment_key_is_a_keyring_error(data_dir, clock):
+def test_malformed_environment_key_is_a_keyring_error(open_svc):
     env = env_keys(Fernet.generate_key())
     env[keys.ENV_KEYS] = "not-a-key"
     with pytest.raises(mfa_core.KeyringError):
-        mfa_core.open_service(data_dir, clock=clock, environ=env)
+        open_svc(environ=env)
 
 
 def test_rotation_reencrypts_every_secret_and_codes_still_verify(svc, data_dir, clock):
@@ -120,7 +120,7 @@ def test_rotation_is_in_the_audit_trail(svc, clock):
     assert (event.event, event.actor, event.outcome) == ("keys_rotated", "ops", "success")
 
 
-def test_interrupted_rotation_leaves_every_secret_readable(svc, data_dir, clock):
+def test_interrupted_rotation_leaves_every_secret_readable(svc, open_svc, data_dir, clock):
     users = [f"user{i}" for i in range(6)]
     secrets_ = {u: enable_totp(svc, clock, u) for u in users}
     # A rotation that crashes half-way: the new key is in, only some secrets moved.
@@ -130,7 +130,7 @@ def test_interrupted_rotation_leaves_every_secret_readable(svc, data_dir, clock)
             txn.record["totp"]["secret"] = svc.keyring.reencrypt(txn.record["totp"]["secret"])
     assert len(key_file(data_dir)["fernet_keys"]) == 2
 
-    fresh = mfa_core.open_service(data_dir, clock=clock, environ={})
+    fresh = open_svc()
     for user, secret in secrets_.items():
         fresh.attempt_second_factor(user, code_for(secret, clock()))
     # Running the rotation again finishes it.
@@ -138,13 +138,11 @@ def test_interrupted_rotation_leaves_every_secret_readable(svc, data_dir, clock)
     assert len(key_file(data_dir)["fernet_keys"]) == 1
     clock.advance(30)
     for user, secret in secrets_.items():
-        mfa_core.open_service(data_dir, clock=clock, environ={}).attempt_second_factor(
-            user, code_for(secret, clock()))
+        open_svc().attempt_second_factor(user, code_for(secret, clock()))
 
 
-def test_another_instance_picks_up_a_rotated_key_file(data_dir, clock):
-    first = mfa_core.open_service(data_dir, clock=clock, environ={})
-    second = mfa_core.open_service(data_dir, clock=clock, environ={})
+def test_another_instance_picks_up_a_rotated_key_file(open_svc, data_dir, clock):
+    first, second = open_svc(), open_svc()
     secret = enable_totp(first, clock, "alice")
     second.status("alice")
     first.rotate_keys(actor="ops")
@@ -156,13 +154,13 @@ def test_another_instance_picks_up_a_rotated_key_file(data_dir, clock):
     assert Fernet(new_key.encode()).decrypt(token.encode()).decode() == bob
 
 
-def test_another_process_picks_up_a_rotated_key_file(data_dir, clock):
-    first = mfa_core.open_service(data_dir, clock=clock, environ={})
+def test_another_process_picks_up_a_rotated_key_file(open_svc, data_dir, backend, clock):
+    first = open_svc()
     secret = enable_totp(first, clock, "alice")
     script = textwrap.dedent(f"""
         import sys, pyotp, mfa_core
         now = {clock()!r}
-        svc = mfa_core.open_service(sys.argv[1], clock=lambda: now, environ={{}})
+        svc = mfa_core.open_service(sys.argv[1], clock=lambda: now, environ={{}}, backend=sys.argv[2])
         svc.status("alice")
         sys.stdout.write("ready\\n"); sys.stdout.flush()
         sys.stdin.readline()  # wait until the rotation is done
@@ -170,7 +168,7 @@ def test_another_process_picks_up_a_rotated_key_file(data_dir, clock):
         print("ok")
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_PORTAL_")}
-    proc = subprocess.Popen([sys.executable, "-c", script, str(data_dir)], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", script, str(data_dir), backend], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env,
                             cwd=os.path.dirname(os.path.dirname(mfa_core.__file__)))
     try:
@@ -182,23 +180,23 @@ def test_another_process_picks_up_a_rotated_key_file(data_dir, clock):
     assert out.strip() == "ok" and proc.returncode == 0
 
 
-def test_rotation_with_environment_keys_reencrypts_under_the_first_key(data_dir, clock):
+def test_rotation_with_environment_keys_reencrypts_under_the_first_key(open_svc, clock):
     old, new = Fernet.generate_key(), Fernet.generate_key()
     env = env_keys(old)
-    svc = mfa_core.open_service(data_dir, clock=clock, environ=env)
+    svc = open_svc(environ=env)
     secret = enable_totp(svc, clock, "alice")
     # The operator puts the new key first, re-encrypts, then drops the old one.
     env[keys.ENV_KEYS] = f"{new.decode()},{old.decode()}"
-    assert mfa_core.open_service(data_dir, clock=clock, environ=env).rotate_keys(actor="ops") == 1
+    assert open_svc(environ=env).rotate_keys(actor="ops") == 1
     env[keys.ENV_KEYS] = new.decode()
-    later = mfa_core.open_service(data_dir, clock=clock, environ=env)
+    later = open_svc(environ=env)
     later.attempt_second_factor("alice", code_for(secret, clock()))
 
 
-def test_a_rotation_hidden_by_an_unchanged_file_signature_is_still_picked_up(data_dir, clock):
+def test_a_rotation_hidden_by_an_unchanged_file_signature_is_still_picked_up(open_svc, data_dir,
+                                                                             clock):
     """On a file system with coarse timestamps the key file may look unchanged: reload on failure."""
-    first = mfa_core.open_service(data_dir, clock=clock, environ={})
-    second = mfa_core.open_service(data_dir, clock=clock, environ={})
+    first, second = open_svc(), open_svc()
     secret = enable_totp(first, clock, "alice")
     second.status("alice")
     stale = second.keyring._mtime

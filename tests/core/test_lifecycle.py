@@ -13,8 +13,8 @@ from mfa_core import backup_codes as bc
 from .conftest import code_for, enable_totp
 
 
-def test_full_lifecycle_from_enrollment_to_removal(data_dir, clock):
-    svc = mfa_core.open_service(data_dir, clock=clock, environ={})
+def test_full_lifecycle_from_enrollment_to_removal(open_svc, clock):
+    svc = open_svc()
     assert not svc.status("alice").two_factor_enabled
 
     resource = svc.create_totp("alice")
@@ -46,7 +46,7 @@ def test_full_lifecycle_from_enrollment_to_removal(data_dir, clock):
         svc.attempt_second_factor("alice", codes[0], strategy="backup_code")
 
     # Reopening the data dir sees the same state.
-    again = mfa_core.open_service(data_dir, clock=clock, environ={})
+    again = open_svc()
     assert again.status("alice").backup_codes_remaining == 10
     assert again.status("alice").totp_enabled
 
@@ -54,13 +54,13 @@ def test_full_lifecycle_from_enrollment_to_removal(data_dir, clock):
     assert not status.totp_enabled and status.backup_codes_remaining == 0
     with pytest.raises(mfa_core.NotEnabled):
         again.attempt_second_factor("alice", new_codes[0], strategy="backup_code")
-    assert not mfa_core.open_service(data_dir, clock=clock, environ={}).status("alice").totp_enabled
+    assert not open_svc().status("alice").totp_enabled
 
 
-def test_reopened_service_sees_the_pending_enrollment_and_its_secret(data_dir, clock):
-    first = mfa_core.open_service(data_dir, clock=clock, environ={})
+def test_reopened_service_sees_the_pending_enrollment_and_its_secret(open_svc, clock):
+    first = open_svc()
     secret = first.create_totp("alice").secret
-    second = mfa_core.open_service(data_dir, clock=clock, environ={})
+    second = open_svc()
     assert second.pending_totp("alice").secret == secret
     assert second.verify_totp("alice", code_for(secret, clock())).totp_enabled
 
@@ -126,7 +126,7 @@ def test_pending_enrollment_never_disturbs_an_enabled_authenticator(svc, clock):
     assert svc.status("alice").totp_enabled
     svc.attempt_second_factor("alice", code_for(old, clock()))
     assert svc.status("alice").backup_codes_remaining == 10
-    assert codes
+    assert svc.attempt_second_factor("alice", codes[0], "backup_code").backup_codes_remaining == 9
 
 
 def test_verifying_a_new_enrollment_replaces_the_old_authenticator(svc, clock):
@@ -181,7 +181,9 @@ def test_second_factor_without_totp_is_not_enabled(svc):
 def test_codes_with_spaces_are_accepted(svc, clock):
     secret = enable_totp(svc, clock, "alice")
     code = code_for(secret, clock())
-    svc.attempt_second_factor("alice", f"{code[:3]} {code[3:]}")
+    assert svc.attempt_second_factor("alice", f"{code[:3]} {code[3:]}").strategy == "totp"
+    with pytest.raises(mfa_core.CodeAlreadyUsed):  # the same code, spaced or not
+        svc.attempt_second_factor("alice", code)
 
 
 # -- backup codes -------------------------------------------------------------------

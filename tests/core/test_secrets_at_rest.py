@@ -8,7 +8,7 @@ import pytest
 
 import mfa_core
 
-from .conftest import code_for, data_files
+from .conftest import code_for, data_files, record_files
 
 
 def spellings(secret: str, codes: list[str]) -> list[bytes]:
@@ -20,14 +20,14 @@ def spellings(secret: str, codes: list[str]) -> list[bytes]:
 
 
 @pytest.fixture
-def exercised(data_dir, clock, caplog):
+def exercised(open_svc, clock, caplog):
     """A data dir after a full life: enrollment, sign-ins, failures, codes used, regenerated, rotated."""
     caplog.set_level(logging.DEBUG)
     def failing_mailer(event):
         raise ConnectionRefusedError(f"smtp down while sending {event!r}")
 
     # A failing notifier makes the engine log a warning for every event.
-    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, notifier=failing_mailer)
+    svc = open_svc(notifier=failing_mailer)
     pending = svc.create_totp("alice").secret  # replaced by the Reset below
     secret = svc.create_totp("alice").secret
     enrollment = code_for(secret, clock())
@@ -47,10 +47,11 @@ def exercised(data_dir, clock, caplog):
     return svc, [(secret, first + second), (pending, []), (bob, [])], typed_codes
 
 
-def test_no_secret_or_backup_code_in_any_file_under_the_data_dir(data_dir, exercised):
+def test_no_secret_or_backup_code_in_any_file_under_the_data_dir(data_dir, backend, exercised):
     _, owned, _ = exercised
     files = data_files(data_dir)
-    assert any(p.suffix == ".json" and "users" in p.parts for p in files)
+    records = record_files(data_dir, backend)
+    assert records and set(records) <= set(files)
     for path in files:
         content = path.read_bytes()
         for secret, codes in owned:

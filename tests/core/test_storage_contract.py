@@ -9,16 +9,12 @@ import pytest
 import mfa_core
 from mfa_core.storage import BACKENDS, Store
 
-from .conftest import code_for, enable_totp
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-def backend(request) -> str:
-    return request.param
+from .conftest import code_for
 
 
 @pytest.fixture
 def store(backend, tmp_path) -> Store:
+    """A bare store of each backend (``backend`` is the parametrized fixture in conftest.py)."""
     store = BACKENDS[backend](tmp_path / "store")
     yield store
     store.close()
@@ -180,11 +176,3 @@ def test_service_lifecycle_over_each_backend(backend, tmp_path, clock):
     events = [e.event for e in again.audit("alice")]
     assert events[0] == "totp_enrollment_started" and events[-1] == "helpdesk_reset"
     assert list(again.usernames()) == ["alice"]
-
-
-def test_rotation_over_each_backend(backend, tmp_path, clock):
-    svc = mfa_core.open_service(tmp_path / "data", clock=clock, backend=backend, environ={})
-    secrets_ = {u: enable_totp(svc, clock, u) for u in ("alice", "bob")}
-    assert svc.rotate_keys(actor="ops") == 2
-    for user, secret in secrets_.items():
-        svc.attempt_second_factor(user, code_for(secret, clock()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 
 import pytest
@@ -12,14 +13,16 @@ import mfa_core
 from mfa_core import storage
 
 from ..support import leftover_temp_file
-from .conftest import code_for, data_files, enable_totp
+from .conftest import code_for, enable_totp
 
 
 def user_file(data_dir, username):
     return data_dir / "users" / storage._user_key(username)[:2] / f"{storage._user_key(username)}.json"
 
 
-def test_a_damaged_user_file_is_a_storage_error_for_that_user_only(svc, data_dir, clock):
+# Damages one user's file: the sharded TinyDB store's layout.
+def test_a_damaged_user_file_is_a_storage_error_for_that_user_only(tinydb_svc, data_dir, clock):
+    svc = tinydb_svc
     enable_totp(svc, clock, "alice")
     secret = enable_totp(svc, clock, "bob")
     user_file(data_dir, "alice").write_bytes(b'{"mfa": {"1": {"username": "al')
@@ -30,7 +33,9 @@ def test_a_damaged_user_file_is_a_storage_error_for_that_user_only(svc, data_dir
     svc.attempt_second_factor("bob", code_for(secret, clock()))
 
 
-def test_a_torn_audit_line_loses_nothing_after_it(svc, data_dir, clock):
+# Tears a line of the JSON-lines audit files (both TinyDB stores; SQLite keeps a table).
+def test_a_torn_audit_line_loses_nothing_after_it(tinydb_svc, data_dir, clock):
+    svc = tinydb_svc
     svc.create_totp("alice")
     [day_file] = (data_dir / "audit").glob("*.jsonl")
     with open(day_file, "ab") as fh:
@@ -40,26 +45,26 @@ def test_a_torn_audit_line_loses_nothing_after_it(svc, data_dir, clock):
     assert [e.user for e in svc.audit()] == ["alice", "bob", "carol"]
 
 
-def test_refused_open_service_creates_nothing(tmp_path, clock):
-    data_dir = tmp_path / "data"
+def test_refused_open_service_creates_nothing(open_svc, data_dir):
     with pytest.raises(ValueError):
-        mfa_core.open_service(data_dir, clock=clock, issuer="a:b", environ={})
+        open_svc(issuer="a:b")
     with pytest.raises(TypeError):
-        mfa_core.open_service(data_dir, clock="now", environ={})
+        open_svc(clock="now")
     with pytest.raises(ValueError):
-        mfa_core.open_service(data_dir, clock=clock, backend="nosql", environ={})
+        open_svc(backend="nosql")
     assert not data_dir.exists()
 
 
-def test_an_unusable_data_dir_is_a_storage_error(tmp_path, clock):
+def test_an_unusable_data_dir_is_a_storage_error(open_svc, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(mfa_core.StorageError, match="cannot be used"):
-        mfa_core.open_service(blocker / "data", clock=clock, environ={})
+        open_svc(blocker / "data")
 
 
 def test_a_locked_sqlite_database_is_a_storage_error(tmp_path, clock, monkeypatch):
-    monkeypatch.setattr(storage, "LOCK_TIMEOUT", 0.2)
+    # The module SQLiteStore reads LOCK_TIMEOUT from (mfa_core.storage, or a module of the package).
+    monkeypatch.setattr(sys.modules[storage.SQLiteStore.__module__], "LOCK_TIMEOUT", 0.2)
     svc = mfa_core.open_service(tmp_path / "data", clock=clock, backend="sqlite", environ={})
     holder = sqlite3.connect(tmp_path / "data" / "mfa.sqlite3", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
@@ -74,10 +79,10 @@ def test_a_locked_sqlite_database_is_a_storage_error(tmp_path, clock, monkeypatc
     assert svc.status("alice").pending_enrollment
 
 
-def test_two_rotations_at_once_leave_every_secret_readable(data_dir, clock):
-    svc = mfa_core.open_service(data_dir, clock=clock, environ={})
+def test_two_rotations_at_once_leave_every_secret_readable(open_svc, data_dir, clock):
+    svc = open_svc()
     secrets_ = {f"user{i}": enable_totp(svc, clock, f"user{i}") for i in range(12)}
-    rotators = [mfa_core.open_service(data_dir, clock=clock, environ={}) for _ in range(2)]
+    rotators = [open_svc() for _ in range(2)]
     errors: list[BaseException] = []
 
     def rotate(svc):
@@ -91,13 +96,14 @@ def test_two_rotations_at_once_leave_every_secret_readable(data_dir, clock):
     for t in threads:
         t.join(timeout=120)
     assert not errors
-    fresh = mfa_core.open_service(data_dir, clock=clock, environ={})
+    fresh = open_svc()
     for user, secret in secrets_.items():
         fresh.attempt_second_factor(user, code_for(secret, clock()))
-    assert data_files(data_dir)
 
 
-def test_sweep_removes_only_old_temp_files_of_killed_writers(svc, data_dir, clock):
+# Plants temp files next to a user's file: the sharded TinyDB store's layout.
+def test_sweep_removes_only_old_temp_files_of_killed_writers(tinydb_svc, data_dir, clock):
+    svc = tinydb_svc
     enable_totp(svc, clock, "alice")
     before = {p: p.read_bytes() for p in data_dir.rglob("*") if p.is_file()}
     [user_file] = [p for p in before if p.suffix == ".json" and "users" in p.parts]

@@ -86,8 +86,8 @@ def _label(uri: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("account", ["alice", "alice smith", "alice@example.com", "a/b", "jörg", "名前"])
-def test_uri_percent_encodes_issuer_and_account(data_dir, clock, account):
-    svc = mfa_core.open_service(data_dir, clock=clock, issuer="ACME Corp/IT@HQ é", environ={})
+def test_uri_percent_encodes_issuer_and_account(open_svc, account):
+    svc = open_svc(issuer="ACME Corp/IT@HQ é")
     uri = svc.create_totp(account).uri
     parts = urlsplit(uri)
     assert (parts.scheme, parts.netloc) == ("otpauth", "totp")
@@ -123,9 +123,10 @@ def test_each_enrollment_gets_a_fresh_secret(svc):
     assert len(secrets_seen) == 20
 
 
-def test_colon_in_issuer_is_refused(data_dir, clock):
+def test_colon_in_issuer_is_refused(open_svc, data_dir):
     with pytest.raises(ValueError):
-        mfa_core.open_service(data_dir, clock=clock, issuer="a:b", environ={})
+        open_svc(issuer="a:b")
+    assert not data_dir.exists()
 
 
 def test_colon_in_account_is_refused_and_nothing_is_stored(svc):

@@ -1,4 +1,8 @@
-"""Fixtures for the operations tests: a real data dir, the CLI in a subprocess, users on file."""
+"""Fixtures for the operations tests: the CLI in a subprocess, users on file.
+
+clock, data_dir and svc (the engine on the default backend, as the CLI runs it)
+come from tests/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import mfa_core
 from mfa_core.users import UserDirectory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,23 +63,8 @@ class Cli:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
 def cli(data_dir: Path, tmp_path: Path) -> Cli:
     return Cli(data_dir, tmp_path)
-
-
-@pytest.fixture
-def svc(data_dir: Path, clock: FakeClock) -> mfa_core.MFAService:
-    return mfa_core.open_service(data_dir, clock=clock, environ={})
 
 
 @pytest.fixture
