@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from . import notify
-from .errors import KeyringError, MFAError, StorageError
+from .errors import KeyringError, MFAError, RecordDamaged, StorageError
 from .keys import ENV_KEYS
 from .service import MFAService, MFAStatus, open_service
 from .users import ADMIN_ROLE, UserDirectory, UserDirectoryError, check_username
@@ -95,6 +95,9 @@ def status_dict(status: MFAStatus, user: Any = None) -> dict[str, Any]:
         "locked": status.locked,
         "mfa_epoch": status.mfa_epoch,
         "last_activity": status.last_activity,
+        "password_failures": status.password_failures,
+        "password_blocked": status.password_blocked,
+        "damaged": status.damaged,
     }
     if user is not None:
         data.update(name=user.name, email=user.email, roles=user.roles)
@@ -102,11 +105,20 @@ def status_dict(status: MFAStatus, user: Any = None) -> dict[str, Any]:
 
 
 def lock_state(status: MFAStatus) -> str:
+    if status.damaged:
+        return "record damaged"
+    parts = []
     if status.locked:
-        return "locked"
-    if status.retry_after:
-        return f"wait {status.retry_after} s"
-    return f"{status.failed_attempts} failed" if status.failed_attempts else "-"
+        parts.append("locked")
+    elif status.retry_after:
+        parts.append(f"wait {status.retry_after} s")
+    elif status.failed_attempts:
+        parts.append(f"{status.failed_attempts} failed")
+    if status.password_blocked:
+        parts.append("password blocked from new places")
+    elif status.password_failures:
+        parts.append(f"{status.password_failures} wrong passwords")
+    return ", ".join(parts) or "-"
 
 
 # -- the commands -----------------------------------------------------------------
@@ -186,7 +198,11 @@ def cmd_users_remove(ctx: Context) -> int:
     if not ctx.args.keep_mfa:
         # A user added later under the same name must not inherit this one's authenticator.
         svc = ctx.service()
-        if svc.store.read(username) is not None:
+        try:
+            has_record = svc.store.read(username) is not None
+        except RecordDamaged:
+            has_record = True  # the reset replaces a damaged record too
+        if has_record:
             svc.reset_mfa(username, actor=ctx.actor(), reason="user removed from the directory")
     ctx.users.remove(username)
     ctx.out.write(f"Removed user {username}.\n")
@@ -221,7 +237,18 @@ def cmd_users_roles(ctx: Context) -> int:
 
 def cmd_mfa_status(ctx: Context) -> int:
     user = ctx.known_user(ctx.args.username)
-    status = ctx.service().status(user.username)
+    try:
+        status = ctx.service().status(user.username)
+    except RecordDamaged as exc:
+        if ctx.args.json:
+            json.dump({"username": user.username, "damaged": True, "detail": exc.detail}, ctx.out,
+                      indent=2)
+            ctx.out.write("\n")
+        else:
+            ctx.out.write(f"{'user:':<22}{user.username}\n{'record:':<22}damaged ({exc.detail}): "
+                          f"the user cannot sign in; 'mfa reset {user.username} --reason ...' "
+                          "replaces it\n")
+        return 1
     if ctx.args.json:
         json.dump(status_dict(status, user), ctx.out, indent=2)
         ctx.out.write("\n")
@@ -234,6 +261,9 @@ def cmd_mfa_status(ctx: Context) -> int:
         ("set-up in progress", yes[status.pending_enrollment]),
         ("failed attempts", str(status.failed_attempts)),
         ("locked", yes[status.locked]),
+        ("wrong passwords", str(status.password_failures)),
+        ("password blocked", yes[status.password_blocked] + (" (from new places)"
+                                                             if status.password_blocked else "")),
         ("wait before next try", f"{status.retry_after} s"),
         ("MFA epoch", str(status.mfa_epoch)),
         ("last activity", format_time(status.last_activity)),
@@ -251,7 +281,7 @@ def cmd_mfa_list(ctx: Context) -> int:
         json.dump([status_dict(s, u) for u, s in statuses], ctx.out, indent=2)
         ctx.out.write("\n")
         return 0
-    table([[u.username, "on" if s.totp_enabled else "off",
+    table([[u.username, "damaged" if s.damaged else "on" if s.totp_enabled else "off",
             str(s.backup_codes_remaining) if s.totp_enabled else "-", lock_state(s),
             format_time(s.last_activity)] for u, s in statuses],
           ["USERNAME", "TOTP", "CODES", "LOCKOUT", "LAST ACTIVITY"], ctx.out)

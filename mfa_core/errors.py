@@ -31,16 +31,30 @@ class CodeAlreadyUsed(InvalidCode):
     default_message = "That code was already used — wait for the next code in your app."
 
 
+class CodeExpired(InvalidCode):
+    """The code belongs to an earlier step that was never accepted: it is simply too old."""
+
+    default_message = "That code has expired — use the current one from your authentication app."
+
+
 class ClockDrift(InvalidCode):
-    """The code is valid for a time step outside the window: the device clock is off."""
+    """The code is valid for a time step outside the window: the device clock is off.
+
+    A code from the past may just as well be an old code typed late, so that
+    message says both.
+    """
 
     def __init__(self, offset_seconds: int) -> None:
         self.offset_seconds = offset_seconds
-        direction = "ahead" if offset_seconds > 0 else "behind"
-        super().__init__(
-            f"That code is not valid now: your device clock looks about "
-            f"{abs(offset_seconds)} s {direction}. Set your phone's time automatically and try again."
-        )
+        if offset_seconds > 0:
+            super().__init__(
+                f"That code is not valid now: your device clock looks about "
+                f"{offset_seconds} s ahead. Set your phone's time automatically and try again.")
+        else:
+            super().__init__(
+                f"That code has expired — use the current one. If you typed the current code, "
+                f"your device clock looks about {-offset_seconds} s behind: set your phone's "
+                f"time automatically and try again.")
 
     def __reduce__(self):
         # Rebuilt from its data, not its message (pickle, copy, multiprocessing).
@@ -67,6 +81,21 @@ class TooManyAttempts(MFAError):
 
     def __reduce__(self):
         return (type(self), (self.retry_after, str(self)))
+
+
+class PasswordBlocked(TooManyAttempts):
+    """Too many wrong passwords from unfamiliar places: only familiar places (or the helpdesk) clear it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            retry_after=0,
+            message="Too many wrong passwords: signing in with this account's password from a "
+            "new place is blocked. Sign in from a device or network you have used before, or "
+            "contact the helpdesk.",
+        )
+
+    def __reduce__(self):
+        return (type(self), ())
 
 
 class AccountLocked(TooManyAttempts):
@@ -103,6 +132,28 @@ class NoBackupCodes(MFAError):
 
 class StorageError(MFAError):
     default_message = "The MFA store is unavailable right now. Try again in a moment."
+
+
+class RecordDamaged(StorageError):
+    """A user's record exists but cannot be read as a valid record: fail closed.
+
+    Never read as "no second factor". ``detail`` says what is wrong, for the
+    audit trail and the operator; ``str()`` is what the user may see.
+    """
+
+    default_message = ("Your account's security settings cannot be read. "
+                       "Contact the helpdesk.")
+
+    def __init__(self, message: str | None = None, *, detail: str = "damaged") -> None:
+        self.detail = detail
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_rebuild_damaged, (str(self), self.detail))
+
+
+def _rebuild_damaged(message: str, detail: str) -> "RecordDamaged":
+    return RecordDamaged(message, detail=detail)
 
 
 class KeyringError(MFAError):

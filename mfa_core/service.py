@@ -1,47 +1,46 @@
-"""The MFA service: every rule about a user's second factor, enforced in one place.
+"""The MFA service: every rule about a user's factors, enforced in one place.
 
-Each operation that checks a code is a mutating operation (it records the
-accepted step, the used backup code or the failure) and runs as one per-user
-transaction of the store.
+Each operation that checks a credential (password, authentication code,
+backup code) is a mutating operation: it gates on the throttle, checks,
+records the outcome and its audit events, all in one per-user transaction of
+the store, so parallel attempts are never checked more often than sequential
+ones. A record that cannot be read as a valid record fails closed
+(RecordDamaged) for every operation on that user but the helpdesk's reset.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
-import math
 import os
-import re
 import secrets
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+import bcrypt
+
 from . import backup_codes as bc
-from . import totp
+from . import passwords, records, totp
+from . import validate as check
 from .audit import AuditEvent
-from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, EnrollmentExpired,
-                     InvalidCode, InvalidCodeFormat, KeyringError, MFAError, NoBackupCodes,
-                     NoPendingEnrollment, NotEnabled, StorageError, TooManyAttempts)
+from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
+                     InvalidCode, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
+                     RecordDamaged, StorageError, TooManyAttempts)
 from .keys import KeyRing, load_keyring
+from .outbox import Notifier, Outbox
+from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
 from .storage import BACKENDS, IO_ERRORS, Store, Transaction
-from .throttle import ThrottlePolicy
+from .throttle import PasswordPolicy, ThrottlePolicy
+from .users import UserDirectory
 
 log = logging.getLogger("mfa_core")
 
-ENROLLMENT_TTL = 600  # a pending enrollment expires after 10 minutes
 RECENT_ACTIVITY = 25  # events kept in the user's record for the Manage MFA page
 STRATEGIES = ("totp", "backup_code")
-MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: beyond it a date cannot be computed
-_TOTP_CODE = re.compile(r"[0-9]{%d}" % totp.DIGITS)
-
-# Called with each audit event after commit; returns True when it told the user
-# (audited as notification_sent); whatever it raises is logged and audited.
-Notifier = Callable[[AuditEvent], object]
-NOTIFY_QUEUE_LIMIT = 1000  # mails waiting in the background; beyond it, sent in the caller
+WRONG_PASSWORD = "Username or password is incorrect."
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,9 @@ class MFAStatus:
     locked: bool = False
     mfa_epoch: int = 0
     last_activity: float | None = None
+    password_failures: int = 0     # consecutive wrong passwords from unfamiliar sources
+    password_blocked: bool = False  # unfamiliar sources are refused (account limit)
+    damaged: bool = False           # the record cannot be read (only from ``statuses``)
 
     @property
     def two_factor_enabled(self) -> bool:
@@ -91,59 +93,13 @@ class SecondFactorResult:
     backup_codes_remaining: int
 
 
-def _check_name(value: Any, what: str = "username") -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
-    if not value:
-        raise ValueError(f"The {what} must not be empty.")
-    if len(value) > 128 or value != value.strip() or not value.isprintable() or ":" in value:
-        raise ValueError(f"The {what} is not valid.")
-    return value
+@dataclass(frozen=True)
+class PasswordResult:
+    """A right password: whether the second factor is still ahead."""
 
-
-def _check_text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
-    if not value.strip():
-        raise ValueError(f"A {what} is required.")
-    if len(value) > 500 or not value.isprintable():
-        raise ValueError(f"The {what} is not valid.")
-    return value.strip()
-
-
-def _check_time(value: Any, what: str) -> float:
-    """Epoch seconds as a finite float: TypeError for a non-number, ValueError for NaN, ±inf, huge."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be epoch seconds (a number)")
-    try:
-        seconds = float(value)
-    except OverflowError:
-        raise ValueError(f"{what} is out of range.") from None
-    if not math.isfinite(seconds) or abs(seconds) > MAX_TIME:
-        raise ValueError(f"{what} is out of range.")
-    return seconds
-
-
-def _totp_code(code: Any) -> str:
-    if not isinstance(code, str):
-        raise TypeError(f"code must be a str, not {type(code).__name__}")
-    compact = re.sub(r"[\s-]", "", code)
-    if not compact:
-        raise InvalidCodeFormat("Enter the 6-digit code from your authentication app.")
-    if not _TOTP_CODE.fullmatch(compact):
-        raise InvalidCodeFormat("A code from your authentication app is 6 digits.")
-    return compact
-
-
-def _backup_code(code: Any) -> str:
-    if not isinstance(code, str):
-        raise TypeError(f"code must be a str, not {type(code).__name__}")
-    if not code.strip():
-        raise InvalidCodeFormat("Enter one of your backup codes.")
-    normalized = bc.normalize(code)
-    if normalized is None:
-        raise InvalidCodeFormat("A backup code has 16 letters and digits, like abcd-efgh-jkmn-pqrs.")
-    return normalized
+    username: str
+    two_factor_enabled: bool
+    mfa_epoch: int
 
 
 class MFAService:
@@ -151,53 +107,74 @@ class MFAService:
 
     def __init__(self, store: Store, keyring: KeyRing, clock: Callable[[], float] = time.time,
                  *, issuer: str = "MFA Portal", policy: ThrottlePolicy | None = None,
+                 password_policy: PasswordPolicy | None = None,
+                 directory: UserDirectory | None = None,
                  notifier: Notifier | None = None, notify_in_background: bool = False) -> None:
         if not callable(clock):
             raise TypeError("clock must be callable")
         self.store = store
         self.keyring = keyring
         self.clock = clock
-        self.issuer = _check_name(issuer, "issuer")
+        self.issuer = check.name(issuer, "issuer")
         self.policy = policy or ThrottlePolicy()
-        self.notifier = notifier
-        # A page click must not wait for a slow mail relay (up to its timeout):
-        # the portal hands mails to one background thread, in order. The
-        # command line sends in the caller, so its exit status covers the mail.
-        self.notify_in_background = bool(notify_in_background)
-        self._outbox: ThreadPoolExecutor | None = None
-        self._outbox_lock = threading.Lock()
-        self._queued: set[Future] = set()
+        self.password_policy = password_policy or PasswordPolicy()
+        self.directory = directory
+        self._outbox = Outbox(notifier, background=notify_in_background, clock=clock,
+                              audit=lambda event: self.store.append_audit([event.to_dict()]))
+        self._damage_reported: set[tuple[str, str]] = set()
+        self._damage_lock = threading.Lock()
+
+    @property
+    def notifier(self) -> Notifier | None:
+        return self._outbox.notifier
+
+    @notifier.setter
+    def notifier(self, value: Notifier | None) -> None:
+        self._outbox.notifier = value
+
+    @property
+    def notify_in_background(self) -> bool:
+        return self._outbox.background
 
     # -- queries ---------------------------------------------------------
 
     def status(self, username: str) -> MFAStatus:
-        """The user's MFA status. Raises TypeError/ValueError on a bad name, StorageError."""
-        username = _check_name(username)
+        """The user's MFA status. Raises TypeError/ValueError on a bad name, StorageError
+        (RecordDamaged when the user's record cannot be read)."""
+        username = check.name(username)
         return self._status(username, self._read(username), self.clock())
 
     def statuses(self, usernames: Iterable[str]) -> list[MFAStatus]:
         """Helpdesk lists: the status of each user, in the order given, at one "now".
 
-        One lock-free record read per user; raises TypeError/ValueError on a
-        bad name (before reading anything), StorageError.
+        One lock-free record read per user; a user whose record is damaged is
+        listed with ``damaged=True`` instead of failing the list. Raises
+        TypeError/ValueError on a bad name (before reading anything), StorageError.
         """
         if isinstance(usernames, (str, bytes)):
             raise TypeError("usernames must be a collection of names, not one string")
-        names = [_check_name(u) for u in usernames]
+        names = [check.name(u) for u in usernames]
         now = self.clock()
-        return [self._status(u, self._read(u), now) for u in names]
+        found = []
+        for name in names:
+            try:
+                found.append(self._status(name, self._read(name), now))
+            except RecordDamaged:
+                found.append(MFAStatus(username=name, damaged=True))
+        return found
 
     def pending_totp(self, username: str) -> TOTPResource | None:
         """The enrollment in progress (same secret on every re-render), or None."""
-        username = _check_name(username)
-        pending = self._read(username).get("pending")
-        if not pending or pending["expires_at"] <= self.clock():
-            return None
-        return self._resource(username, pending)
+        username = check.name(username)
+        pending = records.live_pending(self._read(username), self.clock())
+        return self._resource(username, pending) if pending else None
 
     def retry_after(self, username: str) -> int:
-        """Seconds before this user may try again (0: now). Raises AccountLocked when locked."""
-        username = _check_name(username)
+        """Seconds before this user may try a second factor again (0: now).
+
+        Raises AccountLocked when locked.
+        """
+        username = check.name(username)
         throttle = self._read(username).get("throttle") or {}
         if throttle.get("locked"):
             raise AccountLocked()
@@ -205,13 +182,13 @@ class MFAService:
                                        throttle.get("last_failure_at"), self.clock())
 
     def is_token_revoked(self, username: str, fingerprint: str) -> bool:
-        username = _check_name(username)
-        fingerprint = _check_text(fingerprint, "token fingerprint")
+        username = check.name(username)
+        fingerprint = check.text(fingerprint, "token fingerprint")
         return fingerprint in (self._read(username).get("revoked_tokens") or {})
 
     def recent_activity(self, username: str, limit: int = 10) -> list[AuditEvent]:
         """The user's latest events, newest first (from their own record: no scan)."""
-        username = _check_name(username)
+        username = check.name(username)
         if isinstance(limit, bool) or not isinstance(limit, int):
             raise TypeError("limit must be an int")
         if limit < 0:
@@ -223,9 +200,9 @@ class MFAService:
               until: float | None = None) -> list[AuditEvent]:
         """The audit trail, oldest first, by user and by ``since <= time < until``."""
         if username is not None:
-            username = _check_name(username)
-        since = _check_time(since, "since") if since is not None else None
-        until = _check_time(until, "until") if until is not None else None
+            username = check.name(username)
+        since = check.time(since, "since") if since is not None else None
+        until = check.time(until, "until") if until is not None else None
         try:
             return [AuditEvent.from_dict(e) for e in self.store.query_audit(username, since, until)]
         except IO_ERRORS as exc:
@@ -242,13 +219,12 @@ class MFAService:
 
         An enabled authenticator keeps working until the new one is verified.
         """
-        username = _check_name(username)
-        actor = _check_name(actor, "actor") if actor is not None else username
+        username = check.name(username)
+        actor = check.optional_name(actor, "actor", username)
         secret = totp.new_secret()
         now = self.clock()
         with self._transaction(username) as txn:
-            txn.record["pending"] = {"secret": self.keyring.encrypt(secret), "created_at": now,
-                                     "expires_at": now + ENROLLMENT_TTL}
+            txn.record["pending"] = records.new_pending(self.keyring.encrypt(secret), now)
             self._log(txn, now, actor, "totp_enrollment_started", "success")
             resource = self._resource(username, txn.record["pending"], secret)
         return resource
@@ -257,49 +233,48 @@ class MFAService:
         """Confirm the pending enrollment with a code from the new authenticator.
 
         Raises InvalidCodeFormat, NoPendingEnrollment, EnrollmentExpired,
-        InvalidCode (CodeAlreadyUsed, ClockDrift), TooManyAttempts.
+        InvalidCode (CodeAlreadyUsed, CodeExpired, ClockDrift), TooManyAttempts.
         """
-        username = _check_name(username)
-        code = _totp_code(code)
-        actor = _check_name(actor, "actor") if actor is not None else username
+        username = check.name(username)
+        code = check.totp_code(code)
+        actor = check.optional_name(actor, "actor", username)
         now = self.clock()
         error: MFAError | None = None
         with self._transaction(username) as txn:
             rec = txn.record
-            pending = rec.get("pending")
-            if not pending:
+            if not rec.get("pending"):
                 error = NoPendingEnrollment()
-            elif pending["expires_at"] <= now:
+            elif records.live_pending(rec, now) is None:
                 rec.pop("pending")
                 self._log(txn, now, actor, "totp_enrollment_expired", "refused")
                 error = EnrollmentExpired()
             elif (error := self._gate(txn, now, actor)) is None:
-                secret = self.keyring.decrypt(pending["secret"])
-                step, error = self._match_totp(secret, code, None, now)
-                if error is None:
+                pending = rec["pending"]
+                try:
+                    step = totp.verify(self.keyring.decrypt(pending["secret"]), code, now, None)
+                except InvalidCode as refused:
+                    error = refused
+                    self._fail(txn, now, actor, "totp_enrollment_failed", error)
+                else:
                     rec["totp"] = {"secret": pending["secret"], "last_step": step, "enabled_at": now}
                     rec.pop("pending")
-                    rec["mfa_epoch"] = rec.get("mfa_epoch", 0) + 1
+                    records.bump_epoch(rec)
                     rec.pop("throttle", None)
                     self._log(txn, now, actor, "totp_enabled", "success")
-                else:
-                    self._fail(txn, now, actor, "totp_enrollment_failed", error)
             status = self._status(username, rec, now)
         self._raise_or_notify(txn, error)
         return status
 
     def disable_totp(self, username: str, *, actor: str | None = None) -> MFAStatus:
         """Remove the authenticator and the backup codes; other sessions must verify again."""
-        username = _check_name(username)
-        actor = _check_name(actor, "actor") if actor is not None else username
+        username = check.name(username)
+        actor = check.optional_name(actor, "actor", username)
         now = self.clock()
         with self._transaction(username) as txn:
             rec = txn.record
-            if not rec.get("totp"):
+            if not records.two_step_on(rec):
                 raise NotEnabled()
-            for key in ("totp", "backup", "pending"):
-                rec.pop(key, None)
-            rec["mfa_epoch"] = rec.get("mfa_epoch", 0) + 1
+            records.remove_second_factor(rec)
             self._log(txn, now, actor, "totp_removed", "success")
             status = self._status(username, rec, now)
         self._raise_or_notify(txn, None)
@@ -307,15 +282,15 @@ class MFAService:
 
     def create_backup_codes(self, username: str, *, actor: str | None = None) -> BackupCodes:
         """A new set of 10 codes; the old set stops working. Needs TOTP enabled."""
-        username = _check_name(username)
-        actor = _check_name(actor, "actor") if actor is not None else username
+        username = check.name(username)
+        actor = check.optional_name(actor, "actor", username)
         now = self.clock()
         codes = bc.generate()
         salt = secrets.token_bytes(16)
         pepper = self.keyring.pepper
         hashes = [bc.digest(pepper, salt, bc.normalize(c)) for c in codes]
         with self._transaction(username) as txn:
-            if not txn.record.get("totp"):
+            if not records.two_step_on(txn.record):
                 raise NotEnabled("Add an authentication app before generating backup codes.")
             txn.record["backup"] = {"salt": salt.hex(), "hashes": hashes, "generated_at": now}
             self._log(txn, now, actor, "backup_codes_generated", "success", f"{len(codes)} codes")
@@ -324,19 +299,115 @@ class MFAService:
 
     # -- sign-in ---------------------------------------------------------
 
-    def attempt_second_factor(self, username: str, code: str,
-                              strategy: str = "totp") -> SecondFactorResult:
+    def attempt_password(self, username: str, password: str, *,
+                         source: str | None = None) -> PasswordResult:
+        """Check a password at sign-in (or reverification) in one per-user transaction.
+
+        ``source`` is where the attempt comes from (the client's address).
+        Raises InvalidCode for a wrong password and for an unknown user alike
+        (same text, same cost; no record is created for an unknown name),
+        TooManyAttempts (``retry_after``) while this user and source, or this
+        source, must wait, PasswordBlocked when the account refuses unfamiliar
+        sources, InvalidCodeFormat for an empty password, StorageError
+        (RecordDamaged), TypeError/ValueError for bad arguments.
+        """
+        username = check.name(username)
+        password = check.password(password)
+        source = check.source(source)
+        if self.directory is None:
+            raise TypeError("this service has no user directory to check passwords against")
+        pepper = self.keyring.pepper
+        src = passwords.key(pepper, "source", source)
+        now = self.clock()
+        try:
+            stored = self.directory.password_hash(username)
+        except MFAError as exc:  # the directory cannot be read
+            raise StorageError() from exc
+        if stored is None:
+            self._unknown_password(passwords.key(pepper, "name", username), password, src, source, now)
+        where = f"from {source}" if source else "from an unknown address"
+        policy = self.password_policy
+        error: MFAError | None = None
+        with self._transaction(username) as txn:
+            rec = txn.record
+            state = rec.get("password") or {}
+            familiar = passwords.is_familiar(state, src, now, policy)
+            error = passwords.gate(state, src, familiar, now, policy)
+            if error is None and not familiar:
+                error, slot = self._spray_slot(src, now)
+            if error is not None:
+                self._log(txn, now, username, "password_throttled", "refused",
+                          f"{_reason(error)} {where}")
+            else:
+                ok = _bcrypt_check(password, stored)
+                state = rec.setdefault("password", state)
+                if ok:
+                    if not familiar:
+                        self._spray_release(src, slot)
+                    passwords.record_success(state, src)
+                    if not records.two_step_on(rec):  # the sign-in is complete: a familiar place
+                        passwords.remember_source(state, src, now, policy)
+                    self._log(txn, now, username, "password_accepted", "success", where)
+                else:
+                    error = InvalidCode(WRONG_PASSWORD)
+                    reached = passwords.record_failure(state, src, familiar, now, policy)
+                    self._log(txn, now, username, "password_failed", "failure", f"wrong password {where}")
+                    if reached:
+                        self._log(txn, now, username, "password_blocked", "failure",
+                                  f"{policy.account_limit} consecutive wrong passwords from "
+                                  "unfamiliar places")
+            result = PasswordResult(username, records.two_step_on(rec), rec.get("mfa_epoch", 0))
+        self._raise_or_notify(txn, error)
+        return result
+
+    def _unknown_password(self, name: str, password: str, src: str, source: str | None,
+                          now: float) -> None:
+        """A name that is no user: the same checks, waits and answer as a user's, no record."""
+        policy = self.password_policy
+        with self._source_transaction(src) as txn:
+            rec = txn.record
+            error = passwords.unknown_name_gate(rec, name, now, policy) or \
+                passwords.spray_gate(rec, now, policy)
+            if error is None:
+                _bcrypt_check(password, _dummy_hash())
+                passwords.record_unknown_name(rec, name, now, policy)
+                passwords.take_slot(rec, now)
+                error = InvalidCode(WRONG_PASSWORD)
+                # Not the typed name: people type passwords into the name field.
+                txn.log(AuditEvent(now, None, None, "password_failed", "failure",
+                                   f"unknown user from {source or 'an unknown address'}").to_dict())
+        raise error
+
+    def _spray_slot(self, src: str, now: float) -> tuple[MFAError | None, str | None]:
+        with self._source_transaction(src) as txn:
+            error = passwords.spray_gate(txn.record, now, self.password_policy)
+            return error, (None if error else passwords.take_slot(txn.record, now))
+
+    def _spray_release(self, src: str, slot: str | None) -> None:
+        if slot is None:
+            return
+        try:
+            with self._source_transaction(src) as txn:
+                passwords.give_back_slot(txn.record, slot)
+        except StorageError:
+            log.warning("a password success could not be taken off its source's count")
+
+    def attempt_second_factor(self, username: str, code: str, strategy: str = "totp", *,
+                              source: str | None = None) -> SecondFactorResult:
         """Check a second factor at sign-in (or reverification); success clears failures.
 
-        Raises InvalidCodeFormat, InvalidCode (CodeAlreadyUsed, ClockDrift),
-        TooManyAttempts (AccountLocked), NotEnabled, NoBackupCodes.
+        A success also makes ``source`` (the client's address) a familiar
+        place for the user's password. Raises InvalidCodeFormat, InvalidCode
+        (CodeAlreadyUsed, CodeExpired, ClockDrift), TooManyAttempts
+        (AccountLocked), NotEnabled, NoBackupCodes, StorageError.
         """
-        username = _check_name(username)
+        username = check.name(username)
         if not isinstance(strategy, str):
             raise TypeError("strategy must be a str")
         if strategy not in STRATEGIES:
             raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
-        code = _totp_code(code) if strategy == "totp" else _backup_code(code)
+        code = check.totp_code(code) if strategy == "totp" else check.backup_code(code)
+        source = check.source(source)
         now = self.clock()
         error: MFAError | None = None
         remaining = 0
@@ -348,9 +419,12 @@ class MFAService:
             elif (error := self._gate(txn, now, username)) is None:
                 backup = rec.get("backup") or {}
                 if strategy == "totp":
-                    secret = self.keyring.decrypt(enrolled["secret"])
-                    step, error = self._match_totp(secret, code, enrolled.get("last_step"), now)
-                    if error is None:
+                    try:
+                        step = totp.verify(self.keyring.decrypt(enrolled["secret"]), code, now,
+                                           enrolled.get("last_step"))
+                    except InvalidCode as refused:
+                        error = refused
+                    else:
                         enrolled["last_step"] = step
                         self._log(txn, now, username, "second_factor_passed", "success",
                                   "authentication code")
@@ -368,40 +442,20 @@ class MFAService:
                         error = InvalidCode("That backup code is not valid or was already used.")
                 if error is None:
                     rec.pop("throttle", None)
+                    passwords.remember_source(rec.setdefault("password", {}),
+                                              passwords.key(self.keyring.pepper, "source", source),
+                                              now, self.password_policy)
                 elif not isinstance(error, NoBackupCodes):
                     self._fail(txn, now, username, "second_factor_failed", error)
                 remaining = len(backup.get("hashes") or [])
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining)
 
-    def check_throttle(self, username: str) -> None:
-        """Raise TooManyAttempts (or AccountLocked) if the user must wait now."""
-        wait = self.retry_after(username)
-        if wait:
-            raise TooManyAttempts(wait)
-
-    def record_password_failure(self, username: str) -> int:
-        """Count a wrong password in the same throttle; returns the wait now due."""
-        username = _check_name(username)
-        now = self.clock()
-        with self._transaction(username) as txn:
-            self._fail(txn, now, username, "password_failed", InvalidCode("wrong password"))
-            throttle = txn.record["throttle"]
-        self._raise_or_notify(txn, None)
-        return self.policy.retry_after(throttle["failures"], throttle["last_failure_at"], now)
-
-    def record_password_success(self, username: str) -> None:
-        """A right password clears failures only where it is the strongest factor."""
-        username = _check_name(username)
-        with self._transaction(username) as txn:
-            if not txn.record.get("totp") and not (txn.record.get("throttle") or {}).get("locked"):
-                txn.record.pop("throttle", None)
-
     def revoke_token(self, username: str, fingerprint: str, expires_at: float) -> None:
         """Remember a signed-out cookie so that a copy of it no longer signs in."""
-        username = _check_name(username)
-        fingerprint = _check_text(fingerprint, "token fingerprint")
-        expires_at = _check_time(expires_at, "expires_at")
+        username = check.name(username)
+        fingerprint = check.text(fingerprint, "token fingerprint")
+        expires_at = check.time(expires_at, "expires_at")
         now = self.clock()
         with self._transaction(username) as txn:
             tokens = {fp: exp for fp, exp in (txn.record.get("revoked_tokens") or {}).items()
@@ -412,33 +466,39 @@ class MFAService:
     # -- helpdesk --------------------------------------------------------
 
     def reset_mfa(self, username: str, *, actor: str, reason: str) -> MFAStatus:
-        """Helpdesk: remove the user's authenticator, backup codes and lockout.
+        """Helpdesk: remove the user's authenticator, backup codes and lockouts.
 
         The user's other sessions must verify again; the actor and reason go
-        to the audit trail.
+        to the audit trail. Also the repair of a damaged record: it is
+        replaced by a fresh one (the store keeps the damaged copy aside).
         """
-        username = _check_name(username)
-        actor = _check_name(actor, "actor")
-        reason = _check_text(reason, "reason")
+        username = check.name(username)
+        actor = check.name(actor, "actor")
+        reason = check.text(reason, "reason")
         now = self.clock()
-        with self._transaction(username) as txn:
+        with self._transaction(username, repair=True) as txn:
             rec = txn.record
-            for key in ("totp", "backup", "pending", "throttle"):
+            records.remove_second_factor(rec)
+            for key in ("throttle", "password"):
                 rec.pop(key, None)
-            rec["mfa_epoch"] = rec.get("mfa_epoch", 0) + 1
-            self._log(txn, now, actor, "helpdesk_reset", "success", reason)
+            detail = f"{reason} (damaged record replaced)" if txn.damaged else reason
+            self._log(txn, now, actor, "helpdesk_reset", "success", detail)
             status = self._status(username, rec, now)
         self._raise_or_notify(txn, None)
         return status
 
     def unlock(self, username: str, *, actor: str, reason: str = "lockout cleared") -> MFAStatus:
-        """Helpdesk: clear failed attempts and a lockout."""
-        username = _check_name(username)
-        actor = _check_name(actor, "actor")
-        reason = _check_text(reason, "reason")
+        """Helpdesk: clear failed attempts and lockouts (second factor and password)."""
+        username = check.name(username)
+        actor = check.name(actor, "actor")
+        reason = check.text(reason, "reason")
         now = self.clock()
         with self._transaction(username) as txn:
             txn.record.pop("throttle", None)
+            state = txn.record.get("password")
+            if state:
+                state.pop("sources", None)
+                state["unfamiliar"] = 0
             self._log(txn, now, actor, "lockout_cleared", "success", reason)
             status = self._status(username, txn.record, now)
         self._raise_or_notify(txn, None)
@@ -451,7 +511,7 @@ class MFAService:
         dropped only after every secret reads with the new key, so an
         interrupted rotation leaves every secret readable (run it again).
         """
-        actor = _check_name(actor, "actor")
+        actor = check.name(actor, "actor")
         # Keys from the environment are rotated there (new key first): this
         # re-encrypts under that first key; the key file is rotated here.
         # One rotation at a time: a second one finishing early would drop a
@@ -477,53 +537,57 @@ class MFAService:
 
     def _read(self, username: str) -> dict[str, Any]:
         try:
-            return self.store.read(username) or {}
+            raw = self.store.read(username)
+            return records.validate(username, raw) if raw is not None else {}
+        except RecordDamaged as exc:
+            self._report_damage(username, exc)
+            raise
         except IO_ERRORS as exc:
             raise StorageError() from exc
 
-    def _transaction(self, username: str):
-        return _guarded(self.store.transaction(username))
+    def _transaction(self, username: str, *, repair: bool = False) -> "_Guarded":
+        return _Guarded(self, self.store.transaction(username, repair=repair), username, repair)
+
+    def _source_transaction(self, key: str) -> "_Guarded":
+        return _Guarded(self, self.store.source_transaction(key), None, False)
+
+    def _report_damage(self, username: str, exc: RecordDamaged) -> None:
+        """Audit a damaged record once (per process and kind of damage), never its content."""
+        with self._damage_lock:
+            if (username, exc.detail) in self._damage_reported:
+                return
+            self._damage_reported.add((username, exc.detail))
+        log.error("the record of %s is damaged: %s", username, exc.detail)
+        try:
+            self.store.append_audit([AuditEvent(self.clock(), username, "system", "record_damaged",
+                                                "failure", exc.detail).to_dict()])
+        except IO_ERRORS:
+            log.warning("the damaged record of %s could not be audited", username)
 
     def _status(self, username: str, rec: dict[str, Any], now: float) -> MFAStatus:
         throttle = rec.get("throttle") or {}
-        pending = rec.get("pending")
-        enabled = bool(rec.get("totp"))
+        enabled = records.two_step_on(rec)
         activity = rec.get("activity") or []
+        password = rec.get("password") or {}
         return MFAStatus(
             username=username,
             totp_enabled=enabled,
             backup_codes_remaining=len((rec.get("backup") or {}).get("hashes") or []) if enabled else 0,
-            pending_enrollment=bool(pending and pending["expires_at"] > now),
+            pending_enrollment=records.live_pending(rec, now) is not None,
             failed_attempts=throttle.get("failures", 0),
             retry_after=self.policy.retry_after(throttle.get("failures", 0),
                                                 throttle.get("last_failure_at"), now),
             locked=bool(throttle.get("locked")),
             mfa_epoch=rec.get("mfa_epoch", 0),
             last_activity=activity[-1]["time"] if activity else None,
+            password_failures=password.get("unfamiliar", 0),
+            password_blocked=passwords.blocked(password, self.password_policy),
         )
 
     def _resource(self, username: str, pending: dict[str, Any], secret: str | None = None) -> TOTPResource:
         secret = secret or self.keyring.decrypt(pending["secret"])
         return TOTPResource(secret=secret, uri=totp.provisioning_uri(secret, username, self.issuer),
                             created_at=pending["created_at"], expires_at=pending["expires_at"])
-
-    def _match_totp(self, secret: str, code: str, last_step: int | None,
-                    now: float) -> tuple[int, MFAError | None]:
-        """The accepted step, or the reason the code is refused."""
-        current = totp.step_at(now)
-        in_window = [current + off for off in range(-totp.WINDOW, totp.WINDOW + 1)
-                     if secrets.compare_digest(totp.code_at_step(secret, current + off), code)]
-        fresh = [s for s in in_window if last_step is None or s > last_step]
-        if fresh:
-            return max(fresh), None
-        if in_window:
-            return 0, CodeAlreadyUsed()
-        match = totp.find_step(secret, code, now)
-        if match is None:
-            return 0, InvalidCode()
-        if last_step is not None and match.step <= last_step:
-            return 0, CodeAlreadyUsed()
-        return 0, ClockDrift(match.offset * totp.PERIOD)
 
     def _gate(self, txn: Transaction, now: float, actor: str) -> MFAError | None:
         throttle = txn.record.get("throttle") or {}
@@ -555,83 +619,39 @@ class MFAService:
         del activity[:-RECENT_ACTIVITY]
 
     def _raise_or_notify(self, txn: Transaction, error: MFAError | None) -> None:
-        if self.notifier is not None:
-            for entry in txn.events:
-                event = AuditEvent.from_dict(entry)
-                if not (self.notify_in_background and self._queue(event)):
-                    self._deliver(event)
+        """After commit: tell the user what happened (mail), then raise the attempt's error."""
+        self._outbox.send(AuditEvent.from_dict(e) for e in txn.events)
         if error is not None:
             raise error
-
-    def _deliver(self, event: AuditEvent) -> None:
-        """Hand ``event`` to the notifier and audit whether the user was told."""
-        try:
-            sent = self.notifier(event)
-        except Exception as exc:  # a mail failure never blocks the action
-            log.warning("notification for %s failed: %s", event.event, type(exc).__name__)
-            self._audit_notification(event, "notification_failed", "failure")
-            return
-        if sent:  # a notifier returns True when it told the user: the helpdesk sees it
-            self._audit_notification(event, "notification_sent", "success")
-
-    def _audit_notification(self, event: AuditEvent, what: str, outcome: str) -> None:
-        try:
-            self.store.append_audit([AuditEvent(self.clock(), event.user, "system", what,
-                                                outcome, event.event).to_dict()])
-        except OSError:
-            log.warning("notification for %s: %s not audited", event.event, what)
-
-    def _queue(self, event: AuditEvent) -> bool:
-        """Queue ``event`` for the background sender; False when the queue is full."""
-        with self._outbox_lock:
-            if len(self._queued) >= NOTIFY_QUEUE_LIMIT:
-                return False
-            if self._outbox is None:
-                self._outbox = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfa-notify")
-            future = self._outbox.submit(self._deliver_queued, event)
-            self._queued.add(future)
-        future.add_done_callback(self._forget_queued)
-        return True
-
-    def _deliver_queued(self, event: AuditEvent) -> None:
-        try:
-            self._deliver(event)
-        except Exception:  # nobody waits on this thread: log instead of losing the reason
-            log.exception("notification for %s could not be handled", event.event)
-
-    def _forget_queued(self, future: Future) -> None:
-        with self._outbox_lock:
-            self._queued.discard(future)
 
     def flush_notifications(self, timeout: float | None = None) -> bool:
         """Wait until every queued notification was handled; False if ``timeout`` ran out.
 
-        Queued mails are also sent before the process exits (the sender thread
-        is joined at interpreter shutdown). Raises TypeError/ValueError on a bad timeout.
+        Queued mails are also sent before the process exits. Raises
+        TypeError/ValueError on a bad timeout.
         """
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError("timeout must be a number of seconds or None")
-            if not timeout >= 0:
-                raise ValueError("timeout must not be negative.")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._outbox_lock:
-                waiting = list(self._queued)
-            if not waiting:
-                return True
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            try:
-                waiting[0].result(timeout=left)
-            except Exception:  # TimeoutError is checked on the next turn; _deliver logs the rest
-                pass
+        return self._outbox.flush(timeout)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A bcrypt hash of nothing anyone types, at the cost new hashes get (made once, when first
+    needed): an unknown name costs the same check as a known one."""
+    return bcrypt.hashpw(secrets.token_bytes(16).hex().encode("ascii"), bcrypt.gensalt()).decode("ascii")
+
+
+def _bcrypt_check(password: str, stored: str) -> bool:
+    try:
+        return bcrypt.checkpw(password.encode("utf-8"), stored.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):  # a hash that is not bcrypt's, or a password > 72 bytes
+        return False
 
 
 def _reason(error: MFAError) -> str:
     if isinstance(error, CodeAlreadyUsed):
         return "code already used"
+    if isinstance(error, CodeExpired):
+        return "code expired"
     if isinstance(error, ClockDrift):
         return f"device clock about {error.offset_seconds} s off"
     if isinstance(error, TooManyAttempts):
@@ -639,33 +659,66 @@ def _reason(error: MFAError) -> str:
     return "wrong code" if isinstance(error, InvalidCode) else type(error).__name__
 
 
-class _guarded:
-    """A store transaction whose I/O failures surface as StorageError."""
+class _Guarded:
+    """A store transaction as the engine uses it.
 
-    def __init__(self, cm) -> None:
+    I/O failures surface as StorageError; a damaged record is validated away
+    (RecordDamaged, audited once); a changed record is sealed at the current
+    format version before the store writes it.
+    """
+
+    def __init__(self, svc: MFAService, cm, username: str | None, repair: bool) -> None:
+        self._svc = svc
         self._cm = cm
+        self._username = username
+        self._repair = repair
+        self._txn: Transaction | None = None
 
     def __enter__(self) -> Transaction:
         try:
-            return self._cm.__enter__()
+            txn = self._cm.__enter__()
+        except RecordDamaged as exc:
+            if self._username is not None:
+                self._svc._report_damage(self._username, exc)
+            raise
         except IO_ERRORS as exc:
             raise StorageError() from exc
+        if self._username is not None and txn.existed:
+            try:
+                records.validate(self._username, txn.record)
+            except RecordDamaged as exc:
+                self._svc._report_damage(self._username, exc)
+                if not self._repair:
+                    self._cm.__exit__(None, None, None)  # nothing changed: releases the lock
+                    raise
+                txn.record = {"username": self._username}
+                txn.damaged = True
+        self._txn = txn
+        return txn
 
     def __exit__(self, *exc_info) -> bool:
+        txn = self._txn
+        if exc_info[0] is None and txn is not None and self._username is not None and txn.changed:
+            records.seal(txn.record)
         try:
             return bool(self._cm.__exit__(*exc_info))
+        except RecordDamaged:
+            raise
         except IO_ERRORS as exc:
             raise StorageError() from exc
 
 
 def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], float] = time.time,
                  *, issuer: str | None = None, backend: str = "tinydb",
-                 policy: ThrottlePolicy | None = None, notifier: Notifier | None = None,
+                 policy: ThrottlePolicy | None = None,
+                 password_policy: PasswordPolicy | None = None,
+                 notifier: Notifier | None = None,
                  notify_in_background: bool = False,
                  environ: Mapping[str, str] | None = None) -> MFAService:
     """Open the engine on ``data_dir`` (default: ``$MFA_PORTAL_DATA_DIR`` or ``data/``).
 
-    Keys come from the environment or a generated 0600 key file in the data dir.
+    Keys come from the environment or a generated 0600 key file in the data
+    dir; passwords are checked against the data dir's user directory.
     ``notify_in_background`` hands each notification to a sender thread
     instead of calling ``notifier`` before the action returns (see
     ``MFAService.flush_notifications``).
@@ -684,19 +737,23 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
     if backend not in BACKENDS:
         raise ValueError(f"Unknown backend {backend!r}: one of {', '.join(BACKENDS)}.")
     # Refuse bad arguments before anything is created on disk.
-    issuer = _check_name(issuer if issuer is not None else env.get("MFA_PORTAL_ISSUER") or "MFA Portal",
-                         "issuer")
+    issuer = check.name(issuer if issuer is not None else env.get("MFA_PORTAL_ISSUER") or "MFA Portal",
+                        "issuer")
     if not callable(clock):
         raise TypeError("clock must be callable")
     if policy is not None and not isinstance(policy, ThrottlePolicy):
         raise TypeError("policy must be a ThrottlePolicy")
+    if password_policy is not None and not isinstance(password_policy, PasswordPolicy):
+        raise TypeError("password_policy must be a PasswordPolicy")
     path = Path(data_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
         store = BACKENDS[backend](path)
         keyring = load_keyring(path, env)
+        directory = UserDirectory(path)
     except IO_ERRORS as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise StorageError(f"The data directory {path} cannot be used: {reason}.") from exc
-    return MFAService(store, keyring, clock, issuer=issuer, policy=policy, notifier=notifier,
+    return MFAService(store, keyring, clock, issuer=issuer, policy=policy,
+                      password_policy=password_policy, directory=directory, notifier=notifier,
                       notify_in_background=notify_in_background)

@@ -6,8 +6,29 @@ import math
 from dataclasses import dataclass
 
 
+class _Backoff:
+    """The growing wait both policies share (``free_failures``, ``base_delay``, ``max_delay``)."""
+
+    free_failures: int
+    base_delay: int
+    max_delay: int
+
+    def delay(self, failures: int) -> int:
+        """Seconds to wait after the latest of ``failures`` consecutive failures."""
+        if failures < self.free_failures:
+            return 0
+        return min(self.base_delay * 2 ** min(failures - self.free_failures, 30), self.max_delay)
+
+    def retry_after(self, failures: int, last_failure_at: float | None, now: float) -> int:
+        """Whole seconds until the next attempt is allowed (0: now)."""
+        if not failures or last_failure_at is None:
+            return 0
+        remaining = last_failure_at + self.delay(failures) - now
+        return max(0, math.ceil(remaining))
+
+
 @dataclass(frozen=True)
-class ThrottlePolicy:
+class ThrottlePolicy(_Backoff):
     """The first ``free_failures`` mistakes cost nothing; then the wait doubles.
 
     After n failures (n >= free_failures) the next attempt waits
@@ -28,18 +49,46 @@ class ThrottlePolicy:
         if not 1 <= self.free_failures < self.lockout_after:
             raise ValueError("free_failures must be at least 1 and below lockout_after")
 
-    def delay(self, failures: int) -> int:
-        """Seconds to wait after the latest of ``failures`` consecutive failures."""
-        if failures < self.free_failures:
-            return 0
-        return min(self.base_delay * 2 ** min(failures - self.free_failures, 30), self.max_delay)
-
-    def retry_after(self, failures: int, last_failure_at: float | None, now: float) -> int:
-        """Whole seconds until the next attempt is allowed (0: now)."""
-        if not failures or last_failure_at is None:
-            return 0
-        remaining = last_failure_at + self.delay(failures) - now
-        return max(0, math.ceil(remaining))
-
     def locks_out(self, failures: int) -> bool:
         return failures >= self.lockout_after
+
+
+@dataclass(frozen=True)
+class PasswordPolicy(_Backoff):
+    """Password guessing is stopped without locking the owner out ("smart lockout").
+
+    NIST SP 800-63B §5.2.2 (rev 4 §3.2.2) asks for at most 100 consecutive
+    failures per account; Microsoft's smart lockout shows how to get there
+    without handing anyone who knows a username a way to lock its owner out:
+
+    - Per user and source (client address): the first ``free_failures`` cost
+      nothing, then the wait doubles from ``base_delay`` to ``max_delay``.
+    - Across every unfamiliar source together, ``account_limit`` consecutive
+      failures block the password from unfamiliar sources, until a success
+      from a familiar one or a helpdesk unlock. A source is familiar to a user
+      for ``familiar_for`` seconds after they signed in from it (the most
+      recent ``familiar_max`` are kept); familiar sources are never blocked.
+    - One source may fail ``spray_limit`` times within ``spray_window``
+      seconds across all users (password spraying) before it must wait,
+      except for users it is familiar to.
+
+    Password failures never count toward the second-factor lockout.
+    """
+
+    free_failures: int = 5
+    base_delay: int = 30
+    max_delay: int = 3600
+    account_limit: int = 100
+    spray_limit: int = 30
+    spray_window: int = 3600
+    familiar_for: int = 90 * 86400
+    familiar_max: int = 20
+    sources_max: int = 50  # per user: older sources' counts are dropped (the account limit still holds)
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.account_limit <= 100:
+            raise ValueError("account_limit must be between 10 and 100")
+        if not 1 <= self.free_failures < self.account_limit:
+            raise ValueError("free_failures must be at least 1 and below account_limit")
+        if self.spray_limit < self.free_failures or self.spray_window <= 0:
+            raise ValueError("spray_limit must be at least free_failures, spray_window positive")

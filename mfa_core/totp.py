@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 import pyotp
 
+from .errors import ClockDrift, CodeAlreadyUsed, CodeExpired, InvalidCode
+
 PERIOD = 30
 DIGITS = 6
 SECRET_BYTES = 20  # 160 bits, the HMAC-SHA1 block RFC 4226 recommends
@@ -78,3 +80,31 @@ def find_step(secret: str, code: str, now: float, search: int = DRIFT_SEARCH) ->
             if hmac.compare_digest(candidate, code):
                 return Match(step=current + offset, offset=offset)
     return None
+
+
+def verify(secret: str, code: str, now: float, last_step: int | None) -> int:
+    """The step to accept for ``code`` at ``now``, never one at or before ``last_step``.
+
+    Accepts the current step ±WINDOW (the newest fresh match). Otherwise
+    raises, saying why when it can be known: CodeAlreadyUsed (that very step
+    was accepted: a replay), CodeExpired (an earlier step inside the window
+    that was never accepted), ClockDrift (a step further away: the device
+    clock, or an old code typed late), InvalidCode (no step near ``now``).
+    """
+    current = step_at(now)
+    window = range(current - WINDOW, current + WINDOW + 1)
+    # Constant-time comparisons: the code is a secret until it is used.
+    matched = [s for s in window if hmac.compare_digest(code_at_step(secret, s), code)]
+    fresh = [s for s in matched if last_step is None or s > last_step]
+    if fresh:
+        return max(fresh)
+    if matched:
+        if last_step in matched:
+            raise CodeAlreadyUsed()
+        raise CodeExpired()
+    match = find_step(secret, code, now)
+    if match is None:
+        raise InvalidCode()
+    if match.step == last_step:
+        raise CodeAlreadyUsed()
+    raise ClockDrift(match.offset * PERIOD)

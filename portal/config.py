@@ -26,6 +26,7 @@ log = logging.getLogger("portal")
 ENV_DATA_DIR = "MFA_PORTAL_DATA_DIR"
 ENV_DEMO = "MFA_PORTAL_DEMO"
 ENV_COOKIE_KEY = "MFA_PORTAL_COOKIE_KEY"
+ENV_PROXY_HEADER = "MFA_PORTAL_PROXY_HEADER"
 COOKIE_KEY_FILE = "cookie_key"
 DEMO_MARKER = ".demo-users"
 COOKIE_NAME = "mfa_portal_auth"
@@ -60,6 +61,26 @@ def demo_mode() -> bool:
     return os.environ.get(ENV_DEMO, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def client_address(peer: str | None, headers, environ=None) -> str | None:
+    """The client's address: the connection's peer, or what a trusted proxy says.
+
+    Only when ``MFA_PORTAL_PROXY_HEADER`` names a header (e.g.
+    ``X-Forwarded-For``) set by the proxy in front of the portal is it read,
+    and then its last entry: the one that proxy appended (anything before it
+    came from the client and may be forged). Without a proxy the header is
+    ignored, so a client cannot pick its own address.
+    """
+    env = os.environ if environ is None else environ
+    name = (env.get(ENV_PROXY_HEADER) or "").strip()
+    if name and headers is not None:
+        value = headers.get(name)
+        if isinstance(value, str) and value.strip():
+            last = value.split(",")[-1].strip()
+            if last:
+                return last[:200]
+    return peer if isinstance(peer, str) and peer else None
+
+
 def clock() -> Callable[[], float]:
     return CLOCK or time.time
 
@@ -91,7 +112,7 @@ def directory() -> UserDirectory:
 def _open(path: Path, clk: Callable[[], float]) -> Portal:
     # Mail goes out from a background thread: a click never waits for the relay.
     svc = mfa_core.open_service(path, clock=clk, notifier=_notifier(path), notify_in_background=True)
-    users = UserDirectory(path)
+    users = svc.directory
     demo = demo_mode()
     if demo and users.ensure_demo_users():
         # Remember that these users are the demo's, so the banner never

@@ -25,15 +25,36 @@ ERROR = "helpdesk_error"
 NOT_ADMIN = "Only helpdesk admins can do this."
 
 
+DAMAGED = "Record damaged"
+
+
 def lock_state(status: mfa_core.MFAStatus) -> str:
+    """The second factor's and the password's lockout, in words."""
+    if status.damaged:
+        return DAMAGED
+    parts = []
     if status.locked:
-        return "Locked"
-    if status.retry_after:
-        return f"Waiting {status.retry_after} s ({status.failed_attempts} failed)"
-    return f"{status.failed_attempts} failed" if status.failed_attempts else "—"
+        parts.append("Locked")
+    elif status.retry_after:
+        parts.append(f"Waiting {status.retry_after} s ({status.failed_attempts} failed)")
+    elif status.failed_attempts:
+        parts.append(f"{status.failed_attempts} failed")
+    if status.password_blocked:
+        parts.append("Password blocked from new places")
+    elif status.password_failures:
+        plural = "s" if status.password_failures != 1 else ""
+        parts.append(f"{status.password_failures} wrong password{plural}")
+    return "; ".join(parts) or "—"
+
+
+def has_failures(status: mfa_core.MFAStatus) -> bool:
+    return bool(status.locked or status.failed_attempts or status.password_blocked
+                or status.password_failures)
 
 
 def factor(status: mfa_core.MFAStatus) -> str:
+    if status.damaged:
+        return DAMAGED
     if status.totp_enabled:
         return "On"
     return "Setting up" if status.pending_enrollment else "Off"
@@ -184,7 +205,11 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
         left = session.verification_remaining()
         st.caption(f"You verified it's you recently: no code needed for another {-(-left // 60)} min."
                    if left else "A reset asks you to verify it's you first.")
-    if status.locked or status.failed_attempts:
+    if status.damaged:
+        st.error("This user's security record cannot be read: they cannot sign in. **Reset MFA** "
+                 "replaces it (the damaged copy is kept aside) and they set up two-step "
+                 "verification again.")
+    if has_failures(status):
         st.button("Clear lockout", key="helpdesk_unlock", on_click=clear_lockout,
                   args=(admin.username, user.username))
     else:

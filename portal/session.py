@@ -44,6 +44,14 @@ def now() -> float:
 
 # -- who is signed in ----------------------------------------------------------
 
+def client_source() -> str | None:
+    """This session's client address, as the engine's throttle keys attempts by it."""
+    try:
+        return config.client_address(st.context.ip_address, st.context.headers)
+    except Exception:  # no request context (a bare script run): an unknown source
+        return None
+
+
 def current_username() -> str | None:
     return st.session_state.get(USER)
 
@@ -273,10 +281,16 @@ def confirm_reverification() -> None:
     svc = config.service()
     try:
         if mode == "password":
-            _check_password(svc, user, typed)
+            svc.attempt_password(user, typed, source=client_source())
             remaining = None
         else:
-            remaining = svc.attempt_second_factor(user, typed, mode).backup_codes_remaining
+            remaining = svc.attempt_second_factor(user, typed, mode,
+                                                  source=client_source()).backup_codes_remaining
+    except mfa_core.InvalidCode as err:
+        # The user is signed in: no name to hide, so say plainly what was wrong.
+        st.session_state[REVERIFY_ERROR] = ("That password is not correct." if mode == "password"
+                                            else str(err))
+        return
     except mfa_core.MFAError as err:
         st.session_state[REVERIFY_ERROR] = str(err)
         return
@@ -288,17 +302,6 @@ def confirm_reverification() -> None:
     st.session_state[REVERIFY_DONE] = True
     if run is not None:
         _run_action(run)
-
-
-def _check_password(svc: mfa_core.MFAService, user: str, password: str) -> None:
-    """Password reverification, counted in the engine's per-user throttle."""
-    svc.check_throttle(user)
-    if not password:
-        raise mfa_core.InvalidCodeFormat("Enter your password.")
-    if not config.directory().check_password(user, password):
-        svc.record_password_failure(user)
-        raise mfa_core.InvalidCode("That password is not correct.")
-    svc.record_password_success(user)
 
 
 def backup_codes_left_message(remaining: int) -> tuple[str, str]:

@@ -1,10 +1,10 @@
-"""The sign-in gate: password (streamlit-authenticator), then the second factor, then the page.
+"""The sign-in gate: password, then the second factor, then the page.
 
-The password is checked by streamlit-authenticator's controller in the Login
-button's callback (callbacks run before the script, so a rerun forced by a
-component cannot drop the click), inside the engine's persisted throttle. The
-cookie component is mounted only to set or delete the remember-me cookie (each
-mount reruns the page once). Cookies are read by us, not the library: forged
+The password is checked by the engine (``attempt_password``: throttle,
+bcrypt, outcome and audit in one transaction) in the Login button's callback
+(callbacks run before the script, so a rerun forced by a component cannot
+drop the click). streamlit-authenticator's cookie component is mounted only
+to set or delete the remember-me cookie (each mount reruns the page once). Cookies are read by us, not the library: forged
 ones are refused, expiry follows the portal's clock, cookies revoked at
 sign-out are refused, and a cookie never skips the second factor.
 """
@@ -14,16 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from pathlib import Path
-from typing import Any
 
-import bcrypt
 import jwt
 import streamlit as st
 import streamlit_authenticator as stauth
-from streamlit_authenticator.controllers import AuthenticationController
 from streamlit.errors import StreamlitAPIException
 
 import mfa_core
+import mfa_core.service
 from mfa_core.users import DEMO_USERS, User
 
 from . import config, session, users
@@ -34,7 +32,7 @@ MANAGE_PAGE = "pages/1_Manage_MFA.py"
 ADD_TOTP_PAGE = "pages/2_Add_TOTP.py"
 HELPDESK_PAGE = "pages/3_Helpdesk.py"
 
-WRONG_PASSWORD = "Username or password is incorrect."
+WRONG_PASSWORD = mfa_core.service.WRONG_PASSWORD
 LOGIN_ERROR = "portal_login_error"
 CHALLENGE_ERROR = "portal_challenge_error"
 CHALLENGE_BACKUP = "portal_challenge_backup"
@@ -170,33 +168,30 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
 
 
 def _submit_password() -> None:
-    """**Login**: streamlit-authenticator checks the password (inside our throttle)."""
-    username = st.session_state.get(LOGIN_USERNAME) or ""
+    """**Login**: the engine checks the password, its throttle and audit in one transaction."""
+    # As streamlit-authenticator's form did: usernames are lower case, blanks around ignored.
+    username = (st.session_state.get(LOGIN_USERNAME) or "").strip().lower()
     password = st.session_state.get(LOGIN_PASSWORD) or ""
     st.session_state[LOGIN_PASSWORD] = ""  # never kept in the session
-    if not username.strip() or not password:
+    if not username or not password.strip():
         st.session_state[LOGIN_ERROR] = "Enter your username and password."
         return
     portal = config.portal()
     try:
-        controller = _authentication_controller(portal)
-        controller.login(username, password)
-    except Exception:  # a library error must never become a traceback on the page
-        st.session_state.setdefault(LOGIN_ERROR, "Sign-in failed. Try again.")
-    if session.current_username():  # _check_password accepted it and started the session
-        st.session_state[COOKIE_DUE] = True
+        portal.service.attempt_password(username, password, source=session.client_source())
+    except mfa_core.MFAError as err:
+        st.session_state[LOGIN_ERROR] = str(err)
+        return
+    except (TypeError, ValueError):  # a name no user can have: the same answer as a wrong password
+        st.session_state[LOGIN_ERROR] = WRONG_PASSWORD
+        return
+    # Start the portal's session here, in the callback, before the script
+    # runs: a component reporting back can interrupt the run at its next
+    # st.* call, and the rerun must find the accepted password.
+    session.start(username, "password")
+    st.session_state[PASSWORD_AT] = portal.service.clock()
+    st.session_state[COOKIE_DUE] = True
     _reset_library_state()
-
-
-def _authentication_controller(portal: config.Portal) -> AuthenticationController:
-    """streamlit-authenticator's password check, wired to our directory and throttle."""
-    controller = AuthenticationController({"usernames": {}}, auto_hash=False)
-    model = controller.authentication_model
-    # Handed over after construction, which would otherwise copy every entry.
-    model.credentials["usernames"] = users.lazy_credentials(portal)
-    model.check_credentials = lambda username, password: _check_password(portal, model, username,
-                                                                          password)
-    return controller
 
 
 def _cookie_command(portal: config.Portal, command: str, token: str | None = None,
@@ -217,41 +212,6 @@ def _cookie_command(portal: config.Portal, command: str, token: str | None = Non
             manager.delete(config.COOKIE_NAME)
     except Exception:  # the browser may not hold the cookie; no cookie is only a missed convenience
         pass
-
-
-def _check_password(portal: config.Portal, model: Any, username: str, password: str) -> bool:
-    """The library's password check, inside the engine's persisted throttle."""
-    entry = model.credentials["usernames"].get(username) if isinstance(username, str) else None
-    if not entry or not isinstance(password, str) or not password:
-        st.session_state[LOGIN_ERROR] = WRONG_PASSWORD
-        return False
-    svc = portal.service
-    try:
-        svc.check_throttle(username)
-    except (mfa_core.MFAError, ValueError, TypeError) as err:
-        st.session_state[LOGIN_ERROR] = str(err)
-        return False
-    try:
-        ok = bcrypt.checkpw(password.encode("utf-8"), str(entry.get("password", "")).encode("ascii"))
-    except ValueError:
-        ok = False
-    try:
-        if not ok:
-            svc.record_password_failure(username)
-            st.session_state[LOGIN_ERROR] = WRONG_PASSWORD
-            return False
-        if not svc.status(username).two_factor_enabled:
-            svc.record_password_success(username)
-    except mfa_core.MFAError as err:
-        st.session_state[LOGIN_ERROR] = str(err)
-        return False
-    # Start the portal's session here, before any other st.* call of this run:
-    # a component reporting back can interrupt the run at its next st.* call,
-    # and the rerun must find the accepted password, not the form again (the
-    # library's own keys are reset whenever the form is drawn).
-    session.start(username, "password")
-    st.session_state[PASSWORD_AT] = svc.clock()
-    return True
 
 
 def _reset_library_state() -> None:
@@ -362,7 +322,7 @@ def _submit_challenge() -> None:
     st.session_state[key] = ""
     svc = config.service()
     try:
-        result = svc.attempt_second_factor(user, typed, strategy)
+        result = svc.attempt_second_factor(user, typed, strategy, source=session.client_source())
         epoch = svc.status(user).mfa_epoch
     except mfa_core.MFAError as err:
         st.session_state[CHALLENGE_ERROR] = str(err)

@@ -110,3 +110,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_users(data_dir, passwords: dict[str, str], *, rounds: int = 4) -> None:
+    """A users.yaml with these users and passwords, hashed at a low bcrypt cost (fast tests).
+
+    The portal's own hashes cost 2^12; the engine checks any bcrypt hash the
+    same way, so the rules under test do not depend on the cost.
+    """
+    import bcrypt
+    import yaml
+    os.makedirs(data_dir, exist_ok=True)
+    users = {name: {"email": f"{name}@example.com", "first_name": name.capitalize(),
+                    "last_name": "Example", "roles": ["user"],
+                    "password": bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds)).decode()}
+             for name, pw in passwords.items()}
+    with open(os.path.join(data_dir, "users.yaml"), "w", encoding="utf-8") as fh:
+        yaml.safe_dump({"credentials": {"usernames": users}}, fh)

@@ -27,8 +27,11 @@ def race(data_dir: str, backend: str, now: float, worker: int, barrier, results,
             outcome["totp"] = "ok"
         except mfa_core.MFAError as exc:
             outcome["totp"] = type(exc).__name__
-        for _ in range(failures):
-            svc.record_password_failure("counted")
+        for n in range(failures):  # each from its own address: no per-source wait
+            try:
+                svc.attempt_password("counted", "wrong", source=f"192.0.2.{worker}/{n}")
+            except mfa_core.InvalidCode:
+                pass
         for n in range(users_each):
             user = f"p{worker}-u{n}"
             secret = svc.create_totp(user).secret

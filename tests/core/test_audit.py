@@ -86,13 +86,15 @@ def test_lockout_and_throttled_attempts_are_recorded(svc, clock):
     policy = mfa_core.ThrottlePolicy()
     secret = enable_totp(svc, clock, "alice")
     for _ in range(policy.lockout_after):
-        svc.record_password_failure("alice")
+        clock.advance(policy.max_delay)
+        with pytest.raises(mfa_core.InvalidCode):
+            svc.attempt_second_factor("alice", "000000")
     with pytest.raises(mfa_core.AccountLocked):
         svc.attempt_second_factor("alice", code_for(secret, clock()))
     trail = events(svc, "alice")
     assert ("lockout", "failure", "alice") in trail
     assert ("throttled", "refused", "alice") in trail
-    assert trail.count(("password_failed", "failure", "alice")) == policy.lockout_after
+    assert trail.count(("second_factor_failed", "failure", "alice")) == policy.lockout_after
 
 
 def test_audit_is_queryable_per_user(svc, clock):

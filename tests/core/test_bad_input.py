@@ -52,7 +52,7 @@ def test_malformed_usernames_are_value_errors_and_change_nothing(svc, data_dir, 
                  lambda: svc.attempt_second_factor(name, "123456"),
                  lambda: svc.reset_mfa(name, actor="admin", reason="r"),
                  lambda: svc.unlock(name, actor="admin", reason="r"),
-                 lambda: svc.record_password_failure(name), lambda: svc.audit(name),
+                 lambda: svc.attempt_password(name, "pw"), lambda: svc.audit(name),
                  lambda: svc.recent_activity(name), lambda: svc.pending_totp(name)):
         with pytest.raises(ValueError):
             call()
@@ -236,12 +236,11 @@ OPERATIONS = {
     "recent_activity": lambda s, a, b, c: s.recent_activity(a, b),
     "revoke_token": lambda s, a, b, c: s.revoke_token(a, b, c),
     "is_token_revoked": lambda s, a, b, c: s.is_token_revoked(a, b),
-    "record_password_failure": lambda s, a, b, c: s.record_password_failure(a),
+    "attempt_password": lambda s, a, b, c: s.attempt_password(a, b, source=c),
     "retry_after": lambda s, a, b, c: s.retry_after(a),
-    "check_throttle": lambda s, a, b, c: s.check_throttle(a),
     "statuses": lambda s, a, b, c: s.statuses(a),
     "statuses_list": lambda s, a, b, c: s.statuses([a, b]),
-    "record_password_success": lambda s, a, b, c: s.record_password_success(a),
+    "attempt_password_source": lambda s, a, b, c: s.attempt_password("alice", "pw", source=a),
     "rotate_keys": lambda s, a, b, c: s.rotate_keys(actor=a),
 }
 

@@ -18,6 +18,7 @@ import mfa_core
 from mfa_core import ThrottlePolicy
 
 from . import _workers
+from ..support import write_users
 from .conftest import code_for, enable_totp
 
 THREADS = 8
@@ -61,13 +62,17 @@ def outcome(call) -> str:
 
 @pytest.mark.parametrize("shared_instance", [True, False], ids=["one-service", "service-per-thread"])
 def test_threads_lose_no_failure_count(data_dir, clock, shared_instance):
-    services = [mfa_core.open_service(data_dir, clock=clock, environ={}) for _ in range(THREADS)]
-    per_thread = 25
+    per_thread = 10
+    never_waits = ThrottlePolicy(free_failures=THREADS * per_thread + 1, lockout_after=100)
+    services = [mfa_core.open_service(data_dir, clock=clock, environ={}, policy=never_waits)
+                for _ in range(THREADS)]
+    enable_totp(services[0], clock, "alice")
 
     def work(i):
         svc = services[0] if shared_instance else services[i]
         for _ in range(per_thread):
-            svc.record_password_failure("alice")
+            with pytest.raises(mfa_core.InvalidCode):
+                svc.attempt_second_factor("alice", "000000")
     in_threads(work)
     assert services[0].status("alice").failed_attempts == THREADS * per_thread
     every_user_file_parses(data_dir)
@@ -136,6 +141,7 @@ def test_four_processes_on_one_data_dir(open_svc, data_dir, backend, clock, monk
     # A spawned child re-runs the parent's __main__ file; after a page test,
     # AppTest has left the portal's script there (which then fails in the child).
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    write_users(data_dir, {"counted": "counted-pass-1"})
     svc = open_svc(policy=LENIENT)
     secret = enable_totp(svc, clock, "shared")
     code = svc.create_backup_codes("shared").codes[0]
@@ -162,7 +168,7 @@ def test_four_processes_on_one_data_dir(open_svc, data_dir, backend, clock, monk
     assert [o["totp"] for o in outcomes].count("ok") == 1, outcomes
     assert {o["totp"] for o in outcomes} == {"ok", "CodeAlreadyUsed"}
     assert svc.status("shared").backup_codes_remaining == 9
-    assert svc.status("counted").failed_attempts == PROCESSES * failures
+    assert svc.status("counted").password_failures == PROCESSES * failures
     enrolled = [f"p{w}-u{n}" for w in range(PROCESSES) for n in range(users_each)]
     assert all(svc.status(u).totp_enabled for u in enrolled)
     assert every_user_file_parses(data_dir, backend) == len(enrolled) + 2

@@ -26,18 +26,25 @@ WRITER = textwrap.dedent("""
     data_dir, now = sys.argv[1], float(sys.argv[2])
     users = sys.argv[3].split(",")
     svc = mfa_core.open_service(data_dir, clock=lambda: now, environ={})
-    counts = {u: svc.status(u).failed_attempts for u in users}
+    def revoked(u):
+        return len((svc.store.read(u) or {}).get("revoked_tokens") or {})
+    counts = {u: revoked(u) for u in users}
     print("ready", flush=True)
     i = 0
     while True:
         user = users[i % len(users)]
         if i % 7 == 3:
             svc.create_totp(user)  # a pending secret: encrypted, rewritten in the same file
-        svc.record_password_failure(user)
+        svc.revoke_token(user, f"token-{counts[user]}", now + 10 ** 6)  # one more entry a write
         counts[user] += 1
         print(user, counts[user], flush=True)
         i += 1
 """)
+
+
+def revoked(svc: mfa_core.MFAService, user: str) -> int:
+    """How many writes of the user's record committed (each revokes one more token)."""
+    return len((svc.store.read(user) or {}).get("revoked_tokens") or {})
 
 
 def start_writer(data_dir: Path) -> subprocess.Popen:
@@ -79,7 +86,7 @@ def test_store_survives_sigkill_mid_write_many_times(data_dir):
         # The store opens, and every user's state is the old or the new one.
         svc = mfa_core.open_service(data_dir, clock=lambda: T0, environ={})
         for user in USERS:
-            failures = svc.status(user).failed_attempts
+            failures = revoked(svc, user)
             # At most one transaction can have committed without being reported.
             assert committed[user] <= failures <= committed[user] + 1, (user, failures, committed)
             assert failures >= seen[user], "a committed state was lost"
@@ -94,4 +101,4 @@ def test_store_survives_sigkill_mid_write_many_times(data_dir):
     sweep_leftovers(data_dir, older_than=0)
     assert not [p for p in data_dir.rglob("*.tmp")]
     svc = mfa_core.open_service(data_dir, clock=lambda: T0, environ={})
-    assert {u: svc.status(u).failed_attempts for u in USERS} == seen
+    assert {u: revoked(svc, u) for u in USERS} == seen

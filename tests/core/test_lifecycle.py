@@ -149,11 +149,32 @@ def test_a_code_is_accepted_once(svc, clock):
         svc.attempt_second_factor("alice", code)
 
 
-def test_an_earlier_step_than_the_last_accepted_is_a_replay(svc, clock):
+def test_an_earlier_step_than_the_last_accepted_is_refused_as_expired(svc, clock):
     secret = enable_totp(svc, clock, "alice")
     svc.attempt_second_factor("alice", code_for(secret, clock() + 30))  # device slightly ahead
+    with pytest.raises(mfa_core.CodeExpired, match="expired — use the current one"):
+        svc.attempt_second_factor("alice", code_for(secret, clock()))  # never accepted: not a replay
+
+
+def test_a_never_used_code_from_several_steps_ago_has_expired_not_been_used(svc, clock):
+    secret = enable_totp(svc, clock, "alice")
+    svc.attempt_second_factor("alice", code_for(secret, clock()))
+    clock.advance(30)
+    svc.attempt_second_factor("alice", code_for(secret, clock()))
+    with pytest.raises(mfa_core.ClockDrift) as err:
+        svc.attempt_second_factor("alice", code_for(secret, clock() - 5 * 30))
+    assert not isinstance(err.value, mfa_core.CodeAlreadyUsed)
+    assert "expired — use the current one" in str(err.value)
+    assert "about 150 s behind" in str(err.value)  # the drift hint stays
+
+
+def test_only_the_very_step_accepted_is_already_used(svc, clock):
+    secret = enable_totp(svc, clock, "alice")
+    used = code_for(secret, clock())
+    svc.attempt_second_factor("alice", used)
+    clock.advance(3 * 30)  # out of the window now, but that very step was accepted
     with pytest.raises(mfa_core.CodeAlreadyUsed):
-        svc.attempt_second_factor("alice", code_for(secret, clock()))
+        svc.attempt_second_factor("alice", used)
 
 
 def test_already_used_message_is_helpful(svc, clock):

@@ -26,7 +26,7 @@ def test_a_damaged_user_file_is_a_storage_error_for_that_user_only(tinydb_svc, d
     enable_totp(svc, clock, "alice")
     secret = enable_totp(svc, clock, "bob")
     user_file(data_dir, "alice").write_bytes(b'{"mfa": {"1": {"username": "al')
-    with pytest.raises(mfa_core.StorageError, match="damaged"):
+    with pytest.raises(mfa_core.RecordDamaged, match="cannot be read. Contact the helpdesk"):
         svc.status("alice")
     with pytest.raises(mfa_core.StorageError):
         svc.attempt_second_factor("alice", "123456")

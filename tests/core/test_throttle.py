@@ -132,7 +132,7 @@ def test_lockout_after_consecutive_failures(svc, clock):
     with pytest.raises(mfa_core.AccountLocked, match="helpdesk"):
         svc.attempt_second_factor("alice", code_for(secret, clock()))
     with pytest.raises(mfa_core.AccountLocked):
-        svc.check_throttle("alice")
+        svc.retry_after("alice")
 
 
 def test_no_lockout_before_the_policy_says(svc, clock):
@@ -187,35 +187,23 @@ def test_two_instances_share_the_count(open_svc, clock):
     assert first.status("alice").failed_attempts == POLICY.free_failures
 
 
-def test_password_failures_count_in_the_same_throttle(svc, clock):
+def test_password_failures_are_not_second_factor_failures(svc, clock):
+    """The password has its own throttle (tests/core/test_passwords.py): wrong passwords
+    never slow down or lock the second factor."""
     secret = enable_totp(svc, clock, "alice")
-    for _ in range(POLICY.free_failures - 1):
-        assert svc.record_password_failure("alice") == 0
-    assert svc.record_password_failure("alice") > 0
-    with pytest.raises(mfa_core.TooManyAttempts):
-        svc.attempt_second_factor("alice", code_for(secret, clock()))
-
-
-def test_password_failures_lock_out_too(svc, clock):
-    for _ in range(POLICY.lockout_after):
-        svc.record_password_failure("bob")
-    assert svc.status("bob").locked
-    with pytest.raises(mfa_core.AccountLocked):
-        svc.check_throttle("bob")
-
-
-def test_right_password_clears_failures_only_without_a_second_factor(svc, clock):
-    svc.record_password_failure("bob")
-    svc.record_password_success("bob")
-    assert svc.status("bob").failed_attempts == 0
-    enable_totp(svc, clock, "alice")
-    svc.record_password_failure("alice")
-    svc.record_password_success("alice")
-    assert svc.status("alice").failed_attempts == 1
+    svc.directory.add("alice", "alice-pass-1")
+    for n in range(POLICY.lockout_after):
+        with pytest.raises(mfa_core.InvalidCode):
+            svc.attempt_password("alice", "wrong", source=f"198.51.100.{n}")
+    assert svc.status("alice").failed_attempts == 0
+    svc.attempt_second_factor("alice", code_for(secret, clock()))
 
 
 def test_custom_policy_is_honoured(data_dir, clock):
     svc = mfa_core.open_service(data_dir, clock=clock, environ={},
                                 policy=ThrottlePolicy(free_failures=2, base_delay=7, lockout_after=10))
-    svc.record_password_failure("bob")
-    assert svc.record_password_failure("bob") == 7
+    secret = enable_totp(svc, clock, "bob")
+    for _ in range(2):
+        with pytest.raises(mfa_core.InvalidCode):
+            svc.attempt_second_factor("bob", "000000")
+    assert svc.retry_after("bob") == 7

@@ -262,7 +262,7 @@ def test_mfa_unlock_clears_a_lockout(cli, directory, svc, clock):
         with pytest.raises(mfa_core.MFAError):
             svc.attempt_second_factor("alice", "000000" if code_for(secret, clock()) != "000000" else "111111")
     with pytest.raises(mfa_core.AccountLocked):
-        svc.check_throttle("alice")
+        svc.retry_after("alice")
     result = cli("mfa", "unlock", "alice", "--reason", "identity checked")
     assert result.returncode == 0, result.stderr
     status = svc.status("alice")

@@ -28,6 +28,11 @@ def lock_out(svc, clock, username: str) -> str:
     return secret
 
 
+def wrong_password(svc, username: str) -> None:
+    with pytest.raises(mfa_core.InvalidCode):
+        svc.attempt_password(username, "not-the-password", source="203.0.113.50")
+
+
 def helpdesk(username: str = "admin", secret: str | None = None, clock: Clock | None = None):
     return signed_in(username, secret, clock, page=PAGE)
 
@@ -88,8 +93,9 @@ def test_a_signed_in_user_waiting_for_the_second_factor_sees_nothing(data_dir, s
 def test_the_list_shows_status_lockout_and_last_activity(data_dir, svc, clock):
     secret, _codes = enroll(svc, clock, "alice")
     svc.create_totp("bob")
-    for _ in range(svc.policy.free_failures):  # bob's password mistyped: he now waits
-        svc.record_password_failure("bob")
+    for _ in range(svc.policy.free_failures):  # bob mistyped his new app's code: he now waits
+        with pytest.raises(mfa_core.InvalidCode):
+            svc.verify_totp("bob", "000000")
     at = helpdesk()
     table = rows(at)
     assert list(table) == ["admin", "alice", "bob"]
@@ -134,7 +140,7 @@ def test_a_search_without_match_says_so(data_dir):
 
 def test_choosing_a_user_shows_their_audit_trail_newest_first(data_dir, svc, clock):
     enroll(svc, clock, "alice")
-    svc.record_password_failure("bob")
+    wrong_password(svc, "bob")
     at = choose(helpdesk(), "alice")
     assert "Alice Example (alice)" in texts(at)
     trail = at.dataframe[1].value.to_dict("records")
@@ -147,7 +153,7 @@ def test_choosing_a_user_shows_their_audit_trail_newest_first(data_dir, svc, clo
 def test_the_audit_trail_period_reaches_back_to_older_events(data_dir, svc, clock):
     enroll(svc, clock, "alice")
     clock.advance(40 * 86400)
-    svc.record_password_failure("alice")
+    wrong_password(svc, "alice")
     at = choose(helpdesk(), "alice")
     assert [r["Event"] for r in at.dataframe[1].value.to_dict("records")] == ["Wrong password"]
     at.radio(key="helpdesk_period").set_value("Everything")
@@ -272,9 +278,9 @@ def test_clear_lockout_unlocks_and_audits_the_admin(data_dir, svc, clock):
 
 
 def test_clear_lockout_without_a_reason_records_a_default_one(data_dir, svc):
-    svc.record_password_failure("bob")
+    wrong_password(svc, "bob")
     at = click(choose(helpdesk(), "bob"), "Clear lockout")
-    assert svc.status("bob").failed_attempts == 0
+    assert svc.status("bob").password_failures == 0
     assert svc.audit("bob")[-1].detail == "lockout cleared by the helpdesk"
     assert not errors(at)
 
@@ -303,8 +309,9 @@ def test_a_large_directory_draws_a_bounded_list_and_the_search_narrows_it(data_d
 def test_an_admin_demoted_meanwhile_can_no_longer_reset_or_unlock(data_dir, svc, clock, button):
     from mfa_core.users import UserDirectory
 
-    enroll(svc, clock, "alice")
-    svc.record_password_failure("alice")
+    secret, _ = enroll(svc, clock, "alice")
+    with pytest.raises(mfa_core.InvalidCode):
+        svc.attempt_second_factor("alice", "000000" if code(secret, clock) != "000000" else "111111")
     at = choose(helpdesk(), "alice")
     type_into(at, "Reason", "lost phone")
     UserDirectory(data_dir).set_roles("admin", ["user"])  # another admin demotes this one

@@ -160,14 +160,14 @@ def test_password_reverification_without_mfa_and_its_throttle(data_dir, svc, clo
     assert "To add an authentication app, enter your password." in texts(at)
     assert inputs(at) == ["Password"]
     assert "Use a backup code" not in labels(at)
-    for _ in range(svc.policy.free_failures):
+    for _ in range(svc.password_policy.free_failures):
         type_into(at, "Password", "wrong-password")
         at = click(at, "Confirm")
     assert errors(at) == ["That password is not correct."]
     type_into(at, "Password", "bob-demo")
     at = click(at, "Confirm")
     assert errors(at)[0].startswith("Too many failed attempts. Wait")
-    clock.advance(svc.policy.delay(svc.policy.free_failures) + 1)
+    clock.advance(svc.password_policy.delay(svc.password_policy.free_failures) + 1)
     type_into(at, "Password", "bob-demo")
     at = click(at, "Confirm")
     assert at.session_state["addtotp_step"] == "add"

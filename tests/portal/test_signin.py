@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import mfa_core
 import portal.config
 from mfa_core.users import UserDirectory
 
@@ -66,7 +67,8 @@ def test_wrong_password_is_refused_and_counted_in_the_engine(data_dir, svc):
     at = sign_in(app(), "alice", "not-her-password")
     assert errors(at) == ["Username or password is incorrect."]
     assert_sign_in_form_only(at)
-    assert svc.status("alice").failed_attempts == 1
+    assert svc.status("alice").password_failures == 1
+    assert svc.status("alice").failed_attempts == 0  # never toward the second factor's lockout
     assert [e.event for e in svc.audit("alice")] == ["password_failed"]
 
 
@@ -79,15 +81,15 @@ def test_unknown_user_gets_the_same_message(data_dir):
 def test_throttled_password_is_refused_even_when_right_and_new_session_does_not_reset(data_dir, svc,
                                                                                        clock):
     at = app()
-    for _ in range(svc.policy.free_failures):
+    for _ in range(svc.password_policy.free_failures):
         sign_in(at, "alice", "wrong-password")
     fresh = sign_in(app(), "alice")  # another browser: the count lives in the store
     assert any("Too many failed attempts" in e for e in errors(fresh))
     assert_sign_in_form_only(fresh)
-    clock.advance(svc.policy.delay(svc.policy.free_failures) + 1)
+    clock.advance(svc.password_policy.delay(svc.password_policy.free_failures) + 1)
     fresh = sign_in(fresh, "alice")
     assert "Welcome, Alice Example" in texts(fresh)
-    assert svc.status("alice").failed_attempts == 0  # a right password clears (no MFA)
+    assert svc.status("alice").password_failures == 0  # a right password clears the run
 
 
 def test_password_without_mfa_signs_in_with_the_sidebar(data_dir):
@@ -181,10 +183,13 @@ def test_too_many_wrong_codes_make_the_user_wait_in_every_session(data_dir, svc,
     at = click(at, "Continue")
     assert errors(at)[0].startswith("Too many failed attempts. Wait")
     assert "Welcome" not in texts(at)
-    # A new browser meets the same per-user throttle, already at the password.
+    # A new browser meets the same per-user throttle at the second factor; wrong
+    # codes never block the password (nobody can lock a user out with them).
     other = sign_in(app(), "alice")
+    assert "Two-step verification" in texts(other)
+    type_into(other, "Authentication code", code(secret, clock))
+    other = click(other, "Continue")
     assert errors(other)[0].startswith("Too many failed attempts. Wait")
-    assert_sign_in_form_only(other)
     clock.advance(svc.policy.delay(svc.policy.free_failures) + 1)
     at = pass_challenge(at, secret, clock)
     assert "Welcome, Alice Example" in texts(at)
@@ -372,13 +377,17 @@ def test_password_counts_as_verification_from_when_it_was_typed(data_dir, svc, c
 def test_locked_account_is_told_to_contact_the_helpdesk(data_dir, svc, clock):
     secret, _ = enroll(svc, clock)
     for _ in range(svc.policy.lockout_after):
-        svc.record_password_failure("alice")
+        clock.advance(svc.policy.max_delay)
+        with pytest.raises(mfa_core.InvalidCode):
+            svc.attempt_second_factor("alice", "000000")
     at = sign_in(app(), "alice")
+    type_into(at, "Authentication code", code(secret, clock))
+    at = click(at, "Continue")
     assert errors(at) == ["Too many failed attempts: two-step verification is locked for this "
                           "account. Contact the helpdesk to unlock it."]
-    assert_sign_in_form_only(at)
+    assert "Welcome" not in texts(at)
     svc.unlock("alice", actor="admin", reason="verified by phone")
-    at = pass_challenge(sign_in(at, "alice"), secret, clock)
+    at = pass_challenge(at, secret, clock)  # still at the challenge: the password was right
     assert "Welcome, Alice Example" in texts(at)
 
 

@@ -1,0 +1,130 @@
+"""The password check's throttle state ("smart lockout"): per user and source, per account, per source.
+
+Pure functions over the dicts the records hold (see ``records``) and the
+``PasswordPolicy``; the service runs them inside the right transactions:
+
+- a user's ``password`` part: failures per source, consecutive failures from
+  unfamiliar sources, and the sources the user signed in from (familiar);
+- a source's own record: its recent failures across users (spraying, with a
+  slot taken before each check so parallel requests cannot overrun it), and
+  failures per name that is not a user (so unknown names are throttled
+  exactly like known ones and answer the same).
+
+Sources and names are stored only as keyed hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from .errors import MFAError, PasswordBlocked, TooManyAttempts
+from .throttle import PasswordPolicy
+
+NAMES_MAX = 100  # unknown names remembered per source
+UNKNOWN_SOURCE = "unknown"
+
+
+def key(pepper: bytes, kind: str, value: str | None) -> str:
+    """The opaque key a source address or a name is stored under."""
+    text = f"{kind}:{value if value is not None else UNKNOWN_SOURCE}"
+    return hmac.new(pepper, text.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+# -- a user's state (rec["password"]) ---------------------------------------------
+
+def is_familiar(state: dict[str, Any], source: str, now: float, policy: PasswordPolicy) -> bool:
+    at = (state.get("familiar") or {}).get(source)
+    return at is not None and now - at < policy.familiar_for
+
+
+def blocked(state: dict[str, Any], policy: PasswordPolicy) -> bool:
+    """Unfamiliar sources are refused (the account limit was reached)."""
+    return state.get("unfamiliar", 0) >= policy.account_limit
+
+
+def gate(state: dict[str, Any], source: str, familiar: bool, now: float,
+         policy: PasswordPolicy) -> MFAError | None:
+    """Why this source may not try this user's password now, or None."""
+    if not familiar and blocked(state, policy):
+        return PasswordBlocked()
+    return _wait(state.get("sources", {}).get(source), now, policy)
+
+
+def _wait(counter: dict[str, Any] | None, now: float, policy: PasswordPolicy) -> MFAError | None:
+    if not counter:
+        return None
+    wait = policy.retry_after(counter.get("failures", 0), counter.get("last"), now)
+    return TooManyAttempts(wait) if wait else None
+
+
+def _count(counters: dict[str, Any], key_: str, now: float, keep: int) -> None:
+    counter = counters.setdefault(key_, {"failures": 0, "last": None})
+    counter["failures"] += 1
+    counter["last"] = now
+    if len(counters) > keep:  # the oldest go first
+        for old in sorted(counters, key=lambda k: counters[k].get("last") or 0)[:len(counters) - keep]:
+            del counters[old]
+
+
+def record_failure(state: dict[str, Any], source: str, familiar: bool, now: float,
+                   policy: PasswordPolicy) -> bool:
+    """Count a wrong password; True when this failure reached the account limit."""
+    _count(state.setdefault("sources", {}), source, now, policy.sources_max)
+    if familiar:
+        return False
+    state["unfamiliar"] = state.get("unfamiliar", 0) + 1
+    return state["unfamiliar"] == policy.account_limit
+
+
+def record_success(state: dict[str, Any], source: str) -> None:
+    """A right password: this source's failures go, the run of unfamiliar failures ends."""
+    state.get("sources", {}).pop(source, None)
+    state["unfamiliar"] = 0
+
+
+def remember_source(state: dict[str, Any], source: str, now: float, policy: PasswordPolicy) -> None:
+    """The user signed in from ``source``: it is familiar from now on (for a while)."""
+    familiar = state.setdefault("familiar", {})
+    familiar[source] = now
+    for old in [k for k, at in familiar.items() if now - at >= policy.familiar_for]:
+        del familiar[old]
+    if len(familiar) > policy.familiar_max:
+        for old in sorted(familiar, key=familiar.get)[:len(familiar) - policy.familiar_max]:
+            del familiar[old]
+    record_success(state, source)
+
+
+# -- a source's own record ------------------------------------------------------------
+
+def spray_gate(rec: dict[str, Any], now: float, policy: PasswordPolicy) -> MFAError | None:
+    """Too many failures from this source across users lately: how long to wait."""
+    recent = [e for e in rec.get("failures", []) if now - e[1] < policy.spray_window]
+    rec["failures"] = recent
+    if len(recent) < policy.spray_limit:
+        return None
+    wait = int(min(e[1] for e in recent) + policy.spray_window - now) + 1
+    return TooManyAttempts(max(1, wait))
+
+
+def take_slot(rec: dict[str, Any], now: float) -> str:
+    """Count a check as a failure before it runs (parallel checks cannot overrun the limit)."""
+    slot = secrets.token_hex(4)
+    rec.setdefault("failures", []).append([slot, now])
+    return slot
+
+
+def give_back_slot(rec: dict[str, Any], slot: str) -> None:
+    """The check succeeded: its slot was not a failure after all."""
+    rec["failures"] = [e for e in rec.get("failures", []) if e[0] != slot]
+
+
+def unknown_name_gate(rec: dict[str, Any], name: str, now: float,
+                      policy: PasswordPolicy) -> MFAError | None:
+    return _wait(rec.get("names", {}).get(name), now, policy)
+
+
+def record_unknown_name(rec: dict[str, Any], name: str, now: float, policy: PasswordPolicy) -> None:
+    _count(rec.setdefault("names", {}), name, now, NAMES_MAX)

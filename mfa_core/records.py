@@ -1,0 +1,147 @@
+"""A user's record: its format version, the one validator every read goes through, and its small rules.
+
+Fail closed: a record that exists but is not a valid record raises
+RecordDamaged, never reads as "no second factor". A user who never enrolled
+has no record at all. Records written before format versions existed (no
+``v``) are read as version 0 and written back as the current version.
+
+The record (version 1)::
+
+    username      str, the user's name (a record found under another name is damage)
+    v             1
+    two_step      bool: true exactly while an authenticator is enabled (``totp``)
+    totp          {secret: Fernet token, last_step: int | None, enabled_at: time}
+    pending       {secret, created_at, expires_at}: an enrollment waiting for its first code
+    backup        {salt: hex, hashes: [hex], generated_at}: only while two-step is on
+    throttle      {failures, last_failure_at, locked}: second-factor failures
+    password      {sources: {key: {failures, last}}, unfamiliar: int,
+                   familiar: {key: time}}: password failures ("smart lockout")
+    mfa_epoch     int, bumped by every change other sessions must notice
+    activity      [event]: the latest audit events, for the Manage MFA page
+    revoked_tokens {fingerprint: expiry}
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+from typing import Any
+
+from .errors import RecordDamaged
+
+FORMAT_VERSION = 1
+KNOWN_VERSIONS = (0, 1)
+ENROLLMENT_TTL = 600  # a pending enrollment expires after 10 minutes
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _part(rec: dict[str, Any], key: str, fields: dict[str, Any]) -> None:
+    """``rec[key]``, when present, is a dict whose ``fields`` pass their checks."""
+    if key not in rec:
+        return
+    part = rec[key]
+    if not isinstance(part, dict):
+        raise RecordDamaged(detail=f"'{key}' is not an object")
+    for name, check in fields.items():
+        if name not in part or not check(part[name]):
+            raise RecordDamaged(detail=f"'{key}.{name}' is missing or wrong")
+
+
+_SECRET_PART = {"secret": lambda v: isinstance(v, str) and bool(v)}
+
+
+def validate(username: str, rec: Any) -> dict[str, Any]:
+    """``rec`` if it is a valid record of ``username``; raises RecordDamaged otherwise."""
+    if not isinstance(rec, dict):
+        raise RecordDamaged(detail="the record is not an object")
+    version = rec.get("v", 0)
+    if not _int(version) or version not in KNOWN_VERSIONS:
+        raise RecordDamaged(detail=f"unknown record format version {version!r}")
+    if rec.get("username") != username:
+        raise RecordDamaged(detail="the record belongs to another name")
+    _part(rec, "totp", {**_SECRET_PART, "last_step": lambda v: v is None or _int(v),
+                        "enabled_at": _number})
+    _part(rec, "pending", {**_SECRET_PART, "created_at": _number, "expires_at": _number})
+    _part(rec, "backup", {"salt": lambda v: isinstance(v, str) and _hex(v),
+                          "hashes": lambda v: isinstance(v, list) and all(isinstance(h, str) for h in v)})
+    _part(rec, "throttle", {})
+    throttle = rec.get("throttle") or {}
+    if not (_int(throttle.get("failures", 0)) and _optional_number(throttle.get("last_failure_at"))):
+        raise RecordDamaged(detail="'throttle' is wrong")
+    _part(rec, "password", {})
+    if "password" in rec and not _password_state(rec["password"]):
+        raise RecordDamaged(detail="'password' is wrong")
+    for key, kind in (("activity", list), ("revoked_tokens", dict)):
+        if key in rec and not isinstance(rec[key], kind):
+            raise RecordDamaged(detail=f"'{key}' is wrong")
+    if "mfa_epoch" in rec and not _int(rec["mfa_epoch"]):
+        raise RecordDamaged(detail="'mfa_epoch' is wrong")
+    enabled = "totp" in rec
+    if "backup" in rec and not enabled:
+        raise RecordDamaged(detail="backup codes without an authenticator")
+    if version >= 1:
+        if not isinstance(rec.get("two_step"), bool):
+            raise RecordDamaged(detail="'two_step' is missing")
+        if rec["two_step"] != enabled:
+            raise RecordDamaged(detail="two-step is on but the authenticator is missing"
+                                if rec["two_step"] else "an authenticator but two-step is off")
+    return rec
+
+
+def _hex(value: str) -> bool:
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _optional_number(value: Any) -> bool:
+    return value is None or _number(value)
+
+
+def _password_state(state: dict[str, Any]) -> bool:
+    sources, familiar = state.get("sources", {}), state.get("familiar", {})
+    return (isinstance(sources, dict) and isinstance(familiar, dict)
+            and _int(state.get("unfamiliar", 0))
+            and all(isinstance(s, dict) and _int(s.get("failures", 0)) and _optional_number(s.get("last"))
+                    for s in sources.values())
+            and all(_number(t) for t in familiar.values()))
+
+
+def seal(rec: dict[str, Any]) -> None:
+    """Bring a record about to be written to the current version (``two_step`` follows ``totp``)."""
+    rec["v"] = FORMAT_VERSION
+    rec["two_step"] = "totp" in rec
+
+
+def two_step_on(rec: dict[str, Any]) -> bool:
+    return bool(rec.get("totp"))
+
+
+def live_pending(rec: dict[str, Any], now: float) -> dict[str, Any] | None:
+    """The pending enrollment if it has not expired (the one place expiry is compared)."""
+    pending = rec.get("pending")
+    return pending if pending and pending["expires_at"] > now else None
+
+
+def new_pending(secret_token: str, now: float) -> dict[str, Any]:
+    return {"secret": secret_token, "created_at": now, "expires_at": now + ENROLLMENT_TTL}
+
+
+def bump_epoch(rec: dict[str, Any]) -> None:
+    """The user's MFA changed: every other session of theirs must verify again."""
+    rec["mfa_epoch"] = rec.get("mfa_epoch", 0) + 1
+
+
+def remove_second_factor(rec: dict[str, Any]) -> None:
+    """Authenticator, backup codes and enrollment go; the epoch moves on."""
+    for key in ("totp", "backup", "pending"):
+        rec.pop(key, None)
+    bump_epoch(rec)

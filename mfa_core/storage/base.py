@@ -1,0 +1,155 @@
+"""The storage interface the engine is written against: a per-user transaction and the audit trail.
+
+A backend keeps two kinds of record, each changed only inside a transaction
+under its own lock: a user's record (``transaction(username)``) and the
+throttle record of one source address (``source_transaction(key)``, for the
+password checks: failures of a source across users and of names that are not
+users). The audit events a transaction logs commit with it: a backend never
+reports a transaction as failed after its record was committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import secrets
+import sqlite3
+from abc import ABC, abstractmethod
+from typing import Any, Iterator, Sequence
+
+from ..errors import RecordDamaged
+
+Record = dict[str, Any]
+Event = dict[str, Any]
+
+LOCK_TIMEOUT = 30.0
+# What a backend may raise when its files or database cannot be used (the engine reports StorageError).
+IO_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error)
+
+
+class Transaction:
+    """One record, open for change under its lock.
+
+    ``record`` is the caller's own copy (freshly parsed): the store writes it
+    back only if the block ends without an exception and it changed. ``log``
+    queues audit events, which commit with the record (see each backend).
+    ``damaged`` is True when the store found a damaged record and the caller
+    asked to replace it (``repair=True``): ``record`` then starts empty.
+    """
+
+    def __init__(self, username: str, record: Record | None, *, damaged: bool = False) -> None:
+        self.username = username
+        self.existed = record is not None
+        self.damaged = damaged
+        self.record: Record = record if record is not None else {"username": username}
+        self._original = _canonical(self.record) if record is not None else None
+        self.events: list[Event] = []
+        # Ties this transaction's audit lines together (an aborted one is marked by it).
+        self.txn_id = secrets.token_hex(8)
+
+    def log(self, event: Event) -> None:
+        self.events.append({**event, "txn": self.txn_id})
+
+    @property
+    def changed(self) -> bool:
+        if self.damaged:
+            return True
+        if self._original is None:  # a new record is written only once something is in it
+            return set(self.record) != {"username"} or self.record.get("username") != self.username
+        return _canonical(self.record) != self._original
+
+
+def _canonical(record: Record) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+def commit_after_audit(txn: Transaction, audit: Any, write: Any) -> bool:
+    """Commit ``txn`` to a file backend: its events first, then its record (``write()``).
+
+    Write-ahead: if the append fails nothing is committed and the caller hears
+    so; if the record write fails, the events are marked aborted (best effort;
+    see ``audit_log``). Returns whether a record was written.
+    """
+    changed = txn.changed
+    if txn.events:
+        audit.append(txn.events)
+    if not changed:
+        return False
+    try:
+        write()
+    except BaseException:
+        if txn.events:
+            with contextlib.suppress(OSError):
+                audit.abort(txn.txn_id, txn.events[-1]["time"])
+        raise
+    return True
+
+
+def check_record(raw: Any, what: str) -> Record:
+    """``raw`` if it is a record (a JSON object), else RecordDamaged."""
+    if not isinstance(raw, dict):
+        raise RecordDamaged(detail=f"{what} is not an object")
+    return raw
+
+
+def parse_record(text: str | bytes, what: str) -> Record:
+    try:
+        raw = json.loads(text)
+    except (ValueError, TypeError):
+        raise RecordDamaged(detail=f"{what} is not JSON") from None
+    return check_record(raw, what)
+
+
+def user_key(username: str) -> str:
+    return hashlib.sha256(username.encode("utf-8")).hexdigest()
+
+
+class Store(ABC):
+    """The storage interface the engine is written against."""
+
+    @abstractmethod
+    def read(self, username: str) -> Record | None:
+        """The user's committed record, or None when there is none. Needs no lock.
+
+        Raises RecordDamaged when a record exists but cannot be read as one.
+        """
+
+    @abstractmethod
+    @contextlib.contextmanager
+    def transaction(self, username: str, *, repair: bool = False) -> Iterator[Transaction]:
+        """Read, change and write one user's record under that user's lock.
+
+        A damaged record raises RecordDamaged, unless ``repair``: then the
+        transaction starts from an empty record (``txn.damaged``) and the
+        backend keeps the damaged copy aside when it writes the new one.
+        """
+
+    @abstractmethod
+    @contextlib.contextmanager
+    def source_transaction(self, key: str) -> Iterator[Transaction]:
+        """The throttle record of one source (``key`` is opaque), under its own lock.
+
+        May be opened inside a user's transaction (never the other way round).
+        """
+
+    @abstractmethod
+    def usernames(self) -> Iterator[str]:
+        """Every user with a record."""
+
+    @abstractmethod
+    def append_audit(self, events: Sequence[Event]) -> None:
+        ...
+
+    @abstractmethod
+    def query_audit(self, username: str | None = None, since: float | None = None,
+                    until: float | None = None) -> list[Event]:
+        """Events, oldest first, filtered by user and by ``since <= time < until``."""
+
+    def put(self, username: str, record: Record) -> None:
+        """Write a record without reading it first (for building large stores)."""
+        with self.transaction(username, repair=True) as txn:
+            txn.record = record
+
+    def close(self) -> None:
+        pass

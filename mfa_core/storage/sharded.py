@@ -1,0 +1,269 @@
+"""The portal's embedded store: one small TinyDB file per user, atomic writes, striped locks.
+
+Each write rewrites one user's file (temp file, fsync, ``os.replace``), so its
+cost does not grow with the number of users. Locks hold across Streamlit's
+threads and across processes. A file that exists but is not a record (empty,
+torn, not JSON, the wrong layout) is damage, never "no record".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from filelock import FileLock, Timeout
+from tinydb import TinyDB
+from tinydb.storages import Storage
+from tinydb.table import Document
+
+from ..errors import RecordDamaged, StorageError
+from .audit_log import JSONLinesAuditLog
+from .base import (LOCK_TIMEOUT, Event, Record, Store, Transaction, check_record,
+                   commit_after_audit, parse_record, user_key)
+from .files import write_atomic
+
+log = logging.getLogger("mfa_core.storage")
+
+TABLE = "mfa"
+# A record whose ``two_step`` is true must exist: the store remembers that
+# outside the record (a marker file under ``enrolled/``), so a deleted or
+# lost record file reads as damage instead of as "no second factor".
+GUARD = "two_step"
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that never rewrites a file in place (TinyDB's own JSONStorage does).
+
+    One instance serves one transaction: the file is parsed once (or handed
+    over already parsed, ``preloaded``) and what was read or written is kept,
+    so TinyDB's several reads per operation cost one. Locking is not its job:
+    the store takes the record's lock around the whole read-change-write.
+    """
+
+    def __init__(self, path: str | Path, create_dirs: bool = True,
+                 preloaded: dict[str, Any] | None = None, **_: Any) -> None:
+        self.path = os.fspath(path)
+        self._create_dirs = create_dirs  # on the first write, not on every open
+        self._data: dict[str, dict[str, Any]] | None = preloaded
+        self._loaded = preloaded is not None
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        if not self._loaded:
+            self._data = self._read_file()
+            self._loaded = True
+        # Like TinyDB's MemoryStorage, hand out the object itself: TinyDB changes
+        # it only on the way to write(), and an instance lives for one
+        # transaction, so nothing else ever sees a half-changed copy.
+        return self._data
+
+    def _read_file(self) -> dict[str, dict[str, Any]] | None:
+        try:
+            with open(self.path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return None
+        return parse_record(raw, f"The store file {os.path.basename(self.path)}")
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+        try:
+            write_atomic(self.path, body)
+        except FileNotFoundError:
+            if not self._create_dirs:
+                raise
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            write_atomic(self.path, body)
+        self._data = data
+        self._loaded = True
+
+    def close(self) -> None:
+        pass
+
+
+class StripedLocks:
+    """Locks that hold across Streamlit's threads and across processes.
+
+    A fixed set of lock files (keys hash onto them) keeps the directory small;
+    a thread lock in front of each excludes the threads of one process (a
+    FileLock object is re-entrant, so threads sharing one would not be).
+    """
+
+    def __init__(self, directory: Path, stripes: int = 256) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.stripes = stripes
+        self._thread_locks = [threading.Lock() for _ in range(stripes)]
+        self._paths = [str(directory / f"{n:03d}.lock") for n in range(stripes)]
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        n = int(key[:8], 16) % self.stripes
+        if not self._thread_locks[n].acquire(timeout=LOCK_TIMEOUT):
+            raise StorageError()
+        try:
+            # A fresh FileLock each time: its own file descriptor, so flock
+            # excludes other processes even if another object exists here.
+            lock = FileLock(self._paths[n], timeout=LOCK_TIMEOUT, thread_local=False)
+            try:
+                lock.acquire(poll_interval=0.001)
+            except Timeout as exc:
+                raise StorageError() from exc
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            self._thread_locks[n].release()
+
+
+def load_document(path: str, what: str) -> tuple[dict[str, Any] | None, Record | None]:
+    """(the parsed file, its record) of one TinyDB file holding document 1; (None, None) if absent.
+
+    Raises RecordDamaged for a file that exists but is not such a file.
+    """
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return None, None
+    data = parse_record(raw, what)
+    table = data.get(TABLE)
+    if not isinstance(table, dict):
+        raise RecordDamaged(detail=f"{what} has no {TABLE} table")
+    # A copy: TinyDB's update clears the stored document before refilling it.
+    return data, dict(check_record(table.get("1"), what))
+
+
+class ShardedTinyDBStore(Store):
+    """One TinyDB file per user under ``users/<2 hex>/<sha256>.json``.
+
+    File names are hashes, so no username can reach outside the directory,
+    and each write rewrites one small file. Source records (password
+    throttling) live the same way under ``sources/``, with locks of their own.
+    """
+
+    TABLE = TABLE
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.root = Path(data_dir)
+        self.users_dir = self.root / "users"
+        self.users_dir.mkdir(parents=True, exist_ok=True)
+        self._users_root = str(self.users_dir)
+        self._sources_root = str(self.root / "sources")
+        self._guards_root = str(self.root / "enrolled")
+        self._locks = StripedLocks(self.root / "locks")
+        self._source_locks = StripedLocks(self.root / "locks" / "sources", stripes=64)
+        self.audit = JSONLinesAuditLog(self.root / "audit")
+
+    def _path(self, key: str) -> str:
+        # Plain strings: pathlib's parsing showed up in the per-call profile.
+        return os.path.join(self._users_root, key[:2], key + ".json")
+
+    def _guard(self, key: str) -> str:
+        return os.path.join(self._guards_root, key[:2], key)
+
+    def _load_user(self, key: str) -> tuple[dict[str, Any] | None, Record | None]:
+        data, record = load_document(self._path(key), "Your account's record")
+        if data is None and os.path.exists(self._guard(key)):
+            raise RecordDamaged(detail="the record file is missing")
+        return data, record
+
+    def read(self, username: str) -> Record | None:
+        return self._load_user(user_key(username))[1]
+
+    @contextlib.contextmanager
+    def transaction(self, username: str, *, repair: bool = False) -> Iterator[Transaction]:
+        key = user_key(username)
+        with self._locks.hold(key):
+            try:
+                data, record = self._load_user(key)
+                damaged = False
+            except RecordDamaged:
+                if not repair:
+                    raise
+                data, record, damaged = {}, None, True
+            txn = Transaction(username, record, damaged=damaged)
+            yield txn
+            self._commit(txn, self._path(key), data, self._guard(key))
+
+    @contextlib.contextmanager
+    def source_transaction(self, key: str) -> Iterator[Transaction]:
+        hashed = user_key(key)
+        path = os.path.join(self._sources_root, hashed[:2], hashed + ".json")
+        with self._source_locks.hold(hashed):
+            data, record = load_document(path, "A source's throttle record")
+            txn = Transaction(key, record)
+            yield txn
+            self._commit(txn, path, data, None)
+
+    def _commit(self, txn: Transaction, path: str, data: dict[str, Any] | None,
+                guard: str | None) -> None:
+        guarded = guard is not None and bool(txn.record.get(GUARD))
+
+        def write() -> None:
+            if guard is not None and not guarded and os.path.exists(guard):
+                os.unlink(guard)  # before the record: a crash between leaves no stale marker
+            if txn.damaged:
+                self._keep_damaged(path)
+            table = TinyDB(path, storage=AtomicJSONStorage, preloaded=data).table(TABLE)
+            _replace(table, 1, txn.record, exists=txn.existed)
+
+        if not commit_after_audit(txn, self.audit, write) or not guarded:
+            return
+        # Committed: nothing below may report a failure.
+        if not os.path.exists(guard):
+            try:
+                os.makedirs(os.path.dirname(guard), exist_ok=True)
+                write_atomic(guard, b"")
+            except OSError as exc:
+                log.warning("enrolment marker not written: %s", type(exc).__name__)
+
+    @staticmethod
+    def _keep_damaged(path: str) -> None:
+        """Move a damaged record aside (``<name>.damaged-<time>``) for whoever investigates."""
+        if os.path.exists(path):
+            os.replace(path, f"{path}.damaged-{int(time.time())}")
+
+    def put(self, username: str, record: Record) -> None:
+        table = TinyDB(self._path(user_key(username)), storage=AtomicJSONStorage,
+                       preloaded={}).table(TABLE)
+        _replace(table, 1, record, exists=False)
+
+    def usernames(self) -> Iterator[str]:
+        for shard in sorted(self.users_dir.iterdir()):
+            if not shard.is_dir():
+                continue
+            for path in sorted(shard.glob("*.json")):
+                try:
+                    record = load_document(str(path), "A record")[1]
+                except RecordDamaged:
+                    continue  # its name cannot be read; the engine reports it per user
+                if record is not None and isinstance(record.get("username"), str):
+                    yield record["username"]
+
+    def append_audit(self, events: Sequence[Event]) -> None:
+        self.audit.append(events)
+
+    def query_audit(self, username=None, since=None, until=None) -> list[Event]:
+        return self.audit.query(username, since, until)
+
+
+def _replace(table, doc_id: int, record: Record, exists: bool | None = None) -> None:
+    """Put ``record`` as document ``doc_id``, dropping keys it no longer has, in one write.
+
+    (TinyDB's upsert merges fields, so a key removed from the record would survive.)
+    ``exists`` spares a look-up when the caller just read the document.
+    """
+    if exists if exists is not None else table.contains(doc_id=doc_id):
+        def swap(doc: dict) -> None:
+            doc.clear()
+            doc.update(record)
+        table.update(swap, doc_ids=[doc_id])
+    else:
+        table.insert(Document(record, doc_id=doc_id))
