@@ -14,5 +14,5 @@ __all__ = [
     "EnrollmentExpired", "InvalidCode", "InvalidCodeFormat", "KeyringError", "MFAError",
     "MFAService", "MFAStatus", "NoBackupCodes", "NoPendingEnrollment", "NotEnabled",
     "PasswordBlocked", "PasswordPolicy", "PasswordResult", "RecordDamaged", "SecondFactorResult",
-    "StorageError", "TOTPResource", "ThrottlePolicy", "open_service",
+    "StorageError", "TOTPResource", "ThrottlePolicy", "TooManyAttempts", "open_service",
 ]

@@ -105,20 +105,7 @@ def status_dict(status: MFAStatus, user: Any = None) -> dict[str, Any]:
 
 
 def lock_state(status: MFAStatus) -> str:
-    if status.damaged:
-        return "record damaged"
-    parts = []
-    if status.locked:
-        parts.append("locked")
-    elif status.retry_after:
-        parts.append(f"wait {status.retry_after} s")
-    elif status.failed_attempts:
-        parts.append(f"{status.failed_attempts} failed")
-    if status.password_blocked:
-        parts.append("password blocked from new places")
-    elif status.password_failures:
-        parts.append(f"{status.password_failures} wrong passwords")
-    return ", ".join(parts) or "-"
+    return ", ".join(status.lockout_words()) or "-"
 
 
 # -- the commands -----------------------------------------------------------------

@@ -164,9 +164,15 @@ def _compose(event: AuditEvent, name: str, issuer: str) -> tuple[str, str] | Non
         subject = "Two-step verification is locked on your account"
         what = ("Two-step verification on your account was locked after too many failed "
                 "attempts. Contact the helpdesk to unlock it.")
+    elif event.event == "password_blocked":
+        subject = "Too many wrong passwords were tried on your account"
+        what = ("Someone typed a wrong password for your account too many times from places "
+                "you have not signed in from. Signing in with your password from a new place "
+                "is blocked; from your usual devices and networks you sign in as always. If "
+                "you did not try this yourself, change your password and tell the helpdesk.")
     else:
         return None
-    if by_someone_else and event.event != "lockout":
+    if by_someone_else and event.event not in ("lockout", "password_blocked"):
         what += f"\n\nThis change was made by {event.actor}."
     when = event.when.strftime("%A %d %B %Y at %H:%M UTC")
     body = (f"Hello {name},\n\n{what}\n\nWhen: {when}\n\n{IF_NOT_YOU}\n\n"
@@ -178,7 +184,7 @@ class MailNotifier:
     """The engine's notifier: mails the user of each event worth telling them about."""
 
     EVENTS = frozenset({"totp_enabled", "totp_removed", "backup_codes_generated",
-                        "backup_code_used", "helpdesk_reset", "lockout"})
+                        "backup_code_used", "helpdesk_reset", "lockout", "password_blocked"})
 
     def __init__(self, settings: SMTPSettings, directory: UserDirectory, *,
                  issuer: str = "MFA Portal") -> None:

@@ -67,6 +67,24 @@ class MFAStatus:
         """Backup codes are in force while two-step is on, even with none left."""
         return self.totp_enabled
 
+    def lockout_words(self) -> list[str]:
+        """What holds this user back, in words for the helpdesk (empty: nothing)."""
+        if self.damaged:
+            return ["record damaged"]
+        words = []
+        if self.locked:
+            words.append("locked")
+        elif self.retry_after:
+            words.append(f"waiting {self.retry_after} s ({self.failed_attempts} failed)")
+        elif self.failed_attempts:
+            words.append(f"{self.failed_attempts} failed")
+        if self.password_blocked:
+            words.append("password blocked from new places")
+        elif self.password_failures:
+            plural = "s" if self.password_failures != 1 else ""
+            words.append(f"{self.password_failures} wrong password{plural}")
+        return words
+
 
 @dataclass(frozen=True)
 class TOTPResource:

@@ -23,28 +23,13 @@ PERIODS = {"Last 30 days": 30 * 86400, "Last year": 365 * 86400, "Everything": N
 REASON = "helpdesk_reason"
 ERROR = "helpdesk_error"
 NOT_ADMIN = "Only helpdesk admins can do this."
-
-
 DAMAGED = "Record damaged"
 
 
 def lock_state(status: mfa_core.MFAStatus) -> str:
     """The second factor's and the password's lockout, in words."""
-    if status.damaged:
-        return DAMAGED
-    parts = []
-    if status.locked:
-        parts.append("Locked")
-    elif status.retry_after:
-        parts.append(f"Waiting {status.retry_after} s ({status.failed_attempts} failed)")
-    elif status.failed_attempts:
-        parts.append(f"{status.failed_attempts} failed")
-    if status.password_blocked:
-        parts.append("Password blocked from new places")
-    elif status.password_failures:
-        plural = "s" if status.password_failures != 1 else ""
-        parts.append(f"{status.password_failures} wrong password{plural}")
-    return "; ".join(parts) or "—"
+    text = "; ".join(status.lockout_words())
+    return text[:1].upper() + text[1:] if text else "—"
 
 
 def has_failures(status: mfa_core.MFAStatus) -> bool:

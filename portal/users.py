@@ -52,55 +52,6 @@ def index(portal: config.Portal) -> UserIndex:
         return UserIndex({})
 
 
-class Credentials(dict):
-    """The library's ``credentials['usernames']``, copying an entry only when it is asked for.
-
-    streamlit-authenticator writes to the entry of the user who signs in, so
-    each session gets its own copy of that one entry; building a copy of the
-    whole directory on every run of the sign-in screen would cost ~20 ms at
-    10,000 users.
-    """
-
-    def __init__(self, entries: dict[str, Any]) -> None:
-        super().__init__()
-        self._entries = entries
-
-    def __missing__(self, username: str) -> dict[str, Any]:
-        entry = self._entries[username]
-        if not isinstance(entry, dict):
-            raise KeyError(username)
-        copy = dict(entry)
-        self[username] = copy
-        return copy
-
-    def __contains__(self, username: object) -> bool:
-        return dict.__contains__(self, username) or (
-            isinstance(self._entries.get(username), dict))  # type: ignore[arg-type]
-
-    def get(self, username: str, default: Any = None) -> Any:
-        try:
-            return self[username]
-        except (KeyError, TypeError):
-            return default
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __bool__(self) -> bool:
-        return bool(self._entries)
-
-
 def entries(portal: config.Portal) -> dict[str, Any]:
     """username -> raw directory entry, the shared parsed snapshot: read it, never change it."""
     return _entries(portal)
-
-
-def lazy_credentials(portal: config.Portal) -> Credentials:
-    """The ``credentials['usernames']`` mapping the sign-in form hands the library."""
-    return Credentials(_entries(portal))
-
-
-def credentials(portal: config.Portal) -> dict[str, Any]:
-    """A full copy ``{"usernames": {name: entry}}`` (entries copied; costs ~5 ms at 10k users)."""
-    return {"usernames": {name: dict(entry) for name, entry in _entries(portal).items()
-                          if isinstance(entry, dict)}}

@@ -25,19 +25,22 @@ def codes(svc, clock) -> list[str]:
     return svc.create_backup_codes("alice").codes
 
 
+def sql(data_dir, statement: str) -> None:
+    """Change the SQLite store from another connection, as an operator's mistake would."""
+    with contextlib.closing(sqlite3.connect(data_dir / "mfa.sqlite3")) as db:
+        db.execute(statement)
+        db.commit()
+
+
 @contextlib.contextmanager
 def audit_unwritable(svc, backend, data_dir, clock):
     """The trail refuses appends for real: a directory where today's day file goes, or no table."""
     if backend == "sqlite":
-        with contextlib.closing(sqlite3.connect(data_dir / "mfa.sqlite3")) as db:
-            db.execute("ALTER TABLE audit RENAME TO audit_away")
-            db.commit()
+        sql(data_dir, "ALTER TABLE audit RENAME TO audit_away")
         try:
             yield
         finally:
-            with contextlib.closing(sqlite3.connect(data_dir / "mfa.sqlite3")) as db:
-                db.execute("ALTER TABLE audit_away RENAME TO audit")
-                db.commit()
+            sql(data_dir, "ALTER TABLE audit_away RENAME TO audit")
     else:
         day = dt.datetime.fromtimestamp(clock(), dt.timezone.utc).strftime("%Y-%m-%d")
         day_file = data_dir / "audit" / f"{day}.jsonl"
@@ -55,16 +58,12 @@ def audit_unwritable(svc, backend, data_dir, clock):
 def records_unwritable(backend, data_dir, monkeypatch):
     """The user's record cannot be written (a full disk), after the trail was."""
     if backend == "sqlite":
-        with contextlib.closing(sqlite3.connect(data_dir / "mfa.sqlite3")) as db:
-            db.execute("CREATE TRIGGER full_disk BEFORE INSERT ON users "
-                       "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
-            db.commit()
+        sql(data_dir, "CREATE TRIGGER full_disk BEFORE INSERT ON users "
+                      "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
         try:
             yield
         finally:
-            with contextlib.closing(sqlite3.connect(data_dir / "mfa.sqlite3")) as db:
-                db.execute("DROP TRIGGER full_disk")
-                db.commit()
+            sql(data_dir, "DROP TRIGGER full_disk")
     else:
         def full(*args, **kwargs):
             raise OSError(28, "No space left on device")

@@ -202,7 +202,7 @@ def test_password_failures_are_not_second_factor_failures(svc, clock):
 def test_custom_policy_is_honoured(data_dir, clock):
     svc = mfa_core.open_service(data_dir, clock=clock, environ={},
                                 policy=ThrottlePolicy(free_failures=2, base_delay=7, lockout_after=10))
-    secret = enable_totp(svc, clock, "bob")
+    enable_totp(svc, clock, "bob")
     for _ in range(2):
         with pytest.raises(mfa_core.InvalidCode):
             svc.attempt_second_factor("bob", "000000")

@@ -497,3 +497,31 @@ def test_an_interrupted_rotation_says_so_in_one_line(cli, svc, clock, data_dir):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "run the command again" in err
+
+
+def _damage(data_dir, username: str, raw: bytes = b"\x00 damaged") -> None:
+    from mfa_core.storage import user_key
+    key = user_key(username)
+    (data_dir / "users" / key[:2] / f"{key}.json").write_bytes(raw)
+
+
+def test_mfa_status_of_a_damaged_record_says_so_and_how_to_repair_it(cli, directory, svc, clock,
+                                                                     data_dir):
+    enable_totp(svc, clock, "alice")
+    _damage(data_dir, "alice")
+    result = cli("mfa", "status", "alice")
+    assert result.returncode == 1
+    assert "record:               damaged" in result.stdout and "mfa reset alice" in result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    assert json.loads(cli("mfa", "status", "alice", "--json").stdout)["damaged"] is True
+    rows = {line.split()[0]: line for line in cli("mfa", "list").stdout.splitlines()[1:]}
+    assert "damaged" in rows["alice"] and "damaged" not in rows["bob"]
+    assert cli("mfa", "reset", "alice", "--reason", "damaged record").returncode == 0
+    assert "record:" not in cli("mfa", "status", "alice").stdout
+
+
+def test_mfa_status_shows_wrong_passwords_and_the_block(cli, directory, svc, clock):
+    for n in range(3):
+        with pytest.raises(mfa_core.InvalidCode):
+            svc.attempt_password("bob", "wrong", source=f"198.51.100.{n}")
+    assert "wrong passwords:      3" in cli("mfa", "status", "bob").stdout

@@ -320,3 +320,23 @@ def test_an_admin_demoted_meanwhile_can_no_longer_reset_or_unlock(data_dir, svc,
     assert status.totp_enabled and status.failed_attempts == 1
     assert not [e for e in svc.audit("alice") if e.actor == "admin"]
     assert "This page is for helpdesk admins." in errors(at)
+
+
+def test_a_damaged_record_is_listed_as_such_and_the_reset_replaces_it(data_dir, svc, clock):
+    from mfa_core.storage import user_key
+    secret, _ = enroll(svc, clock, "admin")
+    enroll(svc, clock, "alice")
+    key = user_key("alice")
+    (data_dir / "users" / key[:2] / f"{key}.json").write_bytes(b'{"_default": []}')
+    at = helpdesk("admin", secret, clock)
+    assert not at.exception and not errors(at)
+    table = rows(at)
+    assert table["alice"]["Authenticator"] == "Record damaged"
+    assert table["alice"]["Lockout"] == "Record damaged"
+    assert table["bob"]["Authenticator"] == "Off"
+    at = choose(at, "alice")
+    assert any("cannot be read" in e for e in errors(at))
+    type_into(at, "Reason", "record damaged, ticket 99")
+    at = click(at, "Reset MFA")
+    assert not svc.status("alice").totp_enabled
+    assert "damaged record replaced" in svc.audit("alice")[-1].detail

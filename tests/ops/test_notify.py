@@ -165,6 +165,19 @@ def test_a_lockout_mails_the_user(mailed, clock, inbox):
     assert "Contact the helpdesk to unlock it" in body(msgs[1])
 
 
+def test_a_password_blocked_from_new_places_mails_the_user(data_dir, clock, directory, inbox):
+    notifier = notify.from_settings(data_dir, smtp_env(inbox.port), secrets_path=None)
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, notifier=notifier,
+                                password_policy=mfa_core.PasswordPolicy(account_limit=10))
+    for n in range(10):
+        with pytest.raises(mfa_core.InvalidCode):
+            svc.attempt_password("alice", f"guess-{n}", source=f"203.0.113.{n}")
+    [msg] = inbox.wait_for(1)
+    assert msg["Subject"] == "[MFA Portal] Too many wrong passwords were tried on your account"
+    assert "from your usual devices and networks you sign in as always" in body(msg)
+    no_secret_in(msg, *(f"guess-{n}" for n in range(10)))
+
+
 def test_sign_ins_and_enrollment_steps_are_not_mailed(mailed, clock, inbox):
     secret = enable_totp(mailed, clock, "alice")
     mailed.attempt_second_factor("alice", code_for(secret, clock()))

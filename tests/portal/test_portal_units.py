@@ -1,4 +1,4 @@
-"""The portal's pieces that need no Streamlit run: QR rendering, the lazy credentials, start-up."""
+"""The portal's pieces that need no Streamlit run: QR rendering, the client address, start-up."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from qrcode.constants import ERROR_CORRECT_M
 import portal.config
 from portal import session
 from portal.qr import penalties, qr_matrix, qr_png
-from portal.users import Credentials
 
 from ..support import leftover_temp_file
 
@@ -88,20 +87,6 @@ def test_qr_png_refuses_an_empty_text():
         qr_png("")
 
 
-def test_credentials_copy_only_the_entry_asked_for_and_never_change_the_snapshot():
-    snapshot = {"alice": {"password": "h", "roles": ["user"]}, "broken": "not a dict"}
-    creds = Credentials(snapshot)
-    assert "alice" in creds and "bob" not in creds and "broken" not in creds
-    assert creds.get("bob") is None and creds.get("broken") is None
-    entry = creds["alice"]
-    entry["logged_in"] = True  # what streamlit-authenticator does after a sign-in
-    assert "logged_in" not in snapshot["alice"]
-    assert creds["alice"] is entry  # one copy per session's authenticator
-    with pytest.raises(KeyError):
-        creds["bob"]
-    assert bool(creds) and len(creds) == 2
-
-
 @pytest.mark.parametrize("left, kind, words", [
     (9, "info", "9 backup codes left."), (4, "info", "4 backup codes left."),
     (3, "warning", "Only 3 backup codes left"), (1, "warning", "Only 1 backup code left"),
@@ -121,3 +106,13 @@ def test_the_portal_sweeps_old_temp_files_when_it_opens_a_data_dir(data_dir, mon
         time.sleep(0.01)
     assert not os.path.exists(leftover)
     assert portal.config.directory().get("alice") is not None
+
+
+def test_the_client_address_is_the_peer_unless_a_trusted_proxy_header_is_configured():
+    from portal.config import client_address
+    headers = {"X-Forwarded-For": "6.6.6.6, 203.0.113.9"}
+    assert client_address("10.1.1.1", headers, {}) == "10.1.1.1"  # no proxy: a client cannot pick
+    env = {"MFA_PORTAL_PROXY_HEADER": "X-Forwarded-For"}
+    assert client_address("10.1.1.1", headers, env) == "203.0.113.9"  # what the proxy appended
+    assert client_address("10.1.1.1", {}, env) == "10.1.1.1"
+    assert client_address(None, None, {}) is None

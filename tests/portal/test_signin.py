@@ -453,3 +453,37 @@ def test_the_password_is_not_kept_in_the_session(data_dir):
     at = sign_in(app(), "bob", "wrong-password")
     assert "Username" in inputs(at)
     assert not at.session_state["portal_login_password"]
+
+
+@pytest.mark.parametrize("damage", [b"", b"null", b"[]", b'{"_default": []}', b'{"mfa": {"1": []}}',
+                                    b'{"mfa": {"1": {"username": "alice", "v": 1, "two_step": true}}}',
+                                    b'{"mfa": {"1": {"username": "alice", "v": 7, "two_step": false}}}',
+                                    None])
+def test_a_damaged_record_never_signs_in_with_the_password_alone(data_dir, svc, clock, damage):
+    from mfa_core.storage import user_key
+    enroll(svc, clock)
+    key = user_key("alice")
+    path = data_dir / "users" / key[:2] / f"{key}.json"
+    if damage is None:
+        path.unlink()  # a lost file: the store remembers that alice has two-step on
+    else:
+        path.write_bytes(damage)
+    at = sign_in(app(), "alice")
+    assert errors(at) == ["Your account's security settings cannot be read. Contact the helpdesk."]
+    assert_sign_in_form_only(at)
+    assert not at.exception
+    other = sign_in(app(), "bob")  # nobody else is affected
+    assert "Welcome, Bob Example" in texts(other)
+
+
+def test_a_session_signed_in_before_the_damage_is_stopped_at_its_next_run(data_dir, svc, clock):
+    from mfa_core.storage import user_key
+    secret, _ = enroll(svc, clock)
+    at = pass_challenge(sign_in(app(), "alice"), secret, clock)
+    assert "Welcome, Alice Example" in texts(at)
+    key = user_key("alice")
+    (data_dir / "users" / key[:2] / f"{key}.json").write_bytes(b"[]")
+    at.switch_page("pages/1_Manage_MFA.py")
+    at = run(at)
+    assert errors(at) == ["Your account's security settings cannot be read. Contact the helpdesk."]
+    assert "User MFA Settings" not in texts(at) and not at.exception
