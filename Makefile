@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/streamlit run streamlit_app.py
+	$(VENV)/bin/streamlit run app.py
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -411,11 +411,14 @@ class MFAService:
             log.warning("a password success could not be taken off its source's count")
 
     def attempt_second_factor(self, username: str, code: str, strategy: str = "totp", *,
-                              source: str | None = None) -> SecondFactorResult:
+                              source: str | None = None,
+                              actor: str | None = None) -> SecondFactorResult:
         """Check a second factor at sign-in (or reverification); success clears failures.
 
         A success also makes ``source`` (the client's address) a familiar
-        place for the user's password. Raises InvalidCodeFormat, InvalidCode
+        place for the user's password. ``actor`` is who asks, for the audit
+        trail (default: the user; a calling service gives its own name).
+        Raises InvalidCodeFormat, InvalidCode
         (CodeAlreadyUsed, CodeExpired, ClockDrift), TooManyAttempts
         (AccountLocked), NotEnabled, NoBackupCodes, StorageError.
         """
@@ -426,6 +429,7 @@ class MFAService:
             raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
         code = check.totp_code(code) if strategy == "totp" else check.backup_code(code)
         source = check.source(source)
+        actor = check.optional_name(actor, "actor", username)
         now = self.clock()
         error: MFAError | None = None
         remaining = 0
@@ -434,7 +438,7 @@ class MFAService:
             enrolled = rec.get("totp")
             if not enrolled:
                 error = NotEnabled()
-            elif (error := self._gate(txn, now, username)) is None:
+            elif (error := self._gate(txn, now, actor)) is None:
                 backup = rec.get("backup") or {}
                 if strategy == "totp":
                     try:
@@ -444,7 +448,7 @@ class MFAService:
                         error = refused
                     else:
                         enrolled["last_step"] = step
-                        self._log(txn, now, username, "second_factor_passed", "success",
+                        self._log(txn, now, actor, "second_factor_passed", "success",
                                   "authentication code")
                 elif not backup.get("hashes"):
                     error = NoBackupCodes()
@@ -454,7 +458,7 @@ class MFAService:
                     hit = [i for i, h in enumerate(backup["hashes"]) if secrets.compare_digest(h, wanted)]
                     if hit:
                         del backup["hashes"][hit[0]]
-                        self._log(txn, now, username, "backup_code_used", "success",
+                        self._log(txn, now, actor, "backup_code_used", "success",
                                   f"{len(backup['hashes'])} left")
                     else:
                         error = InvalidCode("That backup code is not valid or was already used.")
@@ -464,7 +468,7 @@ class MFAService:
                                               passwords.key(self.keyring.pepper, "source", source),
                                               now, self.password_policy)
                 elif not isinstance(error, NoBackupCodes):
-                    self._fail(txn, now, username, "second_factor_failed", error)
+                    self._fail(txn, now, actor, "second_factor_failed", error)
                 remaining = len(backup.get("hashes") or [])
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining)

@@ -85,16 +85,29 @@ fn`` (AppTest runs the script in this process); nothing patches datetime.
 
 from __future__ import annotations
 
-from .config import directory, service
-from .qr import qr_png
-from .session import (flash, note_mfa_changed, sensitive, status, verification_caption,
-                      verification_remaining)
-from .signin import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE, MANAGE_PAGE, page_link,
-                     require_admin, require_user, sidebar)
+import importlib
+from typing import Any
 
-__all__ = [
-    "ADD_TOTP_PAGE", "HELPDESK_PAGE", "HOME_PAGE", "MANAGE_PAGE", "page_link",
-    "directory", "flash", "note_mfa_changed", "qr_png", "require_admin", "require_user",
-    "sensitive", "service", "sidebar", "status", "verification_caption",
-    "verification_remaining",
-]
+# Imported on first use, not with the package: ``app.py`` imports
+# ``portal.server`` before Streamlit's runtime exists, and a component
+# declared before then (the cookie manager, imported by ``signin``) would
+# never be served.
+_EXPORTS = {
+    "directory": "config", "service": "config", "qr_png": "qr",
+    "flash": "session", "note_mfa_changed": "session", "sensitive": "session",
+    "status": "session", "verification_caption": "session", "verification_remaining": "session",
+    "ADD_TOTP_PAGE": "signin", "HELPDESK_PAGE": "signin", "HOME_PAGE": "signin",
+    "MANAGE_PAGE": "signin", "page_link": "signin", "require_admin": "signin",
+    "require_user": "signin", "sidebar": "signin",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'portal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,13 @@
+"""The portal's server: Streamlit's own (``st.App``, Starlette underneath) plus the portal's HTTP routes.
+
+``make run`` starts it (``streamlit run app.py``); the page script is
+``streamlit_app.py``. The routes and middleware come from ``portal.server``,
+so the pages, the API and anything else the portal serves share one port.
+Under uvicorn: ``uvicorn app:app --host 127.0.0.1 --port 8501``.
+"""
+
+import streamlit as st
+
+from portal import server
+
+app = st.App("streamlit_app.py", routes=server.routes(), middleware=server.middleware())
