@@ -7,12 +7,13 @@ from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, En
                      TooManyAttempts)
 from .service import (BackupCodes, MFAService, MFAStatus, PasswordResult, SecondFactorResult,
                       TOTPResource, open_service)
+from .sessions import Session, SessionPolicy
 from .throttle import PasswordPolicy, ThrottlePolicy
 
 __all__ = [
     "AccountLocked", "AuditEvent", "BackupCodes", "ClockDrift", "CodeAlreadyUsed", "CodeExpired",
     "EnrollmentExpired", "InvalidCode", "InvalidCodeFormat", "KeyringError", "MFAError",
     "MFAService", "MFAStatus", "NoBackupCodes", "NoPendingEnrollment", "NotEnabled",
-    "PasswordBlocked", "PasswordPolicy", "PasswordResult", "RecordDamaged", "SecondFactorResult",
+    "PasswordBlocked", "PasswordPolicy", "PasswordResult", "RecordDamaged", "SecondFactorResult", "Session", "SessionPolicy",
     "StorageError", "TOTPResource", "ThrottlePolicy", "TooManyAttempts", "open_service",
 ]

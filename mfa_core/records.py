@@ -19,6 +19,8 @@ The record (version 1)::
     mfa_epoch     int, bumped by every change other sessions must notice
     activity      [event]: the latest audit events, for the Manage MFA page
     revoked_tokens {fingerprint: expiry}
+    sessions      {session id: {created_at, last_seen, passed, verified_at, pw, ua, ip}}
+                  (see ``sessions``)
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def validate(username: str, rec: Any) -> dict[str, Any]:
     _part(rec, "password", {})
     if "password" in rec and not _password_state(rec["password"]):
         raise RecordDamaged(detail="'password' is wrong")
-    for key, kind in (("activity", list), ("revoked_tokens", dict)):
+    for key, kind in (("activity", list), ("revoked_tokens", dict), ("sessions", dict)):
         if key in rec and not isinstance(rec[key], kind):
             raise RecordDamaged(detail=f"'{key}' is wrong")
     if "mfa_epoch" in rec and not _int(rec["mfa_epoch"]):

@@ -31,6 +31,7 @@ from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, En
                      RecordDamaged, StorageError, TooManyAttempts)
 from .keys import KeyRing, load_keyring
 from .outbox import Notifier, Outbox
+from .sessions import SessionBook, SessionPolicy, end_all
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
 from .storage import BACKENDS, IO_ERRORS, Store, Transaction
 from .throttle import PasswordPolicy, ThrottlePolicy
@@ -126,6 +127,7 @@ class MFAService:
     def __init__(self, store: Store, keyring: KeyRing, clock: Callable[[], float] = time.time,
                  *, issuer: str = "MFA Portal", policy: ThrottlePolicy | None = None,
                  password_policy: PasswordPolicy | None = None,
+                 session_policy: SessionPolicy | None = None,
                  directory: UserDirectory | None = None,
                  notifier: Notifier | None = None, notify_in_background: bool = False) -> None:
         if not callable(clock):
@@ -137,6 +139,7 @@ class MFAService:
         self.policy = policy or ThrottlePolicy()
         self.password_policy = password_policy or PasswordPolicy()
         self.directory = directory
+        self.sessions = SessionBook(self, session_policy)
         self._outbox = Outbox(notifier, background=notify_in_background, clock=clock,
                               audit=lambda event: self.store.append_audit([event.to_dict()]))
         self._damage_reported: set[tuple[str, str]] = set()
@@ -283,16 +286,22 @@ class MFAService:
         self._raise_or_notify(txn, error)
         return status
 
-    def disable_totp(self, username: str, *, actor: str | None = None) -> MFAStatus:
-        """Remove the authenticator and the backup codes; other sessions must verify again."""
+    def disable_totp(self, username: str, *, actor: str | None = None,
+                     keep_session: str | None = None) -> MFAStatus:
+        """Remove the authenticator and the backup codes; the user's other sessions end.
+
+        ``keep_session`` is the token of the session that asked (it stays).
+        """
         username = check.name(username)
         actor = check.optional_name(actor, "actor", username)
+        keep = self.sessions.id_of(keep_session) if keep_session is not None else None
         now = self.clock()
         with self._transaction(username) as txn:
             rec = txn.record
             if not records.two_step_on(rec):
                 raise NotEnabled()
             records.remove_second_factor(rec)
+            end_all(rec, keep)
             self._log(txn, now, actor, "totp_removed", "success")
             status = self._status(username, rec, now)
         self._raise_or_notify(txn, None)
@@ -382,7 +391,7 @@ class MFAService:
                           now: float) -> None:
         """A name that is no user: the same checks, waits and answer as a user's, no record."""
         policy = self.password_policy
-        with self._source_transaction(src) as txn:
+        with self._keyed_transaction(src) as txn:
             rec = txn.record
             error = passwords.unknown_name_gate(rec, name, now, policy) or \
                 passwords.spray_gate(rec, now, policy)
@@ -397,7 +406,7 @@ class MFAService:
         raise error
 
     def _spray_slot(self, src: str, now: float) -> tuple[MFAError | None, str | None]:
-        with self._source_transaction(src) as txn:
+        with self._keyed_transaction(src) as txn:
             error = passwords.spray_gate(txn.record, now, self.password_policy)
             return error, (None if error else passwords.take_slot(txn.record, now))
 
@@ -405,7 +414,7 @@ class MFAService:
         if slot is None:
             return
         try:
-            with self._source_transaction(src) as txn:
+            with self._keyed_transaction(src) as txn:
                 passwords.give_back_slot(txn.record, slot)
         except StorageError:
             log.warning("a password success could not be taken off its source's count")
@@ -490,8 +499,8 @@ class MFAService:
     def reset_mfa(self, username: str, *, actor: str, reason: str) -> MFAStatus:
         """Helpdesk: remove the user's authenticator, backup codes and lockouts.
 
-        The user's other sessions must verify again; the actor and reason go
-        to the audit trail. Also the repair of a damaged record: it is
+        Every session of the user ends; the actor and reason go to the audit
+        trail. Also the repair of a damaged record: it is
         replaced by a fresh one (the store keeps the damaged copy aside).
         """
         username = check.name(username)
@@ -501,6 +510,7 @@ class MFAService:
         with self._transaction(username, repair=True) as txn:
             rec = txn.record
             records.remove_second_factor(rec)
+            end_all(rec)  # every session of the user ends
             for key in ("throttle", "password"):
                 rec.pop(key, None)
             detail = f"{reason} (damaged record replaced)" if txn.damaged else reason
@@ -570,8 +580,8 @@ class MFAService:
     def _transaction(self, username: str, *, repair: bool = False) -> "_Guarded":
         return _Guarded(self, self.store.transaction(username, repair=repair), username, repair)
 
-    def _source_transaction(self, key: str) -> "_Guarded":
-        return _Guarded(self, self.store.source_transaction(key), None, False)
+    def _keyed_transaction(self, key: str) -> "_Guarded":
+        return _Guarded(self, self.store.keyed_transaction(key), None, False)
 
     def _report_damage(self, username: str, exc: RecordDamaged) -> None:
         """Audit a damaged record once (per process and kind of damage), never its content."""
@@ -734,6 +744,7 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
                  *, issuer: str | None = None, backend: str = "tinydb",
                  policy: ThrottlePolicy | None = None,
                  password_policy: PasswordPolicy | None = None,
+                 session_policy: SessionPolicy | None = None,
                  notifier: Notifier | None = None,
                  notify_in_background: bool = False,
                  environ: Mapping[str, str] | None = None) -> MFAService:
@@ -777,5 +788,6 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise StorageError(f"The data directory {path} cannot be used: {reason}.") from exc
     return MFAService(store, keyring, clock, issuer=issuer, policy=policy,
-                      password_policy=password_policy, directory=directory, notifier=notifier,
+                      password_policy=password_policy, session_policy=session_policy,
+                      directory=directory, notifier=notifier,
                       notify_in_background=notify_in_background)

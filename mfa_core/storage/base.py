@@ -1,10 +1,9 @@
 """The storage interface the engine is written against: a per-user transaction and the audit trail.
 
 A backend keeps two kinds of record, each changed only inside a transaction
-under its own lock: a user's record (``transaction(username)``) and the
-throttle record of one source address (``source_transaction(key)``, for the
-password checks: failures of a source across users and of names that are not
-users). The audit events a transaction logs commit with it: a backend never
+under its own lock: a user's record (``transaction(username)``) and records
+keyed by an opaque key (``keyed_transaction(key)``: the password throttle of
+one source address, the owner of a session id, a one-time cookie ticket). The audit events a transaction logs commit with it: a backend never
 reports a transaction as failed after its record was committed.
 """
 
@@ -127,11 +126,17 @@ class Store(ABC):
 
     @abstractmethod
     @contextlib.contextmanager
-    def source_transaction(self, key: str) -> Iterator[Transaction]:
-        """The throttle record of one source (``key`` is opaque), under its own lock.
+    def keyed_transaction(self, key: str) -> Iterator[Transaction]:
+        """A record that belongs to no one user, by an opaque ``key``, under its own lock.
 
-        May be opened inside a user's transaction (never the other way round).
+        The password throttle of one source, a session id's owner, a one-time
+        cookie ticket. May be opened inside a user's transaction (never the
+        other way round).
         """
+
+    @abstractmethod
+    def read_keyed(self, key: str) -> Record | None:
+        """The committed keyed record, or None. Needs no lock; RecordDamaged if unreadable."""
 
     @abstractmethod
     def usernames(self) -> Iterator[str]:

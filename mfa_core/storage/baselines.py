@@ -72,8 +72,11 @@ class SingleFileTinyDBStore(Store):
             commit_after_audit(txn, self.audit,
                                lambda: _replace(db.table("users"), _doc_id(username), txn.record))
 
+    def read_keyed(self, key: str) -> Record | None:
+        return self._get(self._db(self.sources_path), "sources", _doc_id(key))
+
     @contextlib.contextmanager
-    def source_transaction(self, key: str) -> Iterator[Transaction]:
+    def keyed_transaction(self, key: str) -> Iterator[Transaction]:
         with self._source_lock, FileLock(self._source_file_lock, timeout=LOCK_TIMEOUT,
                                           thread_local=False):
             db = self._db(self.sources_path)
@@ -168,11 +171,15 @@ class SQLiteStore(Store):
                              (username, json.dumps(txn.record)))
             self._insert_audit(conn, txn.events)
 
+    def read_keyed(self, key: str) -> Record | None:
+        row = self._conn().execute("SELECT doc FROM sources WHERE key = ?", (key,)).fetchone()
+        return self._doc(row, "A keyed record")
+
     @contextlib.contextmanager
-    def source_transaction(self, key: str) -> Iterator[Transaction]:
+    def keyed_transaction(self, key: str) -> Iterator[Transaction]:
         with self._begin() as conn:
             row = conn.execute("SELECT doc FROM sources WHERE key = ?", (key,)).fetchone()
-            txn = Transaction(key, self._doc(row, "A source's throttle record"))
+            txn = Transaction(key, self._doc(row, "A keyed record"))
             yield txn
             if txn.changed:
                 conn.execute("INSERT OR REPLACE INTO sources (key, doc) VALUES (?, ?)",

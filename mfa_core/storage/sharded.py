@@ -192,12 +192,18 @@ class ShardedTinyDBStore(Store):
             yield txn
             self._commit(txn, self._path(key), data, self._guard(key))
 
+    def _keyed_path(self, hashed: str) -> str:
+        return os.path.join(self._sources_root, hashed[:2], hashed + ".json")
+
+    def read_keyed(self, key: str) -> Record | None:
+        return load_document(self._keyed_path(user_key(key)), "A keyed record")[1]
+
     @contextlib.contextmanager
-    def source_transaction(self, key: str) -> Iterator[Transaction]:
+    def keyed_transaction(self, key: str) -> Iterator[Transaction]:
         hashed = user_key(key)
-        path = os.path.join(self._sources_root, hashed[:2], hashed + ".json")
+        path = self._keyed_path(hashed)
         with self._source_locks.hold(hashed):
-            data, record = load_document(path, "A source's throttle record")
+            data, record = load_document(path, "A keyed record")
             txn = Transaction(key, record)
             yield txn
             self._commit(txn, path, data, None)

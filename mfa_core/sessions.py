@@ -1,0 +1,281 @@
+"""Server-side sign-in sessions: created by a sign-in, checked on every page run, ended for good.
+
+The browser holds only the session's token (256 random bits, nothing else).
+The store keeps, under a keyed hash of it, which user it belongs to, and in
+that user's record what the session knows: whether the second factor was
+passed, when the user last verified, where and in what browser it started
+and when it was last active. Everything about a user's sessions therefore
+changes in that user's transaction: a helpdesk reset or a removed second
+factor ends them in the same write.
+
+A session ends on sign-out, after ``idle`` seconds without a page run, after
+``lifetime`` seconds in all, when the user's password changes (each session
+remembers a keyed fingerprint of the password hash it was started with), and
+when the user's second factor is removed or reset (all but the session that
+removed it). A one-time ticket lets the page hand the token to a server route
+that sets it as an ``HttpOnly`` cookie: the token never reaches the page's
+scripts, and the ticket stores it only encrypted, for a minute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import validate as check
+from .errors import RecordDamaged, StorageError
+
+if TYPE_CHECKING:
+    from .service import MFAService
+
+SESSIONS_MAX = 20       # per user: the oldest go first
+TICKET_TTL = 60         # seconds a cookie ticket may wait for the browser
+TOUCH_EVERY = 60        # seconds between writes of "last active"
+USER_AGENT_MAX = 300
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How long a session lives: ``idle`` seconds without use, ``lifetime`` in all.
+
+    OWASP ASVS 4 §3.3 (level 2): re-authenticate after at most 30 minutes
+    idle and 12 hours in all.
+    """
+
+    idle: int = 30 * 60
+    lifetime: int = 12 * 3600
+
+    def __post_init__(self) -> None:
+        if not 60 <= self.idle <= self.lifetime:
+            raise ValueError("idle must be at least 60 s and at most the lifetime")
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str                       # the keyed hash of the token: safe to show and to store
+    username: str
+    second_factor_passed: bool
+    verified_at: float | None
+    created_at: float
+    last_seen: float
+    user_agent: str
+    source: str | None
+
+
+def _key(pepper: bytes, kind: str, token: str) -> str:
+    return hmac.new(pepper, f"{kind}:{token}".encode("utf-8"), hashlib.sha256).hexdigest()[:40]
+
+
+def _token(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"token must be a str, not {type(value).__name__}")
+    if not 20 <= len(value) <= 100 or not value.isascii() or not value.isprintable():
+        raise ValueError("That is not a session token.")
+    return value
+
+
+class SessionBook:
+    """``svc.sessions``: the sign-in sessions of every user of one engine."""
+
+    def __init__(self, svc: "MFAService", policy: SessionPolicy | None = None) -> None:
+        self._svc = svc
+        self.policy = policy or SessionPolicy()
+
+    # -- keys ---------------------------------------------------------------------
+
+    def _sid(self, token: str) -> str:
+        return _key(self._svc.keyring.pepper, "session", token)
+
+    def _password_mark(self, username: str) -> str:
+        """A keyed fingerprint of the user's password hash: changes when the password does."""
+        stored = self._svc.directory.password_hash(username) if self._svc.directory else None
+        return _key(self._svc.keyring.pepper, "password", stored or "")
+
+    # -- the life of a session ------------------------------------------------------
+
+    def start(self, username: str, *, second_factor_passed: bool, verified_at: float | None = None,
+              source: str | None = None, user_agent: str | None = None) -> str:
+        """A new session for ``username``; returns its token (give it to the browser only)."""
+        svc = self._svc
+        username = check.name(username)
+        source = check.source(source)
+        agent = user_agent if isinstance(user_agent, str) else ""
+        agent = "".join(ch for ch in agent if ch.isprintable())[:USER_AGENT_MAX]
+        if verified_at is not None:
+            verified_at = check.time(verified_at, "verified_at")
+        token = secrets.token_urlsafe(32)
+        sid = self._sid(token)
+        now = svc.clock()
+        with svc._keyed_transaction(f"session:{sid}") as txn:
+            txn.record["owner"] = username
+        with svc._transaction(username) as txn:
+            sessions = self._live(txn.record, username, now)
+            sessions[sid] = {"created_at": now, "last_seen": now, "passed": bool(second_factor_passed),
+                             "verified_at": verified_at, "pw": self._password_mark(username),
+                             "ua": agent, "ip": source}
+            for old in sorted(sessions, key=lambda s: sessions[s]["last_seen"])[:-SESSIONS_MAX]:
+                del sessions[old]
+            txn.record["sessions"] = sessions
+            svc._log(txn, now, username, "session_started", "success",
+                     f"from {source}" if source else "")
+        return token
+
+    def find(self, token: str) -> Session | None:
+        """The live session of ``token``, or None (unknown, ended, expired, password changed).
+
+        Keeps "last active" up to date (a write at most once a minute).
+        Raises StorageError (RecordDamaged) when the owner's record is damaged.
+        """
+        svc = self._svc
+        try:
+            token = _token(token)
+        except (TypeError, ValueError):
+            return None
+        sid = self._sid(token)
+        try:
+            owner = (svc.store.read_keyed(f"session:{sid}") or {}).get("owner")
+        except RecordDamaged:
+            return None
+        except OSError as exc:
+            raise StorageError() from exc
+        if not isinstance(owner, str):
+            return None
+        now = svc.clock()
+        entry = self._live(svc._read(owner), owner, now).get(sid)
+        if entry is None:
+            return None
+        if now - entry["last_seen"] >= TOUCH_EVERY:
+            with svc._transaction(owner) as txn:
+                entry = self._live(txn.record, owner, now).get(sid)
+                if entry is None:
+                    return None
+                entry["last_seen"] = now
+        return _session(sid, owner, entry)
+
+    def update(self, token: str, *, second_factor_passed: bool | None = None,
+               verified_at: float | None = None) -> Session | None:
+        """Record a passed second factor or a verification; None if the session is gone."""
+        svc = self._svc
+        sid = self._sid(_token(token))
+        owner = (svc.store.read_keyed(f"session:{sid}") or {}).get("owner")
+        if not isinstance(owner, str):
+            return None
+        now = svc.clock()
+        with svc._transaction(owner) as txn:
+            entry = self._live(txn.record, owner, now).get(sid)
+            if entry is None:
+                return None
+            if second_factor_passed is not None:
+                entry["passed"] = bool(second_factor_passed)
+            if verified_at is not None:
+                entry["verified_at"] = check.time(verified_at, "verified_at")
+            entry["last_seen"] = now
+            return _session(sid, owner, entry)
+
+    def end(self, token: str) -> None:
+        """Sign-out: the session ends for every tab that holds it."""
+        svc = self._svc
+        try:
+            sid = self._sid(_token(token))
+        except (TypeError, ValueError):
+            return
+        owner = (svc.store.read_keyed(f"session:{sid}") or {}).get("owner")
+        if isinstance(owner, str):
+            self.end_by_id(owner, sid, actor=owner)
+
+    def end_by_id(self, username: str, session_id: str, *, actor: str | None = None) -> bool:
+        """End one of the user's sessions by its id (Manage MFA's **Sign out**); True if it was live."""
+        svc = self._svc
+        username = check.name(username)
+        actor = check.optional_name(actor, "actor", username)
+        with svc._transaction(username) as txn:
+            sessions = txn.record.get("sessions") or {}
+            if not isinstance(session_id, str) or session_id not in sessions:
+                return False
+            del sessions[session_id]
+            svc._log(txn, svc.clock(), actor, "session_ended", "success", "signed out")
+        return True
+
+    def end_others(self, username: str, keep_token: str | None = None, *,
+                   actor: str | None = None) -> int:
+        """End every session of the user but ``keep_token``'s; returns how many ended."""
+        svc = self._svc
+        username = check.name(username)
+        actor = check.optional_name(actor, "actor", username)
+        keep = self._sid(_token(keep_token)) if keep_token else None
+        with svc._transaction(username) as txn:
+            ended = end_all(txn.record, keep)
+            if ended:
+                svc._log(txn, svc.clock(), actor, "sessions_ended", "success",
+                         f"{ended} other session{'s' if ended != 1 else ''} signed out")
+        return ended
+
+    def of(self, username: str) -> list[Session]:
+        """The user's live sessions, most recently active first."""
+        svc = self._svc
+        username = check.name(username)
+        live = self._live(svc._read(username), username, svc.clock())
+        return sorted((_session(sid, username, e) for sid, e in live.items()),
+                      key=lambda s: s.last_seen, reverse=True)
+
+    def id_of(self, token: str) -> str:
+        return self._sid(_token(token))
+
+    def _live(self, rec: dict[str, Any], username: str, now: float) -> dict[str, Any]:
+        """The record's sessions that still hold (a copy of the mapping, entries shared)."""
+        sessions = rec.get("sessions") or {}
+        if not sessions:
+            return {}
+        mark = self._password_mark(username)
+        policy = self.policy
+        return {sid: e for sid, e in sessions.items()
+                if isinstance(e, dict) and e.get("pw") == mark
+                and now - e.get("created_at", 0) < policy.lifetime
+                and now - e.get("last_seen", 0) < policy.idle}
+
+    # -- handing the token to the browser --------------------------------------------
+
+    def ticket(self, token: str) -> str:
+        """A one-time ticket the browser trades for the session cookie (within a minute)."""
+        svc = self._svc
+        token = _token(token)
+        ticket = secrets.token_urlsafe(32)
+        with svc._keyed_transaction(f"ticket:{_key(svc.keyring.pepper, 'ticket', ticket)}") as txn:
+            txn.record.update(token=svc.keyring.encrypt(token), expires_at=svc.clock() + TICKET_TTL)
+        return ticket
+
+    def redeem(self, ticket: Any) -> str | None:
+        """The token a ticket was issued for, once; None for anything else."""
+        svc = self._svc
+        try:
+            ticket = _token(ticket)
+        except (TypeError, ValueError):
+            return None
+        key = f"ticket:{_key(svc.keyring.pepper, 'ticket', ticket)}"
+        with svc._keyed_transaction(key) as txn:
+            rec = txn.record
+            sealed = rec.pop("token", None)
+            if not isinstance(sealed, str) or rec.get("expires_at", 0) <= svc.clock():
+                return None
+            rec["used"] = True
+        token = svc.keyring.decrypt(sealed)
+        return token if self.find(token) is not None else None
+
+
+def end_all(rec: dict[str, Any], keep: str | None = None) -> int:
+    """Drop every session in a user's record but ``keep``; returns how many went."""
+    sessions = rec.get("sessions") or {}
+    gone = [sid for sid in sessions if sid != keep]
+    for sid in gone:
+        del sessions[sid]
+    return len(gone)
+
+
+def _session(sid: str, username: str, entry: dict[str, Any]) -> Session:
+    return Session(id=sid, username=username, second_factor_passed=bool(entry.get("passed")),
+                   verified_at=entry.get("verified_at"), created_at=entry.get("created_at", 0.0),
+                   last_seen=entry.get("last_seen", 0.0), user_agent=entry.get("ua") or "",
+                   source=entry.get("ip"))
