@@ -70,8 +70,15 @@ Public API (what pages, including ``pages/3_Helpdesk.py``, may use)
     Add TOTP page keeps the PNG of the pending secret in its session state
     (never in a shared cache) so a rerun does not redraw it.
 
-``sidebar(user) -> None``
-    The sidebar links and **Sign out** (called by ``require_user``).
+``sidebar(user, sign_out) -> None``
+    The sidebar: "Signed in as", the links the user may use, and **Sign out**
+    running the ``sign_out`` callback (called by ``require_user``;
+    ``portal/navigation.py``, with the page paths and ``page_link``).
+
+``plain(text) -> str``
+    ``text`` (a name from the directory, an admin's reason) escaped so that
+    any markdown element (``st.markdown``, headings, alerts, labels) shows it
+    literally, on one line (``portal/display.py``).
 
 ``page_link(page, label, icon=None) -> None``
     ``st.page_link`` that is left out (no exception) when a page file runs as
@@ -96,9 +103,9 @@ _EXPORTS = {
     "directory": "config", "service": "config", "qr_png": "qr",
     "flash": "session", "note_mfa_changed": "session", "sensitive": "session",
     "status": "session", "verification_caption": "session", "verification_remaining": "session",
-    "ADD_TOTP_PAGE": "signin", "HELPDESK_PAGE": "signin", "HOME_PAGE": "signin",
-    "MANAGE_PAGE": "signin", "page_link": "signin", "require_admin": "signin",
-    "require_user": "signin", "sidebar": "signin",
+    "ADD_TOTP_PAGE": "navigation", "HELPDESK_PAGE": "navigation", "HOME_PAGE": "navigation",
+    "MANAGE_PAGE": "navigation", "page_link": "navigation", "sidebar": "navigation",
+    "plain": "display", "require_admin": "signin", "require_user": "signin",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -13,24 +13,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from pathlib import Path
 
 import jwt
 import streamlit as st
 import streamlit_authenticator as stauth
-from streamlit.errors import StreamlitAPIException
 
 import mfa_core
 import mfa_core.service
 from mfa_core.users import DEMO_USERS, User
 
 from . import config, session, users
-
-APP_DIR = Path(__file__).resolve().parent.parent
-HOME_PAGE = "streamlit_app.py"
-MANAGE_PAGE = "pages/1_Manage_MFA.py"
-ADD_TOTP_PAGE = "pages/2_Add_TOTP.py"
-HELPDESK_PAGE = "pages/3_Helpdesk.py"
+from .navigation import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE,  # noqa: F401 (re-exported)
+                         MANAGE_PAGE, page_link, sidebar)
 
 WRONG_PASSWORD = mfa_core.service.WRONG_PASSWORD
 LOGIN_ERROR = "portal_login_error"
@@ -95,7 +89,7 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
         password_at = st.session_state.pop(PASSWORD_AT, None)
         if password_at is not None:
             st.session_state[session.VERIFIED_AT] = password_at
-    sidebar(user)
+    sidebar(user, sign_out)
     session.show_flashes()
     session.open_pending_dialog()
     return user
@@ -109,29 +103,6 @@ def require_admin(page_title: str | None = None) -> User:
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
         st.stop()
     return user
-
-
-def sidebar(user: User) -> None:
-    with st.sidebar:
-        st.markdown(f"Signed in as **{user.name}**  \n`{user.username}`")
-        page_link(HOME_PAGE, "Home", ":material/home:")
-        page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
-        if user.is_admin and (APP_DIR / HELPDESK_PAGE).exists():
-            page_link(HELPDESK_PAGE, "Helpdesk", ":material/support_agent:")
-        st.button("Sign out", key="portal_sign_out", icon=":material/logout:", on_click=sign_out)
-
-
-def page_link(page: str, label: str, icon: str | None = None) -> None:
-    """``st.page_link``, left out when the page is unknown to this run.
-
-    That happens only when a page file runs as its own main script (a test or
-    benchmark running it directly); under ``streamlit run streamlit_app.py``
-    every page is known.
-    """
-    try:
-        st.page_link(page, label=label, icon=icon)
-    except StreamlitAPIException:
-        pass
 
 
 # -- the password screen ---------------------------------------------------------

@@ -1,0 +1,47 @@
+"""Where a signed-in user can go: the page paths, ``page_link`` and the sidebar.
+
+Pages and page bodies import the paths from here; nothing here knows how
+sign-in works (the sidebar's **Sign out** is the callback it is given).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from mfa_core.users import User
+
+from .display import plain
+
+APP_DIR = Path(__file__).resolve().parent.parent
+HOME_PAGE = "streamlit_app.py"
+MANAGE_PAGE = "pages/1_Manage_MFA.py"
+ADD_TOTP_PAGE = "pages/2_Add_TOTP.py"
+HELPDESK_PAGE = "pages/3_Helpdesk.py"
+
+
+def sidebar(user: User, sign_out: Callable[[], None]) -> None:
+    """Who is signed in (as text: names come from the directory), the links they may use, **Sign out**."""
+    with st.sidebar:
+        st.markdown(f"Signed in as **{plain(user.name)}**  \n`{user.username}`")
+        page_link(HOME_PAGE, "Home", ":material/home:")
+        page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
+        if user.is_admin and (APP_DIR / HELPDESK_PAGE).exists():
+            page_link(HELPDESK_PAGE, "Helpdesk", ":material/support_agent:")
+        st.button("Sign out", key="portal_sign_out", icon=":material/logout:", on_click=sign_out)
+
+
+def page_link(page: str, label: str, icon: str | None = None) -> None:
+    """``st.page_link``, left out when the page is unknown to this run.
+
+    That happens only when a page file runs as its own main script (a test or
+    benchmark running it directly); under ``streamlit run streamlit_app.py``
+    every page is known.
+    """
+    try:
+        st.page_link(page, label=label, icon=icon)
+    except StreamlitAPIException:
+        pass
