@@ -81,6 +81,14 @@ def client_address(peer: str | None, headers, environ=None) -> str | None:
     return peer if isinstance(peer, str) and peer else None
 
 
+def forwarded_https(headers, environ=None) -> bool:
+    """Whether the trusted proxy (``MFA_PORTAL_PROXY_HEADER`` set) says the client used HTTPS."""
+    env = os.environ if environ is None else environ
+    if not (env.get(ENV_PROXY_HEADER) or "").strip() or headers is None:
+        return False
+    return str(headers.get("x-forwarded-proto") or "").split(",")[-1].strip().lower() == "https"
+
+
 def clock() -> Callable[[], float]:
     return CLOCK or time.time
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from . import web
+
 
 def routes() -> list[BaseRoute]:
-    return []
+    return [*web.routes()]
 
 
 def middleware() -> list[Middleware]:
-    return []
+    # The origin check first: a refused websocket never reaches Streamlit.
+    return [Middleware(web.OriginGuard), Middleware(web.SecurityHeaders)]
