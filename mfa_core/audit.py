@@ -35,6 +35,11 @@ LABELS = {
     "keys_rotated": "Encryption keys rotated",
     "notification_failed": "Notification mail could not be sent",
     "notification_sent": "Notification mail sent",
+    "api_auth_failed": "Verification API: request with a missing or wrong client key",
+    "api_client_added": "Verification API: client added",
+    "api_client_removed": "Verification API: client removed",
+    "api_client_rotated": "Verification API: client key rotated",
+    "api_client_changed": "Verification API: client rate limit changed",
 }
 
 

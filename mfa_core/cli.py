@@ -1,4 +1,4 @@
-"""The operator's command line: users, helpdesk actions, the audit trail, key rotation.
+"""The operator's command line: users, helpdesk actions, the audit trail, key rotation, API clients, PAM.
 
 ``python -m mfa_core --help`` or the ``mfa-portal`` console script. Exit
 status: 0 done, 2 bad input or a refused action (one line on stderr, nothing
@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
+from . import clients as api_clients
 from . import notify
 from .errors import KeyringError, MFAError, RecordDamaged, StorageError
 from .keys import ENV_KEYS
@@ -113,11 +114,13 @@ def lock_state(status: MFAStatus) -> str:
 class Context:
     """What every command needs: the data dir, the user directory, the service (opened late)."""
 
-    def __init__(self, args: argparse.Namespace, environ, stdin: TextIO, stdout: TextIO) -> None:
+    def __init__(self, args: argparse.Namespace, environ, stdin: TextIO, stdout: TextIO,
+                 stderr: TextIO | None = None) -> None:
         self.args = args
         self.environ = environ
         self.stdin = stdin
         self.out = stdout
+        self.stderr = stderr or sys.stderr
         self.data_dir = Path(args.data_dir or environ.get(ENV_DATA_DIR) or "data")
         self.users = UserDirectory(self.data_dir)
 
@@ -358,6 +361,135 @@ def cmd_mail_test(ctx: Context) -> int:
     return 0
 
 
+def _registry(ctx: Context) -> api_clients.FileClientRegistry:
+    return api_clients.open_registry(ctx.data_dir, ctx.service())
+
+
+def cmd_clients_add(ctx: Context) -> int:
+    name = api_clients.check_client_name(ctx.args.name)
+    rate = api_clients.check_rate(ctx.args.rate)
+    key = _registry(ctx).add(name, rate, actor=ctx.actor())
+    ctx.out.write(f"Added API client {name} ({rate} requests a minute). Its key is shown only "
+                  "this once; callers send it as 'Authorization: Bearer KEY':\n")
+    ctx.out.write(key + "\n")
+    return 0
+
+
+def cmd_clients_list(ctx: Context) -> int:
+    found = _registry(ctx).clients()
+    if ctx.args.json:
+        json.dump([{"name": c.name, "rate": c.rate, "created_at": c.created_at,
+                    "last_used": c.last_used, "rotated_at": c.rotated_at} for c in found],
+                  ctx.out, indent=2)
+        ctx.out.write("\n")
+    elif not found:
+        ctx.out.write("No API clients.\n")
+    else:
+        table([[c.name, str(c.rate), format_time(c.created_at), format_time(c.rotated_at),
+                format_time(c.last_used)] for c in found],
+              ["NAME", "RATE/MIN", "CREATED", "KEY ROTATED", "LAST USED"], ctx.out)
+    return 0
+
+
+def cmd_clients_remove(ctx: Context) -> int:
+    name = api_clients.check_client_name(ctx.args.name)
+    _registry(ctx).remove(name, actor=ctx.actor())
+    ctx.out.write(f"Removed API client {name}: its key no longer works.\n")
+    return 0
+
+
+def cmd_clients_rotate(ctx: Context) -> int:
+    name = api_clients.check_client_name(ctx.args.name)
+    key = _registry(ctx).rotate(name, actor=ctx.actor())
+    ctx.out.write(f"New key for API client {name}; the old key no longer works. "
+                  "It is shown only this once:\n")
+    ctx.out.write(key + "\n")
+    return 0
+
+
+def cmd_clients_rate(ctx: Context) -> int:
+    name = api_clients.check_client_name(ctx.args.name)
+    client = _registry(ctx).set_rate(name, api_clients.check_rate(ctx.args.rate), actor=ctx.actor())
+    ctx.out.write(f"API client {name} may now make {client.rate} requests a minute.\n")
+    return 0
+
+
+PAM_MAX_INPUT = 4096
+
+
+def cmd_pam(ctx: Context) -> int:
+    """pam_exec's helper: 0 only when the API answered ``{"ok": true}``; every error denies.
+
+    The user is ``$PAM_USER``; the code is standard input, as ``pam_exec
+    expose_authtok`` writes it (the token, then a NUL or a newline).
+    """
+    err = ctx.stderr
+    try:
+        return _pam(ctx)
+    except UsageError as exc:
+        err.write(f"pam: {_one_line(exc)}\n")
+        return 2
+    except Exception as exc:  # deny, with one line: never a traceback in the auth log
+        err.write(f"pam: denied: {type(exc).__name__}: {_one_line(exc)}\n")
+        return 1
+
+
+def _pam(ctx: Context) -> int:
+    a, err = ctx.args, ctx.stderr
+    user = ctx.environ.get("PAM_USER", "")
+    if not user:
+        raise UsageError("PAM_USER is not set (run me from pam_exec).")
+    url = a.url.rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+        raise UsageError(f"--url {a.url!r} is not an http(s) URL like http://127.0.0.1:8501.")
+    if not url.endswith("/api/v1/verify"):
+        url += "/api/v1/verify"
+    if not (a.timeout > 0 and a.timeout <= 300):
+        raise UsageError("--timeout is 0 to 300 seconds.")
+    try:
+        st = os.stat(a.key_file)
+        if st.st_mode & 0o004:
+            raise UsageError(f"The key file {a.key_file} is readable by everyone: chmod 600 it.")
+        key = Path(a.key_file).read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"The key file {a.key_file} cannot be read.") from exc
+    if not key:
+        raise UsageError(f"The key file {a.key_file} is empty.")
+    stream = getattr(ctx.stdin, "buffer", None)
+    raw = stream.read(PAM_MAX_INPUT + 1) if stream is not None else \
+        (ctx.stdin.read(PAM_MAX_INPUT + 1) or "").encode("utf-8")
+    if len(raw) > PAM_MAX_INPUT:
+        err.write("pam: denied: the code on standard input is too long\n")
+        return 1
+    code = raw.decode("utf-8", errors="strict").split("\0", 1)[0].strip("\r\n")
+    if not code.strip():
+        err.write("pam: denied: no code on standard input\n")
+        return 1
+
+    import httpx  # only this command needs it
+
+    verify: str | bool = True
+    if a.ca_file:
+        verify = a.ca_file
+    response = httpx.post(url, json={"username": user, "code": code},
+                          headers={"Authorization": f"Bearer {key}"}, timeout=a.timeout,
+                          verify=verify, follow_redirects=False)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code == 200 and isinstance(body, dict) and body.get("ok") is True:
+        return 0
+    if response.status_code == 200:
+        err.write(f"pam: denied: the code was not accepted for {user}\n")
+    elif response.status_code == 429:
+        err.write(f"pam: denied: too many attempts, retry after "
+                  f"{response.headers.get('Retry-After', '?')} s\n")
+    else:
+        err.write(f"pam: denied: the API answered HTTP {response.status_code}\n")
+    return 1
+
+
 # -- the parser --------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -475,6 +607,51 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
                                  f"again. With keys in ${ENV_KEYS}, put the new key first there, "
                                  "run this, then remove the old keys.")
     p.set_defaults(func=cmd_keys_rotate)
+
+    clients = groups.add_parser("clients", help="verification API clients and their keys",
+                                description="The services that may call the verification API "
+                                            "(POST /api/v1/verify). Keys are stored only as keyed "
+                                            "hashes; a new key is printed once.")
+    c = clients.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    p = c.add_parser("add", parents=[common, actor], help="add a client and print its key",
+                     description="Add a client and print its key once (the last line of output "
+                                 "is the key alone).")
+    p.add_argument("name", help="e.g. vpn, ssh-bastion (audited as api/NAME)")
+    p.add_argument("--rate", type=int, default=api_clients.DEFAULT_RATE, metavar="N",
+                   help=f"requests a minute (default {api_clients.DEFAULT_RATE}), "
+                        "counted by each server process")
+    p.set_defaults(func=cmd_clients_add)
+    p = c.add_parser("list", parents=[common, as_json], help="list the clients",
+                     description="Every client: rate limit, created, key rotated, last used "
+                                 "(to the minute). Never a key.")
+    p.set_defaults(func=cmd_clients_list)
+    p = c.add_parser("remove", parents=[common, actor], help="remove a client (its key stops working)",
+                     description="Remove a client: its key stops working at once.")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_clients_remove)
+    p = c.add_parser("rotate", parents=[common, actor], help="a new key for a client",
+                     description="Replace a client's key and print the new one once (last line); "
+                                 "the old key stops working at once.")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_clients_rotate)
+    p = c.add_parser("rate", parents=[common, actor], help="change a client's rate limit",
+                     description="Set how many requests a minute the client may make.")
+    p.add_argument("name")
+    p.add_argument("rate", type=int, metavar="N")
+    p.set_defaults(func=cmd_clients_rate)
+
+    p = groups.add_parser("pam", help="check a code for pam_exec (expose_authtok)",
+                          description="For pam_exec.so expose_authtok: ask the portal's "
+                                      "verification API whether the code on standard input is "
+                                      "right for $PAM_USER. Exit 0 only when it is; any error "
+                                      "(server down, timeout, bad key) denies.")
+    p.add_argument("--url", required=True, help="the portal's base URL, e.g. http://127.0.0.1:8501")
+    p.add_argument("--key-file", required=True, metavar="FILE",
+                   help="file holding the client key (not readable by others)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="seconds to wait for the answer (default 5)")
+    p.add_argument("--ca-file", metavar="FILE", help="CA bundle for an https URL with a private CA")
+    p.set_defaults(func=cmd_pam)
     return parser
 
 
@@ -501,7 +678,7 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
     engine_log = logging.getLogger("mfa_core")
     engine_log.addHandler(handler)
     try:
-        return func(Context(args, environ, stdin, stdout))
+        return func(Context(args, environ, stdin, stdout, stderr))
     except (StorageError, KeyringError, notify.NotificationSettingsError) as exc:
         stderr.write(f"error: {_one_line(exc)}\n")
         return 1

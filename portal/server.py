@@ -11,13 +11,15 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from . import web
+from . import api, web
 
 
 def routes() -> list[BaseRoute]:
-    return [*web.routes()]
+    return [*web.routes(), *api.routes()]
 
 
 def middleware() -> list[Middleware]:
-    # The origin check first: a refused websocket never reaches Streamlit.
-    return [Middleware(web.OriginGuard), Middleware(web.SecurityHeaders)]
+    # TCP_NODELAY first (every accepted connection: pages, websocket, API), then
+    # the origin check: a refused websocket never reaches Streamlit.
+    return [Middleware(api.NoDelayMiddleware), Middleware(web.OriginGuard),
+            Middleware(web.SecurityHeaders)]

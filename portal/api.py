@@ -1,0 +1,393 @@
+"""The verification API: other systems (VPN, SSH via PAM, internal apps) check a user's second factor.
+
+``POST /api/v1/verify`` with ``Authorization: Bearer <client key>`` and JSON
+``{"username": "...", "code": "...", "strategy": "totp" | "backup_code"}``
+(``strategy`` optional: six digits are a TOTP code, anything else a backup
+code) answers ``200 {"ok": true, "strategy": ...}`` or ``200 {"ok": false}``
+and never why: an unknown user, a user without two-step, a wrong, expired or
+already used code and a locked account all look the same to the caller (the
+reason goes to the audit trail). The exceptions: ``429`` + ``Retry-After``
+while the user's throttle holds (unknown names get the same throttle, kept
+under a keyed hash of the name, so the 429 gives nothing away either) or while
+the client exceeds its own rate; ``401`` for a missing, wrong or removed key
+(audited); ``400`` + a JSON error for a body that is not what the
+description says (bad JSON, wrong types, unknown fields, over 4 kB);
+``503`` when the store cannot be used.
+
+The check is the sign-in page's own engine call,
+``attempt_second_factor(..., actor="api/<client>")``: same window, replay
+rule, throttle and audit, so a code used here cannot sign in to the portal
+and vice versa. It does file I/O and fsync, so it runs in Starlette's thread
+pool, never on the event loop.
+
+``GET /api/v1/health`` (no key) for load balancers; ``GET /api/v1/openapi.json``
+the OpenAPI 3.1 description (``portal.openapi``).
+
+Client rate limits are token buckets in this process's memory: under uvicorn
+with N workers a client may make up to N times its rate.
+
+This module must not import the portal's page glue (``portal.signin``,
+``portal.session``, streamlit-authenticator): ``app.py`` imports it before
+Streamlit's runtime exists. ``portal.config`` is imported on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+import mfa_core
+from mfa_core import clients as api_clients
+from mfa_core import validate
+from mfa_core.audit import AuditEvent
+from mfa_core.storage import IO_ERRORS
+
+log = logging.getLogger("portal.api")
+
+PREFIX = "/api/v1"
+MAX_BODY = 4096
+STRATEGIES = ("totp", "backup_code")
+FIELDS = {"username", "code", "strategy"}
+BAD_KEY_RATE = 30           # 401s a minute one address may get (audited) before it must wait
+MAX_BUCKETS = 10_000        # per limiter; idle (full) buckets are dropped beyond it
+_TOTP_SHAPE = re.compile(r"[0-9]{6}")
+API_HEADERS = {"Cache-Control": "no-store"}  # portal.web.SecurityHeaders adds the rest
+
+
+# -- rate limits ----------------------------------------------------------------
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass
+class RateLimiter:
+    """Token buckets by name: ``rate`` a minute, bursts up to a minute's worth. Thread-safe."""
+
+    clock: Any = time.monotonic
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, name: str, rate: int) -> int:
+        """0 when a request may go ahead (one token taken), else whole seconds to wait."""
+        now = self.clock()
+        per_second = rate / 60.0
+        with self._lock:
+            bucket = self._buckets.get(name)
+            if bucket is None:
+                if len(self._buckets) >= MAX_BUCKETS:
+                    self._prune(now)
+                bucket = self._buckets[name] = _Bucket(float(rate), now)
+            bucket.tokens = min(float(rate), bucket.tokens + (now - bucket.at) * per_second)
+            bucket.at = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return 0
+            return max(1, math.ceil((1.0 - bucket.tokens) / per_second))
+
+    def _prune(self, now: float) -> None:
+        # Without the rate at hand, a bucket untouched for an hour is full again for any rate >= 1.
+        for name in [n for n, b in self._buckets.items() if now - b.at > 3600]:
+            del self._buckets[name]
+        if len(self._buckets) >= MAX_BUCKETS:
+            self._buckets.clear()  # a flood of new names: forget rather than grow without end
+
+
+_client_limits = RateLimiter()
+_bad_key_limits = RateLimiter()
+
+
+# -- the engine, the registry -------------------------------------------------
+
+_registries: dict[Path, api_clients.FileClientRegistry] = {}
+_registries_lock = threading.Lock()
+
+
+def _portal():
+    from . import config  # on first use: see the module's doc
+    return config, config.portal()
+
+
+def registry() -> api_clients.FileClientRegistry:
+    """The client registry of the portal's data dir (one object per data dir)."""
+    _, found = _portal()
+    with _registries_lock:
+        reg = _registries.get(found.data_dir)
+        if reg is None or reg._pepper != found.service.keyring.pepper:
+            reg = _registries[found.data_dir] = api_clients.open_registry(found.data_dir, found.service)
+        return reg
+
+
+# -- responses ----------------------------------------------------------------
+
+def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(payload, status_code=status, headers={**API_HEADERS, **(headers or {})})
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return _json(status, {"ok": False, "error": message}, headers)
+
+
+def _unauthorized() -> JSONResponse:
+    return _error(401, "A valid client key is required: Authorization: Bearer KEY.",
+                  {"WWW-Authenticate": 'Bearer realm="mfa-portal"'})
+
+
+def _throttled(wait: int, message: str) -> JSONResponse:
+    return _json(429, {"ok": False, "error": message, "retry_after": wait},
+                 {"Retry-After": str(wait)})
+
+
+NOT_OK = {"ok": False}
+
+
+class BadRequest(Exception):
+    """The request body is not what the API takes; ``str()`` is the message returned."""
+
+
+# -- the request ---------------------------------------------------------------
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None when it is longer than MAX_BODY (reading stops there)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length is not a number.")
+        if int(declared) > MAX_BODY:
+            return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(body: bytes | None) -> tuple[str, str, str | None]:
+    """(username, code, strategy or None) from the JSON body; raises BadRequest."""
+    if body is None:
+        raise BadRequest(f"The body is larger than {MAX_BODY} bytes.")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadRequest("The body is not JSON.") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The body must be a JSON object.")
+    unknown = sorted(set(data) - FIELDS)
+    if unknown:
+        raise BadRequest(f"Unknown field {unknown[0]!r}: the fields are username, code, strategy.")
+    username, code, strategy = data.get("username"), data.get("code"), data.get("strategy")
+    if not isinstance(username, str) or not isinstance(code, str):
+        raise BadRequest("username and code are required strings.")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise BadRequest("strategy is 'totp' or 'backup_code' (or left out).")
+    if len(code) > 64:
+        raise BadRequest("code is at most 64 characters.")
+    try:
+        validate.name(username)
+    except (TypeError, ValueError):
+        raise BadRequest("username is not a valid user name.") from None
+    return username, code, strategy
+
+
+def guess_strategy(code: str) -> str:
+    """Six digits (spaces and dashes aside) are a TOTP code; anything else a backup code."""
+    return "totp" if _TOTP_SHAPE.fullmatch(re.sub(r"[\s-]", "", code)) else "backup_code"
+
+
+def name_key(pepper: bytes, username: str) -> str:
+    """Where the throttle of a name without a second factor is kept (never the name itself)."""
+    digest = hmac.new(pepper, b"api-name:" + username.encode("utf-8"), hashlib.sha256)
+    return "api-name:" + digest.hexdigest()[:32]
+
+
+def _no_factor(svc: mfa_core.MFAService, username: str, actor: str) -> int:
+    """A name that has no such factor (unknown, or no two-step): the same throttle as a user's.
+
+    Counted in the store under a keyed hash of the name, like a wrong code
+    for a real user, so neither the answer nor a later 429 tells the caller
+    the name has no second factor. Returns the seconds to wait (0: answer
+    "not ok").
+    """
+    now = svc.clock()
+    try:
+        known = svc.directory is not None and svc.directory.get(username) is not None
+    except mfa_core.MFAError:
+        known = False
+    user, detail = (username, "no second factor") if known else (None, "unknown user")
+    policy = svc.policy
+    try:
+        with svc.store.keyed_transaction(name_key(svc.keyring.pepper, username)) as txn:
+            rec = txn.record
+            failures, last = int(rec.get("failures", 0)), rec.get("last_failure_at")
+            if policy.locks_out(failures):
+                txn.log(AuditEvent(now, user, actor, "throttled", "refused", f"locked ({detail})").to_dict())
+                return 0
+            wait = policy.retry_after(failures, last, now)
+            if wait:
+                txn.log(AuditEvent(now, user, actor, "throttled", "refused",
+                                   f"wait {wait} s ({detail})").to_dict())
+                return wait
+            rec["failures"], rec["last_failure_at"] = failures + 1, now
+            txn.log(AuditEvent(now, user, actor, "second_factor_failed", "failure", detail).to_dict())
+    except IO_ERRORS as exc:
+        raise mfa_core.StorageError() from exc
+    return 0
+
+
+def verify(svc: mfa_core.MFAService, client: api_clients.APIClient, username: str, code: str,
+           strategy: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The engine's answer as (status, payload, headers). Synchronous: file I/O and fsync."""
+    strategy = strategy or guess_strategy(code)
+    try:
+        # source: the client, not its address, so a VPN server's address never
+        # becomes a "familiar place" for the users' portal passwords.
+        svc.attempt_second_factor(username, code, strategy, source=client.actor, actor=client.actor)
+    except mfa_core.AccountLocked:
+        return 200, NOT_OK, {}
+    except mfa_core.TooManyAttempts as exc:
+        return 429, {"ok": False, "error": "Too many attempts for this user.",
+                     "retry_after": exc.retry_after}, {"Retry-After": str(exc.retry_after)}
+    except (mfa_core.NotEnabled, mfa_core.NoBackupCodes):
+        wait = _no_factor(svc, username, client.actor)
+        if wait:
+            return 429, {"ok": False, "error": "Too many attempts for this user.",
+                         "retry_after": wait}, {"Retry-After": str(wait)}
+        return 200, NOT_OK, {}
+    except (mfa_core.InvalidCode, mfa_core.InvalidCodeFormat):
+        return 200, NOT_OK, {}
+    return 200, {"ok": True, "strategy": strategy}, {}
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, key = value.partition(" ")
+    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
+
+
+def _handle(key: str | None, peer: str | None, headers, body: bytes | None) -> Response:
+    """Everything after the body was read, in a worker thread."""
+    config, found = _portal()
+    svc = found.service
+    reg = registry()
+    client = reg.authenticate(key) if key is not None else None
+    if client is None:
+        source = config.client_address(peer, headers) or "an unknown address"
+        wait = _bad_key_limits.take(source, BAD_KEY_RATE)
+        if wait:
+            return _throttled(wait, "Too many requests without a valid key.")
+        why = "no client key" if key is None else "wrong or removed client key"
+        try:
+            svc.store.append_audit([AuditEvent(svc.clock(), None, "api", "api_auth_failed",
+                                               "refused", f"{why} from {source}").to_dict()])
+        except IO_ERRORS:
+            log.warning("a refused API request could not be audited")
+        return _unauthorized()
+    wait = _client_limits.take(client.name, client.rate)
+    if wait:
+        return _throttled(wait, f"Client {client.name} is over its rate of {client.rate} a minute.")
+    reg.touch(client.name)
+    try:
+        username, code, strategy = parse_body(body)
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    status, payload, extra = verify(svc, client, username, code, strategy)
+    return _json(status, payload, extra)
+
+
+async def verify_endpoint(request: Request) -> Response:
+    try:
+        body = await _read_body(request)
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    except ClientDisconnect:
+        return Response(status_code=400)
+    peer = request.client.host if request.client else None
+    try:
+        return await run_in_threadpool(_handle, _bearer(request), peer, request.headers, body)
+    except mfa_core.StorageError:
+        log.error("verification API: the store cannot be used")
+        return _error(503, "The MFA store is unavailable right now.", {"Retry-After": "5"})
+
+
+def _healthy() -> bool:
+    try:
+        registry().clients()
+        return True
+    except (mfa_core.MFAError, *IO_ERRORS):
+        return False
+
+
+async def health_endpoint(request: Request) -> Response:
+    if await run_in_threadpool(_healthy):
+        return _json(200, {"status": "ok"})
+    return _json(503, {"status": "unavailable"})
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    from .openapi import document
+    return _json(200, document())
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route(f"{PREFIX}/verify", verify_endpoint, methods=["POST"]),
+        Route(f"{PREFIX}/health", health_endpoint, methods=["GET"]),
+        Route(f"{PREFIX}/openapi.json", openapi_endpoint, methods=["GET"]),
+    ]
+
+
+# -- TCP_NODELAY -------------------------------------------------------------
+
+class NoDelayMiddleware:
+    """Turn Nagle off on every connection the server accepted (pure ASGI, per request).
+
+    Streamlit 1.67 (and uvicorn with ``--workers``/``--fd``) create the
+    listening socket with ``proto=0``, so asyncio's accept never sets
+    ``TCP_NODELAY`` (it only does for ``proto == IPPROTO_TCP``). Every
+    keep-alive response written in two pieces then waits for the client's
+    delayed ACK: ~40 ms each. ASGI gives an app no socket, but uvicorn's
+    ``receive`` is a method of the connection's protocol or request cycle,
+    which holds the asyncio transport; when that is not there (another
+    server), nothing happens.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            set_nodelay(getattr(getattr(receive, "__self__", None), "transport", None))
+        await self.app(scope, receive, send)
+
+
+def set_nodelay(transport: Any) -> bool:
+    """TCP_NODELAY on the transport's TCP socket; True when it was set (or already on)."""
+    get = getattr(transport, "get_extra_info", None)
+    sock = get("socket") if callable(get) else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        if not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return True
+    except OSError:
+        return False
