@@ -6,7 +6,15 @@ every size and backend in turn, so that noise from the shared machine falls
 on all of them alike. Each build and each timed round runs in its own
 process, which reports its own peak RSS (VmHWM).
 
-Children: ``python -m bench.core build …`` and ``python -m bench.core run …``.
+Password checks (``attempt_password``) need ``users.yaml`` beside each store:
+every user gets the same real bcrypt hash (the portal's cost, hashed once per
+run), so 100,000 entries cost one hash, not 100,000. Each round times them
+after the other operations, round-robin among themselves and beside
+``bcrypt.checkpw`` alone, once the directory's first (slow, untimed) parse is
+done; the peak RSS of the other operations is taken before that parse.
+
+Children: ``python -m bench.core directory …``, ``python -m bench.core build …``
+and ``python -m bench.core run …``.
 """
 
 from __future__ import annotations
@@ -35,8 +43,14 @@ OURS = "tinydb"
 BACKENDS = ("tinydb", "tinydb-single-file", "sqlite")
 LABELS = {"tinydb": "tinydb (ours)", "tinydb-single-file": "single file", "sqlite": "sqlite"}
 SIZES = (100, 1_000, 10_000, 100_000)
-OPS = ("status", "create_totp", "verify_totp", "second_factor_totp", "second_factor_backup",
-       "disk_fsync")
+ENGINE_OPS = ("status", "create_totp", "verify_totp", "second_factor_totp", "second_factor_backup",
+              "disk_fsync")
+# Timed after ENGINE_OPS in each round (bcrypt: ~0.25 s a call), once users.yaml is parsed.
+PASSWORD_OPS = ("password_right", "password_wrong", "password_unknown", "bcrypt_alone")
+OPS = ENGINE_OPS + PASSWORD_OPS
+# Timed as adjacent pairs, the order within a pair alternating every cycle: under a
+# load that changes by the second, a pair's two calls see about the same machine.
+PASSWORD_PAIRS = (("password_right", "bcrypt_alone"), ("password_unknown", "password_wrong"))
 OP_LABELS = {
     "disk_fsync": "reference: write 2 kB + fsync (no engine)",
     "status": "status",
@@ -44,6 +58,10 @@ OP_LABELS = {
     "verify_totp": "verify_totp",
     "second_factor_totp": "attempt_second_factor (TOTP)",
     "second_factor_backup": "attempt_second_factor (backup code)",
+    "password_right": "attempt_password",
+    "password_wrong": "attempt_password (wrong password)",
+    "password_unknown": "attempt_password (unknown user)",
+    "bcrypt_alone": "reference: bcrypt.checkpw alone (no engine)",
 }
 BUILD_CLOCK = 1_700_000_000.0
 BENCH_CLOCK = 1_800_000_000.0
@@ -54,13 +72,18 @@ HARD_BUDGET = 10.0  # seconds an operation may take a round, however few calls t
 # every write: one call takes seconds to a minute here. From that size it gets one call of
 # the read and of the two targets' operations only (the other writes cost the same).
 LIGHT_FROM = {"tinydb-single-file": 100_000}
-LIGHT_OPS = ("status", "verify_totp", "second_factor_backup", "disk_fsync")
+LIGHT_OPS = ("status", "verify_totp", "second_factor_backup", "disk_fsync") + PASSWORD_OPS
+PASSWORD_CALLS = 6  # timed calls per password operation a round (default of --password-ops)
+BENCH_PASSWORD = "bench-correct-horse"  # every user's password (one shared bcrypt hash)
+WRONG_PASSWORD = "bench-wrong-battery"
 
 # Targets (issue 2).
 VERIFY_P50_MAX_MS = 3.0
 VERIFY_GROWTH_MAX = 1.5
 BACKUP_P50_MAX_MS = 250.0
 PEAK_RSS_MAX_MB = 200.0
+PASSWORD_OVER_BCRYPT_MAX = 1.2  # attempt_password p50 ÷ bcrypt.checkpw alone p50
+UNKNOWN_VS_WRONG_TOLERANCE = 0.40  # unknown-user p50 within ±40 % of a wrong password's p50
 
 
 def username(i: int) -> str:
@@ -84,6 +107,15 @@ def user_backup_code(name: str, k: int) -> str:
         _CODE_CHARS = bytes(ord(bc.ALPHABET[b % len(bc.ALPHABET)]) for b in range(256))
     raw = hashlib.sha256(f"bench-backup:{name}:{k}".encode()).digest()
     return raw[:bc.LENGTH].translate(_CODE_CHARS).decode("ascii")
+
+
+def source_address(n: int) -> str:
+    """The n-th fresh client address (10.0.0.0/8): no throttle applies to a source's first try."""
+    return f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+
+
+def bcrypt_cost(hashed: str) -> int:
+    return int(hashed.split("$")[2])
 
 
 class FakeClock:
@@ -180,18 +212,44 @@ def _build(backend: str, data_dir: str, start: int, stop: int, t0: float) -> dic
             "record_bytes": len(json.dumps(sample)), "events": len(sample.get("activity", []))}
 
 
+def write_directory(path: str, size: int, hashed: str) -> dict[str, Any]:
+    """``users.yaml`` for users 0…size-1, every entry with the same bcrypt hash ``hashed``.
+
+    The fields are those the portal writes for a new user; entries differ only
+    in the user's name (and e-mail). Written with libyaml where PyYAML has it,
+    as the portal writes it. Runs in a process of its own, untimed.
+    """
+    import yaml
+    t0 = time.perf_counter()
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    users = {username(i): {"email": f"{username(i)}@example.com", "first_name": "Bench",
+                           "last_name": username(i), "password": hashed, "roles": ["user"],
+                           "failed_login_attempts": 0, "logged_in": False}
+             for i in range(size)}
+    text = yaml.dump({"credentials": {"usernames": users}}, Dumper=dumper, sort_keys=True)
+    Path(path).write_text(text, encoding="utf-8")
+    return {"seconds": time.perf_counter() - t0, "bytes": len(text.encode("utf-8")),
+            "peak_rss_mb": peak_rss_mb()}
+
+
 # -- one timed round ------------------------------------------------------------
 
 def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_ops: int,
-              budget: float, min_ops: int, ops: tuple[str, ...] = OPS) -> dict[str, Any]:
+              budget: float, min_ops: int, ops: tuple[str, ...] = OPS,
+              password_calls: int = PASSWORD_CALLS) -> dict[str, Any]:
     """Time each operation on random users of a store of ``size`` users.
 
-    Per operation (of ``ops``): up to ``max_ops`` calls, stopping early once
-    ``budget`` seconds went by and ``min_ops`` were timed, or once
-    ``HARD_BUDGET`` seconds went by at all. The state the benchmark
-    needs across rounds (secrets replaced by verify_totp, backup codes
-    already used) lives in a JSON file beside the store.
+    Per operation of ``ops`` other than the password ones: up to ``max_ops``
+    calls, stopping early once ``budget`` seconds went by and ``min_ops``
+    were timed, or once ``HARD_BUDGET`` seconds went by at all. Then, after
+    an untimed first parse of ``users.yaml``, ``password_calls`` calls of
+    each password operation (fewer once ``HARD_BUDGET`` seconds went by).
+    The state the benchmark needs across rounds (secrets replaced by
+    verify_totp, backup codes already used, fresh sources handed out) lives
+    in a JSON file beside the store.
     """
+    import bcrypt
+
     import mfa_core
     from mfa_core import backup_codes as bc
     from mfa_core import totp
@@ -201,6 +259,7 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     secrets_override: dict[str, str] = state.setdefault("secrets", {})
     codes_used: dict[str, int] = state.setdefault("codes_used", {})
+    state.setdefault("fresh", 0)  # sources (and unknown names) handed out so far
     rng = random.Random(seed)
     clock = FakeClock(t0)
     svc = mfa_core.open_service(data_dir, clock=clock, backend=backend)
@@ -236,6 +295,8 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
 
     def done(op: str) -> bool:
         n = len(results[op])
+        if op in PASSWORD_OPS:
+            return n >= password_calls or (n >= 1 and spent[op] >= HARD_BUDGET)
         return (n >= max_ops or (n >= min_ops and spent[op] >= budget)
                 or (n >= 1 and spent[op] >= HARD_BUDGET))
 
@@ -287,28 +348,108 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
                 os.close(fd)
         return call
 
+    def fresh() -> int:
+        state["fresh"] += 1
+        return state["fresh"]
+
+    def prep_password_right():
+        name, source = pick(), source_address(fresh())
+        clock.t += 1
+
+        def call():
+            result = svc.attempt_password(name, BENCH_PASSWORD, source=source)
+            if result.username != name:
+                raise RuntimeError(f"{name}: attempt_password answered for {result.username}")
+        return call
+
+    def refused(name: str, password: str, source: str) -> Callable[[], None]:
+        def call():
+            try:
+                svc.attempt_password(name, password, source=source)
+            except mfa_core.InvalidCode:
+                return
+            except mfa_core.TooManyAttempts as exc:
+                raise RuntimeError(f"{name} from {source}: throttled ({exc}); the benchmark "
+                                   "must time password checks, not refusals") from exc
+            raise RuntimeError(f"{name}: a wrong password or unknown name was accepted")
+        return call
+
+    def prep_password_wrong():
+        clock.t += 1
+        return refused(pick(), WRONG_PASSWORD, source_address(fresh()))
+
+    def prep_password_unknown():
+        n = fresh()
+        clock.t += 1
+        # Looks like a user's name, but the directory holds users 0…size-1 only.
+        return refused(username(size + n), BENCH_PASSWORD, source_address(n))
+
+    hashed = b""
+
+    def prep_bcrypt():
+        password = BENCH_PASSWORD.encode("utf-8")
+
+        def call():
+            if not bcrypt.checkpw(password, hashed):
+                raise RuntimeError("bcrypt.checkpw refused the benchmark password")
+        return call
+
     prepare = {"disk_fsync": prep_fsync, "status": prep_status, "create_totp": prep_create, "verify_totp": prep_verify,
-               "second_factor_totp": prep_totp, "second_factor_backup": prep_backup}
-    # Round robin over the operations, so that a burst of load on the shared
-    # machine falls on all of them rather than on whichever block ran then.
-    active = list(ops)
-    while active:
-        for op in list(active):
-            if done(op):
-                active.remove(op)
-                continue
-            started = time.perf_counter()
-            call = prepare[op]()
-            t = time.perf_counter_ns()
-            call()
-            results[op].append((time.perf_counter_ns() - t) / 1e6)
-            spent[op] += time.perf_counter() - started
+               "second_factor_totp": prep_totp, "second_factor_backup": prep_backup,
+               "password_right": prep_password_right, "password_wrong": prep_password_wrong,
+               "password_unknown": prep_password_unknown, "bcrypt_alone": prep_bcrypt}
+
+    def timed(active: list[str], order: Callable[[int], list[str]] | None = None) -> None:
+        # Round robin over the operations, so that a burst of load on the shared
+        # machine falls on all of them rather than on whichever block ran then.
+        cycle = 0
+        while active:
+            for op in (order(cycle) if order else list(active)):
+                if op not in active:
+                    continue
+                if done(op):
+                    active.remove(op)
+                    continue
+                started = time.perf_counter()
+                call = prepare[op]()
+                t = time.perf_counter_ns()
+                call()
+                results[op].append((time.perf_counter_ns() - t) / 1e6)
+                spent[op] += time.perf_counter() - started
+            cycle += 1
+
+    def pair_order(cycle: int) -> list[str]:
+        return [op for pair in PASSWORD_PAIRS for op in (pair if cycle % 2 == 0 else pair[::-1])]
+
+    timed([op for op in ops if op not in PASSWORD_OPS])
+    # What the engine operations above used; users.yaml is not parsed yet.
+    engine_rss, engine_seconds = peak_rss_mb(), time.perf_counter() - wall0
+    extra: dict[str, Any] = {}
+    password_ops = [op for op in ops if op in PASSWORD_OPS]
+    if password_ops:
+        t = time.perf_counter()
+        stored = svc.directory.password_hash(username(0))  # the first parse: seconds at 100k
+        extra["directory_parse_s"] = time.perf_counter() - t
+        if stored is None:
+            raise RuntimeError(f"{data_dir}: users.yaml has no usable hash for {username(0)}")
+        hashed = stored.encode("ascii")
+        # Warm-up (untimed): the first unknown name makes the engine's dummy hash
+        # (one bcrypt hashpw a process), and bcrypt's first call sets up. No
+        # right-password warm-up: a user's write was warmed up above, and one
+        # costs seconds in the single file at 100k.
+        prep_password_unknown()()
+        prep_bcrypt()()
+        timed(password_ops, pair_order)
+        # The i-th calls of a pair ran side by side: the ratio of each pair.
+        pairs = {f"{a}/{b}": [x / y for x, y in zip(results[a], results[b])]
+                 for a, b in PASSWORD_PAIRS if a in results and b in results}
+        extra.update(peak_rss_directory_mb=peak_rss_mb(), bcrypt_cost=bcrypt_cost(stored),
+                     password_seconds=time.perf_counter() - wall0 - engine_seconds, pairs=pairs)
     svc.store.close()
     state_path.write_text(json.dumps(state))
     if clock.t - t0 >= CLOCK_SPAN:
         raise RuntimeError("the round used more fake time than it was given")
-    return {"samples": results, "peak_rss_mb": peak_rss_mb(),
-            "seconds": time.perf_counter() - wall0}
+    return {"samples": results, "peak_rss_mb": engine_rss, "seconds": engine_seconds, **extra}
 
 
 # -- the parent -----------------------------------------------------------------
@@ -325,7 +466,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--rounds", type=int, default=3,
                    help="rounds; each runs every size and backend (a backend and size whose "
                         "round takes > --slow-round s gets one)")
-    g.add_argument("--slow-round", type=float, default=20.0)
+    g.add_argument("--slow-round", type=float, default=20.0,
+                   help="seconds (engine operations, password checks not counted) after which a "
+                        "backend and size gets no more rounds (default %(default)s)")
+    g.add_argument("--password-ops", type=int, default=PASSWORD_CALLS,
+                   help="timed calls per password operation (attempt_password right, wrong, "
+                        "unknown user; bcrypt alone) a round, ~0.25 s each (default %(default)s)")
 
 
 def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
@@ -339,16 +485,30 @@ def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
     rss: dict[tuple[str, int], float] = {}
     builds: dict[tuple[str, int], tuple[float, float]] = {}
     rounds_run: dict[tuple[str, int], int] = {}
+    # directory[(backend, size)] = (first parse s, peak RSS with it) per round
+    directory: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    pairs: dict[tuple[str, int, str], list[float]] = {}  # per-pair ratios, every round pooled
+    files: dict[int, tuple[int, float]] = {}  # size -> (users.yaml bytes, write s)
     shape = (0, 0)
+    password_calls = max(1, int(args.password_ops))
+    # One real bcrypt hash at the portal's cost, shared by every user of every store.
+    from mfa_core.users import hash_password
+    hashed = hash_password(BENCH_PASSWORD)
     try:
         # One store per backend and size, all kept until the end, so that the
         # rounds can interleave sizes too: the growth targets compare sizes
         # measured minutes apart on a shared machine otherwise.
         for size in sizes:
+            users_file = root / f"users-{size}.yaml"
+            res = run_child("bench.core", ["directory", str(users_file), str(size), hashed])
+            files[size] = (res["bytes"], res["seconds"])
             for b in backends:
-                res = run_child("bench.core", ["build", b, str(root / b / str(size)), "0", str(size)])
+                data_dir = root / b / str(size)
+                res = run_child("bench.core", ["build", b, str(data_dir), "0", str(size)])
                 builds[(b, size)] = (res["seconds"], res["peak_rss_mb"])
                 shape = (res["record_bytes"], res["events"])
+                shutil.copyfile(users_file, data_dir / "users.yaml")
+            users_file.unlink()
             out(f"  core: {size:,}-user stores built ({time.perf_counter() - started:.0f} s)")
         slow: set[tuple[str, int]] = set()
         calls = {(b, size): 0 for b in backends for size in sizes}
@@ -368,11 +528,17 @@ def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
                     res = run_child("bench.core", [
                         "run", b, str(root / b / str(size)), str(size), repr(t0), str(seed),
                         "1" if light else str(args.ops), repr(args.budget),
-                        "1" if light else str(args.min_ops), ",".join(LIGHT_OPS if light else OPS)])
+                        "1" if light else str(args.min_ops), ",".join(LIGHT_OPS if light else OPS),
+                        "1" if light else str(password_calls)])
                     for op, samples in res["samples"].items():
                         cells.setdefault((b, size, op), []).append(
                             (p50(samples), percentile(samples, 95), len(samples)))
                     rss[(b, size)] = max(rss.get((b, size), 0.0), res["peak_rss_mb"])
+                    for key, values in res.get("pairs", {}).items():
+                        pairs.setdefault((b, size, key), []).extend(values)
+                    if "directory_parse_s" in res:
+                        directory.setdefault((b, size), []).append(
+                            (res["directory_parse_s"], res["peak_rss_directory_mb"]))
                     rounds_run[(b, size)] = rounds_run.get((b, size), 0) + 1
                     if light or res["seconds"] > args.slow_round:
                         slow.add((b, size))
@@ -380,7 +546,8 @@ def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     report = render(sizes, backends, cells, rss, builds, rounds_run, args, head,
-                    time.perf_counter() - started, shape)
+                    time.perf_counter() - started, shape, directory, files, bcrypt_cost(hashed),
+                    password_calls, pairs)
     return report
 
 
@@ -393,7 +560,26 @@ def _cell(cells, b, size, op) -> tuple[float, float, int, int]:
             sum(r[2] for r in rounds), len(rounds))
 
 
-def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds, shape) -> str:
+def _password_ratio(cells, b, size) -> float:
+    """attempt_password (right) p50 ÷ bcrypt.checkpw alone p50, same processes."""
+    return _cell(cells, b, size, "password_right")[0] / _cell(cells, b, size, "bcrypt_alone")[0]
+
+
+def _enumeration_ratio(cells, b, size) -> float:
+    """Unknown user p50 ÷ a known user's wrong password p50."""
+    return _cell(cells, b, size, "password_unknown")[0] / _cell(cells, b, size, "password_wrong")[0]
+
+
+def _worst(values, key):
+    """The value with the largest key, NaN ignored (NaN when there is none)."""
+    values = [v for v in values if not math.isnan(v)]
+    return max(values, key=key) if values else math.nan
+
+
+def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds, shape,
+           directory=None, files=None, cost=None, password_calls=PASSWORD_CALLS,
+           pairs=None) -> str:
+    directory, files, pairs = directory or {}, files or {}, pairs or {}
     lines = ["## Engine (issue 2): `mfa_core` on three storage backends", "",
              f"{head}. Times in ms: p50 / p95 of each round, median over rounds; "
              f"n = timed calls (rounds). Same `MFAService`, same fake clock, same random users; "
@@ -406,10 +592,22 @@ def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds,
     light = [f"{LABELS[b]} from {n:,} users" for b, n in LIGHT_FROM.items()
              if b in backends and any(size >= n for size in sizes)]
     if light:
-        lines[-1] += (f" **Capped:** {', '.join(light)}: one call each of status, verify_totp "
-                      f"and the backup code only (every write rewrites the whole ~190 MB file, "
+        lines[-1] += (f" **Capped:** {', '.join(light)}: one call each of status, verify_totp, "
+                      f"the backup code and the password rows only (every write rewrites the whole ~190 MB file, "
                       f"seconds to a minute a call; the other writes cost the same); "
                       f"\"–\" = not measured.")
+    if cost is not None:
+        lines[-1] += (f" **Password rows** (`attempt_password`, timed after the other operations "
+                      f"in each round, round-robin among themselves and beside `bcrypt.checkpw` "
+                      f"alone): every user in `users.yaml` has the same real bcrypt hash (cost "
+                      f"{cost}, made once with `mfa_core.users.hash_password`); up to "
+                      f"{password_calls} calls each a round (1 where capped), after an untimed "
+                      f"first parse of `users.yaml`, an unknown-user call and a bcrypt check, "
+                      f"in pairs (right password beside bcrypt alone, wrong password beside "
+                      f"unknown user; the order within a pair alternates); each call "
+                      f"comes from a fresh client address (an unfamiliar source, default "
+                      f"`PasswordPolicy`: no throttle applies, every call runs bcrypt); unknown "
+                      f"users are names like the users' that `users.yaml` does not hold.")
     lines.append("")
     others = [b for b in backends if b != OURS]
     header = ["operation", "users"]
@@ -462,6 +660,35 @@ def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds,
     name = f"peak memory (RSS of the timed process) ≤ {PEAK_RSS_MAX_MB:g} MB"
     t_rows.append([name] + [f"{v:.0f} MB" for v in peak.values()]
                   + [note_target("engine", name, f"{peak.get(OURS, math.nan):.0f} MB", ok)])
+    if cost is not None:
+        over = per_backend(lambda b: _worst((_password_ratio(cells, b, s) for s in sizes),
+                                            key=lambda v: v))
+        ok = (over.get(OURS, math.nan) <= PASSWORD_OVER_BCRYPT_MAX) if OURS in backends else None
+        name = (f"attempt_password p50 ≤ {PASSWORD_OVER_BCRYPT_MAX:g}× bcrypt.checkpw alone p50 "
+                f"(worst size)")
+        t_rows.append([name] + [_times(v) for v in over.values()]
+                      + [note_target("engine", name, _times(over.get(OURS, math.nan)), ok)])
+        enum = per_backend(lambda b: _worst((_enumeration_ratio(cells, b, s) for s in sizes),
+                                            key=lambda v: abs(v - 1)))
+        ok = (abs(enum.get(OURS, math.nan) - 1) <= UNKNOWN_VS_WRONG_TOLERANCE) \
+            if OURS in backends else None
+        name = (f"attempt_password p50: unknown user ÷ a user's wrong password within "
+                f"1 ± {UNKNOWN_VS_WRONG_TOLERANCE:g} (worst size)")
+        t_rows.append([name] + [_times(v) for v in enum.values()]
+                      + [note_target("engine", name, _times(enum.get(OURS, math.nan)), ok)])
+        for key, what, pick in (("password_right/bcrypt_alone", "attempt_password ÷ bcrypt alone",
+                                 lambda v: v),
+                                ("password_unknown/password_wrong",
+                                 "unknown user ÷ a user's wrong password", lambda v: abs(v - 1))):
+            paired = per_backend(lambda b, key=key, pick=pick: _worst(
+                (statistics.median(pairs[(b, s, key)]) for s in sizes if pairs.get((b, s, key))),
+                key=pick))
+            t_rows.append([f"(context) the same, paired: median of {what} over calls made side "
+                           f"by side (worst size)"] + [_times(v) for v in paired.values()] + ["–"])
+        peak_dir = per_backend(lambda b: max((max(r[1] for r in directory[(b, s)]) for s in sizes
+                                              if (b, s) in directory), default=math.nan))
+        t_rows.append(["(context) peak RSS of the timed process once `users.yaml` is parsed "
+                       "(password rows)"] + [f"{v:.0f} MB" for v in peak_dir.values()] + ["–"])
     per_fsync = per_backend(lambda b: _cell(cells, b, large, "verify_totp")[0]
                             / _cell(cells, b, large, "disk_fsync")[0])
     t_rows.append([f"(context) verify_totp p50 at {large:,} ÷ one 2 kB write + fsync"]
@@ -469,7 +696,31 @@ def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds,
                   + ["–"])
     lines += [table(t_header, t_rows), "",
               "Baseline columns show how the same target fares on the other backends; "
-              "pass/fail is for ours.", ""]
+              "pass/fail is for ours. The peak-memory target is the engine operations' "
+              "(taken before `users.yaml` is parsed, as measured before password checks "
+              "were added); the password rows' peak is beside it as context.", ""]
+
+    if cost is not None:
+        lines += [f"### Password checks a second, one process (bcrypt cost {cost})", ""]
+        c_header = ["backend", "users", "through attempt_password / s", "bcrypt.checkpw alone / s",
+                    "ratio", "attempt_password − bcrypt (p50 ms)"]
+        c_rows = []
+        for b in backends:
+            for size in sizes:
+                right = _cell(cells, b, size, "password_right")[0]
+                alone = _cell(cells, b, size, "bcrypt_alone")[0]
+                c_rows.append([LABELS[b], f"{size:,}", _per_second(right), _per_second(alone),
+                               ratio(alone, right), _signed_ms(right - alone)])
+        lines += [table(c_header, c_rows, "llrrrr"), "",
+                  "From the p50s above (1000 ÷ p50 ms), one thread, right password; ratio = "
+                  "checks a second through `attempt_password` ÷ with `bcrypt.checkpw` alone "
+                  "(1.00× = the engine costs nothing beside bcrypt).", ""]
+        if OURS in backends:
+            right = _cell(cells, OURS, large, "password_right")[0]
+            alone = _cell(cells, OURS, large, "bcrypt_alone")[0]
+            lines += [f"At {large:,} users one process checks {_per_second(right)} passwords a "
+                      f"second through `attempt_password` on ours, against {_per_second(alone)} "
+                      f"with `bcrypt.checkpw` alone ({ratio(alone, right)}).", ""]
 
     # Memory and build cost per size.
     lines += ["### Peak RSS (MB) of the timed process, and untimed build of the store", ""]
@@ -486,7 +737,41 @@ def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds,
               f"(stores hold exactly the stated number of users; each record: its own encrypted secret, salt and 10 backup-code "
               f"HMACs, {shape[1]} recent activity events, {shape[0]:,} bytes of JSON). "
               f"Engine part took {seconds:.0f} s.", ""]
+    if files:
+        lines += ["### `users.yaml` (password rows): size, write and first parse (untimed)", ""]
+        y_header = ["users", "users.yaml MB", "write s", "first parse s (median of rounds)"] + \
+                   [f"{LABELS[b]} peak RSS with it parsed" for b in backends]
+        y_rows = []
+        for size in sizes:
+            if size not in files:
+                continue
+            parses = [r[0] for b in backends for r in directory.get((b, size), [])]
+            y_rows.append([f"{size:,}", f"{files[size][0] / 1e6:.1f}", f"{files[size][1]:.1f}",
+                           f"{statistics.median(parses):.1f}" if parses else "–"]
+                          + [f"{max(r[1] for r in directory[(b, size)]):.0f} MB"
+                             if (b, size) in directory else "–" for b in backends])
+        lines += [table(y_header, y_rows), "",
+                  "Every timed process parses `users.yaml` once (PyYAML, libyaml where "
+                  "available) before its first password check; `UserDirectory` then keeps the "
+                  "parse until the file changes. The parse and its memory are the directory's, "
+                  "the same for every storage backend.", ""]
     return "\n".join(lines)
+
+
+def _times(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.2f}×"
+
+
+def _signed_ms(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return ("−" if value < 0 else "+") + ms(abs(value))
+
+
+def _per_second(p50_ms: float) -> str:
+    if p50_ms is None or math.isnan(p50_ms) or p50_ms <= 0:
+        return "–"
+    return f"{1000 / p50_ms:.2f}"
 
 
 def _child(argv: list[str]) -> None:
@@ -494,10 +779,12 @@ def _child(argv: list[str]) -> None:
     if kind == "build":
         backend, data_dir, start, stop = argv[1], argv[2], int(argv[3]), int(argv[4])
         result = build(backend, data_dir, start, stop)
+    elif kind == "directory":
+        result = write_directory(argv[1], int(argv[2]), argv[3])
     elif kind == "run":
-        backend, data_dir, size, t0, seed, max_ops, budget, min_ops, ops = argv[1:10]
+        backend, data_dir, size, t0, seed, max_ops, budget, min_ops, ops, password_calls = argv[1:11]
         result = run_round(backend, data_dir, int(size), float(t0), int(seed), int(max_ops),
-                           float(budget), int(min_ops), tuple(ops.split(",")))
+                           float(budget), int(min_ops), tuple(ops.split(",")), int(password_calls))
     else:
         raise SystemExit(f"unknown child command {kind!r}")
     print(json.dumps(result))
