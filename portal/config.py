@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from typing import Callable
 
 import mfa_core
 from mfa_core import notify
-from filelock import FileLock
 from mfa_core.storage import sweep_leftovers, write_atomic
 from mfa_core.users import UserDirectory
 
@@ -25,12 +23,8 @@ log = logging.getLogger("portal")
 
 ENV_DATA_DIR = "MFA_PORTAL_DATA_DIR"
 ENV_DEMO = "MFA_PORTAL_DEMO"
-ENV_COOKIE_KEY = "MFA_PORTAL_COOKIE_KEY"
 ENV_PROXY_HEADER = "MFA_PORTAL_PROXY_HEADER"
-COOKIE_KEY_FILE = "cookie_key"
 DEMO_MARKER = ".demo-users"
-COOKIE_NAME = "mfa_portal_auth"
-COOKIE_EXPIRY_DAYS = 7.0
 
 # The portal's clock. None means time.time. AppTest runs the pages in the test
 # process, so a test sets ``portal.config.CLOCK = fake_clock`` and every
@@ -40,12 +34,11 @@ CLOCK: Callable[[], float] | None = None
 
 @dataclass(frozen=True)
 class Portal:
-    """What one data dir gives the pages: the engine, the directory, the cookie key."""
+    """What one data dir gives the pages: the engine and the directory."""
 
     data_dir: Path
     service: mfa_core.MFAService
     directory: UserDirectory
-    cookie_key: str
     demo: bool
 
 
@@ -129,7 +122,7 @@ def _open(path: Path, clk: Callable[[], float]) -> Portal:
     # Temp files of writers killed mid-write: swept once per process, off the request path.
     threading.Thread(target=_sweep_leftovers, args=(path,), name="mfa-sweep", daemon=True).start()
     return Portal(data_dir=path, service=svc, directory=users,
-                  cookie_key=_cookie_key(path), demo=demo and (path / DEMO_MARKER).exists())
+                  demo=demo and (path / DEMO_MARKER).exists())
 
 
 def _sweep_leftovers(path: Path) -> None:
@@ -148,23 +141,3 @@ def _notifier(path: Path) -> notify.MailNotifier | None:
     except notify.NotificationSettingsError as err:
         log.error("mail notifications are off: %s", err)
         return None
-
-
-def _cookie_key(path: Path) -> str:
-    """Environment, then Streamlit secrets, else a key generated into the data dir (0600)."""
-    key = os.environ.get(ENV_COOKIE_KEY, "").strip()
-    if key:
-        return key
-    try:
-        import streamlit as st
-        key = str(st.secrets.get("cookie_key", "") or "").strip()
-    except Exception:  # no secrets.toml, or an unreadable one: fall back to the file
-        key = ""
-    if key:
-        return key
-    key_file = path / COOKIE_KEY_FILE
-    if not key_file.exists():
-        with FileLock(str(key_file) + ".lock"):
-            if not key_file.exists():
-                write_atomic(key_file, secrets.token_urlsafe(48).encode("ascii"), mode=0o600)
-    return key_file.read_text("ascii").strip()

@@ -1,8 +1,12 @@
 """The session layer: who is signed in here, whether the second factor passed, reverification.
 
-Everything lives in ``st.session_state`` under ``portal_`` keys (server-side,
-one per browser session). Throttling and the MFA epoch live in the engine's
-store, so a new tab or browser changes nothing.
+The sign-in session itself lives in the engine's store (``svc.sessions``):
+this page session holds its token and a copy of what it knows, under
+``portal_`` keys in ``st.session_state``, and agrees with the store at the
+start of every run (``sync_with_store``), so every tab of a browser shares
+one sign-in, one second factor and one last verification, and a session
+ended anywhere ends here too. Throttling and the MFA epoch live in the store
+as well.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from . import config
 REVERIFY_WINDOW = 600  # seconds a verification covers sensitive actions
 
 USER = "portal_user"              # username whose password (or cookie) was accepted
-VIA = "portal_via"                # "password" or "cookie"
+VIA = "portal_via"                # "password" or "cookie" (a session continued)
+TOKEN = "portal_session_token"    # the server-side session's token (never sent to the page)
 PASSED = "portal_second_factor"   # True once the second factor passed (or none exists)
 VERIFIED_AT = "portal_verified_at"  # time of the last verification (None: none)
 EPOCH = "portal_epoch"            # the user's mfa_epoch this session last agreed with
-COOKIE = "portal_cookie"          # {"fp": sha256 of the cookie, "exp": expiry} to revoke at sign-out
 FLASH = "portal_flash"
 PENDING = "portal_pending"        # {"action", "label"} of the sensitive action waiting
 PENDING_RUN = "portal_pending_run"
@@ -86,18 +90,42 @@ def still_trusted() -> bool:
         return False
 
 
-def start(username: str, via: str, *, cookie: dict[str, float | str] | None = None) -> None:
-    """A password (or a valid cookie) was accepted: the second factor is still ahead."""
+def start(username: str, via: str, *, token: str | None, passed: bool = False,
+          verified_at: float | None = None) -> None:
+    """A password was accepted (or the browser's session continues): this page session joins it."""
     clear()
     st.session_state.pop(FLASH, None)
     st.session_state[USER] = username
     st.session_state[VIA] = via
-    st.session_state[PASSED] = False
-    st.session_state[VERIFIED_AT] = None
+    st.session_state[TOKEN] = token
+    st.session_state[PASSED] = bool(passed)
+    st.session_state[VERIFIED_AT] = verified_at
     st.session_state[EPOCH] = None
-    if cookie:
-        st.session_state[COOKIE] = cookie
     st.session_state.pop("portal_signed_out", None)
+
+
+def token() -> str | None:
+    return st.session_state.get(TOKEN)
+
+
+def sync_with_store() -> bool:
+    """Agree with the store's session; False when it has ended (this page must sign out).
+
+    Another tab of the browser may have passed the second factor or verified
+    since: both count here too. Raises MFAError when the store cannot be read.
+    """
+    held = token()
+    if not held:
+        return True
+    found = config.service().sessions.find(held)
+    if found is None or found.username != current_username():
+        return False
+    if found.second_factor_passed:
+        st.session_state[PASSED] = True
+    mine = st.session_state.get(VERIFIED_AT)
+    if found.verified_at is not None and (mine is None or found.verified_at > mine):
+        st.session_state[VERIFIED_AT] = found.verified_at
+    return True
 
 
 def pass_second_factor(epoch: int, *, verified: bool) -> None:
@@ -178,7 +206,16 @@ def show_flashes(*, keep: bool = False) -> None:
 # -- reverification ------------------------------------------------------------
 
 def record_verification() -> None:
-    st.session_state[VERIFIED_AT] = now()
+    """A factor was checked just now: every tab of this browser's session may act for 10 minutes."""
+    at = now()
+    st.session_state[VERIFIED_AT] = at
+    held = token()
+    if held:
+        try:
+            config.service().sessions.update(held, second_factor_passed=bool(st.session_state.get(PASSED)),
+                                            verified_at=at)
+        except mfa_core.MFAError:  # this tab still knows; other tabs will ask again
+            pass
 
 
 def verification_remaining() -> int:

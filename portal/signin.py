@@ -3,26 +3,24 @@
 The password is checked by the engine (``attempt_password``: throttle,
 bcrypt, outcome and audit in one transaction) in the Login button's callback
 (callbacks run before the script, so a rerun forced by a component cannot
-drop the click). streamlit-authenticator's cookie component is mounted only
-to set or delete the remember-me cookie (each mount reruns the page once). Cookies are read by us, not the library: forged
-ones are refused, expiry follows the portal's clock, cookies revoked at
-sign-out are refused, and a cookie never skips the second factor.
+drop the click). A right password starts a server-side session
+(``svc.sessions``); the browser gets its token as an ``HttpOnly`` cookie from
+a server route (``portal.cookies``), so a reload or a new tab continues the
+session: its second factor and its last verification included. A session
+whose second factor was not passed yet still asks for it. Every run checks
+the session against the store: signed out elsewhere, expired, password
+changed or MFA reset, it ends here too.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-
-import jwt
 import streamlit as st
-import streamlit_authenticator as stauth
 
 import mfa_core
 import mfa_core.service
 from mfa_core.users import DEMO_USERS, User
 
-from . import config, session, users
+from . import config, cookies, session, users
 from .navigation import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE,  # noqa: F401 (re-exported)
                          MANAGE_PAGE, page_link, sidebar)
 
@@ -37,10 +35,7 @@ LOGIN_FORM = "portal_login"
 LOGIN_USERNAME = "portal_login_username"
 LOGIN_PASSWORD = "portal_login_password"
 COOKIE_CHECKED = "portal_cookie_checked"
-PASSWORD_AT = "portal_password_at"
-_HIDE_COOKIE_FRAMES = ("<style>.st-key-init, .st-key-set, .st-key-delete "
-                       "{position: absolute; width: 0; height: 0; overflow: hidden;}</style>")
-_LIBRARY_KEYS = ("name", "username", "authentication_status", "email", "roles")
+ENDED = "Your session has ended (signed out, timed out or changed elsewhere). Sign in again."
 
 
 # -- the guard -----------------------------------------------------------------
@@ -55,25 +50,26 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
     except mfa_core.MFAError as err:
         st.error(str(err))
         st.stop()
-    if session.current_username() is None:
-        _restore_from_cookie(portal)
+    try:
+        if session.current_username() is None:
+            _restore_from_cookie(portal)
+        elif not session.sync_with_store():
+            _end_session(portal, revoke=False)
+            session.flash("info", ENDED)
+            st.rerun()
+    except mfa_core.MFAError as err:
+        st.error(str(err))
+        st.stop()
     username = session.current_username()
     user = users.lookup(portal, username) if username else None
     if username and user is None:  # removed from the directory meanwhile
-        session.clear()
-        _reset_library_state()
+        _end_session(portal, revoke=True)
     if user is None:
         _password_screen(portal, home=home)  # stops the script
     if st.session_state.pop(COOKIE_DUE, None):
-        _set_cookie(portal, user.username)  # once, the run after the password
+        _set_cookie(portal)  # once, the run after the password
     try:
         status = portal.service.status(user.username)
-        if (st.session_state.get(session.VIA) == "cookie" and st.session_state.get(session.COOKIE)
-                and portal.service.is_token_revoked(user.username,
-                                                    st.session_state[session.COOKIE]["fp"])):
-            _end_session(portal, revoke=False)
-            session.flash("info", "You were signed out on another device. Sign in again.")
-            st.rerun()
     except mfa_core.MFAError as err:
         st.error(str(err))
         st.stop()
@@ -83,12 +79,9 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
         if status.two_factor_enabled:
             _challenge_screen(portal, user)
             st.stop()
-        # No second factor exists: the password (if typed, not a cookie) was the
-        # strongest factor, and it counts as a verification from when it was typed.
+        # No second factor exists: the password was the strongest factor (its
+        # time, if it was typed in this session, is already the verification).
         session.pass_second_factor(status.mfa_epoch, verified=False)
-        password_at = st.session_state.pop(PASSWORD_AT, None)
-        if password_at is not None:
-            st.session_state[session.VERIFIED_AT] = password_at
     sidebar(user, sign_out)
     session.show_flashes()
     session.open_pending_dialog()
@@ -109,7 +102,6 @@ def require_admin(page_title: str | None = None) -> User:
 
 def _password_screen(portal: config.Portal, *, home: bool) -> None:
     """The sign-in form; never returns (the Login button's callback signs in)."""
-    _reset_library_state()
     st.title("MFA Portal")
     if not home:
         st.warning("You must be logged in to access this page")
@@ -134,7 +126,7 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
     if error:
         st.error(error)
     if st.session_state.pop(DELETE_COOKIE, None):
-        _cookie_command(portal, "delete")
+        cookies.clear()
     st.stop()
 
 
@@ -147,9 +139,16 @@ def _submit_password() -> None:
     if not username or not password.strip():
         st.session_state[LOGIN_ERROR] = "Enter your username and password."
         return
-    portal = config.portal()
+    svc = config.service()
+    source = session.client_source()
     try:
-        portal.service.attempt_password(username, password, source=session.client_source())
+        result = svc.attempt_password(username, password, source=source)
+        # Without a second factor the password was the strongest factor: a
+        # verification now. With one, the session waits for it.
+        now = svc.clock()
+        token = svc.sessions.start(username, second_factor_passed=not result.two_factor_enabled,
+                                   verified_at=None if result.two_factor_enabled else now,
+                                   source=source, user_agent=cookies.user_agent())
     except mfa_core.MFAError as err:
         st.session_state[LOGIN_ERROR] = str(err)
         return
@@ -159,93 +158,42 @@ def _submit_password() -> None:
     # Start the portal's session here, in the callback, before the script
     # runs: a component reporting back can interrupt the run at its next
     # st.* call, and the rerun must find the accepted password.
-    session.start(username, "password")
-    st.session_state[PASSWORD_AT] = portal.service.clock()
+    session.start(username, "password", token=token,
+                  passed=not result.two_factor_enabled,
+                  verified_at=None if result.two_factor_enabled else now)
     st.session_state[COOKIE_DUE] = True
-    _reset_library_state()
 
 
-def _cookie_command(portal: config.Portal, command: str, token: str | None = None,
-                    expires: float | None = None) -> None:
-    """Set or delete the remember-me cookie in the browser (a component; reruns once).
-
-    Drawn only on sign-in screens and after the form, so its report cannot
-    interrupt anything a person clicked.
-    """
-    st.html(_HIDE_COOKIE_FRAMES)  # invisible iframes: keep them out of the layout
-    try:
-        auth = stauth.Authenticate({"usernames": {}}, config.COOKIE_NAME, portal.cookie_key,
-                                   config.COOKIE_EXPIRY_DAYS, auto_hash=False, login_sleep_time=0)
-        manager = auth.cookie_controller.cookie_model.cookie_manager
-        if command == "set":
-            manager.set(config.COOKIE_NAME, token, expires_at=dt.datetime.fromtimestamp(expires))
-        else:
-            manager.delete(config.COOKIE_NAME)
-    except Exception:  # the browser may not hold the cookie; no cookie is only a missed convenience
-        pass
-
-
-def _reset_library_state() -> None:
-    for key in _LIBRARY_KEYS:
-        st.session_state[key] = None
-
-
-# -- the remember-me cookie ------------------------------------------------------
+# -- the session cookie ------------------------------------------------------------
 
 def read_cookie() -> str | None:
-    """The raw remember-me cookie of this browser session (tests patch this one read)."""
-    try:
-        value = st.context.cookies.get(config.COOKIE_NAME)
-    except Exception:
-        return None
-    return value if isinstance(value, str) and value else None
-
-
-def fingerprint(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def decode_cookie(portal: config.Portal, token: str) -> tuple[str, float] | None:
-    """(username, expiry) of a genuine, unexpired, unrevoked cookie; None for anything else."""
-    try:
-        data = jwt.decode(token, portal.cookie_key, algorithms=["HS256"])
-        username, expires = data["username"], float(data["exp_date"])
-    except Exception:  # forged, tampered, alg=none, malformed, expired 'exp' claim …
-        return None
-    if not isinstance(username, str) or not expires > portal.service.clock():
-        return None
-    if users.lookup(portal, username) is None:
-        return None
-    try:
-        if portal.service.is_token_revoked(username, fingerprint(token)):
-            return None
-    except (mfa_core.MFAError, ValueError, TypeError):
-        return None
-    return username, expires
+    """The session cookie of this browser (tests patch this one read)."""
+    return cookies.read()
 
 
 def _restore_from_cookie(portal: config.Portal) -> None:
-    """Sign in from the cookie at most once per session; never past the second factor."""
+    """Continue the browser's session (a reload, a new tab), at most once per page session."""
     if st.session_state.get(SIGNED_OUT) or st.session_state.get(COOKIE_CHECKED):
         return
     st.session_state[COOKIE_CHECKED] = True
     token = read_cookie()
     if not token:
         return
-    found = decode_cookie(portal, token)
-    if found is None:
-        st.session_state[DELETE_COOKIE] = True  # a refused cookie is removed from the browser
+    found = portal.service.sessions.find(token)
+    if found is None or users.lookup(portal, found.username) is None:
+        st.session_state[DELETE_COOKIE] = True  # an ended session's cookie is removed
         return
-    username, expires = found
-    session.start(username, "cookie", cookie={"fp": fingerprint(token), "exp": expires})
+    session.start(found.username, "cookie", token=token, passed=found.second_factor_passed,
+                  verified_at=found.verified_at)
 
 
-def _set_cookie(portal: config.Portal, username: str) -> None:
-    expires = portal.service.clock() + config.COOKIE_EXPIRY_DAYS * 86400
-    token = jwt.encode({"username": username, "exp_date": expires}, portal.cookie_key,
-                       algorithm="HS256")
-    st.session_state[session.COOKIE] = {"fp": fingerprint(token), "exp": expires}
-    _cookie_command(portal, "set", token, expires)
+def _set_cookie(portal: config.Portal) -> None:
+    token = session.token()
+    if token:
+        try:
+            cookies.set_for(portal.service.sessions.ticket(token))
+        except mfa_core.MFAError:  # no cookie: a reload signs in again, nothing worse
+            pass
 
 
 # -- the second factor -----------------------------------------------------------
@@ -301,7 +249,7 @@ def _submit_challenge() -> None:
     except (TypeError, ValueError):
         st.session_state[CHALLENGE_ERROR] = "That code cannot be checked. Try again."
         return
-    for stale in (CHALLENGE_ERROR, CHALLENGE_BACKUP, PASSWORD_AT):
+    for stale in (CHALLENGE_ERROR, CHALLENGE_BACKUP):
         st.session_state.pop(stale, None)
     session.pass_second_factor(epoch, verified=True)
     if strategy == "backup_code":
@@ -311,28 +259,18 @@ def _submit_challenge() -> None:
 # -- sign-out --------------------------------------------------------------------
 
 def sign_out() -> None:
-    """Sidebar / challenge **Sign out**: revoke this session's cookie, forget the user."""
+    """Sidebar / challenge **Sign out**: the session ends for every tab of this browser."""
     _end_session(config.portal(), revoke=True)
     session.flash("success", "You have signed out.")
 
 
 def _end_session(portal: config.Portal, *, revoke: bool) -> None:
-    user = session.current_username()
-    if user and revoke:
-        cookies = [st.session_state.get(session.COOKIE)]
-        token = read_cookie()
-        if token:
-            found = decode_cookie(portal, token)
-            if found and found[0] == user:
-                cookies.append({"fp": fingerprint(token), "exp": found[1]})
-        for cookie in cookies:
-            if cookie:
-                try:
-                    portal.service.revoke_token(user, cookie["fp"], cookie["exp"])
-                except (mfa_core.MFAError, ValueError, TypeError):
-                    pass
+    token = session.token()
+    if token and revoke:
+        try:
+            portal.service.sessions.end(token)
+        except mfa_core.MFAError:  # the store is down: the cookie still goes
+            pass
     session.clear()
-    _reset_library_state()
-    st.session_state["logout"] = True
     st.session_state[SIGNED_OUT] = True
     st.session_state[DELETE_COOKIE] = True

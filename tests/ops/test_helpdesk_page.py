@@ -246,7 +246,7 @@ def test_an_admin_cannot_reset_their_own_mfa_here(data_dir, svc, clock):
     assert svc.status("admin").totp_enabled
 
 
-def test_the_reset_users_other_sessions_must_verify_again(data_dir, svc, clock):
+def test_the_reset_ends_every_session_of_the_user(data_dir, svc, clock):
     secret, _ = enroll(svc, clock, "alice")
     alice = signed_in("alice", secret, clock, page="pages/1_Manage_MFA.py")
     assert alice.session_state["portal_verified_at"] is not None
@@ -254,9 +254,8 @@ def test_the_reset_users_other_sessions_must_verify_again(data_dir, svc, clock):
     type_into(at, "Reason", "reported stolen")
     click(at, "Reset MFA")
     run(alice)
-    assert "Two-step verification was turned off for your account" in texts(alice)
-    assert alice.session_state["portal_verified_at"] is None
-    assert "Add TOTP via authentication app" in texts(alice)
+    assert "Your session has ended" in texts(alice)
+    assert "User MFA Settings" not in texts(alice) and "Username" in inputs(alice)
 
 
 # -- lockout ------------------------------------------------------------------------------

@@ -8,11 +8,9 @@ authenticator are real.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Callable
 
-import jwt
 import pytest
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
@@ -65,19 +63,16 @@ def svc(data_dir, clock) -> mfa_core.MFAService:
 
 @pytest.fixture
 def cookie(monkeypatch) -> Callable[[str | None], None]:
-    """Make the browser present this remember-me cookie (the one read the portal makes)."""
+    """Make the browser present this session cookie (the one read the portal makes)."""
     def present(token: str | None) -> None:
         monkeypatch.setattr(portal.signin, "read_cookie", lambda: token)
     return present
 
 
-def make_cookie(username: str, expires: float, key: str | None = None) -> str:
-    key = key if key is not None else portal.config.portal().cookie_key
-    return jwt.encode({"username": username, "exp_date": expires}, key, algorithm="HS256")
-
-
-def fingerprint(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def make_cookie(username: str, *, passed: bool = False, verified_at: float | None = None) -> str:
+    """A real server-side session of ``username`` (as a sign-in in another tab made it): its token."""
+    return portal.config.service().sessions.start(username, second_factor_passed=passed,
+                                                   verified_at=verified_at)
 
 
 class Media:

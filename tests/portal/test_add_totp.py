@@ -12,6 +12,7 @@ from portal import enrollment
 
 from .conftest import (app, click, code, enroll, errors, inputs, labels, run, signed_in, texts,
                        type_into)
+from .inline import downloads, inline_qr, new_codes
 
 MANAGE = "pages/1_Manage_MFA.py"
 ADD = "pages/2_Add_TOTP.py"
@@ -41,13 +42,11 @@ def test_add_step_shows_the_qr_code_that_decodes_to_exactly_the_uri(data_dir, sv
     at = start_adding(svc, clock)
     pending = svc.pending_totp("bob")
     assert [t.value for t in at.title] == ["Add TOTP MFA"]
-    [image] = at.image
-    [url] = image.value
-    assert decode_qr(media.read(url)) == pending.uri
-    assert media.mimetype(url) == "image/png"  # lossless: no JPEG blur on the modules
-    shown = Image.open(io.BytesIO(media.read(url))).convert("L")
-    drawn = Image.open(io.BytesIO(portal.qr_png(pending.uri))).convert("L")
-    assert shown.tobytes() == drawn.tobytes()
+    png, alt = inline_qr(at)  # a data: URL in the page (PNG: lossless, no JPEG blur)
+    assert decode_qr(png) == pending.uri
+    assert png == portal.qr_png(pending.uri)
+    assert alt == "QR code to scan with your authentication app"
+    assert not at.image and not media.files  # never in the media store, where a URL could fetch it
     assert pending.uri.startswith("otpauth://totp/MFA%20Portal:bob?secret=") or \
         pending.uri.startswith("otpauth://totp/MFA Portal:bob?secret=")
     assert "Once you have set up your authentication app, verify your code" in texts(at)
@@ -61,9 +60,9 @@ def test_uri_toggle_shows_the_uri_and_back_without_a_new_secret(data_dir, svc, c
     uri = svc.pending_totp("bob").uri
     at = click(at, "Use URI instead")
     assert uri in [c.value for c in at.code]
-    assert not at.image
+    assert not at.get("html")
     at = click(at, "Use QR Code instead")
-    assert at.image
+    assert inline_qr(at)
     assert svc.pending_totp("bob").uri == uri
 
 
@@ -180,12 +179,13 @@ def test_right_code_enables_totp_and_shows_backup_codes_with_a_download(data_dir
     assert [t.value for t in at.title] == ["Verification was a success!"]
     assert ("Save this list of backup codes somewhere safe in case you need to access your "
             "account in an emergency") in texts(at)
-    codes = at.session_state[enrollment.CODES]
+    codes = new_codes(at)
     assert len(codes) == 10
     assert "\n".join(codes) in [c.value for c in at.code]
-    [download] = at.get("download_button")
-    body = media.read(download.proto.url).decode()
+    [(name, body)] = downloads(at)
+    assert name == "mfa-portal-backup-codes.txt"
     assert [line for line in body.splitlines() if line in codes] == codes
+    assert not at.get("download_button") and not media.files
     assert svc.status("bob").totp_enabled and svc.status("bob").backup_codes_remaining == 10
     assert main_links(at) == ["Manage MFA"]
     # The session changed its own MFA: it is not challenged again.
@@ -194,7 +194,7 @@ def test_right_code_enables_totp_and_shows_backup_codes_with_a_download(data_dir
 
 def test_finish_needs_one_of_the_codes_typed_back_without_using_it(data_dir, svc, clock):
     at, _ = finish_verification(svc, clock)
-    codes = at.session_state[enrollment.CODES]
+    codes = new_codes(at)
     field = "To show you saved them, type one of the backup codes"
     type_into(at, field, "abcd-efgh-jkmn-pqrs")
     at = click(at, "Finish")
@@ -207,7 +207,7 @@ def test_finish_needs_one_of_the_codes_typed_back_without_using_it(data_dir, svc
     assert "You have successfully added TOTP MFA via an authentication application." in texts(at)
     assert main_links(at) == ["Manage MFA"]
     assert svc.status("bob").backup_codes_remaining == 10  # typing it back used nothing
-    assert enrollment.CODES not in at.session_state
+    assert not new_codes(at)
     # Manage MFA now shows the authenticator; the next visit starts afresh.
     at.switch_page(MANAGE)
     at = run(at)

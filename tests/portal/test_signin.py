@@ -6,9 +6,10 @@ import pytest
 
 import mfa_core
 import portal.config
+import portal.session
 from mfa_core.users import UserDirectory
 
-from .conftest import (ROOT, app, app_direct, click, code, enroll, errors, fingerprint, inputs, labels,
+from .conftest import (ROOT, app, app_direct, click, code, enroll, errors, inputs, labels,
                        make_cookie, page_links, pass_challenge, run, sign_in, signed_in,
                        texts, type_into)
 
@@ -52,13 +53,6 @@ def test_no_demo_users_and_no_banner_when_demo_mode_is_off(tmp_path, monkeypatch
     assert UserDirectory(tmp_path / "prod").users() == []
     sign_in(at, "alice", "alice-demo")
     assert "Username or password is incorrect." in errors(at)
-
-
-def test_cookie_key_is_generated_into_the_data_dir_with_mode_0600(data_dir):
-    app()
-    key_file = data_dir / "cookie_key"
-    assert key_file.stat().st_mode & 0o777 == 0o600
-    assert len(key_file.read_text()) >= 32
 
 
 # -- the password ------------------------------------------------------------------
@@ -233,11 +227,23 @@ def test_sign_out_from_the_challenge_returns_to_the_password(data_dir, svc, cloc
     assert_sign_in_form_only(at)
 
 
-# -- the remember-me cookie ------------------------------------------------------------
+# -- the session: reloads, new tabs, sign-out, ends elsewhere ------------------------------
 
-def test_cookie_restored_login_is_still_challenged(data_dir, svc, clock, cookie):
+def test_a_new_tab_of_a_session_past_the_second_factor_asks_nothing(data_dir, svc, clock, cookie):
     secret, _ = enroll(svc, clock)
-    cookie(make_cookie("alice", clock() + 86400))
+    at = pass_challenge(sign_in(app(), "alice"), secret, clock)
+    token = at.session_state[portal.session.TOKEN]
+    cookie(token)  # the browser now holds the session cookie: a reload, a new tab
+    tab = app("pages/1_Manage_MFA.py")
+    assert "User MFA Settings" in texts(tab)
+    assert [t.value for t in tab.title] == ["User MFA Settings"]  # no challenge
+    # The verification made in the first tab carries over (no dialog for 10 minutes).
+    assert tab.session_state[portal.session.VERIFIED_AT] == at.session_state[portal.session.VERIFIED_AT]
+
+
+def test_a_session_whose_second_factor_was_not_passed_still_asks_for_it(data_dir, svc, clock, cookie):
+    secret, _ = enroll(svc, clock)
+    cookie(make_cookie("alice", passed=False))
     at = app("pages/1_Manage_MFA.py")
     assert [t.value for t in at.title] == ["Two-step verification"]
     assert "User MFA Settings" not in texts(at)
@@ -245,94 +251,75 @@ def test_cookie_restored_login_is_still_challenged(data_dir, svc, clock, cookie)
     assert "User MFA Settings" in texts(at)
 
 
-def test_cookie_restored_login_without_mfa_is_not_a_verification(data_dir, clock, cookie):
-    cookie(make_cookie("bob", clock() + 86400))
+def test_a_continued_session_without_mfa_keeps_its_last_verification(data_dir, clock, cookie):
+    cookie(make_cookie("bob", passed=True, verified_at=clock() - 700))
     at = app("pages/1_Manage_MFA.py")
     assert "User MFA Settings" in texts(at)
-    at = click(at, "Add")
+    at = click(at, "Add")  # 700 s ago: more than 10 minutes
     assert "To add an authentication app, enter your password." in texts(at)
     assert inputs(at) == ["Password"]
 
 
-@pytest.mark.parametrize("forge", ["wrong key", "alg none", "expired", "garbage", "no username",
-                                   "unknown user"])
-def test_forged_or_stale_cookie_shows_the_sign_in_form(data_dir, clock, cookie, forge):
-    import jwt
-    token = {
-        "wrong key": lambda: make_cookie("alice", clock() + 86400, key="not-the-portal-cookie-key-but-long-enough"),
-        "alg none": lambda: jwt.encode({"username": "alice", "exp_date": clock() + 86400}, None,
-                                       algorithm="none"),
-        "expired": lambda: make_cookie("alice", clock() - 1),
-        "garbage": lambda: "eyJhbGciOiJIUzI1NiJ9.%%%.!!",
-        "no username": lambda: jwt.encode({"exp_date": clock() + 86400},
-                                          portal.config.portal().cookie_key, algorithm="HS256"),
-        "unknown user": lambda: make_cookie("mallory", clock() + 86400),
-    }[forge]()
+@pytest.mark.parametrize("forge", ["garbage", "unknown token", "empty", "ended", "expired",
+                                   "password changed", "user removed"])
+def test_a_cookie_of_no_live_session_shows_the_sign_in_form(data_dir, svc, clock, cookie, forge):
+    token = make_cookie("alice", passed=True)
+    if forge == "garbage":
+        token = "eyJhbGciOiJub25lIn0.%%%.!!"
+    elif forge == "unknown token":
+        token = "A" * 43
+    elif forge == "empty":
+        token = ""
+    elif forge == "ended":
+        svc.sessions.end(token)
+    elif forge == "expired":
+        clock.advance(svc.sessions.policy.idle + 1)
+    elif forge == "password changed":
+        UserDirectory(data_dir).set_password("alice", "a-brand-new-pass")
+    else:
+        UserDirectory(data_dir).remove("alice")
     cookie(token)
-    at = app("pages/1_Manage_MFA.py")
-    assert_sign_in_form_only(at)
-
-
-def test_sign_out_revokes_the_cookie_on_the_server(data_dir, svc, clock, cookie):
-    token = make_cookie("bob", clock() + 86400)
-    cookie(token)
-    at = app("pages/1_Manage_MFA.py")
-    assert "User MFA Settings" in texts(at)
-    at = click(at, "Sign out")
-    assert_sign_in_form_only(at)
-    assert "You have signed out." in texts(at)
-    assert svc.is_token_revoked("bob", fingerprint(token))
-    # A copy of the cookie in another browser no longer signs in.
     assert_sign_in_form_only(app("pages/1_Manage_MFA.py"))
 
 
-def test_password_sign_in_cookie_is_revoked_at_sign_out(data_dir, svc):
-    import portal.session
+def test_sign_out_ends_the_session_for_every_tab(data_dir, svc, clock, cookie):
     at = sign_in(app(), "bob")
-    fp = at.session_state[portal.session.COOKIE]["fp"]
-    at = click(at, "Sign out")
-    assert svc.is_token_revoked("bob", fp)
-
-
-def test_revoked_cookie_ends_a_session_restored_from_it(data_dir, svc, clock, cookie):
-    token = make_cookie("bob", clock() + 86400)
+    token = at.session_state[portal.session.TOKEN]
     cookie(token)
-    at = app("pages/1_Manage_MFA.py")
-    svc.revoke_token("bob", fingerprint(token), clock() + 86400)  # signed out elsewhere
-    at = run(at)
+    other_tab = app("pages/1_Manage_MFA.py")
+    assert "User MFA Settings" in texts(other_tab)
+    at = click(at, "Sign out")
     assert_sign_in_form_only(at)
-    assert "You were signed out on another device." in texts(at)
+    assert "You have signed out." in texts(at)
+    assert svc.sessions.find(token) is None
+    other_tab = run(other_tab)  # its next action
+    assert_sign_in_form_only(other_tab)
+    assert "Your session has ended" in texts(other_tab)
+    assert_sign_in_form_only(app("pages/1_Manage_MFA.py"))  # and a new tab with the old cookie
 
 
-def test_after_sign_out_the_session_ignores_the_cookie(data_dir, clock, cookie):
-    cookie(make_cookie("bob", clock() + 86400))
+def test_after_sign_out_the_page_session_ignores_the_cookie(data_dir, clock, cookie):
+    cookie(make_cookie("bob", passed=True))
     at = click(app(), "Sign out")
     at = run(at)
     assert_sign_in_form_only(at)
 
 
-# -- sessions follow MFA changes made elsewhere -------------------------------------------
+# -- sessions end when the account changes elsewhere ------------------------------------------
 
-def test_helpdesk_reset_and_new_enrollment_make_other_sessions_verify_again(data_dir, svc, clock):
-    secret, _ = enroll(svc, clock)
-    at = signed_in("alice", secret, clock, page="pages/1_Manage_MFA.py")
-    svc.reset_mfa("alice", actor="admin", reason="lost phone")
-    secret2, _ = enroll(svc, clock)
-    at = run(at)
-    assert [t.value for t in at.title] == ["Two-step verification"]
-    assert "settings changed" in texts(at)
-    at = pass_challenge(at, secret2, clock)
-    assert "User MFA Settings" in texts(at)
-
-
-def test_mfa_removed_elsewhere_drops_the_session_verification(data_dir, svc, clock):
+def test_a_helpdesk_reset_ends_every_session_of_the_user(data_dir, svc, clock):
     secret, _ = enroll(svc, clock)
     at = signed_in("alice", secret, clock, page="pages/1_Manage_MFA.py")
     svc.reset_mfa("alice", actor="admin", reason="lost phone")
     at = run(at)
-    assert "Two-step verification was turned off" in texts(at)
-    at = click(at, "Add")  # the earlier verification no longer counts
-    assert inputs(at) == ["Password"]
+    assert_sign_in_form_only(at)
+    assert "Your session has ended" in texts(at)
+
+
+def test_a_password_change_ends_every_session_of_the_user(data_dir, svc, clock):
+    at = signed_in("bob", page="pages/1_Manage_MFA.py")
+    UserDirectory(data_dir).set_password("bob", "bob-new-password")  # users passwd
+    assert_sign_in_form_only(run(at))
 
 
 def test_user_removed_from_the_directory_is_signed_out(data_dir):
@@ -363,15 +350,16 @@ def test_require_admin_lets_admins_in_and_stops_everyone_else(data_dir):
 
 
 def test_password_counts_as_verification_from_when_it_was_typed(data_dir, svc, clock):
-    enroll(svc, clock)
-    at = sign_in(app(), "alice")  # waits at the challenge
-    clock.advance(601)
-    svc.reset_mfa("alice", actor="admin", reason="lost phone")  # nothing left to challenge
+    at = sign_in(app(), "bob")  # no second factor: the password is the verification
     at.switch_page("pages/1_Manage_MFA.py")
     at = run(at)
-    assert "User MFA Settings" in texts(at)
+    clock.advance(601)
     at = click(at, "Add")  # the password is 10 minutes old: verify again
     assert inputs(at) == ["Password"]
+    fresh = sign_in(app(), "bob")
+    fresh.switch_page("pages/1_Manage_MFA.py")
+    fresh = click(run(fresh), "Add")  # typed just now: no question
+    assert "Password" not in inputs(fresh)
 
 
 def test_locked_account_is_told_to_contact_the_helpdesk(data_dir, svc, clock):
