@@ -65,10 +65,12 @@ Public API (what pages, including ``pages/3_Helpdesk.py``, may use)
     of the next page drawn by the guard.
 
 ``qr_png(uri) -> bytes``
-    PNG of the QR code of ``uri`` (qrcode + pillow; the best mask, as qrcode
-    chooses it, scored with numpy), 200 x 200 px, 1 bit a pixel. Pure; the
-    Add TOTP page keeps the PNG of the pending secret in its session state
-    (never in a shared cache) so a rerun does not redraw it.
+    PNG of the QR code of ``uri`` (qrcode's own version and mask choice,
+    pillow), 200 x 200 px, 1 bit a pixel. Pure. The Add TOTP page draws it
+    inline (``portal.qr.img_tag``: a ``data:`` URL with alt text, never
+    ``st.image``, whose media store would serve the secret by URL) and keeps
+    the PNG of the pending secret in its session state (never in a shared
+    cache) so a rerun does not redraw it.
 
 ``sidebar(user, sign_out) -> None``
     The sidebar: "Signed in as", the links the user may use, and **Sign out**

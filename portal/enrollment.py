@@ -3,33 +3,62 @@
 The pending enrollment lives in the engine (``create_totp`` / ``pending_totp``):
 a rerun, a page switch or a widget click shows the same secret; only Add and
 Reset make a new one, and both need a recent verification.
+
+An enrollment belongs to the session that started it. The engine keeps one
+pending enrollment per user, so this session remembers which one it made
+(``MINE``: a hash of its secret) and never shows or verifies another: a
+pending enrollment started in another tab or browser counts as none here
+(arriving, the page starts its own), and one replaced elsewhere while this
+page showed it says so and offers Reset.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import streamlit as st
 
 import mfa_core
 from mfa_core.backup_codes import same_code
 
-from . import config, session
-from .qr import qr_png
+from . import backup_view, config, session
+from .navigation import MANAGE_PAGE, page_link
+from .qr import img_tag, qr_png
 
 STEP = "addtotp_step"
 SHOW_URI = "addtotp_show_uri"
 CODE = "addtotp_code"
 ERROR = "addtotp_error"
-CODES = "addtotp_codes"
 CONFIRM = "addtotp_confirm"
 CONFIRM_ERROR = "addtotp_confirm_error"
 QR = "addtotp_qr"
 ASKED = "addtotp_asked"
+MINE = "addtotp_mine"        # sha256 of the secret of the enrollment this session started
 
 STEPS = ("add", "verify", "backupcodes", "success")
 # What the page shows besides the four steps.
 ENABLED = "enabled"          # an authenticator is already set up
 EXPIRED = "expired"          # the pending enrollment expired (or was removed elsewhere)
+REPLACED = "replaced"        # another session started a new enrollment meanwhile
 VERIFY_FIRST = "verify_first"  # a new set-up waits for reverification
+CODES_SHOWN = "codes_shown"  # step backupcodes, come back to later: the codes are not shown again
+
+REPLACED_TEXT = ("This set-up was restarted in another window or browser, so this QR code no "
+                 "longer works. Press Reset to get a new QR code here.")
+
+
+def _fingerprint(resource: mfa_core.TOTPResource) -> str:
+    return hashlib.sha256(resource.secret.encode("ascii")).hexdigest()
+
+
+def _own(resource: mfa_core.TOTPResource) -> mfa_core.TOTPResource:
+    st.session_state[MINE] = _fingerprint(resource)
+    return resource
+
+
+def owned(resource: mfa_core.TOTPResource | None) -> bool:
+    """Whether ``resource`` is the enrollment this session started."""
+    return resource is not None and st.session_state.get(MINE) == _fingerprint(resource)
 
 
 def _forget() -> None:
@@ -43,7 +72,7 @@ def start() -> mfa_core.TOTPResource:
     resource = config.service().create_totp(session.callback_user())
     _forget()
     st.session_state[STEP] = "add"
-    return resource
+    return _own(resource)
 
 
 def request_start() -> None:
@@ -55,7 +84,7 @@ def request_reset() -> None:
 
 
 def reset() -> None:
-    config.service().create_totp(session.callback_user())
+    _own(config.service().create_totp(session.callback_user()))
     for key in (ERROR, QR, SHOW_URI):
         st.session_state.pop(key, None)
     st.session_state[STEP] = "add"
@@ -73,15 +102,18 @@ def page_state(username: str) -> tuple[str, mfa_core.TOTPResource | None]:
     Starts a set-up when a visit needs one. The enrollment is read once per run.
     """
     step = st.session_state.get(STEP)
-    if step in ("backupcodes", "success"):
+    if step == "backupcodes":
+        return (step if backup_view.new_codes() else CODES_SHOWN), None
+    if step == "success":
         return step, None
-    resource = config.service().pending_totp(username)
-    if resource is not None:
+    pending = config.service().pending_totp(username)
+    if owned(pending):
         if step not in ("add", "verify"):
             st.session_state[STEP] = "add"
-        return st.session_state[STEP], resource
+        return st.session_state[STEP], pending
     if step in ("add", "verify"):
-        return EXPIRED, None
+        return (REPLACED if pending is not None else EXPIRED), None
+    # Nothing of this session's is pending (another session's enrollment is not ours).
     if session.status().totp_enabled:
         return ENABLED, None
     if session.verification_remaining() > 0:
@@ -127,16 +159,19 @@ def submit_code() -> None:
     svc = config.service()
     user = session.callback_user()
     try:
+        if not owned(svc.pending_totp(user)):  # replaced or expired since the page was drawn
+            st.session_state[ERROR] = REPLACED_TEXT
+            return
         svc.verify_totp(user, typed)
     except mfa_core.MFAError as err:
         st.session_state[ERROR] = str(err)
         return
     session.note_mfa_changed()
     session.record_verification()  # a code from the new authenticator proves it's them
-    st.session_state.pop(ERROR, None)
-    st.session_state.pop(QR, None)
+    for key in (ERROR, QR, MINE):
+        st.session_state.pop(key, None)
     try:
-        st.session_state[CODES] = svc.create_backup_codes(user).codes
+        backup_view.keep(svc.create_backup_codes(user).codes)
     except mfa_core.MFAError as err:
         session.flash("error", f"Your authentication app is set up, but backup codes could not be "
                                f"made: {err} Generate them on Manage MFA.")
@@ -150,24 +185,23 @@ def finish() -> None:
     if not session.second_factor_passed():
         return
     typed = st.session_state.get(CONFIRM) or ""
-    codes = st.session_state.get(CODES) or []
-    if any(same_code(typed, code) for code in codes):
-        st.session_state[STEP] = "success"
-        for key in (CODES, CONFIRM, CONFIRM_ERROR):
-            st.session_state.pop(key, None)
+    if any(same_code(typed, code) for code in backup_view.new_codes()):
+        skip_codes()
         return
     st.session_state[CONFIRM_ERROR] = ("That is not one of the codes above. Type one of them "
                                        "to show you saved them.")
 
 
-def codes() -> list[str]:
-    return list(st.session_state.get(CODES) or [])
+def skip_codes() -> None:
+    """Finish without the codes on screen (they were shown in an earlier visit)."""
+    st.session_state[STEP] = "success"
+    backup_view.forget()
+    for key in (CONFIRM, CONFIRM_ERROR):
+        st.session_state.pop(key, None)
 
 
 def render(user) -> None:
     """The Add TOTP page, for a user the guard let in."""
-    from . import manage, signin
-
     state, resource = page_state(user.username)
     if state == VERIFY_FIRST:
         st.title("Add TOTP MFA")
@@ -177,9 +211,10 @@ def render(user) -> None:
         st.title("Add TOTP MFA")
         st.info("TOTP via authentication app enabled. To set up a different app, remove this one "
                 "on Manage MFA first.")
-    elif state == EXPIRED:
+    elif state in (EXPIRED, REPLACED):
         st.title("Add TOTP MFA")
-        st.error("This set-up took too long and has expired. Press Reset to get a new QR code.")
+        st.error(REPLACED_TEXT if state == REPLACED else
+                 "This set-up took too long and has expired. Press Reset to get a new QR code.")
         st.button("Reset", key="addtotp_reset", on_click=request_reset)
     elif state in ("add", "verify"):
         if state == "add":
@@ -189,11 +224,13 @@ def render(user) -> None:
         minutes = max(0, int(resource.expires_at - config.service().clock()) // 60)
         st.caption(f"This set-up expires in about {minutes} min; Reset starts a new one.")
     elif state == "backupcodes":
-        _render_backup_codes(user, manage.codes_text)
+        _render_backup_codes(user)
+    elif state == CODES_SHOWN:
+        _render_codes_shown()
     else:  # success
         st.title("Success!")
         st.write("You have successfully added TOTP MFA via an authentication application.")
-    signin.page_link(signin.MANAGE_PAGE, "Manage MFA", ":material/arrow_back:")
+    page_link(MANAGE_PAGE, "Manage MFA", ":material/arrow_back:")
 
 
 def _render_add(resource: mfa_core.TOTPResource) -> None:
@@ -206,7 +243,8 @@ def _render_add(resource: mfa_core.TOTPResource) -> None:
         st.button("Use QR Code instead", key="addtotp_toggle", on_click=toggle_uri)
     else:
         st.write(f"Scan this QR code with your authentication app {apps}.")
-        st.image(qr_for(resource), width=200, output_format="PNG")
+        # Inline (a data: URL), never st.image: the media store would serve the secret by URL.
+        st.html(img_tag(qr_for(resource)))
         st.button("Use URI instead", key="addtotp_toggle", on_click=toggle_uri)
     st.write("Can't scan it? Enter this key in your app by hand:")
     st.code(resource.grouped_secret, language=None)
@@ -230,15 +268,11 @@ def _render_verify() -> None:
     row.button("Reset", key="addtotp_reset", on_click=request_reset)
 
 
-def _render_backup_codes(user, codes_text) -> None:
-    shown = codes()
+def _render_backup_codes(user) -> None:
     st.title("Verification was a success!")
     st.write("Save this list of backup codes somewhere safe in case you need to access your "
              "account in an emergency")
-    st.code("\n".join(shown), language=None)
-    st.download_button("Download backup codes", codes_text(shown, user.username),
-                       file_name="mfa-portal-backup-codes.txt", mime="text/plain",
-                       key="addtotp_download", on_click="ignore", icon=":material/download:")
+    backup_view.show(backup_view.new_codes(), user.username)
     with st.form("addtotp_finish_form", border=False):
         st.text_input("To show you saved them, type one of the backup codes", key=CONFIRM,
                       autocomplete="off", max_chars=40)
@@ -246,3 +280,12 @@ def _render_backup_codes(user, codes_text) -> None:
     error = st.session_state.get(CONFIRM_ERROR)
     if error:
         st.error(error)
+
+
+def _render_codes_shown() -> None:
+    st.title("Verification was a success!")
+    st.write("Your authentication app is set up. Your backup codes were shown once, right after "
+             "they were made, and are not shown again. If you did not save them, make a new set: "
+             "the old codes stop working.")
+    backup_view.offer("addtotp_generate")
+    st.button("Finish", key="addtotp_skip", type="primary", on_click=skip_codes)

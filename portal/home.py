@@ -6,12 +6,14 @@ import streamlit as st
 
 from mfa_core.users import User
 
-from . import session, signin
+from . import session
+from .display import plain
+from .navigation import MANAGE_PAGE, page_link
 
 
 def render(user: User) -> None:
     status = session.status()
-    st.title(f"Welcome, {user.name}")
+    st.title(f"Welcome, {plain(user.name)}")
     if status.two_factor_enabled:
         st.success("Two-step verification is on: your account asks for a code from your "
                    "authentication app after your password.", icon=":material/verified_user:")
@@ -19,6 +21,6 @@ def render(user: User) -> None:
     else:
         st.warning("Two-step verification is off. Add an authentication app to protect your "
                    "account if your password leaks.", icon=":material/gpp_maybe:")
-    signin.page_link(signin.MANAGE_PAGE, "Manage MFA", ":material/security:")
+    page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
     if status.last_activity is not None:
         st.caption(f"Last security event: {session.format_time(status.last_activity)}")

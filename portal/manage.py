@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from . import backup_view, config, enrollment, session
+from .navigation import ADD_TOTP_PAGE
 
-from . import config, enrollment, session
-
-NEW_CODES = "manage_new_codes"
 CONFIRM_REMOVE = "manage_confirm_remove"
 GOTO_ADD = "manage_goto_add"
 ACTIVITY_LIMIT = 10
@@ -44,23 +43,14 @@ def keep_authenticator() -> None:
 
 
 def remove() -> None:
-    config.service().disable_totp(session.callback_user())
+    config.service().disable_totp(session.callback_user(), keep_session=session.token())
     session.note_mfa_changed()
-    st.session_state.pop(NEW_CODES, None)
+    backup_view.forget()
     session.flash("success", "Your authentication app was removed, and your backup codes with it.")
 
 
-def request_generate() -> None:
-    session.sensitive("generate", "generate new backup codes", generate)
-
-
-def generate() -> None:
-    codes = config.service().create_backup_codes(session.callback_user()).codes
-    st.session_state[NEW_CODES] = codes
-
-
 def done() -> None:
-    st.session_state.pop(NEW_CODES, None)
+    backup_view.forget()
 
 
 def take_goto_add() -> bool:
@@ -83,25 +73,16 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def codes_text(codes: list[str], username: str) -> str:
-    """The .txt a user downloads: the codes, one a line, and what they are."""
-    header = (f"MFA Portal backup codes for {username}\n"
-              "Each code works once. Keep them somewhere safe.\n\n")
-    return header + "\n".join(codes) + "\n"
-
-
 def render(user) -> None:
     """The Manage MFA page, for a user the guard let in."""
-    from . import signin  # the guard's module; imported here to keep manage importable alone
-
     if take_goto_add():
-        st.switch_page(signin.ADD_TOTP_PAGE)
+        st.switch_page(ADD_TOTP_PAGE)
     enrollment.forget_if_finished()
     status = session.status()
 
     st.title("User MFA Settings")
 
-    st.subheader("Authentication app")
+    st.header("Authentication app")
     if status.totp_enabled:
         st.write("TOTP via authentication app enabled")
         if st.session_state.get(CONFIRM_REMOVE):
@@ -118,30 +99,25 @@ def render(user) -> None:
         st.button("Add", key="manage_add", type="primary", on_click=request_add)
 
     if status.two_factor_enabled:
-        st.subheader("Backup codes")
+        st.header("Backup codes")
         left = status.backup_codes_remaining
         text = f"You have {left} backup code{'s' if left != 1 else ''} left."
         if left <= 3:
             st.warning(f"{text} Generate new ones so you are not locked out.")
         else:
             st.write(text)
-        new_codes = st.session_state.get(NEW_CODES)
+        new_codes = backup_view.new_codes()
         if new_codes:
             st.write("Your new backup codes. They are shown only once: save them now. "
                      "Your old codes no longer work.")
-            st.code("\n".join(new_codes), language=None)
-            st.download_button("Download backup codes", codes_text(new_codes, user.username),
-                               file_name="mfa-portal-backup-codes.txt", mime="text/plain",
-                               key="manage_download", on_click="ignore",
-                               icon=":material/download:")
+            backup_view.show(new_codes, user.username)
             st.button("Done", key="manage_done", type="primary", on_click=done)
         else:
-            st.write("Generate new backup codes?")
-            st.button("Generate", key="manage_generate", on_click=request_generate)
+            backup_view.offer("manage_generate")
 
     session.verification_caption()
 
-    st.subheader("Recent security activity")
+    st.header("Recent security activity")
     table = activity_table(user.username)
     if table:
         st.markdown(table)

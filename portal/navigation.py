@@ -2,6 +2,10 @@
 
 Pages and page bodies import the paths from here; nothing here knows how
 sign-in works (the sidebar's **Sign out** is the callback it is given).
+
+It also tells visits apart (``visit()``): a visit is the runs of one page
+in a row, from arriving on it until another page runs. What a page showed
+only once (new backup codes) belongs to the visit that made it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Callable
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from mfa_core.users import User
 
@@ -21,10 +26,32 @@ HOME_PAGE = "streamlit_app.py"
 MANAGE_PAGE = "pages/1_Manage_MFA.py"
 ADD_TOTP_PAGE = "pages/2_Add_TOTP.py"
 HELPDESK_PAGE = "pages/3_Helpdesk.py"
+VISIT = "portal_visit"  # (page script hash, visit number) of the last page run
+
+
+def note_page() -> int:
+    """Called once per full run of a signed-in page (by ``sidebar``): the visit number now.
+
+    Another page than the last run's starts a new visit; reruns of the same page
+    (a click, a form) stay in it. A new browser session starts at visit 1.
+    """
+    ctx = get_script_run_ctx()
+    page = ctx.page_script_hash if ctx is not None else ""
+    last_page, number = st.session_state.get(VISIT) or ("", 0)
+    if page != last_page or number == 0:
+        number += 1
+    st.session_state[VISIT] = (page, number)
+    return number
+
+
+def visit() -> int:
+    """The current visit's number (0 before any signed-in page ran in this session)."""
+    return (st.session_state.get(VISIT) or ("", 0))[1]
 
 
 def sidebar(user: User, sign_out: Callable[[], None]) -> None:
     """Who is signed in (as text: names come from the directory), the links they may use, **Sign out**."""
+    note_page()
     with st.sidebar:
         st.markdown(f"Signed in as **{plain(user.name)}**  \n`{user.username}`")
         page_link(HOME_PAGE, "Home", ":material/home:")

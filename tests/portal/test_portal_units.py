@@ -1,23 +1,19 @@
-"""The portal's pieces that need no Streamlit run: QR rendering, the client address, start-up."""
+"""The portal's pieces that need no Streamlit run: QR rendering, plain text, the client address, start-up."""
 
 from __future__ import annotations
 
 import io
 import os
-import random
-import string
 import time
 
-import numpy as np
 import pytest
-import qrcode
 import zxingcpp
 from PIL import Image
-from qrcode.constants import ERROR_CORRECT_M
 
 import portal.config
 from portal import session
-from portal.qr import penalties, qr_matrix, qr_png
+from portal.display import plain
+from portal.qr import img_tag, qr_png
 
 from ..support import leftover_temp_file
 
@@ -34,52 +30,11 @@ def test_qr_png_is_200_px_and_reads_back_as_exactly_the_uri(uri):
     assert result.text == uri
 
 
-def _texts(seed: int, count: int) -> list[str]:
-    """Texts of many lengths (QR versions 1 to 13, so the version-information blocks too)."""
-    rnd = random.Random(seed)
-    alphabet = string.ascii_letters + string.digits + "%:/?&=.-_"
-    return ["".join(rnd.choices(alphabet, k=rnd.choice([1, 12, 40, 92, 130, 200, 330])))
-            for _ in range(count)]
-
-
-def _qrcode_made(text: str) -> qrcode.QRCode:
-    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M)
-    code.add_data(text)
-    code.make(fit=True)
-    return code
-
-
-@pytest.mark.parametrize("text", _texts(seed=6238, count=60))
-def test_qr_matrix_is_the_symbol_qrcode_itself_makes_best_mask_included(text):
-    expected = np.array(_qrcode_made(text).modules, dtype=bool)
-    assert np.array_equal(qr_matrix(text), expected)
-
-
-@pytest.mark.parametrize("text", _texts(seed=4226, count=8))
-def test_mask_penalties_equal_qrcodes_lost_point_for_each_of_the_eight_masks(text):
-    code = _qrcode_made(text)
-    candidates, expected = [], []
-    for mask in range(8):
-        code.makeImpl(True, mask)  # what qrcode's best_mask_pattern scores
-        candidates.append(np.array(code.modules, dtype=bool))
-        expected.append(qrcode.util.lost_point(code.modules))
-    assert penalties(np.stack(candidates)).tolist() == expected
-
-
-def test_qr_codes_drawn_at_once_by_many_sessions_threads_are_each_right():
-    # Streamlit runs each session's script in its own thread; the per-version
-    # layout caches are filled by whichever thread comes first.
-    from concurrent.futures import ThreadPoolExecutor
-
-    from portal import qr
-    qr._layout.cache_clear()
-    qr._function_modules.cache_clear()
-    qr.mask_patterns.cache_clear()
-    texts = _texts(seed=30, count=48)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        drawn = list(pool.map(qr_matrix, texts))
-    for text, modules in zip(texts, drawn):
-        assert np.array_equal(modules, np.array(_qrcode_made(text).modules, dtype=bool))
+def test_qr_img_tag_is_inline_200_px_with_alt_text():
+    png = qr_png("otpauth://totp/MFA%20Portal:alice?secret=JBSWY3DPEHPK3PXP&issuer=MFA%20Portal")
+    tag = img_tag(png, alt='Scan "this"')
+    assert tag.startswith('<img src="data:image/png;base64,')
+    assert 'alt="Scan &quot;this&quot;"' in tag and 'width="200"' in tag and 'height="200"' in tag
 
 
 def test_qr_png_refuses_an_empty_text():
@@ -116,3 +71,17 @@ def test_the_client_address_is_the_peer_unless_a_trusted_proxy_header_is_configu
     assert client_address("10.1.1.1", headers, env) == "203.0.113.9"  # what the proxy appended
     assert client_address("10.1.1.1", {}, env) == "10.1.1.1"
     assert client_address(None, None, {}) is None
+
+
+@pytest.mark.parametrize("name", [
+    "[Pay here](https://evil.example/pay)", "![x](https://tracker.example/p.png)",
+    "<img src=https://tracker.example/p.png>", ":red[Admin] :material/lock: $x^2$",
+    "**bold** _it_ `code` # head", "Line one\n# Heading two", "a\\*b",
+])
+def test_plain_escapes_every_markdown_construct_and_keeps_the_text(name):
+    escaped = plain(name)
+    assert "\n" not in escaped
+    for special in "[]()<>*_`#:$!":
+        assert special not in escaped.replace("\\" + special, "")  # each one escaped
+    unescaped = escaped.replace("\\\\", "\x00").replace("\\", "").replace("\x00", "\\")
+    assert unescaped == name.replace("\n", " ")

@@ -1,0 +1,86 @@
+"""New backup codes on screen: shown in the visit that made them, never again.
+
+Manage MFA (**Generate**) and Add TOTP (after the first code) both make a
+set and show it with this module. The codes are kept in the session only for
+the page visit that generated them (``navigation.visit()``): reruns of that
+page (a form, a wrong confirmation) still show them; arriving on any page
+later, or a new browser session, shows "Generate new backup codes?" instead.
+
+The download never leaves through a URL: ``st.download_button`` would put the
+.txt in Streamlit's media store at ``/media/<hash>``, where any client holding
+the URL can fetch it until the store forgets it. The page's own link is a
+``data:`` URL of the codes already on screen, so the browser makes the file
+itself: the bytes travel once, on the owning session's websocket, inside the
+page, and no server response (cacheable or not) ever holds them.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import streamlit as st
+
+from . import config, navigation, session
+
+CODES = "portal_new_backup_codes"  # {"codes": [...], "visit": navigation.visit()}
+FILE_NAME = "mfa-portal-backup-codes.txt"
+DOWNLOAD_LABEL = "Download backup codes"
+_LINK_STYLE = ("display: inline-flex; align-items: center; gap: 0.4rem; padding: 0.35rem 0.8rem; "
+               "border: 1px solid rgba(49, 51, 63, 0.3); border-radius: 0.5rem; "
+               "color: inherit; text-decoration: none; font-weight: 400")
+
+
+def keep(codes: list[str]) -> None:
+    """A set was just generated (in a callback of the page showing it): show it in this visit."""
+    st.session_state[CODES] = {"codes": list(codes), "visit": navigation.visit()}
+
+
+def new_codes() -> list[str]:
+    """The codes generated in this visit ([] when none: they were shown already, or never made)."""
+    kept = st.session_state.get(CODES)
+    if not kept:
+        return []
+    if kept["visit"] != navigation.visit():
+        forget()
+        return []
+    return list(kept["codes"])
+
+
+def forget() -> None:
+    st.session_state.pop(CODES, None)
+
+
+def generate() -> None:
+    """A new set (the old one stops working), shown in this visit. Run behind reverification."""
+    keep(config.service().create_backup_codes(session.callback_user()).codes)
+
+
+def request_generate() -> None:
+    """**Generate**: a sensitive action (reverification when the last one is stale)."""
+    session.sensitive("generate", "generate new backup codes", generate)
+
+
+def codes_text(codes: list[str], username: str) -> str:
+    """The .txt a user downloads: the codes, one a line, and what they are."""
+    header = (f"MFA Portal backup codes for {username}\n"
+              "Each code works once. Keep them somewhere safe.\n\n")
+    return header + "\n".join(codes) + "\n"
+
+
+def download_link(codes: list[str], username: str) -> str:
+    """The HTML of the download: a ``data:`` URL the browser saves as a .txt (no server round trip)."""
+    body = base64.b64encode(codes_text(codes, username).encode("utf-8")).decode("ascii")
+    return (f'<a href="data:text/plain;charset=utf-8;base64,{body}" download="{FILE_NAME}" '
+            f'style="{_LINK_STYLE}">{DOWNLOAD_LABEL}</a>')
+
+
+def show(codes: list[str], username: str) -> None:
+    """The list, grouped as generated, and the download link."""
+    st.code("\n".join(codes), language=None)
+    st.markdown(download_link(codes, username), unsafe_allow_html=True)
+
+
+def offer(key: str) -> None:
+    """"Generate new backup codes?" with **Generate** (codes are never shown a second time)."""
+    st.write("Generate new backup codes?")
+    st.button("Generate", key=key, on_click=request_generate)
