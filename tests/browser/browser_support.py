@@ -74,12 +74,12 @@ def free_port() -> int:
 
 @dataclass
 class PortalServer:
-    """``streamlit run streamlit_app.py`` on a loopback port with its own data dir."""
+    """``streamlit run app.py`` (the pages and the HTTP routes, as ``make run``) on a loopback port with its own data dir."""
 
     data_dir: Path
     log_path: Path
     env_extra: dict[str, str] = field(default_factory=dict)
-    script: str = "streamlit_app.py"
+    script: str = "app.py"
     clock_file: Path | None = None  # set: run through portal_launcher.py with this clock offset file
     port: int = 0
     proc: subprocess.Popen | None = None

@@ -1,6 +1,6 @@
 """Start ``streamlit run`` with the portal's clock injected (the only thing the journeys fake).
 
-Usage: python tests/browser/portal_launcher.py run streamlit_app.py [streamlit options]
+Usage: python tests/browser/portal_launcher.py run app.py [streamlit options]
 
 The portal reads its clock from ``portal.config.CLOCK``. This launcher sets it to
 real time plus an offset (seconds) read from the file named by

@@ -1,0 +1,66 @@
+"""Manage MFA's "Where you are signed in": the user's sessions, sign out one or all others."""
+
+from __future__ import annotations
+
+import functools
+
+import streamlit as st
+from ua_parser import parse
+
+import mfa_core
+
+from . import config, session
+from .display import plain
+
+SIGNED_OUT_OTHERS = "You signed out of every other session."
+
+
+@functools.lru_cache(maxsize=512)
+def describe(user_agent: str) -> str:
+    """"Firefox 128 on Windows" from a User-Agent header (ua-parser); "Unknown browser" if none."""
+    if not user_agent:
+        return "Unknown browser"
+    found = parse(user_agent)
+    browser = found.user_agent.family if found.user_agent else "Unknown browser"
+    if found.user_agent and found.user_agent.major:
+        browser += f" {found.user_agent.major}"
+    system = found.os.family if found.os else None
+    return f"{browser} on {system}" if system and system != "Other" else browser
+
+
+def sign_out_one(session_id: str) -> None:
+    user = session.callback_user()
+    if config.service().sessions.end_by_id(user, session_id):
+        session.flash("success", "That session was signed out.")
+
+
+def sign_out_others() -> None:
+    user = session.callback_user()
+    ended = config.service().sessions.end_others(user, session.token())
+    session.flash("success", SIGNED_OUT_OTHERS if ended else "There were no other sessions.")
+
+
+def render(username: str) -> None:
+    st.header("Where you are signed in")
+    svc = config.service()
+    try:
+        live = svc.sessions.of(username)
+        mine = svc.sessions.id_of(session.token()) if session.token() else None
+    except (mfa_core.MFAError, ValueError):
+        st.error("Your sessions cannot be listed right now.")
+        return
+    for each in live:
+        row = st.container(horizontal=True, vertical_alignment="center")
+        here = " (this browser)" if each.id == mine else ""
+        row.markdown(f"**{plain(describe(each.user_agent))}**{here}  \n"
+                     f"{plain(each.source or 'unknown address')} · signed in "
+                     f"{session.format_time(each.created_at)} · last active "
+                     f"{session.format_time(each.last_seen)}")
+        if each.id != mine:
+            row.button("Sign out", key=f"manage_session_{each.id[:12]}", on_click=sign_out_one,
+                       args=(each.id,))
+    if len([s for s in live if s.id != mine]):
+        st.button("Sign out of all other sessions", key="manage_sign_out_others",
+                  on_click=sign_out_others)
+    else:
+        st.caption("You are signed in here only.")
