@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from . import backup_view, config, enrollment, session
+from . import backup_view, config, enrollment, session, sessions_view
 from .navigation import ADD_TOTP_PAGE
 
 CONFIRM_REMOVE = "manage_confirm_remove"
@@ -116,6 +116,8 @@ def render(user) -> None:
             backup_view.offer("manage_generate")
 
     session.verification_caption()
+
+    sessions_view.render(user.username)
 
     st.header("Recent security activity")
     table = activity_table(user.username)

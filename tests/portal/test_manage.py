@@ -225,3 +225,24 @@ def test_a_click_after_mfa_changed_elsewhere_does_nothing_and_the_session_verifi
     assert not new_codes(at)
     assert svc.status("alice").backup_codes_remaining == 10
     assert [t.value for t in at.title] == ["MFA Portal"]  # the reset ended that session
+
+
+def test_where_you_are_signed_in_lists_sessions_and_signs_out_others(data_dir, svc, clock):
+    from .conftest import make_cookie
+    at = signed_in("bob", page=MANAGE)
+    phone = svc.sessions.start("bob", second_factor_passed=True, source="198.51.100.23",
+                               user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) "
+                                          "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 "
+                                          "Mobile/15E148 Safari/604.1")
+    laptop = make_cookie("bob", passed=True)
+    at = run(at)
+    shown = texts(at)
+    assert "Where you are signed in" in shown
+    assert "Mobile Safari 17 on iOS" in shown and "198\\.51\\.100\\.23" in shown
+    assert "(this browser)" in shown
+    at = click(at, "Sign out of all other sessions")
+    assert svc.sessions.find(phone) is None and svc.sessions.find(laptop) is None
+    assert "You signed out of every other session." in texts(at)
+    assert "User MFA Settings" in texts(at)  # this session stays
+    assert "You are signed in here only." in texts(at)
+    assert "Signed in" in texts(at)  # sign-ins join the security activity
