@@ -1,6 +1,14 @@
 """The Helpdesk page (admins only): users' MFA status, one user's audit trail, reset MFA, clear a lockout.
 
-The page calls ``require_admin`` and then ``render(admin)``. The user list is
+The page calls ``require_admin`` and then ``render(admin)``. Its rules:
+only an admin whose own two-step verification is on gets the list and the
+actions (otherwise the page says so and links to Manage MFA); **Reset MFA**
+asks "Reset MFA for <name>?" with the consequences on the page, then the
+reset runs behind reverification (``session.sensitive``), as **Clear
+lockout** does; neither acts on the admin's own account. Every callback
+checks these again (callbacks run before the page's guard). Names and
+reasons are people's text: shown through ``display.plain`` or as table
+cells, never as markdown. The user list is
 searched in the portal's cached index of ``users.yaml`` (``portal.users.index``:
 built once per version of the file), so a run only filters it and reads the
 MFA status of the rows drawn (``SHOWN`` at most).
@@ -15,14 +23,20 @@ import mfa_core
 from mfa_core.users import User
 
 from . import config, session, users
-from .signin import MANAGE_PAGE
+from .display import plain
+from .navigation import MANAGE_PAGE, page_link
 
 SHOWN = 25  # rows drawn at most: a search narrows a large directory
 TRAIL = 100  # audit events shown for one user, newest first
 PERIODS = {"Last 30 days": 30 * 86400, "Last year": 365 * 86400, "Everything": None}
 REASON = "helpdesk_reason"
 ERROR = "helpdesk_error"
+CONFIRM = "helpdesk_confirm_reset"  # {"target", "reason"}: Reset MFA asked, not yet confirmed
 NOT_ADMIN = "Only helpdesk admins can do this."
+NEEDS_MFA = ("The Helpdesk needs two-step verification on your own account. Add an "
+             "authentication app on Manage MFA, then come back.")
+NOT_YOURSELF = ("You cannot reset your own MFA or clear your own lockout here: use Manage MFA, "
+                "or ask another admin.")
 DAMAGED = "Record damaged"
 
 
@@ -64,57 +78,99 @@ def _reason() -> str:
     return (st.session_state.get(REASON) or "").strip()
 
 
-def _still_admin(actor: str) -> bool:
-    """Callbacks run before the page's guard: check again who clicks, and their role now."""
+def _refusal(actor: str, target: str) -> str | None:
+    """Why ``actor`` may not act on ``target`` now, or None.
+
+    Callbacks run before the page's guard: check again who clicks, their
+    role and their own second factor now, and that the target is someone else.
+    """
     if session.current_username() != actor or not session.second_factor_passed():
-        return False
+        return NOT_ADMIN
     user = users.lookup(config.portal(), actor)
-    return user is not None and user.is_admin
+    if user is None or not user.is_admin:
+        return NOT_ADMIN
+    try:
+        if not config.service().status(actor).two_factor_enabled:
+            return NEEDS_MFA
+    except mfa_core.MFAError as err:
+        return str(err)
+    if target == actor:
+        return NOT_YOURSELF
+    return None
 
 
 def request_reset(actor: str, target: str) -> None:
-    """**Reset MFA**: checks here, then the reset behind reverification (10 minutes)."""
+    """**Reset MFA**: checks here, then the page asks "Reset MFA for <name>?" (nothing runs yet)."""
     st.session_state.pop(ERROR, None)
+    st.session_state.pop(CONFIRM, None)
+    refusal = _refusal(actor, target)
+    if refusal:
+        st.session_state[ERROR] = refusal
+        return
     reason = _reason()
-    if not _still_admin(actor):
-        st.session_state[ERROR] = NOT_ADMIN
-        return
-    if target == actor:
-        st.session_state[ERROR] = "You cannot reset your own MFA from the helpdesk."
-        return
     if not reason:
         st.session_state[ERROR] = "A reason is required to reset MFA."
         return
+    st.session_state[CONFIRM] = {"target": target, "reason": reason}
+
+
+def cancel_reset() -> None:
+    st.session_state.pop(CONFIRM, None)
+
+
+def confirm_reset(actor: str, target: str) -> None:
+    """**Yes, reset MFA**: the reset asked for, behind reverification (10 minutes)."""
+    asked = st.session_state.pop(CONFIRM, None)
+    st.session_state.pop(ERROR, None)
+    if not asked or asked["target"] != target:
+        return
+    reason = asked["reason"]
+    refusal = _refusal(actor, target)
+    if refusal:
+        st.session_state[ERROR] = refusal
+        return
 
     def reset() -> None:
-        if not _still_admin(actor):
-            session.flash("error", NOT_ADMIN)
+        refused = _refusal(actor, target)
+        if refused:
+            session.flash("error", refused)
             return
         try:
             config.service().reset_mfa(target, actor=actor, reason=reason)
         except ValueError as err:  # a reason the engine refuses (too long, control characters)
-            session.flash("error", str(err))
+            session.flash("error", plain(err))
             return
         st.session_state[REASON] = ""
-        session.flash("success", f"Two-step verification of {target} was reset: their "
-                                 "authentication app and backup codes are removed and their other "
-                                 "sessions must verify again.")
+        session.flash("success", f"Two-step verification of {plain(target)} was reset: their "
+                                 "authentication app and backup codes are removed and their "
+                                 "sessions are signed out.")
 
     session.sensitive("helpdesk_reset", f"reset the two-step verification of {target}", reset)
 
 
 def clear_lockout(actor: str, target: str) -> None:
+    """**Clear lockout**: behind reverification like every other change; never one's own."""
     st.session_state.pop(ERROR, None)
-    if not _still_admin(actor):
-        st.session_state[ERROR] = NOT_ADMIN
+    refusal = _refusal(actor, target)
+    if refusal:
+        st.session_state[ERROR] = refusal
         return
-    try:
-        config.service().unlock(target, actor=actor, reason=_reason() or "lockout cleared by the helpdesk")
-    except (mfa_core.MFAError, ValueError) as err:
-        st.session_state[ERROR] = str(err)
-        return
-    st.session_state[REASON] = ""
-    session.flash("success", f"Failed attempts and lockout of {target} were cleared.")
+    reason = _reason() or "lockout cleared by the helpdesk"
+
+    def unlock() -> None:
+        refused = _refusal(actor, target)
+        if refused:
+            session.flash("error", refused)
+            return
+        try:
+            config.service().unlock(target, actor=actor, reason=reason)
+        except ValueError as err:
+            session.flash("error", plain(err))
+            return
+        st.session_state[REASON] = ""
+        session.flash("success", f"Failed attempts and lockout of {plain(target)} were cleared.")
+
+    session.sensitive("helpdesk_unlock", f"clear the lockout of {target}", unlock)
 
 
 def render(admin: User) -> None:
@@ -122,8 +178,9 @@ def render(admin: User) -> None:
     svc = config.service()
     st.title("Helpdesk")
     if not session.status().two_factor_enabled:
-        st.warning("You have no second factor yourself: add an authentication app on Manage MFA.")
-        st.page_link(MANAGE_PAGE, label="Manage MFA", icon=":material/security:")
+        st.warning(NEEDS_MFA)
+        page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
+        return
 
     query = st.text_input("Search users", key="helpdesk_search",
                           placeholder="Username, name or e-mail")
@@ -154,12 +211,14 @@ def render(admin: User) -> None:
                             format_func=lambda n: f"{n} — {names[n].name}" if n in names else n)
     if selected in names:
         _user_panel(admin, names[selected], statuses[selected])
+    else:
+        st.session_state.pop(CONFIRM, None)
 
 
 def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
     """One user: status line, audit trail for a period, the helpdesk actions."""
     svc = config.service()
-    st.header(f"{user.name} ({user.username})")
+    st.header(f"{plain(user.name)} ({user.username})")
     codes = f", {status.backup_codes_remaining} backup codes left" if status.totp_enabled else ""
     st.write(f"Authenticator app: **{factor(status)}**{codes}. "
              f"Lockout: **{lock_state(status)}**. Last activity: {_when(status.last_activity)}.")
@@ -178,26 +237,42 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
         st.caption("No events for this user in this period.")
 
     st.subheader("Helpdesk actions")
-    st.text_input("Reason", key=REASON, max_chars=500,
-                  help="Recorded in the audit trail with your name. Required for a reset.")
-    if user.username == admin.username:
-        st.info("You cannot reset your own MFA here: use Manage MFA, or ask another admin.")
-    else:
-        st.write("**Reset MFA** removes the user's authentication app and backup codes and "
-                 "clears their lockout; their signed-in sessions must verify again.")
-        st.button("Reset MFA", key="helpdesk_reset", type="primary", on_click=request_reset,
-                  args=(admin.username, user.username))
-        left = session.verification_remaining()
-        st.caption(f"You verified it's you recently: no code needed for another {-(-left // 60)} min."
-                   if left else "A reset asks you to verify it's you first.")
     if status.damaged:
         st.error("This user's security record cannot be read: they cannot sign in. **Reset MFA** "
                  "replaces it (the damaged copy is kept aside) and they set up two-step "
                  "verification again.")
-    if has_failures(status):
-        st.button("Clear lockout", key="helpdesk_unlock", on_click=clear_lockout,
-                  args=(admin.username, user.username))
+    if user.username == admin.username:
+        st.info(NOT_YOURSELF)
+        return
+    asked = st.session_state.get(CONFIRM)
+    if asked and asked["target"] != user.username:  # another user was chosen meanwhile
+        st.session_state.pop(CONFIRM, None)
+        asked = None
+    st.text_input("Reason", key=REASON, max_chars=500, disabled=bool(asked),
+                  help="Recorded in the audit trail with your name. Required for a reset.")
+    if asked:
+        st.warning(f"**Reset MFA for {plain(user.name)} ({user.username})?** Their authentication "
+                   "app and backup codes are removed, their lockout is cleared and every session "
+                   "of theirs is signed out; they sign in with their password alone until they "
+                   "set up two-step verification again. This cannot be undone.")
+        row = st.container(horizontal=True)
+        row.button("Yes, reset MFA", key="helpdesk_reset_confirm", type="primary",
+                   on_click=confirm_reset, args=(admin.username, user.username))
+        row.button("Cancel", key="helpdesk_reset_cancel", on_click=cancel_reset)
     else:
-        st.caption("No failed attempts to clear.")
+        st.write("**Reset MFA** removes the user's authentication app and backup codes and "
+                 "clears their lockout; their sessions are signed out.")
+        row = st.container(horizontal=True)
+        row.button("Reset MFA", key="helpdesk_reset", type="primary", on_click=request_reset,
+                   args=(admin.username, user.username))
+        if has_failures(status):
+            row.button("Clear lockout", key="helpdesk_unlock", on_click=clear_lockout,
+                       args=(admin.username, user.username))
+        else:
+            st.caption("No failed attempts to clear.")
+        left = session.verification_remaining()
+        st.caption(f"You verified it's you recently: no code needed for another {-(-left // 60)} min."
+                   if left else "Resetting MFA or clearing a lockout asks you to verify it's you "
+                                "first.")
     if st.session_state.get(ERROR):
         st.error(st.session_state.pop(ERROR))

@@ -1,14 +1,17 @@
-"""The Helpdesk page (AppTest): admins only; list, search, audit trail, reset behind reverification, unlock."""
+"""The Helpdesk page (AppTest): admins with two-step on only; list, search, audit trail; reset
+asked on the page, then behind reverification; unlock behind reverification; never one's own account."""
 
 from __future__ import annotations
 
 import pytest
 
 import mfa_core
+from portal import helpdesk as helpdesk_module
+from portal.display import plain
 
 from ..portal.conftest import clock, data_dir, svc  # noqa: F401  (the portal's fixtures)
 from ..portal.conftest import (Clock, app, click, code, enroll, errors, inputs, labels, page_links,
-                               run, sign_in, signed_in, texts, type_into)
+                               pass_challenge, run, sign_in, signed_in, texts, type_into)
 
 PAGE = "pages/3_Helpdesk.py"
 PROTECTED = ["Helpdesk", "Search users", "alice@example.com", "bob@example.com", "Audit trail",
@@ -33,8 +36,22 @@ def wrong_password(svc, username: str) -> None:
         svc.attempt_password(username, "not-the-password", source="203.0.113.50")
 
 
-def helpdesk(username: str = "admin", secret: str | None = None, clock: Clock | None = None):
+@pytest.fixture
+def admin_secret(svc, clock) -> str:
+    """The admin's authenticator: the Helpdesk is only for admins with two-step verification on."""
+    return enroll(svc, clock, "admin")[0]
+
+
+def helpdesk(secret: str, clock: Clock, username: str = "admin"):
     return signed_in(username, secret, clock, page=PAGE)
+
+
+def reset(at, reason: str | None = "lost phone, ticket 4711"):
+    """Type the reason, press Reset MFA and confirm on the page."""
+    if reason is not None:
+        type_into(at, "Reason", reason)
+    at = click(at, "Reset MFA")
+    return click(at, "Yes, reset MFA")
 
 
 def rows(at) -> dict[str, dict]:
@@ -65,17 +82,29 @@ def test_signed_out_visitor_gets_the_sign_in_form_only(data_dir):
 
 
 def test_a_user_who_is_not_an_admin_is_refused(data_dir):
-    at = helpdesk("alice")
+    at = signed_in("alice", page=PAGE)
     assert errors(at) == ["This page is for helpdesk admins."]
     nothing_protected(at)
     assert "Helpdesk" not in page_links(at)
 
 
-def test_an_admin_sees_the_helpdesk_link_and_the_page(data_dir):
-    at = helpdesk("admin")
+def test_an_admin_sees_the_helpdesk_link_and_the_page(data_dir, admin_secret, clock):
+    at = helpdesk(admin_secret, clock)
     assert "Helpdesk" in page_links(at)
     assert [t.value for t in at.title] == ["Helpdesk"]
     assert not errors(at)
+
+
+def test_an_admin_without_two_step_verification_gets_no_list_and_no_actions(data_dir, svc, clock):
+    enroll(svc, clock, "alice")
+    at = signed_in("admin", page=PAGE)
+    assert [t.value for t in at.title] == ["Helpdesk"]
+    assert [w.value for w in at.warning] == [helpdesk_module.NEEDS_MFA]
+    assert [e.proto.label for e in at.main.get("page_link")] == ["Manage MFA"]
+    shown = texts(at) + " ".join(labels(at)) + " ".join(inputs(at))
+    for text in PROTECTED[1:]:
+        assert text not in shown, text
+    assert not at.dataframe and not at.selectbox
 
 
 def test_a_signed_in_user_waiting_for_the_second_factor_sees_nothing(data_dir, svc, clock):
@@ -90,17 +119,17 @@ def test_a_signed_in_user_waiting_for_the_second_factor_sees_nothing(data_dir, s
 
 # -- the list ------------------------------------------------------------------------------
 
-def test_the_list_shows_status_lockout_and_last_activity(data_dir, svc, clock):
+def test_the_list_shows_status_lockout_and_last_activity(data_dir, svc, clock, admin_secret):
     secret, _codes = enroll(svc, clock, "alice")
+    at = helpdesk(admin_secret, clock)
     svc.create_totp("bob")
     for _ in range(svc.policy.free_failures):  # bob mistyped his new app's code: he now waits
         with pytest.raises(mfa_core.InvalidCode):
             svc.verify_totp("bob", "000000")
-    at = helpdesk()
-    table = rows(at)
+    table = rows(run(at))
     assert list(table) == ["admin", "alice", "bob"]
     assert table["alice"]["Authenticator"] == "On" and table["alice"]["Backup codes"] == "10"
-    assert table["admin"]["Backup codes"] == "—"
+    assert table["admin"]["Authenticator"] == "On" and table["bob"]["Backup codes"] == "—"
     assert table["alice"]["E-mail"] == "alice@example.com"
     assert table["alice"]["Last activity"] == "2027-01-15 08:00 UTC"
     assert table["bob"]["Authenticator"] == "Setting up"
@@ -110,17 +139,17 @@ def test_the_list_shows_status_lockout_and_last_activity(data_dir, svc, clock):
     assert "3 of 3 users" in texts(at)
 
 
-def test_a_locked_user_is_shown_locked(data_dir, svc, clock):
+def test_a_locked_user_is_shown_locked(data_dir, svc, clock, admin_secret):
     lock_out(svc, clock, "alice")
-    assert rows(helpdesk())["alice"]["Lockout"] == "Locked"
+    assert rows(helpdesk(admin_secret, clock))["alice"]["Lockout"] == "Locked"
 
 
 @pytest.mark.parametrize("query, expected", [
     ("bob", ["bob"]), ("ALICE", ["alice"]), ("example.com", ["admin", "alice", "bob"]),
     ("helpdesk", ["admin"]), ("  bob@  ", ["bob"]),
 ])
-def test_the_search_matches_username_name_and_email(data_dir, query, expected):
-    at = helpdesk()
+def test_the_search_matches_username_name_and_email(data_dir, admin_secret, clock, query, expected):
+    at = helpdesk(admin_secret, clock)
     type_into(at, "Search users", query)
     run(at)
     assert list(rows(at)) == expected
@@ -128,8 +157,8 @@ def test_the_search_matches_username_name_and_email(data_dir, query, expected):
         f"{u} — {n}" for u, n in zip(expected, [rows(at)[u]["Name"] for u in expected])]
 
 
-def test_a_search_without_match_says_so(data_dir):
-    at = helpdesk()
+def test_a_search_without_match_says_so(data_dir, admin_secret, clock):
+    at = helpdesk(admin_secret, clock)
     type_into(at, "Search users", "nobody-here")
     run(at)
     assert "No users match the search." in texts(at)
@@ -138,10 +167,10 @@ def test_a_search_without_match_says_so(data_dir):
 
 # -- one user ------------------------------------------------------------------------------
 
-def test_choosing_a_user_shows_their_audit_trail_newest_first(data_dir, svc, clock):
+def test_choosing_a_user_shows_their_audit_trail_newest_first(data_dir, svc, clock, admin_secret):
     enroll(svc, clock, "alice")
     wrong_password(svc, "bob")
-    at = choose(helpdesk(), "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
     assert "Alice Example (alice)" in texts(at)
     trail = at.dataframe[1].value.to_dict("records")
     assert [r["Event"] for r in trail] == ["New backup codes generated", "Authenticator app added",
@@ -150,11 +179,11 @@ def test_choosing_a_user_shows_their_audit_trail_newest_first(data_dir, svc, clo
     assert "On" in texts(at) and "10 backup codes left" in texts(at)
 
 
-def test_the_audit_trail_period_reaches_back_to_older_events(data_dir, svc, clock):
+def test_the_audit_trail_period_reaches_back_to_older_events(data_dir, svc, clock, admin_secret):
     enroll(svc, clock, "alice")
     clock.advance(40 * 86400)
     wrong_password(svc, "alice")
-    at = choose(helpdesk(), "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
     assert [r["Event"] for r in at.dataframe[1].value.to_dict("records")] == ["Wrong password"]
     at.radio(key="helpdesk_period").set_value("Everything")
     run(at)
@@ -163,28 +192,85 @@ def test_the_audit_trail_period_reaches_back_to_older_events(data_dir, svc, cloc
     assert len(trail) == 4
 
 
-def test_a_user_without_events_in_the_period_says_so(data_dir):
-    at = choose(helpdesk(), "bob")
+def test_a_user_without_events_in_the_period_says_so(data_dir, admin_secret, clock):
+    at = choose(helpdesk(admin_secret, clock), "bob")
     assert "No events for this user in this period." in texts(at)
+
+
+def test_names_and_reasons_are_shown_as_text_never_as_markdown(data_dir, svc, clock, admin_secret):
+    from mfa_core.users import UserDirectory
+
+    name = "Mallory [Pay here](https://evil.example/pay) ![x](https://tracker.example/p.png)"
+    UserDirectory(data_dir).add("mallory", "mallory-password", name=name,
+                                email="mallory@example.com")
+    secret, _ = enroll(svc, clock, "mallory")
+    svc.unlock("mallory", actor="admin", reason="**urgent** [see](https://evil.example)")
+    at = choose(helpdesk(admin_secret, clock), "mallory")
+    assert [h.value for h in at.header] == [f"{plain(name)} (mallory)"]
+    trail = at.dataframe[1].value.to_dict("records")  # table cells are never markdown
+    assert trail[0]["Detail"] == "**urgent** [see](https://evil.example)"
+    type_into(at, "Reason", "asked by [phone](https://evil.example)")
+    at = click(at, "Reset MFA")
+    [question] = [w.value for w in at.warning if "Reset MFA for" in w.value]
+    assert f"Reset MFA for {plain(name)} (mallory)?" in question
+    # The user's own pages: the sidebar and the home page's greeting.
+    own = pass_challenge(sign_in(app(), "mallory", "mallory-password"), secret, clock)
+    assert [t.value for t in own.title] == [f"Welcome, {plain(name)}"]
+    assert f"Signed in as **{plain(name)}**" in own.sidebar.markdown[0].value
 
 
 # -- reset ---------------------------------------------------------------------------------
 
-def test_reset_needs_a_reason_and_changes_nothing_without_one(data_dir, svc, clock):
+def test_reset_needs_a_reason_and_changes_nothing_without_one(data_dir, svc, clock, admin_secret):
     enroll(svc, clock, "alice")
     before = svc.status("alice")
-    at = click(choose(helpdesk(), "alice"), "Reset MFA")
+    at = click(choose(helpdesk(admin_secret, clock), "alice"), "Reset MFA")
     assert errors(at) == ["A reason is required to reset MFA."]
+    assert "Yes, reset MFA" not in labels(at)
     assert svc.status("alice") == before
     assert not [e for e in svc.audit("alice") if e.event == "helpdesk_reset"]
 
 
-def test_reset_within_ten_minutes_of_signing_in_runs_at_once(data_dir, svc, clock):
+def test_reset_asks_reset_mfa_for_the_name_with_the_consequences_before_acting(data_dir, svc, clock,
+                                                                             admin_secret):
     enroll(svc, clock, "alice")
-    epoch = svc.status("alice").mfa_epoch
-    at = choose(helpdesk(), "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
     type_into(at, "Reason", "lost phone, ticket 4711")
     at = click(at, "Reset MFA")
+    [question] = [w.value for w in at.warning]
+    assert question.startswith("**Reset MFA for Alice Example (alice)?**")
+    for consequence in ("authentication app and backup codes are removed", "signed out",
+                        "password alone", "cannot be undone"):
+        assert consequence in question
+    assert {"Yes, reset MFA", "Cancel"} <= set(labels(at)) and "Reset MFA" not in labels(at)
+    assert at.text_input(key="helpdesk_reason").disabled
+    assert svc.status("alice").totp_enabled  # nothing happened yet
+    assert "Confirm" not in labels(at)  # no dialog yet either
+
+
+def test_cancel_on_the_page_resets_nothing(data_dir, svc, clock, admin_secret):
+    enroll(svc, clock, "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    type_into(at, "Reason", "lost phone")
+    at = click(click(at, "Reset MFA"), "Cancel")
+    assert svc.status("alice").totp_enabled
+    assert "Reset MFA" in labels(at) and "Yes, reset MFA" not in labels(at)
+
+
+def test_choosing_another_user_drops_the_question(data_dir, svc, clock, admin_secret):
+    enroll(svc, clock, "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    type_into(at, "Reason", "lost phone")
+    at = choose(click(at, "Reset MFA"), "bob")
+    assert "Yes, reset MFA" not in labels(at)
+    assert not any("Reset MFA for" in w.value for w in at.warning)
+
+
+def test_reset_within_ten_minutes_of_signing_in_runs_once_confirmed(data_dir, svc, clock,
+                                                                    admin_secret):
+    enroll(svc, clock, "alice")
+    epoch = svc.status("alice").mfa_epoch
+    at = reset(choose(helpdesk(admin_secret, clock), "alice"))
     status = svc.status("alice")
     assert not status.totp_enabled and status.backup_codes_remaining == 0
     assert status.mfa_epoch == epoch + 1
@@ -196,63 +282,63 @@ def test_reset_within_ten_minutes_of_signing_in_runs_at_once(data_dir, svc, cloc
     assert at.text_input(key="helpdesk_reason").value == ""
 
 
-def test_reset_after_ten_minutes_asks_the_admin_to_verify_first(data_dir, svc, clock):
+def test_reset_after_ten_minutes_asks_the_admin_to_verify_with_a_code(data_dir, svc, clock,
+                                                                      admin_secret):
     enroll(svc, clock, "alice")
-    at = choose(helpdesk(), "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
     clock.advance(601)
-    type_into(at, "Reason", "lost phone")
-    at = click(at, "Reset MFA")
-    assert "To reset the two-step verification of alice, enter your password." in texts(at)
+    at = reset(at, "lost phone")
+    assert "To reset the two-step verification of alice, enter the code from your " \
+           "authentication app." in texts(at)
     assert svc.status("alice").totp_enabled  # not yet
-    type_into(at, "Password", "wrong-password")
+    type_into(at, "Authentication code", "000000" if code(admin_secret, clock) != "000000"
+              else "111111")
     at = click(at, "Confirm")
-    assert "That password is not correct." in errors(at)
+    assert any("not valid" in e for e in errors(at))
     assert svc.status("alice").totp_enabled
-    type_into(at, "Password", "admin-demo")
-    at = click(at, "Confirm")
-    assert not svc.status("alice").totp_enabled
-    assert svc.audit("alice")[-1].actor == "admin"
-
-
-def test_an_admin_with_an_authenticator_verifies_with_a_code(data_dir, svc, clock):
-    admin_secret, _ = enroll(svc, clock, "admin")
-    enroll(svc, clock, "alice")
-    at = choose(helpdesk("admin", admin_secret, clock), "alice")
-    clock.advance(660)
-    type_into(at, "Reason", "new phone")
-    at = click(at, "Reset MFA")
-    assert "Authentication code" in inputs(at)
     type_into(at, "Authentication code", code(admin_secret, clock))
     at = click(at, "Confirm")
     assert not svc.status("alice").totp_enabled
-    assert "You have no second factor yourself" not in texts(at)
+    assert svc.audit("alice")[-1].actor == "admin"
+    assert svc.audit("alice")[-1].detail == "lost phone"
 
 
-def test_cancelling_the_verification_resets_nothing(data_dir, svc, clock):
+def test_cancelling_the_verification_resets_nothing(data_dir, svc, clock, admin_secret):
     enroll(svc, clock, "alice")
-    at = choose(helpdesk(), "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
     clock.advance(601)
-    type_into(at, "Reason", "lost phone")
-    at = click(click(at, "Reset MFA"), "Cancel")
+    at = click(reset(at, "lost phone"), "Cancel")
     assert svc.status("alice").totp_enabled
-    assert "Password" not in inputs(at)
+    assert "Authentication code" not in inputs(at)
 
 
-def test_an_admin_cannot_reset_their_own_mfa_here(data_dir, svc, clock):
-    admin_secret, _ = enroll(svc, clock, "admin")
-    at = choose(helpdesk("admin", admin_secret, clock), "admin")
-    assert "Reset MFA" not in labels(at)
-    assert "You cannot reset your own MFA here" in texts(at)
-    assert svc.status("admin").totp_enabled
+def test_an_admin_cannot_reset_or_unlock_their_own_account_here(data_dir, svc, clock, admin_secret):
+    at = helpdesk(admin_secret, clock)
+    wrong_password(svc, "admin")  # from another place, after this sign-in
+    at = choose(at, "admin")
+    assert "Reset MFA" not in labels(at) and "Clear lockout" not in labels(at)
+    assert helpdesk_module.NOT_YOURSELF in [i.value for i in at.info]
+    assert svc.status("admin").totp_enabled and svc.status("admin").password_failures == 1
 
 
-def test_the_reset_ends_every_session_of_the_user(data_dir, svc, clock):
+def test_an_admin_whose_own_authenticator_was_removed_meanwhile_cannot_reset(data_dir, svc, clock,
+                                                                             admin_secret):
+    enroll(svc, clock, "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    type_into(at, "Reason", "lost phone")
+    at = click(at, "Reset MFA")
+    svc.disable_totp("admin")  # in another tab, or by another admin
+    at = click(at, "Yes, reset MFA")
+    assert svc.status("alice").totp_enabled
+    assert not [e for e in svc.audit("alice") if e.actor == "admin"]
+    assert "Reset MFA for" not in texts(at)
+
+
+def test_the_reset_ends_every_session_of_the_user(data_dir, svc, clock, admin_secret):
     secret, _ = enroll(svc, clock, "alice")
     alice = signed_in("alice", secret, clock, page="pages/1_Manage_MFA.py")
     assert alice.session_state["portal_verified_at"] is not None
-    at = choose(helpdesk(), "alice")
-    type_into(at, "Reason", "reported stolen")
-    click(at, "Reset MFA")
+    reset(choose(helpdesk(admin_secret, clock), "alice"), "reported stolen")
     run(alice)
     assert "Your session has ended" in texts(alice)
     assert "User MFA Settings" not in texts(alice) and "Username" in inputs(alice)
@@ -260,9 +346,9 @@ def test_the_reset_ends_every_session_of_the_user(data_dir, svc, clock):
 
 # -- lockout ------------------------------------------------------------------------------
 
-def test_clear_lockout_unlocks_and_audits_the_admin(data_dir, svc, clock):
+def test_clear_lockout_unlocks_and_audits_the_admin(data_dir, svc, clock, admin_secret):
     secret = lock_out(svc, clock, "alice")
-    at = choose(helpdesk(), "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
     assert "Lockout: **Locked**" in texts(at)
     type_into(at, "Reason", "identity checked by phone")
     at = click(at, "Clear lockout")
@@ -276,15 +362,35 @@ def test_clear_lockout_unlocks_and_audits_the_admin(data_dir, svc, clock):
     svc.attempt_second_factor("alice", code(secret, clock))
 
 
-def test_clear_lockout_without_a_reason_records_a_default_one(data_dir, svc):
+def test_clear_lockout_after_ten_minutes_asks_the_admin_to_verify_first(data_dir, svc, clock,
+                                                                        admin_secret):
+    lock_out(svc, clock, "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    clock.advance(601)
+    type_into(at, "Reason", "identity checked")
+    at = click(at, "Clear lockout")
+    assert "To clear the lockout of alice, enter the code from your authentication app." \
+        in texts(at)
+    assert svc.status("alice").locked  # not yet
+    at = click(at, "Cancel")
+    assert svc.status("alice").locked
+    at = click(at, "Clear lockout")
+    type_into(at, "Authentication code", code(admin_secret, clock))
+    at = click(at, "Confirm")
+    assert not svc.status("alice").locked
+    assert svc.audit("alice")[-1].detail == "identity checked"
+
+
+def test_clear_lockout_without_a_reason_records_a_default_one(data_dir, svc, clock, admin_secret):
     wrong_password(svc, "bob")
-    at = click(choose(helpdesk(), "bob"), "Clear lockout")
+    at = click(choose(helpdesk(admin_secret, clock), "bob"), "Clear lockout")
     assert svc.status("bob").password_failures == 0
     assert svc.audit("bob")[-1].detail == "lockout cleared by the helpdesk"
     assert not errors(at)
 
 
-def test_a_large_directory_draws_a_bounded_list_and_the_search_narrows_it(data_dir):
+def test_a_large_directory_draws_a_bounded_list_and_the_search_narrows_it(data_dir, admin_secret,
+                                                                           clock):
     import yaml
 
     path = data_dir / "users.yaml"
@@ -295,7 +401,7 @@ def test_a_large_directory_draws_a_bounded_list_and_the_search_narrows_it(data_d
             **template, "first_name": "Staff", "last_name": f"Member {i}",
             "email": f"staff{i:03d}@example.com"}
     path.write_text(yaml.safe_dump(users))
-    at = helpdesk()
+    at = helpdesk(admin_secret, clock)
     assert len(rows(at)) == 25
     assert "303 of 303 users; the first 25 are shown: refine the search" in texts(at)
     type_into(at, "Search users", "member 299")
@@ -304,15 +410,18 @@ def test_a_large_directory_draws_a_bounded_list_and_the_search_narrows_it(data_d
     assert rows(at)["staff299"]["Name"] == "Staff Member 299"
 
 
-@pytest.mark.parametrize("button", ["Reset MFA", "Clear lockout"])
-def test_an_admin_demoted_meanwhile_can_no_longer_reset_or_unlock(data_dir, svc, clock, button):
+@pytest.mark.parametrize("button", ["Yes, reset MFA", "Clear lockout"])
+def test_an_admin_demoted_meanwhile_can_no_longer_reset_or_unlock(data_dir, svc, clock, button,
+                                                                  admin_secret):
     from mfa_core.users import UserDirectory
 
     secret, _ = enroll(svc, clock, "alice")
     with pytest.raises(mfa_core.InvalidCode):
         svc.attempt_second_factor("alice", "000000" if code(secret, clock) != "000000" else "111111")
-    at = choose(helpdesk(), "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
     type_into(at, "Reason", "lost phone")
+    if button == "Yes, reset MFA":
+        at = click(at, "Reset MFA")
     UserDirectory(data_dir).set_roles("admin", ["user"])  # another admin demotes this one
     at = click(at, button)  # a button drawn before the change
     status = svc.status("alice")
@@ -321,13 +430,13 @@ def test_an_admin_demoted_meanwhile_can_no_longer_reset_or_unlock(data_dir, svc,
     assert "This page is for helpdesk admins." in errors(at)
 
 
-def test_a_damaged_record_is_listed_as_such_and_the_reset_replaces_it(data_dir, svc, clock):
+def test_a_damaged_record_is_listed_as_such_and_the_reset_replaces_it(data_dir, svc, clock,
+                                                                      admin_secret):
     from mfa_core.storage import user_key
-    secret, _ = enroll(svc, clock, "admin")
     enroll(svc, clock, "alice")
     key = user_key("alice")
     (data_dir / "users" / key[:2] / f"{key}.json").write_bytes(b'{"_default": []}')
-    at = helpdesk("admin", secret, clock)
+    at = helpdesk(admin_secret, clock)
     assert not at.exception and not errors(at)
     table = rows(at)
     assert table["alice"]["Authenticator"] == "Record damaged"
@@ -335,7 +444,6 @@ def test_a_damaged_record_is_listed_as_such_and_the_reset_replaces_it(data_dir, 
     assert table["bob"]["Authenticator"] == "Off"
     at = choose(at, "alice")
     assert any("cannot be read" in e for e in errors(at))
-    type_into(at, "Reason", "record damaged, ticket 99")
-    at = click(at, "Reset MFA")
+    at = reset(at, "record damaged, ticket 99")
     assert not svc.status("alice").totp_enabled
     assert "damaged record replaced" in svc.audit("alice")[-1].detail
