@@ -8,6 +8,7 @@ Under uvicorn: ``uvicorn app:app --host 127.0.0.1 --port 8501``.
 
 import streamlit as st
 
-from portal import server
+from portal import incidents, server
 
-app = st.App("streamlit_app.py", routes=server.routes(), middleware=server.middleware())
+app = st.App("streamlit_app.py", routes=server.routes(), middleware=server.middleware(),
+             on_script_error=incidents.on_script_error)
