@@ -475,7 +475,10 @@ def enter_backup_code(page, code: str) -> None:
 
 
 def sign_out(page) -> None:
-    click(page, page.get_by_role("button", name=re.compile("Sign out")), stable_ms=SETTLE_MS)
+    """The sidebar's **Sign out** (the challenge screen has its own; Manage MFA signs out others)."""
+    sidebar = page.locator('[data-testid="stSidebar"]').get_by_role("button", name="Sign out")
+    target = sidebar if sidebar.count() else page.get_by_role("button", name="Sign out", exact=True)
+    click(page, target.first, stable_ms=SETTLE_MS)
     page.get_by_label("Username", exact=True).wait_for()
 
 

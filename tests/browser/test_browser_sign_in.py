@@ -1,18 +1,23 @@
-"""Journeys 3-6: signing in with a second factor, backup codes, a copied cookie, throttling.
+"""Journeys 3-6: signing in with a second factor, backup codes, sessions across tabs and browsers, throttling.
 
 Each journey has its own user, enrolled through the engine on the server's data dir.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
 
+import pytest
 from browser_support import (button, click, code_at_step, current_step, enter_backup_code,
                              enter_code, error_text, expect_challenge, fresh_code, goto, heading,
                              main_area, main_text, sign_in, sign_out)
 
 WAIT = re.compile(r"Wait (\d+) (?:seconds?|minutes?)")
-BROWSER_USERS = {name: f"{name}-browser-pw" for name in ("carol", "dave", "erin", "frank")}
+BROWSER_USERS = {name: f"{name}-browser-pw" for name in ("carol", "dave", "erin", "frank", "gina", "hank")}
 
 
 def welcome(page, username: str) -> None:
@@ -86,38 +91,80 @@ def test_backup_code_signs_in_once_and_the_count_drops(portal, page, shots):
     assert portal.service().status("dave").backup_codes_remaining == 8
 
 
-def test_remember_me_cookie_in_another_browser_still_asks_the_second_factor(portal, new_page, shots):
+def session_cookie(context, timeout: float = 15.0) -> dict:
+    """The portal's session cookie in this browser (the page hands it over just after sign-in)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [c for c in context.cookies() if c["name"].endswith("mfa_portal_session")]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no session cookie: {context.cookies()}")
+
+
+def test_a_session_survives_reloads_and_new_tabs_and_sign_out_ends_every_tab(portal, new_page, shots):
     secret, last_step = portal.enroll("erin")
     first = new_page()
     sign_in(first, portal.url, "erin", BROWSER_USERS["erin"])
     expect_challenge(first)
-    step, code = fresh_code(secret, last_step)
+    _, code = fresh_code(secret, last_step)
     enter_code(first, code)
     welcome(first, "erin")
-    state = first.context.storage_state()
-    assert any(c["name"] == "mfa_portal_auth" for c in state["cookies"]), state["cookies"]
+    cookie = session_cookie(first.context)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+    assert "mfa_portal_session" not in first.evaluate("document.cookie")  # scripts cannot read it
+    assert len(cookie["value"]) >= 43 and "erin" not in cookie["value"]
 
-    # Another browser holding a copy of the remember-me cookie: signed in by the
-    # cookie (no password form), but asked for the second factor on every page.
-    second = new_page(storage_state=state)
-    for path in ("Manage_MFA", "Add_TOTP", ""):
-        goto(second, portal.at(path))
-        expect_challenge(second)
-        text = main_text(second)
-        assert "erin" in text and "User MFA Settings" not in text and "Add TOTP MFA" not in text, text
-        assert second.get_by_label("Username", exact=True).count() == 0
-    shots(second, "cookie-still-challenged")
-    _, code = fresh_code(secret, step)
-    enter_code(second, code)
-    welcome(second, "erin")
+    # A reload and a new tab continue the session: no code asked, Manage MFA shown.
+    goto(first, portal.at("Manage_MFA"))
+    heading(first, "User MFA Settings").wait_for()
+    tab = first.context.new_page()
+    goto(tab, portal.at("Manage_MFA"))
+    heading(tab, "User MFA Settings").wait_for()
+    assert "Two-step verification" not in [h.inner_text() for h in tab.locator("h1").all()]
+    assert "Where you are signed in" in main_text(tab)
+    shots(tab, "new-tab-signed-in")
 
-    # Signing out in the first browser revokes the cookie: a third copy gets the password form.
+    # Another browser with a copy of the cookie from before the second factor is asked for it.
+    second = new_page()
+    sign_in(second, portal.url, "erin", BROWSER_USERS["erin"])
+    expect_challenge(second)
+    half_signed = second.context.storage_state()
+    third = new_page(storage_state=half_signed)
+    goto(third, portal.at("Manage_MFA"))
+    expect_challenge(third)
+    assert "User MFA Settings" not in main_text(third)
+
+    # Sign out in one tab: every tab of that browser is signed out at its next action.
     sign_out(first)
-    third = new_page(storage_state=state)
-    goto(third, portal.url)
-    third.get_by_label("Username", exact=True).wait_for()
-    assert "Two-step verification" not in main_text(third)
-    shots(third, "revoked-cookie-password-form")
+    goto(tab, portal.at("Manage_MFA"))
+    tab.get_by_label("Username", exact=True).wait_for()
+    assert "User MFA Settings" not in main_text(tab)
+    shots(tab, "other-tab-signed-out")
+
+
+def cli(portal, *args: str, password: str | None = None) -> None:
+    env = {**os.environ, "MFA_PORTAL_DATA_DIR": str(portal.data_dir)}
+    done = subprocess.run([sys.executable, "-m", "mfa_core", *args], env=env, text=True,
+                          input=password and password + "\n", capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("command", ["mfa reset", "users passwd"])
+def test_a_session_in_another_browser_ends_after_a_reset_or_a_password_change(portal, new_page,
+                                                                              shots, command):
+    user = {"mfa reset": "gina", "users passwd": "hank"}[command]
+    page = new_page()
+    sign_in(page, portal.url, user, BROWSER_USERS[user])
+    welcome(page, user)
+    if command == "mfa reset":
+        cli(portal, "mfa", "reset", user, "--reason", "reported stolen", "--actor", "helpdesk")
+    else:
+        cli(portal, "users", "passwd", user, "--password-stdin", password="renewed-password-2")
+    click(page, main_area(page).get_by_role("link", name=re.compile("Manage MFA")))
+    page.get_by_label("Username", exact=True).wait_for()
+    assert "Your session has ended" in main_text(page)
+    assert "User MFA Settings" not in main_text(page)
 
 
 def wrong_code(secret: str) -> str:
