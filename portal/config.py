@@ -82,6 +82,24 @@ def forwarded_https(headers, environ=None) -> bool:
     return str(headers.get("x-forwarded-proto") or "").split(",")[-1].strip().lower() == "https"
 
 
+def session_policy(environ=None) -> mfa_core.SessionPolicy:
+    """Idle time and lifetime of a sign-in session, from the environment (seconds) or the defaults.
+
+    Settings that cannot be used are logged and the defaults kept: the
+    portal still starts, with the safer (shorter) values.
+    """
+    env = os.environ if environ is None else environ
+    default = mfa_core.SessionPolicy()
+    try:
+        return mfa_core.SessionPolicy(
+            idle=int(env.get("MFA_PORTAL_SESSION_IDLE") or default.idle),
+            lifetime=int(env.get("MFA_PORTAL_SESSION_LIFETIME") or default.lifetime))
+    except ValueError as err:
+        log.error("session settings ignored (%s): idle %d s, lifetime %d s", err, default.idle,
+                  default.lifetime)
+        return default
+
+
 def clock() -> Callable[[], float]:
     return CLOCK or time.time
 
@@ -112,7 +130,8 @@ def directory() -> UserDirectory:
 
 def _open(path: Path, clk: Callable[[], float]) -> Portal:
     # Mail goes out from a background thread: a click never waits for the relay.
-    svc = mfa_core.open_service(path, clock=clk, notifier=_notifier(path), notify_in_background=True)
+    svc = mfa_core.open_service(path, clock=clk, notifier=_notifier(path), notify_in_background=True,
+                                session_policy=session_policy())
     users = svc.directory
     demo = demo_mode()
     if demo and users.ensure_demo_users():

@@ -85,3 +85,18 @@ def test_plain_escapes_every_markdown_construct_and_keeps_the_text(name):
         assert special not in escaped.replace("\\" + special, "")  # each one escaped
     unescaped = escaped.replace("\\\\", "\x00").replace("\\", "").replace("\x00", "\\")
     assert unescaped == name.replace("\n", " ")
+
+
+def test_session_times_come_from_the_environment_and_bad_ones_keep_the_defaults():
+    from portal.config import session_policy
+    assert session_policy({}) == mfa_core_default()
+    assert session_policy({"MFA_PORTAL_SESSION_IDLE": "600", "MFA_PORTAL_SESSION_LIFETIME": "7200"}
+                          ) == mfa_core_default(idle=600, lifetime=7200)
+    for bad in ({"MFA_PORTAL_SESSION_IDLE": "soon"}, {"MFA_PORTAL_SESSION_IDLE": "5"},
+                {"MFA_PORTAL_SESSION_IDLE": "90000"}):
+        assert session_policy(bad) == mfa_core_default()
+
+
+def mfa_core_default(**kw):
+    import mfa_core
+    return mfa_core.SessionPolicy(**kw)
