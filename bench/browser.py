@@ -11,7 +11,7 @@ its own browser context (assets cached, like a returning visitor), and its
 first navigation is an untimed warm-up.
 
 * sign-in page: ``/`` signed out, target the **Username** input;
-* Manage MFA: ``/Manage_MFA`` signed in (the remember-me cookie of a user
+* Manage MFA: ``/Manage_MFA`` signed in (the session cookie of a user
   with no second factor, so the page itself renders), target **Add**;
 * hello: ``/`` of the hello server, target the text "hello" (it has no widget);
 * reference, not a target: ``bench/form_app.py``, the sign-in form's widgets
@@ -149,9 +149,9 @@ def _sign_in(page, url: str, username: str, password: str) -> None:
     page.get_by_role("button", name="Login", exact=True).click()
     page.get_by_role("heading", name="Welcome", exact=False).first.wait_for(timeout=TIMEOUT_MS)
     deadline = time.monotonic() + 30
-    while not any(c["name"] == "mfa_portal_auth" for c in page.context.cookies()):
+    while not any(c["name"].endswith("mfa_portal_session") for c in page.context.cookies()):
         if time.monotonic() > deadline:
-            raise RuntimeError("the remember-me cookie was never set")
+            raise RuntimeError("the session cookie was never set")
         page.wait_for_timeout(100)  # the cookie component writes it a moment later
 
 
@@ -166,7 +166,7 @@ def child(runs: int, users: int) -> dict[str, Any]:
         data_dir = root / "data"
         data_dir.mkdir()
         pages._prepare(data_dir, users)
-        portal_server = Server("streamlit_app.py", data_dir, root / "portal.log")
+        portal_server = Server("app.py", data_dir, root / "portal.log")
         hello_server = Server("bench/hello_app.py", root / "hello-data", root / "hello.log")
         form_server = Server("bench/form_app.py", root / "form-data", root / "form.log")
         servers = [portal_server, hello_server, form_server]
