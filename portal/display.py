@@ -15,14 +15,21 @@ import re
 # ``$math$``) and raw HTML (``<img …>``).
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=\"'^%@/,;?])")
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029]+")
+# Streamlit turns bare URLs and e-mail addresses into links even when their
+# punctuation is escaped (GFM autolinks): an invisible word joiner inside
+# the scheme, after "www" and after "@" keeps them text.
+_AUTOLINK = re.compile(r"(?i)\b(?:https?|ftp|mailto|www|xmpp)|@")
+WORD_JOINER = "\u2060"
 
 
 def plain(text: object) -> str:
     """``text`` escaped so that any Streamlit markdown element shows it exactly as written.
 
     Line breaks become spaces (a name is one line; a newline could start a
-    heading or a list). Not for ``st.text``, ``st.code`` or dataframe cells,
-    which never render markdown.
+    heading or a list); URLs and e-mail addresses get an invisible word
+    joiner (``WORD_JOINER``) so they are not turned into links. Not for
+    ``st.text``, ``st.code`` or dataframe cells, which never render markdown.
     """
     one_line = _LINE_BREAKS.sub(" ", str(text))
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", one_line)
+    unlinked = _AUTOLINK.sub(lambda m: m.group(0)[0] + WORD_JOINER + m.group(0)[1:], one_line)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", unlinked)

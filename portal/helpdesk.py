@@ -115,7 +115,9 @@ def request_reset(actor: str, target: str) -> None:
 
 
 def cancel_reset() -> None:
-    st.session_state.pop(CONFIRM, None)
+    asked = st.session_state.pop(CONFIRM, None)
+    if asked:
+        st.session_state[REASON] = asked["reason"]  # the field comes back as it was
 
 
 def confirm_reset(actor: str, target: str) -> None:
@@ -248,18 +250,19 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
     if asked and asked["target"] != user.username:  # another user was chosen meanwhile
         st.session_state.pop(CONFIRM, None)
         asked = None
-    st.text_input("Reason", key=REASON, max_chars=500, disabled=bool(asked),
-                  help="Recorded in the audit trail with your name. Required for a reset.")
     if asked:
         st.warning(f"**Reset MFA for {plain(user.name)} ({user.username})?** Their authentication "
                    "app and backup codes are removed, their lockout is cleared and every session "
                    "of theirs is signed out; they sign in with their password alone until they "
                    "set up two-step verification again. This cannot be undone.")
+        st.write(f"Reason: {plain(asked['reason'])}")
         row = st.container(horizontal=True)
         row.button("Yes, reset MFA", key="helpdesk_reset_confirm", type="primary",
                    on_click=confirm_reset, args=(admin.username, user.username))
         row.button("Cancel", key="helpdesk_reset_cancel", on_click=cancel_reset)
     else:
+        st.text_input("Reason", key=REASON, max_chars=500,
+                      help="Recorded in the audit trail with your name. Required for a reset.")
         st.write("**Reset MFA** removes the user's authentication app and backup codes and "
                  "clears their lockout; their sessions are signed out.")
         row = st.container(horizontal=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import urllib.parse
 from pathlib import Path
 
+from accessibility import assert_accessible
 from browser_support import (BACKUP_CODE, button, code_at_step, current_step, decode_qr, error_text,
                              heading, main_area, main_text, sign_in, submit, click)
 
@@ -21,30 +23,35 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     heading(page, "Welcome, Alice Example").wait_for()
     assert "Two-step verification is off" in main_text(page)
     shots(page, "home-signed-in")
+    assert_accessible(page, "home")
 
     open_manage_mfa(page)
     assert "Add TOTP via authentication app" in main_text(page)
     shots(page, "manage-mfa-off")
+    assert_accessible(page, "manage-mfa-off")
     click(page, button(page, "Add"))
 
-    # Step add: the QR code, decoded from the image the page shows.
+    # Step add: the QR code, decoded from the image the page shows: inline, never a
+    # /media/ URL that another client could fetch.
     heading(page, "Add TOTP MFA").wait_for()
-    image = main_area(page).locator("img").first
+    image = main_area(page).get_by_role("img", name="QR code to scan with your authentication app")
     image.wait_for()
     box = image.bounding_box()
-    assert box and round(box["width"]) == 200, box
+    assert box and round(box["width"]) == 200 and round(box["height"]) == 200, box
     src = image.get_attribute("src")
-    served = page.request.get(urllib.parse.urljoin(portal.url + "/", src))
-    assert served.ok, (src, served.status)
-    uri_from_image = decode_qr(served.body())
+    assert src.startswith("data:image/png;base64,") and "/media/" not in src, src[:40]
+    uri_from_image = decode_qr(base64.b64decode(src.split(",", 1)[1]))
     assert decode_qr(image.screenshot()) == uri_from_image  # decodable as rendered, too
+    assert page.locator('img[src*="/media/"]').count() == 0
     shots(page, "add-totp-qr", doc="add-totp-qr")
+    assert_accessible(page, "add-totp-qr")
 
     click(page, button(page, "Use URI instead"))
     button(page, "Use QR Code instead").wait_for()
     assert main_area(page).locator("img").count() == 0
     shown_uri = main_area(page).locator('[data-testid="stCode"]').first.inner_text().strip()
     shots(page, "add-totp-uri")
+    assert_accessible(page, "add-totp-uri")
     assert shown_uri == uri_from_image
     parsed = urllib.parse.urlparse(shown_uri)
     assert parsed.scheme == "otpauth" and parsed.netloc == "totp"
@@ -56,7 +63,7 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     assert secret in main_text(page).replace(" ", "")
 
     click(page, button(page, "Use QR Code instead"))
-    image = main_area(page).locator("img").first
+    image = main_area(page).get_by_role("img", name="QR code to scan with your authentication app")
     image.wait_for()
     assert decode_qr(image.screenshot()) == shown_uri  # same secret after the toggles
 
@@ -64,6 +71,9 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     click(page, button(page, "Verify"))
     heading(page, "Verify TOTP").wait_for()
     shots(page, "verify-totp")
+    field = page.get_by_label("Enter the code from your authentication app", exact=True)
+    assert field.get_attribute("autocomplete") == "one-time-code"
+    assert_accessible(page, "verify-totp")
     submit(page, "Enter the code from your authentication app", code_at_step(secret, current_step()),
            "Verify code")
 
@@ -75,10 +85,16 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     codes = BACKUP_CODE.findall(listed)
     assert len(codes) == 10 and len(set(codes)) == 10, listed
     shots(page, "backup-codes", doc="backup-codes")
+    assert_accessible(page, "backup-codes")
+    # The download is made by the browser from the page (a data: link): no server URL
+    # holds the codes, so nothing can fetch them again or without this session.
+    link = main_area(page).get_by_role("link", name="Download backup codes")
+    assert link.get_attribute("href").startswith("data:text/plain")
+    assert page.locator('a[href*="/media/"]').count() == 0
     with page.expect_download() as download_info:
-        page.get_by_role("button", name=re.compile("Download backup codes")).click()
+        link.click()
     download = download_info.value
-    assert download.suggested_filename.endswith(".txt")
+    assert download.suggested_filename == "mfa-portal-backup-codes.txt"
     saved = Path(download.path()).read_text("utf-8")
     assert BACKUP_CODE.findall(saved) == codes
 
@@ -93,6 +109,7 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     heading(page, "Success!").wait_for()
     assert "You have successfully added TOTP MFA via an authentication application." in main_text(page)
     shots(page, "success")
+    assert_accessible(page, "add-totp-success")
 
     open_manage_mfa(page)
     text = main_text(page)
@@ -102,6 +119,7 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     assert "You have 10 backup codes left." in text  # typing one back used none up
     assert "Generate new backup codes?" in text
     shots(page, "manage-mfa-enabled", doc="manage-mfa-enabled")
+    assert_accessible(page, "manage-mfa-enabled")
 
     status = portal.service().status("alice")
     assert status.totp_enabled and status.backup_codes_remaining == 10

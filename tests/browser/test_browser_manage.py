@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from accessibility import assert_accessible
 from browser_support import (BACKUP_CODE, button, click, enter_code, error_text, expect_challenge,
                              fresh_code, heading, main_area, main_text, sign_in, submit)
 
@@ -22,7 +23,9 @@ def verify_dialog(page, action_words: str):
     dialog.wait_for()
     dialog.get_by_text("Verify it's you", exact=True).wait_for()
     assert action_words in dialog.inner_text(), dialog.inner_text()
-    dialog.get_by_label("Authentication code", exact=True).wait_for()
+    field = dialog.get_by_label("Authentication code", exact=True)
+    field.wait_for()
+    assert field.get_attribute("autocomplete") == "one-time-code"
     return dialog
 
 
@@ -45,6 +48,7 @@ def test_regenerate_codes_and_remove_totp_after_verifying_again(portal, page, sh
     click(page, button(page, "Generate"))
     dialog = verify_dialog(page, "generate new backup codes")
     shots(page, "verify-to-generate")
+    assert_accessible(page, "verify-its-you-dialog")
     assert "Your new backup codes" not in main_text(page)  # nothing ran yet
     last_step, code = fresh_code(secret, last_step, portal.clock)
     submit(page, "Authentication code", code, "Confirm", scope=dialog)
@@ -56,6 +60,9 @@ def test_regenerate_codes_and_remove_totp_after_verifying_again(portal, page, sh
     assert "You have 10 backup codes left." in main_text(page)
     assert "verify it's you recently" in main_text(page).lower() or "another" in main_text(page)
     shots(page, "new-backup-codes")
+    assert_accessible(page, "manage-mfa-new-backup-codes")
+    assert main_area(page).get_by_role("link", name="Download backup codes").get_attribute(
+        "href").startswith("data:text/plain")
     click(page, button(page, "Done"))
     assert "Generate new backup codes?" in main_text(page)
     assert not BACKUP_CODE.search(main_text(page))  # shown once only
@@ -65,6 +72,7 @@ def test_regenerate_codes_and_remove_totp_after_verifying_again(portal, page, sh
     button(page, "Yes, remove it").wait_for()
     assert "Remove your authentication app?" in main_text(page)
     shots(page, "remove-asks-first")
+    assert_accessible(page, "manage-mfa-remove-asks-first")
     click(page, button(page, "Keep it"))
     button(page, "Remove").wait_for()
     assert portal.service().status("grace").totp_enabled

@@ -243,7 +243,8 @@ def test_reset_asks_reset_mfa_for_the_name_with_the_consequences_before_acting(d
                         "password alone", "cannot be undone"):
         assert consequence in question
     assert {"Yes, reset MFA", "Cancel"} <= set(labels(at)) and "Reset MFA" not in labels(at)
-    assert at.text_input(key="helpdesk_reason").disabled
+    assert f"Reason: {plain('lost phone, ticket 4711')}" in texts(at)
+    assert "Reason" not in inputs(at)  # the reason asked about is the one that will be recorded
     assert svc.status("alice").totp_enabled  # nothing happened yet
     assert "Confirm" not in labels(at)  # no dialog yet either
 
@@ -255,6 +256,7 @@ def test_cancel_on_the_page_resets_nothing(data_dir, svc, clock, admin_secret):
     at = click(click(at, "Reset MFA"), "Cancel")
     assert svc.status("alice").totp_enabled
     assert "Reset MFA" in labels(at) and "Yes, reset MFA" not in labels(at)
+    assert at.text_input(key="helpdesk_reason").value == "lost phone"  # kept for another try
 
 
 def test_choosing_another_user_drops_the_question(data_dir, svc, clock, admin_secret):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 
 import portal.config
 from portal import session
-from portal.display import plain
+from portal.display import WORD_JOINER, plain
 from portal.qr import img_tag, qr_png
 
 from ..support import leftover_temp_file
@@ -84,7 +85,15 @@ def test_plain_escapes_every_markdown_construct_and_keeps_the_text(name):
     for special in "[]()<>*_`#:$!":
         assert special not in escaped.replace("\\" + special, "")  # each one escaped
     unescaped = escaped.replace("\\\\", "\x00").replace("\\", "").replace("\x00", "\\")
-    assert unescaped == name.replace("\n", " ")
+    assert unescaped.replace(WORD_JOINER, "") == name.replace("\n", " ")
+
+
+@pytest.mark.parametrize("text", ["see https://evil.example/pay", "HTTP://x.example", "www.x.example",
+                                  "mail me: someone@example.com", "mailto:a@b.example"])
+def test_plain_keeps_urls_and_addresses_from_becoming_links(text):
+    escaped = plain(text)
+    assert not re.search(r"(?i)https?\\?:|www\\?\.|@[^\u2060]", escaped.replace("\\", ""))
+    assert escaped.replace("\\", "").replace(WORD_JOINER, "") == text
 
 
 def test_session_times_come_from_the_environment_and_bad_ones_keep_the_defaults():
