@@ -257,7 +257,9 @@ def _render_add(resource: mfa_core.TOTPResource) -> None:
 def _render_verify() -> None:
     st.title("Verify TOTP")
     with st.form("addtotp_verify_form", border=False):
-        st.text_input("Enter the code from your authentication app", key=CODE,
+        # type "phone" is Streamlit's way to a numeric keypad on phones (<input type="tel">).
+        st.text_input("Enter the code from your authentication app", key=CODE, type="phone",
+                      icon=":material/pin:", placeholder="6-digit code",
                       autocomplete="one-time-code", max_chars=12)
         st.form_submit_button("Verify code", type="primary", on_click=submit_code)
     error = st.session_state.get(ERROR)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from accessibility import assert_accessible
 from browser_support import (APP_DIR, click, goto, heading, main_area, main_text, sign_in,
                              sign_in_form_visible)
 
@@ -72,6 +73,7 @@ def test_only_a_helpdesk_admin_reaches_the_helpdesk(portal, new_page, shots):
     assert admin.locator('[data-testid="stDataFrame"]').count() == 0
     assert main_area(admin).get_by_role("link", name=re.compile("Manage MFA")).count() == 1
     shots(admin, "helpdesk-admin-without-two-step")
+    assert_accessible(admin, "helpdesk-admin-without-two-step")
 
 
 def page_link(page, label: str):
