@@ -12,7 +12,6 @@ as well.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable
 
 import streamlit as st
 
@@ -152,7 +151,8 @@ def check_epoch(status: mfa_core.MFAStatus) -> bool:
         return True
     st.session_state[EPOCH] = status.mfa_epoch
     st.session_state[VERIFIED_AT] = None
-    _drop_pending()
+    from .reverify import drop_pending  # the dialog's module imports this one
+    drop_pending()
     if status.two_factor_enabled:
         st.session_state[PASSED] = False
         flash("info", "Your two-step verification settings changed. Verify it's you again.")
@@ -203,7 +203,7 @@ def show_flashes(*, keep: bool = False) -> None:
         getattr(st, kind)(text)
 
 
-# -- reverification ------------------------------------------------------------
+# -- verification and the start of a run -----------------------------------------
 
 def record_verification() -> None:
     """A factor was checked just now: every tab of this browser's session may act for 10 minutes."""
@@ -218,64 +218,6 @@ def record_verification() -> None:
             pass
 
 
-def verification_remaining() -> int:
-    """Whole seconds the last verification still covers sensitive actions (0: none)."""
-    at = st.session_state.get(VERIFIED_AT)
-    if at is None:
-        return 0
-    return max(0, int(at + REVERIFY_WINDOW - now()))
-
-
-def verification_caption() -> None:
-    left = verification_remaining()
-    if left:
-        minutes = -(-left // 60)
-        st.caption(f"You verified it's you recently: changes need no code for another "
-                   f"{minutes} min ({left} s).")
-    else:
-        st.caption("Changes to your two-step verification will ask you to verify it's you.")
-
-
-def sensitive(action: str, label: str, run: Callable[[], Any]) -> None:
-    """Run ``run()`` now if verified within 10 minutes, else after the dialog succeeds.
-
-    Meant for ``on_click`` callbacks: the dialog itself opens on the next run
-    (the guard opens it; Streamlit cannot open a dialog from a callback).
-    Callbacks run before the page's guard, so a session that has not passed
-    the second factor, or whose user's MFA changed elsewhere, is ignored here
-    (the guard then asks it to verify again).
-    """
-    if not still_trusted():
-        return
-    if verification_remaining() > 0:
-        _run_action(run)
-        return
-    st.session_state[PENDING] = {"action": action, "label": label}
-    st.session_state[PENDING_RUN] = run
-    st.session_state.pop(REVERIFY_ERROR, None)
-    st.session_state.pop(REVERIFY_BACKUP, None)
-
-
-def pending_action() -> str | None:
-    pending = st.session_state.get(PENDING)
-    return pending["action"] if pending else None
-
-
-def _run_action(run: Callable[[], Any]) -> None:
-    try:
-        run()
-    except mfa_core.MFAError as err:
-        flash("error", str(err))
-
-
-def _drop_pending() -> None:
-    for key in (PENDING, PENDING_RUN, REVERIFY_ERROR, REVERIFY_BACKUP):
-        st.session_state.pop(key, None)
-
-
-def dismiss_pending() -> None:
-    _drop_pending()
-
 
 def begin_run() -> None:
     """Called first on every full run by the guard."""
@@ -283,108 +225,13 @@ def begin_run() -> None:
     st.session_state.pop(REVERIFY_DONE, None)
 
 
-def open_pending_dialog() -> None:
-    """Open the **Verify it's you** dialog if an action waits (once per run)."""
-    if st.session_state.get(PENDING) and not st.session_state.get(DIALOG_OPEN):
-        st.session_state[DIALOG_OPEN] = True
-        _reverify_dialog()
-
-
-def _has_mfa() -> bool:
-    user = current_username()
-    return bool(user) and config.service().status(user).two_factor_enabled
-
-
-def _reverify_code_key(mode: str) -> str:
-    return f"portal_reverify_{mode}"
-
-
-def _reverify_mode() -> str:
-    if not _has_mfa():
-        return "password"
-    return "backup_code" if st.session_state.get(REVERIFY_BACKUP) else "totp"
-
-
-def confirm_reverification() -> None:
-    """The dialog's Confirm: check the strongest factor, then run the pending action."""
-    user = current_username()
-    pending = st.session_state.get(PENDING)
-    if not user or not pending or not still_trusted():
-        return
-    mode = _reverify_mode()
-    key = _reverify_code_key(mode)
-    typed = st.session_state.get(key) or ""
-    st.session_state[key] = ""
-    svc = config.service()
-    try:
-        if mode == "password":
-            svc.attempt_password(user, typed, source=client_source())
-            remaining = None
-        else:
-            remaining = svc.attempt_second_factor(user, typed, mode,
-                                                  source=client_source()).backup_codes_remaining
-    except mfa_core.InvalidCode as err:
-        # The user is signed in: no name to hide, so say plainly what was wrong.
-        st.session_state[REVERIFY_ERROR] = ("That password is not correct." if mode == "password"
-                                            else str(err))
-        return
-    except mfa_core.MFAError as err:
-        st.session_state[REVERIFY_ERROR] = str(err)
-        return
-    record_verification()
-    if mode == "backup_code" and remaining is not None:
-        flash(*backup_codes_left_message(remaining))
-    run = st.session_state.get(PENDING_RUN)
-    _drop_pending()
-    st.session_state[REVERIFY_DONE] = True
-    if run is not None:
-        _run_action(run)
-
-
-def backup_codes_left_message(remaining: int) -> tuple[str, str]:
-    """What to tell someone who just used a backup code."""
-    plural = "code" if remaining == 1 else "codes"
-    if remaining <= 3:
-        return ("warning", f"You used a backup code. Only {remaining} backup {plural} left: "
-                           "generate new ones on Manage MFA.")
-    return ("info", f"You used a backup code. {remaining} backup {plural} left.")
-
-
-def _toggle_backup() -> None:
-    st.session_state[REVERIFY_BACKUP] = not st.session_state.get(REVERIFY_BACKUP)
-    st.session_state.pop(REVERIFY_ERROR, None)
-
-
-@st.dialog("Verify it's you", on_dismiss=dismiss_pending)
-def _reverify_dialog() -> None:
-    if st.session_state.pop(REVERIFY_DONE, None):
-        st.rerun()  # the action ran: a full rerun closes the dialog and shows its result
-    pending = st.session_state.get(PENDING)
-    if not pending:
-        st.rerun()
-    mode = _reverify_mode()
-    if mode == "password":
-        st.write(f"To {pending['label']}, enter your password.")
-        label = "Password"
-    elif mode == "backup_code":
-        st.write(f"To {pending['label']}, enter one of your backup codes.")
-        label = "Backup code"
-    else:
-        st.write(f"To {pending['label']}, enter the code from your authentication app.")
-        label = "Authentication code"
-    with st.form("portal_reverify_form", border=False):
-        st.text_input(label, key=_reverify_code_key(mode),
-                      type="password" if mode == "password" else "default",
-                      autocomplete="current-password" if mode == "password" else "one-time-code")
-        st.form_submit_button("Confirm", type="primary", on_click=confirm_reverification)
-    error = st.session_state.get(REVERIFY_ERROR)
-    if error:
-        st.error(error)
-    if mode != "password":
-        st.button("Use your authentication app" if mode == "backup_code" else "Use a backup code",
-                  key="portal_reverify_toggle", on_click=_toggle_backup)
-    st.button("Cancel", key="portal_reverify_cancel", on_click=dismiss_pending)
-
 
 def format_time(epoch_seconds: float) -> str:
     return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# The reverification dialog and its helpers live in ``portal.reverify``; these
+# names stay importable from here (pages and tests use ``session.sensitive`` …).
+from .reverify import (backup_codes_left_message, confirm_reverification,  # noqa: E402,F401
+                       dismiss_pending, open_pending_dialog, pending_action, sensitive,
+                       verification_caption, verification_remaining)
