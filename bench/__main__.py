@@ -1,6 +1,6 @@
-"""`python -m bench [core] [pages] [browser] [options]`: run the benchmark, print markdown tables.
+"""`python -m bench [core] [pages] [browser] [api] [options]`: run the benchmark, print markdown tables.
 
-With no part named, all three run. A full run with default sizes also writes
+With no part named, all four run. A full run with default sizes also writes
 bench/RESULTS.md; `--results PATH` writes the report of any run to PATH.
 Quick check: `python -m bench --sizes 100,1000 --rounds 1 --page-runs 5
 --page-users 1000 --browser-runs 3 --browser-users 1000`.
@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import SUMMARY, browser, core, pages, table
+from . import SUMMARY, api, browser, core, pages, table
 
-PARTS = ("core", "pages", "browser")
+PARTS = ("core", "pages", "browser", "api")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -24,12 +24,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("parts", nargs="*", metavar="part",
-                   help="core, pages, browser (default: all three)")
+                   help="core, pages, browser, api (default: all four)")
     p.add_argument("--results", metavar="PATH",
                    help="also write the report here (a full default run writes bench/RESULTS.md)")
     core.add_arguments(p)
     pages.add_arguments(p)
     browser.add_arguments(p)
+    api.add_arguments(p)
     return p
 
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    runners = {"core": core.main, "pages": pages.main, "browser": browser.main}
+    runners = {"core": core.main, "pages": pages.main, "browser": browser.main, "api": api.main}
     failed = False
     for part in parts:
         progress(f"bench: {part} …")
