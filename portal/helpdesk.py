@@ -16,6 +16,8 @@ MFA status of the rows drawn (``SHOWN`` at most).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pyarrow as pa
 import streamlit as st
 
@@ -120,34 +122,44 @@ def cancel_reset() -> None:
         st.session_state[REASON] = asked["reason"]  # the field comes back as it was
 
 
+def _act_behind_reverification(action: str, label: str, actor: str, target: str,
+                               change: Callable[[], object], done: str) -> None:
+    """Run ``change()`` behind reverification, checking the admin again when it finally runs.
+
+    The dialog may run it minutes later: the role, the admin's own second
+    factor and the target are checked then too. ``done`` is the success flash.
+    """
+    def run() -> None:
+        refused = _refusal(actor, target)
+        if refused:
+            session.flash("error", refused)
+            return
+        try:
+            change()
+        except ValueError as err:  # a reason the engine refuses (too long, control characters)
+            session.flash("error", plain(err))
+            return
+        st.session_state[REASON] = ""
+        session.flash("success", done)
+
+    session.sensitive(action, label, run)
+
+
 def confirm_reset(actor: str, target: str) -> None:
     """**Yes, reset MFA**: the reset asked for, behind reverification (10 minutes)."""
     asked = st.session_state.pop(CONFIRM, None)
     st.session_state.pop(ERROR, None)
     if not asked or asked["target"] != target:
         return
-    reason = asked["reason"]
     refusal = _refusal(actor, target)
     if refusal:
         st.session_state[ERROR] = refusal
         return
-
-    def reset() -> None:
-        refused = _refusal(actor, target)
-        if refused:
-            session.flash("error", refused)
-            return
-        try:
-            config.service().reset_mfa(target, actor=actor, reason=reason)
-        except ValueError as err:  # a reason the engine refuses (too long, control characters)
-            session.flash("error", plain(err))
-            return
-        st.session_state[REASON] = ""
-        session.flash("success", f"Two-step verification of {plain(target)} was reset: their "
-                                 "authentication app and backup codes are removed and their "
-                                 "sessions are signed out.")
-
-    session.sensitive("helpdesk_reset", f"reset the two-step verification of {target}", reset)
+    _act_behind_reverification(
+        "helpdesk_reset", f"reset the two-step verification of {target}", actor, target,
+        lambda: config.service().reset_mfa(target, actor=actor, reason=asked["reason"]),
+        f"Two-step verification of {plain(target)} was reset: their authentication app and "
+        "backup codes are removed and their sessions are signed out.")
 
 
 def clear_lockout(actor: str, target: str) -> None:
@@ -158,21 +170,10 @@ def clear_lockout(actor: str, target: str) -> None:
         st.session_state[ERROR] = refusal
         return
     reason = _reason() or "lockout cleared by the helpdesk"
-
-    def unlock() -> None:
-        refused = _refusal(actor, target)
-        if refused:
-            session.flash("error", refused)
-            return
-        try:
-            config.service().unlock(target, actor=actor, reason=reason)
-        except ValueError as err:
-            session.flash("error", plain(err))
-            return
-        st.session_state[REASON] = ""
-        session.flash("success", f"Failed attempts and lockout of {plain(target)} were cleared.")
-
-    session.sensitive("helpdesk_unlock", f"clear the lockout of {target}", unlock)
+    _act_behind_reverification(
+        "helpdesk_unlock", f"clear the lockout of {target}", actor, target,
+        lambda: config.service().unlock(target, actor=actor, reason=reason),
+        f"Failed attempts and lockout of {plain(target)} were cleared.")
 
 
 def render(admin: User) -> None:
