@@ -33,7 +33,7 @@ from .keys import KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .sessions import SessionBook, SessionPolicy, end_all
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
-from .storage import BACKENDS, IO_ERRORS, Store, Transaction
+from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store, Transaction, open_store
 from .throttle import PasswordPolicy, ThrottlePolicy
 from .users import UserDirectory
 
@@ -747,7 +747,8 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
                  session_policy: SessionPolicy | None = None,
                  notifier: Notifier | None = None,
                  notify_in_background: bool = False,
-                 environ: Mapping[str, str] | None = None) -> MFAService:
+                 environ: Mapping[str, str] | None = None,
+                 database_url: str | None = None) -> MFAService:
     """Open the engine on ``data_dir`` (default: ``$MFA_PORTAL_DATA_DIR`` or ``data/``).
 
     Keys come from the environment or a generated 0600 key file in the data
@@ -767,8 +768,11 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
         raise ValueError("data_dir must not be empty.")
     if not isinstance(backend, str):
         raise TypeError("backend must be a str")
-    if backend not in BACKENDS:
-        raise ValueError(f"Unknown backend {backend!r}: one of {', '.join(BACKENDS)}.")
+    # PostgreSQL when a database URL is given or set (MFA_PORTAL_DATABASE_URL), else ``backend``.
+    database_url = database_url or env.get("MFA_PORTAL_DATABASE_URL") or None
+    if backend not in BACKENDS and not (backend == DATABASE_BACKEND and database_url):
+        raise ValueError(f"Unknown backend {backend!r}: one of {', '.join(BACKENDS)}"
+                         f" (or {DATABASE_BACKEND} with MFA_PORTAL_DATABASE_URL).")
     # Refuse bad arguments before anything is created on disk.
     issuer = check.name(issuer if issuer is not None else env.get("MFA_PORTAL_ISSUER") or "MFA Portal",
                         "issuer")
@@ -781,7 +785,10 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
     path = Path(data_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        store = BACKENDS[backend](path)
+        try:
+            store = open_store(backend, path, database_url)
+        except DatabaseError as exc:
+            raise StorageError(f"The database cannot be used: {exc}.") from exc
         keyring = load_keyring(path, env)
         directory = UserDirectory(path)
     except IO_ERRORS as exc:

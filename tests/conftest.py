@@ -10,13 +10,17 @@ and svc (the portal's clock hook, a first-run data dir), which override these.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
 import mfa_core
 
+from . import pg
 from .support import FakeClock
 
 DEFAULT_BACKEND = "tinydb"  # what open_service, the portal and the CLI use
@@ -37,8 +41,54 @@ def backend() -> str:
     return DEFAULT_BACKEND
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster for the whole run (tests/pg.py), or a skip with the apt hint."""
+    try:
+        cluster = pg.PostgresCluster()
+    except FileNotFoundError:
+        if os.environ.get("MFA_PORTAL_REQUIRE_POSTGRES") == "1":
+            pytest.fail(pg.INSTALL_HINT)
+        pytest.skip(pg.INSTALL_HINT)
+    try:
+        cluster.start()
+    except subprocess.SubprocessError as exc:
+        cluster.stop()
+        output = getattr(exc, "output", b"") or b""
+        pytest.fail(f"PostgreSQL did not start: {exc}\n{output.decode(errors='replace')}")
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def open_svc(data_dir: Path, clock: FakeClock, backend: str) -> Callable[..., mfa_core.MFAService]:
+def postgres_url(postgres_cluster, monkeypatch) -> Iterator[str]:
+    """The cluster's database, emptied for this test; every store opened on it is closed after."""
+    from mfa_core.storage.postgres import PostgresStore
+    postgres_cluster.truncate()
+    opened: list[PostgresStore] = []
+    init = PostgresStore.__init__
+
+    def tracked(self, *args, **kwargs):
+        opened.append(self)
+        init(self, *args, **kwargs)
+    monkeypatch.setattr(PostgresStore, "__init__", tracked)
+    # For worker processes that open the engine themselves (tests/core/_workers.py).
+    monkeypatch.setenv("MFA_PORTAL_TEST_DATABASE_URL", postgres_cluster.url)
+    yield postgres_cluster.url
+    for store in opened:
+        with contextlib.suppress(Exception):
+            store.close()
+
+
+@pytest.fixture
+def database_url(backend: str, request) -> str | None:
+    """The database the ``postgres`` backend runs on; None for the embedded backends."""
+    return request.getfixturevalue("postgres_url") if backend == "postgres" else None
+
+
+@pytest.fixture
+def open_svc(data_dir: Path, clock: FakeClock, backend: str,
+             database_url: str | None) -> Callable[..., mfa_core.MFAService]:
     """``open_svc(**kw)``: another engine instance on the test's data dir and backend.
 
     Keywords go to ``mfa_core.open_service`` and replace the defaults (the
@@ -47,10 +97,13 @@ def open_svc(data_dir: Path, clock: FakeClock, backend: str) -> Callable[..., mf
     """
     def open_(data_dir: Path | str = data_dir, **kw) -> mfa_core.MFAService:
         options = {"clock": clock, "environ": {}, "backend": backend, **kw}
+        if database_url:
+            options.setdefault("database_url", database_url)
         return mfa_core.open_service(data_dir, **options)
     return open_
 
 
 @pytest.fixture
-def svc(data_dir: Path, clock: FakeClock, backend: str) -> mfa_core.MFAService:
-    return mfa_core.open_service(data_dir, clock=clock, environ={}, backend=backend)
+def svc(data_dir: Path, clock: FakeClock, backend: str, database_url: str | None) -> mfa_core.MFAService:
+    return mfa_core.open_service(data_dir, clock=clock, environ={}, backend=backend,
+                                 database_url=database_url)

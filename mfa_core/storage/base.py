@@ -27,6 +27,14 @@ LOCK_TIMEOUT = 30.0
 IO_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error)
 
 
+class DatabaseError(OSError):
+    """A database server's failure: ``PostgresStore`` re-raises every ``psycopg.Error`` as this.
+
+    An ``OSError``, so in ``IO_ERRORS`` without importing psycopg here (~0.4 s
+    that every process, the PAM helper included, would pay for the embedded store).
+    """
+
+
 class Transaction:
     """One record, open for change under its lock.
 

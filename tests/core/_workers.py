@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pyotp
 
 import mfa_core
@@ -12,7 +14,9 @@ def race(data_dir: str, backend: str, now: float, worker: int, barrier, results,
     """One process's share: the shared code race, failures on one user, enrolling its own users."""
     policy = mfa_core.ThrottlePolicy(free_failures=10, lockout_after=100)  # losers all get a reason
     svc = mfa_core.open_service(data_dir, clock=lambda: now, environ={}, backend=backend,
-                                policy=policy)
+                                policy=policy,
+                                database_url=os.environ.get("MFA_PORTAL_TEST_DATABASE_URL")
+                                if backend == "postgres" else None)
     outcome: dict = {"worker": worker}
     try:
         barrier.wait(timeout=60)

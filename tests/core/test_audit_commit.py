@@ -32,10 +32,34 @@ def sql(data_dir, statement: str) -> None:
         db.commit()
 
 
+def pg_sql(url: str, statement: str) -> None:
+    """Change the PostgreSQL store from another connection."""
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@contextlib.contextmanager
+def pg_refusing(url: str, table: str, message: str):
+    """Every insert or update on ``table`` fails (a trigger), as a full disk would."""
+    pg_sql(url, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$ BEGIN RAISE EXCEPTION '{message}'; END $$")
+    pg_sql(url, f"CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()")
+    try:
+        yield
+    finally:
+        pg_sql(url, f"DROP TRIGGER refuse ON {table}")
+        pg_sql(url, "DROP FUNCTION refuse()")
+
+
 @contextlib.contextmanager
 def audit_unwritable(svc, backend, data_dir, clock):
     """The trail refuses appends for real: a directory where today's day file goes, or no table."""
-    if backend == "sqlite":
+    if backend == "postgres":
+        with pg_refusing(svc.store.url, "audit", "could not extend file: No space left on device"):
+            yield
+    elif backend == "sqlite":
         sql(data_dir, "ALTER TABLE audit RENAME TO audit_away")
         try:
             yield
@@ -55,9 +79,12 @@ def audit_unwritable(svc, backend, data_dir, clock):
 
 
 @contextlib.contextmanager
-def records_unwritable(backend, data_dir, monkeypatch):
+def records_unwritable(backend, data_dir, monkeypatch, database_url=None):
     """The user's record cannot be written (a full disk), after the trail was."""
-    if backend == "sqlite":
+    if backend == "postgres":
+        with pg_refusing(database_url, "users", "could not extend file: No space left on device"):
+            yield
+    elif backend == "sqlite":
         sql(data_dir, "CREATE TRIGGER full_disk BEFORE INSERT ON users "
                       "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
         try:
@@ -85,8 +112,8 @@ def test_an_action_whose_audit_cannot_be_written_does_not_happen(svc, backend, d
 
 
 def test_an_action_whose_record_cannot_be_written_leaves_no_event(svc, backend, data_dir, clock,
-                                                                  codes, monkeypatch):
-    with records_unwritable(backend, data_dir, monkeypatch):
+                                                                  codes, monkeypatch, database_url):
+    with records_unwritable(backend, data_dir, monkeypatch, database_url):
         with pytest.raises(mfa_core.StorageError):
             svc.attempt_second_factor("alice", codes[0], "backup_code")
     assert "backup_code_used" not in [e.event for e in svc.audit("alice")]

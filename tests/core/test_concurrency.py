@@ -19,7 +19,7 @@ from mfa_core import ThrottlePolicy
 
 from . import _workers
 from ..support import write_users
-from .conftest import code_for, enable_totp
+from .conftest import code_for, database_dump, enable_totp
 
 THREADS = 8
 PROCESSES = 4
@@ -34,6 +34,8 @@ def every_user_file_parses(data_dir: Path, backend: str = "tinydb") -> int:
         with contextlib.closing(sqlite3.connect(data_dir / "mfa.sqlite3")) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             docs = [json.loads(doc) for (doc,) in db.execute("SELECT doc FROM users")]
+    elif backend == "postgres":
+        docs = [json.loads(doc) for doc in database_dump("users").splitlines()]
     elif backend == "tinydb-single-file":
         docs = list(json.loads((data_dir / "mfa.json").read_bytes())["users"].values())
     else:

@@ -58,6 +58,11 @@ def write_record(svc, backend, data_dir, username, record) -> None:
     """Put ``record`` in the store as it is, past the engine (what a damaged disk does)."""
     if backend == "tinydb":
         user_file(data_dir, username).write_bytes(tinydb(record))
+    elif backend == "postgres":  # another connection's UPDATE, past the engine
+        import psycopg
+        from psycopg.types.json import Jsonb
+        with psycopg.connect(svc.store.url, autocommit=True) as db:
+            db.execute("UPDATE users SET doc = %s WHERE username = %s", (Jsonb(record), username))
     elif backend == "sqlite":
         with contextlib.closing(sqlite3.connect(data_dir / "mfa.sqlite3")) as db:
             db.execute("UPDATE users SET doc = ? WHERE username = ?", (json.dumps(record), username))

@@ -7,20 +7,22 @@ import json
 import pytest
 
 import mfa_core
-from mfa_core.storage import BACKENDS, Store
+from mfa_core.storage import BACKENDS, Store, open_store
 
 from .conftest import code_for
 
 
 @pytest.fixture
-def store(backend, tmp_path) -> Store:
+def store(backend, tmp_path, database_url) -> Store:
     """A bare store of each backend (``backend`` is the parametrized fixture in conftest.py)."""
-    store = BACKENDS[backend](tmp_path / "store")
+    store = open_store(backend, tmp_path / "store", database_url)
     yield store
     store.close()
 
 
 def reopen(store: Store) -> Store:
+    if hasattr(store, "url"):  # PostgresStore: the same database
+        return type(store)(store.url)
     return type(store)(store.root)
 
 
@@ -150,9 +152,10 @@ def test_records_are_json(store):
 
 # -- the service over every backend ---------------------------------------------------
 
-def test_service_lifecycle_over_each_backend(backend, tmp_path, clock):
+def test_service_lifecycle_over_each_backend(backend, tmp_path, clock, database_url):
     data_dir = tmp_path / "data"
-    svc = mfa_core.open_service(data_dir, clock=clock, backend=backend, environ={})
+    svc = mfa_core.open_service(data_dir, clock=clock, backend=backend, environ={},
+                                database_url=database_url)
     secret = svc.create_totp("alice").secret
     enrollment = code_for(secret, clock())
     assert svc.verify_totp("alice", enrollment).totp_enabled
@@ -171,7 +174,8 @@ def test_service_lifecycle_over_each_backend(backend, tmp_path, clock):
         svc.attempt_second_factor("alice", codes[1], "backup_code")
     svc.reset_mfa("alice", actor="admin", reason="lost phone")
 
-    again = mfa_core.open_service(data_dir, clock=clock, backend=backend, environ={})
+    again = mfa_core.open_service(data_dir, clock=clock, backend=backend, environ={},
+                                  database_url=database_url)
     status = again.status("alice")
     assert not status.totp_enabled and status.failed_attempts == 0 and status.mfa_epoch == 2
     events = [e.event for e in again.audit("alice")]

@@ -1,0 +1,228 @@
+"""PostgreSQL: the store several portal replicas share (``MFA_PORTAL_DATABASE_URL``).
+
+A row per user (``users``), a row per keyed record (``keyed``), the audit
+trail (``audit``), all ``jsonb``. A user's transaction is one database
+transaction holding a transaction-scoped advisory lock keyed by the user
+(``pg_advisory_xact_lock``): parallel transactions on one user serialize
+across threads, processes and replicas, and nothing is written for a user
+that a transaction only read. The record and its audit events commit in that
+one transaction. A keyed transaction opened inside a user's on the same
+thread is a savepoint of the same connection (a thread-local "current
+connection").
+
+psycopg is imported only when this module is (it costs ~0.4 s): its errors
+are re-raised as ``DatabaseError`` (an ``OSError``, so in ``IO_ERRORS``) and
+the engine reports them as ``StorageError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from typing import Any, Iterator, Sequence
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from ..errors import RecordDamaged, StorageError
+from .base import LOCK_TIMEOUT, DatabaseError, Event, Record, Store, Transaction, check_record
+
+SCHEMA_VERSION = 1
+
+# Applied in order; entry n brings the schema from version n to n + 1.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (username text PRIMARY KEY, doc jsonb NOT NULL);
+    CREATE TABLE keyed (key text PRIMARY KEY, doc jsonb NOT NULL);
+    CREATE TABLE damaged_records (username text NOT NULL, kept_at timestamptz NOT NULL DEFAULT now(),
+                                  doc jsonb);
+    CREATE TABLE audit (id bigserial PRIMARY KEY, time double precision NOT NULL, username text,
+                        doc jsonb NOT NULL);
+    CREATE INDEX audit_user_time ON audit (username, time);
+    CREATE INDEX audit_time ON audit (time);
+    """,
+)
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+# The advisory lock that serializes schema creation between processes starting at once.
+_SCHEMA_LOCK = 0x6D66615F736368  # "mfa_sch"
+
+
+def _lock_id(kind: str, name: str) -> int:
+    """A signed 64-bit advisory lock id for one user or one key."""
+    digest = hashlib.sha256(f"{kind}\0{name}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _database_errors() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise DatabaseError(str(exc).strip() or type(exc).__name__) from exc
+
+
+class PostgresStore(Store):
+    """The ``Store`` on PostgreSQL (psycopg 3, a connection pool)."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
+                 lock_timeout: float = LOCK_TIMEOUT) -> None:
+        if not isinstance(url, str) or not url:
+            raise ValueError("The database URL must be a non-empty string.")
+        self.url = url
+        self._local = threading.local()
+        connect = {"autocommit": True, "options": f"-c lock_timeout={int(lock_timeout * 1000)}"}
+        # One direct connection first: a wrong URL or a down server fails now, not after the
+        # pool's retries; it also creates or checks the schema.
+        with _database_errors(), psycopg.connect(url, **connect) as conn:
+            self._upgrade_schema(conn)
+        with _database_errors():
+            self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
+                                       kwargs=connect, timeout=lock_timeout, name="mfa-portal")
+            self.pool.open(wait=False)
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        with _database_errors(), self.pool.connection() as conn:
+            return self._version(conn)
+
+    @staticmethod
+    def _version(conn: psycopg.Connection) -> int:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    @classmethod
+    def _upgrade_schema(cls, conn: psycopg.Connection) -> None:
+        """Create or bring the schema to ``SCHEMA_VERSION``; refuse one this code does not know."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            version = cls._version(conn)
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"The database's schema is version {version}, newer than this portal "
+                    f"knows (version {SCHEMA_VERSION}): upgrade the portal before using it.")
+            for step in range(version, SCHEMA_VERSION):
+                conn.execute(MIGRATIONS[step])
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (step + 1,))
+
+    # -- connections and transactions ----------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """This thread's connection inside a transaction, else one from the pool."""
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        with self.pool.connection() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _begin(self, lock: int) -> Iterator[psycopg.Connection]:
+        """A database transaction holding advisory lock ``lock`` (a savepoint when nested)."""
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            with current.transaction():
+                current.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+                yield current
+            return
+        with self.pool.connection() as conn:
+            self._local.conn = conn
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+                    yield conn
+            finally:
+                self._local.conn = None
+
+    @staticmethod
+    def _doc(row: Any, what: str) -> Record | None:
+        return check_record(row[0], what) if row else None
+
+    def read(self, username: str) -> Record | None:
+        with _database_errors(), self._connection() as conn:
+            row = conn.execute("SELECT doc FROM users WHERE username = %s", (username,)).fetchone()
+        return self._doc(row, "Your account's record")
+
+    @contextlib.contextmanager
+    def transaction(self, username: str, *, repair: bool = False) -> Iterator[Transaction]:
+        with _database_errors(), self._begin(_lock_id("user", username)) as conn:
+            row = conn.execute("SELECT doc FROM users WHERE username = %s", (username,)).fetchone()
+            try:
+                txn = Transaction(username, self._doc(row, "Your account's record"))
+            except RecordDamaged:
+                if not repair:
+                    raise
+                txn = Transaction(username, None, damaged=True)
+            yield txn
+            if txn.damaged:  # keep the damaged copy for whoever investigates
+                conn.execute("INSERT INTO damaged_records (username, doc) "
+                             "SELECT username, doc FROM users WHERE username = %s", (username,))
+            if txn.changed:
+                conn.execute("INSERT INTO users (username, doc) VALUES (%s, %s) "
+                             "ON CONFLICT (username) DO UPDATE SET doc = EXCLUDED.doc",
+                             (username, Jsonb(txn.record)))
+            self._insert_audit(conn, txn.events)
+
+    def read_keyed(self, key: str) -> Record | None:
+        with _database_errors(), self._connection() as conn:
+            row = conn.execute("SELECT doc FROM keyed WHERE key = %s", (key,)).fetchone()
+        return self._doc(row, "A keyed record")
+
+    @contextlib.contextmanager
+    def keyed_transaction(self, key: str) -> Iterator[Transaction]:
+        with _database_errors(), self._begin(_lock_id("keyed", key)) as conn:
+            row = conn.execute("SELECT doc FROM keyed WHERE key = %s", (key,)).fetchone()
+            txn = Transaction(key, self._doc(row, "A keyed record"))
+            yield txn
+            if txn.changed:
+                conn.execute("INSERT INTO keyed (key, doc) VALUES (%s, %s) "
+                             "ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc",
+                             (key, Jsonb(txn.record)))
+            self._insert_audit(conn, txn.events)
+
+    def put_many(self, records: dict[str, Record]) -> None:
+        with _database_errors(), self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany("INSERT INTO users (username, doc) VALUES (%s, %s) "
+                            "ON CONFLICT (username) DO UPDATE SET doc = EXCLUDED.doc",
+                            [(u, Jsonb(r)) for u, r in records.items()])
+
+    def usernames(self) -> Iterator[str]:
+        with _database_errors(), self._connection() as conn:
+            names = [name for (name,) in conn.execute("SELECT username FROM users ORDER BY username")]
+        yield from names
+
+    # -- audit ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_audit(conn: psycopg.Connection, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO audit (time, username, doc) VALUES (%s, %s, %s)",
+                            [(e["time"], e.get("user"), Jsonb(e)) for e in events])
+
+    def append_audit(self, events: Sequence[Event]) -> None:
+        with _database_errors(), self._connection() as conn, conn.transaction():
+            self._insert_audit(conn, events)
+
+    def query_audit(self, username=None, since=None, until=None) -> list[Event]:
+        sql, args = "SELECT doc FROM audit WHERE true", []
+        if username is not None:
+            sql += " AND username = %s"
+            args.append(username)
+        if since is not None:
+            sql += " AND time >= %s"
+            args.append(since)
+        if until is not None:
+            sql += " AND time < %s"
+            args.append(until)
+        with _database_errors(), self._connection() as conn:
+            return [doc for (doc,) in conn.execute(sql + " ORDER BY time, id", args)]
+
+    def close(self) -> None:
+        self.pool.close()

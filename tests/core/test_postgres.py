@@ -1,0 +1,130 @@
+"""PostgreSQL-only behaviour: selection by URL, the schema version, errors, two replicas on one database.
+
+The shared suites (contract, lifecycle, throttle, passwords, sessions, damage,
+audit commit, concurrency) run on PostgreSQL through the ``backend`` fixture;
+these are the parts only a database has. They use the throwaway cluster of
+tests/pg.py (skipped without PostgreSQL, failing in CI).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import psycopg
+import pytest
+
+import mfa_core
+from mfa_core.storage import open_store
+from mfa_core.storage.postgres import SCHEMA_VERSION, PostgresStore
+
+from ..support import code_for, enable_totp, write_users
+
+PASSWORDS = {"alice": "alice-pass-1"}
+
+
+def test_the_database_url_in_the_environment_selects_postgres(postgres_url, data_dir, clock):
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={"MFA_PORTAL_DATABASE_URL": postgres_url})
+    assert isinstance(svc.store, PostgresStore)
+    enable_totp(svc, clock, "alice")
+    assert not (data_dir / "users").exists()  # nothing of the user's in the data dir
+
+
+def test_without_a_url_the_embedded_store_is_used(data_dir, clock):
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={})
+    assert type(svc.store).__name__ == "ShardedTinyDBStore"
+    with pytest.raises(ValueError):
+        mfa_core.open_service(data_dir, clock=clock, environ={}, backend="postgres")
+
+
+def test_the_schema_is_versioned_and_a_newer_one_is_refused(postgres_url, data_dir, clock):
+    store = PostgresStore(postgres_url)
+    assert store.schema_version() == SCHEMA_VERSION
+    store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
+    try:
+        with pytest.raises(mfa_core.StorageError, match="newer than this portal knows"):
+            mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=postgres_url)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM schema_version WHERE version > %s", (SCHEMA_VERSION,))
+
+
+def test_an_unreachable_database_is_a_storage_error(postgres_cluster, data_dir, clock):
+    url = f"postgresql://mfa@127.0.0.1:{postgres_cluster.port}/no_such_database?connect_timeout=2"
+    with pytest.raises(mfa_core.StorageError, match="database cannot be used"):
+        mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=url)
+
+
+def test_a_database_failure_mid_operation_is_a_storage_error(postgres_url, data_dir, clock):
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=postgres_url)
+    enable_totp(svc, clock, "alice")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE users RENAME TO users_away")
+    try:
+        with pytest.raises(mfa_core.StorageError):
+            svc.status("alice")
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE users_away RENAME TO users")
+    assert svc.status("alice").totp_enabled
+
+
+def test_a_users_transaction_is_a_lock_other_stores_wait_for(postgres_url):
+    first, second = open_store("postgres", "", postgres_url), PostgresStore(postgres_url)
+    order: list[str] = []
+    entered = threading.Event()
+
+    def hold():
+        with first.transaction("alice") as txn:
+            entered.set()
+            time.sleep(0.3)
+            txn.record["n"] = 1
+            order.append("first")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    entered.wait(5)
+    with second.transaction("alice") as txn:  # waits for the first to commit, then sees it
+        order.append("second")
+        assert txn.record.get("n") == 1
+        txn.record["n"] = 2
+    holder.join()
+    assert order == ["first", "second"] and first.read("alice")["n"] == 2
+    assert second.read_keyed("nobody") is None and first.read("bob") is None  # nothing for readers
+    assert list(first.usernames()) == ["alice"]
+
+
+@pytest.fixture
+def replicas(postgres_url, tmp_path, clock):
+    """Two engines on one database, each with its own data dir holding the same keys and users."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_users(one, PASSWORDS)
+    a = mfa_core.open_service(one, clock=clock, environ={}, database_url=postgres_url)
+    two.mkdir()
+    for name in ("keys.json", "users.yaml"):
+        shutil.copy2(one / name, two / name)
+    b = mfa_core.open_service(two, clock=clock, environ={}, database_url=postgres_url)
+    return a, b
+
+
+def test_two_replicas_share_records_sessions_and_throttles(replicas, clock):
+    a, b = replicas
+    secret = enable_totp(a, clock, "alice")  # enroll on one ...
+    clock.advance(30)
+    b.attempt_second_factor("alice", code_for(secret, clock()))  # ... use on the other
+    assert b.status("alice").totp_enabled
+    token = a.sessions.start("alice", second_factor_passed=True)
+    assert b.sessions.find(token) is not None
+    b.sessions.end(token)  # ended on one, ended on the other
+    assert a.sessions.find(token) is None
+    for _ in range(mfa_core.ThrottlePolicy().free_failures):  # failures on one count on the other
+        with pytest.raises(mfa_core.InvalidCode):
+            (a if _ % 2 else b).attempt_second_factor("alice", "000000")
+    with pytest.raises(mfa_core.TooManyAttempts):
+        a.attempt_second_factor("alice", "000000")
+    with pytest.raises(mfa_core.TooManyAttempts):
+        b.attempt_second_factor("alice", "000000")
+    assert [e.event for e in a.audit("alice")] == [e.event for e in b.audit("alice")]
