@@ -250,21 +250,31 @@ class MFAService:
             resource = self._resource(username, txn.record["pending"], secret)
         return resource
 
-    def verify_totp(self, username: str, code: str, *, actor: str | None = None) -> MFAStatus:
+    def verify_totp(self, username: str, code: str, *, actor: str | None = None,
+                    enrollment: float | None = None) -> MFAStatus:
         """Confirm the pending enrollment with a code from the new authenticator.
 
-        Raises InvalidCodeFormat, NoPendingEnrollment, EnrollmentExpired,
-        InvalidCode (CodeAlreadyUsed, CodeExpired, ClockDrift), TooManyAttempts.
+        ``enrollment`` is the ``created_at`` of the enrollment the caller
+        showed (its ``TOTPResource``): if another one replaced it meanwhile,
+        nothing is verified (NoPendingEnrollment), so a code can only confirm
+        the secret its own page showed. Raises InvalidCodeFormat,
+        NoPendingEnrollment, EnrollmentExpired, InvalidCode (CodeAlreadyUsed,
+        CodeExpired, ClockDrift), TooManyAttempts.
         """
         username = check.name(username)
         code = check.totp_code(code)
         actor = check.optional_name(actor, "actor", username)
+        if enrollment is not None:
+            enrollment = check.time(enrollment, "enrollment")
         now = self.clock()
         error: MFAError | None = None
         with self._transaction(username) as txn:
             rec = txn.record
             if not rec.get("pending"):
                 error = NoPendingEnrollment()
+            elif enrollment is not None and rec["pending"]["created_at"] != enrollment:
+                error = NoPendingEnrollment("This set-up was restarted elsewhere: the code you "
+                                            "typed belongs to a QR code that no longer works.")
             elif records.live_pending(rec, now) is None:
                 rec.pop("pending")
                 self._log(txn, now, actor, "totp_enrollment_expired", "refused")

@@ -21,7 +21,7 @@ import streamlit as st
 import mfa_core
 from mfa_core.backup_codes import same_code
 
-from . import backup_view, config, session
+from . import backup_view, config, focus, session
 from .navigation import MANAGE_PAGE, page_link
 from .qr import img_tag, qr_png
 
@@ -34,6 +34,7 @@ CONFIRM_ERROR = "addtotp_confirm_error"
 QR = "addtotp_qr"
 ASKED = "addtotp_asked"
 MINE = "addtotp_mine"        # sha256 of the secret of the enrollment this session started
+MINE_AT = "addtotp_mine_at"  # and its created_at: the engine verifies only that enrollment
 
 STEPS = ("add", "verify", "backupcodes", "success")
 # What the page shows besides the four steps.
@@ -53,6 +54,7 @@ def _fingerprint(resource: mfa_core.TOTPResource) -> str:
 
 def _own(resource: mfa_core.TOTPResource) -> mfa_core.TOTPResource:
     st.session_state[MINE] = _fingerprint(resource)
+    st.session_state[MINE_AT] = resource.created_at
     return resource
 
 
@@ -162,13 +164,13 @@ def submit_code() -> None:
         if not owned(svc.pending_totp(user)):  # replaced or expired since the page was drawn
             st.session_state[ERROR] = REPLACED_TEXT
             return
-        svc.verify_totp(user, typed)
+        svc.verify_totp(user, typed, enrollment=st.session_state.get(MINE_AT))
     except mfa_core.MFAError as err:
         st.session_state[ERROR] = str(err)
         return
     session.note_mfa_changed()
     session.record_verification()  # a code from the new authenticator proves it's them
-    for key in (ERROR, QR, MINE):
+    for key in (ERROR, QR, MINE, MINE_AT):
         st.session_state.pop(key, None)
     try:
         backup_view.keep(svc.create_backup_codes(user).codes)
@@ -262,6 +264,7 @@ def _render_verify() -> None:
                       icon=":material/pin:", placeholder="6-digit code",
                       autocomplete="one-time-code", max_chars=12)
         st.form_submit_button("Verify code", type="primary", on_click=submit_code)
+    focus.field("Enter the code from your authentication app")
     error = st.session_state.get(ERROR)
     if error:
         st.error(error)

@@ -15,7 +15,7 @@ import streamlit as st
 
 import mfa_core
 
-from . import config
+from . import config, focus
 from .session import (DIALOG_OPEN, PENDING, PENDING_RUN, REVERIFY_BACKUP, REVERIFY_DONE,
                       REVERIFY_ERROR, REVERIFY_WINDOW, VERIFIED_AT, client_source, current_username,
                       flash, now, record_verification, still_trusted)
@@ -171,9 +171,10 @@ def _reverify_dialog() -> None:
         label = "Authentication code"
     with st.form("portal_reverify_form", border=False):
         st.text_input(label, key=_reverify_code_key(mode),
-                      type="password" if mode == "password" else "default",
+                      type={"password": "password", "totp": "phone"}.get(mode, "default"),
                       autocomplete="current-password" if mode == "password" else "one-time-code")
         st.form_submit_button("Confirm", type="primary", on_click=confirm_reverification)
+    focus.field(label)
     error = st.session_state.get(REVERIFY_ERROR)
     if error:
         st.error(error)

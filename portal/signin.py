@@ -20,7 +20,7 @@ import mfa_core
 import mfa_core.service
 from mfa_core.users import DEMO_USERS, User
 
-from . import config, cookies, session, users
+from . import config, cookies, focus, session, users
 from .navigation import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE,  # noqa: F401 (re-exported)
                          MANAGE_PAGE, page_link, sidebar)
 
@@ -117,7 +117,7 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
     # callback: a callback runs before the script, so a rerun that a
     # component's report forces mid-run can no longer drop the click.
     with st.form(LOGIN_FORM):
-        st.subheader("Sign in")
+        st.header("Sign in")
         st.text_input("Username", key=LOGIN_USERNAME, autocomplete="username")
         st.text_input("Password", key=LOGIN_PASSWORD, type="password",
                       autocomplete="current-password")
@@ -213,10 +213,13 @@ def _challenge_screen(portal: config.Portal, user: User) -> None:
         st.write(f"Open your authentication app and enter the 6-digit code for "
                  f"**{portal.service.issuer}** ({user.username}).")
     with st.form("portal_challenge_form", border=False):
+        # type "phone": Streamlit's way to a numeric keypad on phones (<input type="tel">).
         st.text_input("Backup code" if backup else "Authentication code", key=_challenge_key(),
+                      type="default" if backup else "phone",
                       autocomplete="off" if backup else "one-time-code",
                       max_chars=40 if backup else 12)
         st.form_submit_button("Continue", type="primary", on_click=_submit_challenge)
+    focus.field("Backup code" if backup else "Authentication code")
     error = st.session_state.get(CHALLENGE_ERROR)
     if error:
         st.error(error)

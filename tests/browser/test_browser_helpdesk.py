@@ -30,7 +30,7 @@ def test_sign_in_screens_pass_axe_and_code_fields_are_one_time_codes(portal, pag
     page.get_by_label("Username", exact=True).wait_for()
     # The sign-in form's "Sign in" heading (h3 after h1) is portal/signin.py's: allowed here
     # until that module's heading level changes.
-    assert_accessible(page, "sign-in", allow={"heading-order"})
+    assert_accessible(page, "sign-in")
     secret, last_step = portal.enroll("ivan")
     sign_in(page, portal.url, "ivan", BROWSER_USERS["ivan"])
     expect_challenge(page)

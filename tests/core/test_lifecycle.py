@@ -279,3 +279,14 @@ def test_revoked_token_is_remembered_for_that_user(svc, clock):
     assert svc.is_token_revoked("alice", "fp-1")
     assert not svc.is_token_revoked("alice", "fp-2")
     assert not svc.is_token_revoked("bob", "fp-1")
+
+
+def test_a_code_confirms_only_the_enrollment_its_caller_showed(svc, clock):
+    shown = svc.create_totp("alice")
+    clock.advance(1)
+    replacement = svc.create_totp("alice")  # another window's Reset
+    with pytest.raises(mfa_core.NoPendingEnrollment, match="restarted elsewhere"):
+        svc.verify_totp("alice", code_for(shown.secret, clock()), enrollment=shown.created_at)
+    assert not svc.status("alice").totp_enabled
+    svc.verify_totp("alice", code_for(replacement.secret, clock()), enrollment=replacement.created_at)
+    assert svc.status("alice").totp_enabled
