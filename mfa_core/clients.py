@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from filelock import FileLock, Timeout
 
 from .audit import AuditEvent
 from .errors import MFAError, StorageError
-from .storage import write_atomic
+from .storage.files import LockBusy, exclusive, path_lock, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -141,18 +140,6 @@ class ClientRegistry(ABC):
         """Note that the client was just used (kept to the minute; never raises)."""
 
 
-# Writers of one registry file in this process queue on one threading.Lock
-# (by resolved path); the FileLock taken after it excludes other processes.
-_PATH_LOCKS: dict[str, threading.Lock] = {}
-_PATH_LOCKS_GUARD = threading.Lock()
-
-
-def _path_lock(path: Path) -> threading.Lock:
-    key = os.path.realpath(path)
-    with _PATH_LOCKS_GUARD:
-        return _PATH_LOCKS.setdefault(key, threading.Lock())
-
-
 _Stamp = tuple[int, int, int]
 
 
@@ -171,7 +158,7 @@ class FileClientRegistry(ClientRegistry):
         self._audit = audit
         self.lock_timeout = lock_timeout
         self._lock_file = str(self.path) + ".lock"
-        self._thread_lock = _path_lock(self.path)
+        self._thread_lock = path_lock(self.path)
         self._snapshot: tuple[_Stamp | None, dict[str, dict[str, Any]]] | None = None
         self._parse_lock = threading.Lock()
 
@@ -259,27 +246,16 @@ class FileClientRegistry(ClientRegistry):
     def _changing(self, timeout: float | None = None) -> Iterator[dict[str, dict[str, Any]]]:
         """The registry parsed afresh under the lock; written back (atomically, 0600) on success."""
         timeout = self.lock_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        if not self._thread_lock.acquire(timeout=timeout):
-            raise self._busy()
         try:
-            lock = FileLock(self._lock_file, thread_local=False,
-                            timeout=max(0.0, deadline - time.monotonic()))
-            try:
-                lock.acquire(poll_interval=0.005)
-            except Timeout:
-                raise self._busy() from None
-            try:
+            with exclusive(self._thread_lock, self._lock_file, timeout):
                 _, entries = self._load()
                 entries = {name: dict(entry) for name, entry in entries.items()}
                 yield entries
                 data = {"version": FORMAT_VERSION, "clients": dict(sorted(entries.items()))}
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"), 0o600)
-            finally:
-                lock.release()
-        finally:
-            self._thread_lock.release()
+        except LockBusy:
+            raise self._busy() from None
 
     def _busy(self) -> ClientError:
         return ClientError(f"The API client registry {self.path} stayed locked for "

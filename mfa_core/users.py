@@ -12,17 +12,15 @@ import copy
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import bcrypt
 import yaml
-from filelock import FileLock, Timeout
 
 from .errors import MFAError
-from .storage import write_atomic
+from .storage.files import LockBusy, exclusive, path_lock, write_atomic
 
 USERS_FILE = "users.yaml"
 ADMIN_ROLE = "admin"
@@ -140,21 +138,8 @@ def hash_password(password: str) -> str:
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt()).decode("ascii")
 
 
-# Writers of one users.yaml in this process queue on one threading.Lock (by
-# resolved path, whichever UserDirectory object they use); the FileLock taken
-# after it excludes other processes. filelock's own lock is re-entrant per
-# object, so it alone would let every thread of a shared object in at once.
-_PATH_LOCKS: dict[str, threading.Lock] = {}
-_PATH_LOCKS_GUARD = threading.Lock()
-
 # (st_ino, st_mtime_ns, st_size) of a parsed users.yaml; None: there is no file.
 _Stamp = tuple[int, int, int]
-
-
-def _path_lock(path: Path) -> threading.Lock:
-    key = os.path.realpath(path)
-    with _PATH_LOCKS_GUARD:
-        return _PATH_LOCKS.setdefault(key, threading.Lock())
 
 
 def _stamp(st: os.stat_result) -> _Stamp:
@@ -178,7 +163,7 @@ class UserDirectory:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock_timeout = lock_timeout
         self._lock_file = str(self.path) + ".lock"
-        self._thread_lock = _path_lock(self.path)
+        self._thread_lock = path_lock(self.path)
         self._snapshot: tuple[_Stamp | None, dict[str, Any]] | None = None
         self._index: tuple[dict[str, Any], UserIndex] | None = None
         self._parse_lock = threading.Lock()  # one parse per new version, not one per reader
@@ -191,24 +176,11 @@ class UserDirectory:
 
         Raises UserDirectoryError when it is not free within ``lock_timeout`` seconds.
         """
-        deadline = time.monotonic() + self.lock_timeout
-        if not self._thread_lock.acquire(timeout=self.lock_timeout):
-            raise self._lock_timed_out()
         try:
-            # A fresh FileLock each time: its own file descriptor, so flock also
-            # excludes another object, or process, holding the lock.
-            lock = FileLock(self._lock_file, thread_local=False,
-                            timeout=max(0.0, deadline - time.monotonic()))
-            try:
-                lock.acquire(poll_interval=0.005)
-            except Timeout:
-                raise self._lock_timed_out() from None
-            try:
+            with exclusive(self._thread_lock, self._lock_file, self.lock_timeout):
                 yield
-            finally:
-                lock.release()
-        finally:
-            self._thread_lock.release()
+        except LockBusy:
+            raise self._lock_timed_out() from None
 
     def _lock_timed_out(self) -> UserDirectoryError:
         return UserDirectoryError(

@@ -1,4 +1,4 @@
-"""Files that are never seen half-written: atomic replace, and the sweep of killed writers' temp files."""
+"""Files that are never seen half-written (atomic replace, the sweep of killed writers' temp files) and file locks that exclude threads too."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import contextlib
 import os
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock, Timeout
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -73,3 +77,47 @@ def sweep_leftovers(data_dir: str | os.PathLike, older_than: float = LEFTOVER_AG
                     os.unlink(path)
                     removed += 1
     return removed
+
+
+class LockBusy(TimeoutError):
+    """A lock stayed taken for the whole timeout; the caller says what could not be done."""
+
+
+# Holders of one lock file in this process queue on one threading.Lock (by
+# resolved path, whichever object they use); the FileLock taken after it
+# excludes other processes. filelock's own lock is re-entrant per object, so
+# it alone would let every thread sharing an object in at once.
+_PATH_LOCKS: dict[str, threading.Lock] = {}
+_PATH_LOCKS_GUARD = threading.Lock()
+
+
+def path_lock(path: str | os.PathLike) -> threading.Lock:
+    """The one thread lock of this process for ``path``."""
+    key = os.path.realpath(path)
+    with _PATH_LOCKS_GUARD:
+        return _PATH_LOCKS.setdefault(key, threading.Lock())
+
+
+@contextlib.contextmanager
+def exclusive(thread_lock: threading.Lock, lock_file: str, timeout: float,
+              poll_interval: float = 0.005) -> Iterator[None]:
+    """Hold ``thread_lock``, then ``lock_file``'s flock, within ``timeout`` seconds in all.
+
+    A fresh FileLock each time: its own file descriptor, so flock excludes
+    another object or process holding the same file. Raises LockBusy.
+    """
+    deadline = time.monotonic() + timeout
+    if not thread_lock.acquire(timeout=timeout):
+        raise LockBusy(lock_file)
+    try:
+        lock = FileLock(lock_file, thread_local=False, timeout=max(0.0, deadline - time.monotonic()))
+        try:
+            lock.acquire(poll_interval=poll_interval)
+        except Timeout:
+            raise LockBusy(lock_file) from None
+        try:
+            yield
+        finally:
+            lock.release()
+    finally:
+        thread_lock.release()

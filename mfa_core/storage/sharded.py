@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from filelock import FileLock, Timeout
 from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document
@@ -26,7 +25,7 @@ from ..errors import RecordDamaged, StorageError
 from .audit_log import JSONLinesAuditLog
 from .base import (LOCK_TIMEOUT, Event, Record, Store, Transaction, check_record,
                    commit_after_audit, parse_record, user_key)
-from .files import write_atomic
+from .files import LockBusy, exclusive, write_atomic
 
 log = logging.getLogger("mfa_core.storage")
 
@@ -104,22 +103,11 @@ class StripedLocks:
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
         n = int(key[:8], 16) % self.stripes
-        if not self._thread_locks[n].acquire(timeout=LOCK_TIMEOUT):
-            raise StorageError()
         try:
-            # A fresh FileLock each time: its own file descriptor, so flock
-            # excludes other processes even if another object exists here.
-            lock = FileLock(self._paths[n], timeout=LOCK_TIMEOUT, thread_local=False)
-            try:
-                lock.acquire(poll_interval=0.001)
-            except Timeout as exc:
-                raise StorageError() from exc
-            try:
+            with exclusive(self._thread_locks[n], self._paths[n], LOCK_TIMEOUT, poll_interval=0.001):
                 yield
-            finally:
-                lock.release()
-        finally:
-            self._thread_locks[n].release()
+        except LockBusy as exc:
+            raise StorageError() from exc
 
 
 def load_document(path: str, what: str) -> tuple[dict[str, Any] | None, Record | None]:
