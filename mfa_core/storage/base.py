@@ -15,7 +15,7 @@ import json
 import secrets
 import sqlite3
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import RecordDamaged
 
@@ -67,6 +67,21 @@ class Transaction:
         return _canonical(self.record) != self._original
 
 
+def open_transaction(username: str, load: Callable[[], Record | None], *,
+                     repair: bool) -> Transaction:
+    """A user's transaction on what ``load()`` reads.
+
+    A damaged record raises RecordDamaged, unless ``repair``: then the
+    transaction starts empty and is marked ``damaged``.
+    """
+    try:
+        return Transaction(username, load())
+    except RecordDamaged:
+        if not repair:
+            raise
+        return Transaction(username, None, damaged=True)
+
+
 def _canonical(record: Record) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
@@ -91,6 +106,18 @@ def commit_after_audit(txn: Transaction, audit: Any, write: Any) -> bool:
                 audit.abort(txn.txn_id, txn.events[-1]["time"])
         raise
     return True
+
+
+def audit_filter(username: str | None, since: float | None, until: float | None, *,
+                 user_column: str, placeholder: str) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) of an audit query on a SQL backend."""
+    clauses, args = [], []
+    for value, clause in ((username, f"{user_column} = {placeholder}"),
+                          (since, f"time >= {placeholder}"), (until, f"time < {placeholder}")):
+        if value is not None:
+            clauses.append(clause)
+            args.append(value)
+    return " WHERE " + " AND ".join(clauses) if clauses else "", args
 
 
 def check_record(raw: Any, what: str) -> Record:

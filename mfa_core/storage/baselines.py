@@ -20,8 +20,8 @@ from tinydb.table import Document
 
 from ..errors import RecordDamaged
 from .audit_log import JSONLinesAuditLog
-from .base import (LOCK_TIMEOUT, Event, Record, Store, Transaction, check_record,
-                   commit_after_audit, parse_record, user_key)
+from .base import (LOCK_TIMEOUT, Event, Record, Store, Transaction, audit_filter, check_record,
+                   commit_after_audit, open_transaction, parse_record, user_key)
 from .sharded import AtomicJSONStorage, _replace
 
 
@@ -62,12 +62,8 @@ class SingleFileTinyDBStore(Store):
     def transaction(self, username: str, *, repair: bool = False) -> Iterator[Transaction]:
         with self._lock, FileLock(self._file_lock, timeout=LOCK_TIMEOUT, thread_local=False):
             db = self._db()
-            try:
-                txn = Transaction(username, self._get(db, "users", _doc_id(username)))
-            except RecordDamaged:
-                if not repair:
-                    raise
-                txn = Transaction(username, None, damaged=True)
+            txn = open_transaction(username, lambda: self._get(db, "users", _doc_id(username)),
+                                   repair=repair)
             yield txn
             commit_after_audit(txn, self.audit,
                                lambda: _replace(db.table("users"), _doc_id(username), txn.record))
@@ -159,12 +155,8 @@ class SQLiteStore(Store):
     def transaction(self, username: str, *, repair: bool = False) -> Iterator[Transaction]:
         with self._begin() as conn:
             row = conn.execute("SELECT doc FROM users WHERE username = ?", (username,)).fetchone()
-            try:
-                txn = Transaction(username, self._doc(row, "Your account's record"))
-            except RecordDamaged:
-                if not repair:
-                    raise
-                txn = Transaction(username, None, damaged=True)
+            txn = open_transaction(username, lambda: self._doc(row, "Your account's record"),
+                                   repair=repair)
             yield txn
             if txn.changed:
                 conn.execute("INSERT OR REPLACE INTO users (username, doc) VALUES (?, ?)",
@@ -205,17 +197,9 @@ class SQLiteStore(Store):
             self._insert_audit(conn, events)
 
     def query_audit(self, username=None, since=None, until=None) -> list[Event]:
-        sql, args = "SELECT doc FROM audit WHERE 1=1", []
-        if username is not None:
-            sql += " AND user = ?"
-            args.append(username)
-        if since is not None:
-            sql += " AND time >= ?"
-            args.append(since)
-        if until is not None:
-            sql += " AND time < ?"
-            args.append(until)
-        return [json.loads(d) for (d,) in self._conn().execute(sql + " ORDER BY time", args)]
+        where, args = audit_filter(username, since, until, user_column="user", placeholder="?")
+        return [json.loads(d) for (d,) in
+                self._conn().execute(f"SELECT doc FROM audit{where} ORDER BY time", args)]
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -26,8 +26,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from ..errors import RecordDamaged, StorageError
-from .base import LOCK_TIMEOUT, DatabaseError, Event, Record, Store, Transaction, check_record
+from ..errors import StorageError
+from .base import (LOCK_TIMEOUT, DatabaseError, Event, Record, Store, Transaction, audit_filter,
+                   check_record, open_transaction)
 
 SCHEMA_VERSION = 1
 
@@ -152,12 +153,8 @@ class PostgresStore(Store):
     def transaction(self, username: str, *, repair: bool = False) -> Iterator[Transaction]:
         with _database_errors(), self._begin(_lock_id("user", username)) as conn:
             row = conn.execute("SELECT doc FROM users WHERE username = %s", (username,)).fetchone()
-            try:
-                txn = Transaction(username, self._doc(row, "Your account's record"))
-            except RecordDamaged:
-                if not repair:
-                    raise
-                txn = Transaction(username, None, damaged=True)
+            txn = open_transaction(username, lambda: self._doc(row, "Your account's record"),
+                                   repair=repair)
             yield txn
             if txn.damaged:  # keep the damaged copy for whoever investigates
                 conn.execute("INSERT INTO damaged_records (username, doc) "
@@ -211,18 +208,10 @@ class PostgresStore(Store):
             self._insert_audit(conn, events)
 
     def query_audit(self, username=None, since=None, until=None) -> list[Event]:
-        sql, args = "SELECT doc FROM audit WHERE true", []
-        if username is not None:
-            sql += " AND username = %s"
-            args.append(username)
-        if since is not None:
-            sql += " AND time >= %s"
-            args.append(since)
-        if until is not None:
-            sql += " AND time < %s"
-            args.append(until)
+        where, args = audit_filter(username, since, until, user_column="username", placeholder="%s")
         with _database_errors(), self._connection() as conn:
-            return [doc for (doc,) in conn.execute(sql + " ORDER BY time, id", args)]
+            return [doc for (doc,) in conn.execute(f"SELECT doc FROM audit{where} ORDER BY time, id",
+                                                   args)]
 
     def close(self) -> None:
         self.pool.close()
