@@ -85,7 +85,6 @@ def _sign_in(at, who: str | None) -> None:
     name = {"enrolled": ENROLLED, "new": NEW, "admin": ADMIN}[who]
     state = at.session_state
     state["portal_user"] = name
-    state["portal_via"] = "password"
     state["portal_second_factor"] = True
     state["portal_verified_at"] = time.time()  # a recent verification: no dialog
     state["portal_epoch"] = None  # the guard adopts the store's epoch on first sight

@@ -370,6 +370,7 @@ class MFAService:
             state = rec.get("password") or {}
             familiar = passwords.is_familiar(state, src, now, policy)
             error = passwords.gate(state, src, familiar, now, policy)
+            slot: str | None = None  # a spraying slot, taken only for an unfamiliar source
             if error is None and not familiar:
                 error, slot = self._spray_slot(src, now)
             if error is not None:
@@ -379,8 +380,7 @@ class MFAService:
                 ok = _bcrypt_check(password, stored)
                 state = rec.setdefault("password", state)
                 if ok:
-                    if not familiar:
-                        self._spray_release(src, slot)
+                    self._spray_release(src, slot)
                     passwords.record_success(state, src)
                     if not records.two_step_on(rec):  # the sign-in is complete: a familiar place
                         passwords.remember_source(state, src, now, policy)

@@ -22,7 +22,6 @@ from . import config
 REVERIFY_WINDOW = 600  # seconds a verification covers sensitive actions
 
 USER = "portal_user"              # username whose password (or cookie) was accepted
-VIA = "portal_via"                # "password" or "cookie" (a session continued)
 TOKEN = "portal_session_token"    # the server-side session's token (never sent to the page)
 PASSED = "portal_second_factor"   # True once the second factor passed (or none exists)
 VERIFIED_AT = "portal_verified_at"  # time of the last verification (None: none)
@@ -89,13 +88,12 @@ def still_trusted() -> bool:
         return False
 
 
-def start(username: str, via: str, *, token: str | None, passed: bool = False,
+def start(username: str, *, token: str | None, passed: bool = False,
           verified_at: float | None = None) -> None:
     """A password was accepted (or the browser's session continues): this page session joins it."""
     clear()
     st.session_state.pop(FLASH, None)
     st.session_state[USER] = username
-    st.session_state[VIA] = via
     st.session_state[TOKEN] = token
     st.session_state[PASSED] = bool(passed)
     st.session_state[VERIFIED_AT] = verified_at

@@ -158,7 +158,7 @@ def _submit_password() -> None:
     # Start the portal's session here, in the callback, before the script
     # runs: a component reporting back can interrupt the run at its next
     # st.* call, and the rerun must find the accepted password.
-    session.start(username, "password", token=token,
+    session.start(username, token=token,
                   passed=not result.two_factor_enabled,
                   verified_at=None if result.two_factor_enabled else now)
     st.session_state[COOKIE_DUE] = True
@@ -183,7 +183,7 @@ def _restore_from_cookie(portal: config.Portal) -> None:
     if found is None or users.lookup(portal, found.username) is None:
         st.session_state[DELETE_COOKIE] = True  # an ended session's cookie is removed
         return
-    session.start(found.username, "cookie", token=token, passed=found.second_factor_passed,
+    session.start(found.username, token=token, passed=found.second_factor_passed,
                   verified_at=found.verified_at)
 
 
