@@ -130,6 +130,53 @@ class NoBackupCodes(MFAError):
     default_message = "You have no backup codes left. Sign in with your authentication app."
 
 
+class PasskeyRefused(InvalidCode):
+    """A passkey's answer was not accepted: it counts as a failed attempt.
+
+    ``reason`` names the check that failed (wrong origin, wrong relying
+    party, challenge, signature …) for the audit trail and the operator;
+    ``str()`` is what the user may see, and says no more than they need.
+    """
+
+    default_message = ("That passkey could not be verified. Try again, or use another way "
+                       "to verify it's you.")
+
+    def __init__(self, message: str | None = None, *, reason: str = "refused") -> None:
+        self.reason = reason
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_rebuild_with_reason, (type(self), str(self), self.reason))
+
+
+class PasskeyChallengeExpired(PasskeyRefused):
+    """No live challenge for this session: never issued, already used, expired or replaced."""
+
+    default_message = ("That passkey request has expired or was already used. "
+                       "Start again to get a new one.")
+
+
+class SignCountRegressed(PasskeyRefused):
+    """The authenticator's signature counter went backwards: it may have been cloned."""
+
+    default_message = ("This passkey was refused: its use counter went backwards, which can "
+                       "mean it was copied. Use another way to sign in and contact the helpdesk.")
+
+
+class PasskeyAlreadyRegistered(MFAError):
+    default_message = "That passkey is already registered. Choose another device or security key."
+
+
+class PasskeySettingsError(MFAError, ValueError):
+    """The relying-party settings (``MFA_PORTAL_RP_ID`` …) cannot be used: passkeys stay off."""
+
+    default_message = "Passkeys are not set up correctly on this portal. Contact your administrator."
+
+
+def _rebuild_with_reason(cls: type, message: str, reason: str) -> MFAError:
+    return cls(message, reason=reason)
+
+
 class StorageError(MFAError):
     default_message = "The MFA store is unavailable right now. Try again in a moment."
 
