@@ -17,3 +17,10 @@ __all__ = [
     "PasswordBlocked", "PasswordPolicy", "PasswordResult", "RecordDamaged", "SecondFactorResult", "Session", "SessionPolicy",
     "StorageError", "TOTPResource", "ThrottlePolicy", "TooManyAttempts", "open_service",
 ]
+
+# Passkeys (WebAuthn): mfa_core.passkeys holds the relying party and the ceremonies.
+from .errors import (PasskeyAlreadyRegistered, PasskeyChallengeExpired, PasskeyRefused,  # noqa: E402
+                     PasskeySettingsError, SignCountRegressed)
+
+__all__ += ["PasskeyAlreadyRegistered", "PasskeyChallengeExpired", "PasskeyRefused",
+            "PasskeySettingsError", "SignCountRegressed"]
