@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import webauthn
-from webauthn.helpers import bytes_to_base64url
+from webauthn.helpers import aaguid_to_string, bytes_to_base64url, parse_attestation_object
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (AuthenticatorSelectionCriteria, AuthenticatorTransport,
                                       PublicKeyCredentialDescriptor, ResidentKeyRequirement,
@@ -334,6 +334,23 @@ def verify_registration(rp: RelyingParty, response: Any, *, challenge: bytes) ->
                       sign_count=verified.sign_count, transports=transports, aaguid=verified.aaguid,
                       backup_eligible=eligible, backed_up=bool(verified.credential_backed_up),
                       suggested_label=describe(verified.aaguid, attachment, transports))
+
+
+def describe_response(response: Any) -> str:
+    """A name to suggest for the passkey in a registration answer, before it is checked.
+
+    Only for the name field: nothing here is trusted. Raises InvalidCodeFormat.
+    """
+    response = parse_response(response)
+    inner = response["response"]
+    transports = [t for t in inner.get("transports") or () if isinstance(t, str)]
+    try:
+        aaguid = parse_attestation_object(unb64url(inner["attestationObject"])) \
+            .auth_data.attested_credential_data.aaguid
+        aaguid_text = aaguid_to_string(aaguid)
+    except Exception:  # whatever a hostile answer holds: no name from it
+        aaguid_text = ""
+    return describe(aaguid_text, response.get("authenticatorAttachment"), transports)
 
 
 def describe(aaguid: str, attachment: Any = None, transports: Iterable[str] = ()) -> str:

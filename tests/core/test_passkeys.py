@@ -364,3 +364,14 @@ def test_challenges_need_a_session_and_a_known_ceremony(book):
         book.issue("", AUTHENTICATE, "alice")
     with pytest.raises(ValueError):
         book.issue("session-a", "sign", "alice")
+
+
+def test_the_name_suggested_from_an_unchecked_answer_never_fails(authenticator):
+    options = passkeys.registration_options(RP, user_id=b"u" * 32, username="alice",
+                                            display_name="Alice", challenge=b"c" * 32)
+    answer = authenticator.create(options)
+    assert passkeys.describe_response(answer) == "Google Password Manager"
+    answer["response"]["attestationObject"] = "AAAA"
+    assert passkeys.describe_response(answer) == "Passkey on this device"  # from "platform"
+    with pytest.raises(InvalidCodeFormat):
+        passkeys.describe_response("{}")
