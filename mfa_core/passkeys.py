@@ -28,8 +28,10 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import os
 import re
 import secrets
+import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
@@ -140,6 +142,31 @@ class RelyingParty:
         if self.origins:
             return origin in self.origins
         return self.id == DEFAULT_RP_ID and _LOCALHOST_ORIGIN.fullmatch(origin) is not None
+
+
+def load_relying_party(environ: Mapping[str, str],
+                       secrets_path: str | os.PathLike | None = ".streamlit/secrets.toml"
+                       ) -> RelyingParty | PasskeySettingsError:
+    """The relying party from the environment over the ``[passkeys]`` table of ``secrets_path``.
+
+    Settings that cannot be used come back as the error (not raised): the
+    portal still runs, with passkeys off and the reason logged.
+    """
+    table: Mapping[str, Any] = {}
+    if secrets_path is not None:
+        try:
+            with open(secrets_path, "rb") as fh:
+                table = tomllib.load(fh).get("passkeys") or {}
+        except FileNotFoundError:
+            pass
+        except (OSError, tomllib.TOMLDecodeError):
+            return PasskeySettingsError(f"The secrets file {secrets_path} cannot be read.")
+    if not isinstance(table, Mapping):
+        return PasskeySettingsError("The [passkeys] table of the secrets file is not a table.")
+    try:
+        return RelyingParty.from_settings(environ, table)
+    except PasskeySettingsError as err:
+        return err
 
 
 def _is_ip(host: str) -> bool:

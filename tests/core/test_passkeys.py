@@ -375,3 +375,15 @@ def test_the_name_suggested_from_an_unchecked_answer_never_fails(authenticator):
     assert passkeys.describe_response(answer) == "Passkey on this device"  # from "platform"
     with pytest.raises(InvalidCodeFormat):
         passkeys.describe_response("{}")
+
+
+def test_settings_load_from_the_secrets_file_and_bad_ones_come_back_as_the_error(tmp_path):
+    secrets_file = tmp_path / "secrets.toml"
+    secrets_file.write_text('[passkeys]\nrp_id = "example.com"\norigins = "https://mfa.example.com"\n')
+    rp = passkeys.load_relying_party({}, secrets_file)
+    assert rp.origins == ("https://mfa.example.com",)
+    assert passkeys.load_relying_party({}, tmp_path / "none.toml") == RelyingParty()
+    bad = passkeys.load_relying_party({"MFA_PORTAL_RP_ID": "10.0.0.1"}, secrets_file)
+    assert isinstance(bad, PasskeySettingsError)
+    secrets_file.write_text("not toml [")
+    assert isinstance(passkeys.load_relying_party({}, secrets_file), PasskeySettingsError)

@@ -1,0 +1,208 @@
+"""Passkeys on the pages: **Use a passkey** (sign-in challenge and Verify it's you) and **Add a passkey**.
+
+Every ceremony runs the same way: a button's callback asks the engine for
+the browser's options (a challenge bound to this sign-in session); the next
+run mounts the component, which calls the browser once; the browser's answer
+comes back in the component's callback, which hands it to the engine. The
+state lives under ``portal_passkey_`` keys of the page session (gone with
+the other ``portal_`` keys at sign-out). Errors are shown as the engine or
+the component word them; nothing about the answer itself is ever shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import streamlit as st
+
+import mfa_core
+
+from . import config, session
+from . import passkey_component as pc
+
+SIGN_IN = "signin"
+REVERIFY = "reverify"
+ADD = "add"
+NEW = "portal_passkey_new"          # {"response": json} of a created passkey waiting for its name
+NAME = "portal_passkey_new_name"    # the name field, prefilled from the authenticator
+PROMPT = "Follow your browser's prompt to use your passkey."
+CANNOT_CHECK = "That passkey answer cannot be checked. Try again."
+
+
+def _ceremony_key(slot: str) -> str:
+    return f"portal_passkey_{slot}"
+
+
+def _component_key(slot: str) -> str:
+    return f"portal_passkey_{slot}_component"
+
+
+def _error_key(slot: str) -> str:
+    return f"portal_passkey_{slot}_error"
+
+
+def has_passkey(status: mfa_core.MFAStatus) -> bool:
+    return any(a.kind == "passkey" for a in getattr(status, "authenticators", ()))
+
+
+def available() -> bool:
+    """Whether this portal can offer passkeys (its relying-party settings work)."""
+    try:
+        return config.service().passkeys_available()
+    except mfa_core.MFAError:
+        return False
+
+
+def set_error(slot: str, text: str) -> None:
+    st.session_state[_error_key(slot)] = text
+
+
+def clear(slot: str) -> None:
+    for key in (_ceremony_key(slot), _error_key(slot)):
+        st.session_state.pop(key, None)
+
+
+def start(slot: str) -> None:
+    """A button's callback: a new ceremony for ``slot`` (its challenge replaces any before it)."""
+    user, token = session.current_username(), session.token()
+    if not user or not token:
+        return
+    svc = config.service()
+    try:
+        if slot == ADD:
+            options, mode = svc.begin_passkey_registration(user, session=token), pc.CREATE
+        else:
+            options, mode = svc.begin_passkey_sign_in(user, session=token), pc.GET
+    except mfa_core.MFAError as err:
+        clear(slot)
+        set_error(slot, str(err))
+        return
+    st.session_state[_ceremony_key(slot)] = {"mode": mode, "options": options, "nonce": pc.new_nonce()}
+    st.session_state.pop(_error_key(slot), None)
+
+
+def running(slot: str) -> bool:
+    return bool(st.session_state.get(_ceremony_key(slot)))
+
+
+def run(slot: str, on_answer: Callable[[str], None], container: Any = None) -> None:
+    """In the page body: the ceremony in progress (if any) and the last error of ``slot``."""
+    where = container or st
+    ceremony = st.session_state.get(_ceremony_key(slot))
+    if ceremony:
+        with where.container():
+            pc.mount(ceremony["mode"], ceremony["options"], nonce=ceremony["nonce"],
+                     key=_component_key(slot), on_result=lambda: _answered(slot, on_answer),
+                     prompt=PROMPT)
+    error = st.session_state.get(_error_key(slot))
+    if error:
+        where.error(error)
+
+
+def _answered(slot: str, on_answer: Callable[[str], None]) -> None:
+    """The component's callback: the browser answered (or could not)."""
+    ceremony = st.session_state.get(_ceremony_key(slot))
+    found = pc.result(_component_key(slot), ceremony["nonce"]) if ceremony else None
+    if found is None:
+        return
+    st.session_state.pop(_ceremony_key(slot), None)
+    if "error" in found:
+        set_error(slot, pc.error_message(found["error"]))
+        return
+    on_answer(found["response"])
+
+
+def attempt(slot: str, response: str) -> mfa_core.SecondFactorResult | None:
+    """Hand a sign-in answer to the engine; None (and the error shown) when it is refused."""
+    user = session.current_username()
+    if not user:
+        return None
+    try:
+        return config.service().attempt_passkey(user, response, session=session.token(),
+                                                source=session.client_source())
+    except mfa_core.MFAError as err:
+        set_error(slot, str(err))
+    except (TypeError, ValueError):
+        set_error(slot, CANNOT_CHECK)
+    return None
+
+
+# -- adding a passkey (Manage MFA) ----------------------------------------------------
+
+
+def request_add() -> None:
+    """**Add a passkey**: behind reverification, then the browser creates the passkey."""
+    clear(ADD)
+    forget_new()
+    session.sensitive("add_passkey", "add a passkey", lambda: start(ADD))
+
+
+def _created(response: str) -> None:
+    """The browser made a passkey: ask for its name (prefilled) before the engine checks and keeps it."""
+    user = session.current_username()
+    try:
+        label = config.service().suggest_passkey_label(user, response)
+    except (mfa_core.MFAError, TypeError, ValueError):
+        label = "Passkey"
+    st.session_state[NEW] = {"response": response}
+    st.session_state[NAME] = label
+
+
+def forget_new() -> None:
+    st.session_state.pop(NEW, None)
+    st.session_state.pop(NAME, None)
+
+
+def save_new() -> None:
+    """**Save passkey**: the engine checks the answer and adds the passkey under the name typed."""
+    new = st.session_state.get(NEW)
+    if not new or not session.still_trusted():
+        return
+    user = session.callback_user()
+    svc = config.service()
+    try:
+        was_on = svc.status(user).two_factor_enabled
+        added = svc.finish_passkey_registration(user, new["response"], session=session.token(),
+                                                label=st.session_state.get(NAME) or "")
+    except mfa_core.InvalidLabel as err:  # the name only: the passkey waits for another one
+        set_error(ADD, str(err))
+        return
+    except mfa_core.MFAError as err:
+        forget_new()
+        set_error(ADD, str(err))
+        return
+    except (TypeError, ValueError):
+        forget_new()
+        set_error(ADD, CANNOT_CHECK)
+        return
+    forget_new()
+    clear(ADD)
+    session.note_mfa_changed()
+    session.flash("success", f"Passkey \u201c{added.label}\u201d added.")
+    if not was_on:
+        # Two-step just turned on: backup codes, as after the first authentication app.
+        from . import backup_view
+        try:
+            backup_view.keep(svc.create_backup_codes(user).codes)
+        except mfa_core.MFAError as err:
+            session.flash("error", str(err))
+        else:
+            session.flash("info", "Two-step verification is on. Save your backup codes below: "
+                                  "they are shown only once.")
+
+
+def render_add() -> None:
+    """Manage MFA's passkey section: **Add a passkey**, the ceremony, then the name of the new passkey."""
+    if not available():
+        st.caption("Passkeys are not set up on this portal.")
+        return
+    new = st.session_state.get(NEW)
+    if new:
+        st.write("Your browser created the passkey. Give it a name you will recognise, then save it.")
+        with st.form("portal_passkey_name_form", border=False):
+            st.text_input("Passkey name", key=NAME, max_chars=40)
+            st.form_submit_button("Save passkey", type="primary", on_click=save_new)
+        st.button("Cancel", key="portal_passkey_cancel", on_click=forget_new)
+    else:
+        st.button("Add a passkey", key="manage_add_passkey", on_click=request_add)
+    run(ADD, _created)
