@@ -158,7 +158,7 @@ def make_record(template: dict[str, Any] | str, name: str, keyring) -> dict[str,
     from mfa_core import backup_codes as bc
     rec = json.loads(template if isinstance(template, str) else json.dumps(template))
     rec["username"] = name
-    rec["totp"]["secret"] = keyring.encrypt(user_secret(name))
+    rec["authenticators"][0]["secret"] = keyring.encrypt(user_secret(name))
     salt = secrets.token_bytes(16)
     rec["backup"]["salt"] = salt.hex()
     rec["backup"]["hashes"] = [bc.digest(keyring.pepper, salt, user_backup_code(name, k))

@@ -1,21 +1,23 @@
-"""mfa_core: the MFA engine (passwords, TOTP, backup codes, throttling, audit) on TinyDB. No Streamlit here."""
+"""mfa_core: the MFA engine (passwords, authenticators: TOTP apps and passkeys, backup codes, throttling, audit) on TinyDB. No Streamlit here."""
 
 from .audit import AuditEvent
+from .authenticators import Authenticator
 from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
-                     InvalidCode, InvalidCodeFormat, KeyringError, MFAError, NoBackupCodes,
-                     NoPendingEnrollment, NotEnabled, PasswordBlocked, RecordDamaged, StorageError,
-                     TooManyAttempts)
+                     InvalidCode, InvalidCodeFormat, InvalidLabel, KeyringError, MFAError,
+                     NoBackupCodes, NoPendingEnrollment, NotEnabled, PasswordBlocked, RecordDamaged,
+                     StorageError, TooManyAttempts, TooManyAuthenticators, UnknownAuthenticator)
 from .service import (BackupCodes, MFAService, MFAStatus, PasswordResult, SecondFactorResult,
                       TOTPResource, open_service)
 from .sessions import Session, SessionPolicy
 from .throttle import PasswordPolicy, ThrottlePolicy
 
 __all__ = [
-    "AccountLocked", "AuditEvent", "BackupCodes", "ClockDrift", "CodeAlreadyUsed", "CodeExpired",
-    "EnrollmentExpired", "InvalidCode", "InvalidCodeFormat", "KeyringError", "MFAError",
+    "AccountLocked", "AuditEvent", "Authenticator", "BackupCodes", "ClockDrift", "CodeAlreadyUsed", "CodeExpired",
+    "EnrollmentExpired", "InvalidCode", "InvalidCodeFormat", "InvalidLabel", "KeyringError", "MFAError",
     "MFAService", "MFAStatus", "NoBackupCodes", "NoPendingEnrollment", "NotEnabled",
     "PasswordBlocked", "PasswordPolicy", "PasswordResult", "RecordDamaged", "SecondFactorResult", "Session", "SessionPolicy",
-    "StorageError", "TOTPResource", "ThrottlePolicy", "TooManyAttempts", "open_service",
+    "StorageError", "TOTPResource", "ThrottlePolicy", "TooManyAttempts", "TooManyAuthenticators",
+    "UnknownAuthenticator", "open_service",
 ]
 
 # Passkeys (WebAuthn): mfa_core.passkeys holds the relying party and the ceremonies.

@@ -99,6 +99,10 @@ def status_dict(status: MFAStatus, user: Any = None) -> dict[str, Any]:
         "password_failures": status.password_failures,
         "password_blocked": status.password_blocked,
         "damaged": status.damaged,
+        "two_factor_enabled": status.two_factor_enabled,
+        "authenticators": [{"id": a.id, "kind": a.kind, "label": a.label,
+                            "created_at": a.created_at, "last_used_at": a.last_used_at}
+                           for a in status.authenticators],
     }
     if user is not None:
         data.update(name=user.name, email=user.email, roles=user.roles)
@@ -246,8 +250,9 @@ def cmd_mfa_status(ctx: Context) -> int:
     yes = {True: "yes", False: "no"}
     rows = [
         ("user", f"{user.username} ({user.name}{', ' + user.email if user.email else ''})"),
-        ("authenticator app", "enabled" if status.totp_enabled else "not enabled"),
-        ("backup codes left", str(status.backup_codes_remaining) if status.totp_enabled else "-"),
+        ("two-step", "on" if status.two_factor_enabled else "off"),
+        ("authenticators", str(len(status.authenticators))),
+        ("backup codes left", str(status.backup_codes_remaining) if status.two_factor_enabled else "-"),
         ("set-up in progress", yes[status.pending_enrollment]),
         ("failed attempts", str(status.failed_attempts)),
         ("locked", yes[status.locked]),
@@ -260,6 +265,11 @@ def cmd_mfa_status(ctx: Context) -> int:
     ]
     for label, value in rows:
         ctx.out.write(f"{label + ':':<22}{value}\n")
+    if status.authenticators:
+        ctx.out.write("\n")
+        table([[a.id, a.kind_words, a.label, format_time(a.created_at), format_time(a.last_used_at)]
+               for a in status.authenticators],
+              ["ID", "KIND", "NAME", "ADDED", "LAST USED"], ctx.out)
     return 0
 
 
@@ -271,10 +281,11 @@ def cmd_mfa_list(ctx: Context) -> int:
         json.dump([status_dict(s, u) for u, s in statuses], ctx.out, indent=2)
         ctx.out.write("\n")
         return 0
-    table([[u.username, "damaged" if s.damaged else "on" if s.totp_enabled else "off",
-            str(s.backup_codes_remaining) if s.totp_enabled else "-", lock_state(s),
+    table([[u.username, "damaged" if s.damaged else "on" if s.two_factor_enabled else "off",
+            str(len(s.authenticators)) if s.two_factor_enabled else "-",
+            str(s.backup_codes_remaining) if s.two_factor_enabled else "-", lock_state(s),
             format_time(s.last_activity)] for u, s in statuses],
-          ["USERNAME", "TOTP", "CODES", "LOCKOUT", "LAST ACTIVITY"], ctx.out)
+          ["USERNAME", "TWO-STEP", "AUTHENTICATORS", "CODES", "LOCKOUT", "LAST ACTIVITY"], ctx.out)
     return 0
 
 
@@ -285,8 +296,27 @@ def cmd_mfa_reset(ctx: Context) -> int:
         raise UsageError("A reason is required: --reason TEXT.")
     actor = ctx.actor()
     status = ctx.service().reset_mfa(user.username, actor=actor, reason=reason)
-    ctx.out.write(f"Reset MFA for {user.username}: authenticator and backup codes removed, "
+    ctx.out.write(f"Reset MFA for {user.username}: every authenticator and the backup codes removed, "
                   f"other sessions must verify again (epoch {status.mfa_epoch}).\n")
+    return 0
+
+
+def cmd_mfa_remove(ctx: Context) -> int:
+    user = ctx.known_user(ctx.args.username)
+    reason = (ctx.args.reason or "").strip()
+    if not reason:
+        raise UsageError("A reason is required: --reason TEXT.")
+    svc = ctx.service()
+    found = svc.status(user.username).authenticator(ctx.args.authenticator)
+    if found is None:
+        raise UsageError(f"{user.username} has no authenticator with the id "
+                         f"{ctx.args.authenticator!r}: 'mfa status {user.username}' lists them.")
+    status = svc.remove_authenticator(user.username, found.id, actor=ctx.actor(), reason=reason)
+    rest = (f"{len(status.authenticators)} authenticator{'s' if len(status.authenticators) != 1 else ''}"
+            " left, backup codes kept" if status.two_factor_enabled
+            else "it was the last one: two-step verification and the backup codes are off")
+    ctx.out.write(f"Removed {found.kind_words.lower()} \u201c{found.label}\u201d from "
+                  f"{user.username}: {rest}; their other sessions must sign in again.\n")
     return 0
 
 
@@ -559,7 +589,8 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
                             description="Helpdesk actions on one user's second factor.")
     m = mfa.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     p = m.add_parser("status", parents=[common, as_json], help="show a user's MFA status",
-                     description="Show a user's authenticator, backup codes, lockout and last activity.")
+                     description="Show a user's authenticators, backup codes, lockout and last "
+                                 "activity.")
     p.add_argument("username")
     p.set_defaults(func=cmd_mfa_status)
     p = m.add_parser("list", parents=[common, as_json], help="MFA status of every user",
@@ -573,6 +604,15 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p.add_argument("username")
     p.add_argument("--reason", required=True, help="why (required, goes to the audit trail)")
     p.set_defaults(func=cmd_mfa_reset)
+    p = m.add_parser("remove", parents=[common, actor], help="remove one of a user's authenticators",
+                     description="Remove one authenticator (its ID from 'mfa status'). The others "
+                                 "and the backup codes stay, unless it was the last one. The "
+                                 "user's sessions must sign in again. Audited with the actor "
+                                 "and reason.")
+    p.add_argument("username")
+    p.add_argument("authenticator", metavar="ID")
+    p.add_argument("--reason", required=True, help="why (required, goes to the audit trail)")
+    p.set_defaults(func=cmd_mfa_remove)
     p = m.add_parser("unlock", parents=[common, actor], help="clear failed attempts and a lockout",
                      description="Clear the user's failed attempts and lockout. Audited.")
     p.add_argument("username")

@@ -126,6 +126,21 @@ class NotEnabled(MFAError):
     default_message = "Two-step verification with an authentication app is not enabled."
 
 
+class UnknownAuthenticator(MFAError):
+    default_message = "That authenticator is no longer on this account. Reload the page."
+
+
+class TooManyAuthenticators(MFAError):
+    default_message = ("This account already has 5 authentication apps, the most it may have. "
+                       "Remove one you no longer use before adding another.")
+
+
+class InvalidLabel(MFAError, ValueError):
+    """A name for an authenticator that cannot be used (empty, too long, taken): nothing changes."""
+
+    default_message = "That name cannot be used for an authenticator."
+
+
 class NoBackupCodes(MFAError):
     default_message = "You have no backup codes left. Sign in with your authentication app."
 

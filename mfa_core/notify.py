@@ -127,17 +127,33 @@ def _left(detail: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _named(detail: str) -> tuple[str, str]:
+    """The authenticator's name and the helpdesk's reason in an event's detail (either may be "")."""
+    label, sep, reason = detail.rpartition(" (reason: ")
+    if sep and reason.endswith(")"):
+        return label, reason[:-1]
+    return detail, ""
+
+
 def _compose(event: AuditEvent, name: str, issuer: str) -> tuple[str, str] | None:
     """Subject and body for the events a user hears about; None for the others."""
     helpdesk = f"the helpdesk ({event.actor})" if event.actor else "the helpdesk"
     by_someone_else = event.actor not in (None, event.user)
+    label, reason = _named(event.detail)
+    called = f" \u201c{label}\u201d" if label else ""
     if event.event == "totp_enabled":
         subject = "An authenticator app was added to your account"
-        what = "An authentication app was added for two-step verification on your account."
+        what = (f"An authentication app{called} was added for two-step verification on your "
+                "account.")
     elif event.event == "totp_removed":
         subject = "Your authenticator app was removed"
-        what = ("The authentication app was removed from your account, together with your "
+        what = (f"The authenticator{called} was removed from your account, together with your "
                 "backup codes. Two-step verification is now off.")
+    elif event.event == "authenticator_removed":
+        subject = "An authenticator was removed from your account"
+        what = (f"The authenticator{called} was removed from your account. Two-step "
+                "verification stays on with your other authenticators, and your backup codes "
+                "still work.")
     elif event.event == "backup_codes_generated":
         subject = "New backup codes were generated"
         made = re.match(r"\s*(\d+) codes", event.detail)
@@ -174,6 +190,8 @@ def _compose(event: AuditEvent, name: str, issuer: str) -> tuple[str, str] | Non
         return None
     if by_someone_else and event.event not in ("lockout", "password_blocked"):
         what += f"\n\nThis change was made by {event.actor}."
+        if reason:
+            what += f"\n\nReason given: {reason}"
     when = event.when.strftime("%A %d %B %Y at %H:%M UTC")
     body = (f"Hello {name},\n\n{what}\n\nWhen: {when}\n\n{IF_NOT_YOU}\n\n"
             f"This message was sent automatically by {issuer}; do not reply to it.\n")
@@ -183,7 +201,8 @@ def _compose(event: AuditEvent, name: str, issuer: str) -> tuple[str, str] | Non
 class MailNotifier:
     """The engine's notifier: mails the user of each event worth telling them about."""
 
-    EVENTS = frozenset({"totp_enabled", "totp_removed", "backup_codes_generated",
+    EVENTS = frozenset({"totp_enabled", "totp_removed", "authenticator_removed",
+                        "backup_codes_generated",
                         "backup_code_used", "helpdesk_reset", "lockout", "password_blocked"})
 
     def __init__(self, settings: SMTPSettings, directory: UserDirectory, *,

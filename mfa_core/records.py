@@ -2,16 +2,20 @@
 
 Fail closed: a record that exists but is not a valid record raises
 RecordDamaged, never reads as "no second factor". A user who never enrolled
-has no record at all. Records written before format versions existed (no
-``v``) are read as version 0 and written back as the current version.
+has no record at all. Older records are read in the current format (``load``)
+and written back in it at their next change: version 0 (before format
+versions, no ``v``) and version 1 (one ``totp`` part: one authentication app)
+become one authenticator labelled "Authenticator app", secret, last step and
+backup codes kept.
 
-The record (version 1)::
+The record (version 2)::
 
     username      str, the user's name (a record found under another name is damage)
-    v             1
-    two_step      bool: true exactly while an authenticator is enabled (``totp``)
-    totp          {secret: Fernet token, last_step: int | None, enabled_at: time}
-    pending       {secret, created_at, expires_at}: an enrollment waiting for its first code
+    v             2
+    two_step      bool: true exactly while the user has an authenticator
+    authenticators [authenticator]: apps and passkeys (see ``authenticators``)
+    pending       {secret, created_at, expires_at, label}: an app's enrollment waiting for
+                  its first code
     backup        {salt: hex, hashes: [hex], generated_at}: only while two-step is on
     throttle      {failures, last_failure_at, locked}: second-factor failures
     password      {sources: {key: {failures, last}}, unfamiliar: int,
@@ -28,10 +32,11 @@ from __future__ import annotations
 from numbers import Real
 from typing import Any
 
+from . import authenticators as authn
 from .errors import RecordDamaged
 
-FORMAT_VERSION = 1
-KNOWN_VERSIONS = (0, 1)
+FORMAT_VERSION = 2
+KNOWN_VERSIONS = (0, 1, 2)
 ENROLLMENT_TTL = 600  # a pending enrollment expires after 10 minutes
 
 
@@ -67,9 +72,18 @@ def validate(username: str, rec: Any) -> dict[str, Any]:
         raise RecordDamaged(detail=f"unknown record format version {version!r}")
     if rec.get("username") != username:
         raise RecordDamaged(detail="the record belongs to another name")
-    _part(rec, "totp", {**_SECRET_PART, "last_step": lambda v: v is None or _int(v),
-                        "enabled_at": _number})
+    if version < 2:
+        _part(rec, "totp", {**_SECRET_PART, "last_step": lambda v: v is None or _int(v),
+                            "enabled_at": _number})
+        enabled = "totp" in rec
+    else:
+        if "totp" in rec:
+            raise RecordDamaged(detail="a one-app 'totp' part in a record of several authenticators")
+        _authenticators(rec.get("authenticators", []))
+        enabled = bool(rec.get("authenticators"))
     _part(rec, "pending", {**_SECRET_PART, "created_at": _number, "expires_at": _number})
+    if "pending" in rec and not isinstance(rec["pending"].get("label", ""), str):
+        raise RecordDamaged(detail="'pending.label' is wrong")
     _part(rec, "backup", {"salt": lambda v: isinstance(v, str) and _hex(v),
                           "hashes": lambda v: isinstance(v, list) and all(isinstance(h, str) for h in v)})
     _part(rec, "throttle", {})
@@ -84,7 +98,6 @@ def validate(username: str, rec: Any) -> dict[str, Any]:
             raise RecordDamaged(detail=f"'{key}' is wrong")
     if "mfa_epoch" in rec and not _int(rec["mfa_epoch"]):
         raise RecordDamaged(detail="'mfa_epoch' is wrong")
-    enabled = "totp" in rec
     if "backup" in rec and not enabled:
         raise RecordDamaged(detail="backup codes without an authenticator")
     if version >= 1:
@@ -93,6 +106,46 @@ def validate(username: str, rec: Any) -> dict[str, Any]:
         if rec["two_step"] != enabled:
             raise RecordDamaged(detail="two-step is on but the authenticator is missing"
                                 if rec["two_step"] else "an authenticator but two-step is off")
+    return rec
+
+
+_KIND_FIELDS = {
+    "totp": {"secret": lambda v: isinstance(v, str) and bool(v),
+             "last_step": lambda v: v is None or _int(v)},
+    "passkey": {"credential_id": lambda v: isinstance(v, str) and bool(v),
+                "public_key": lambda v: isinstance(v, str) and bool(v),
+                "sign_count": _int},
+}
+
+
+def _authenticators(entries: Any) -> None:
+    if not isinstance(entries, list):
+        raise RecordDamaged(detail="'authenticators' is not a list")
+    ids = set()
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise RecordDamaged(detail="an authenticator is not an object")
+        kind = entry.get("kind")
+        if kind not in _KIND_FIELDS:
+            raise RecordDamaged(detail="an authenticator of an unknown kind")
+        checks = {"id": lambda v: isinstance(v, str) and bool(v),
+                  "label": lambda v: isinstance(v, str) and bool(v),
+                  "created_at": _number, "last_used_at": _optional_number, **_KIND_FIELDS[kind]}
+        for name, check in checks.items():
+            if not check(entry.get(name)) or (name != "last_used_at" and name not in entry):
+                raise RecordDamaged(detail=f"an authenticator's '{name}' is missing or wrong")
+        if entry["id"] in ids:
+            raise RecordDamaged(detail="two authenticators with one id")
+        ids.add(entry["id"])
+
+
+def load(username: str, rec: Any) -> dict[str, Any]:
+    """``rec`` validated (``validate``) and, if older, brought to the current format in place."""
+    validate(username, rec)
+    if rec.get("v", 0) < 2:
+        legacy = rec.pop("totp", None)
+        if legacy is not None:
+            rec["authenticators"] = [authn.from_legacy(username, legacy)]
     return rec
 
 
@@ -118,13 +171,16 @@ def _password_state(state: dict[str, Any]) -> bool:
 
 
 def seal(rec: dict[str, Any]) -> None:
-    """Bring a record about to be written to the current version (``two_step`` follows ``totp``)."""
+    """Bring a loaded record about to be written to the current version (``two_step``
+    follows the authenticators)."""
     rec["v"] = FORMAT_VERSION
-    rec["two_step"] = "totp" in rec
+    if not rec.get("authenticators"):
+        rec.pop("authenticators", None)
+    rec["two_step"] = bool(rec.get("authenticators"))
 
 
 def two_step_on(rec: dict[str, Any]) -> bool:
-    return bool(rec.get("totp"))
+    return bool(rec.get("authenticators"))
 
 
 def live_pending(rec: dict[str, Any], now: float) -> dict[str, Any] | None:
@@ -133,8 +189,9 @@ def live_pending(rec: dict[str, Any], now: float) -> dict[str, Any] | None:
     return pending if pending and pending["expires_at"] > now else None
 
 
-def new_pending(secret_token: str, now: float) -> dict[str, Any]:
-    return {"secret": secret_token, "created_at": now, "expires_at": now + ENROLLMENT_TTL}
+def new_pending(secret_token: str, now: float, label: str) -> dict[str, Any]:
+    return {"secret": secret_token, "created_at": now, "expires_at": now + ENROLLMENT_TTL,
+            "label": label}
 
 
 def bump_epoch(rec: dict[str, Any]) -> None:
@@ -143,7 +200,7 @@ def bump_epoch(rec: dict[str, Any]) -> None:
 
 
 def remove_second_factor(rec: dict[str, Any]) -> None:
-    """Authenticator, backup codes and enrollment go; the epoch moves on."""
-    for key in ("totp", "backup", "pending"):
+    """Every authenticator, the backup codes and the enrollment go; the epoch moves on."""
+    for key in ("authenticators", "backup", "pending"):
         rec.pop(key, None)
     bump_epoch(rec)

@@ -22,13 +22,16 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import bcrypt
 
+from . import authenticators as authn
 from . import backup_codes as bc
 from . import passwords, records, totp
 from . import validate as check
 from .audit import AuditEvent
+from .authenticators import Authenticator
 from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
-                     InvalidCode, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
-                     RecordDamaged, StorageError, TooManyAttempts)
+                     InvalidCode, InvalidLabel, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
+                     RecordDamaged, StorageError, TooManyAttempts, TooManyAuthenticators,
+                     UnknownAuthenticator)
 from .keys import KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .sessions import SessionBook, SessionPolicy, end_all
@@ -47,7 +50,7 @@ WRONG_PASSWORD = "Username or password is incorrect."
 @dataclass(frozen=True)
 class MFAStatus:
     username: str
-    totp_enabled: bool = False
+    totp_enabled: bool = False      # at least one authentication app
     backup_codes_remaining: int = 0
     pending_enrollment: bool = False
     failed_attempts: int = 0
@@ -58,15 +61,20 @@ class MFAStatus:
     password_failures: int = 0     # consecutive wrong passwords from unfamiliar sources
     password_blocked: bool = False  # unfamiliar sources are refused (account limit)
     damaged: bool = False           # the record cannot be read (only from ``statuses``)
+    authenticators: list[Authenticator] = field(default_factory=list)  # oldest first
 
     @property
     def two_factor_enabled(self) -> bool:
-        return self.totp_enabled
+        """Two-step is on: at least one authenticator (app or passkey)."""
+        return bool(self.authenticators)
 
     @property
     def backup_code_enabled(self) -> bool:
         """Backup codes are in force while two-step is on, even with none left."""
-        return self.totp_enabled
+        return self.two_factor_enabled
+
+    def authenticator(self, authenticator_id: str) -> Authenticator | None:
+        return next((a for a in self.authenticators if a.id == authenticator_id), None)
 
     def lockout_words(self) -> list[str]:
         """What holds this user back, in words for the helpdesk (empty: nothing)."""
@@ -93,6 +101,7 @@ class TOTPResource:
     uri: str = field(repr=False)
     created_at: float = 0.0
     expires_at: float = 0.0
+    label: str = authn.DEFAULT_LABEL  # what the new app will be called
 
     @property
     def grouped_secret(self) -> str:
@@ -235,19 +244,55 @@ class MFAService:
 
     # -- enrollment ------------------------------------------------------
 
-    def create_totp(self, username: str, *, actor: str | None = None) -> TOTPResource:
-        """Start (or restart: Reset) a pending enrollment with a new secret.
+    def create_totp(self, username: str, *, label: str = authn.DEFAULT_LABEL,
+                    actor: str | None = None) -> TOTPResource:
+        """Start (or restart: Reset) a pending enrollment of one more authentication app.
 
-        An enabled authenticator keeps working until the new one is verified.
+        The apps already enabled keep working, untouched. ``label`` names the
+        new app (trimmed, 1-40 printable characters, unique per user in any
+        case): another app's name is refused, while the default is made unique
+        ("Authenticator app 2"). Raises InvalidLabel, TooManyAuthenticators
+        (MAX_TOTP_APPS apps already), StorageError, TypeError/ValueError.
         """
         username = check.name(username)
+        wanted = authn.clean_label(label)
         actor = check.optional_name(actor, "actor", username)
         secret = totp.new_secret()
         now = self.clock()
         with self._transaction(username) as txn:
-            txn.record["pending"] = records.new_pending(self.keyring.encrypt(secret), now)
-            self._log(txn, now, actor, "totp_enrollment_started", "success")
-            resource = self._resource(username, txn.record["pending"], secret)
+            rec = txn.record
+            if len(authn.of_kind(rec, "totp")) >= authn.MAX_TOTP_APPS:
+                raise TooManyAuthenticators()
+            if wanted == authn.DEFAULT_LABEL:
+                wanted = authn.unique_label([a["label"] for a in authn.listed(rec)], wanted)
+            elif authn.taken(rec, wanted):
+                raise _label_taken(wanted)
+            rec["pending"] = records.new_pending(self.keyring.encrypt(secret), now, wanted)
+            self._log(txn, now, actor, "totp_enrollment_started", "success", wanted)
+            resource = self._resource(username, rec["pending"], secret)
+        return resource
+
+    def name_pending_totp(self, username: str, label: str, *,
+                          enrollment: float | None = None) -> TOTPResource:
+        """Name the app being set up (the page's name field), before its first code.
+
+        ``enrollment`` is the ``created_at`` of the enrollment the caller
+        showed (see ``verify_totp``). Raises InvalidLabel (another authenticator's
+        name, in any case), NoPendingEnrollment, EnrollmentExpired, StorageError.
+        """
+        username = check.name(username)
+        label = authn.clean_label(label)
+        if enrollment is not None:
+            enrollment = check.time(enrollment, "enrollment")
+        now = self.clock()
+        with self._transaction(username) as txn:
+            pending = records.live_pending(txn.record, now)
+            if pending is None or (enrollment is not None and pending["created_at"] != enrollment):
+                raise EnrollmentExpired() if txn.record.get("pending") else NoPendingEnrollment()
+            if authn.taken(txn.record, label):
+                raise _label_taken(label)
+            pending["label"] = label
+            resource = self._resource(username, pending)
         return resource
 
     def verify_totp(self, username: str, code: str, *, actor: str | None = None,
@@ -287,20 +332,27 @@ class MFAService:
                     error = refused
                     self._fail(txn, now, actor, "totp_enrollment_failed", error)
                 else:
-                    rec["totp"] = {"secret": pending["secret"], "last_step": step, "enabled_at": now}
+                    if len(authn.of_kind(rec, "totp")) >= authn.MAX_TOTP_APPS:
+                        raise TooManyAuthenticators()
+                    # A name taken meanwhile (a rename elsewhere) gets a number.
+                    label = authn.unique_label([a["label"] for a in authn.listed(rec)],
+                                               pending.get("label") or authn.DEFAULT_LABEL)
+                    authn.add(rec, "totp", label, now, secret=pending["secret"], last_step=step)
                     rec.pop("pending")
                     records.bump_epoch(rec)
                     rec.pop("throttle", None)
-                    self._log(txn, now, actor, "totp_enabled", "success")
+                    self._log(txn, now, actor, "totp_enabled", "success", label)
             status = self._status(username, rec, now)
         self._raise_or_notify(txn, error)
         return status
 
     def disable_totp(self, username: str, *, actor: str | None = None,
                      keep_session: str | None = None) -> MFAStatus:
-        """Remove the authenticator and the backup codes; the user's other sessions end.
+        """Remove every authenticator and the backup codes: two-step is off; the user's
+        other sessions end.
 
         ``keep_session`` is the token of the session that asked (it stays).
+        Raises NotEnabled, StorageError.
         """
         username = check.name(username)
         actor = check.optional_name(actor, "actor", username)
@@ -310,9 +362,73 @@ class MFAService:
             rec = txn.record
             if not records.two_step_on(rec):
                 raise NotEnabled()
+            labels = ", ".join(a["label"] for a in authn.listed(rec))
             records.remove_second_factor(rec)
             end_all(rec, keep)
-            self._log(txn, now, actor, "totp_removed", "success")
+            self._log(txn, now, actor, "totp_removed", "success", labels)
+            status = self._status(username, rec, now)
+        self._raise_or_notify(txn, None)
+        return status
+
+    def rename_authenticator(self, username: str, authenticator_id: str, label: str, *,
+                             actor: str | None = None) -> MFAStatus:
+        """Give one authenticator a new name (unique per user in any case).
+
+        Raises InvalidLabel, UnknownAuthenticator, StorageError, TypeError/ValueError.
+        """
+        username = check.name(username)
+        authenticator_id = check.text(authenticator_id, "authenticator id")
+        label = authn.clean_label(label)
+        actor = check.optional_name(actor, "actor", username)
+        now = self.clock()
+        with self._transaction(username) as txn:
+            entry = authn.find(txn.record, authenticator_id)
+            if entry is None:
+                raise UnknownAuthenticator()
+            if authn.taken(txn.record, label, besides=authenticator_id):
+                raise _label_taken(label)
+            if entry["label"] != label:
+                self._log(txn, now, actor, "authenticator_renamed", "success",
+                          f"{entry['label']} \u2192 {label}")
+                entry["label"] = label
+            status = self._status(username, txn.record, now)
+        self._raise_or_notify(txn, None)
+        return status
+
+    def remove_authenticator(self, username: str, authenticator_id: str, *,
+                             actor: str | None = None, reason: str | None = None,
+                             keep_session: str | None = None) -> MFAStatus:
+        """Remove one authenticator; the user's other sessions end.
+
+        Removing one of several keeps two-step on and the backup codes valid;
+        removing the last one turns two-step off and voids the backup codes
+        (as ``disable_totp``). An actor other than the user (the helpdesk)
+        gives a ``reason``. ``keep_session`` is the token of the session that
+        asked (it stays). Raises UnknownAuthenticator, StorageError,
+        TypeError/ValueError (a helpdesk removal without a reason).
+        """
+        username = check.name(username)
+        authenticator_id = check.text(authenticator_id, "authenticator id")
+        actor = check.optional_name(actor, "actor", username)
+        if reason is not None:
+            reason = check.text(reason, "reason")
+        elif actor != username:
+            raise ValueError("A reason is required when someone else removes an authenticator.")
+        keep = self.sessions.id_of(keep_session) if keep_session is not None else None
+        now = self.clock()
+        with self._transaction(username) as txn:
+            rec = txn.record
+            entry = authn.remove(rec, authenticator_id)
+            if entry is None:
+                raise UnknownAuthenticator()
+            detail = entry["label"] + (f" (reason: {reason})" if reason else "")
+            if records.two_step_on(rec):
+                records.bump_epoch(rec)
+                self._log(txn, now, actor, "authenticator_removed", "success", detail)
+            else:
+                records.remove_second_factor(rec)
+                self._log(txn, now, actor, "totp_removed", "success", detail)
+            end_all(rec, keep)
             status = self._status(username, rec, now)
         self._raise_or_notify(txn, None)
         return status
@@ -454,21 +570,13 @@ class MFAService:
         remaining = 0
         with self._transaction(username) as txn:
             rec = txn.record
-            enrolled = rec.get("totp")
-            if not enrolled:
+            apps = authn.of_kind(rec, "totp")
+            if not records.two_step_on(rec) or (strategy == "totp" and not apps):
                 error = NotEnabled()
             elif (error := self._gate(txn, now, actor)) is None:
                 backup = rec.get("backup") or {}
                 if strategy == "totp":
-                    try:
-                        step = totp.verify(self.keyring.decrypt(enrolled["secret"]), code, now,
-                                           enrolled.get("last_step"))
-                    except InvalidCode as refused:
-                        error = refused
-                    else:
-                        enrolled["last_step"] = step
-                        self._log(txn, now, actor, "second_factor_passed", "success",
-                                  "authentication code")
+                    error = self._check_apps(txn, apps, code, now, actor)
                 elif not backup.get("hashes"):
                     error = NoBackupCodes()
                 else:
@@ -491,6 +599,29 @@ class MFAService:
                 remaining = len(backup.get("hashes") or [])
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining)
+
+    def _check_apps(self, txn: Transaction, apps: list[dict[str, Any]], code: str, now: float,
+                    actor: str) -> InvalidCode | None:
+        """Check ``code`` against every authentication app of the user (one attempt).
+
+        Replay is refused per app (each has its own last step). When no app
+        takes the code, the refusal that says most wins: already used, then
+        expired, then a clock off, then plainly wrong.
+        """
+        refusals: list[InvalidCode] = []
+        for app in apps:
+            try:
+                step = totp.verify(self.keyring.decrypt(app["secret"]), code, now, app.get("last_step"))
+            except InvalidCode as refused:
+                refusals.append(refused)
+            else:
+                app["last_step"] = step
+                app["last_used_at"] = now
+                self._log(txn, now, actor, "second_factor_passed", "success",
+                          f"authentication code from {app['label']}")
+                return None
+        order = (CodeAlreadyUsed, CodeExpired, ClockDrift, InvalidCode)
+        return min(refusals, key=lambda e: next(i for i, k in enumerate(order) if isinstance(e, k)))
 
     def revoke_token(self, username: str, fingerprint: str, expires_at: float) -> None:
         """Remember a signed-out cookie so that a copy of it no longer signs in."""
@@ -564,9 +695,9 @@ class MFAService:
             count = 0
             for username in list(self.store.usernames()):
                 with self._transaction(username) as txn:
-                    for key in ("totp", "pending"):
-                        part = txn.record.get(key)
-                        if part and not self.keyring.is_current(part["secret"]):
+                    parts = [*authn.listed(txn.record), txn.record.get("pending")]
+                    for part in parts:
+                        if part and part.get("secret") and not self.keyring.is_current(part["secret"]):
                             part["secret"] = self.keyring.reencrypt(part["secret"])
                             count += 1
             if self.keyring.from_file:
@@ -580,7 +711,7 @@ class MFAService:
     def _read(self, username: str) -> dict[str, Any]:
         try:
             raw = self.store.read(username)
-            return records.validate(username, raw) if raw is not None else {}
+            return records.load(username, raw) if raw is not None else {}
         except RecordDamaged as exc:
             self._report_damage(username, exc)
             raise
@@ -613,7 +744,8 @@ class MFAService:
         password = rec.get("password") or {}
         return MFAStatus(
             username=username,
-            totp_enabled=enabled,
+            totp_enabled=bool(authn.of_kind(rec, "totp")),
+            authenticators=[authn.public(a) for a in authn.listed(rec)],
             backup_codes_remaining=len((rec.get("backup") or {}).get("hashes") or []) if enabled else 0,
             pending_enrollment=records.live_pending(rec, now) is not None,
             failed_attempts=throttle.get("failures", 0),
@@ -629,7 +761,8 @@ class MFAService:
     def _resource(self, username: str, pending: dict[str, Any], secret: str | None = None) -> TOTPResource:
         secret = secret or self.keyring.decrypt(pending["secret"])
         return TOTPResource(secret=secret, uri=totp.provisioning_uri(secret, username, self.issuer),
-                            created_at=pending["created_at"], expires_at=pending["expires_at"])
+                            created_at=pending["created_at"], expires_at=pending["expires_at"],
+                            label=pending.get("label") or authn.DEFAULT_LABEL)
 
     def _gate(self, txn: Transaction, now: float, actor: str) -> MFAError | None:
         throttle = txn.record.get("throttle") or {}
@@ -689,6 +822,11 @@ def _bcrypt_check(password: str, stored: str) -> bool:
         return False
 
 
+def _label_taken(label: str) -> MFAError:
+    return InvalidLabel(f"You already have an authenticator named \u201c{label}\u201d. "
+                        "Choose another name.")
+
+
 def _reason(error: MFAError) -> str:
     if isinstance(error, CodeAlreadyUsed):
         return "code already used"
@@ -727,7 +865,7 @@ class _Guarded:
             raise StorageError() from exc
         if self._username is not None and txn.existed:
             try:
-                records.validate(self._username, txn.record)
+                records.load(self._username, txn.record)
             except RecordDamaged as exc:
                 self._svc._report_damage(self._username, exc)
                 if not self._repair:

@@ -42,14 +42,38 @@ FILE_DAMAGE = {
 }
 
 # Damage inside the record, the same on every backend.
+def as_version_1(rec):
+    """The record as the release before several authenticators wrote it (one ``totp`` part)."""
+    [app] = rec["authenticators"]
+    old = {k: v for k, v in rec.items() if k != "authenticators"}
+    return {**old, "v": 1, "totp": {"secret": app["secret"], "last_step": app["last_step"],
+                                    "enabled_at": app["created_at"]}}
+
+
+def _app(rec, **changes):
+    [app] = rec["authenticators"]
+    return {**rec, "authenticators": [{k: v for k, v in {**app, **changes}.items() if v is not ...}]}
+
+
 RECORD_DAMAGE = {
-    "totp-part-missing": lambda rec: {k: v for k, v in rec.items() if k != "totp"},
+    "authenticators-missing": lambda rec: {k: v for k, v in rec.items() if k != "authenticators"},
     "unknown-version": lambda rec: {**rec, "v": 99},
-    "totp-wrong-shape": lambda rec: {**rec, "totp": ["secret"]},
-    "secret-missing": lambda rec: {**rec, "totp": {"last_step": 1, "enabled_at": 1.0}},
+    "authenticators-wrong-shape": lambda rec: {**rec, "authenticators": ["secret"]},
+    "authenticators-not-a-list": lambda rec: {**rec, "authenticators": {"a": 1}},
+    "secret-missing": lambda rec: _app(rec, secret=...),
+    "label-missing": lambda rec: _app(rec, label=...),
+    "unknown-kind": lambda rec: _app(rec, kind="sms"),
+    "last-step-not-a-number": lambda rec: _app(rec, last_step="7"),
+    "two-with-one-id": lambda rec: {**rec, "authenticators": rec["authenticators"] * 2},
+    "one-app-part-in-format-2": lambda rec: {**rec, "totp": as_version_1(rec)["totp"]},
+    "format-1-totp-part-missing": lambda rec: {
+        k: v for k, v in as_version_1(rec).items() if k != "totp"},
+    "format-1-totp-wrong-shape": lambda rec: {**as_version_1(rec), "totp": ["secret"]},
+    "format-1-secret-missing": lambda rec: {**as_version_1(rec),
+                                            "totp": {"last_step": 1, "enabled_at": 1.0}},
     "another-users-record": lambda rec: {**rec, "username": "mallory"},
     "backup-codes-without-authenticator": lambda rec: {
-        k: v for k, v in rec.items() if k not in ("totp", "two_step", "v")},
+        k: v for k, v in rec.items() if k not in ("authenticators", "two_step", "v")},
     "epoch-not-a-number": lambda rec: {**rec, "mfa_epoch": "1"},
 }
 
@@ -174,8 +198,10 @@ def test_the_damaged_file_is_kept_aside_for_whoever_investigates(tinydb_svc, dat
 
 def test_records_from_before_format_versions_still_read_and_are_upgraded(svc, backend, data_dir,
                                                                          clock, alice):
-    legacy = {k: v for k, v in enrolled_record(svc, "alice").items() if k not in ("v", "two_step")}
+    legacy = {k: v for k, v in as_version_1(enrolled_record(svc, "alice")).items()
+              if k not in ("v", "two_step")}
     write_record(svc, backend, data_dir, "alice", legacy)
     assert svc.status("alice").totp_enabled
     svc.attempt_second_factor("alice", code_for(alice, clock()))
-    assert svc.store.read("alice")["v"] == 1 and svc.store.read("alice")["two_step"] is True
+    assert svc.store.read("alice")["v"] == 2 and svc.store.read("alice")["two_step"] is True
+    assert len(svc.store.read("alice")["authenticators"]) == 1

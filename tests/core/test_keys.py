@@ -20,7 +20,7 @@ from .conftest import code_for, data_files, database_dump, enable_totp, record_f
 
 
 def stored_token(svc, username: str) -> str:
-    return svc.store.read(username)["totp"]["secret"]
+    return svc.store.read(username)["authenticators"][0]["secret"]
 
 
 def key_file(data_dir) -> dict:
@@ -132,7 +132,8 @@ def test_interrupted_rotation_leaves_every_secret_readable(svc, open_svc, data_d
     svc.keyring.begin_rotation()
     for user in users[:3]:
         with svc.store.transaction(user) as txn:
-            txn.record["totp"]["secret"] = svc.keyring.reencrypt(txn.record["totp"]["secret"])
+            app = txn.record["authenticators"][0]
+            app["secret"] = svc.keyring.reencrypt(app["secret"])
     assert len(key_file(data_dir)["fernet_keys"]) == 2
 
     fresh = open_svc()

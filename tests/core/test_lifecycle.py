@@ -129,14 +129,15 @@ def test_pending_enrollment_never_disturbs_an_enabled_authenticator(svc, clock):
     assert svc.attempt_second_factor("alice", codes[0], "backup_code").backup_codes_remaining == 9
 
 
-def test_verifying_a_new_enrollment_replaces_the_old_authenticator(svc, clock):
+def test_verifying_a_new_enrollment_adds_an_app_beside_the_old_one(svc, clock):
     old = enable_totp(svc, clock, "alice")
     new = svc.create_totp("alice").secret
     svc.verify_totp("alice", code_for(new, clock()))
     clock.advance(30)
-    with pytest.raises(mfa_core.InvalidCode):
-        svc.attempt_second_factor("alice", code_for(old, clock()))
+    svc.attempt_second_factor("alice", code_for(old, clock()))
     svc.attempt_second_factor("alice", code_for(new, clock()))
+    assert [a.label for a in svc.status("alice").authenticators] == ["Authenticator app",
+                                                                     "Authenticator app 2"]
 
 
 # -- replay and diagnostics -------------------------------------------------------

@@ -213,7 +213,8 @@ def test_mfa_status_shows_the_user_state(cli, directory, svc, clock):
     svc.create_backup_codes("alice")
     result = cli("mfa", "status", "alice")
     assert result.returncode == 0, result.stderr
-    assert "authenticator app:    enabled" in result.stdout
+    assert "two-step:             on" in result.stdout
+    assert "authenticators:       1" in result.stdout
     assert "backup codes left:    10" in result.stdout
     assert "locked:               no" in result.stdout
     data = json.loads(cli("mfa", "status", "alice", "--json").stdout)
@@ -221,6 +222,56 @@ def test_mfa_status_shows_the_user_state(cli, directory, svc, clock):
     assert data["email"] == "alice@example.com"
     assert data["last_activity"] == clock()  # the codes, generated one step after enrolling
     assert data["mfa_epoch"] == 1
+    [app] = data["authenticators"]
+    assert (app["kind"], app["label"], app["last_used_at"]) == ("totp", "Authenticator app", None)
+
+
+def test_mfa_status_lists_each_authenticator_with_its_id(cli, directory, svc, clock):
+    enable_totp(svc, clock, "alice")
+    secret = svc.create_totp("alice", label="Work tablet").secret
+    svc.verify_totp("alice", code_for(secret, clock()))
+    clock.advance(30)
+    svc.attempt_second_factor("alice", code_for(secret, clock()))
+    out = cli("mfa", "status", "alice").stdout
+    ids = {a.label: a.id for a in svc.status("alice").authenticators}
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("ID "))
+    assert lines[header].split() == ["ID", "KIND", "NAME", "ADDED", "LAST", "USED"]
+    rows = lines[header + 1:]
+    assert rows[0].startswith(ids["Authenticator app"]) and rows[0].rstrip().endswith("-")
+    assert rows[1].startswith(ids["Work tablet"]) and "Work tablet" in rows[1]
+    assert not rows[1].rstrip().endswith("-")  # it signed in: a last-used time
+
+
+def test_mfa_remove_takes_one_authenticator_with_a_reason(cli, directory, svc, clock):
+    old = enable_totp(svc, clock, "alice")
+    new = svc.create_totp("alice", label="Work tablet").secret
+    svc.verify_totp("alice", code_for(new, clock()))
+    svc.create_backup_codes("alice")
+    clock.advance(30)
+    tablet = {a.label: a.id for a in svc.status("alice").authenticators}["Work tablet"]
+    refused = cli("mfa", "remove", "alice", tablet)
+    assert refused.returncode != 0 and "--reason" in refused.stderr
+    assert cli("mfa", "remove", "alice", tablet, "--reason", "  ").returncode != 0
+    wrong = cli("mfa", "remove", "alice", "nope", "--reason", "lost")
+    assert wrong.returncode != 0 and "no authenticator with the id" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    assert len(svc.status("alice").authenticators) == 2
+    result = cli("mfa", "remove", "alice", tablet, "--reason", "tablet stolen", "--actor", "helen")
+    assert result.returncode == 0, result.stderr
+    assert "“Work tablet”" in result.stdout and "1 authenticator left" in result.stdout
+    status = svc.status("alice")
+    assert [a.label for a in status.authenticators] == ["Authenticator app"]
+    assert status.backup_codes_remaining == 10
+    event = svc.audit("alice")[-1]
+    assert (event.event, event.actor, event.detail) == (
+        "authenticator_removed", "helen", "Work tablet (reason: tablet stolen)")
+    with pytest.raises(mfa_core.InvalidCode):
+        svc.attempt_second_factor("alice", code_for(new, clock()))
+    svc.attempt_second_factor("alice", code_for(old, clock()))
+    last = cli("mfa", "remove", "alice", status.authenticators[0].id, "--reason", "left")
+    assert last.returncode == 0 and "two-step verification and the backup codes are off" in last.stdout
+    assert not svc.status("alice").two_factor_enabled
 
 
 def test_mfa_list_summarises_every_user(cli, directory, svc, clock):
@@ -228,8 +279,8 @@ def test_mfa_list_summarises_every_user(cli, directory, svc, clock):
     result = cli("mfa", "list")
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
-    assert rows["alice"][1:3] == ["on", "0"]
-    assert rows["bob"][1:4] == ["off", "-", "-"]
+    assert rows["alice"][1:4] == ["on", "1", "0"]
+    assert rows["bob"][1:5] == ["off", "-", "-", "-"]
     listed = {u["username"]: u for u in json.loads(cli("mfa", "list", "--json").stdout)}
     assert listed["alice"]["totp_enabled"] and not listed["bob"]["totp_enabled"]
     assert listed["admin"]["roles"] == ["user", "admin"]

@@ -127,6 +127,28 @@ def test_removing_the_authenticator_mails_the_user(mailed, clock, inbox):
     assert "Two-step verification is now off" in body(msgs[1])
 
 
+def test_the_mails_name_the_authenticator_by_its_label(mailed, clock, inbox):
+    enable_totp(mailed, clock, "alice")
+    secret = mailed.create_totp("alice", label="Work tablet").secret
+    mailed.verify_totp("alice", code_for(secret, clock()))
+    added = inbox.wait_for(2)[1]
+    assert "An authentication app “Work tablet” was added" in body(added)
+    tablet = {a.label: a.id for a in mailed.status("alice").authenticators}["Work tablet"]
+    mailed.remove_authenticator("alice", tablet, actor="helen", reason="stolen, ticket 7")
+    removed = inbox.wait_for(3)[2]
+    assert removed["Subject"] == "[MFA Portal] An authenticator was removed from your account"
+    text = body(removed)
+    assert "The authenticator “Work tablet” was removed" in text
+    assert "Two-step verification stays on" in text and "backup codes still work" in text
+    assert "This change was made by helen." in text and "Reason given: stolen, ticket 7" in text
+    mailed.rename_authenticator("alice", mailed.status("alice").authenticators[0].id, "Phone")
+    last = mailed.status("alice").authenticators[0].id
+    mailed.remove_authenticator("alice", last)
+    off = inbox.wait_for(4)[3]  # the rename is not mailed; removing the last one is
+    assert "The authenticator “Phone” was removed" in body(off)
+    assert "Two-step verification is now off" in body(off)
+
+
 def test_new_backup_codes_are_announced_but_never_mailed(mailed, clock, inbox):
     secret = enable_totp(mailed, clock, "alice")
     codes = mailed.create_backup_codes("alice").codes
