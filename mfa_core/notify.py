@@ -149,6 +149,16 @@ def _compose(event: AuditEvent, name: str, issuer: str) -> tuple[str, str] | Non
         subject = "Your authenticator app was removed"
         what = (f"The authenticator{called} was removed from your account, together with your "
                 "backup codes. Two-step verification is now off.")
+    elif event.event == "passkey_added":
+        subject = "A passkey was added to your account"
+        what = f"A passkey{called} was added for two-step verification on your account."
+    elif event.event == "passkey_clone_suspected":
+        named = event.detail.rpartition(": sign count")[0]
+        subject = "A sign-in with one of your passkeys was refused"
+        what = (f"A sign-in with your passkey{f' “{named}”' if named else ''} was refused: its "
+                "use counter went backwards, which can mean that the passkey was copied. If you "
+                "did not expect this, remove that passkey on the Manage MFA page, sign in with "
+                "another authenticator and tell the helpdesk.")
     elif event.event == "authenticator_removed":
         subject = "An authenticator was removed from your account"
         what = (f"The authenticator{called} was removed from your account. Two-step "
@@ -202,6 +212,7 @@ class MailNotifier:
     """The engine's notifier: mails the user of each event worth telling them about."""
 
     EVENTS = frozenset({"totp_enabled", "totp_removed", "authenticator_removed",
+                        "passkey_added", "passkey_clone_suspected",
                         "backup_codes_generated",
                         "backup_code_used", "helpdesk_reset", "lockout", "password_blocked"})
 

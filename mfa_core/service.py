@@ -24,16 +24,18 @@ import bcrypt
 
 from . import authenticators as authn
 from . import backup_codes as bc
-from . import passwords, records, totp
+from . import passkeys, passwords, records, totp
 from . import validate as check
 from .audit import AuditEvent
 from .authenticators import Authenticator
 from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
                      InvalidCode, InvalidLabel, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
-                     RecordDamaged, StorageError, TooManyAttempts, TooManyAuthenticators,
-                     UnknownAuthenticator)
+                     PasskeyRefused, PasskeySettingsError, RecordDamaged, StorageError,
+                     TooManyAttempts, TooManyAuthenticators, UnknownAuthenticator)
 from .keys import KeyRing, load_keyring
 from .outbox import Notifier, Outbox
+from .passkey_service import PasskeyOperations
+from .passkeys import RelyingParty
 from .sessions import SessionBook, SessionPolicy, end_all
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
 from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store, Transaction, open_store
@@ -130,7 +132,7 @@ class PasswordResult:
     mfa_epoch: int
 
 
-class MFAService:
+class MFAService(PasskeyOperations):
     """The engine's public face; see ``mfa_core.open_service``."""
 
     def __init__(self, store: Store, keyring: KeyRing, clock: Callable[[], float] = time.time,
@@ -138,7 +140,8 @@ class MFAService:
                  password_policy: PasswordPolicy | None = None,
                  session_policy: SessionPolicy | None = None,
                  directory: UserDirectory | None = None,
-                 notifier: Notifier | None = None, notify_in_background: bool = False) -> None:
+                 notifier: Notifier | None = None, notify_in_background: bool = False,
+                 relying_party: RelyingParty | PasskeySettingsError | None = None) -> None:
         if not callable(clock):
             raise TypeError("clock must be callable")
         self.store = store
@@ -149,6 +152,7 @@ class MFAService:
         self.password_policy = password_policy or PasswordPolicy()
         self.directory = directory
         self.sessions = SessionBook(self, session_policy)
+        self.relying_party = relying_party  # passkeys (None: localhost, see passkey_service)
         self._outbox = Outbox(notifier, background=notify_in_background, clock=clock,
                               audit=lambda event: self.store.append_audit([event.to_dict()]))
         self._damage_reported: set[tuple[str, str]] = set()
@@ -828,6 +832,8 @@ def _label_taken(label: str) -> MFAError:
 
 
 def _reason(error: MFAError) -> str:
+    if isinstance(error, PasskeyRefused):
+        return f"passkey refused: {error.reason}"
     if isinstance(error, CodeAlreadyUsed):
         return "code already used"
     if isinstance(error, CodeExpired):
@@ -896,7 +902,8 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
                  notifier: Notifier | None = None,
                  notify_in_background: bool = False,
                  environ: Mapping[str, str] | None = None,
-                 database_url: str | None = None) -> MFAService:
+                 database_url: str | None = None,
+                 relying_party: RelyingParty | PasskeySettingsError | None = None) -> MFAService:
     """Open the engine on ``data_dir`` (default: ``$MFA_PORTAL_DATA_DIR`` or ``data/``).
 
     Keys come from the environment or a generated 0600 key file in the data
@@ -945,4 +952,5 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
     return MFAService(store, keyring, clock, issuer=issuer, policy=policy,
                       password_policy=password_policy, session_policy=session_policy,
                       directory=directory, notifier=notifier,
-                      notify_in_background=notify_in_background)
+                      notify_in_background=notify_in_background,
+                      relying_party=relying_party or passkeys.load_relying_party(env, None))
