@@ -209,7 +209,9 @@ class PasskeyOperations:
                     if entry is None:
                         raise PasskeyRefused("That passkey is not registered for your account.",
                                              reason="unknown passkey")
-                    result = passkeys.verify_authentication(rp, parsed, challenge=challenge, passkey=entry)
+                    result = passkeys.verify_authentication(
+                        rp, parsed, challenge=challenge, passkey=entry,
+                        user_id=passkeys.user_handle(self.keyring.pepper, username))
                 except PasskeyRefused as refused:
                     error = refused
                     self._fail(txn, now, actor, "second_factor_failed", refused)

@@ -417,8 +417,11 @@ def authentication_options(rp: RelyingParty, *, challenge: bytes,
 
 
 def verify_authentication(rp: RelyingParty, response: Any, *, challenge: bytes,
-                          passkey: Mapping[str, Any]) -> Assertion:
+                          passkey: Mapping[str, Any], user_id: bytes | None = None) -> Assertion:
     """A sign-in answer checked against ``challenge`` and the stored ``passkey`` (its fields).
+
+    ``user_id`` is the user's handle (``user_handle``): an answer that names
+    another user (a discoverable passkey says whose it is) is refused.
 
     Raises PasskeyRefused (SignCountRegressed when the signature is good but
     the counter went backwards: a cloned authenticator), InvalidCodeFormat.
@@ -429,6 +432,14 @@ def verify_authentication(rp: RelyingParty, response: Any, *, challenge: bytes,
     inner = response["response"]
     if not (isinstance(inner.get("authenticatorData"), str) and isinstance(inner.get("signature"), str)):
         raise InvalidCodeFormat(NOT_A_RESPONSE)
+    handle = inner.get("userHandle")
+    if user_id is not None and handle not in (None, ""):
+        try:
+            named = unb64url(handle) if isinstance(handle, str) else None
+        except ValueError:
+            named = None
+        if named is None or not hmac.compare_digest(named, user_id):
+            raise PasskeyRefused(reason="answer for another user")
     client = _client_data(rp, response, "webauthn.get")
     stored = int(passkey.get("sign_count") or 0)
     try:

@@ -156,9 +156,9 @@ def forget_new() -> None:
 def save_new() -> None:
     """**Save passkey**: the engine checks the answer and adds the passkey under the name typed."""
     new = st.session_state.get(NEW)
-    if not new or not session.still_trusted():
+    user = session.current_username()
+    if not new or not user or not session.still_trusted():
         return
-    user = session.callback_user()
     svc = config.service()
     try:
         was_on = svc.status(user).two_factor_enabled

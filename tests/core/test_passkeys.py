@@ -387,3 +387,16 @@ def test_settings_load_from_the_secrets_file_and_bad_ones_come_back_as_the_error
     assert isinstance(bad, PasskeySettingsError)
     secrets_file.write_text("not toml [")
     assert isinstance(passkeys.load_relying_party({}, secrets_file), PasskeySettingsError)
+
+
+def test_an_answer_naming_another_user_is_refused(authenticator, stored):
+    options = passkeys.authentication_options(RP, challenge=b"s" * 32, passkeys=[stored])
+    answer = authenticator.get(options)
+    mine, theirs = passkeys.user_handle(PEPPER, "alice"), passkeys.user_handle(PEPPER, "bob")
+    answer["response"]["userHandle"] = passkeys.b64url(theirs)
+    with pytest.raises(PasskeyRefused) as err:
+        passkeys.verify_authentication(RP, answer, challenge=b"s" * 32, passkey=stored, user_id=mine)
+    assert err.value.reason == "answer for another user"
+    answer["response"]["userHandle"] = passkeys.b64url(mine)
+    assert passkeys.verify_authentication(RP, answer, challenge=b"s" * 32, passkey=stored,
+                                          user_id=mine).sign_count == 1
