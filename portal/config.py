@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import mfa_core
-from mfa_core import notify
+from mfa_core import notify, passkeys
 from mfa_core.storage import sweep_leftovers, write_atomic
 from mfa_core.users import UserDirectory
 
@@ -131,7 +131,7 @@ def directory() -> UserDirectory:
 def _open(path: Path, clk: Callable[[], float]) -> Portal:
     # Mail goes out from a background thread: a click never waits for the relay.
     svc = mfa_core.open_service(path, clock=clk, notifier=_notifier(path), notify_in_background=True,
-                                session_policy=session_policy())
+                                session_policy=session_policy(), relying_party=_relying_party())
     users = svc.directory
     demo = demo_mode()
     if demo and users.ensure_demo_users():
@@ -142,6 +142,18 @@ def _open(path: Path, clk: Callable[[], float]) -> Portal:
     threading.Thread(target=_sweep_leftovers, args=(path,), name="mfa-sweep", daemon=True).start()
     return Portal(data_dir=path, service=svc, directory=users,
                   demo=demo and (path / DEMO_MARKER).exists())
+
+
+def _relying_party() -> passkeys.RelyingParty | mfa_core.PasskeySettingsError:
+    """Passkeys' relying party (environment over ``[passkeys]`` in secrets.toml).
+
+    Settings that cannot work must not keep the portal from starting: log
+    them and run with passkeys off.
+    """
+    found = passkeys.load_relying_party(os.environ)
+    if isinstance(found, mfa_core.PasskeySettingsError):
+        log.error("passkeys are off: %s", found)
+    return found
 
 
 def _sweep_leftovers(path: Path) -> None:

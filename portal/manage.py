@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from . import backup_view, config, enrollment, session, sessions_view
+from . import backup_view, config, enrollment, passkey_view, session, sessions_view
 from .navigation import ADD_TOTP_PAGE
 
 CONFIRM_REMOVE = "manage_confirm_remove"
@@ -97,6 +97,7 @@ def render(user) -> None:
     else:
         st.write("Add TOTP via authentication app")
         st.button("Add", key="manage_add", type="primary", on_click=request_add)
+    passkey_view.render_add()
 
     if status.two_factor_enabled:
         st.header("Backup codes")

@@ -15,7 +15,8 @@ import streamlit as st
 
 import mfa_core
 
-from . import config, focus
+from . import config, focus, passkey_view
+from .display import plain
 from .session import (DIALOG_OPEN, PENDING, PENDING_RUN, REVERIFY_BACKUP, REVERIFY_DONE,
                       REVERIFY_ERROR, REVERIFY_WINDOW, VERIFIED_AT, client_source, current_username,
                       flash, now, record_verification, still_trusted)
@@ -72,8 +73,9 @@ def _run_action(run: Callable[[], Any]) -> None:
 
 
 def drop_pending() -> None:
-    for key in (PENDING, PENDING_RUN, REVERIFY_ERROR, REVERIFY_BACKUP):
+    for key in (PENDING, PENDING_RUN, REVERIFY_ERROR, REVERIFY_BACKUP, REVERIFY_APP):
         st.session_state.pop(key, None)
+    passkey_view.clear(passkey_view.REVERIFY)
 
 
 def dismiss_pending() -> None:
@@ -87,19 +89,29 @@ def open_pending_dialog() -> None:
         _reverify_dialog()
 
 
-def _has_mfa() -> bool:
+REVERIFY_APP = "portal_reverify_app"  # the user chose a code from the app over their passkey
+
+
+def _status() -> mfa_core.MFAStatus | None:
     user = current_username()
-    return bool(user) and config.service().status(user).two_factor_enabled
+    return config.service().status(user) if user else None
 
 
 def _reverify_code_key(mode: str) -> str:
     return f"portal_reverify_{mode}"
 
 
-def _reverify_mode() -> str:
-    if not _has_mfa():
+def _reverify_mode(status: mfa_core.MFAStatus | None = None) -> str:
+    """The factor the dialog asks for: a passkey first, then the app, a backup code, the password."""
+    status = status or _status()
+    if status is None or not status.two_factor_enabled:
         return "password"
-    return "backup_code" if st.session_state.get(REVERIFY_BACKUP) else "totp"
+    if st.session_state.get(REVERIFY_BACKUP):
+        return "backup_code"
+    if (passkey_view.has_passkey(status) and not st.session_state.get(REVERIFY_APP)
+            and passkey_view.available()):
+        return "passkey"
+    return "totp" if status.totp_enabled else "backup_code"
 
 
 def confirm_reverification() -> None:
@@ -109,6 +121,8 @@ def confirm_reverification() -> None:
     if not user or not pending or not still_trusted():
         return
     mode = _reverify_mode()
+    if mode == "passkey":
+        return
     key = _reverify_code_key(mode)
     typed = st.session_state.get(key) or ""
     st.session_state[key] = ""
@@ -128,6 +142,19 @@ def confirm_reverification() -> None:
     except mfa_core.MFAError as err:
         st.session_state[REVERIFY_ERROR] = str(err)
         return
+    _verified(mode, remaining)
+
+
+def _passkey_answered(response: str) -> None:
+    """The browser answered the dialog's passkey request: the engine checks it, then the action runs."""
+    if not current_username() or not st.session_state.get(PENDING) or not still_trusted():
+        return
+    if passkey_view.attempt(passkey_view.REVERIFY, response) is not None:
+        _verified("passkey", None)
+
+
+def _verified(mode: str, remaining: int | None) -> None:
+    """A factor was checked: record the verification, then run the pending action."""
     record_verification()
     if mode == "backup_code" and remaining is not None:
         flash(*backup_codes_left_message(remaining))
@@ -149,7 +176,25 @@ def backup_codes_left_message(remaining: int) -> tuple[str, str]:
 
 def _toggle_backup() -> None:
     st.session_state[REVERIFY_BACKUP] = not st.session_state.get(REVERIFY_BACKUP)
+    st.session_state.pop(REVERIFY_APP, None)
+    _switched()
+
+
+def _use_app() -> None:
+    st.session_state[REVERIFY_APP] = True
+    st.session_state.pop(REVERIFY_BACKUP, None)
+    _switched()
+
+
+def _use_passkey() -> None:
+    st.session_state.pop(REVERIFY_APP, None)
+    st.session_state.pop(REVERIFY_BACKUP, None)
+    _switched()
+
+
+def _switched() -> None:
     st.session_state.pop(REVERIFY_ERROR, None)
+    passkey_view.clear(passkey_view.REVERIFY)
 
 
 @st.dialog("Verify it's you", on_dismiss=dismiss_pending)
@@ -159,7 +204,33 @@ def _reverify_dialog() -> None:
     pending = st.session_state.get(PENDING)
     if not pending:
         st.rerun()
-    mode = _reverify_mode()
+    status = _status()
+    mode = _reverify_mode(status)
+    if mode == "passkey":
+        st.write(f"To {plain(pending['label'])}, use your passkey.")
+        st.button("Use a passkey", key="portal_reverify_passkey", type="primary",
+                  on_click=passkey_view.start, args=(passkey_view.REVERIFY,))
+        passkey_view.run(passkey_view.REVERIFY, _passkey_answered)
+    else:
+        _code_form(pending, mode)
+    error = st.session_state.get(REVERIFY_ERROR)
+    if error:
+        st.error(error)
+    if mode != "password":
+        passkey = passkey_view.has_passkey(status) and passkey_view.available()
+        others = []
+        if mode != "passkey" and passkey:
+            others.append(("Use a passkey", _use_passkey))
+        if mode != "totp" and status.totp_enabled:
+            others.append(("Use your authentication app", _use_app))
+        if mode != "backup_code":
+            others.append(("Use a backup code", _toggle_backup))
+        for i, (text, switch) in enumerate(others):
+            st.button(text, key=f"portal_reverify_toggle_{i}", on_click=switch)
+    st.button("Cancel", key="portal_reverify_cancel", on_click=dismiss_pending)
+
+
+def _code_form(pending: dict, mode: str) -> None:
     if mode == "password":
         st.write(f"To {pending['label']}, enter your password.")
         label = "Password"
@@ -175,10 +246,3 @@ def _reverify_dialog() -> None:
                       autocomplete="current-password" if mode == "password" else "one-time-code")
         st.form_submit_button("Confirm", type="primary", on_click=confirm_reverification)
     focus.field(label)
-    error = st.session_state.get(REVERIFY_ERROR)
-    if error:
-        st.error(error)
-    if mode != "password":
-        st.button("Use your authentication app" if mode == "backup_code" else "Use a backup code",
-                  key="portal_reverify_toggle", on_click=_toggle_backup)
-    st.button("Cancel", key="portal_reverify_cancel", on_click=dismiss_pending)

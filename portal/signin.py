@@ -20,7 +20,7 @@ import mfa_core
 import mfa_core.service
 from mfa_core.users import DEMO_USERS, User
 
-from . import config, cookies, focus, session, users
+from . import config, cookies, focus, passkey_view, session, users
 from .navigation import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE,  # noqa: F401 (re-exported)
                          MANAGE_PAGE, page_link, sidebar)
 
@@ -204,34 +204,73 @@ def _challenge_key() -> str:
 
 
 def _challenge_screen(portal: config.Portal, user: User) -> None:
-    backup = bool(st.session_state.get(CHALLENGE_BACKUP))
+    status = session.status()
+    passkey = passkey_view.has_passkey(status) and passkey_view.available()
+    backup = bool(st.session_state.get(CHALLENGE_BACKUP)) or not (status.totp_enabled or passkey)
     st.title("Two-step verification")
     session.show_flashes()
+    if passkey and not backup:
+        # Offered first: nothing to type, and a look-alike site cannot relay it.
+        st.write("Use your passkey to finish signing in.")
+        st.button("Use a passkey", key="portal_challenge_passkey", type="primary",
+                  on_click=passkey_view.start, args=(passkey_view.SIGN_IN,))
+        passkey_view.run(passkey_view.SIGN_IN, _passkey_answered)
+    if backup or status.totp_enabled:
+        _code_form(portal, user, backup=backup, first=not (passkey and not backup))
+    error = st.session_state.get(CHALLENGE_ERROR)
+    if error:
+        st.error(error)
+    row = st.container(horizontal=True)
+    if backup:
+        if status.totp_enabled or passkey:
+            row.button("Use your authentication app" if status.totp_enabled else "Use a passkey",
+                       key="portal_challenge_toggle", on_click=_toggle_challenge)
+    else:
+        row.button("Use a backup code", key="portal_challenge_toggle", on_click=_toggle_challenge)
+    row.button("Sign out", key="portal_challenge_sign_out", on_click=sign_out)
+
+
+def _code_form(portal: config.Portal, user: User, *, backup: bool, first: bool) -> None:
+    """The code field: a backup code, or the app's code (after the passkey when there is one)."""
     if backup:
         st.write("Enter one of the backup codes you saved when you set up two-step verification.")
     else:
-        st.write(f"Open your authentication app and enter the 6-digit code for "
-                 f"**{portal.service.issuer}** ({user.username}).")
+        st.write(f"{'Open' if first else 'Or open'} your authentication app and enter the 6-digit "
+                 f"code for **{portal.service.issuer}** ({user.username}).")
     with st.form("portal_challenge_form", border=False):
         # type "phone": Streamlit's way to a numeric keypad on phones (<input type="tel">).
         st.text_input("Backup code" if backup else "Authentication code", key=_challenge_key(),
                       type="default" if backup else "phone",
                       autocomplete="off" if backup else "one-time-code",
                       max_chars=40 if backup else 12)
-        st.form_submit_button("Continue", type="primary", on_click=_submit_challenge)
-    focus.field("Backup code" if backup else "Authentication code")
-    error = st.session_state.get(CHALLENGE_ERROR)
-    if error:
-        st.error(error)
-    row = st.container(horizontal=True)
-    row.button("Use your authentication app" if backup else "Use a backup code",
-                key="portal_challenge_toggle", on_click=_toggle_challenge)
-    row.button("Sign out", key="portal_challenge_sign_out", on_click=sign_out)
+        st.form_submit_button("Continue", type="primary" if first else "secondary",
+                              on_click=_submit_challenge)
+    if first:
+        focus.field("Backup code" if backup else "Authentication code")
+
+
+def _passkey_answered(response: str) -> None:
+    """The browser answered **Use a passkey**: the engine checks it as it checks a code."""
+    user = session.current_username()
+    if not user or session.second_factor_passed():
+        return
+    if passkey_view.attempt(passkey_view.SIGN_IN, response) is None:
+        return
+    try:
+        epoch = config.service().status(user).mfa_epoch
+    except mfa_core.MFAError as err:
+        passkey_view.set_error(passkey_view.SIGN_IN, str(err))
+        return
+    for stale in (CHALLENGE_ERROR, CHALLENGE_BACKUP):
+        st.session_state.pop(stale, None)
+    passkey_view.clear(passkey_view.SIGN_IN)
+    session.pass_second_factor(epoch, verified=True)
 
 
 def _toggle_challenge() -> None:
     st.session_state[CHALLENGE_BACKUP] = not st.session_state.get(CHALLENGE_BACKUP)
     st.session_state.pop(CHALLENGE_ERROR, None)
+    passkey_view.clear(passkey_view.SIGN_IN)
 
 
 def _submit_challenge() -> None:
