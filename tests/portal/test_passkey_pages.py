@@ -1,0 +1,90 @@
+"""Passkeys on the pages (AppTest): offered first at the challenge and in Verify it's you, added on Manage MFA.
+
+AppTest runs no JavaScript, so the browser's half of a ceremony is the
+journey's (tests/browser/test_browser_passkeys.py); here the pages' states:
+what is offered to whom, that starting a ceremony mounts it without error,
+and that a portal whose passkey settings cannot work says so.
+"""
+
+from __future__ import annotations
+
+import portal.config
+
+from ..webauthn_authenticator import SoftAuthenticator
+from .conftest import app, click, enroll, inputs, labels, make_cookie, run, sign_in, texts
+
+MANAGE = "pages/1_Manage_MFA.py"
+
+
+def add_passkey(svc, username: str = "alice", label: str = "Laptop") -> SoftAuthenticator:
+    authenticator = SoftAuthenticator()
+    token = svc.sessions.start(username, second_factor_passed=True)
+    options = svc.begin_passkey_registration(username, session=token)
+    svc.finish_passkey_registration(username, authenticator.create(options), session=token, label=label)
+    return authenticator
+
+
+def test_a_passkey_is_offered_first_and_no_code_field_without_an_app(data_dir, svc):
+    add_passkey(svc)
+    at = sign_in(app(), "alice")
+    assert [t.value for t in at.title] == ["Two-step verification"]
+    assert labels(at)[0] == "Use a passkey"
+    assert "Authentication code" not in inputs(at)
+    at = click(at, "Use a backup code")
+    assert inputs(at) == ["Backup code"]
+    assert "Use a passkey" in labels(at)
+
+
+def test_with_an_app_too_the_code_field_stays_below_the_passkey(data_dir, svc, clock):
+    enroll(svc, clock)
+    add_passkey(svc)
+    at = sign_in(app(), "alice")
+    assert labels(at)[0] == "Use a passkey"
+    assert inputs(at) == ["Authentication code"]
+    assert "Or open your authentication app" in texts(at)
+
+
+def test_use_a_passkey_starts_a_ceremony_bound_to_the_session(data_dir, svc):
+    add_passkey(svc)
+    at = click(sign_in(app(), "alice"), "Use a passkey")  # mounts the component, no error
+    assert not at.error
+    assert "Two-step verification" in texts(at)
+
+
+def test_users_without_a_passkey_see_the_page_as_before(data_dir, svc, clock):
+    enroll(svc, clock)
+    at = sign_in(app(), "alice")
+    assert "Use a passkey" not in labels(at)
+    assert inputs(at) == ["Authentication code"]
+
+
+def test_manage_mfa_offers_a_passkey_and_lists_it_as_an_authenticator(data_dir, svc, cookie, clock):
+    add_passkey(svc, label="Office key")
+    cookie(make_cookie("alice", passed=True, verified_at=clock()))
+    at = app(MANAGE)
+    assert "Add a passkey" in labels(at)
+    assert "Office key" in texts(at) and "Passkey · added" in texts(at)
+    assert "Two-step verification is on." in texts(at)
+
+
+def test_verify_its_you_asks_for_the_passkey_first(data_dir, svc, cookie, clock):
+    add_passkey(svc)
+    svc.create_backup_codes("alice")
+    cookie(make_cookie("alice", passed=True, verified_at=clock() - 3600))
+    at = click(app(MANAGE), "Generate")
+    assert "To generate new backup codes, use your passkey." in texts(at)
+    assert {"Use a passkey", "Use a backup code", "Cancel"} <= set(labels(at))
+    at = click(at, "Use a backup code")
+    assert "Backup code" in inputs(at)
+
+
+def test_a_portal_whose_passkey_settings_cannot_work_says_so_and_keeps_codes(data_dir, monkeypatch,
+                                                                            cookie, clock):
+    monkeypatch.setenv("MFA_PORTAL_RP_ID", "10.0.0.1")
+    portal.config._portals.clear()
+    cookie(make_cookie("alice", passed=True, verified_at=clock()))
+    at = app(MANAGE)
+    assert "Add a passkey" not in labels(at)
+    assert "Passkeys are not set up on this portal." in texts(at)
+    assert "Add" in labels(at)
+    run(at)
