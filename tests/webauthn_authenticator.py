@@ -47,14 +47,19 @@ class SoftAuthenticator:
     credentials: dict[bytes, Credential] = field(default_factory=dict)
 
     def create(self, options_json: str, *, origin: str | None = None,
-               rp_id: str | None = None) -> dict[str, Any]:
-        """``navigator.credentials.create`` answered: a registration response (JSON object)."""
+               rp_id: str | None = None, again: bytes | None = None) -> dict[str, Any]:
+        """``navigator.credentials.create`` answered: a registration response (JSON object).
+
+        ``again``: answer with that credential once more, ignoring the exclude
+        list (as a misbehaving authenticator would).
+        """
         options = json.loads(options_json)
         rp_id = rp_id or options["rp"]["id"]
         excluded = {unb64url(c["id"]) for c in options.get("excludeCredentials") or []}
-        if excluded & set(self.credentials):
+        if again is None and excluded & set(self.credentials):
             raise RuntimeError("InvalidStateError: already registered")
-        cred = Credential(secrets.token_bytes(32), ec.generate_private_key(ec.SECP256R1()), rp_id)
+        cred = (self.credentials[again] if again is not None else
+                Credential(secrets.token_bytes(32), ec.generate_private_key(ec.SECP256R1()), rp_id))
         self.credentials[cred.credential_id] = cred
         client = CollectedClientData.create("webauthn.create", unb64url(options["challenge"]),
                                             origin or self.origin)

@@ -300,3 +300,22 @@ def test_passkeys_are_off_when_the_relying_party_settings_cannot_work(svc, token
     assert not svc.passkeys_available()
     with pytest.raises(PasskeySettingsError):
         svc.begin_passkey_registration("alice", session=token)
+
+
+def test_a_passkey_registered_twice_is_refused(svc, token, authenticator):
+    add_passkey(svc, token, authenticator)
+    options = svc.begin_passkey_registration("alice", session=token)
+    (held,) = authenticator.credentials
+    with pytest.raises(mfa_core.PasskeyAlreadyRegistered):
+        svc.finish_passkey_registration("alice", authenticator.create(options, again=held),
+                                        session=token, label="Again")
+    assert len(svc.status("alice").authenticators) == 1
+
+
+def test_the_number_of_passkeys_is_capped(svc, token):
+    from mfa_core.passkey_service import MAX_PASSKEYS
+    for _ in range(MAX_PASSKEYS):
+        add_passkey(svc, token, SoftAuthenticator())
+    with pytest.raises(mfa_core.TooManyAuthenticators) as err:
+        svc.begin_passkey_registration("alice", session=token)
+    assert f"{MAX_PASSKEYS} passkeys" in str(err.value)
