@@ -60,13 +60,19 @@ class PasskeyOperations:
     def _challenges(self) -> ChallengeBook:
         return ChallengeBook(self.store, self.clock)
 
-    def _session_of(self, username: str, session: Any) -> str:
-        """The id of ``session`` (a sign-in session's token) if it is ``username``'s and live."""
+    def _session_of(self, username: str, session: Any, *, signed_in: bool = False) -> str:
+        """The id of ``session`` (a sign-in session's token) if it is ``username``'s and live.
+
+        ``signed_in``: the session must also have passed the second factor
+        (adding a passkey is never part of signing in).
+        """
         if not isinstance(session, str):
             raise TypeError(f"session must be a str, not {type(session).__name__}")
         found = self.sessions.find(session)
         if found is None or found.username != username:
             raise NotEnabled("You are not signed in (or your session has ended). Sign in again.")
+        if signed_in and not found.second_factor_passed:
+            raise NotEnabled("Finish signing in before you add a passkey.")
         return found.id
 
     # -- adding a passkey ---------------------------------------------------------------
@@ -80,7 +86,7 @@ class PasskeyOperations:
         """
         username = check.name(username)
         rp = self.relying_party
-        sid = self._session_of(username, session)
+        sid = self._session_of(username, session, signed_in=True)
         existing = authn.of_kind(self._read(username), "passkey")
         if len(existing) >= MAX_PASSKEYS:
             raise _too_many()
@@ -120,7 +126,7 @@ class PasskeyOperations:
         wanted = authn.clean_label(label) if label is not None else None
         actor = check.optional_name(actor, "actor", username)
         rp = self.relying_party
-        sid = self._session_of(username, session)
+        sid = self._session_of(username, session, signed_in=True)
         now = self.clock()
         error: MFAError | None = None
         added = None

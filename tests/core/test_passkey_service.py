@@ -319,3 +319,12 @@ def test_the_number_of_passkeys_is_capped(svc, token):
     with pytest.raises(mfa_core.TooManyAuthenticators) as err:
         svc.begin_passkey_registration("alice", session=token)
     assert f"{MAX_PASSKEYS} passkeys" in str(err.value)
+
+
+def test_a_session_still_at_the_sign_in_challenge_cannot_add_a_passkey(svc, token, authenticator):
+    add_passkey(svc, token, authenticator)  # two-step is on from here
+    halfway = svc.sessions.start("alice", second_factor_passed=False)
+    with pytest.raises(NotEnabled) as err:
+        svc.begin_passkey_registration("alice", session=halfway)
+    assert "Finish signing in" in str(err.value)
+    svc.begin_passkey_sign_in("alice", session=halfway)  # signing in is what it may do
