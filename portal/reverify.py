@@ -42,6 +42,9 @@ def verification_caption() -> None:
 def sensitive(action: str, label: str, run: Callable[[], Any]) -> None:
     """Run ``run()`` now if verified within 10 minutes, else after the dialog succeeds.
 
+    ``label`` completes "To …, enter …" in the dialog, as markdown: people's
+    text in it (a name) goes through ``display.plain`` first.
+
     Meant for ``on_click`` callbacks: the dialog itself opens on the next run
     (the guard opens it; Streamlit cannot open a dialog from a callback).
     Callbacks run before the page's guard, so a session that has not passed
