@@ -19,10 +19,13 @@ import hashlib
 import streamlit as st
 
 import mfa_core
+from mfa_core.authenticators import DEFAULT_LABEL, MAX_LABEL, unique_label
 from mfa_core.backup_codes import same_code
 
-from . import backup_view, config, focus, session
+from . import backup_view, config, cookies, focus, session
+from .display import plain
 from .navigation import MANAGE_PAGE, page_link
+from .sessions_view import phone_name
 from .qr import img_tag, qr_png
 
 STEP = "addtotp_step"
@@ -32,13 +35,15 @@ ERROR = "addtotp_error"
 CONFIRM = "addtotp_confirm"
 CONFIRM_ERROR = "addtotp_confirm_error"
 QR = "addtotp_qr"
+NAME = "addtotp_name"        # the name field of step add
+FIRST = "addtotp_first"      # this app turned two-step on (its backup codes come next)
 ASKED = "addtotp_asked"
 MINE = "addtotp_mine"        # sha256 of the secret of the enrollment this session started
 MINE_AT = "addtotp_mine_at"  # and its created_at: the engine verifies only that enrollment
 
 STEPS = ("add", "verify", "backupcodes", "success")
 # What the page shows besides the four steps.
-ENABLED = "enabled"          # an authenticator is already set up
+FULL = "full"                # the most authentication apps an account may have are set up
 EXPIRED = "expired"          # the pending enrollment expired (or was removed elsewhere)
 REPLACED = "replaced"        # another session started a new enrollment meanwhile
 VERIFY_FIRST = "verify_first"  # a new set-up waits for reverification
@@ -69,9 +74,20 @@ def _forget() -> None:
             del st.session_state[key]
 
 
+def suggested_label(user_agent: str | None, taken: list[str]) -> str:
+    """A name for the new app: "Authenticator on iPhone" when the browser is on a phone (the app
+    is likely there), else "Authenticator app"; numbered if the user has one of that name."""
+    phone = phone_name(user_agent or "")
+    base = f"Authenticator on {phone}"[:MAX_LABEL].rstrip() if phone else DEFAULT_LABEL
+    return unique_label(taken, base)
+
+
 def start() -> mfa_core.TOTPResource:
     """Add (a sensitive action): a new pending enrollment, step ``add``."""
-    resource = config.service().create_totp(session.callback_user())
+    svc = config.service()
+    user = session.callback_user()
+    taken = [a.label for a in svc.status(user).authenticators]
+    resource = svc.create_totp(user, label=suggested_label(cookies.user_agent(), taken))
     _forget()
     st.session_state[STEP] = "add"
     return _own(resource)
@@ -86,8 +102,15 @@ def request_reset() -> None:
 
 
 def reset() -> None:
-    _own(config.service().create_totp(session.callback_user()))
-    for key in (ERROR, QR, SHOW_URI):
+    svc = config.service()
+    user = session.callback_user()
+    label = (st.session_state.get(NAME) or "").strip() or DEFAULT_LABEL
+    try:
+        resource = svc.create_totp(user, label=label)
+    except mfa_core.InvalidLabel:
+        resource = svc.create_totp(user)
+    _own(resource)
+    for key in (ERROR, QR, SHOW_URI, NAME):
         st.session_state.pop(key, None)
     st.session_state[STEP] = "add"
 
@@ -116,8 +139,9 @@ def page_state(username: str) -> tuple[str, mfa_core.TOTPResource | None]:
     if step in ("add", "verify"):
         return (REPLACED if pending is not None else EXPIRED), None
     # Nothing of this session's is pending (another session's enrollment is not ours).
-    if session.status().totp_enabled:
-        return ENABLED, None
+    if sum(1 for a in session.status().authenticators if a.kind == "totp") >= \
+            mfa_core.authenticators.MAX_TOTP_APPS:
+        return FULL, None
     if session.verification_remaining() > 0:
         return "add", start()
     if not st.session_state.get(ASKED):
@@ -143,6 +167,15 @@ def toggle_uri() -> None:
 
 
 def go_verify() -> None:
+    """Verify (step add): the name typed is given to the app being set up, then its code."""
+    if not session.second_factor_passed():
+        return
+    try:
+        config.service().name_pending_totp(session.callback_user(), st.session_state.get(NAME) or "",
+                                           enrollment=st.session_state.get(MINE_AT))
+    except mfa_core.MFAError as err:
+        st.session_state[ERROR] = str(err)
+        return
     st.session_state[STEP] = "verify"
     st.session_state.pop(ERROR, None)
 
@@ -164,6 +197,7 @@ def submit_code() -> None:
         if not owned(svc.pending_totp(user)):  # replaced or expired since the page was drawn
             st.session_state[ERROR] = REPLACED_TEXT
             return
+        had_two_step = svc.status(user).two_factor_enabled
         svc.verify_totp(user, typed, enrollment=st.session_state.get(MINE_AT))
     except mfa_core.MFAError as err:
         st.session_state[ERROR] = str(err)
@@ -172,6 +206,10 @@ def submit_code() -> None:
     session.record_verification()  # a code from the new authenticator proves it's them
     for key in (ERROR, QR, MINE, MINE_AT):
         st.session_state.pop(key, None)
+    if had_two_step:  # one more app: the backup codes the user has stay as they are
+        st.session_state[STEP] = "success"
+        return
+    st.session_state[FIRST] = True
     try:
         backup_view.keep(svc.create_backup_codes(user).codes)
     except mfa_core.MFAError as err:
@@ -209,10 +247,9 @@ def render(user) -> None:
         st.title("Add TOTP MFA")
         st.write("Verify it's you before you set up an authentication app.")
         st.button("Verify it's you", key="addtotp_start", type="primary", on_click=request_start)
-    elif state == ENABLED:
+    elif state == FULL:
         st.title("Add TOTP MFA")
-        st.info("TOTP via authentication app enabled. To set up a different app, remove this one "
-                "on Manage MFA first.")
+        st.info(str(mfa_core.TooManyAuthenticators()))
     elif state in (EXPIRED, REPLACED):
         st.title("Add TOTP MFA")
         st.error(REPLACED_TEXT if state == REPLACED else
@@ -232,6 +269,9 @@ def render(user) -> None:
     else:  # success
         st.title("Success!")
         st.write("You have successfully added TOTP MFA via an authentication application.")
+        if not st.session_state.get(FIRST):
+            st.write("It signs in beside your other authenticators; your backup codes are "
+                     "unchanged.")
     page_link(MANAGE_PAGE, "Manage MFA", ":material/arrow_back:")
 
 
@@ -250,10 +290,19 @@ def _render_add(resource: mfa_core.TOTPResource) -> None:
         st.button("Use URI instead", key="addtotp_toggle", on_click=toggle_uri)
     st.write("Can't scan it? Enter this key in your app by hand:")
     st.code(resource.grouped_secret, language=None)
-    st.write("Once you have set up your authentication app, verify your code")
-    row = st.container(horizontal=True)
-    row.button("Verify", key="addtotp_verify", type="primary", on_click=go_verify)
-    row.button("Reset", key="addtotp_reset", on_click=request_reset)
+    if NAME not in st.session_state:
+        st.session_state[NAME] = resource.label
+    # One form: the name typed travels with the click on Verify (never lost in a rerun).
+    with st.form("addtotp_name_form", border=False):
+        st.text_input("Name for this authenticator", key=NAME, max_chars=MAX_LABEL,
+                      help="How it is listed on Manage MFA and in your notification mails, "
+                           "e.g. the device the app is on.")
+        st.write("Once you have set up your authentication app, verify your code")
+        st.form_submit_button("Verify", type="primary", on_click=go_verify)
+    error = st.session_state.get(ERROR)
+    if error:
+        st.error(plain(error))
+    st.button("Reset", key="addtotp_reset", on_click=request_reset)
 
 
 def _render_verify() -> None:

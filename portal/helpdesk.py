@@ -34,6 +34,8 @@ PERIODS = {"Last 30 days": 30 * 86400, "Last year": 365 * 86400, "Everything": N
 REASON = "helpdesk_reason"
 ERROR = "helpdesk_error"
 CONFIRM = "helpdesk_confirm_reset"  # {"target", "reason"}: Reset MFA asked, not yet confirmed
+CONFIRM_ONE = "helpdesk_confirm_remove"  # {"target", "reason", "id", "label"}: one authenticator
+CHOSEN = "helpdesk_authenticator"
 NOT_ADMIN = "Only helpdesk admins can do this."
 NEEDS_MFA = ("The Helpdesk needs two-step verification on your own account. Add an "
              "authentication app on Manage MFA, then come back.")
@@ -56,8 +58,9 @@ def has_failures(status: mfa_core.MFAStatus) -> bool:
 def factor(status: mfa_core.MFAStatus) -> str:
     if status.damaged:
         return DAMAGED
-    if status.totp_enabled:
-        return "On"
+    if status.two_factor_enabled:
+        count = len(status.authenticators)
+        return "On" if count == 1 else f"On ({count})"
     return "Setting up" if status.pending_enrollment else "Off"
 
 
@@ -117,9 +120,54 @@ def request_reset(actor: str, target: str) -> None:
 
 
 def cancel_reset() -> None:
-    asked = st.session_state.pop(CONFIRM, None)
+    asked = st.session_state.pop(CONFIRM, None) or st.session_state.pop(CONFIRM_ONE, None)
     if asked:
         st.session_state[REASON] = asked["reason"]  # the field comes back as it was
+
+
+def request_remove_one(actor: str, target: str) -> None:
+    """**Remove authenticator**: checks here, then the page asks first (nothing runs yet)."""
+    st.session_state.pop(ERROR, None)
+    st.session_state.pop(CONFIRM_ONE, None)
+    refusal = _refusal(actor, target)
+    if refusal:
+        st.session_state[ERROR] = refusal
+        return
+    try:
+        status = config.service().status(target)
+    except mfa_core.MFAError as err:
+        st.session_state[ERROR] = str(err)
+        return
+    chosen = status.authenticator(st.session_state.get(CHOSEN) or "")
+    if chosen is None:
+        st.session_state[ERROR] = "Choose the authenticator to remove."
+        return
+    reason = _reason()
+    if not reason:
+        st.session_state[ERROR] = "A reason is required to remove an authenticator."
+        return
+    st.session_state[CONFIRM_ONE] = {"target": target, "reason": reason, "id": chosen.id,
+                                     "label": chosen.label,
+                                     "last": len(status.authenticators) == 1}
+
+
+def confirm_remove_one(actor: str, target: str) -> None:
+    """**Yes, remove it**: the one authenticator asked about, behind reverification."""
+    asked = st.session_state.pop(CONFIRM_ONE, None)
+    st.session_state.pop(ERROR, None)
+    if not asked or asked["target"] != target:
+        return
+    refusal = _refusal(actor, target)
+    if refusal:
+        st.session_state[ERROR] = refusal
+        return
+    _act_behind_reverification(
+        "helpdesk_remove", f"remove \u201c{plain(asked['label'])}\u201d of {plain(target)}",
+        actor, target,
+        lambda: config.service().remove_authenticator(target, asked["id"], actor=actor,
+                                                      reason=asked["reason"]),
+        f"\u201c{plain(asked['label'])}\u201d was removed from {plain(target)}; their sessions "
+        "are signed out.")
 
 
 def _act_behind_reverification(action: str, label: str, actor: str, target: str,
@@ -136,7 +184,8 @@ def _act_behind_reverification(action: str, label: str, actor: str, target: str,
             return
         try:
             change()
-        except ValueError as err:  # a reason the engine refuses (too long, control characters)
+        except (ValueError, mfa_core.UnknownAuthenticator) as err:
+            # a reason the engine refuses (too long, control characters), an authenticator gone
             session.flash("error", plain(err))
             return
         st.session_state[REASON] = ""
@@ -201,9 +250,9 @@ def render(admin: User) -> None:
         st.caption(note)
         st.dataframe(_table([{"User": u.username, "Name": u.name, "E-mail": u.email or "—",
                        "Role": "Admin" if u.is_admin else "User",
-                       "Authenticator": factor(statuses[u.username]),
+                       "Two-step": factor(statuses[u.username]),
                        "Backup codes": (str(statuses[u.username].backup_codes_remaining)
-                                        if statuses[u.username].totp_enabled else "—"),
+                                        if statuses[u.username].two_factor_enabled else "—"),
                        "Lockout": lock_state(statuses[u.username]),
                        "Last activity": _when(statuses[u.username].last_activity)} for u in shown]),
                      hide_index=True, key="helpdesk_users")
@@ -222,8 +271,9 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
     """One user: status line, audit trail for a period, the helpdesk actions."""
     svc = config.service()
     st.header(f"{plain(user.name)} ({user.username})")
-    codes = f", {status.backup_codes_remaining} backup codes left" if status.totp_enabled else ""
-    st.write(f"Authenticator app: **{factor(status)}**{codes}. "
+    codes = (f", {status.backup_codes_remaining} backup codes left"
+             if status.two_factor_enabled else "")
+    st.write(f"Two-step verification: **{factor(status)}**{codes}. "
              f"Lockout: **{lock_state(status)}**. Last activity: {_when(status.last_activity)}.")
 
     st.subheader("Audit trail")
@@ -239,6 +289,12 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
     else:
         st.caption("No events for this user in this period.")
 
+    if status.authenticators:
+        st.subheader("Authenticators")
+        st.dataframe(_table([{"Name": a.label, "Kind": a.kind_words, "Added": _when(a.created_at),
+                              "Last used": _when(a.last_used_at)} for a in status.authenticators]),
+                     hide_index=True, key="helpdesk_authenticators")
+
     st.subheader("Helpdesk actions")
     if status.damaged:
         st.error("This user's security record cannot be read: they cannot sign in. **Reset MFA** "
@@ -251,7 +307,22 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
     if asked and asked["target"] != user.username:  # another user was chosen meanwhile
         st.session_state.pop(CONFIRM, None)
         asked = None
-    if asked:
+    one = st.session_state.get(CONFIRM_ONE)
+    if one and one["target"] != user.username:
+        st.session_state.pop(CONFIRM_ONE, None)
+        one = None
+    if one:
+        after = ("It is their only authenticator: two-step verification turns off and their "
+                 "backup codes stop working." if one["last"] else
+                 "Their other authenticators and backup codes keep working.")
+        st.warning(f"**Remove \u201c{plain(one['label'])}\u201d of {plain(user.name)} "
+                   f"({user.username})?** {after} Every session of theirs is signed out.")
+        st.write(f"Reason: {plain(one['reason'])}")
+        row = st.container(horizontal=True)
+        row.button("Yes, remove it", key="helpdesk_remove_confirm", type="primary",
+                   on_click=confirm_remove_one, args=(admin.username, user.username))
+        row.button("Cancel", key="helpdesk_remove_cancel", on_click=cancel_reset)
+    elif asked:
         st.warning(f"**Reset MFA for {plain(user.name)} ({user.username})?** Their authentication "
                    "app and backup codes are removed, their lockout is cleared and every session "
                    "of theirs is signed out; they sign in with their password alone until they "
@@ -264,9 +335,18 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
     else:
         st.text_input("Reason", key=REASON, max_chars=500,
                       help="Recorded in the audit trail with your name. Required for a reset.")
-        st.write("**Reset MFA** removes the user's authentication app and backup codes and "
-                 "clears their lockout; their sessions are signed out.")
+        st.write("**Remove authenticator** removes the one chosen; **Reset MFA** removes every "
+                 "authenticator and the backup codes and clears the lockout. Either signs out "
+                 "the user's sessions.")
+        if status.authenticators:
+            names = {a.id: a.label for a in status.authenticators}
+            st.selectbox("Authenticator", list(names), index=None, key=CHOSEN,
+                         format_func=lambda i: names.get(i, i),
+                         placeholder="Choose one to remove it alone")
         row = st.container(horizontal=True)
+        if status.authenticators:
+            row.button("Remove authenticator", key="helpdesk_remove_one",
+                       on_click=request_remove_one, args=(admin.username, user.username))
         row.button("Reset MFA", key="helpdesk_reset", type="primary", on_click=request_reset,
                    args=(admin.username, user.username))
         if has_failures(status):

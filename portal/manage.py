@@ -1,14 +1,22 @@
-"""The Manage MFA page's actions: each an on_click callback behind reverification."""
+"""The Manage MFA page: the user's authenticators (Rename, Remove, Add another), backup codes,
+sessions and activity. Each change is an on_click callback behind reverification."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+import mfa_core
+from mfa_core.authenticators import DEFAULT_LABEL, MAX_TOTP_APPS
+
 from . import backup_view, config, enrollment, passkey_view, session, sessions_view
+from .display import plain
 from .navigation import ADD_TOTP_PAGE
 
-CONFIRM_REMOVE = "manage_confirm_remove"
+CONFIRM_REMOVE = "manage_confirm_remove"  # id of the last authenticator, asked before removing
 GOTO_ADD = "manage_goto_add"
+RENAMING = "manage_renaming"              # id of the authenticator whose name is being edited
+RENAME_TEXT = "manage_rename_text"
+RENAME_ERROR = "manage_rename_error"
 ACTIVITY_LIMIT = 10
 
 
@@ -21,32 +29,103 @@ def _start_add() -> None:
     st.session_state[GOTO_ADD] = True
 
 
-def request_remove() -> None:
-    """Remove: asked once, either here or by the Verify it's you dialog.
+def _quoted(label: str) -> str:
+    """A name in quotes, as markdown that shows it literally."""
+    return f"\u201c{plain(label)}\u201d"
 
-    Inside the verification window nothing else would stand between a stray
-    click and an account without its second factor, so the page asks first.
+
+def _is_last(authenticator_id: str) -> bool:
+    left = session.status().authenticators
+    return [a.id for a in left] == [authenticator_id]
+
+
+def request_remove(authenticator_id: str) -> None:
+    """Remove: one of several goes behind reverification; the last one is asked about first.
+
+    Removing the last one turns two-step off, so it is asked once, either
+    here (inside the verification window nothing else would stand between a
+    stray click and an account without its second factor) or by the Verify
+    it's you dialog, which then says what it will do.
     """
-    if session.verification_remaining() > 0:
-        st.session_state[CONFIRM_REMOVE] = True
+    _stop_renaming()
+    if _is_last(authenticator_id) and session.verification_remaining() > 0:
+        st.session_state[CONFIRM_REMOVE] = authenticator_id
     else:
-        confirm_remove()
+        confirm_remove(authenticator_id)
 
 
-def confirm_remove() -> None:
+def confirm_remove(authenticator_id: str) -> None:
     st.session_state.pop(CONFIRM_REMOVE, None)
-    session.sensitive("remove", "remove your authentication app", remove)
+    found = session.status().authenticator(authenticator_id)
+    if found is None:
+        session.flash("error", str(mfa_core.UnknownAuthenticator()))
+        return
+    if _is_last(authenticator_id):
+        what = (f"remove {_quoted(found.label)}, your only authenticator: two-step verification "
+                "turns off and your backup codes stop working")
+        if found.kind == "totp" and found.label == DEFAULT_LABEL:
+            what = "remove your authentication app"
+    else:
+        what = f"remove {_quoted(found.label)}"
+    session.sensitive("remove", what, lambda: remove(authenticator_id))
 
 
 def keep_authenticator() -> None:
     st.session_state.pop(CONFIRM_REMOVE, None)
 
 
-def remove() -> None:
-    config.service().disable_totp(session.callback_user(), keep_session=session.token())
+def remove(authenticator_id: str) -> None:
+    status = config.service().remove_authenticator(session.callback_user(), authenticator_id,
+                                                   keep_session=session.token())
     session.note_mfa_changed()
-    backup_view.forget()
-    session.flash("success", "Your authentication app was removed, and your backup codes with it.")
+    if status.two_factor_enabled:
+        session.flash("success", "The authenticator was removed. Your other authenticators and "
+                                 "your backup codes still work.")
+    else:
+        backup_view.forget()
+        session.flash("success", "Your authentication app was removed, and your backup codes "
+                                 "with it.")
+
+
+def start_rename(authenticator_id: str) -> None:
+    found = session.status().authenticator(authenticator_id)
+    st.session_state.pop(CONFIRM_REMOVE, None)
+    st.session_state.pop(RENAME_ERROR, None)
+    if found is not None:
+        st.session_state[RENAMING] = authenticator_id
+        st.session_state[RENAME_TEXT] = found.label
+
+
+def _stop_renaming() -> None:
+    for key in (RENAMING, RENAME_TEXT, RENAME_ERROR):
+        st.session_state.pop(key, None)
+
+
+def save_rename() -> None:
+    authenticator_id = st.session_state.get(RENAMING)
+    label = st.session_state.get(RENAME_TEXT) or ""
+    found = session.status().authenticator(authenticator_id) if authenticator_id else None
+    if found is None:
+        _stop_renaming()
+        return
+    session.sensitive("rename", f"rename {_quoted(found.label)}",
+                      lambda: rename(authenticator_id, label))
+
+
+def rename(authenticator_id: str, label: str) -> None:
+    try:
+        config.service().rename_authenticator(session.callback_user(), authenticator_id, label)
+    except (mfa_core.InvalidLabel, mfa_core.UnknownAuthenticator) as err:
+        st.session_state[RENAMING] = authenticator_id
+        st.session_state[RENAME_TEXT] = label
+        st.session_state[RENAME_ERROR] = str(err)
+        return
+    _stop_renaming()
+    session.flash("success", "The authenticator was renamed.")
+
+
+def cancel_rename() -> None:
+    _stop_renaming()
 
 
 def done() -> None:
@@ -73,6 +152,43 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _authenticators_table(status: mfa_core.MFAStatus) -> None:
+    """One row per authenticator: its name, kind, when added and last used; Rename, Remove."""
+    if st.session_state.get(RENAMING) and status.authenticator(st.session_state[RENAMING]) is None:
+        _stop_renaming()  # removed meanwhile (another tab, the helpdesk)
+    for each in status.authenticators:
+        box = st.container(border=True)
+        row = box.container(horizontal=True, vertical_alignment="center")
+        used = (f"last used {session.format_time(each.last_used_at)}" if each.last_used_at
+                else "not used yet")
+        if st.session_state.get(RENAMING) == each.id:
+            with row.form(f"manage_rename_form_{each.id}", border=False):
+                st.text_input(f"New name for {plain(each.label)}", key=RENAME_TEXT, max_chars=40,
+                              label_visibility="visible")
+                buttons = st.container(horizontal=True)
+                buttons.form_submit_button("Save", type="primary", on_click=save_rename)
+                buttons.form_submit_button("Cancel", on_click=cancel_rename)
+            if st.session_state.get(RENAME_ERROR):
+                box.error(st.session_state[RENAME_ERROR])
+            continue
+        row.markdown(f"**{plain(each.label)}**  \n{each.kind_words}  \nAdded "
+                     f"{session.format_time(each.created_at)} · {used}", width="stretch")
+        actions = row.container(horizontal=True, width="content", horizontal_alignment="right")
+        actions.button("Rename", key=f"manage_rename_{each.id}", on_click=start_rename,
+                       args=(each.id,))
+        actions.button("Remove", key=f"manage_remove_{each.id}", on_click=request_remove,
+                       args=(each.id,))
+        if st.session_state.get(CONFIRM_REMOVE) == each.id:
+            what = "your authentication app" if each.kind == "totp" else "your passkey"
+            st.warning(f"Remove {what}? {_quoted(each.label)} is your only "
+                       "authenticator: signing in will then need only your password, and your "
+                       "backup codes stop working.")
+            asked = st.container(horizontal=True)
+            asked.button("Yes, remove it", key="manage_remove_confirm", type="primary",
+                         on_click=confirm_remove, args=(each.id,))
+            asked.button("Keep it", key="manage_remove_keep", on_click=keep_authenticator)
+
+
 def render(user) -> None:
     """The Manage MFA page, for a user the guard let in."""
     if take_goto_add():
@@ -82,18 +198,19 @@ def render(user) -> None:
 
     st.title("User MFA Settings")
 
-    st.header("Authentication app")
-    if status.totp_enabled:
-        st.write("TOTP via authentication app enabled")
-        if st.session_state.get(CONFIRM_REMOVE):
-            st.warning("Remove your authentication app? Signing in will then need only your "
-                       "password, and your backup codes stop working.")
-            row = st.container(horizontal=True)
-            row.button("Yes, remove it", key="manage_remove_confirm", type="primary",
-                       on_click=confirm_remove)
-            row.button("Keep it", key="manage_remove_keep", on_click=keep_authenticator)
+    st.header("Authenticators")
+    if status.authenticators:
+        if status.totp_enabled:
+            st.write("TOTP via authentication app enabled")
         else:
-            st.button("Remove", key="manage_remove", on_click=request_remove)
+            st.write("Two-step verification is on.")
+        _authenticators_table(status)
+        apps = sum(1 for a in status.authenticators if a.kind == "totp")
+        if apps >= MAX_TOTP_APPS:
+            st.caption(f"You have {MAX_TOTP_APPS} authentication apps, the most an account may "
+                       "have: remove one to add another.")
+        else:
+            st.button("Add another authentication app", key="manage_add", on_click=request_add)
     else:
         st.write("Add TOTP via authentication app")
         st.button("Add", key="manage_add", type="primary", on_click=request_add)

@@ -19,6 +19,7 @@ import mfa_core
 
 from . import config, session
 from . import passkey_component as pc
+from .display import plain
 
 SIGN_IN = "signin"
 REVERIFY = "reverify"
@@ -96,7 +97,7 @@ def run(slot: str, on_answer: Callable[[str], None], container: Any = None) -> N
                      prompt=PROMPT)
     error = st.session_state.get(_error_key(slot))
     if error:
-        where.error(error)
+        where.error(plain(error))  # an engine message may quote a name the user typed
 
 
 def _answered(slot: str, on_answer: Callable[[str], None]) -> None:
@@ -178,7 +179,7 @@ def save_new() -> None:
     forget_new()
     clear(ADD)
     session.note_mfa_changed()
-    session.flash("success", f"Passkey \u201c{added.label}\u201d added.")
+    session.flash("success", f"Passkey \u201c{plain(added.label)}\u201d added.")
     if not was_on:
         # Two-step just turned on: backup codes, as after the first authentication app.
         from . import backup_view

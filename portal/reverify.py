@@ -16,7 +16,6 @@ import streamlit as st
 import mfa_core
 
 from . import config, focus, passkey_view
-from .display import plain
 from .session import (DIALOG_OPEN, PENDING, PENDING_RUN, REVERIFY_BACKUP, REVERIFY_DONE,
                       REVERIFY_ERROR, REVERIFY_WINDOW, VERIFIED_AT, client_source, current_username,
                       flash, now, record_verification, still_trusted)
@@ -42,6 +41,9 @@ def verification_caption() -> None:
 
 def sensitive(action: str, label: str, run: Callable[[], Any]) -> None:
     """Run ``run()`` now if verified within 10 minutes, else after the dialog succeeds.
+
+    ``label`` completes "To …, enter …" in the dialog, as markdown: people's
+    text in it (a name) goes through ``display.plain`` first.
 
     Meant for ``on_click`` callbacks: the dialog itself opens on the next run
     (the guard opens it; Streamlit cannot open a dialog from a callback).
@@ -207,7 +209,7 @@ def _reverify_dialog() -> None:
     status = _status()
     mode = _reverify_mode(status)
     if mode == "passkey":
-        st.write(f"To {plain(pending['label'])}, use your passkey.")
+        st.write(f"To {pending['label']}, use your passkey.")
         st.button("Use a passkey", key="portal_reverify_passkey", type="primary",
                   on_click=passkey_view.start, args=(passkey_view.REVERIFY,))
         passkey_view.run(passkey_view.REVERIFY, _passkey_answered)

@@ -28,6 +28,25 @@ def describe(user_agent: str) -> str:
     return f"{browser} on {system}" if system and system != "Other" else browser
 
 
+MOBILE_SYSTEMS = ("iOS", "iPadOS", "Android")
+
+
+@functools.lru_cache(maxsize=512)
+def phone_name(user_agent: str) -> str | None:
+    """"iPhone", "Pixel 8": the phone or tablet a User-Agent names (ua-parser), else None.
+
+    Only phones and tablets: an authentication app does not live on the
+    desktop browser someone manages their account from.
+    """
+    if not user_agent:
+        return None
+    found = parse(user_agent)
+    if not (found.os and found.os.family in MOBILE_SYSTEMS and found.device):
+        return None
+    family = found.device.family
+    return None if not family or family in ("Other", "Generic Smartphone", "K") else family
+
+
 def sign_out_one(session_id: str) -> None:
     user = session.callback_user()
     if config.service().sessions.end_by_id(user, session_id):

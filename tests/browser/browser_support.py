@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 APP_DIR = Path(os.environ.get("MFA_PORTAL_BROWSER_APP_DIR") or REPO).resolve()
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 DOCS = REPO / "docs"
-DOC_PICTURES = ("sign-in-challenge", "add-totp-qr", "backup-codes", "manage-mfa-enabled")
+DOC_PICTURES = ("sign-in-challenge", "add-totp-qr", "backup-codes", "manage-mfa-enabled",
+                "manage-mfa-authenticators")
 
 CHROMIUM = os.environ.get("MFA_PORTAL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -8,6 +8,7 @@ import threading
 import time
 
 import mfa_core
+from mfa_core.authenticators import MAX_TOTP_APPS
 
 from .conftest import FakeClock, code_for
 
@@ -16,6 +17,7 @@ def test_cli_resets_racing_an_enrolling_user_lose_no_update(cli, directory, data
     svc = mfa_core.open_service(data_dir, environ={})  # the real clock, like the CLI's
     enrolled: list[str] = []  # secrets whose verification succeeded, in order
     refused: list[str] = []
+    cleared: list[int] = []  # disable_totp calls that removed apps (at the cap of apps per user)
     stop = threading.Event()
 
     failures: list[BaseException] = []
@@ -23,7 +25,15 @@ def test_cli_resets_racing_an_enrolling_user_lose_no_update(cli, directory, data
     def enroll_again_and_again() -> None:
         try:
             while not stop.is_set():
-                secret = svc.create_totp("alice").secret
+                try:
+                    secret = svc.create_totp("alice").secret
+                except mfa_core.TooManyAuthenticators:  # each enrollment adds an app: start over
+                    try:
+                        svc.disable_totp("alice")
+                        cleared.append(1)
+                    except mfa_core.NotEnabled:  # a reset got there first
+                        pass
+                    continue
                 try:
                     svc.verify_totp("alice", code_for(secret, time.time()))
                 except mfa_core.MFAError as exc:  # the reset removed the pending enrollment
@@ -57,8 +67,9 @@ def test_cli_resets_racing_an_enrolling_user_lose_no_update(cli, directory, data
     for path in data_dir.rglob("*.json"):
         json.loads(path.read_text())
     status = svc.status("alice")
-    assert status.mfa_epoch == len(enrolled) + resets
-    trail = [e for e in svc.audit("alice") if e.event in ("totp_enabled", "helpdesk_reset")]
+    assert status.mfa_epoch == len(enrolled) + resets + len(cleared)
+    trail = [e for e in svc.audit("alice")
+             if e.event in ("totp_enabled", "helpdesk_reset", "totp_removed")]
     assert sum(e.event == "totp_enabled" for e in trail) == len(enrolled)
     assert sum(e.event == "helpdesk_reset" for e in trail) == resets
     assert set(refused) <= {"NoPendingEnrollment"}
@@ -85,6 +96,8 @@ def test_key_rotations_racing_enrollments_leave_every_secret_readable_with_the_n
         try:
             while not stop.is_set():
                 for username in users:
+                    if len(svc.status(username).authenticators) >= MAX_TOTP_APPS - 1:
+                        svc.disable_totp(username)  # each round adds an app (and a pending one)
                     secret = svc.create_totp(username).secret
                     svc.verify_totp(username, code_for(secret, time.time()))
                     last_secret[username] = secret

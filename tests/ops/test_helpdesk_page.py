@@ -128,11 +128,11 @@ def test_the_list_shows_status_lockout_and_last_activity(data_dir, svc, clock, a
             svc.verify_totp("bob", "000000")
     table = rows(run(at))
     assert list(table) == ["admin", "alice", "bob"]
-    assert table["alice"]["Authenticator"] == "On" and table["alice"]["Backup codes"] == "10"
-    assert table["admin"]["Authenticator"] == "On" and table["bob"]["Backup codes"] == "—"
+    assert table["alice"]["Two-step"] == "On" and table["alice"]["Backup codes"] == "10"
+    assert table["admin"]["Two-step"] == "On" and table["bob"]["Backup codes"] == "—"
     assert table["alice"]["E-mail"] == "alice@example.com"
     assert table["alice"]["Last activity"] == "2027-01-15 08:00 UTC"
-    assert table["bob"]["Authenticator"] == "Setting up"
+    assert table["bob"]["Two-step"] == "Setting up"
     assert table["bob"]["Lockout"].startswith("Waiting 30 s (5 failed)")
     assert table["admin"]["Role"] == "Admin" and table["alice"]["Role"] == "User"
     assert table["admin"]["Lockout"] == "—"
@@ -280,7 +280,7 @@ def test_reset_within_ten_minutes_of_signing_in_runs_once_confirmed(data_dir, sv
     assert (event.event, event.actor, event.detail) == ("helpdesk_reset", "admin",
                                                         "lost phone, ticket 4711")
     assert any("Two-step verification of alice was reset" in s.value for s in at.success)
-    assert rows(at)["alice"]["Authenticator"] == "Off"
+    assert rows(at)["alice"]["Two-step"] == "Off"
     assert at.text_input(key="helpdesk_reason").value == ""
 
 
@@ -441,11 +441,55 @@ def test_a_damaged_record_is_listed_as_such_and_the_reset_replaces_it(data_dir, 
     at = helpdesk(admin_secret, clock)
     assert not at.exception and not errors(at)
     table = rows(at)
-    assert table["alice"]["Authenticator"] == "Record damaged"
+    assert table["alice"]["Two-step"] == "Record damaged"
     assert table["alice"]["Lockout"] == "Record damaged"
-    assert table["bob"]["Authenticator"] == "Off"
+    assert table["bob"]["Two-step"] == "Off"
     at = choose(at, "alice")
     assert any("cannot be read" in e for e in errors(at))
     at = reset(at, "record damaged, ticket 99")
     assert not svc.status("alice").totp_enabled
     assert "damaged record replaced" in svc.audit("alice")[-1].detail
+
+
+# -- one authenticator -------------------------------------------------------------------
+
+def test_the_helpdesk_lists_a_users_authenticators_and_removes_one_with_a_reason(
+        data_dir, svc, clock, admin_secret):
+    enroll(svc, clock, "alice")
+    tablet = svc.create_totp("alice", label="Work tablet")
+    svc.verify_totp("alice", code(tablet.secret, clock))
+    clock.advance(30)
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    assert rows(at)["alice"]["Two-step"] == "On (2)"
+    listed = at.dataframe[2].value.to_dict("records")  # after the list and the trail
+    assert [(r["Name"], r["Kind"]) for r in listed] == [("Authenticator app", "Authentication app"),
+                                                         ("Work tablet", "Authentication app")]
+    ids = {a.label: a.id for a in svc.status("alice").authenticators}
+    at = click(at, "Remove authenticator")  # nothing chosen
+    assert errors(at) == ["Choose the authenticator to remove."]
+    at.selectbox(key=helpdesk_module.CHOSEN).select(ids["Work tablet"])
+    at = click(run(at), "Remove authenticator")
+    assert errors(at) == ["A reason is required to remove an authenticator."]
+    type_into(at, "Reason", "tablet stolen")
+    at = click(at, "Remove authenticator")
+    assert "Remove “Work tablet” of" in texts(at)
+    assert "Their other authenticators and backup codes keep working" in texts(at)
+    assert len(svc.status("alice").authenticators) == 2  # asked, not done
+    at = click(at, "Yes, remove it")
+    assert [a.label for a in svc.status("alice").authenticators] == ["Authenticator app"]
+    assert svc.status("alice").backup_codes_remaining == 10
+    event = svc.audit("alice")[-1]
+    assert (event.event, event.actor, event.detail) == ("authenticator_removed", "admin",
+                                                        "Work tablet (reason: tablet stolen)")
+
+
+def test_cancelling_the_removal_of_one_changes_nothing(data_dir, svc, clock, admin_secret):
+    enroll(svc, clock, "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    at.selectbox(key=helpdesk_module.CHOSEN).select(svc.status("alice").authenticators[0].id)
+    type_into(run(at), "Reason", "check")
+    at = click(at, "Remove authenticator")
+    assert "It is their only authenticator" in texts(at)
+    at = click(at, "Cancel")
+    assert svc.status("alice").two_factor_enabled
+    assert at.text_input(key=helpdesk_module.REASON).value == "check"

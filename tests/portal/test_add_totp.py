@@ -241,11 +241,13 @@ def test_opened_directly_with_a_fresh_verification_starts_one_set_up(data_dir, s
     assert svc.pending_totp("bob").secret == secret
 
 
-def test_with_totp_already_enabled_the_page_says_so(data_dir, svc, clock):
+def test_with_totp_already_enabled_the_page_sets_up_one_more_app(data_dir, svc, clock):
     secret, _ = enroll(svc, clock, "alice")
     at = signed_in("alice", secret, clock, page=ADD)
-    assert "TOTP via authentication app enabled." in texts(at)
-    assert svc.pending_totp("alice") is None
+    assert [t.value for t in at.title] == ["Add TOTP MFA"]
+    pending = svc.pending_totp("alice")
+    assert pending is not None and pending.label == "Authenticator app 2"
+    assert [a.label for a in svc.status("alice").authenticators] == ["Authenticator app"]
     assert main_links(at) == ["Manage MFA"]
 
 
