@@ -2,8 +2,9 @@
 
 Add a passkey on Manage MFA (named by the user; two-step turns on and backup
 codes appear), sign out, sign in with the password and **Use a passkey** (no
-code typed), verify it's you with the passkey. Another browser, whose authenticator does
-not hold that passkey, cannot use it. The
+code typed), verify it's you with the passkey; rename it and remove it in the
+authenticators table. Another browser, whose authenticator does not hold
+that passkey, cannot use it. The
 portal is opened at http://localhost:<port> (the relying party ``localhost``;
 browsers refuse passkeys on an IP address). axe-core checks each new state.
 """
@@ -17,7 +18,7 @@ from browser_support import (BACKUP_CODE, button, click, error_text, heading, ma
                              sign_in, sign_out)
 from passkey_support import add_virtual_authenticator, localhost
 
-BROWSER_USERS = {"pat": "pat-browser-pw"}
+BROWSER_USERS = {"pat": "pat-browser-pw", "quinn": "quinn-browser-pw"}
 BROWSER_CLOCK = True
 STALE = 11 * 60  # seconds: past the 10-minute verification window
 
@@ -50,6 +51,9 @@ def test_add_a_passkey_sign_in_and_verify_with_it(portal, new_page, shots):
     button(page, "Done").wait_for()  # two-step is on: ten backup codes, shown once
     codes = BACKUP_CODE.findall(main_area(page).locator('[data-testid="stCode"]').first.inner_text())
     assert len(set(codes)) == 10
+    text = main_text(page)
+    assert "Laptop passkey" in text and "Passkey" in text and "not used yet" in text
+    assert "Two-step verification is on." in text
     status = portal.service().status("pat")
     assert status.two_factor_enabled and not status.totp_enabled
     assert [a.kind for a in status.authenticators] == ["passkey"]
@@ -95,3 +99,32 @@ def test_add_a_passkey_sign_in_and_verify_with_it(portal, new_page, shots):
     assert not set(codes) & set(BACKUP_CODE.findall(main_text(page)))  # a new set
     click(page, button(page, "Done"))
 
+
+def test_rename_and_remove_a_passkey(portal, new_page):
+    url = localhost(portal.url)
+    page = new_page()
+    add_virtual_authenticator(page)
+    sign_in(page, url, "quinn", BROWSER_USERS["quinn"])
+    heading(page, "Welcome, Quinn Browser").wait_for()
+    open_manage(page)
+    click(page, button(page, "Add a passkey"))
+    page.get_by_label("Passkey name", exact=True).wait_for()
+    click(page, button(page, "Save passkey"))
+    page.get_by_text("Passkey \u201cPasskey on this device\u201d added.").wait_for()
+    click(page, button(page, "Done"))
+
+    # Just verified (the password): the changes need no dialog.
+    click(page, button(page, "Rename"))
+    page.get_by_label(re.compile("New name for")).fill("Work laptop")
+    click(page, button(page, "Save"))
+    page.get_by_text("The authenticator was renamed.").wait_for()
+    assert [a.label for a in portal.service().status("quinn").authenticators] == ["Work laptop"]
+    assert_accessible(page, "manage-mfa-passkey-renamed")
+
+    # Removing the only authenticator asks on the page, then two-step is off.
+    click(page, button(page, "Remove"))
+    click(page, button(page, "Yes, remove it"))
+    page.get_by_text("Add TOTP via authentication app").wait_for()
+    assert "Work laptop" not in main_text(page)
+    assert not portal.service().status("quinn").two_factor_enabled
+    assert_accessible(page, "manage-mfa-passkey-removed")

@@ -58,10 +58,15 @@ def test_users_without_a_passkey_see_the_page_as_before(data_dir, svc, clock):
     assert inputs(at) == ["Authentication code"]
 
 
-def test_manage_mfa_offers_a_passkey(data_dir, svc, cookie, clock):
+def test_manage_mfa_offers_a_passkey_and_lists_it_as_an_authenticator(data_dir, svc, cookie, clock):
     cookie(make_cookie("alice", passed=True, verified_at=clock()))
+    assert "Add a passkey" in labels(app(MANAGE))
+    add_passkey(svc, label="Office key")
     at = app(MANAGE)
     assert "Add a passkey" in labels(at)
+    text = texts(at)
+    assert "Office key" in text and "Passkey" in text and "Two-step verification is on." in text
+    assert {"Rename", "Remove"} <= set(labels(at))
 
 
 def test_verify_its_you_asks_for_the_passkey_first(data_dir, svc, cookie, clock):
