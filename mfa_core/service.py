@@ -608,18 +608,23 @@ class MFAService:
         takes the code, the refusal that says most wins: already used, then
         expired, then a clock off, then plainly wrong.
         """
-        refusals: list[InvalidCode] = []
-        for app in apps:
-            try:
-                step = totp.verify(self.keyring.decrypt(app["secret"]), code, now, app.get("last_step"))
-            except InvalidCode as refused:
-                refusals.append(refused)
-            else:
+        secrets_ = [self.keyring.decrypt(app["secret"]) for app in apps]
+        for app, secret in zip(apps, secrets_):
+            step = totp.fresh_step(secret, code, now, app.get("last_step"))
+            if step is not None:
                 app["last_step"] = step
                 app["last_used_at"] = now
                 self._log(txn, now, actor, "second_factor_passed", "success",
                           f"authentication code from {app['label']}")
                 return None
+        refusals: list[InvalidCode] = []
+        for app, secret in zip(apps, secrets_):
+            try:
+                totp.verify(secret, code, now, app.get("last_step"))
+            except InvalidCode as refused:
+                refusals.append(refused)
+            else:  # cannot happen: fresh_step found nothing (kept closed all the same)
+                refusals.append(InvalidCode())
         order = (CodeAlreadyUsed, CodeExpired, ClockDrift, InvalidCode)
         return min(refusals, key=lambda e: next(i for i, k in enumerate(order) if isinstance(e, k)))
 
