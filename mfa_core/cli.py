@@ -420,6 +420,8 @@ def cmd_mail_test(ctx: Context) -> int:
     if not user.email:
         raise UsageError(f"{user.username!r} has no mail address in the user directory.")
     notifier = notify.from_settings(ctx.data_dir, ctx.environ, SECRETS_FILE)
+    if notifier is not None:
+        notifier.directory = ctx.users  # the database's when one is set
     if notifier is None:
         raise notify.NotificationSettingsError(
             "No SMTP host is configured (MFA_PORTAL_SMTP_HOST or [smtp] host in "

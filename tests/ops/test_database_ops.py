@@ -238,3 +238,15 @@ def test_db_copy_refuses_what_is_not_a_data_dir(db_cli, tmp_path, postgres_url):
 def test_db_commands_without_a_database_say_how_to_configure_one(cli, tmp_path):
     result = cli("db", "copy", "--from", str(tmp_path))
     assert result.returncode == 2 and "MFA_PORTAL_DATABASE_URL" in result.stderr
+
+
+def test_users_import_and_export_work_on_the_embedded_directory_too(cli, tmp_path):
+    source = tmp_path / "import"
+    UserDirectory(source).add("ivan", "ivan-pass-12", email="ivan@example.com")
+    result = cli("users", "import", str(source / "users.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert UserDirectory(cli.data_dir).get("ivan").email == "ivan@example.com"
+    exported = cli("users", "export")
+    assert yaml.safe_load(exported.stdout) == yaml.safe_load((source / "users.yaml").read_text())
+    missing = cli("users", "import", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "cannot be read" in missing.stderr
