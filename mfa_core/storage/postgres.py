@@ -76,7 +76,8 @@ def _database_errors(url: str | None = None) -> Iterator[None]:
     except psycopg.Error as exc:
         # libpq's messages name host, port, user and database, never the password; a malformed
         # URL's may quote a piece of it, so any password is blanked out all the same.
-        raise DatabaseError(redact(" ".join(str(exc).split()), url) or type(exc).__name__) from exc
+        # "from None": a logged traceback must not print psycopg's own text either.
+        raise DatabaseError(redact(" ".join(str(exc).split()), url) or type(exc).__name__) from None
 
 
 class PostgresStore(Store):
