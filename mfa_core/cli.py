@@ -576,7 +576,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit 2), like every other refusal."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+        # One line, whatever was typed (an argument may hold a CR or a newline).
+        self.exit(2, f"{self.prog}: {' '.join(message.split())} (see --help)\n")
 
 
 def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
