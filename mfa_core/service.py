@@ -32,13 +32,13 @@ from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, En
                      InvalidCode, InvalidLabel, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
                      RecordDamaged, StorageError, TooManyAttempts, TooManyAuthenticators,
                      UnknownAuthenticator)
-from .keys import KeyRing, load_keyring
+from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .sessions import SessionBook, SessionPolicy, end_all
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
 from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store, Transaction, open_store
 from .throttle import PasswordPolicy, ThrottlePolicy
-from .users import UserDirectory
+from .users import UserDirectory, open_directory
 
 log = logging.getLogger("mfa_core")
 
@@ -937,16 +937,19 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
         raise TypeError("password_policy must be a PasswordPolicy")
     path = Path(data_dir)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if not (database_url and env.get(ENV_KEYS)):  # with a database and keys, nothing goes there
+            path.mkdir(parents=True, exist_ok=True)
         try:
             store = open_store(backend, path, database_url)
         except DatabaseError as exc:
             raise StorageError(f"The database cannot be used: {exc}.") from exc
         keyring = load_keyring(path, env)
-        directory = UserDirectory(path)
+        directory = open_directory(path, store)
     except IO_ERRORS as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise StorageError(f"The data directory {path} cannot be used: {reason}.") from exc
+    if store.database and isinstance(getattr(notifier, "directory", None), UserDirectory):
+        notifier.directory = directory  # mail addresses from the shared directory, not a file
     return MFAService(store, keyring, clock, issuer=issuer, policy=policy,
                       password_policy=password_policy, session_policy=session_policy,
                       directory=directory, notifier=notifier,
