@@ -54,8 +54,8 @@ LABELS = {"tinydb": "tinydb (ours)", "tinydb-single-file": "single file", "sqlit
           PG: "postgres"}
 ENV_PG = "MFA_BENCH_POSTGRES"  # the bench cluster's base URL, for the children (never MFA_PORTAL_*)
 SIZES = (100, 1_000, 10_000, 100_000)
-ENGINE_OPS = ("status", "create_totp", "verify_totp", "second_factor_totp", "second_factor_backup",
-              "disk_fsync", "pg_commit")
+ENGINE_OPS = ("status", "create_totp", "verify_totp", "second_factor_totp", "second_factor_totp_5",
+              "second_factor_backup", "disk_fsync", "pg_commit")
 # Timed after ENGINE_OPS in each round (bcrypt: ~0.25 s a call), once users.yaml is parsed.
 PASSWORD_OPS = ("password_right", "password_wrong", "password_unknown", "bcrypt_alone")
 OPS = ENGINE_OPS + PASSWORD_OPS
@@ -69,6 +69,7 @@ OP_LABELS = {
     "create_totp": "create_totp",
     "verify_totp": "verify_totp",
     "second_factor_totp": "attempt_second_factor (TOTP)",
+    "second_factor_totp_5": "attempt_second_factor (TOTP, the 5th of 5 apps)",
     "second_factor_backup": "attempt_second_factor (backup code)",
     "password_right": "attempt_password",
     "password_wrong": "attempt_password (wrong password)",
@@ -287,12 +288,14 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
     import mfa_core
     from mfa_core import backup_codes as bc
     from mfa_core import totp
+    from mfa_core.authenticators import MAX_TOTP_APPS
 
     wall0 = time.perf_counter()
     state_path = Path(data_dir).with_suffix(".state.json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     secrets_override: dict[str, str] = state.setdefault("secrets", {})
     codes_used: dict[str, int] = state.setdefault("codes_used", {})
+    fifth_app: dict[str, str] = state.setdefault("fifth_app", {})  # user -> their 5th app's secret
     state.setdefault("fresh", 0)  # sources (and unknown names) handed out so far
     rng = random.Random(seed)
     clock = FakeClock(t0)
@@ -338,13 +341,22 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
         name = pick()
         return lambda: svc.status(name)
 
+    def make_room(name: str) -> None:
+        """Untimed: a user at the most apps loses one (neither the first nor the newest)."""
+        apps = svc.status(name).authenticators
+        if len(apps) >= MAX_TOTP_APPS:
+            svc.remove_authenticator(name, apps[1].id)
+        fifth_app.pop(name, None)
+
     def prep_create():
         name = pick()
+        make_room(name)
         clock.t += 30
         return lambda: svc.create_totp(name)
 
     def prep_verify():
         name = pick()
+        make_room(name)  # each verify adds an app
         clock.t += 30
         resource = svc.create_totp(name)  # untimed: verify needs a pending enrollment
         clock.t += 30
@@ -356,6 +368,21 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
         name = pick()
         clock.t += 30  # the replay guard refuses a step already used
         code = totp.code_at(secret_of(name), clock.t)
+        return lambda: svc.attempt_second_factor(name, code, strategy="totp")
+
+    def prep_totp_5():
+        # Untimed: the user gets five apps; the code is the fifth's, the worst case (four
+        # apps checked first).
+        name = pick()
+        have = len(svc.status(name).authenticators)
+        for _ in range(MAX_TOTP_APPS - have):
+            clock.t += 30
+            resource = svc.create_totp(name)
+            clock.t += 30
+            svc.verify_totp(name, totp.code_at(resource.secret, clock.t))
+            fifth_app[name] = secrets_override[name] = resource.secret
+        clock.t += 30
+        code = totp.code_at(fifth_app.get(name) or secret_of(name), clock.t)
         return lambda: svc.attempt_second_factor(name, code, strategy="totp")
 
     def prep_backup():
@@ -446,7 +473,8 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
         return call
 
     prepare = {"disk_fsync": prep_fsync, "pg_commit": prep_commit, "status": prep_status, "create_totp": prep_create, "verify_totp": prep_verify,
-               "second_factor_totp": prep_totp, "second_factor_backup": prep_backup,
+               "second_factor_totp": prep_totp, "second_factor_totp_5": prep_totp_5,
+               "second_factor_backup": prep_backup,
                "password_right": prep_password_right, "password_wrong": prep_password_wrong,
                "password_unknown": prep_password_unknown, "bcrypt_alone": prep_bcrypt}
 
