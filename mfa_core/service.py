@@ -610,19 +610,22 @@ class MFAService:
         """
         secrets_ = [self.keyring.decrypt(app["secret"]) for app in apps]
         for app, secret in zip(apps, secrets_):
-            step = totp.fresh_step(secret, code, now, app.get("last_step"))
+            step = totp.fresh_step(secret, code, now, app.get("last_step"), app.get("disclosed") or ())
             if step is not None:
                 app["last_step"] = step
                 app["last_used_at"] = now
+                for each in apps:
+                    _remember_disclosed(each, None, now)  # only forgets what is past
                 self._log(txn, now, actor, "second_factor_passed", "success",
                           f"authentication code from {app['label']}")
                 return None
         refusals: list[InvalidCode] = []
         for app, secret in zip(apps, secrets_):
             try:
-                totp.verify(secret, code, now, app.get("last_step"))
+                totp.verify(secret, code, now, app.get("last_step"), app.get("disclosed") or ())
             except InvalidCode as refused:
                 refusals.append(refused)
+                _remember_disclosed(app, totp.disclosed_step(now, refused), now)
             else:  # cannot happen: fresh_step found nothing (kept closed all the same)
                 refusals.append(InvalidCode())
         order = (CodeAlreadyUsed, CodeExpired, ClockDrift, InvalidCode)
@@ -825,6 +828,20 @@ def _bcrypt_check(password: str, stored: str) -> bool:
         return bcrypt.checkpw(password.encode("utf-8"), stored.encode("ascii"))
     except (ValueError, UnicodeEncodeError):  # a hash that is not bcrypt's, or a password > 72 bytes
         return False
+
+
+def _remember_disclosed(app: dict[str, Any], step: int | None, now: float) -> None:
+    """A refusal named a future step of this app ("your clock looks N s ahead"): its code must
+    not sign in when its time comes (the typist learnt it is a right code). Steps that are past
+    are dropped: they could never be accepted again anyway."""
+    current = totp.step_at(now)
+    kept = [s for s in app.get("disclosed") or () if s >= current - totp.WINDOW]
+    if step is not None and step not in kept:
+        kept.append(step)
+    if kept:
+        app["disclosed"] = sorted(kept)
+    else:
+        app.pop("disclosed", None)
 
 
 def _label_taken(label: str) -> MFAError:
