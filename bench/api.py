@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import os
 import random
