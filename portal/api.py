@@ -412,15 +412,31 @@ class NoDelayMiddleware:
     ``receive`` is a method of the connection's protocol or request cycle,
     which holds the asyncio transport; when that is not there (another
     server), nothing happens.
+
+    A request that closes its connection (``Connection: close``, or HTTP/1.0
+    without keep-alive) is left alone: no later response can wait behind
+    its last segment, and the close sends it at once, with the FIN.
     """
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] in ("http", "websocket"):
+        if scope["type"] == "websocket" or (scope["type"] == "http" and _keeps_alive(scope)):
             set_nodelay(getattr(getattr(receive, "__self__", None), "transport", None))
         await self.app(scope, receive, send)
+
+
+def _keeps_alive(scope) -> bool:
+    """Whether the client asked to keep the connection open after this request."""
+    connection = b""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"connection":
+            connection = value.lower()
+            break
+    if scope.get("http_version") == "1.0":
+        return b"keep-alive" in connection
+    return b"close" not in connection
 
 
 def set_nodelay(transport: Any) -> bool:
