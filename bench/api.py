@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import os
 import random
@@ -53,9 +52,11 @@ CODES_PER_USER = 10
 
 @dataclass(frozen=True)
 class Setup:
+    key: str                  # what --api-setups calls it
     label: str
     command: tuple[str, ...]  # "{port}" stands for the port
     shipped: bool = False
+    repo: Path | None = None  # another source tree (--api-before); None: this one
 
     def argv(self, port: int) -> list[str]:
         return [part.replace("{port}", str(port)) for part in self.command]
@@ -66,14 +67,30 @@ _STREAMLIT = ("--server.port", "{port}", "--server.address", "127.0.0.1",
               "--server.fileWatcherType", "none", "--server.runOnSave", "false")
 _UVICORN = (sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", "{port}",
             "--no-access-log")
+_SHIPPED = (sys.executable, "-m", "streamlit", "run", "app.py", *_STREAMLIT)
 SETUPS = (
-    Setup("`streamlit run app.py` (shipped: TCP_NODELAY middleware)",
-          (sys.executable, "-m", "streamlit", "run", "app.py", *_STREAMLIT), shipped=True),
-    Setup("`streamlit run` without the TCP_NODELAY middleware",
+    Setup("shipped", "`streamlit run app.py` (shipped: TCP_NODELAY middleware)", _SHIPPED,
+          shipped=True),
+    Setup("no-nodelay", "`streamlit run` without the TCP_NODELAY middleware",
           (sys.executable, "-m", "streamlit", "run", "bench/api_app_no_nodelay.py", *_STREAMLIT)),
-    Setup("`uvicorn app:app`", _UVICORN),
-    Setup("`uvicorn app:app --workers 2`", (*_UVICORN, "--workers", "2")),
+    Setup("uvicorn", "`uvicorn app:app`", _UVICORN),
+    Setup("uvicorn-2", "`uvicorn app:app --workers 2`", (*_UVICORN, "--workers", "2")),
 )
+
+
+def before_setup(rev: str, tree: Path) -> Setup:
+    """The shipped set-up as it was at ``rev`` (a ``git archive`` of it in ``tree``)."""
+    return Setup("before", f"`streamlit run app.py` at {rev} (before)", _SHIPPED, repo=tree)
+
+
+def export_revision(rev: str, into: Path) -> str:
+    """``git archive`` of ``rev`` unpacked in ``into``; returns its short hash."""
+    short = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return short
 
 
 # -- the data: users with fresh backup codes ------------------------------------
@@ -138,14 +155,125 @@ def in_process(svc, pairs: list[tuple[str, str]], threads: int) -> dict[str, Any
             "sent": len(pairs)}
 
 
+_IN_TREE = """
+import json, sys
+import mfa_core
+from bench.api import in_process
+svc = mfa_core.open_service(sys.argv[1], environ={})
+got = in_process(svc, [tuple(p) for p in json.load(sys.stdin)], int(sys.argv[2]))
+json.dump({"rate": got["rate"], "latencies": got["latencies"], "accepted": got["accepted"],
+           "sent": got["sent"]}, sys.stdout)
+"""
+
+
+def in_process_in(tree: Path, data_dir: Path, pairs: list[tuple[str, str]], threads: int) -> dict[str, Any]:
+    """``in_process`` with the engine of another source tree (the --api-before revision)."""
+    env = child_env()
+    env["PYTHONPATH"] = str(tree)
+    out = subprocess.run([sys.executable, "-c", _IN_TREE, str(data_dir), str(threads)], cwd=tree,
+                         env=env, input=json.dumps(pairs), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+# -- the disk alone ----------------------------------------------------------------------
+
+def disk_floor(root: Path, count: int, threads: int) -> dict[str, dict[str, Any]]:
+    """What the disk costs without the engine, ``threads`` at a time, ``count`` operations each kind.
+
+    ``write + fsync``: 2 kB written over an existing file and fsynced (one
+    durable write, the least any durable store pays). ``atomic replace``:
+    the store's own record write (``write_atomic``: temp file, fsync, rename,
+    fsync of the directory) of 2 kB into 256 shard directories.
+    """
+    from mfa_core.storage import write_atomic
+
+    data = os.urandom(1024).hex().encode()  # 2 kB
+    root.mkdir(parents=True, exist_ok=True)
+    shards = [root / f"{n:02x}" for n in range(256)]
+    for shard in shards:
+        shard.mkdir(exist_ok=True)
+
+    def timed(op: Callable[[int], None]) -> dict[str, Any]:
+        latencies: list[float] = []
+        todo = list(range(count))
+
+        def work() -> list[float]:
+            mine = []
+            while True:
+                try:
+                    i = todo.pop()
+                except IndexError:
+                    return mine
+                t = time.perf_counter()
+                op(i)
+                mine.append(time.perf_counter() - t)
+
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            for mine in pool.map(lambda _: work(), range(threads)):
+                latencies += mine
+        return {"rate": count / (time.perf_counter() - started), "latencies": latencies}
+
+    fds = [os.open(root / f"plain-{n}", os.O_RDWR | os.O_CREAT, 0o600) for n in range(threads * 4)]
+    try:
+        def write_fsync(i: int) -> None:
+            fd = fds[i % len(fds)]
+            os.pwrite(fd, data, 0)
+            os.fsync(fd)
+
+        plain = timed(write_fsync)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    replace = timed(lambda i: write_atomic(shards[i % 256] / f"r{i}.json", data))
+    return {"write + fsync": plain, "atomic replace": replace}
+
+
 # -- the load generators ---------------------------------------------------------------
 
+class _OneResponse(asyncio.Protocol):
+    """Collects the HTTP/1.1 response (Content-Length body) that ``waiter`` waits for."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future | None = None
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        fields = dict(line.lower().split(": ", 1) for line in head[1:] if ": " in line)
+        size = end + 4 + int(fields["content-length"])
+        if len(self.buffer) < size:
+            return
+        body = bytes(self.buffer[end + 4:size])
+        del self.buffer[:size]
+        waiter.set_result((int(head[0].split()[1]), fields, body))
+
+    def connection_lost(self, exc) -> None:
+        self.lost = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the server closed the connection"))
+
+
 class RawHTTP:
-    """HTTP/1.1 over asyncio streams, just enough for this API (Content-Length bodies).
+    """HTTP/1.1 on an asyncio protocol, just enough for this API (Content-Length bodies).
 
     The measuring client: on a 2-core machine the load generator shares the
     CPU with the server, and httpx spends ~1.7 ms of CPU a request (about
-    what a whole verification costs the engine); this spends ~0.15 ms.
+    what a whole verification costs the engine); this spends ~0.1-0.3 ms
+    (a protocol object, not asyncio's streams, which cost a new connection
+    another ~0.2 ms).
     """
 
     def __init__(self, host: str, port: int, key: str, keep_alive: bool) -> None:
@@ -153,29 +281,25 @@ class RawHTTP:
         self.head = (f"POST /api/v1/verify HTTP/1.1\r\nHost: {host}:{port}\r\n"
                      f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
                      f"{'' if keep_alive else 'Connection: close' + chr(13) + chr(10)}")
-        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.conn: _OneResponse | None = None
 
     async def post(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body).encode()
-        if self.streams is None:
-            self.streams = await asyncio.open_connection(self.host, self.port)
-        reader, writer = self.streams
-        writer.write(f"{self.head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        status = int(head[0].split()[1])
-        fields = dict(line.lower().split(": ", 1) for line in head[1:] if ": " in line)
-        payload = json.loads(await reader.readexactly(int(fields["content-length"])))
+        loop = asyncio.get_running_loop()
+        if self.conn is None or self.conn.lost:
+            _, self.conn = await loop.create_connection(_OneResponse, self.host, self.port)
+        conn = self.conn
+        conn.waiter = loop.create_future()
+        conn.transport.write(f"{self.head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        status, fields, raw = await conn.waiter
         if not self.keep_alive or fields.get("connection") == "close":
             await self.close()
-        return status, payload
+        return status, json.loads(raw)
 
     async def close(self) -> None:
-        if self.streams is not None:
-            writer = self.streams[1]
-            self.streams = None
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        conn, self.conn = self.conn, None
+        if conn is not None and conn.transport is not None:
+            conn.transport.close()
 
 
 class HttpxClient:
@@ -271,8 +395,10 @@ class Server:
 
         env = child_env({"MFA_PORTAL_DATA_DIR": str(self.data_dir), "MFA_PORTAL_DEMO": "0",
                          "PYTHONUNBUFFERED": "1"})
+        tree = self.setup.repo or REPO
+        env["PYTHONPATH"] = str(tree)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.setup.argv(self.port), cwd=REPO, env=env, stdout=log,
+            self.proc = subprocess.Popen(self.setup.argv(self.port), cwd=tree, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         deadline = time.monotonic() + 90
@@ -308,9 +434,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="verifications per server set-up and mode (default %(default)s)")
     g.add_argument("--api-clients", type=int, default=CLIENTS,
                    help="concurrent clients (default %(default)s)")
+    g.add_argument("--api-setups", default=",".join(s.key for s in SETUPS),
+                   help="server set-ups to measure, in order (default %(default)s)")
+    g.add_argument("--api-before", metavar="REV",
+                   help="also measure the shipped set-up (and its engine in-process) as it was "
+                        "at git revision REV, in the same run, before the others")
 
 
-def run(requests: int, clients: int, progress: Callable[[str], None]) -> dict[str, Any]:
+def run(requests: int, clients: int, progress: Callable[[str], None],
+        setups: tuple[Setup, ...] = SETUPS, before: str | None = None) -> dict[str, Any]:
     import mfa_core
     from mfa_core import clients as api_clients
 
@@ -320,20 +452,36 @@ def run(requests: int, clients: int, progress: Callable[[str], None]) -> dict[st
         svc = mfa_core.open_service(data_dir, environ={})
         key = api_clients.open_registry(data_dir, svc).add("bench", rate=api_clients.MAX_RATE)
         codes = Codes(svc)
-        res: dict[str, Any] = {"http": [], "in_process": []}
+        res: dict[str, Any] = {"http": [], "in_process": [], "disk": []}
+        if before:
+            tree = root / "before"
+            res["before"] = export_revision(before, tree)
+            setups = (before_setup(res["before"], tree), *setups)
 
-        def baseline(when: str, threads: int) -> float:
-            got = in_process(svc, codes.batch(requests), threads)
-            res["in_process"].append({"when": when, "threads": threads, **got})
-            progress(f"bench api: in-process, {threads} thread(s), {when}: {got['rate']:.0f}/s")
+        def baseline(when: str, threads: int, tree: Path | None = None) -> float:
+            pairs = codes.batch(requests)
+            got = (in_process_in(tree, data_dir, pairs, threads) if tree
+                   else in_process(svc, pairs, threads))
+            engine = f"at {res['before']} (before)" if tree else "as it is"
+            res["in_process"].append({"when": when, "threads": threads, "engine": engine, **got})
+            progress(f"bench api: in-process ({engine}), {threads} thread(s), {when}: "
+                     f"{got['rate']:.0f}/s")
             return got["rate"]
 
-        # The disk and CPU are shared: the baseline is measured next to each server, and each
-        # server's rows are compared with the mean of the baselines just before and after it.
+        def floor(when: str) -> None:
+            got = disk_floor(root / "disk", requests, clients)
+            res["disk"].append({"when": when, **got})
+            progress(f"bench api: disk alone ({when}): " + ", ".join(
+                f"{k} {v['rate']:.0f}/s" for k, v in got.items()))
+
+        # The disk and CPU are shared: the baseline is measured next to each server, with
+        # that server's own engine, and each server's rows are compared with the mean of
+        # the baselines just before and after it.
+        floor("at the start")
         baseline("at the start", 1)
-        rates = [baseline("at the start", clients)]
-        for number, setup in enumerate(SETUPS, 1):
+        for number, setup in enumerate(setups, 1):
             first = len(res["http"])
+            rates = [baseline(f"before server {number}", clients, setup.repo)]
             with Server(setup, free_port(), data_dir, root / "server.log") as server:
                 asyncio.run(load(server.port, key, codes.batch(2 * clients), clients, True))
                 kinds = ("raw", "httpx") if setup.shipped else ("raw",)
@@ -352,10 +500,11 @@ def run(requests: int, clients: int, progress: Callable[[str], None]) -> dict[st
                         progress(f"bench api: {setup.label}, {kind}, {mode}: {got['rate']:.0f}/s")
                 if setup.shipped:
                     res["refusals"] = asyncio.run(timing_of_refusals(server.port, key, svc, 40))
-            rates.append(baseline(f"after server {number}", clients))
+            rates.append(baseline(f"after server {number}", clients, setup.repo))
             for row in res["http"][first:]:
                 row["base"] = (rates[-2] + rates[-1]) / 2
         baseline("at the end", 1)
+        floor("at the end")
         return res
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -364,7 +513,13 @@ def run(requests: int, clients: int, progress: Callable[[str], None]) -> dict[st
 def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
     head = machine_note()
     started = time.perf_counter()
-    res = run(args.api_requests, args.api_clients, out)
+    by_key = {s.key: s for s in SETUPS}
+    wanted = [k.strip() for k in args.api_setups.split(",") if k.strip()]
+    unknown = [k for k in wanted if k not in by_key]
+    if unknown:
+        raise ValueError(f"unknown set-up {unknown[0]!r}: choose from {', '.join(by_key)}")
+    res = run(args.api_requests, args.api_clients, out, tuple(by_key[k] for k in wanted),
+              args.api_before)
     return render(res, args, head, time.perf_counter() - started)
 
 
@@ -379,13 +534,22 @@ def render(res: dict[str, Any], args, head: str, seconds: float) -> str:
              f"{head}. {n} verifications per row from {c} concurrent clients on asyncio (one "
              f"connection each for keep-alive; a new TCP connection per request otherwise), each "
              f"a right backup code never used before (a real check with its store write). "
-             f"Client `raw`: HTTP/1.1 on asyncio streams (~0.15 ms CPU a request); `httpx`: "
+             f"Client `raw`: HTTP/1.1 on an asyncio protocol (~0.1-0.3 ms CPU a request); `httpx`: "
              f"the same requests through httpx.AsyncClient (~1.7 ms CPU a request, which on "
              f"this 2-core machine is taken from the server). Baseline: the engine's "
              f"`attempt_second_factor` in one process with {c} threads, {n} codes, measured "
-             f"before the first server and after each ({min(base):.0f} … {max(base):.0f}/s: the "
-             f"disk and CPU are shared); each server's rows are compared with the mean of the "
-             f"baselines just before and after it. Latency is per request at the client, ms. Every code is then sent again: \"accepted twice\" must be 0.", ""]
+             f"just before and just after each server, with that server's own engine "
+             f"({min(base):.0f} … {max(base):.0f}/s: the disk and CPU are shared); each server's "
+             f"rows are compared with the mean of those two. Latency is per request at the "
+             f"client, ms. Every code is then sent again: \"accepted twice\" must be 0."
+             + (f" **Before** rows: the same shipped set-up and engine at commit "
+                f"{res['before']}, exported with `git archive` and measured in this run."
+                if res.get("before") else "")
+             + " **Disk alone** rows: no engine, no HTTP, the same number of operations from "
+             f"{c} threads: `write + fsync` writes 2 kB over an existing file and fsyncs it (one "
+             "durable write); `atomic replace` is the store's record write (`write_atomic`: temp "
+             "file, fsync, rename, fsync of the directory) of 2 kB into 256 shard directories.",
+             ""]
     header = ["server", "client", "connections", "verifications/s", "of in-process", "p50",
               "p95", "p99", "accepted once", "accepted twice", f"≥ {RATIO_MIN:.0%} in-process",
               f"p99 ≤ {P99_MAX_MS:g} ms"]
@@ -406,11 +570,19 @@ def render(res: dict[str, Any], args, head: str, seconds: float) -> str:
                      note_target("api", f"{what}: p99 ≤ {P99_MAX_MS:g} ms", f"{ms(p99)} ms", p99_ok)
                      if judged else ("pass" if p99_ok else "fail")])
     for r in res["in_process"]:
-        rows.append([f"in-process engine, {r['threads']} thread{'s' if r['threads'] > 1 else ''}"
-                     f" ({r['when']})", "–", "–", f"{r['rate']:.0f}",
+        engine = "" if r.get("engine", "as it is") == "as it is" else f" {r['engine']}"
+        rows.append([f"in-process engine{engine}, {r['threads']} thread"
+                     f"{'s' if r['threads'] > 1 else ''} ({r['when']})", "–", "–", f"{r['rate']:.0f}",
                      "", ms(_lat(r["latencies"], 50)),
                      ms(_lat(r["latencies"], 95)), ms(_lat(r["latencies"], 99)),
                      f"{r['accepted']}/{r['sent']}", "", "", ""])
+    for r in res.get("disk", []):
+        for kind in ("write + fsync", "atomic replace"):
+            got = r[kind]
+            rows.append([f"disk alone: {kind} of 2 kB, {c} threads ({r['when']})", "–", "–",
+                         f"{got['rate']:.0f}", "", ms(_lat(got["latencies"], 50)),
+                         ms(_lat(got["latencies"], 95)), ms(_lat(got["latencies"], 99)), "", "",
+                         "", ""])
     lines += [table(header, rows, "lllrrrrrrrll"), ""]
     notes = ["- Targets (bold) are judged on the shipped set-up with the `raw` client; the other "
              "rows (plain pass/fail) show the alternatives: Streamlit's server without the "

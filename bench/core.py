@@ -13,6 +13,14 @@ after the other operations, round-robin among themselves and beside
 ``bcrypt.checkpw`` alone, once the directory's first (slow, untimed) parse is
 done; the peak RSS of the other operations is taken before that parse.
 
+**postgres**: the same operations on ``PostgresStore``, one database per
+size in a throwaway cluster that is durable like a real server (fsync and
+``synchronous_commit`` on; tests/pg.py, started by the parent), populated
+with ``put_many`` (one multi-row statement pipeline, not one transaction a
+user) and its user directory imported into the database; its reference row
+is the database's durable-write floor, one ``UPDATE`` + ``COMMIT`` of a
+2 kB row.
+
 Children: ``python -m bench.core directory …``, ``python -m bench.core build …``
 and ``python -m bench.core run …``.
 """
@@ -40,11 +48,14 @@ from . import (TMP_ROOT, machine_note, ms, note_target, p50, peak_rss_mb, percen
                run_child, table)
 
 OURS = "tinydb"
-BACKENDS = ("tinydb", "tinydb-single-file", "sqlite")
-LABELS = {"tinydb": "tinydb (ours)", "tinydb-single-file": "single file", "sqlite": "sqlite"}
+PG = "postgres"
+BACKENDS = ("tinydb", "tinydb-single-file", "sqlite", PG)
+LABELS = {"tinydb": "tinydb (ours)", "tinydb-single-file": "single file", "sqlite": "sqlite",
+          PG: "postgres"}
+ENV_PG = "MFA_BENCH_POSTGRES"  # the bench cluster's base URL, for the children (never MFA_PORTAL_*)
 SIZES = (100, 1_000, 10_000, 100_000)
-ENGINE_OPS = ("status", "create_totp", "verify_totp", "second_factor_totp", "second_factor_backup",
-              "disk_fsync")
+ENGINE_OPS = ("status", "create_totp", "verify_totp", "second_factor_totp", "second_factor_totp_5",
+              "second_factor_backup", "disk_fsync", "pg_commit")
 # Timed after ENGINE_OPS in each round (bcrypt: ~0.25 s a call), once users.yaml is parsed.
 PASSWORD_OPS = ("password_right", "password_wrong", "password_unknown", "bcrypt_alone")
 OPS = ENGINE_OPS + PASSWORD_OPS
@@ -53,10 +64,12 @@ OPS = ENGINE_OPS + PASSWORD_OPS
 PASSWORD_PAIRS = (("password_right", "bcrypt_alone"), ("password_unknown", "password_wrong"))
 OP_LABELS = {
     "disk_fsync": "reference: write 2 kB + fsync (no engine)",
+    "pg_commit": "reference: UPDATE 2 kB row + COMMIT, synchronous_commit=on (postgres only)",
     "status": "status",
     "create_totp": "create_totp",
     "verify_totp": "verify_totp",
     "second_factor_totp": "attempt_second_factor (TOTP)",
+    "second_factor_totp_5": "attempt_second_factor (TOTP, the 5th of 5 apps)",
     "second_factor_backup": "attempt_second_factor (backup code)",
     "password_right": "attempt_password",
     "password_wrong": "attempt_password (wrong password)",
@@ -72,7 +85,7 @@ HARD_BUDGET = 10.0  # seconds an operation may take a round, however few calls t
 # every write: one call takes seconds to a minute here. From that size it gets one call of
 # the read and of the two targets' operations only (the other writes cost the same).
 LIGHT_FROM = {"tinydb-single-file": 100_000}
-LIGHT_OPS = ("status", "verify_totp", "second_factor_backup", "disk_fsync") + PASSWORD_OPS
+LIGHT_OPS = ("status", "verify_totp", "second_factor_backup", "disk_fsync", "pg_commit") + PASSWORD_OPS
 PASSWORD_CALLS = 6  # timed calls per password operation a round (default of --password-ops)
 BENCH_PASSWORD = "bench-correct-horse"  # every user's password (one shared bcrypt hash)
 WRONG_PASSWORD = "bench-wrong-battery"
@@ -82,8 +95,21 @@ VERIFY_P50_MAX_MS = 3.0
 VERIFY_GROWTH_MAX = 1.5
 BACKUP_P50_MAX_MS = 250.0
 PEAK_RSS_MAX_MB = 200.0
+PG_VERIFY_OVER_COMMIT_MAX = 3.0  # postgres: verify_totp p50 ÷ one durable UPDATE + COMMIT p50
 PASSWORD_OVER_BCRYPT_MAX = 1.2  # attempt_password p50 ÷ bcrypt.checkpw alone p50
 UNKNOWN_VS_WRONG_TOLERANCE = 0.40  # unknown-user p50 within ±40 % of a wrong password's p50
+
+
+def pg_url(size: int) -> str | None:
+    """The database of the postgres store of ``size`` users (None outside the bench's cluster)."""
+    base = os.environ.get(ENV_PG)
+    return f"{base}_{size}" if base else None
+
+
+def open_engine(backend: str, data_dir: str, size: int, clock):
+    import mfa_core
+    return mfa_core.open_service(data_dir, clock=clock, backend=backend,
+                                 database_url=pg_url(size) if backend == PG else None)
 
 
 def username(i: int) -> str:
@@ -189,8 +215,7 @@ def build(backend: str, data_dir: str, start: int, stop: int) -> dict[str, Any]:
 
 
 def _build(backend: str, data_dir: str, start: int, stop: int, t0: float) -> dict[str, Any]:
-    import mfa_core
-    svc = mfa_core.open_service(data_dir, clock=FakeClock(BUILD_CLOCK), backend=backend)
+    svc = open_engine(backend, data_dir, stop, FakeClock(BUILD_CLOCK))
     template = json.dumps(template_record())  # copied per user by json.loads (fast)
     store = svc.store
     if hasattr(store, "put_many"):
@@ -232,6 +257,16 @@ def write_directory(path: str, size: int, hashed: str) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb()}
 
 
+def import_directory(data_dir: str, size: int) -> dict[str, Any]:
+    """The data dir's users.yaml into the postgres store's directory (untimed, as `users import`)."""
+    from mfa_core.users import load_yaml_file
+    t0 = time.perf_counter()
+    svc = open_engine(PG, data_dir, size, FakeClock(BUILD_CLOCK))
+    count = svc.directory.import_entries(load_yaml_file(Path(data_dir) / "users.yaml"))
+    svc.store.close()
+    return {"seconds": time.perf_counter() - t0, "users": count}
+
+
 # -- one timed round ------------------------------------------------------------
 
 def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_ops: int,
@@ -253,16 +288,18 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
     import mfa_core
     from mfa_core import backup_codes as bc
     from mfa_core import totp
+    from mfa_core.authenticators import MAX_TOTP_APPS
 
     wall0 = time.perf_counter()
     state_path = Path(data_dir).with_suffix(".state.json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     secrets_override: dict[str, str] = state.setdefault("secrets", {})
     codes_used: dict[str, int] = state.setdefault("codes_used", {})
+    fifth_app: dict[str, str] = state.setdefault("fifth_app", {})  # user -> their 5th app's secret
     state.setdefault("fresh", 0)  # sources (and unknown names) handed out so far
     rng = random.Random(seed)
     clock = FakeClock(t0)
-    svc = mfa_core.open_service(data_dir, clock=clock, backend=backend)
+    svc = open_engine(backend, data_dir, size, clock)
 
     def pick() -> str:
         return username(rng.randrange(size))
@@ -304,13 +341,22 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
         name = pick()
         return lambda: svc.status(name)
 
+    def make_room(name: str) -> None:
+        """Untimed: a user at the most apps loses one (neither the first nor the newest)."""
+        apps = svc.status(name).authenticators
+        if len(apps) >= MAX_TOTP_APPS:
+            svc.remove_authenticator(name, apps[1].id)
+        fifth_app.pop(name, None)
+
     def prep_create():
         name = pick()
+        make_room(name)
         clock.t += 30
         return lambda: svc.create_totp(name)
 
     def prep_verify():
         name = pick()
+        make_room(name)  # each verify adds an app
         clock.t += 30
         resource = svc.create_totp(name)  # untimed: verify needs a pending enrollment
         clock.t += 30
@@ -322,6 +368,21 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
         name = pick()
         clock.t += 30  # the replay guard refuses a step already used
         code = totp.code_at(secret_of(name), clock.t)
+        return lambda: svc.attempt_second_factor(name, code, strategy="totp")
+
+    def prep_totp_5():
+        # Untimed: the user gets five apps; the code is the fifth's, the worst case (four
+        # apps checked first).
+        name = pick()
+        have = len(svc.status(name).authenticators)
+        for _ in range(MAX_TOTP_APPS - have):
+            clock.t += 30
+            resource = svc.create_totp(name)
+            clock.t += 30
+            svc.verify_totp(name, totp.code_at(resource.secret, clock.t))
+            fifth_app[name] = secrets_override[name] = resource.secret
+        clock.t += 30
+        code = totp.code_at(fifth_app.get(name) or secret_of(name), clock.t)
         return lambda: svc.attempt_second_factor(name, code, strategy="totp")
 
     def prep_backup():
@@ -346,6 +407,23 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        return call
+
+    floor = None  # the postgres reference row's own connection (autocommit off)
+    if backend == PG and "pg_commit" in ops:
+        import psycopg
+        floor = psycopg.connect(pg_url(size))
+        floor.execute("CREATE TABLE IF NOT EXISTS bench_floor (id integer PRIMARY KEY, doc text)")
+        floor.execute("INSERT INTO bench_floor VALUES (1, '') ON CONFLICT (id) DO NOTHING")
+        floor.execute("SET synchronous_commit = on")
+        floor.commit()
+
+    def prep_commit():
+        payload = secrets.token_hex(1024)  # 2 kB, new each call
+
+        def call():
+            floor.execute("UPDATE bench_floor SET doc = %s WHERE id = 1", (payload,))
+            floor.commit()
         return call
 
     def fresh() -> int:
@@ -394,8 +472,9 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
                 raise RuntimeError("bcrypt.checkpw refused the benchmark password")
         return call
 
-    prepare = {"disk_fsync": prep_fsync, "status": prep_status, "create_totp": prep_create, "verify_totp": prep_verify,
-               "second_factor_totp": prep_totp, "second_factor_backup": prep_backup,
+    prepare = {"disk_fsync": prep_fsync, "pg_commit": prep_commit, "status": prep_status, "create_totp": prep_create, "verify_totp": prep_verify,
+               "second_factor_totp": prep_totp, "second_factor_totp_5": prep_totp_5,
+               "second_factor_backup": prep_backup,
                "password_right": prep_password_right, "password_wrong": prep_password_wrong,
                "password_unknown": prep_password_unknown, "bcrypt_alone": prep_bcrypt}
 
@@ -421,7 +500,7 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
     def pair_order(cycle: int) -> list[str]:
         return [op for pair in PASSWORD_PAIRS for op in (pair if cycle % 2 == 0 else pair[::-1])]
 
-    timed([op for op in ops if op not in PASSWORD_OPS])
+    timed([op for op in ops if op not in PASSWORD_OPS and (op != "pg_commit" or floor is not None)])
     # What the engine operations above used; users.yaml is not parsed yet.
     engine_rss, engine_seconds = peak_rss_mb(), time.perf_counter() - wall0
     extra: dict[str, Any] = {}
@@ -446,6 +525,8 @@ def run_round(backend: str, data_dir: str, size: int, t0: float, seed: int, max_
         extra.update(peak_rss_directory_mb=peak_rss_mb(), bcrypt_cost=bcrypt_cost(stored),
                      password_seconds=time.perf_counter() - wall0 - engine_seconds, pairs=pairs)
     svc.store.close()
+    if floor is not None:
+        floor.close()
     state_path.write_text(json.dumps(state))
     if clock.t - t0 >= CLOCK_SPAN:
         raise RuntimeError("the round used more fake time than it was given")
@@ -477,6 +558,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
     sizes = sorted({int(s.replace("_", "")) for s in str(args.sizes).split(",") if s.strip()})
     backends = [b for b in str(args.backends).split(",") if b]
+    cluster = None
+    if PG in backends:
+        cluster = _start_cluster(sizes, out)
+        if cluster is None:
+            backends.remove(PG)
+    try:
+        return _main(args, sizes, backends, out)
+    finally:
+        if cluster is not None:
+            os.environ.pop(ENV_PG, None)
+            cluster.stop()
+
+
+def _start_cluster(sizes, out):
+    """A durable throwaway PostgreSQL cluster with one database per size, or None (not installed)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.pg import INSTALL_HINT, PostgresCluster  # the tests' throwaway cluster, made durable
+    try:
+        cluster = PostgresCluster(durable=True)
+    except FileNotFoundError:
+        out(f"  core: postgres left out: {INSTALL_HINT}")
+        return None
+    cluster.start()
+    import psycopg
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        for size in sizes:
+            conn.execute(f"CREATE DATABASE mfa_{size}")
+    os.environ[ENV_PG] = cluster.url
+    return cluster
+
+
+def _main(args: argparse.Namespace, sizes, backends, out) -> str:
     root = Path(tempfile.mkdtemp(prefix="mfa-bench-core-", dir=TMP_ROOT))
     started = time.perf_counter()
     head = machine_note()
@@ -508,6 +621,8 @@ def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
                 builds[(b, size)] = (res["seconds"], res["peak_rss_mb"])
                 shape = (res["record_bytes"], res["events"])
                 shutil.copyfile(users_file, data_dir / "users.yaml")
+                if b == PG:  # the directory lives in the database too
+                    run_child("bench.core", ["import", str(data_dir), str(size)])
             users_file.unlink()
             out(f"  core: {size:,}-user stores built ({time.perf_counter() - started:.0f} s)")
         slow: set[tuple[str, int]] = set()
@@ -580,7 +695,9 @@ def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds,
            directory=None, files=None, cost=None, password_calls=PASSWORD_CALLS,
            pairs=None) -> str:
     directory, files, pairs = directory or {}, files or {}, pairs or {}
-    lines = ["## Engine (issue 2): `mfa_core` on three storage backends", "",
+    title = ("## Engine (issue 2): `mfa_core` on three storage backends" if PG not in backends else
+             "## Engine (issues 2, 14): `mfa_core` on the embedded backends and PostgreSQL")
+    lines = [title, "",
              f"{head}. Times in ms: p50 / p95 of each round, median over rounds; "
              f"n = timed calls (rounds). Same `MFAService`, same fake clock, same random users; "
              f"every round runs every size and backend in turn (one process each, operations "
@@ -632,8 +749,13 @@ def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds,
     # Targets, for ours and (for comparison) each baseline.
     small, large = sizes[0], sizes[-1]
     lines += ["### Engine targets", ""]
-    t_header = ["target"] + [LABELS[b] for b in backends] + ["pass/fail (ours)"]
+    t_header = ["target"] + [LABELS[b] for b in backends] + \
+        ["pass/fail (ours; postgres rows: postgres)" if PG in backends else "pass/fail (ours)"]
     t_rows = []
+
+    def ours_target(part, name, measured, ok):
+        # A target of ours goes to the summary only when ours was measured.
+        return note_target(part, name, measured, ok) if OURS in backends else "n/a"
 
     def per_backend(fn):
         vals = {b: fn(b) for b in backends}
@@ -643,23 +765,23 @@ def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds,
     ok = (v_large.get(OURS, math.nan) <= VERIFY_P50_MAX_MS) if OURS in backends else None
     name = f"verify_totp p50 at {large:,} users ≤ {VERIFY_P50_MAX_MS:g} ms"
     t_rows.append([name] + [f"{ms(v)} ms" for v in v_large.values()]
-                  + [note_target("engine", name, f"{ms(v_large.get(OURS))} ms", ok)])
+                  + [ours_target("engine", name, f"{ms(v_large.get(OURS))} ms", ok)])
     growth = per_backend(lambda b: _cell(cells, b, large, "verify_totp")[0]
                          / _cell(cells, b, small, "verify_totp")[0])
     ok = (growth.get(OURS, math.nan) <= VERIFY_GROWTH_MAX) if OURS in backends else None
     name = f"verify_totp p50 at {large:,} ÷ at {small:,} users ≤ {VERIFY_GROWTH_MAX:g}×"
     t_rows.append([name] + [f"{g:.2f}×" if not math.isnan(g) else "–" for g in growth.values()]
-                  + [note_target("engine", name, f"{growth.get(OURS, math.nan):.2f}×", ok)])
+                  + [ours_target("engine", name, f"{growth.get(OURS, math.nan):.2f}×", ok)])
     backup = per_backend(lambda b: max(_cell(cells, b, s, "second_factor_backup")[0] for s in sizes))
     ok = (backup.get(OURS, math.nan) <= BACKUP_P50_MAX_MS) if OURS in backends else None
     name = f"backup-code redemption p50 ≤ {BACKUP_P50_MAX_MS:g} ms (worst size)"
     t_rows.append([name] + [f"{ms(v)} ms" for v in backup.values()]
-                  + [note_target("engine", name, f"{ms(backup.get(OURS))} ms", ok)])
+                  + [ours_target("engine", name, f"{ms(backup.get(OURS))} ms", ok)])
     peak = per_backend(lambda b: max((rss[(b, s)] for s in sizes if (b, s) in rss), default=math.nan))
     ok = (peak.get(OURS, math.nan) <= PEAK_RSS_MAX_MB) if OURS in backends else None
     name = f"peak memory (RSS of the timed process) ≤ {PEAK_RSS_MAX_MB:g} MB"
     t_rows.append([name] + [f"{v:.0f} MB" for v in peak.values()]
-                  + [note_target("engine", name, f"{peak.get(OURS, math.nan):.0f} MB", ok)])
+                  + [ours_target("engine", name, f"{peak.get(OURS, math.nan):.0f} MB", ok)])
     if cost is not None:
         over = per_backend(lambda b: _worst((_password_ratio(cells, b, s) for s in sizes),
                                             key=lambda v: v))
@@ -667,7 +789,7 @@ def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds,
         name = (f"attempt_password p50 ≤ {PASSWORD_OVER_BCRYPT_MAX:g}× bcrypt.checkpw alone p50 "
                 f"(worst size)")
         t_rows.append([name] + [_times(v) for v in over.values()]
-                      + [note_target("engine", name, _times(over.get(OURS, math.nan)), ok)])
+                      + [ours_target("engine", name, _times(over.get(OURS, math.nan)), ok)])
         enum = per_backend(lambda b: _worst((_enumeration_ratio(cells, b, s) for s in sizes),
                                             key=lambda v: abs(v - 1)))
         ok = (abs(enum.get(OURS, math.nan) - 1) <= UNKNOWN_VS_WRONG_TOLERANCE) \
@@ -675,7 +797,7 @@ def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds,
         name = (f"attempt_password p50: unknown user ÷ a user's wrong password within "
                 f"1 ± {UNKNOWN_VS_WRONG_TOLERANCE:g} (worst size)")
         t_rows.append([name] + [_times(v) for v in enum.values()]
-                      + [note_target("engine", name, _times(enum.get(OURS, math.nan)), ok)])
+                      + [ours_target("engine", name, _times(enum.get(OURS, math.nan)), ok)])
         for key, what, pick in (("password_right/bcrypt_alone", "attempt_password ÷ bcrypt alone",
                                  lambda v: v),
                                 ("password_unknown/password_wrong",
@@ -689,6 +811,19 @@ def render(sizes, backends, cells, rss, builds, rounds_run, args, head, seconds,
                                               if (b, s) in directory), default=math.nan))
         t_rows.append(["(context) peak RSS of the timed process once `users.yaml` is parsed "
                        "(password rows)"] + [f"{v:.0f} MB" for v in peak_dir.values()] + ["–"])
+    if PG in backends:
+        over = _worst((_cell(cells, PG, s, "verify_totp")[0] / _cell(cells, PG, s, "pg_commit")[0]
+                       for s in sizes), key=lambda v: v)
+        name = (f"postgres: verify_totp p50 ≤ {PG_VERIFY_OVER_COMMIT_MAX:g}× one UPDATE + COMMIT "
+                f"of a 2 kB row, synchronous_commit=on (worst size)")
+        t_rows.append([name] + [_times(over) if b == PG else "–" for b in backends]
+                      + [note_target("engine", name, _times(over),
+                                     None if math.isnan(over) else over <= PG_VERIFY_OVER_COMMIT_MAX)])
+        flat = growth[PG]
+        name = f"postgres: verify_totp p50 at {large:,} ÷ at {small:,} users ≤ {VERIFY_GROWTH_MAX:g}×"
+        t_rows.append([name] + [_times(flat) if b == PG else "–" for b in backends]
+                      + [note_target("engine", name, _times(flat),
+                                     None if math.isnan(flat) else flat <= VERIFY_GROWTH_MAX)])
     per_fsync = per_backend(lambda b: _cell(cells, b, large, "verify_totp")[0]
                             / _cell(cells, b, large, "disk_fsync")[0])
     t_rows.append([f"(context) verify_totp p50 at {large:,} ÷ one 2 kB write + fsync"]
@@ -781,6 +916,8 @@ def _child(argv: list[str]) -> None:
         result = build(backend, data_dir, start, stop)
     elif kind == "directory":
         result = write_directory(argv[1], int(argv[2]), argv[3])
+    elif kind == "import":
+        result = import_directory(argv[1], int(argv[2]))
     elif kind == "run":
         backend, data_dir, size, t0, seed, max_ops, budget, min_ops, ops, password_calls = argv[1:11]
         result = run_round(backend, data_dir, int(size), float(t0), int(seed), int(max_ops),

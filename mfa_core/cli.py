@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from . import clients as api_clients
-from . import notify
+from . import dbcopy, notify, settings
 from .errors import KeyringError, MFAError, RecordDamaged, StorageError
-from .keys import ENV_KEYS
+from .keys import ENV_KEYS, ENV_PEPPER
 from .service import MFAService, MFAStatus, open_service
-from .users import ADMIN_ROLE, UserDirectory, UserDirectoryError, check_username
+from .storage import DatabaseError
+from .users import (ADMIN_ROLE, UserDirectory, UserDirectoryError, check_username, load_yaml_file,
+                    open_directory)
 
 ENV_DATA_DIR = "MFA_PORTAL_DATA_DIR"
 ENV_ACTOR = "MFA_PORTAL_ACTOR"
-SECRETS_FILE = Path(".streamlit") / "secrets.toml"
+SECRETS_FILE = settings.SECRETS_FILE
 
 _RELATIVE = re.compile(r"(\d+)\s*(s|sec|m|min|h|d|w)")
 _UNIT = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -121,22 +123,47 @@ class Context:
     def __init__(self, args: argparse.Namespace, environ, stdin: TextIO, stdout: TextIO,
                  stderr: TextIO | None = None) -> None:
         self.args = args
-        self.environ = environ
         self.stdin = stdin
         self.out = stdout
         self.stderr = stderr or sys.stderr
         self.data_dir = Path(args.data_dir or environ.get(ENV_DATA_DIR) or "data")
-        self.users = UserDirectory(self.data_dir)
+        # The database URL and keys may also be in .streamlit/secrets.toml, as for the portal.
+        self.environ = settings.with_secrets(environ, SECRETS_FILE)
+        self.database_url = settings.database_url(self.environ)
+        self._store = None
+        self._users: UserDirectory | None = None
+
+    @property
+    def users(self) -> UserDirectory:
+        """The user directory: users.yaml in the data dir, or the database's when one is set."""
+        if self._users is None:
+            self._users = open_directory(self.data_dir, self.store() if self.database_url else None)
+        return self._users
+
+    def store(self, *, upgrade: bool = False):
+        """The database's store (no keys needed: nothing is decrypted). UsageError without a URL."""
+        if not self.database_url:
+            raise UsageError(f"No database is configured: set {settings.ENV_DATABASE_URL} "
+                             f"(or database_url in {SECRETS_FILE}).")
+        if self._store is None or upgrade:
+            from .storage.postgres import PostgresStore
+            try:
+                self._store = PostgresStore(self.database_url, min_size=1, max_size=2,
+                                            upgrade=upgrade)
+            except DatabaseError as exc:
+                raise StorageError(f"The database cannot be used: {exc}.") from exc
+        return self._store
 
     def service(self) -> MFAService:
         """Opened only once the input is known good: opening creates the store and keys."""
+        settings.check_replica_keys(self.environ)
         notifier = notify.from_settings(self.data_dir, self.environ, SECRETS_FILE)
         return open_service(self.data_dir, notifier=notifier, environ=self.environ)
 
     def known_user(self, username: str):
         user = self.users.get(username)
         if user is None:
-            raise UsageError(f"There is no user named {username!r} in {self.users.path}.")
+            raise UsageError(f"There is no user named {username!r} in {self.users.location}.")
         return user
 
     def actor(self) -> str:
@@ -179,7 +206,7 @@ def cmd_users_list(ctx: Context) -> int:
                    for u in users], ctx.out, indent=2)
         ctx.out.write("\n")
     elif not users:
-        ctx.out.write(f"No users in {ctx.users.path}.\n")
+        ctx.out.write(f"No users in {ctx.users.location}.\n")
     else:
         table([[u.username, u.name, u.email or "-", ",".join(u.roles)] for u in users],
               ["USERNAME", "NAME", "EMAIL", "ROLES"], ctx.out)
@@ -208,6 +235,57 @@ def cmd_users_passwd(ctx: Context) -> int:
     ctx.known_user(username)
     ctx.users.set_password(username, ctx.password())
     ctx.out.write(f"Password changed for {username}.\n")
+    return 0
+
+
+def cmd_users_import(ctx: Context) -> int:
+    entries = load_yaml_file(ctx.args.file)
+    count = ctx.users.import_entries(entries)
+    ctx.out.write(f"Imported {count} user{'s' if count != 1 else ''} from {ctx.args.file} "
+                  f"into {ctx.users.location} (added or replaced by name).\n")
+    return 0
+
+
+def cmd_users_export(ctx: Context) -> int:
+    text = ctx.users.export_yaml()
+    if ctx.args.file in (None, "-"):
+        ctx.out.write(text)
+        return 0
+    from .storage import write_atomic
+    write_atomic(Path(ctx.args.file), text.encode("utf-8"), mode=0o600)  # password hashes inside
+    count = len(ctx.users.entries())
+    ctx.out.write(f"Exported {count} user{'s' if count != 1 else ''} to {ctx.args.file} (mode 0600).\n")
+    return 0
+
+
+def cmd_db_upgrade(ctx: Context) -> int:
+    from .storage.postgres import SCHEMA_VERSION
+    store = ctx.store(upgrade=True)
+    was = store.upgraded_from
+    if was == SCHEMA_VERSION:
+        ctx.out.write(f"The database's schema is at version {SCHEMA_VERSION}: nothing to do.\n")
+    elif was == 0:
+        ctx.out.write(f"Created the schema, version {SCHEMA_VERSION}.\n")
+    else:
+        ctx.out.write(f"Upgraded the database's schema from version {was} to {SCHEMA_VERSION}.\n")
+    return 0
+
+
+def cmd_db_copy(ctx: Context) -> int:
+    source_dir = Path(ctx.args.source)
+    store = ctx.store()  # before reading: no URL or no database, nothing read
+    source = dbcopy.read_data_dir(source_dir)
+    copied = dbcopy.copy_into(source, store)
+    rows = [("records", copied.records, "users' MFA records"),
+            ("keyed records", copied.keyed, "sessions, password throttles, cookie tickets"),
+            ("audit events", copied.audit, ""),
+            ("API clients", copied.clients, ""),
+            ("directory users", copied.users, "")]
+    ctx.out.write(f"Copied {source_dir} into the database; read back and verified:\n")
+    for label, count, note in rows:
+        ctx.out.write(f"  {label:<16}{count:>8}{'  (' + note + ')' if note else ''}\n")
+    ctx.out.write(f"The secrets are copied encrypted: every replica needs this data dir's keys "
+                  f"in {ENV_KEYS} and {ENV_PEPPER} (from its keys.json if they were generated).\n")
     return 0
 
 
@@ -342,7 +420,7 @@ def cmd_audit(ctx: Context) -> int:
     svc = ctx.service()
     events = svc.audit(a.user, since, until)
     if a.user is not None and not events and ctx.users.get(a.user) is None:
-        raise UsageError(f"There is no user named {a.user!r} in {ctx.users.path}.")
+        raise UsageError(f"There is no user named {a.user!r} in {ctx.users.location}.")
     if a.json:
         json.dump([{**e.to_dict(), "when": e.when.isoformat(), "label": e.label} for e in events],
                   ctx.out, indent=2)
@@ -372,6 +450,8 @@ def cmd_mail_test(ctx: Context) -> int:
     if not user.email:
         raise UsageError(f"{user.username!r} has no mail address in the user directory.")
     notifier = notify.from_settings(ctx.data_dir, ctx.environ, SECRETS_FILE)
+    if notifier is not None:
+        notifier.directory = ctx.users  # the database's when one is set
     if notifier is None:
         raise notify.NotificationSettingsError(
             "No SMTP host is configured (MFA_PORTAL_SMTP_HOST or [smtp] host in "
@@ -526,7 +606,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit 2), like every other refusal."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+        # One line, whatever was typed (an argument may hold a CR or a newline).
+        self.exit(2, f"{self.prog}: {' '.join(message.split())} (see --help)\n")
 
 
 def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
@@ -584,6 +665,38 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p.add_argument("username")
     p.add_argument("roles", nargs="*", metavar="ROLE")
     p.set_defaults(func=cmd_users_roles)
+
+    p = u.add_parser("import", parents=[common], help="add or replace users from a users.yaml",
+                     description="Add the users of a users.yaml (bcrypt hashes, roles, names) to "
+                                 "the directory, replacing users of the same name; all or "
+                                 "nothing. With a database configured, into the database.")
+    p.add_argument("file", help="a users.yaml")
+    p.set_defaults(func=cmd_users_import)
+    p = u.add_parser("export", parents=[common], help="write the directory as a users.yaml",
+                     description="Write the directory as a users.yaml (password hashes included: "
+                                 "the file is written with mode 0600); to standard output "
+                                 "without FILE.")
+    p.add_argument("file", nargs="?", help="where to write it (default: standard output)")
+    p.set_defaults(func=cmd_users_export)
+
+    db = groups.add_parser("db", help="the shared PostgreSQL database",
+                           description=f"The database several replicas share "
+                                       f"(${settings.ENV_DATABASE_URL} or database_url in "
+                                       f"{SECRETS_FILE}).")
+    d = db.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    p = d.add_parser("upgrade", help="create or upgrade the schema",
+                     description="Create the schema on an empty database, or apply the "
+                                 "migrations an older one lacks. A portal refuses to run on a "
+                                 "schema it does not know.")
+    p.set_defaults(func=cmd_db_upgrade)
+    p = d.add_parser("copy", help="copy an embedded data dir into the database",
+                     description="Copy a data dir's records, sessions and throttles, audit trail, "
+                                 "API clients and users.yaml into the database, as stored "
+                                 "(nothing decrypted), then read them back and compare. Running "
+                                 "it again gives the same result. Stop the portal first.")
+    p.add_argument("--from", dest="source", required=True, metavar="DATA_DIR",
+                   help="the embedded data dir to copy")
+    p.set_defaults(func=cmd_db_copy)
 
     mfa = groups.add_parser("mfa", help="helpdesk: MFA status, reset, unlock",
                             description="Helpdesk actions on one user's second factor.")
@@ -725,6 +838,9 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
     except (MFAError, UserDirectoryError, ValueError, TypeError) as exc:
         stderr.write(f"error: {_one_line(exc)}\n")
         return 2
+    except DatabaseError as exc:  # its text names no password
+        stderr.write(f"error: The database cannot be used: {_one_line(exc)}\n")
+        return 1
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         stderr.write(f"error: {exc.strerror or type(exc).__name__}{where}\n")

@@ -10,8 +10,9 @@ recognisable in a log or a secret scanner.
 :class:`ClientRegistry` is the interface; :class:`FileClientRegistry` keeps
 the clients in ``api_clients.json`` in the data dir (mode 0600, replaced
 atomically, each change under a lock that excludes other threads and
-processes, reads cached until the file changes). A database backend replaces
-it by implementing the same methods.
+processes, reads cached until the file changes). With a shared database,
+:class:`DatabaseClientRegistry` keeps the same document as one keyed record
+of the store (``api-clients``), changed in a keyed transaction.
 """
 
 from __future__ import annotations
@@ -176,13 +177,20 @@ class FileClientRegistry(ClientRegistry):
                                         f"{exc.strerror or type(exc).__name__}.") from exc
         return (st.st_ino, st.st_mtime_ns, st.st_size), self._parse(raw)
 
+    def _damaged(self) -> ClientRegistryDamaged:
+        return ClientRegistryDamaged(f"The API client registry {self.path} is damaged; "
+                                     "no client is let in until it is fixed or removed.")
+
     def _parse(self, raw: bytes) -> dict[str, dict[str, Any]]:
-        damaged = ClientRegistryDamaged(f"The API client registry {self.path} is damaged; "
-                                        "no client is let in until it is fixed or removed.")
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise damaged from None
+            raise self._damaged() from None
+        return self._check(data)
+
+    def _check(self, data: Any) -> dict[str, dict[str, Any]]:
+        """The clients of a registry document; ClientRegistryDamaged unless every part is valid."""
+        damaged = self._damaged()
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION \
                 or not isinstance(data.get("clients"), dict):
             raise damaged
@@ -322,7 +330,60 @@ class FileClientRegistry(ClientRegistry):
             log.warning("last use of API client %s not recorded: %s", name, type(exc).__name__)
 
 
+class DatabaseClientRegistry(FileClientRegistry):
+    """The registry as one keyed record of a shared store: every replica sees a change at once.
+
+    The record holds the file's document (``version``, ``clients``); it is
+    read on every look-up (one indexed row) and changed in a keyed
+    transaction, so changes from any replica serialize.
+    """
+
+    def __init__(self, store: Any, pepper: bytes, *, clock: Callable[[], float] = time.time,
+                 audit: Callable[[Sequence[dict[str, Any]]], None] | None = None) -> None:
+        super().__init__(os.devnull, pepper, clock=clock, audit=audit)
+        self.store = store
+        self.path = Path(STORE_KEY)  # for messages only
+
+    def _damaged(self) -> ClientRegistryDamaged:
+        return ClientRegistryDamaged("The API client registry in the database is damaged; "
+                                     "no client is let in until it is fixed.")
+
+    def _entries(self) -> dict[str, dict[str, Any]]:
+        try:
+            doc = self.store.read_keyed(STORE_KEY)
+        except OSError as exc:
+            raise ClientRegistryDamaged("The API client registry in the database cannot be read: "
+                                        f"{exc}") from exc
+        except MFAError as exc:  # RecordDamaged
+            raise self._damaged() from exc
+        return {} if doc is None else self._check(_registry_part(doc))
+
+    @contextlib.contextmanager
+    def _changing(self, timeout: float | None = None) -> Iterator[dict[str, dict[str, Any]]]:
+        try:
+            with self.store.keyed_transaction(STORE_KEY) as txn:
+                entries = self._check(_registry_part(txn.record)) if txn.existed else {}
+                entries = {name: dict(entry) for name, entry in entries.items()}
+                yield entries
+                txn.record = {"username": STORE_KEY, "version": FORMAT_VERSION,
+                              "clients": dict(sorted(entries.items()))}
+        except OSError as exc:
+            raise ClientRegistryDamaged("The API client registry in the database cannot be "
+                                        f"changed: {exc}") from exc
+
+
+STORE_KEY = "api-clients"
+
+
+def _registry_part(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "username"}
+
+
 def open_registry(data_dir: str | os.PathLike, svc: Any) -> FileClientRegistry:
-    """The registry of a data dir, hashing under ``svc``'s pepper and auditing to its store."""
+    """The registry of a data dir (or of the shared database), hashing under ``svc``'s pepper
+    and auditing to its store."""
+    if getattr(svc.store, "database", False):
+        return DatabaseClientRegistry(svc.store, svc.keyring.pepper, clock=svc.clock,
+                                      audit=svc.store.append_audit)
     return FileClientRegistry(data_dir, svc.keyring.pepper, clock=svc.clock,
                               audit=svc.store.append_audit)

@@ -29,6 +29,7 @@ The record (version 2)::
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 from typing import Any
 
@@ -41,7 +42,8 @@ ENROLLMENT_TTL = 600  # a pending enrollment expires after 10 minutes
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
+    """A finite number (JSON has no NaN or infinity; a record holding one is damage)."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _int(value: Any) -> bool:
@@ -73,6 +75,9 @@ def validate(username: str, rec: Any) -> dict[str, Any]:
     if rec.get("username") != username:
         raise RecordDamaged(detail="the record belongs to another name")
     if version < 2:
+        if "authenticators" in rec:
+            raise RecordDamaged(detail="several authenticators in a record of format "
+                                       f"{version}")
         _part(rec, "totp", {**_SECRET_PART, "last_step": lambda v: v is None or _int(v),
                             "enabled_at": _number})
         enabled = "totp" in rec
@@ -109,9 +114,11 @@ def validate(username: str, rec: Any) -> dict[str, Any]:
     return rec
 
 
+OPTIONAL = ("last_used_at", "disclosed")  # an authenticator's fields that may be absent
 _KIND_FIELDS = {
     "totp": {"secret": lambda v: isinstance(v, str) and bool(v),
-             "last_step": lambda v: v is None or _int(v)},
+             "last_step": lambda v: v is None or _int(v),
+             "disclosed": lambda v: v is None or (isinstance(v, list) and all(_int(x) for x in v))},
     "passkey": {"credential_id": lambda v: isinstance(v, str) and bool(v),
                 "public_key": lambda v: isinstance(v, str) and bool(v),
                 "sign_count": _int},
@@ -132,7 +139,7 @@ def _authenticators(entries: Any) -> None:
                   "label": lambda v: isinstance(v, str) and bool(v),
                   "created_at": _number, "last_used_at": _optional_number, **_KIND_FIELDS[kind]}
         for name, check in checks.items():
-            if not check(entry.get(name)) or (name != "last_used_at" and name not in entry):
+            if not check(entry.get(name)) or (name not in OPTIONAL and name not in entry):
                 raise RecordDamaged(detail=f"an authenticator's '{name}' is missing or wrong")
         if entry["id"] in ids:
             raise RecordDamaged(detail="two authenticators with one id")

@@ -32,7 +32,7 @@ from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, En
                      InvalidCode, InvalidLabel, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
                      PasskeyRefused, PasskeySettingsError, RecordDamaged, StorageError,
                      TooManyAttempts, TooManyAuthenticators, UnknownAuthenticator)
-from .keys import KeyRing, load_keyring
+from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .passkey_service import PasskeyOperations
 from .passkeys import RelyingParty
@@ -40,7 +40,7 @@ from .sessions import SessionBook, SessionPolicy, end_all
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
 from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store, Transaction, open_store
 from .throttle import PasswordPolicy, ThrottlePolicy
-from .users import UserDirectory
+from .users import UserDirectory, open_directory
 
 log = logging.getLogger("mfa_core")
 
@@ -612,18 +612,26 @@ class MFAService(PasskeyOperations):
         takes the code, the refusal that says most wins: already used, then
         expired, then a clock off, then plainly wrong.
         """
-        refusals: list[InvalidCode] = []
-        for app in apps:
-            try:
-                step = totp.verify(self.keyring.decrypt(app["secret"]), code, now, app.get("last_step"))
-            except InvalidCode as refused:
-                refusals.append(refused)
-            else:
+        secrets_ = [self.keyring.decrypt(app["secret"]) for app in apps]
+        for app, secret in zip(apps, secrets_):
+            step = totp.fresh_step(secret, code, now, app.get("last_step"), app.get("disclosed") or ())
+            if step is not None:
                 app["last_step"] = step
                 app["last_used_at"] = now
+                for each in apps:
+                    _remember_disclosed(each, None, now)  # only forgets what is past
                 self._log(txn, now, actor, "second_factor_passed", "success",
                           f"authentication code from {app['label']}")
                 return None
+        refusals: list[InvalidCode] = []
+        for app, secret in zip(apps, secrets_):
+            try:
+                totp.verify(secret, code, now, app.get("last_step"), app.get("disclosed") or ())
+            except InvalidCode as refused:
+                refusals.append(refused)
+                _remember_disclosed(app, totp.disclosed_step(now, refused), now)
+            else:  # cannot happen: fresh_step found nothing (kept closed all the same)
+                refusals.append(InvalidCode())
         order = (CodeAlreadyUsed, CodeExpired, ClockDrift, InvalidCode)
         return min(refusals, key=lambda e: next(i for i, k in enumerate(order) if isinstance(e, k)))
 
@@ -826,6 +834,20 @@ def _bcrypt_check(password: str, stored: str) -> bool:
         return False
 
 
+def _remember_disclosed(app: dict[str, Any], step: int | None, now: float) -> None:
+    """A refusal named a future step of this app ("your clock looks N s ahead"): its code must
+    not sign in when its time comes (the typist learnt it is a right code). Steps that are past
+    are dropped: they could never be accepted again anyway."""
+    current = totp.step_at(now)
+    kept = [s for s in app.get("disclosed") or () if s >= current - totp.WINDOW]
+    if step is not None and step not in kept:
+        kept.append(step)
+    if kept:
+        app["disclosed"] = sorted(kept)
+    else:
+        app.pop("disclosed", None)
+
+
 def _label_taken(label: str) -> MFAError:
     return InvalidLabel(f"You already have an authenticator named \u201c{label}\u201d. "
                         "Choose another name.")
@@ -939,16 +961,19 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
         raise TypeError("password_policy must be a PasswordPolicy")
     path = Path(data_dir)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if not (database_url and env.get(ENV_KEYS)):  # with a database and keys, nothing goes there
+            path.mkdir(parents=True, exist_ok=True)
         try:
             store = open_store(backend, path, database_url)
         except DatabaseError as exc:
             raise StorageError(f"The database cannot be used: {exc}.") from exc
         keyring = load_keyring(path, env)
-        directory = UserDirectory(path)
+        directory = open_directory(path, store)
     except IO_ERRORS as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise StorageError(f"The data directory {path} cannot be used: {reason}.") from exc
+    if store.database and isinstance(getattr(notifier, "directory", None), UserDirectory):
+        notifier.directory = directory  # mail addresses from the shared directory, not a file
     return MFAService(store, keyring, clock, issuer=issuer, policy=policy,
                       password_policy=password_policy, session_policy=session_policy,
                       directory=directory, notifier=notifier,

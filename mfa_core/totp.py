@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Collection
 from urllib.parse import quote
 
 import pyotp
@@ -31,6 +32,13 @@ def new_secret() -> str:
 
 def step_at(timestamp: float) -> int:
     return int(timestamp // PERIOD)
+
+
+def disclosed_step(now: float, error: Exception) -> int | None:
+    """The future step a ClockDrift refusal named ("N s ahead"), or None for any other refusal."""
+    if isinstance(error, ClockDrift) and error.offset_seconds > 0:
+        return step_at(now) + error.offset_seconds // PERIOD
+    return None
 
 
 def code_at_step(secret: str, step: int, digits: int = DIGITS, digest=hashlib.sha1) -> str:
@@ -82,10 +90,29 @@ def find_step(secret: str, code: str, now: float, search: int = DRIFT_SEARCH) ->
     return None
 
 
-def verify(secret: str, code: str, now: float, last_step: int | None) -> int:
+def fresh_step(secret: str, code: str, now: float, last_step: int | None,
+               disclosed: Collection[int] = ()) -> int | None:
+    """The step ``verify`` would accept for ``code`` at ``now``, or None: the quick check alone.
+
+    For a user with several apps: every app is tried with this first, and
+    only when none takes the code is each asked why (``verify``), which
+    searches further for a drifted clock.
+    """
+    current = step_at(now)
+    fresh = [s for s in range(current - WINDOW, current + WINDOW + 1)
+             if (last_step is None or s > last_step) and s not in disclosed
+             and hmac.compare_digest(code_at_step(secret, s), code)]
+    return max(fresh) if fresh else None
+
+
+def verify(secret: str, code: str, now: float, last_step: int | None,
+           disclosed: Collection[int] = ()) -> int:
     """The step to accept for ``code`` at ``now``, never one at or before ``last_step``.
 
-    Accepts the current step ±WINDOW (the newest fresh match). Otherwise
+    ``disclosed`` are future steps whose codes a refusal already named ("your
+    clock looks N s ahead"): whoever typed one must not get in with it once
+    its time comes, so they count as used. Accepts the current step ±WINDOW
+    (the newest fresh match). Otherwise
     raises, saying why when it can be known: CodeAlreadyUsed (that very step
     was accepted: a replay), CodeExpired (an earlier step inside the window
     that was never accepted), ClockDrift (a step further away: the device
@@ -95,16 +122,16 @@ def verify(secret: str, code: str, now: float, last_step: int | None) -> int:
     window = range(current - WINDOW, current + WINDOW + 1)
     # Constant-time comparisons: the code is a secret until it is used.
     matched = [s for s in window if hmac.compare_digest(code_at_step(secret, s), code)]
-    fresh = [s for s in matched if last_step is None or s > last_step]
+    fresh = [s for s in matched if (last_step is None or s > last_step) and s not in disclosed]
     if fresh:
         return max(fresh)
     if matched:
-        if last_step in matched:
+        if last_step in matched or any(s in disclosed for s in matched):
             raise CodeAlreadyUsed()
         raise CodeExpired()
     match = find_step(secret, code, now)
     if match is None:
         raise InvalidCode()
-    if match.step == last_step:
+    if match.step == last_step or match.step in disclosed:
         raise CodeAlreadyUsed()
     raise ClockDrift(match.offset * PERIOD)

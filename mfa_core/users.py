@@ -1,8 +1,12 @@
-"""The user directory streamlit-authenticator reads: ``users.yaml`` in the data dir.
+"""The user directory: ``users.yaml`` in the data dir, or a table in the shared database.
 
 Passwords are bcrypt hashes; roles say who is a helpdesk admin. Writes are
 atomic and locked against other threads and processes, like the MFA store's;
-reads share one parse of the file until it changes.
+reads share one parse of the file until it changes. With a database
+(``MFA_PORTAL_DATABASE_URL``) the same directory lives in it
+(:class:`DatabaseUserDirectory`), read from a cached copy until its version
+changes; ``python -m mfa_core users import``/``export`` move a ``users.yaml``
+in and out.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .errors import MFAError
 from .storage.files import LockBusy, exclusive, path_lock, write_atomic
 
 USERS_FILE = "users.yaml"
+DEMO_MARKER = ".demo-users"  # beside users.yaml: its demo users were made by the portal
 ADMIN_ROLE = "admin"
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 MIN_PASSWORD = 8
@@ -333,8 +338,7 @@ class UserDirectory:
 
     def _write(self, data: dict[str, Any]) -> None:
         """Replace the file with ``data``; call with the lock held. ``data`` becomes the cache."""
-        write_atomic(self.path, yaml.dump(data, Dumper=_DUMPER, sort_keys=True).encode("utf-8"),
-                     mode=0o600)
+        write_atomic(self.path, dump_yaml(data).encode("utf-8"), mode=0o600)
         # The next read needs no parse: nobody else writes while the lock is
         # held, so the stamp taken now is the stamp of what was just written.
         self._snapshot = (self._current_stamp(), data)
@@ -397,16 +401,95 @@ class UserDirectory:
         """
         if self.path.exists():
             return False  # the usual start: no hashing, no lock
-        # Hashed before the lock is taken (~0.25 s each): writers never queue behind bcrypt.
-        demo = {username: _new_entry(username, hash_password(password), name, email, roles)
-                for username, password, name, email, roles in DEMO_USERS}
+        demo = _demo_entries()
         with self._locked():
             if self.path.exists():
                 return False  # another process created it while this one hashed
             data = _normalized({}, self.path)
             data["credentials"]["usernames"].update(demo)
             self._write(data)
+            # Remember that these users are the demo's, so the banner never
+            # advertises passwords of a directory somebody set up by hand.
+            write_atomic(self.path.parent / DEMO_MARKER, b"demo users created by the portal\n",
+                         mode=0o600)
         return True
+
+    def has_demo_users(self) -> bool:
+        """True when this directory's users were made by :meth:`ensure_demo_users`."""
+        return (self.path.parent / DEMO_MARKER).exists()
+
+    @property
+    def location(self) -> str:
+        """Where the directory is, for messages."""
+        return str(self.path)
+
+    def import_entries(self, entries: Mapping[str, Any]) -> int:
+        """Add or replace users from raw entries (``credentials.usernames`` of a users.yaml).
+
+        All or nothing: every entry is checked first (:func:`check_entries`);
+        returns how many users were written. Raises UserDirectoryError (bad
+        entry, file or database cannot be changed), TypeError/ValueError.
+        """
+        checked = check_entries(entries)
+
+        def merge(users: dict[str, Any]) -> None:
+            users.update(checked)
+        self._change(merge)
+        return len(checked)
+
+    def export_yaml(self) -> str:
+        """The directory as a ``users.yaml`` (password hashes included: keep it 0600)."""
+        entries = self.entries()
+        return dump_yaml({"credentials": {"usernames": {n: entries[n] for n in sorted(entries)}}})
+
+
+def _demo_entries() -> dict[str, dict[str, Any]]:
+    # Hashed before any lock is taken (~0.25 s each): writers never queue behind bcrypt.
+    return {username: _new_entry(username, hash_password(password), name, email, roles)
+            for username, password, name, email, roles in DEMO_USERS}
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=True)
+
+
+def load_yaml_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``credentials.usernames`` of a users.yaml file. Raises UserDirectoryError."""
+    try:
+        raw = Path(path).read_bytes()
+        data = yaml.load(raw.decode("utf-8"), Loader=_LOADER)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserDirectoryError(f"The user file {path} cannot be read.") from exc
+    return _normalized(data, Path(path))["credentials"]["usernames"]
+
+
+def check_entries(entries: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Copies of raw directory entries, each checked; UserDirectoryError names the first bad one.
+
+    A user needs a valid username and a bcrypt password hash (a plain-text
+    password is refused, never stored); roles a list of strings; name, e-mail
+    strings.
+    """
+    checked: dict[str, dict[str, Any]] = {}
+    for username, entry in entries.items():
+        try:
+            check_username(username)
+        except (TypeError, ValueError):
+            raise UserDirectoryError(f"{username!r} is not a valid username.") from None
+        if not isinstance(entry, dict):
+            raise UserDirectoryError(f"The entry of user {username!r} is not a mapping.")
+        hashed = entry.get("password")
+        if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
+            raise UserDirectoryError(f"User {username!r} has no bcrypt password hash; "
+                                     "nothing was imported.")
+        roles = entry.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise UserDirectoryError(f"The roles of user {username!r} are not a list of names.")
+        for key in ("name", "first_name", "last_name", "email"):
+            if not isinstance(entry.get(key, ""), str):
+                raise UserDirectoryError(f"The {key} of user {username!r} is not text.")
+        checked[username] = copy.deepcopy(entry)
+    return checked
 
 
 def _new_entry(username: str, hashed: str, name: str, email: str,
@@ -436,3 +519,72 @@ def _normalized(data: Any, path: Path) -> dict[str, Any]:
         raise UserDirectoryError(f"The user file {path} cannot be read: "
                                  "'credentials.usernames' is not a mapping.")
     return data
+
+
+class DatabaseUserDirectory(UserDirectory):
+    """The directory as a table in the shared database (``PostgresStore``'s ``directory``).
+
+    Every replica sees a change at once: a read checks the directory's
+    version (one small query) and reads every entry again only when it moved;
+    a change runs in one transaction under the directory's lock and writes
+    only the entries it changed.
+    """
+
+    def __init__(self, store: Any, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
+        self.store = store
+        self.path = None  # type: ignore[assignment]  (no file)
+        self.lock_timeout = lock_timeout
+        self._snapshot = None
+        self._index = None
+        self._parse_lock = threading.Lock()
+
+    @property
+    def location(self) -> str:
+        return "the database's user directory"
+
+    @contextlib.contextmanager
+    def _database(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:  # DatabaseError: the text names no password
+            raise UserDirectoryError(f"The user directory in the database cannot be {doing}: "
+                                     f"{exc}") from exc
+
+    def _load(self) -> tuple[Any, dict[str, Any]]:
+        with self._database("read"):
+            version, entries = self.store.directory_entries()
+        return version, {"credentials": {"usernames": entries}}
+
+    def _current_stamp(self) -> Any:
+        with self._database("read"):
+            return self.store.directory_state()[0]
+
+    def exists(self) -> bool:
+        return self._current_stamp() > 0
+
+    def _change(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        cached = self._snapshot
+        current = (cached[0], cached[1]["credentials"]["usernames"]) if cached else None
+        with self._database("changed"):
+            version, entries = self.store.change_directory(fn, current)
+        self._snapshot = (version, {"credentials": {"usernames": entries}})
+
+    def ensure_demo_users(self) -> bool:
+        if self.exists():
+            return False
+        demo = _demo_entries()
+        with self._database("changed"):
+            done = self.store.change_directory(lambda users: users.update(demo),
+                                               only_if_new=True, demo=True)
+        return done is not None
+
+    def has_demo_users(self) -> bool:
+        with self._database("read"):
+            return self.store.directory_state()[1]
+
+
+def open_directory(data_dir: str | Path, store: Any = None) -> UserDirectory:
+    """The directory of a data dir, or of ``store`` when it is a shared database."""
+    if store is not None and getattr(store, "database", False):
+        return DatabaseUserDirectory(store)
+    return UserDirectory(data_dir)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 import mfa_core
-from mfa_core import notify, passkeys
-from mfa_core.storage import sweep_leftovers, write_atomic
+from mfa_core import notify, passkeys, settings
+from mfa_core.storage import sweep_leftovers
 from mfa_core.users import UserDirectory
 
 log = logging.getLogger("portal")
@@ -24,7 +24,6 @@ log = logging.getLogger("portal")
 ENV_DATA_DIR = "MFA_PORTAL_DATA_DIR"
 ENV_DEMO = "MFA_PORTAL_DEMO"
 ENV_PROXY_HEADER = "MFA_PORTAL_PROXY_HEADER"
-DEMO_MARKER = ".demo-users"
 
 # The portal's clock. None means time.time. AppTest runs the pages in the test
 # process, so a test sets ``portal.config.CLOCK = fake_clock`` and every
@@ -129,28 +128,32 @@ def directory() -> UserDirectory:
 
 
 def _open(path: Path, clk: Callable[[], float]) -> Portal:
+    # The database URL and the keys may also come from .streamlit/secrets.toml; with a
+    # database they must be configured (the same on every replica), never generated.
+    env = settings.with_secrets(os.environ, settings.SECRETS_FILE)
+    settings.check_replica_keys(env)
     # Mail goes out from a background thread: a click never waits for the relay.
     svc = mfa_core.open_service(path, clock=clk, notifier=_notifier(path), notify_in_background=True,
-                                session_policy=session_policy(), relying_party=_relying_party())
+                                session_policy=session_policy(), environ=env,
+                                relying_party=_relying_party(env))
     users = svc.directory
     demo = demo_mode()
-    if demo and users.ensure_demo_users():
-        # Remember that these users are the demo's, so the banner never
-        # advertises passwords of a directory somebody set up by hand.
-        write_atomic(path / DEMO_MARKER, b"demo users created by the portal\n", mode=0o600)
-    # Temp files of writers killed mid-write: swept once per process, off the request path.
-    threading.Thread(target=_sweep_leftovers, args=(path,), name="mfa-sweep", daemon=True).start()
-    return Portal(data_dir=path, service=svc, directory=users,
-                  demo=demo and (path / DEMO_MARKER).exists())
+    if demo:
+        users.ensure_demo_users()
+    if not svc.store.database:
+        # Temp files of writers killed mid-write: swept once per process, off the request path.
+        threading.Thread(target=_sweep_leftovers, args=(path,), name="mfa-sweep", daemon=True).start()
+    # The banner never advertises passwords of a directory somebody set up by hand.
+    return Portal(data_dir=path, service=svc, directory=users, demo=demo and users.has_demo_users())
 
 
-def _relying_party() -> passkeys.RelyingParty | mfa_core.PasskeySettingsError:
+def _relying_party(env) -> passkeys.RelyingParty | mfa_core.PasskeySettingsError:
     """Passkeys' relying party (environment over ``[passkeys]`` in secrets.toml).
 
     Settings that cannot work must not keep the portal from starting: log
     them and run with passkeys off.
     """
-    found = passkeys.load_relying_party(os.environ)
+    found = passkeys.load_relying_party(env, settings.SECRETS_FILE)
     if isinstance(found, mfa_core.PasskeySettingsError):
         log.error("passkeys are off: %s", found)
     return found

@@ -151,15 +151,24 @@ def request_remove_one(actor: str, target: str) -> None:
                                      "last": len(status.authenticators) == 1}
 
 
-def confirm_remove_one(actor: str, target: str) -> None:
-    """**Yes, remove it**: the one authenticator asked about, behind reverification."""
-    asked = st.session_state.pop(CONFIRM_ONE, None)
+def _confirmed(key: str, actor: str, target: str) -> dict | None:
+    """The question asked under ``key`` (taken off the page) if it was about ``target`` and
+    ``actor`` may still act on them; else None (a refusal is shown)."""
+    asked = st.session_state.pop(key, None)
     st.session_state.pop(ERROR, None)
     if not asked or asked["target"] != target:
-        return
+        return None
     refusal = _refusal(actor, target)
     if refusal:
         st.session_state[ERROR] = refusal
+        return None
+    return asked
+
+
+def confirm_remove_one(actor: str, target: str) -> None:
+    """**Yes, remove it**: the one authenticator asked about, behind reverification."""
+    asked = _confirmed(CONFIRM_ONE, actor, target)
+    if asked is None:
         return
     _act_behind_reverification(
         "helpdesk_remove", f"remove \u201c{plain(asked['label'])}\u201d of {plain(target)}",
@@ -196,13 +205,8 @@ def _act_behind_reverification(action: str, label: str, actor: str, target: str,
 
 def confirm_reset(actor: str, target: str) -> None:
     """**Yes, reset MFA**: the reset asked for, behind reverification (10 minutes)."""
-    asked = st.session_state.pop(CONFIRM, None)
-    st.session_state.pop(ERROR, None)
-    if not asked or asked["target"] != target:
-        return
-    refusal = _refusal(actor, target)
-    if refusal:
-        st.session_state[ERROR] = refusal
+    asked = _confirmed(CONFIRM, actor, target)
+    if asked is None:
         return
     _act_behind_reverification(
         "helpdesk_reset", f"reset the two-step verification of {target}", actor, target,

@@ -34,9 +34,19 @@ def _quoted(label: str) -> str:
     return f"\u201c{plain(label)}\u201d"
 
 
-def _is_last(authenticator_id: str) -> bool:
-    left = session.status().authenticators
-    return [a.id for a in left] == [authenticator_id]
+def _fresh() -> mfa_core.MFAStatus | None:
+    """The user's status now (None, said in a flash, when it cannot be read or the session is
+    no longer signed in): a callback may come long after the page was drawn, and another tab
+    or the helpdesk may have added or removed an authenticator meanwhile."""
+    try:
+        return config.service().status(session.callback_user())
+    except mfa_core.MFAError as err:
+        session.flash("error", str(err))
+        return None
+
+
+def _only_one(status: mfa_core.MFAStatus, authenticator_id: str) -> bool:
+    return [a.id for a in status.authenticators] == [authenticator_id]
 
 
 def request_remove(authenticator_id: str) -> None:
@@ -48,7 +58,10 @@ def request_remove(authenticator_id: str) -> None:
     it's you dialog, which then says what it will do.
     """
     _stop_renaming()
-    if _is_last(authenticator_id) and session.verification_remaining() > 0:
+    status = _fresh()
+    if status is None:
+        return
+    if _only_one(status, authenticator_id) and session.verification_remaining() > 0:
         st.session_state[CONFIRM_REMOVE] = authenticator_id
     else:
         confirm_remove(authenticator_id)
@@ -56,11 +69,13 @@ def request_remove(authenticator_id: str) -> None:
 
 def confirm_remove(authenticator_id: str) -> None:
     st.session_state.pop(CONFIRM_REMOVE, None)
-    found = session.status().authenticator(authenticator_id)
+    status = _fresh()
+    found = status.authenticator(authenticator_id) if status else None
     if found is None:
-        session.flash("error", str(mfa_core.UnknownAuthenticator()))
+        if status is not None:
+            session.flash("error", str(mfa_core.UnknownAuthenticator()))
         return
-    if _is_last(authenticator_id):
+    if _only_one(status, authenticator_id):
         what = (f"remove {_quoted(found.label)}, your only authenticator: two-step verification "
                 "turns off and your backup codes stop working")
         if found.kind == "totp" and found.label == DEFAULT_LABEL:
@@ -88,7 +103,8 @@ def remove(authenticator_id: str) -> None:
 
 
 def start_rename(authenticator_id: str) -> None:
-    found = session.status().authenticator(authenticator_id)
+    status = _fresh()
+    found = status.authenticator(authenticator_id) if status else None
     st.session_state.pop(CONFIRM_REMOVE, None)
     st.session_state.pop(RENAME_ERROR, None)
     if found is not None:
@@ -104,7 +120,8 @@ def _stop_renaming() -> None:
 def save_rename() -> None:
     authenticator_id = st.session_state.get(RENAMING)
     label = st.session_state.get(RENAME_TEXT) or ""
-    found = session.status().authenticator(authenticator_id) if authenticator_id else None
+    status = _fresh() if authenticator_id else None
+    found = status.authenticator(authenticator_id) if status else None
     if found is None:
         _stop_renaming()
         return

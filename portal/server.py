@@ -15,11 +15,13 @@ from . import api, web
 
 
 def routes() -> list[BaseRoute]:
-    return [*web.routes(), *api.routes()]
+    # The API's routes are served by api.Dispatch (below), ahead of Streamlit's middleware.
+    return [*web.routes()]
 
 
 def middleware() -> list[Middleware]:
     # TCP_NODELAY first (every accepted connection: pages, websocket, API), then
-    # the origin check: a refused websocket never reaches Streamlit.
+    # the origin check: a refused websocket never reaches Streamlit; the
+    # security headers, then the API, which needs none of Streamlit's own.
     return [Middleware(api.NoDelayMiddleware), Middleware(web.OriginGuard),
-            Middleware(web.SecurityHeaders)]
+            Middleware(web.SecurityHeaders), Middleware(api.Dispatch)]

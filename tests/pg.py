@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 INSTALL_HINT = "PostgreSQL is not installed: apt-get install postgresql (CI sets MFA_PORTAL_REQUIRE_POSTGRES=1)"
-TABLES = ("users", "keyed", "audit", "damaged_records")
+TABLES = ("users", "keyed", "audit", "damaged_records", "directory", "directory_meta")
 
 
 def find_bin(name: str) -> str | None:
@@ -39,7 +39,8 @@ def free_port() -> int:
 
 
 class PostgresCluster:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable  # fsync and synchronous_commit on (the benchmark's), else off (tests)
         initdb = find_bin("initdb")
         pg_ctl = find_bin("pg_ctl")
         if not initdb or not pg_ctl:
@@ -65,10 +66,13 @@ class PostgresCluster:
     def start(self) -> "PostgresCluster":
         self._run(self.initdb, "-D", str(self.data), "-U", "mfa", "--auth=trust", "-E", "UTF8",
                   "--no-sync", "--no-instructions")
-        # Tests only: no fsync (the cluster is thrown away), few connections, loopback only.
+        # Tests: no fsync (the cluster is thrown away); loopback only. The benchmark's is
+        # durable, as a real server: every commit waits for its WAL flush.
+        safety = ("-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c shared_buffers=128MB"
+                  if self.durable else
+                  "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB")
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-                   f"-c unix_socket_directories={self.root} -c fsync=off -c synchronous_commit=off "
-                   f"-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
+                   f"-c unix_socket_directories={self.root} {safety} -c max_connections=200")
         self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.root / "log"), "-w",
                   "-t", "60", "-o", options, "start")
         self._run(find_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(self.port),

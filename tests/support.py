@@ -127,3 +127,13 @@ def write_users(data_dir, passwords: dict[str, str], *, rounds: int = 4) -> None
              for name, pw in passwords.items()}
     with open(os.path.join(data_dir, "users.yaml"), "w", encoding="utf-8") as fh:
         yaml.safe_dump({"credentials": {"usernames": users}}, fh)
+    # A test on PostgreSQL (the postgres_url fixture sets this): the directory is the database's.
+    url = os.environ.get("MFA_PORTAL_TEST_DATABASE_URL")
+    if url:
+        from mfa_core.storage.postgres import PostgresStore
+        from mfa_core.users import DatabaseUserDirectory
+        store = PostgresStore(url)
+        try:
+            DatabaseUserDirectory(store).import_entries(users)
+        finally:
+            store.close()

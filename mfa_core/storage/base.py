@@ -142,6 +142,10 @@ def user_key(username: str) -> str:
 class Store(ABC):
     """The storage interface the engine is written against."""
 
+    # True for a database several replicas share: the user directory and the API client
+    # registry then live in it too, and nothing shared is kept in the data dir.
+    database = False
+
     @abstractmethod
     def read(self, username: str) -> Record | None:
         """The user's committed record, or None when there is none. Needs no lock.

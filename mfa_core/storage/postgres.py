@@ -20,17 +20,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from ..errors import StorageError
+from ..settings import redact
 from .base import (LOCK_TIMEOUT, DatabaseError, Event, Record, Store, Transaction, audit_filter,
                    check_record, open_transaction)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Applied in order; entry n brings the schema from version n to n + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -43,6 +44,14 @@ MIGRATIONS: tuple[str, ...] = (
                         doc jsonb NOT NULL);
     CREATE INDEX audit_user_time ON audit (username, time);
     CREATE INDEX audit_time ON audit (time);
+    """,
+    # 2: the user directory (what users.yaml holds on the embedded store) and the audit
+    # events' origin for `db copy` (a second copy of the same event is not inserted again).
+    """
+    CREATE TABLE directory (username text PRIMARY KEY, entry jsonb NOT NULL);
+    CREATE TABLE directory_meta (id integer PRIMARY KEY CHECK (id = 1), version bigint NOT NULL,
+                                 demo boolean NOT NULL DEFAULT false);
+    ALTER TABLE audit ADD COLUMN copied_from text UNIQUE;
     """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -57,19 +66,32 @@ def _lock_id(kind: str, name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+_DIRECTORY_LOCK = _lock_id("directory", "")
+
+
 @contextlib.contextmanager
-def _database_errors() -> Iterator[None]:
+def _database_errors(url: str | None = None) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as exc:
-        raise DatabaseError(str(exc).strip() or type(exc).__name__) from exc
+        # libpq's messages name host, port, user and database, never the password; a malformed
+        # URL's may quote a piece of it, so any password is blanked out all the same.
+        # "from None": a logged traceback must not print psycopg's own text either.
+        raise DatabaseError(redact(" ".join(str(exc).split()), url) or type(exc).__name__) from None
 
 
 class PostgresStore(Store):
-    """The ``Store`` on PostgreSQL (psycopg 3, a connection pool)."""
+    """The ``Store`` on PostgreSQL (psycopg 3, a connection pool).
+
+    An empty database gets the current schema on first use; an older schema
+    is refused until ``python -m mfa_core db upgrade`` (``upgrade=True``)
+    brings it up to date, a newer one until the portal is upgraded.
+    """
+
+    database = True
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
-                 lock_timeout: float = LOCK_TIMEOUT) -> None:
+                 lock_timeout: float = LOCK_TIMEOUT, upgrade: bool = False) -> None:
         if not isinstance(url, str) or not url:
             raise ValueError("The database URL must be a non-empty string.")
         self.url = url
@@ -77,9 +99,9 @@ class PostgresStore(Store):
         connect = {"autocommit": True, "options": f"-c lock_timeout={int(lock_timeout * 1000)}"}
         # One direct connection first: a wrong URL or a down server fails now, not after the
         # pool's retries; it also creates or checks the schema.
-        with _database_errors(), psycopg.connect(url, **connect) as conn:
-            self._upgrade_schema(conn)
-        with _database_errors():
+        with _database_errors(url), psycopg.connect(url, **connect) as conn:
+            self.upgraded_from = self._upgrade_schema(conn, upgrade=upgrade)
+        with _database_errors(url):
             self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
                                        kwargs=connect, timeout=lock_timeout, name="mfa-portal")
             self.pool.open(wait=False)
@@ -97,8 +119,14 @@ class PostgresStore(Store):
         return int(row[0]) if row and row[0] is not None else 0
 
     @classmethod
-    def _upgrade_schema(cls, conn: psycopg.Connection) -> None:
-        """Create or bring the schema to ``SCHEMA_VERSION``; refuse one this code does not know."""
+    def _upgrade_schema(cls, conn: psycopg.Connection, *, upgrade: bool) -> int:
+        """Create the schema on an empty database, or check it (``upgrade``: bring it up to date).
+
+        Returns the version found. Refuses (StorageError) a schema newer than
+        this code knows, and an older one unless ``upgrade``: replicas of two
+        versions must not share a database by accident. Every step runs in one
+        transaction under a lock, so two processes never apply one twice.
+        """
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             version = cls._version(conn)
@@ -106,9 +134,14 @@ class PostgresStore(Store):
                 raise StorageError(
                     f"The database's schema is version {version}, newer than this portal "
                     f"knows (version {SCHEMA_VERSION}): upgrade the portal before using it.")
+            if 0 < version < SCHEMA_VERSION and not upgrade:
+                raise StorageError(
+                    f"The database's schema is version {version}; this portal needs version "
+                    f"{SCHEMA_VERSION}: run 'python -m mfa_core db upgrade' first.")
             for step in range(version, SCHEMA_VERSION):
                 conn.execute(MIGRATIONS[step])
                 conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (step + 1,))
+        return version
 
     # -- connections and transactions ----------------------------------------------------
 
@@ -199,9 +232,11 @@ class PostgresStore(Store):
     def _insert_audit(conn: psycopg.Connection, events: Sequence[Event]) -> None:
         if not events:
             return
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO audit (time, username, doc) VALUES (%s, %s, %s)",
-                            [(e["time"], e.get("user"), Jsonb(e)) for e in events])
+        # One statement for all of a transaction's events, in their order.
+        conn.execute("INSERT INTO audit (time, username, doc) "
+                     "SELECT (e ->> 'time')::double precision, e ->> 'user', e "
+                     "FROM jsonb_array_elements(%s) WITH ORDINALITY AS t(e, n) ORDER BY n",
+                     (Jsonb(list(events)),))
 
     def append_audit(self, events: Sequence[Event]) -> None:
         with _database_errors(), self._connection() as conn, conn.transaction():
@@ -212,6 +247,97 @@ class PostgresStore(Store):
         with _database_errors(), self._connection() as conn:
             return [doc for (doc,) in conn.execute(f"SELECT doc FROM audit{where} ORDER BY time, id",
                                                    args)]
+
+    # -- the user directory (mfa_core.users.DatabaseUserDirectory) ---------------------
+
+    @staticmethod
+    def _directory_meta(conn: psycopg.Connection) -> tuple[int, bool]:
+        row = conn.execute("SELECT version, demo FROM directory_meta WHERE id = 1").fetchone()
+        return (int(row[0]), bool(row[1])) if row else (0, False)
+
+    def directory_state(self) -> tuple[int, bool]:
+        """(the directory's version: 0 until its first change, whether the portal made the demo users)."""
+        with _database_errors(), self._connection() as conn:
+            return self._directory_meta(conn)
+
+    def directory_entries(self) -> tuple[int, dict[str, Any]]:
+        """(version, username -> entry), both from one snapshot of the database."""
+        with _database_errors(), self._connection() as conn:
+            rows = conn.execute(
+                "SELECT coalesce((SELECT version FROM directory_meta WHERE id = 1), 0), "
+                "d.username, d.entry FROM (SELECT 1) one LEFT JOIN directory d ON true").fetchall()
+        version = int(rows[0][0]) if rows else 0
+        return version, {name: entry for _, name, entry in rows if name is not None}
+
+    def change_directory(self, change: Callable[[dict[str, Any]], None],
+                         cached: tuple[int, dict[str, Any]] | None = None, *,
+                         only_if_new: bool = False, demo: bool = False
+                         ) -> tuple[int, dict[str, Any]] | None:
+        """Apply ``change`` to the directory's entries and write what it changed, under one lock.
+
+        ``cached`` (version, entries) spares reading every row when it is still
+        current. Returns the new (version, entries); None when ``only_if_new``
+        and the directory was written before. Whatever ``change`` raises rolls
+        everything back.
+        """
+        with _database_errors(), self._begin(_DIRECTORY_LOCK) as conn:
+            version, _ = self._directory_meta(conn)
+            if only_if_new and version > 0:
+                return None
+            if cached is not None and cached[0] == version:
+                before = cached[1]
+            else:
+                before = {name: entry for name, entry in
+                          conn.execute("SELECT username, entry FROM directory")}
+            after = {name: dict(entry) if isinstance(entry, dict) else entry
+                     for name, entry in before.items()}
+            change(after)
+            upserts = [(n, Jsonb(e)) for n, e in after.items() if before.get(n) != e]
+            gone = [n for n in before if n not in after]
+            with conn.cursor() as cur:
+                if upserts:
+                    cur.executemany("INSERT INTO directory (username, entry) VALUES (%s, %s) "
+                                    "ON CONFLICT (username) DO UPDATE SET entry = EXCLUDED.entry",
+                                    upserts)
+                if gone:
+                    cur.execute("DELETE FROM directory WHERE username = ANY(%s)", (gone,))
+                cur.execute("INSERT INTO directory_meta (id, version, demo) VALUES (1, %s, %s) "
+                            "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, "
+                            "demo = directory_meta.demo OR EXCLUDED.demo", (version + 1, demo))
+            return version + 1, after
+
+    # -- `db copy` (mfa_core.dbcopy): rows written as they are, read back to verify ------------
+
+    _KEYED_TABLES = {"users": "username", "keyed": "key"}
+
+    def copy_documents(self, table: str, docs: dict[str, Record]) -> None:
+        """Insert or replace ``docs`` (name -> document) in ``users`` or ``keyed``, in one transaction."""
+        column = self._KEYED_TABLES[table]
+        with _database_errors(), self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO {table} ({column}, doc) VALUES (%s, %s) "
+                            f"ON CONFLICT ({column}) DO UPDATE SET doc = EXCLUDED.doc",
+                            [(name, Jsonb(doc)) for name, doc in docs.items()])
+
+    def documents(self, table: str, names: Sequence[str]) -> dict[str, Record]:
+        column = self._KEYED_TABLES[table]
+        with _database_errors(), self._connection() as conn:
+            return {name: doc for name, doc in conn.execute(
+                f"SELECT {column}, doc FROM {table} WHERE {column} = ANY(%s)", (list(names),))}
+
+    def copy_audit(self, events: dict[str, Event]) -> None:
+        """Insert audit events by their origin id (``copied_from``); an id already there is skipped."""
+        with _database_errors(), self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany("INSERT INTO audit (time, username, doc, copied_from) "
+                            "VALUES (%s, %s, %s, %s) ON CONFLICT (copied_from) DO NOTHING",
+                            [(e["time"], e.get("user"), Jsonb(e), origin)
+                             for origin, e in events.items()])
+
+    def copied_audit(self, origins: Sequence[str]) -> int:
+        """How many of these origin ids are in the audit trail."""
+        with _database_errors(), self._connection() as conn:
+            row = conn.execute("SELECT count(*) FROM audit WHERE copied_from = ANY(%s)",
+                               (list(origins),)).fetchone()
+        return int(row[0])
 
     def close(self) -> None:
         self.pool.close()

@@ -89,8 +89,8 @@ class StripedLocks:
     """Locks that hold across Streamlit's threads and across processes.
 
     A fixed set of lock files (keys hash onto them) keeps the directory small;
-    a thread lock in front of each excludes the threads of one process (a
-    FileLock object is re-entrant, so threads sharing one would not be).
+    a thread lock in front of each queues the threads of one process, so
+    only one of them at a time polls the file's flock (``files.exclusive``).
     """
 
     def __init__(self, directory: Path, stripes: int = 256) -> None:

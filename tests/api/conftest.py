@@ -37,10 +37,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_env(data_dir: Path) -> dict[str, str]:
+def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_PORTAL_")}
     env.update(MFA_PORTAL_DATA_DIR=str(data_dir), MFA_PORTAL_DEMO="1", PYTHONUNBUFFERED="1",
                PYTHONDONTWRITEBYTECODE="1")
+    env.update(extra)
     return env
 
 
@@ -109,14 +110,15 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def start_portal(data_dir: Path, log_path: Path) -> tuple[str, subprocess.Popen]:
+def start_portal(data_dir: Path, log_path: Path, **env: str) -> tuple[str, subprocess.Popen]:
+    """``streamlit run app.py`` on a free port; ``env`` adds settings (e.g. a database URL)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=server_env(data_dir), stdout=log,
+        proc = subprocess.Popen(cmd, cwd=REPO, env=server_env(data_dir, **env), stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     try:

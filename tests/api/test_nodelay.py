@@ -69,3 +69,21 @@ def test_keep_alive_responses_do_not_wait_for_the_delayed_ack(portal):
     for path in ("/api/v1/health", "/_stcore/health"):
         times = _keep_alive_round_trips(portal.url, path)
         assert statistics.median(times) < 0.02, (path, times)
+
+
+def _scope(version: str, connection: bytes | None) -> dict:
+    headers = [(b"host", b"127.0.0.1")] + ([(b"connection", connection)] if connection else [])
+    return {"type": "http", "http_version": version, "headers": headers}
+
+
+def test_requests_that_keep_their_connection_get_nodelay():
+    assert api._keeps_alive(_scope("1.1", None))
+    assert api._keeps_alive(_scope("1.1", b"keep-alive"))
+    assert api._keeps_alive(_scope("1.0", b"Keep-Alive"))
+
+
+def test_requests_that_close_their_connection_are_left_to_nagle():
+    # The close sends the response's last segment at once: nothing waits behind it.
+    assert not api._keeps_alive(_scope("1.1", b"close"))
+    assert not api._keeps_alive(_scope("1.1", b"Close"))
+    assert not api._keeps_alive(_scope("1.0", None))

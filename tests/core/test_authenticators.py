@@ -70,6 +70,27 @@ def test_replay_is_refused_per_app(svc, clock):
         svc.attempt_second_factor("alice", code_for(tablet, clock()))
 
 
+def test_a_code_named_as_a_clock_ahead_never_signs_in_later(svc, clock):
+    # "Your clock looks 210 s ahead" tells whoever typed it that the code is right
+    # for later: with several apps that would hint at five times more future codes.
+    phone = add_app(svc, clock, label="Phone")
+    tablet = add_app(svc, clock, label="Tablet")
+    later = clock() + 7 * 30
+    guessed = totp.code_at(tablet, later)
+    with pytest.raises(mfa_core.ClockDrift, match="210 s ahead"):
+        svc.attempt_second_factor("alice", guessed)
+    clock.advance(7 * 30)
+    svc.unlock("alice", actor="helpdesk")  # no wait in the way: only the code is refused
+    with pytest.raises(mfa_core.CodeAlreadyUsed):
+        svc.attempt_second_factor("alice", guessed)
+    svc.attempt_second_factor("alice", code_for(phone, clock()))  # the apps still work
+    clock.advance(30)
+    svc.attempt_second_factor("alice", code_for(tablet, clock()))
+    clock.advance(3600)
+    svc.attempt_second_factor("alice", code_for(phone, clock()))
+    assert "disclosed" not in svc.store.read("alice")["authenticators"][1]  # forgotten once past
+
+
 def test_wrong_codes_count_once_per_attempt_however_many_apps(svc, clock):
     secrets = [add_app(svc, clock, label=f"App {n}") for n in range(3)]
     near = {totp.code_at(s, clock() + 30 * k) for s in secrets for k in range(-25, 26)}

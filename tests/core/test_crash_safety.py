@@ -1,4 +1,7 @@
-"""A writer killed with SIGKILL at random moments, many times: the store always opens, old or new state."""
+"""A writer killed with SIGKILL at random moments, many times: the store always opens, old or new state.
+
+On the embedded store (files) and on PostgreSQL (a replica killed mid-transaction).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ WRITER = textwrap.dedent("""
     import mfa_core
     data_dir, now = sys.argv[1], float(sys.argv[2])
     users = sys.argv[3].split(",")
-    svc = mfa_core.open_service(data_dir, clock=lambda: now, environ={})
+    svc = mfa_core.open_service(data_dir, clock=lambda: now, environ={}, database_url=sys.argv[4] or None)
     def revoked(u):
         return len((svc.store.read(u) or {}).get("revoked_tokens") or {})
     counts = {u: revoked(u) for u in users}
@@ -47,12 +50,12 @@ def revoked(svc: mfa_core.MFAService, user: str) -> int:
     return len((svc.store.read(user) or {}).get("revoked_tokens") or {})
 
 
-def start_writer(data_dir: Path) -> subprocess.Popen:
+def start_writer(data_dir: Path, url: str = "") -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_PORTAL_")}
     root = Path(mfa_core.__file__).resolve().parent.parent
     errors = open(data_dir.parent / "writer-stderr.txt", "w")  # noqa: SIM115 (closed with the process)
     with errors:
-        return subprocess.Popen([sys.executable, "-c", WRITER, str(data_dir), str(T0), ",".join(USERS)],
+        return subprocess.Popen([sys.executable, "-c", WRITER, str(data_dir), str(T0), ",".join(USERS), url],
                                 stdout=subprocess.PIPE, stderr=errors, text=True, env=env, cwd=root)
 
 
@@ -102,3 +105,42 @@ def test_store_survives_sigkill_mid_write_many_times(data_dir):
     assert not [p for p in data_dir.rglob("*.tmp")]
     svc = mfa_core.open_service(data_dir, clock=lambda: T0, environ={})
     assert {u: revoked(svc, u) for u in USERS} == seen
+
+
+def test_postgres_loses_nothing_committed_when_a_writer_is_killed_mid_transaction(postgres_url, data_dir):
+    rng = random.Random(6238)
+    committed = {u: 0 for u in USERS}
+    seen = {u: 0 for u in USERS}
+    kills_mid_run = 0
+    for kill in range(KILLS // 2):
+        proc = start_writer(data_dir, postgres_url)
+        try:
+            ready = proc.stdout.readline()
+            assert ready == "ready\n", (data_dir.parent / "writer-stderr.txt").read_text()
+            time.sleep(rng.uniform(0.0, 0.12))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            out = proc.stdout.read()
+            proc.stdout.close()
+            proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, (data_dir.parent / "writer-stderr.txt").read_text()
+        for line in out.split("\n")[:-1]:
+            user, count = line.split()
+            committed[user] = int(count)
+        kills_mid_run += bool(out)
+        # The killed writer's transaction and its user locks are gone with its connection.
+        svc = mfa_core.open_service(data_dir, clock=lambda: T0, environ={}, database_url=postgres_url)
+        for user in USERS:
+            found = revoked(svc, user)
+            assert committed[user] <= found <= committed[user] + 1, (user, found, committed)
+            assert found >= seen[user], "a committed state was lost"
+            seen[user] = committed[user] = found
+            svc.revoke_token(user, f"after-kill-{kill}", T0 + 10 ** 6)  # the user is not left locked
+            pending = svc.pending_totp(user)
+            assert pending is None or len(pending.secret) == 32
+        assert svc.audit() is not None
+        svc.store.close()
+        for user in USERS:
+            seen[user] = committed[user] = seen[user] + 1  # the token revoked above
+    assert kills_mid_run >= KILLS // 4, "the writer was rarely killed while writing"
+    assert sum(seen.values()) > KILLS // 2

@@ -71,6 +71,11 @@ RECORD_DAMAGE = {
     "format-1-totp-wrong-shape": lambda rec: {**as_version_1(rec), "totp": ["secret"]},
     "format-1-secret-missing": lambda rec: {**as_version_1(rec),
                                             "totp": {"last_step": 1, "enabled_at": 1.0}},
+    "format-1-with-authenticators": lambda rec: {**as_version_1(rec), "two_step": False,
+                                                 "totp": None, "authenticators": "xx"},
+    "format-1-with-authenticators-too": lambda rec: {**as_version_1(rec),
+                                                     "authenticators": rec["authenticators"]},
+    "disclosed-not-a-list-of-steps": lambda rec: _app(rec, disclosed=["7"]),
     "another-users-record": lambda rec: {**rec, "username": "mallory"},
     "backup-codes-without-authenticator": lambda rec: {
         k: v for k, v in rec.items() if k not in ("authenticators", "two_step", "v")},
@@ -205,3 +210,15 @@ def test_records_from_before_format_versions_still_read_and_are_upgraded(svc, ba
     svc.attempt_second_factor("alice", code_for(alice, clock()))
     assert svc.store.read("alice")["v"] == 2 and svc.store.read("alice")["two_step"] is True
     assert len(svc.store.read("alice")["authenticators"]) == 1
+
+
+def test_a_time_that_is_not_a_finite_number_is_damage(tinydb_svc, data_dir, clock):
+    svc = tinydb_svc
+    enable_totp(svc, clock, "alice")
+    good = enrolled_record(svc, "alice")
+    for bad in (float("nan"), float("inf")):
+        record = as_version_1(json.loads(json.dumps(good)))
+        record["totp"]["enabled_at"] = bad
+        user_file(data_dir, "alice").write_bytes(tinydb(record))
+        with pytest.raises(mfa_core.RecordDamaged):
+            svc.status("alice")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+import traceback
 
 import psycopg
 import pytest
@@ -128,3 +129,17 @@ def test_two_replicas_share_records_sessions_and_throttles(replicas, clock):
     with pytest.raises(mfa_core.TooManyAttempts):
         b.attempt_second_factor("alice", "000000")
     assert [e.event for e in a.audit("alice")] == [e.event for e in b.audit("alice")]
+
+
+@pytest.mark.parametrize("url", [
+    "host=127.0.0.1 port=1 user=mfa password=Sup3rSecretPw dbname=mfa connect_timeout=2",
+    "postgresql://mfa:Sup3rSecretPw@127.0.0.1:1/mfa?connect_timeout=2",
+    "postgresql://mfa:Sup3rSecretPw@127.0.0.1:notaport/mfa",
+    "host=127.0.0.1 password='Sup3rSecretPw' dbname",
+])
+def test_a_database_error_never_shows_the_password(url, data_dir, clock):
+    with pytest.raises(mfa_core.StorageError) as caught:
+        mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=url)
+    assert "database cannot be used" in str(caught.value)
+    shown = "".join(traceback.format_exception(caught.value))  # what a log would print
+    assert "Sup3rSecretPw" not in shown

@@ -19,7 +19,8 @@ TOKENS = ["users", "add", "list", "remove", "passwd", "roles", "mfa", "status", 
           "audit", "keys", "rotate", "alice", "ghost", "Bad:Name", "--reason", "--actor", "--user",
           "--since", "--until", "--json", "--admin", "--role", "--email", "--name",
           "--password-stdin", "--keep-mfa", "--data-dir", "admin", "24h", "7d", "2026-11-28",
-          "yesterday", "", " ", "x" * 600, "\x00", "-", "--", "--help=no", "é", "0", "-1"]
+          "yesterday", "", " ", "x" * 600, "\x00", "-", "--", "--help=no", "é", "0", "-1",
+          "import", "db", "upgrade", "copy", "--from"]  # (not "export": it writes the file named)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,141 @@
+"""``python -m mfa_core db copy --from DATA_DIR``: an embedded data dir into the shared database.
+
+Records, keyed records (sessions, password throttles, cookie tickets), the
+audit trail, the API clients and the user directory are copied as they are
+stored: nothing is decrypted (TOTP secrets stay Fernet tokens, codes and keys
+stay keyed hashes), so the replicas need the data dir's keys. Every row is
+written by its name (records, keyed records, users, clients) or by an origin
+id (audit events: a hash of the event and its place among equal ones), so a
+second run gives the same database. The data dir is read in full first: a
+record that cannot be read refuses the whole copy, because a user whose
+record was left behind would have no second factor in the database. Then
+everything written is read back and compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .clients import CLIENTS_FILE, STORE_KEY, FORMAT_VERSION, FileClientRegistry
+from .errors import MFAError, RecordDamaged, StorageError
+from .storage.audit_log import JSONLinesAuditLog
+from .storage.base import Event, Record, user_key
+from .storage.sharded import load_document
+from .users import USERS_FILE, DatabaseUserDirectory, check_entries, load_yaml_file
+
+
+class CopyRefused(MFAError):
+    """The data dir cannot be copied as it is; nothing was written."""
+
+
+class CopyMismatch(StorageError):
+    """What was read back from the database differs from the data dir."""
+
+
+@dataclass(frozen=True)
+class Source:
+    records: dict[str, Record]
+    keyed: dict[str, Record]
+    audit: dict[str, Event]
+    clients: dict[str, dict[str, Any]]
+    users: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Copied:
+    records: int
+    keyed: int
+    audit: int
+    clients: int
+    users: int
+
+
+def read_data_dir(data_dir: Path) -> Source:
+    """Everything to copy, read and checked before anything is written. Raises CopyRefused."""
+    if not data_dir.is_dir():
+        raise CopyRefused(f"{data_dir} is not a directory.")
+    if not any((data_dir / part).exists() for part in ("users", USERS_FILE, "audit", CLIENTS_FILE)):
+        raise CopyRefused(f"{data_dir} is not a portal data dir (no users/, {USERS_FILE}, audit/).")
+    records = _documents(data_dir, "users")
+    present = {user_key(name) for name in records}
+    for marker in sorted((data_dir / "enrolled").glob("*/*")):
+        # Two-step was on for this user but the record file is gone (see sharded.GUARD):
+        # copied without it, the user would have no second factor at all.
+        if marker.name not in present:
+            raise CopyRefused(f"{marker.relative_to(data_dir)}: an enrolled user's record is missing "
+                              "(the user cannot sign in); reset their MFA before copying.")
+    keyed = _documents(data_dir, "sources")
+    audit: dict[str, Event] = {}
+    if (data_dir / "audit").is_dir():
+        seen: dict[str, int] = {}
+        for event in JSONLinesAuditLog(data_dir / "audit").query():
+            canonical = json.dumps(event, sort_keys=True, separators=(",", ":"))
+            n = seen[canonical] = seen.get(canonical, 0) + 1
+            audit[hashlib.sha256(f"{canonical}#{n}".encode("utf-8")).hexdigest()] = event
+    clients: dict[str, dict[str, Any]] = {}
+    if (data_dir / CLIENTS_FILE).exists():
+        # The pepper only hashes keys, and nothing is hashed here.
+        clients = dict(FileClientRegistry(data_dir, bytes(16))._entries())
+    users = check_entries(load_yaml_file(data_dir / USERS_FILE)) \
+        if (data_dir / USERS_FILE).exists() else {}
+    return Source(records, keyed, audit, clients, users)
+
+
+def _documents(data_dir: Path, part: str) -> dict[str, Record]:
+    """name -> record of every ``<part>/<2 hex>/<sha256 of name>.json``; CopyRefused for damage."""
+    found: dict[str, Record] = {}
+    for path in sorted((data_dir / part).glob("*/*.json")):
+        where = path.relative_to(data_dir)
+        try:
+            record = load_document(str(path), "A record")[1]
+        except (RecordDamaged, OSError):
+            record = None
+        name = record.get("username") if isinstance(record, dict) else None
+        if not isinstance(name, str) or user_key(name) != path.stem:
+            raise CopyRefused(f"{where} cannot be read as a record; nothing was copied "
+                              "(reset that user's MFA, or move the file away, then copy again).")
+        found[name] = record
+    return found
+
+
+def copy_into(source: Source, store: Any) -> Copied:
+    """Write ``source`` into ``store`` (a PostgresStore), then read it back. Raises CopyMismatch."""
+    store.copy_documents("users", source.records)
+    store.copy_documents("keyed", source.keyed)
+    store.copy_audit(source.audit)
+    if source.clients:
+        with store.keyed_transaction(STORE_KEY) as txn:
+            merged = {k: v for k, v in (txn.record.get("clients") or {}).items()} if txn.existed else {}
+            merged.update(source.clients)
+            txn.record = {"username": STORE_KEY, "version": FORMAT_VERSION,
+                          "clients": dict(sorted(merged.items()))}
+    directory = DatabaseUserDirectory(store)
+    if source.users:
+        directory.import_entries(source.users)
+
+    # Read back and compare.
+    problems = []
+    if store.documents("users", list(source.records)) != source.records:
+        problems.append("records")
+    if store.documents("keyed", list(source.keyed)) != source.keyed:
+        problems.append("keyed records")
+    if store.copied_audit(list(source.audit)) != len(source.audit):
+        problems.append("audit events")
+    stored_clients = (store.read_keyed(STORE_KEY) or {}).get("clients") or {}
+    if any(stored_clients.get(name) != entry for name, entry in source.clients.items()):
+        problems.append("API clients")
+    entries = directory.entries()
+    if any(entries.get(name) != entry for name, entry in source.users.items()):
+        problems.append("directory users")
+    if problems:
+        raise CopyMismatch(f"The database does not hold what was copied ({', '.join(problems)}): "
+                           "was the portal running on either side? Stop it and copy again.")
+    return Copied(len(source.records), len(source.keyed), len(source.audit), len(source.clients),
+                  len(source.users))
+
+
+__all__ = ["Copied", "CopyMismatch", "CopyRefused", "Source", "copy_into", "read_data_dir"]
