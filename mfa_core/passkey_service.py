@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import authenticators as authn
 from . import passkeys, passwords, records
 from . import validate as check
-from .errors import (InvalidLabel, MFAError, NotEnabled, PasskeyAlreadyRegistered, PasskeyRefused,
+from .errors import (MFAError, NotEnabled, PasskeyAlreadyRegistered, PasskeyRefused,
                      PasskeySettingsError, SignCountRegressed, TooManyAttempts,
                      TooManyAuthenticators)
 from .passkeys import AUTHENTICATE, REGISTER, ChallengeBook, RelyingParty
@@ -121,6 +121,8 @@ class PasskeyOperations:
         TooManyAuthenticators, TooManyAttempts, NotEnabled, PasskeySettingsError,
         StorageError, TypeError/ValueError.
         """
+        from .service import _label_taken  # the service imports this module first
+
         username = check.name(username)
         parsed = passkeys.parse_response(response)
         wanted = authn.clean_label(label) if label is not None else None
@@ -133,8 +135,7 @@ class PasskeyOperations:
         with self._transaction(username) as txn:
             rec = txn.record
             if wanted is not None and authn.taken(rec, wanted):
-                raise InvalidLabel(f"You already have an authenticator named \u201c{wanted}\u201d. "
-                                   "Choose another name.")
+                raise _label_taken(wanted)
             if (error := self._gate(txn, now, actor)) is None:
                 try:
                     challenge = self._challenges.take(sid, REGISTER, username)
