@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import authenticators as authn
-from . import passkeys, passwords, records
+from . import passkeys, records
 from . import validate as check
 from .errors import (MFAError, NotEnabled, PasskeyAlreadyRegistered, PasskeyRefused,
                      PasskeySettingsError, SignCountRegressed, TooManyAttempts,
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .service import SecondFactorResult
 
 MAX_PASSKEYS = 10  # per user, apart from the authentication apps
+NO_PASSKEY = "You have no passkey. Use your authentication app or a backup code."
 
 
 class PasskeyOperations:
@@ -174,7 +175,7 @@ class PasskeyOperations:
         rec = self._read(username)
         mine = authn.of_kind(rec, "passkey")
         if not mine:
-            raise NotEnabled("You have no passkey. Use your authentication app or a backup code.")
+            raise NotEnabled(NO_PASSKEY)
         wait = self.retry_after(username)  # raises AccountLocked
         if wait:
             raise TooManyAttempts(wait)
@@ -208,7 +209,7 @@ class PasskeyOperations:
             rec = txn.record
             mine = authn.of_kind(rec, "passkey")
             if not records.two_step_on(rec) or not mine:
-                error = NotEnabled("You have no passkey. Use your authentication app or a backup code.")
+                error = NotEnabled(NO_PASSKEY)
             elif (error := self._gate(txn, now, actor)) is None:
                 entry = next((p for p in mine if p["credential_id"] == parsed["id"]), None)
                 try:
@@ -228,10 +229,7 @@ class PasskeyOperations:
                 else:
                     entry.update(sign_count=result.sign_count, backed_up=result.backed_up,
                                  last_used_at=now)
-                    rec.pop("throttle", None)
-                    passwords.remember_source(rec.setdefault("password", {}),
-                                              passwords.key(self.keyring.pepper, "source", source),
-                                              now, self.password_policy)
+                    self._second_factor_passed(rec, source, now)
                     self._log(txn, now, actor, "second_factor_passed", "success",
                               f"passkey {entry['label']}")
             remaining = len((rec.get("backup") or {}).get("hashes") or [])

@@ -594,10 +594,7 @@ class MFAService(PasskeyOperations):
                     else:
                         error = InvalidCode("That backup code is not valid or was already used.")
                 if error is None:
-                    rec.pop("throttle", None)
-                    passwords.remember_source(rec.setdefault("password", {}),
-                                              passwords.key(self.keyring.pepper, "source", source),
-                                              now, self.password_policy)
+                    self._second_factor_passed(rec, source, now)
                 elif not isinstance(error, NoBackupCodes):
                     self._fail(txn, now, actor, "second_factor_failed", error)
                 remaining = len(backup.get("hashes") or [])
@@ -786,6 +783,13 @@ class MFAService(PasskeyOperations):
             self._log(txn, now, actor, "throttled", "refused", f"wait {wait} s")
             return TooManyAttempts(wait)
         return None
+
+    def _second_factor_passed(self, rec: dict[str, Any], source: str | None, now: float) -> None:
+        """A second factor passed: its failures are cleared and ``source`` becomes a familiar place."""
+        rec.pop("throttle", None)
+        passwords.remember_source(rec.setdefault("password", {}),
+                                  passwords.key(self.keyring.pepper, "source", source),
+                                  now, self.password_policy)
 
     def _fail(self, txn: Transaction, now: float, actor: str, event: str, error: MFAError) -> None:
         throttle = txn.record.setdefault("throttle", {"failures": 0})
