@@ -257,6 +257,7 @@ def test_an_explicit_duplicate_is_refused_in_any_case(svc, clock):
     ("x" * 41, "at most 40 characters"),
     ("tab\there", "printable"),
     ("line\nbreak", "printable"),
+    ("Phone (Reason: approved by IT)", "may not contain"),
 ])
 def test_blank_long_or_unprintable_labels_are_refused_and_change_nothing(svc, clock, label, message):
     add_app(svc, clock, label="Phone")
