@@ -275,7 +275,7 @@ def cmd_db_copy(ctx: Context) -> int:
     source_dir = Path(ctx.args.source)
     store = ctx.store()  # before reading: no URL or no database, nothing read
     source = dbcopy.read_data_dir(source_dir)
-    copied = dbcopy.copy_into(source, store)
+    copied = dbcopy.copy_into(source, store, overwrite=ctx.args.overwrite)
     rows = [("records", copied.records, "users' MFA records"),
             ("keyed records", copied.keyed, "sessions, password throttles, cookie tickets"),
             ("audit events", copied.audit, ""),
@@ -284,6 +284,9 @@ def cmd_db_copy(ctx: Context) -> int:
     ctx.out.write(f"Copied {source_dir} into the database; read back and verified:\n")
     for label, count, note in rows:
         ctx.out.write(f"  {label:<16}{count:>8}{'  (' + note + ')' if note else ''}\n")
+    if copied.already:
+        ctx.out.write(f"{copied.already} of those rows were already in the database as in the "
+                      "data dir (left alone).\n")
     ctx.out.write(f"The secrets are copied encrypted: every replica needs this data dir's keys "
                   f"in {ENV_KEYS} and {ENV_PEPPER} (from its keys.json if they were generated).\n")
     return 0
@@ -692,10 +695,17 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p = d.add_parser("copy", help="copy an embedded data dir into the database",
                      description="Copy a data dir's records, sessions and throttles, audit trail, "
                                  "API clients and users.yaml into the database, as stored "
-                                 "(nothing decrypted), then read them back and compare. Running "
-                                 "it again gives the same result. Stop the portal first.")
+                                 "(nothing decrypted), then read them back and compare. Stop the "
+                                 "portal first. Running it again adds what is new and leaves alone "
+                                 "what is already there as in the data dir; when the database "
+                                 "changed or removed a row the data dir still has, it refuses and "
+                                 "copies nothing.")
     p.add_argument("--from", dest="source", required=True, metavar="DATA_DIR",
                    help="the embedded data dir to copy")
+    p.add_argument("--overwrite", action="store_true",
+                   help="DANGEROUS: the data dir wins over the database; every change made in "
+                        "the database since (authenticators removed, passwords and API keys "
+                        "changed, sessions ended, roles revoked, lockouts) is undone")
     p.set_defaults(func=cmd_db_copy)
 
     mfa = groups.add_parser("mfa", help="helpdesk: MFA status, reset, unlock",

@@ -310,12 +310,16 @@ class PostgresStore(Store):
 
     _KEYED_TABLES = {"users": "username", "keyed": "key"}
 
-    def copy_documents(self, table: str, docs: dict[str, Record]) -> None:
-        """Insert or replace ``docs`` (name -> document) in ``users`` or ``keyed``, in one transaction."""
+    def copy_documents(self, table: str, docs: dict[str, Record], *, overwrite: bool = False) -> None:
+        """Insert ``docs`` (name -> document) in ``users`` or ``keyed``, in one transaction.
+
+        A row already there is left as it is, unless ``overwrite`` (then replaced).
+        """
         column = self._KEYED_TABLES[table]
+        action = "DO UPDATE SET doc = EXCLUDED.doc" if overwrite else "DO NOTHING"
         with _database_errors(), self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {table} ({column}, doc) VALUES (%s, %s) "
-                            f"ON CONFLICT ({column}) DO UPDATE SET doc = EXCLUDED.doc",
+                            f"ON CONFLICT ({column}) {action}",
                             [(name, Jsonb(doc)) for name, doc in docs.items()])
 
     def documents(self, table: str, names: Sequence[str]) -> dict[str, Record]:
