@@ -532,7 +532,13 @@ class MFAService:
         raise error
 
     def _spray_slot(self, src: str, now: float) -> tuple[MFAError | None, str | None]:
-        with self._keyed_transaction(src) as txn:
+        # Taken in a short transaction of its own, committed at once, although the user's is
+        # open: nested (a savepoint on PostgreSQL) the source's lock would be held through the
+        # bcrypt check until the user's commit, and sign-ins from one address (an office behind
+        # NAT) would queue one after the other across replicas. Still atomic: the gate and the
+        # slot under the source's lock, the slot counted before the check and given back on
+        # success (_spray_release); a crash in between leaves it counted (fails closed).
+        with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
             error = passwords.spray_gate(txn.record, now, self.password_policy)
             return error, (None if error else passwords.take_slot(txn.record, now))
 
@@ -540,7 +546,8 @@ class MFAService:
         if slot is None:
             return
         try:
-            with self._keyed_transaction(src) as txn:
+            # Its own short transaction too (see _spray_slot).
+            with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
                 passwords.give_back_slot(txn.record, slot)
         except StorageError:
             log.warning("a password success could not be taken off its source's count")

@@ -143,3 +143,58 @@ def test_a_database_error_never_shows_the_password(url, data_dir, clock):
     assert "database cannot be used" in str(caught.value)
     shown = "".join(traceback.format_exception(caught.value))  # what a log would print
     assert "Sup3rSecretPw" not in shown
+
+
+def test_a_spray_slot_is_not_held_through_a_users_transaction(postgres_url, data_dir, clock):
+    """attempt_password takes the source's slot inside the user's transaction: on PostgreSQL
+    in a transaction of its own, so another sign-in from that address does not queue behind
+    the first one's bcrypt check (held here as long as we like)."""
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=postgres_url)
+    src = "a-source-key"
+    took: list[float] = []
+
+    def other_sign_in() -> None:
+        start = time.monotonic()
+        error, slot = svc._spray_slot(src, clock())
+        assert error is None and slot
+        took.append(time.monotonic() - start)
+
+    with svc._transaction("alice"):
+        error, slot = svc._spray_slot(src, clock())  # as attempt_password does, then bcrypt
+        assert error is None
+        other = threading.Thread(target=other_sign_in)
+        other.start()
+        other.join(10)
+        assert took and took[0] < 2.0, took  # did not wait for alice's transaction
+        svc._spray_release(src, slot)  # a success gives it back, still inside
+    assert len(svc.store.read_keyed(src)["failures"]) == 1  # the other one's slot
+
+
+def test_the_spray_limit_holds_for_parallel_wrong_passwords_from_one_source(postgres_url, data_dir, clock):
+    names = {f"user{n}": f"pass-{n}-long" for n in range(40)}
+    write_users(data_dir, names)
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=postgres_url)
+    limit = svc.password_policy.spray_limit
+    outcomes: list[str] = []
+    barrier = threading.Barrier(40)
+
+    def attempt(name: str) -> None:
+        barrier.wait(10)
+        try:
+            svc.attempt_password(name, "Winter2026!", source="203.0.113.66")
+        except mfa_core.TooManyAttempts:
+            outcomes.append("refused")
+        except mfa_core.InvalidCode:
+            outcomes.append("checked")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcomes.append(repr(exc))
+
+    threads = [threading.Thread(target=attempt, args=(name,)) for name in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(set(outcomes)) == ["checked", "refused"], outcomes
+    assert outcomes.count("checked") == limit  # never more checks than the limit allows
+    with pytest.raises(mfa_core.TooManyAttempts):
+        svc.attempt_password("user0", "pass-0-long", source="203.0.113.66")
