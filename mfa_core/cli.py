@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from . import clients as api_clients
 from . import dbcopy, notify, settings
-from .errors import KeyringError, MFAError, RecordDamaged, StorageError
+from .errors import KeyringError, MFAError, RecordDamaged, StorageError, StoreUnavailable
 from .keys import ENV_KEYS, ENV_PEPPER
 from .service import MFAService, MFAStatus, open_service
 from .storage import DatabaseError
@@ -843,7 +843,9 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
     try:
         return func(Context(args, environ, stdin, stdout, stderr))
     except (StorageError, KeyringError, notify.NotificationSettingsError) as exc:
-        stderr.write(f"error: {_one_line(exc)}\n")
+        # The command line is the operator's: what went wrong, not the text a visitor sees.
+        shown = exc.detail if isinstance(exc, StoreUnavailable) else exc
+        stderr.write(f"error: {_one_line(shown)}\n")
         return 1
     except (MFAError, UserDirectoryError, ValueError, TypeError) as exc:
         stderr.write(f"error: {_one_line(exc)}\n")

@@ -32,6 +32,7 @@ from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, En
                      InvalidCode, InvalidLabel, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
                      RecordDamaged, StorageError, TooManyAttempts, TooManyAuthenticators,
                      UnknownAuthenticator)
+from .errors import StoreUnavailable
 from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .sessions import SessionBook, SessionPolicy, end_all
@@ -948,13 +949,13 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
             path.mkdir(parents=True, exist_ok=True)
         try:
             store = open_store(backend, path, database_url)
-        except DatabaseError as exc:
-            raise StorageError(f"The database cannot be used: {exc}.") from exc
+        except DatabaseError as exc:  # its text is redacted; still the operator's only
+            raise StoreUnavailable(f"The database cannot be used: {exc}.") from exc
         keyring = load_keyring(path, env)
         directory = open_directory(path, store)
     except IO_ERRORS as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise StorageError(f"The data directory {path} cannot be used: {reason}.") from exc
+        raise StoreUnavailable(f"The data directory {path} cannot be used: {reason}.") from exc
     if store.database and isinstance(getattr(notifier, "directory", None), UserDirectory):
         notifier.directory = directory  # mail addresses from the shared directory, not a file
     return MFAService(store, keyring, clock, issuer=issuer, policy=policy,
