@@ -24,8 +24,8 @@ from .errors import KeyringError, MFAError, RecordDamaged, StorageError, StoreUn
 from .keys import ENV_KEYS, ENV_PEPPER
 from .service import MFAService, MFAStatus, open_service
 from .storage import DatabaseError
-from .users import (ADMIN_ROLE, UserDirectory, UserDirectoryError, check_username, load_yaml_file,
-                    open_directory)
+from .users import (ADMIN_ROLE, UserDirectory, UserDirectoryError, check_entries, check_username,
+                    load_yaml_file, open_directory)
 
 ENV_DATA_DIR = "MFA_PORTAL_DATA_DIR"
 ENV_ACTOR = "MFA_PORTAL_ACTOR"
@@ -189,10 +189,8 @@ def cmd_users_add(ctx: Context) -> int:
     username = check_username(a.username)
     if ctx.users.get(username) is not None:
         raise UsageError(f"A user named {username!r} already exists.")
-    if a.email and not _EMAIL.fullmatch(a.email):
-        raise UsageError(f"{a.email!r} is not a mail address.")
     roles = list(dict.fromkeys(["user", *(a.role or []), *([ADMIN_ROLE] if a.admin else [])]))
-    _check_roles(roles)
+    _check_profile(name=a.name or "", email=a.email or "", roles=roles)
     password = ctx.password()
     user = ctx.users.add(username, password, name=a.name or "", email=a.email or "", roles=roles)
     ctx.out.write(f"Added user {user.username} (roles: {', '.join(user.roles)}).\n")
@@ -239,7 +237,11 @@ def cmd_users_passwd(ctx: Context) -> int:
 
 
 def cmd_users_import(ctx: Context) -> int:
-    entries = load_yaml_file(ctx.args.file)
+    entries = check_entries(load_yaml_file(ctx.args.file))
+    for username, entry in entries.items():  # all checked before anything is written
+        _check_profile(name=entry.get("name", ""), first_name=entry.get("first_name", ""),
+                       last_name=entry.get("last_name", ""), email=entry.get("email", ""),
+                       roles=entry.get("roles", []), who=username)
     count = ctx.users.import_entries(entries)
     ctx.out.write(f"Imported {count} user{'s' if count != 1 else ''} from {ctx.args.file} "
                   f"into {ctx.users.location} (added or replaced by name).\n")
@@ -292,10 +294,28 @@ def cmd_db_copy(ctx: Context) -> int:
     return 0
 
 
-def _check_roles(roles: list[str]) -> None:
+def _check_roles(roles: list[str], prefix: str = "") -> None:
     bad = [r for r in roles if not _ROLE.fullmatch(r)]
     if bad:
-        raise UsageError(f"{bad[0]!r} is not a role name: lower-case letters, digits, '-' or '_'.")
+        raise UsageError(f"{prefix}{bad[0]!r} is not a role name: lower-case letters, digits, "
+                         "'-' or '_'.")
+
+
+def _check_profile(*, email: str, roles: list[str], who: str | None = None, **names: str) -> None:
+    """What ``users add`` and ``users import`` both require of a user (UsageError otherwise).
+
+    Names without control characters, a mail address without them either (a
+    line break in it would break the To header of the mails), roles by the
+    role pattern. ``who`` names the user in the message (an import's many).
+    """
+    prefix = f"User {who!r}: " if who is not None else ""
+    for field, value in names.items():
+        if value and not value.isprintable():
+            raise UsageError(f"{prefix}the {field.replace('_', ' ')} holds a control character "
+                             "(a line break, a tab...); nothing was changed.")
+    if email and not (_EMAIL.fullmatch(email) and email.isprintable()):
+        raise UsageError(f"{prefix}{email!r} is not a mail address; nothing was changed.")
+    _check_roles(roles, prefix)
 
 
 def cmd_users_roles(ctx: Context) -> int:

@@ -307,3 +307,36 @@ def test_a_second_db_copy_adds_what_is_new_in_the_data_dir(cli, tmp_path, postgr
     result = cli("db", "copy", "--from", str(source), env=env)
     assert result.returncode == 0, result.stderr
     assert "carl" in [n for n, _ in dump(postgres_url)["directory"]]
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("roles", ["user", "Admin Role"], "is not a role name"),
+    ("roles", ["user", "admin\n"], "is not a role name"),
+    ("email", "erin@example.com\nBcc: all@example.com", "is not a mail address"),
+    ("email", "erin@example.com\x1b[2J", "is not a mail address"),
+    ("email", "not-an-address", "is not a mail address"),
+    ("first_name", "Erin\r\nX-Header: 1", "control character"),
+    ("name", "Erin\tDoe", "control character"),
+])
+def test_users_import_checks_what_users_add_checks_and_imports_nothing(
+        db_cli, tmp_path, postgres_url, field, value, said):
+    source = tmp_path / "import"
+    UserDirectory(source).add("dave", "dave-pass-1", name="Dave Doe", email="dave@example.com")
+    UserDirectory(source).add("erin", "erin-pass-1", name="Erin Doe", email="erin@example.com")
+    path = source / "users.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["credentials"]["usernames"]["erin"][field] = value
+    path.write_text(yaml.safe_dump(data))
+    result = db_cli("users", "import", str(path))
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert said in line and "'erin'" in line
+    assert dump(postgres_url)["directory"] == []  # all or nothing: dave is not imported either
+
+
+def test_users_add_refuses_control_characters_in_the_name(db_cli, postgres_url):
+    result = db_cli("users", "add", "erin", "--name", "Erin\nDoe", "--password-stdin",
+                    input="erin-pass-12\n")
+    assert result.returncode == 2 and "control character" in result.stderr
+    assert dump(postgres_url)["directory"] == []
