@@ -32,6 +32,7 @@ from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, En
                      InvalidCode, InvalidLabel, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
                      RecordDamaged, StorageError, TooManyAttempts, TooManyAuthenticators,
                      UnknownAuthenticator)
+from .errors import StoreUnavailable
 from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .sessions import SessionBook, SessionPolicy, end_all
@@ -533,7 +534,13 @@ class MFAService:
         raise error
 
     def _spray_slot(self, src: str, now: float) -> tuple[MFAError | None, str | None]:
-        with self._keyed_transaction(src) as txn:
+        # Taken in a short transaction of its own, committed at once, although the user's is
+        # open: nested (a savepoint on PostgreSQL) the source's lock would be held through the
+        # bcrypt check until the user's commit, and sign-ins from one address (an office behind
+        # NAT) would queue one after the other across replicas. Still atomic: the gate and the
+        # slot under the source's lock, the slot counted before the check and given back on
+        # success (_spray_release); a crash in between leaves it counted (fails closed).
+        with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
             error = passwords.spray_gate(txn.record, now, self.password_policy)
             return error, (None if error else passwords.take_slot(txn.record, now))
 
@@ -541,7 +548,8 @@ class MFAService:
         if slot is None:
             return
         try:
-            with self._keyed_transaction(src) as txn:
+            # Its own short transaction too (see _spray_slot).
+            with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
                 passwords.give_back_slot(txn.record, slot)
         except StorageError:
             log.warning("a password success could not be taken off its source's count")
@@ -987,13 +995,13 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
             path.mkdir(parents=True, exist_ok=True)
         try:
             store = open_store(backend, path, database_url)
-        except DatabaseError as exc:
-            raise StorageError(f"The database cannot be used: {exc}.") from exc
+        except DatabaseError as exc:  # its text is redacted; still the operator's only
+            raise StoreUnavailable(f"The database cannot be used: {exc}.") from exc
         keyring = load_keyring(path, env)
         directory = open_directory(path, store)
     except IO_ERRORS as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise StorageError(f"The data directory {path} cannot be used: {reason}.") from exc
+        raise StoreUnavailable(f"The data directory {path} cannot be used: {reason}.") from exc
     if store.database and isinstance(getattr(notifier, "directory", None), UserDirectory):
         notifier.directory = directory  # mail addresses from the shared directory, not a file
     return MFAService(store, keyring, clock, issuer=issuer, policy=policy,
