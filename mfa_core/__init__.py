@@ -5,7 +5,8 @@ from .authenticators import Authenticator
 from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
                      InvalidCode, InvalidCodeFormat, InvalidLabel, KeyringError, MFAError,
                      NoBackupCodes, NoPendingEnrollment, NotEnabled, PasswordBlocked, RecordDamaged,
-                     StorageError, TooManyAttempts, TooManyAuthenticators, UnknownAuthenticator)
+                     StorageError, StoreUnavailable, TooManyAttempts, TooManyAuthenticators,
+                     UnknownAuthenticator)
 from .service import (BackupCodes, MFAService, MFAStatus, PasswordResult, SecondFactorResult,
                       TOTPResource, open_service)
 from .sessions import Session, SessionPolicy
@@ -16,7 +17,7 @@ __all__ = [
     "EnrollmentExpired", "InvalidCode", "InvalidCodeFormat", "InvalidLabel", "KeyringError", "MFAError",
     "MFAService", "MFAStatus", "NoBackupCodes", "NoPendingEnrollment", "NotEnabled",
     "PasswordBlocked", "PasswordPolicy", "PasswordResult", "RecordDamaged", "SecondFactorResult", "Session", "SessionPolicy",
-    "StorageError", "TOTPResource", "ThrottlePolicy", "TooManyAttempts", "TooManyAuthenticators",
+    "StorageError", "StoreUnavailable", "TOTPResource", "ThrottlePolicy", "TooManyAttempts", "TooManyAuthenticators",
     "UnknownAuthenticator", "open_service",
 ]
 

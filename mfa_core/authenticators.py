@@ -27,6 +27,7 @@ KINDS = ("totp", "passkey")
 DEFAULT_LABEL = "Authenticator app"
 MAX_LABEL = 40
 MAX_TOTP_APPS = 5  # authentication apps one account may keep (passkeys are counted apart)
+REASON_MARK = "(reason:"  # how the audit trail adds a helpdesk reason after a name
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ def clean_label(value: Any) -> str:
         raise InvalidLabel(f"A name may have at most {MAX_LABEL} characters.")
     if not label.isprintable():
         raise InvalidLabel("A name may only have printable characters.")
+    if REASON_MARK in label.casefold():
+        # The audit trail and the mails add a helpdesk reason as " (reason: …)" after the
+        # name: a name must not be able to pose as one.
+        raise InvalidLabel("A name may not contain \u201c(reason:\u201d.")
     return label
 
 

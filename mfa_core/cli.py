@@ -20,12 +20,12 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from . import clients as api_clients
 from . import dbcopy, notify, settings
-from .errors import KeyringError, MFAError, RecordDamaged, StorageError
+from .errors import KeyringError, MFAError, RecordDamaged, StorageError, StoreUnavailable
 from .keys import ENV_KEYS, ENV_PEPPER
 from .service import MFAService, MFAStatus, open_service
 from .storage import DatabaseError
-from .users import (ADMIN_ROLE, UserDirectory, UserDirectoryError, check_username, load_yaml_file,
-                    open_directory)
+from .users import (ADMIN_ROLE, UserDirectory, UserDirectoryError, check_entries, check_username,
+                    load_yaml_file, open_directory)
 
 ENV_DATA_DIR = "MFA_PORTAL_DATA_DIR"
 ENV_ACTOR = "MFA_PORTAL_ACTOR"
@@ -189,10 +189,8 @@ def cmd_users_add(ctx: Context) -> int:
     username = check_username(a.username)
     if ctx.users.get(username) is not None:
         raise UsageError(f"A user named {username!r} already exists.")
-    if a.email and not _EMAIL.fullmatch(a.email):
-        raise UsageError(f"{a.email!r} is not a mail address.")
     roles = list(dict.fromkeys(["user", *(a.role or []), *([ADMIN_ROLE] if a.admin else [])]))
-    _check_roles(roles)
+    _check_profile(name=a.name or "", email=a.email or "", roles=roles)
     password = ctx.password()
     user = ctx.users.add(username, password, name=a.name or "", email=a.email or "", roles=roles)
     ctx.out.write(f"Added user {user.username} (roles: {', '.join(user.roles)}).\n")
@@ -239,7 +237,11 @@ def cmd_users_passwd(ctx: Context) -> int:
 
 
 def cmd_users_import(ctx: Context) -> int:
-    entries = load_yaml_file(ctx.args.file)
+    entries = check_entries(load_yaml_file(ctx.args.file))
+    for username, entry in entries.items():  # all checked before anything is written
+        _check_profile(name=entry.get("name", ""), first_name=entry.get("first_name", ""),
+                       last_name=entry.get("last_name", ""), email=entry.get("email", ""),
+                       roles=entry.get("roles", []), who=username)
     count = ctx.users.import_entries(entries)
     ctx.out.write(f"Imported {count} user{'s' if count != 1 else ''} from {ctx.args.file} "
                   f"into {ctx.users.location} (added or replaced by name).\n")
@@ -275,7 +277,7 @@ def cmd_db_copy(ctx: Context) -> int:
     source_dir = Path(ctx.args.source)
     store = ctx.store()  # before reading: no URL or no database, nothing read
     source = dbcopy.read_data_dir(source_dir)
-    copied = dbcopy.copy_into(source, store)
+    copied = dbcopy.copy_into(source, store, overwrite=ctx.args.overwrite)
     rows = [("records", copied.records, "users' MFA records"),
             ("keyed records", copied.keyed, "sessions, password throttles, cookie tickets"),
             ("audit events", copied.audit, ""),
@@ -284,15 +286,36 @@ def cmd_db_copy(ctx: Context) -> int:
     ctx.out.write(f"Copied {source_dir} into the database; read back and verified:\n")
     for label, count, note in rows:
         ctx.out.write(f"  {label:<16}{count:>8}{'  (' + note + ')' if note else ''}\n")
+    if copied.already:
+        ctx.out.write(f"{copied.already} of those rows were already in the database as in the "
+                      "data dir (left alone).\n")
     ctx.out.write(f"The secrets are copied encrypted: every replica needs this data dir's keys "
                   f"in {ENV_KEYS} and {ENV_PEPPER} (from its keys.json if they were generated).\n")
     return 0
 
 
-def _check_roles(roles: list[str]) -> None:
+def _check_roles(roles: list[str], prefix: str = "") -> None:
     bad = [r for r in roles if not _ROLE.fullmatch(r)]
     if bad:
-        raise UsageError(f"{bad[0]!r} is not a role name: lower-case letters, digits, '-' or '_'.")
+        raise UsageError(f"{prefix}{bad[0]!r} is not a role name: lower-case letters, digits, "
+                         "'-' or '_'.")
+
+
+def _check_profile(*, email: str, roles: list[str], who: str | None = None, **names: str) -> None:
+    """What ``users add`` and ``users import`` both require of a user (UsageError otherwise).
+
+    Names without control characters, a mail address without them either (a
+    line break in it would break the To header of the mails), roles by the
+    role pattern. ``who`` names the user in the message (an import's many).
+    """
+    prefix = f"User {who!r}: " if who is not None else ""
+    for field, value in names.items():
+        if value and not value.isprintable():
+            raise UsageError(f"{prefix}the {field.replace('_', ' ')} holds a control character "
+                             "(a line break, a tab...); nothing was changed.")
+    if email and not (_EMAIL.fullmatch(email) and email.isprintable()):
+        raise UsageError(f"{prefix}{email!r} is not a mail address; nothing was changed.")
+    _check_roles(roles, prefix)
 
 
 def cmd_users_roles(ctx: Context) -> int:
@@ -692,10 +715,17 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p = d.add_parser("copy", help="copy an embedded data dir into the database",
                      description="Copy a data dir's records, sessions and throttles, audit trail, "
                                  "API clients and users.yaml into the database, as stored "
-                                 "(nothing decrypted), then read them back and compare. Running "
-                                 "it again gives the same result. Stop the portal first.")
+                                 "(nothing decrypted), then read them back and compare. Stop the "
+                                 "portal first. Running it again adds what is new and leaves alone "
+                                 "what is already there as in the data dir; when the database "
+                                 "changed or removed a row the data dir still has, it refuses and "
+                                 "copies nothing.")
     p.add_argument("--from", dest="source", required=True, metavar="DATA_DIR",
                    help="the embedded data dir to copy")
+    p.add_argument("--overwrite", action="store_true",
+                   help="DANGEROUS: the data dir wins over the database; every change made in "
+                        "the database since (authenticators removed, passwords and API keys "
+                        "changed, sessions ended, roles revoked, lockouts) is undone")
     p.set_defaults(func=cmd_db_copy)
 
     mfa = groups.add_parser("mfa", help="helpdesk: MFA status, reset, unlock",
@@ -833,7 +863,9 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
     try:
         return func(Context(args, environ, stdin, stdout, stderr))
     except (StorageError, KeyringError, notify.NotificationSettingsError) as exc:
-        stderr.write(f"error: {_one_line(exc)}\n")
+        # The command line is the operator's: what went wrong, not the text a visitor sees.
+        shown = exc.detail if isinstance(exc, StoreUnavailable) else exc
+        stderr.write(f"error: {_one_line(shown)}\n")
         return 1
     except (MFAError, UserDirectoryError, ValueError, TypeError) as exc:
         stderr.write(f"error: {_one_line(exc)}\n")

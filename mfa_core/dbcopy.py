@@ -5,8 +5,17 @@ audit trail, the API clients and the user directory are copied as they are
 stored: nothing is decrypted (TOTP secrets stay Fernet tokens, codes and keys
 stay keyed hashes), so the replicas need the data dir's keys. Every row is
 written by its name (records, keyed records, users, clients) or by an origin
-id (audit events: a hash of the event and its place among equal ones), so a
-second run gives the same database. The data dir is read in full first: a
+id (audit events: a hash of the event and its place among equal ones).
+
+A second run never rolls the database back: a row the database already holds
+exactly as the data dir does is left alone (counted as already there), but a
+row the database holds differently -- the portal changed it since the first
+copy: an authenticator removed, a password or API key changed, a session
+ended, a lockout taken -- is a conflict, and so is an API client or directory
+user the database removed after a copy brought it (the names copied are kept
+in the ``db-copy`` keyed record). Any conflict refuses the whole copy before
+anything is written, unless ``overwrite`` (``--overwrite``): then the data dir
+wins and every such change made in the database is undone. The data dir is read in full first: a
 record that cannot be read refuses the whole copy, because a user whose
 record was left behind would have no second factor in the database. Then
 everything written is read back and compared.
@@ -32,6 +41,14 @@ class CopyRefused(MFAError):
     """The data dir cannot be copied as it is; nothing was written."""
 
 
+class CopyConflict(CopyRefused):
+    """The database changed rows the copy would overwrite; nothing was written."""
+
+    def __init__(self, message: str, conflicts: dict[str, int]) -> None:
+        super().__init__(message)
+        self.conflicts = conflicts
+
+
 class CopyMismatch(StorageError):
     """What was read back from the database differs from the data dir."""
 
@@ -52,6 +69,18 @@ class Copied:
     audit: int
     clients: int
     users: int
+    already: int = 0  # of those, rows the database already held exactly so (left alone)
+
+
+# The keyed record naming the API clients and directory users a copy brought (those two
+# can be removed in the database: a later copy must not bring them back unasked).
+MARKER_KEY = "db-copy"
+
+# What a conflict is called in the refusal, by kind (singular, plural).
+_KINDS = {"records": ("user record", "user records"),
+          "keyed": ("keyed record (session, throttle, ticket)", "keyed records (sessions, throttles, tickets)"),
+          "clients": ("API client", "API clients"),
+          "users": ("directory user", "directory users")}
 
 
 def read_data_dir(data_dir: Path) -> Source:
@@ -102,20 +131,75 @@ def _documents(data_dir: Path, part: str) -> dict[str, Record]:
     return found
 
 
-def copy_into(source: Source, store: Any) -> Copied:
-    """Write ``source`` into ``store`` (a PostgresStore), then read it back. Raises CopyMismatch."""
-    store.copy_documents("users", source.records)
-    store.copy_documents("keyed", source.keyed)
-    store.copy_audit(source.audit)
-    if source.clients:
+def _plan(source: Source, store: Any) -> tuple[dict[str, dict[str, Any]], dict[str, int], int]:
+    """(what to write by kind, conflicts by kind, rows already there), read before any write."""
+    marker = store.read_keyed(MARKER_KEY) or {}
+    stored_clients = (store.read_keyed(STORE_KEY) or {}).get("clients") or {}
+    current = {"records": store.documents("users", list(source.records)),
+               "keyed": store.documents("keyed", list(source.keyed)),
+               "clients": stored_clients,
+               "users": DatabaseUserDirectory(store).entries()}
+    wanted = {"records": source.records, "keyed": source.keyed, "clients": source.clients,
+              "users": source.users}
+    writes: dict[str, dict[str, Any]] = {}
+    conflicts: dict[str, int] = {}
+    already = 0
+    for kind, rows in wanted.items():
+        once = set(marker.get(kind) or ()) if kind in ("clients", "users") else set()
+        there = current[kind]
+        writes[kind] = {}
+        for name, row in rows.items():
+            if name in there and there[name] == row:
+                already += 1
+            elif name in there or name in once:  # changed, or removed since a copy brought it
+                conflicts[kind] = conflicts.get(kind, 0) + 1
+                writes[kind][name] = row
+            else:
+                writes[kind][name] = row
+    return writes, conflicts, already
+
+
+def _refusal(conflicts: dict[str, int]) -> str:
+    total = sum(conflicts.values())
+    parts = ", ".join(f"{n} {_KINDS[k][0 if n == 1 else 1]}" for k, n in conflicts.items())
+    return (f"Nothing was copied: {total} row{'s' if total != 1 else ''} changed or removed in the "
+            f"database since the data dir was copied ({parts}); copying again would undo that "
+            "(--overwrite makes the data dir win: it brings back removed authenticators, keys and "
+            "users, old passwords, ended sessions and cleared lockouts).")
+
+
+def copy_into(source: Source, store: Any, *, overwrite: bool = False) -> Copied:
+    """Write ``source`` into ``store`` (a PostgresStore), then read it back.
+
+    Raises CopyConflict (nothing written) when the database holds a row
+    differently from the data dir, unless ``overwrite``; CopyMismatch.
+    """
+    writes, conflicts, already = _plan(source, store)
+    if conflicts and not overwrite:
+        raise CopyConflict(_refusal(conflicts), conflicts)
+    store.copy_documents("users", writes["records"], overwrite=overwrite)
+    store.copy_documents("keyed", writes["keyed"], overwrite=overwrite)
+    store.copy_audit(source.audit)  # by origin id: an event already there is skipped
+    if writes["clients"]:
         with store.keyed_transaction(STORE_KEY) as txn:
-            merged = {k: v for k, v in (txn.record.get("clients") or {}).items()} if txn.existed else {}
-            merged.update(source.clients)
+            merged = dict(txn.record.get("clients") or {}) if txn.existed else {}
+            for name, entry in writes["clients"].items():
+                if overwrite:
+                    merged[name] = entry
+                else:
+                    merged.setdefault(name, entry)
             txn.record = {"username": STORE_KEY, "version": FORMAT_VERSION,
                           "clients": dict(sorted(merged.items()))}
     directory = DatabaseUserDirectory(store)
-    if source.users:
-        directory.import_entries(source.users)
+    if writes["users"]:
+        directory.import_entries(writes["users"], replace=overwrite)
+    with store.keyed_transaction(MARKER_KEY) as txn:
+        before = txn.record if txn.existed else {}
+        marker = {"username": MARKER_KEY}
+        for kind, rows in (("clients", source.clients), ("users", source.users)):
+            marker[kind] = sorted(set(before.get(kind) or ()) | set(rows))
+        if marker != before:
+            txn.record = marker
 
     # Read back and compare.
     problems = []
@@ -135,7 +219,7 @@ def copy_into(source: Source, store: Any) -> Copied:
         raise CopyMismatch(f"The database does not hold what was copied ({', '.join(problems)}): "
                            "was the portal running on either side? Stop it and copy again.")
     return Copied(len(source.records), len(source.keyed), len(source.audit), len(source.clients),
-                  len(source.users))
+                  len(source.users), already)
 
 
-__all__ = ["Copied", "CopyMismatch", "CopyRefused", "Source", "copy_into", "read_data_dir"]
+__all__ = ["Copied", "CopyConflict", "CopyMismatch", "CopyRefused", "Source", "copy_into", "read_data_dir"]

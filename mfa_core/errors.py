@@ -196,6 +196,19 @@ class StorageError(MFAError):
     default_message = "The MFA store is unavailable right now. Try again in a moment."
 
 
+class StoreUnavailable(StorageError):
+    """The store cannot be opened (the database is down, the URL is wrong, the data dir unusable).
+
+    ``str()`` is the generic text anyone may see (the sign-in page is public:
+    no host, port, database or user name); ``detail`` says what went wrong,
+    passwords redacted, for the operator only (the log, the command line).
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__()
+        self.detail = detail
+
+
 class RecordDamaged(StorageError):
     """A user's record exists but cannot be read as a valid record: fail closed.
 

@@ -32,6 +32,7 @@ from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, En
                      InvalidCode, InvalidLabel, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
                      PasskeyRefused, PasskeySettingsError, RecordDamaged, StorageError,
                      TooManyAttempts, TooManyAuthenticators, UnknownAuthenticator)
+from .errors import StoreUnavailable
 from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .passkey_service import PasskeyOperations
@@ -156,6 +157,7 @@ class MFAService(PasskeyOperations):
         self._outbox = Outbox(notifier, background=notify_in_background, clock=clock,
                               audit=lambda event: self.store.append_audit([event.to_dict()]))
         self._damage_reported: set[tuple[str, str]] = set()
+        self._dummy_token: str | None = None  # see _check_dummy
         self._damage_lock = threading.Lock()
 
     @property
@@ -536,7 +538,13 @@ class MFAService(PasskeyOperations):
         raise error
 
     def _spray_slot(self, src: str, now: float) -> tuple[MFAError | None, str | None]:
-        with self._keyed_transaction(src) as txn:
+        # Taken in a short transaction of its own, committed at once, although the user's is
+        # open: nested (a savepoint on PostgreSQL) the source's lock would be held through the
+        # bcrypt check until the user's commit, and sign-ins from one address (an office behind
+        # NAT) would queue one after the other across replicas. Still atomic: the gate and the
+        # slot under the source's lock, the slot counted before the check and given back on
+        # success (_spray_release); a crash in between leaves it counted (fails closed).
+        with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
             error = passwords.spray_gate(txn.record, now, self.password_policy)
             return error, (None if error else passwords.take_slot(txn.record, now))
 
@@ -544,18 +552,22 @@ class MFAService(PasskeyOperations):
         if slot is None:
             return
         try:
-            with self._keyed_transaction(src) as txn:
+            # Its own short transaction too (see _spray_slot).
+            with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
                 passwords.give_back_slot(txn.record, slot)
         except StorageError:
             log.warning("a password success could not be taken off its source's count")
 
     def attempt_second_factor(self, username: str, code: str, strategy: str = "totp", *,
                               source: str | None = None,
-                              actor: str | None = None) -> SecondFactorResult:
+                              actor: str | None = None,
+                              diagnose: bool = True) -> SecondFactorResult:
         """Check a second factor at sign-in (or reverification); success clears failures.
 
         A success also makes ``source`` (the client's address) a familiar
-        place for the user's password. ``actor`` is who asks, for the audit
+        place for the user's password. ``diagnose=False`` (a caller that only
+        answers ok or not) skips the search for a drifted clock and costs a
+        name without an app what a wrong code for a user costs. ``actor`` is who asks, for the audit
         trail (default: the user; a calling service gives its own name).
         Raises InvalidCodeFormat, InvalidCode
         (CodeAlreadyUsed, CodeExpired, ClockDrift), TooManyAttempts
@@ -567,6 +579,8 @@ class MFAService(PasskeyOperations):
         if strategy not in STRATEGIES:
             raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
         code = check.totp_code(code) if strategy == "totp" else check.backup_code(code)
+        if not isinstance(diagnose, bool):
+            raise TypeError("diagnose must be a bool")
         source = check.source(source)
         actor = check.optional_name(actor, "actor", username)
         now = self.clock()
@@ -576,11 +590,13 @@ class MFAService(PasskeyOperations):
             rec = txn.record
             apps = authn.of_kind(rec, "totp")
             if not records.two_step_on(rec) or (strategy == "totp" and not apps):
+                if not diagnose and strategy == "totp":
+                    self._check_dummy(code, now)
                 error = NotEnabled()
             elif (error := self._gate(txn, now, actor)) is None:
                 backup = rec.get("backup") or {}
                 if strategy == "totp":
-                    error = self._check_apps(txn, apps, code, now, actor)
+                    error = self._check_apps(txn, apps, code, now, actor, diagnose)
                 elif not backup.get("hashes"):
                     error = NoBackupCodes()
                 else:
@@ -602,12 +618,15 @@ class MFAService(PasskeyOperations):
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining)
 
     def _check_apps(self, txn: Transaction, apps: list[dict[str, Any]], code: str, now: float,
-                    actor: str) -> InvalidCode | None:
+                    actor: str, diagnose: bool = True) -> InvalidCode | None:
         """Check ``code`` against every authentication app of the user (one attempt).
 
         Replay is refused per app (each has its own last step). When no app
         takes the code, the refusal that says most wins: already used, then
-        expired, then a clock off, then plainly wrong.
+        expired, then a clock off, then plainly wrong. Without ``diagnose`` (a
+        caller that never says why: the verification API) no step outside the
+        window is looked for (no "clock off"): the audit trail still tells a
+        replay from a wrong code.
         """
         secrets_ = [self.keyring.decrypt(app["secret"]) for app in apps]
         for app, secret in zip(apps, secrets_):
@@ -623,7 +642,8 @@ class MFAService(PasskeyOperations):
         refusals: list[InvalidCode] = []
         for app, secret in zip(apps, secrets_):
             try:
-                totp.verify(secret, code, now, app.get("last_step"), app.get("disclosed") or ())
+                totp.verify(secret, code, now, app.get("last_step"), app.get("disclosed") or (),
+                            search=diagnose)
             except InvalidCode as refused:
                 refusals.append(refused)
                 _remember_disclosed(app, totp.disclosed_step(now, refused), now)
@@ -631,6 +651,23 @@ class MFAService(PasskeyOperations):
                 refusals.append(InvalidCode())
         order = (CodeAlreadyUsed, CodeExpired, ClockDrift, InvalidCode)
         return min(refusals, key=lambda e: next(i for i, k in enumerate(order) if isinstance(e, k)))
+
+    def _check_dummy(self, code: str, now: float) -> None:
+        """The quick check of one app, on a secret nobody has: a name without an app costs a
+        caller that never hears why (the API) what a wrong code for a real user costs."""
+        token = self._dummy_token
+        try:
+            secret = self.keyring.decrypt(token) if token else None
+        except MFAError:  # made under a key rotated out since
+            secret = None
+        if secret is None:
+            secret = totp.new_secret()
+            self._dummy_token = self.keyring.encrypt(secret)
+        if totp.fresh_step(secret, code, now, None) is None:
+            try:
+                totp.verify(secret, code, now, None, search=False)
+            except InvalidCode:
+                pass
 
     def revoke_token(self, username: str, fingerprint: str, expires_at: float) -> None:
         """Remember a signed-out cookie so that a copy of it no longer signs in."""
@@ -969,13 +1006,13 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
             path.mkdir(parents=True, exist_ok=True)
         try:
             store = open_store(backend, path, database_url)
-        except DatabaseError as exc:
-            raise StorageError(f"The database cannot be used: {exc}.") from exc
+        except DatabaseError as exc:  # its text is redacted; still the operator's only
+            raise StoreUnavailable(f"The database cannot be used: {exc}.") from exc
         keyring = load_keyring(path, env)
         directory = open_directory(path, store)
     except IO_ERRORS as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise StorageError(f"The data directory {path} cannot be used: {reason}.") from exc
+        raise StoreUnavailable(f"The data directory {path} cannot be used: {reason}.") from exc
     if store.database and isinstance(getattr(notifier, "directory", None), UserDirectory):
         notifier.directory = directory  # mail addresses from the shared directory, not a file
     return MFAService(store, keyring, clock, issuer=issuer, policy=policy,

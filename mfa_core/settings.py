@@ -67,23 +67,71 @@ def check_replica_keys(environ: Mapping[str, str]) -> None:
             "they are never generated then.")
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+# A URL's password: from "://user:" to the LAST "@" of the token (a password may hold an
+# unencoded "@"); a conninfo string's "password=...".
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)\S*@")
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_SHORTEST = 3  # a shorter piece of a password is not blanked: it would blank ordinary words
 
 
 def redact(text: str, url: str | None = None) -> str:
-    """``text`` without the password of a database URL or conninfo string in it."""
-    if url:
-        password = _password_of(url)
-        if password:
-            text = text.replace(password, "***")
+    """``text`` without the password of a database URL or conninfo string in it.
+
+    With ``url`` (the configured one), every piece of its password found in
+    ``text`` is blanked, however the database's client cut it (a password
+    with a space, or an unencoded "@" that makes its end look like a host
+    name: ``failed to resolve host 'tpw@127.0.0.1'``), then any password
+    shaped like one in a URL or a ``password=`` keyword.
+    """
+    for password in _passwords_of(url) if url else ():
+        text = _blank_pieces(text, password)
+    for spill in _host_spills(url) if url else ():  # however short: blanked with its "@"
+        text = text.replace(spill, "***@")
     return _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
-def _password_of(url: str) -> str | None:
-    match = re.search(r"://[^:/@\s]*:([^@\s]*)@", url) or re.search(
-        r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url, re.IGNORECASE)
-    if not match:
-        return None
-    found = match.group(1).strip("'")
-    return found if len(found) >= 3 else None  # a tiny one would blank out ordinary words
+def _passwords_of(url: str) -> list[str]:
+    """Every reading of ``url``'s password: the client's parse, and between "user:" and the last "@"."""
+    found: list[str] = []
+    try:
+        from psycopg.conninfo import conninfo_to_dict  # the client's own reading, when it can
+        parsed = conninfo_to_dict(url).get("password")
+        if isinstance(parsed, str):
+            found.append(parsed)
+    except Exception:  # noqa: BLE001 - malformed: the readings below still apply
+        pass
+    scheme = url.find("://")
+    if scheme >= 0 and "@" in url[scheme + 3:]:
+        userinfo = url[scheme + 3:url.rindex("@")]
+        found.append(userinfo.partition(":")[2] if ":" in userinfo else userinfo)
+    match = re.search(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url, re.IGNORECASE)
+    if match:
+        found.append(match.group(1).strip("'"))
+    return [p for p in dict.fromkeys(found) if len(p) >= _SHORTEST]
+
+
+def _host_spills(url: str) -> list[str]:
+    """The end of a password with an unencoded "@" that the client reads as the host's start."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+        host = conninfo_to_dict(url).get("host")
+    except Exception:  # noqa: BLE001 - malformed: nothing read as a host
+        return []
+    return [host[:host.rindex("@") + 1]] if isinstance(host, str) and "@" in host else []
+
+
+def _blank_pieces(text: str, password: str) -> str:
+    """``text`` with every run of at least _SHORTEST characters that is a piece of ``password`` blanked."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        end = i
+        while end < len(text) and text[i:end + 1] in password:
+            end += 1
+        if end - i >= _SHORTEST:
+            out.append("***")
+            i = end
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)

@@ -106,7 +106,7 @@ def fresh_step(secret: str, code: str, now: float, last_step: int | None,
 
 
 def verify(secret: str, code: str, now: float, last_step: int | None,
-           disclosed: Collection[int] = ()) -> int:
+           disclosed: Collection[int] = (), *, search: bool = True) -> int:
     """The step to accept for ``code`` at ``now``, never one at or before ``last_step``.
 
     ``disclosed`` are future steps whose codes a refusal already named ("your
@@ -116,7 +116,8 @@ def verify(secret: str, code: str, now: float, last_step: int | None,
     raises, saying why when it can be known: CodeAlreadyUsed (that very step
     was accepted: a replay), CodeExpired (an earlier step inside the window
     that was never accepted), ClockDrift (a step further away: the device
-    clock, or an old code typed late), InvalidCode (no step near ``now``).
+    clock, or an old code typed late), InvalidCode (no step near ``now``;
+    without ``search``, none inside the window: nothing further is looked for).
     """
     current = step_at(now)
     window = range(current - WINDOW, current + WINDOW + 1)
@@ -129,6 +130,8 @@ def verify(secret: str, code: str, now: float, last_step: int | None,
         if last_step in matched or any(s in disclosed for s in matched):
             raise CodeAlreadyUsed()
         raise CodeExpired()
+    if not search:
+        raise InvalidCode()
     match = find_step(secret, code, now)
     if match is None:
         raise InvalidCode()

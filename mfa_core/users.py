@@ -423,17 +423,20 @@ class UserDirectory:
         """Where the directory is, for messages."""
         return str(self.path)
 
-    def import_entries(self, entries: Mapping[str, Any]) -> int:
+    def import_entries(self, entries: Mapping[str, Any], *, replace: bool = True) -> int:
         """Add or replace users from raw entries (``credentials.usernames`` of a users.yaml).
 
         All or nothing: every entry is checked first (:func:`check_entries`);
-        returns how many users were written. Raises UserDirectoryError (bad
-        entry, file or database cannot be changed), TypeError/ValueError.
+        returns how many users were given. ``replace=False`` leaves a user
+        already there as it is. Raises UserDirectoryError (bad entry, file or
+        database cannot be changed), TypeError/ValueError.
         """
         checked = check_entries(entries)
 
         def merge(users: dict[str, Any]) -> None:
-            users.update(checked)
+            for name, entry in checked.items():
+                if replace or name not in users:
+                    users[name] = entry
         self._change(merge)
         return len(checked)
 

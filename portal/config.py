@@ -133,9 +133,15 @@ def _open(path: Path, clk: Callable[[], float]) -> Portal:
     env = settings.with_secrets(os.environ, settings.SECRETS_FILE)
     settings.check_replica_keys(env)
     # Mail goes out from a background thread: a click never waits for the relay.
-    svc = mfa_core.open_service(path, clock=clk, notifier=_notifier(path), notify_in_background=True,
-                                session_policy=session_policy(), environ=env,
-                                relying_party=_relying_party(env))
+    try:
+        svc = mfa_core.open_service(path, clock=clk, notifier=_notifier(path),
+                                    notify_in_background=True, session_policy=session_policy(),
+                                    environ=env, relying_party=_relying_party(env))
+    except mfa_core.StoreUnavailable as err:
+        # The page shows the generic text (the sign-in page is public); the operator's log the
+        # detail (host, port, database; passwords redacted).
+        log.error("%s", err.detail)
+        raise
     users = svc.directory
     demo = demo_mode()
     if demo:

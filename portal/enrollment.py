@@ -19,7 +19,7 @@ import hashlib
 import streamlit as st
 
 import mfa_core
-from mfa_core.authenticators import DEFAULT_LABEL, MAX_LABEL, unique_label
+from mfa_core.authenticators import DEFAULT_LABEL, MAX_LABEL, clean_label, unique_label
 from mfa_core.backup_codes import same_code
 
 from . import backup_view, config, cookies, focus, session
@@ -79,6 +79,10 @@ def suggested_label(user_agent: str | None, taken: list[str]) -> str:
     is likely there), else "Authenticator app"; numbered if the user has one of that name."""
     phone = phone_name(user_agent or "")
     base = f"Authenticator on {phone}"[:MAX_LABEL].rstrip() if phone else DEFAULT_LABEL
+    try:
+        clean_label(base)
+    except mfa_core.InvalidLabel:  # a device name no label may have (a browser's odd header)
+        base = DEFAULT_LABEL
     return unique_label(taken, base)
 
 
@@ -143,7 +147,11 @@ def page_state(username: str) -> tuple[str, mfa_core.TOTPResource | None]:
             mfa_core.authenticators.MAX_TOTP_APPS:
         return FULL, None
     if session.verification_remaining() > 0:
-        return "add", start()
+        try:
+            return "add", start()
+        except mfa_core.MFAError as err:  # the store, or the cap reached in another tab
+            session.flash("error", str(err))
+            return FULL if isinstance(err, mfa_core.TooManyAuthenticators) else EXPIRED, None
     if not st.session_state.get(ASKED):
         # Ask once per visit; after a dismissal the page offers a button instead.
         st.session_state[ASKED] = True

@@ -170,11 +170,19 @@ def confirm_remove_one(actor: str, target: str) -> None:
     asked = _confirmed(CONFIRM_ONE, actor, target)
     if asked is None:
         return
+    def remove() -> None:
+        # The question said whether two-step stays on: if that changed since (the user
+        # removed or added one meanwhile), nothing is removed and the admin looks again.
+        left = config.service().status(target).authenticators
+        if (len(left) == 1) != asked["last"] and any(a.id == asked["id"] for a in left):
+            raise ValueError("Their authenticators changed meanwhile: nothing was removed. "
+                             "Look at the list again and confirm.")
+        config.service().remove_authenticator(target, asked["id"], actor=actor,
+                                               reason=asked["reason"])
+
     _act_behind_reverification(
         "helpdesk_remove", f"remove \u201c{plain(asked['label'])}\u201d of {plain(target)}",
-        actor, target,
-        lambda: config.service().remove_authenticator(target, asked["id"], actor=actor,
-                                                      reason=asked["reason"]),
+        actor, target, remove,
         f"\u201c{plain(asked['label'])}\u201d was removed from {plain(target)}; their sessions "
         "are signed out.")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 import mfa_core
-from mfa_core.authenticators import DEFAULT_LABEL, MAX_TOTP_APPS
+from mfa_core.authenticators import MAX_TOTP_APPS
 
 from . import backup_view, config, enrollment, passkey_view, session, sessions_view
 from .display import plain
@@ -76,10 +76,8 @@ def confirm_remove(authenticator_id: str) -> None:
             session.flash("error", str(mfa_core.UnknownAuthenticator()))
         return
     if _only_one(status, authenticator_id):
-        what = (f"remove {_quoted(found.label)}, your only authenticator: two-step verification "
-                "turns off and your backup codes stop working")
-        if found.kind == "totp" and found.label == DEFAULT_LABEL:
-            what = "remove your authentication app"
+        what = (f"remove {_quoted(found.label)}, your only authenticator (two-step verification "
+                "turns off and your backup codes stop working)")
     else:
         what = f"remove {_quoted(found.label)}"
     session.sensitive("remove", what, lambda: remove(authenticator_id))
@@ -186,7 +184,7 @@ def _authenticators_table(status: mfa_core.MFAStatus) -> None:
                 buttons.form_submit_button("Save", type="primary", on_click=save_rename)
                 buttons.form_submit_button("Cancel", on_click=cancel_rename)
             if st.session_state.get(RENAME_ERROR):
-                box.error(st.session_state[RENAME_ERROR])
+                box.error(plain(st.session_state[RENAME_ERROR]))
             continue
         row.markdown(f"**{plain(each.label)}**  \n{each.kind_words}  \nAdded "
                      f"{session.format_time(each.created_at)} · {used}", width="stretch")

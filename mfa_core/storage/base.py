@@ -173,6 +173,17 @@ class Store(ABC):
         other way round).
         """
 
+    def own_keyed_transaction(self, key: str) -> contextlib.AbstractContextManager[Transaction]:
+        """A keyed transaction committed at its end even inside a user's transaction.
+
+        Not a part of the user's transaction: its lock is held only while its
+        own block runs. A backend whose keyed transactions already commit at
+        their end (the files) needs nothing else; PostgreSQL gives it its own
+        connection (a nested keyed transaction there is a savepoint, its lock
+        held until the outer commit).
+        """
+        return self.keyed_transaction(key)
+
     @abstractmethod
     def read_keyed(self, key: str) -> Record | None:
         """The committed keyed record, or None. Needs no lock; RecordDamaged if unreadable."""

@@ -8,7 +8,10 @@ across threads, processes and replicas, and nothing is written for a user
 that a transaction only read. The record and its audit events commit in that
 one transaction. A keyed transaction opened inside a user's on the same
 thread is a savepoint of the same connection (a thread-local "current
-connection").
+connection"), its lock held until the user's commits; ``own_keyed_transaction``
+instead commits at once on a connection of its own, from a second small pool
+(its transactions hold nothing else and never wait for a user's, so a
+sign-in holding a connection of the first pool never deadlocks waiting for one).
 
 psycopg is imported only when this module is (it costs ~0.4 s): its errors
 are re-raised as ``DatabaseError`` (an ``OSError``, so in ``IO_ERRORS``) and
@@ -105,6 +108,11 @@ class PostgresStore(Store):
             self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
                                        kwargs=connect, timeout=lock_timeout, name="mfa-portal")
             self.pool.open(wait=False)
+            # Short keyed transactions taken while a user's is open (own_keyed_transaction).
+            self._own_pool = ConnectionPool(url, min_size=0, max_size=max(2, max_size // 2),
+                                            open=False, kwargs=connect, timeout=lock_timeout,
+                                            name="mfa-portal-own")
+            self._own_pool.open(wait=False)
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -156,22 +164,27 @@ class PostgresStore(Store):
             yield conn
 
     @contextlib.contextmanager
-    def _begin(self, lock: int) -> Iterator[psycopg.Connection]:
-        """A database transaction holding advisory lock ``lock`` (a savepoint when nested)."""
+    def _begin(self, lock: int, pool: ConnectionPool | None = None) -> Iterator[psycopg.Connection]:
+        """A database transaction holding advisory lock ``lock`` (a savepoint when nested).
+
+        With ``pool``, never nested: a transaction of its own on a connection of
+        that pool, committed at the end of the block; the thread's enclosing
+        transaction (if any) is its current one again afterwards.
+        """
         current = getattr(self._local, "conn", None)
-        if current is not None:
+        if current is not None and pool is None:
             with current.transaction():
                 current.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
                 yield current
             return
-        with self.pool.connection() as conn:
+        with (pool or self.pool).connection() as conn:
             self._local.conn = conn
             try:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
                     yield conn
             finally:
-                self._local.conn = None
+                self._local.conn = current
 
     @staticmethod
     def _doc(row: Any, what: str) -> Record | None:
@@ -203,9 +216,15 @@ class PostgresStore(Store):
             row = conn.execute("SELECT doc FROM keyed WHERE key = %s", (key,)).fetchone()
         return self._doc(row, "A keyed record")
 
+    def keyed_transaction(self, key: str) -> contextlib.AbstractContextManager[Transaction]:
+        return self._keyed(key, None)
+
+    def own_keyed_transaction(self, key: str) -> contextlib.AbstractContextManager[Transaction]:
+        return self._keyed(key, self._own_pool)
+
     @contextlib.contextmanager
-    def keyed_transaction(self, key: str) -> Iterator[Transaction]:
-        with _database_errors(), self._begin(_lock_id("keyed", key)) as conn:
+    def _keyed(self, key: str, pool: ConnectionPool | None) -> Iterator[Transaction]:
+        with _database_errors(), self._begin(_lock_id("keyed", key), pool) as conn:
             row = conn.execute("SELECT doc FROM keyed WHERE key = %s", (key,)).fetchone()
             txn = Transaction(key, self._doc(row, "A keyed record"))
             yield txn
@@ -310,12 +329,16 @@ class PostgresStore(Store):
 
     _KEYED_TABLES = {"users": "username", "keyed": "key"}
 
-    def copy_documents(self, table: str, docs: dict[str, Record]) -> None:
-        """Insert or replace ``docs`` (name -> document) in ``users`` or ``keyed``, in one transaction."""
+    def copy_documents(self, table: str, docs: dict[str, Record], *, overwrite: bool = False) -> None:
+        """Insert ``docs`` (name -> document) in ``users`` or ``keyed``, in one transaction.
+
+        A row already there is left as it is, unless ``overwrite`` (then replaced).
+        """
         column = self._KEYED_TABLES[table]
+        action = "DO UPDATE SET doc = EXCLUDED.doc" if overwrite else "DO NOTHING"
         with _database_errors(), self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {table} ({column}, doc) VALUES (%s, %s) "
-                            f"ON CONFLICT ({column}) DO UPDATE SET doc = EXCLUDED.doc",
+                            f"ON CONFLICT ({column}) {action}",
                             [(name, Jsonb(doc)) for name, doc in docs.items()])
 
     def documents(self, table: str, names: Sequence[str]) -> dict[str, Record]:
@@ -341,3 +364,4 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         self.pool.close()
+        self._own_pool.close()

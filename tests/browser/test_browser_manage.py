@@ -80,7 +80,8 @@ def test_regenerate_codes_and_remove_totp_after_verifying_again(portal, page, sh
     # Eleven more minutes: Remove asks again; a wrong code removes nothing.
     portal.move_clock(STALE)
     click(page, button(page, "Remove"))
-    dialog = verify_dialog(page, "remove your authentication app")
+    dialog = verify_dialog(page, "remove “Authenticator app”, your only authenticator (two-step "
+                                 "verification turns off")
     submit(page, "Authentication code", "000000" if code != "000000" else "111111", "Confirm",
            scope=dialog)
     dialog = page.get_by_role("dialog")

@@ -257,6 +257,7 @@ def test_an_explicit_duplicate_is_refused_in_any_case(svc, clock):
     ("x" * 41, "at most 40 characters"),
     ("tab\there", "printable"),
     ("line\nbreak", "printable"),
+    ("Phone (Reason: approved by IT)", "may not contain"),
 ])
 def test_blank_long_or_unprintable_labels_are_refused_and_change_nothing(svc, clock, label, message):
     add_app(svc, clock, label="Phone")
@@ -400,3 +401,21 @@ def test_naming_needs_the_enrollment_the_page_showed(svc, clock):
     clock.advance(600)
     with pytest.raises(mfa_core.EnrollmentExpired):
         svc.name_pending_totp("alice", "Mine")
+
+
+def test_without_diagnosis_a_far_code_is_plainly_wrong_and_a_replay_still_audited(svc, clock):
+    # The verification API never says why: it skips the drift search (and its cost).
+    phone = add_app(svc, clock, label="Phone")
+    ahead = totp.code_at(phone, clock() + 7 * 30)
+    with pytest.raises(mfa_core.InvalidCode) as refused:
+        svc.attempt_second_factor("alice", ahead, diagnose=False)
+    assert type(refused.value) is mfa_core.InvalidCode
+    clock.advance(60)
+    code = code_for(phone, clock())
+    svc.attempt_second_factor("alice", code, diagnose=False)
+    with pytest.raises(mfa_core.CodeAlreadyUsed):
+        svc.attempt_second_factor("alice", code, diagnose=False)
+    reasons = [e.detail for e in svc.audit("alice") if e.event == "second_factor_failed"]
+    assert reasons == ["wrong code", "code already used"]
+    with pytest.raises(TypeError):
+        svc.attempt_second_factor("alice", code, diagnose="no")

@@ -55,8 +55,11 @@ def test_the_schema_is_versioned_and_a_newer_one_is_refused(postgres_url, data_d
 
 def test_an_unreachable_database_is_a_storage_error(postgres_cluster, data_dir, clock):
     url = f"postgresql://mfa@127.0.0.1:{postgres_cluster.port}/no_such_database?connect_timeout=2"
-    with pytest.raises(mfa_core.StorageError, match="database cannot be used"):
+    with pytest.raises(mfa_core.StoreUnavailable) as caught:
         mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=url)
+    # What anyone may see says nothing of the database; the operator's detail does.
+    assert str(caught.value) == mfa_core.StorageError.default_message
+    assert "database cannot be used" in caught.value.detail and "no_such_database" in caught.value.detail
 
 
 def test_a_database_failure_mid_operation_is_a_storage_error(postgres_url, data_dir, clock):
@@ -136,10 +139,72 @@ def test_two_replicas_share_records_sessions_and_throttles(replicas, clock):
     "postgresql://mfa:Sup3rSecretPw@127.0.0.1:1/mfa?connect_timeout=2",
     "postgresql://mfa:Sup3rSecretPw@127.0.0.1:notaport/mfa",
     "host=127.0.0.1 password='Sup3rSecretPw' dbname",
+    # A space (psycopg: unexpected spaces found in "..."), an unencoded "@" (psycopg reads the
+    # rest as the host: failed to resolve host 'tpw@127.0.0.1').
+    "postgresql://mfa:Sup3rSecret Pw@127.0.0.1:1/mfa?connect_timeout=2",
+    "postgresql://mfa:Sup3r@SecretPw@127.0.0.1:1/mfa?connect_timeout=2",
+    "postgresql://mfa:Sup3rSecret@Pw@127.0.0.1:1/mfa?connect_timeout=2",
+    "host=127.0.0.1 port=1 user=mfa password='Sup3rSecret Pw' dbname=mfa connect_timeout=2",
 ])
 def test_a_database_error_never_shows_the_password(url, data_dir, clock):
-    with pytest.raises(mfa_core.StorageError) as caught:
+    with pytest.raises(mfa_core.StoreUnavailable) as caught:
         mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=url)
-    assert "database cannot be used" in str(caught.value)
-    shown = "".join(traceback.format_exception(caught.value))  # what a log would print
-    assert "Sup3rSecretPw" not in shown
+    assert "database cannot be used" in caught.value.detail
+    shown = "".join(traceback.format_exception(caught.value)) + caught.value.detail  # a log's
+    for piece in ("Sup3rSecret", "SecretPw", "Secret Pw", "Sup3r@", "@Pw", "Pw@"):
+        assert piece not in shown, shown
+
+
+def test_a_spray_slot_is_not_held_through_a_users_transaction(postgres_url, data_dir, clock):
+    """attempt_password takes the source's slot inside the user's transaction: on PostgreSQL
+    in a transaction of its own, so another sign-in from that address does not queue behind
+    the first one's bcrypt check (held here as long as we like)."""
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=postgres_url)
+    src = "a-source-key"
+    took: list[float] = []
+
+    def other_sign_in() -> None:
+        start = time.monotonic()
+        error, slot = svc._spray_slot(src, clock())
+        assert error is None and slot
+        took.append(time.monotonic() - start)
+
+    with svc._transaction("alice"):
+        error, slot = svc._spray_slot(src, clock())  # as attempt_password does, then bcrypt
+        assert error is None
+        other = threading.Thread(target=other_sign_in)
+        other.start()
+        other.join(10)
+        assert took and took[0] < 2.0, took  # did not wait for alice's transaction
+        svc._spray_release(src, slot)  # a success gives it back, still inside
+    assert len(svc.store.read_keyed(src)["failures"]) == 1  # the other one's slot
+
+
+def test_the_spray_limit_holds_for_parallel_wrong_passwords_from_one_source(postgres_url, data_dir, clock):
+    names = {f"user{n}": f"pass-{n}-long" for n in range(40)}
+    write_users(data_dir, names)
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=postgres_url)
+    limit = svc.password_policy.spray_limit
+    outcomes: list[str] = []
+    barrier = threading.Barrier(40)
+
+    def attempt(name: str) -> None:
+        barrier.wait(10)
+        try:
+            svc.attempt_password(name, "Winter2026!", source="203.0.113.66")
+        except mfa_core.TooManyAttempts:
+            outcomes.append("refused")
+        except mfa_core.InvalidCode:
+            outcomes.append("checked")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcomes.append(repr(exc))
+
+    threads = [threading.Thread(target=attempt, args=(name,)) for name in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(set(outcomes)) == ["checked", "refused"], outcomes
+    assert outcomes.count("checked") == limit  # never more checks than the limit allows
+    with pytest.raises(mfa_core.TooManyAttempts):
+        svc.attempt_password("user0", "pass-0-long", source="203.0.113.66")

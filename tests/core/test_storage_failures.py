@@ -58,8 +58,10 @@ def test_refused_open_service_creates_nothing(open_svc, data_dir):
 def test_an_unusable_data_dir_is_a_storage_error(open_svc, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(mfa_core.StorageError, match="cannot be used"):
+    with pytest.raises(mfa_core.StoreUnavailable) as caught:
         open_svc(blocker / "data")
+    assert str(caught.value) == mfa_core.StorageError.default_message  # no path for visitors
+    assert "cannot be used" in caught.value.detail  # the operator's
 
 
 def test_a_locked_sqlite_database_is_a_storage_error(tmp_path, clock, monkeypatch):

@@ -198,7 +198,9 @@ def test_db_copy_moves_a_data_dir_as_stored_verifies_and_is_idempotent(cli, tmp_
     assert "alice" in [n for n, _ in copied["users"]] and len(copied["directory"]) == 2
     assert copied["keyed"] and copied["audit"]
     second = cli("db", "copy", "--from", str(source), env=env)
-    assert second.returncode == 0 and second.stdout == first.stdout
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.startswith(first.stdout.split("The secrets")[0])
+    assert "were already in the database as in the data dir" in second.stdout
     assert dump(postgres_url) == copied  # run twice, same database
 
     # Nothing was decrypted: the record holds the very token the file held.
@@ -250,3 +252,91 @@ def test_users_import_and_export_work_on_the_embedded_directory_too(cli, tmp_pat
     assert yaml.safe_load(exported.stdout) == yaml.safe_load((source / "users.yaml").read_text())
     missing = cli("users", "import", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "cannot be read" in missing.stderr
+
+
+def test_a_second_db_copy_never_rolls_back_what_the_database_changed(cli, tmp_path, postgres_url, clock):
+    source = tmp_path / "embedded"
+    keys, client_key, secret, token = embedded_data_dir(source, clock)
+    env = cli_env(cli.data_dir, MFA_PORTAL_DATABASE_URL=postgres_url, **keys)
+    assert cli("db", "copy", "--from", str(source), env=env).returncode == 0
+    # The replicas carry on on the database: an authenticator removed, a password changed,
+    # an API key rotated, a session ended.
+    svc = mfa_core.open_service(tmp_path / "replica", clock=clock, environ=keys, database_url=postgres_url)
+    svc.disable_totp("alice", actor="helpdesk")
+    svc.directory.set_password("bob", "bob-new-pass-2")
+    registry = api_clients.open_registry(tmp_path / "replica", svc)
+    new_key = registry.rotate("vpn", actor="ops")
+    svc.sessions.end(token)
+    changed = dump(postgres_url)
+
+    refused = cli("db", "copy", "--from", str(source), env=env)
+    assert refused.returncode == 2, refused.stderr
+    line = refused.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert "Nothing was copied" in line and "--overwrite" in line
+    assert "1 user record" in line and "1 API client" in line and "1 directory user" in line
+    assert dump(postgres_url) == changed  # nothing written
+    assert not svc.status("alice").two_factor_enabled
+    assert svc.directory.check_password("bob", "bob-new-pass-2")
+    assert registry.authenticate(client_key) is None and registry.authenticate(new_key).name == "vpn"
+    assert svc.sessions.find(token) is None
+
+    # A client removed in the database is not brought back either.
+    registry.remove("vpn", actor="ops")
+    again = cli("db", "copy", "--from", str(source), env=env)
+    assert again.returncode == 2 and "1 API client" in again.stderr
+
+    # --overwrite: the data dir wins, every change above is undone.
+    forced = cli("db", "copy", "--from", str(source), "--overwrite", env=env)
+    assert forced.returncode == 0, forced.stderr
+    svc = mfa_core.open_service(tmp_path / "replica2", clock=clock, environ=keys, database_url=postgres_url)
+    assert svc.status("alice").two_factor_enabled
+    assert svc.directory.check_password("bob", "bob-pass-12")
+    registry = api_clients.open_registry(tmp_path / "replica2", svc)
+    assert registry.authenticate(client_key).name == "vpn" and registry.authenticate(new_key) is None
+    assert svc.sessions.find(token).username == "alice"
+
+
+def test_a_second_db_copy_adds_what_is_new_in_the_data_dir(cli, tmp_path, postgres_url, clock):
+    source = tmp_path / "embedded"
+    keys, *_ = embedded_data_dir(source, clock)
+    env = cli_env(cli.data_dir, MFA_PORTAL_DATABASE_URL=postgres_url, **keys)
+    assert cli("db", "copy", "--from", str(source), env=env).returncode == 0
+    svc = mfa_core.open_service(source, clock=clock, environ={})
+    svc.directory.add("carl", "carl-pass-12")
+    result = cli("db", "copy", "--from", str(source), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "carl" in [n for n, _ in dump(postgres_url)["directory"]]
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("roles", ["user", "Admin Role"], "is not a role name"),
+    ("roles", ["user", "admin\n"], "is not a role name"),
+    ("email", "erin@example.com\nBcc: all@example.com", "is not a mail address"),
+    ("email", "erin@example.com\x1b[2J", "is not a mail address"),
+    ("email", "not-an-address", "is not a mail address"),
+    ("first_name", "Erin\r\nX-Header: 1", "control character"),
+    ("name", "Erin\tDoe", "control character"),
+])
+def test_users_import_checks_what_users_add_checks_and_imports_nothing(
+        db_cli, tmp_path, postgres_url, field, value, said):
+    source = tmp_path / "import"
+    UserDirectory(source).add("dave", "dave-pass-1", name="Dave Doe", email="dave@example.com")
+    UserDirectory(source).add("erin", "erin-pass-1", name="Erin Doe", email="erin@example.com")
+    path = source / "users.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["credentials"]["usernames"]["erin"][field] = value
+    path.write_text(yaml.safe_dump(data))
+    result = db_cli("users", "import", str(path))
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert said in line and "'erin'" in line
+    assert dump(postgres_url)["directory"] == []  # all or nothing: dave is not imported either
+
+
+def test_users_add_refuses_control_characters_in_the_name(db_cli, postgres_url):
+    result = db_cli("users", "add", "erin", "--name", "Erin\nDoe", "--password-stdin",
+                    input="erin-pass-12\n")
+    assert result.returncode == 2 and "control character" in result.stderr
+    assert dump(postgres_url)["directory"] == []

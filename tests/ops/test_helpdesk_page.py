@@ -493,3 +493,21 @@ def test_cancelling_the_removal_of_one_changes_nothing(data_dir, svc, clock, adm
     at = click(at, "Cancel")
     assert svc.status("alice").two_factor_enabled
     assert at.text_input(key=helpdesk_module.REASON).value == "check"
+
+
+def test_a_removal_confirmed_after_the_user_changed_their_authenticators_asks_again(
+        data_dir, svc, clock, admin_secret):
+    enroll(svc, clock, "alice")
+    tablet = svc.create_totp("alice", label="Work tablet")
+    svc.verify_totp("alice", code(tablet.secret, clock))
+    clock.advance(30)
+    ids = {a.label: a.id for a in svc.status("alice").authenticators}
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    at.selectbox(key=helpdesk_module.CHOSEN).select(ids["Work tablet"])
+    type_into(run(at), "Reason", "tablet stolen")
+    at = click(at, "Remove authenticator")
+    assert "Their other authenticators and backup codes keep working" in texts(at)
+    svc.remove_authenticator("alice", ids["Authenticator app"])  # meanwhile, the user
+    at = click(at, "Yes, remove it")
+    assert "changed meanwhile\\: nothing was removed" in texts(at)  # (escaped markdown)
+    assert [a.label for a in svc.status("alice").authenticators] == ["Work tablet"]

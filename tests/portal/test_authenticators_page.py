@@ -157,6 +157,9 @@ def test_suggested_names():
     desktop = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"
     assert enrollment.suggested_label(desktop, []) == "Authenticator app"
     assert enrollment.suggested_label(None, ["Authenticator app"]) == "Authenticator app 2"
+    odd = ("Mozilla/5.0 (Linux; Android 14; Pixel\u00a08) AppleWebKit/537.36 (KHTML, like Gecko) "
+           "Chrome/120.0 Mobile Safari/537.36")  # a device name no label may have
+    assert enrollment.phone_name(odd) and enrollment.suggested_label(odd, []) == "Authenticator app"
 
 
 def test_at_the_cap_add_another_is_not_offered_and_says_why(data_dir, svc, clock):

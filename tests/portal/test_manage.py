@@ -97,7 +97,9 @@ def test_remove_with_a_backup_code_in_the_dialog(data_dir, svc, clock):
     at = signed_in("alice", secret, clock, page=MANAGE)
     clock.advance(601)
     at = click(at, "Remove")
-    assert "To remove your authentication app, enter the code from your authentication app." in texts(at)
+    assert ("To remove “Authenticator app”, your only authenticator (two-step verification turns "
+            "off and your backup codes stop working), enter the code from your authentication "
+            "app.") in texts(at)
     at = click(at, "Use a backup code")
     assert inputs(at) == ["Backup code"]
     type_into(at, "Backup code", codes[3])
@@ -138,8 +140,9 @@ def test_confirming_after_the_window_closed_asks_verify_its_you(data_dir, svc, c
     at = click(signed_in("alice", secret, clock, page=MANAGE), "Remove")
     clock.advance(601)
     at = click(at, "Yes, remove it")
-    assert "To remove your authentication app, enter the code from your authentication app." \
-        in texts(at)
+    assert ("To remove “Authenticator app”, your only authenticator (two-step verification turns "
+            "off and your backup codes stop working), enter the code from your authentication "
+            "app.") in texts(at)
     assert svc.status("alice").totp_enabled
 
 

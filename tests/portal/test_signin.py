@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 import mfa_core
@@ -475,3 +477,32 @@ def test_a_session_signed_in_before_the_damage_is_stopped_at_its_next_run(data_d
     at = run(at)
     assert errors(at) == ["Your account's security settings cannot be read. Contact the helpdesk."]
     assert "User MFA Settings" not in texts(at) and not at.exception
+
+
+# -- the store unavailable ------------------------------------------------------------
+
+@pytest.mark.parametrize("template", [
+    "postgresql://mfa_operator:s3cr@tpw@127.0.0.1:{port}/secret_db_name?connect_timeout=2",
+    "postgresql://mfa_operator:Sup3rSecretPw@127.0.0.1:{port}/secret_db_name?connect_timeout=2",
+    "host=127.0.0.1 port={port} user=mfa_operator password='s3cret pw' dbname=secret_db_name "
+    "connect_timeout=2",
+])
+def test_an_unreachable_database_shows_visitors_no_connection_details(
+        template, tmp_path, monkeypatch, clock, postgres_cluster, caplog):
+    from cryptography.fernet import Fernet
+    url = template.format(port=postgres_cluster.port)
+    monkeypatch.setenv("MFA_PORTAL_DATA_DIR", str(tmp_path / "replica"))
+    monkeypatch.setenv("MFA_PORTAL_DATABASE_URL", url)
+    monkeypatch.setenv("MFA_PORTAL_FERNET_KEYS", Fernet.generate_key().decode())
+    monkeypatch.setenv("MFA_PORTAL_PEPPER", base64.urlsafe_b64encode(bytes(32)).decode())
+    with caplog.at_level("ERROR", logger="portal"):
+        at = app()
+    assert errors(at) == [mfa_core.StorageError.default_message]
+    shown = texts(at) + " ".join(errors(at))
+    for secret in ("secret_db_name", "127.0.0.1", str(postgres_cluster.port), "mfa_operator",
+                   "s3cr", "tpw", "s3cret pw", "Sup3rSecretPw"):
+        assert secret not in shown, secret
+    logged = caplog.text  # the operator's log says what went wrong, without the password
+    assert "database cannot be used" in logged
+    for secret in ("tpw", "s3cret pw", "Sup3rSecretPw"):
+        assert secret not in logged, (secret, logged)
