@@ -204,9 +204,12 @@ class StoreUnavailable(StorageError):
     passwords redacted, for the operator only (the log, the command line).
     """
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str = "the store cannot be opened") -> None:
         super().__init__()
         self.detail = detail
+
+    def __reduce__(self):
+        return (type(self), (self.detail,))
 
 
 class RecordDamaged(StorageError):
