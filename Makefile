@@ -23,7 +23,7 @@ run: $(STAMP)
 	  if [ "$(MFA_PORTAL_DEMO)" != "0" ]; then \
 	    echo "make run: address $(SERVE_ADDRESS) serves other machines: turn demo mode off (MFA_PORTAL_DEMO=0) first" >&2; exit 2; \
 	  fi ;; esac
-	$(VENV)/bin/streamlit run app.py $(if $(MFA_PORTAL_ADDRESS),--server.address "$(MFA_PORTAL_ADDRESS)")
+	$(VENV)/bin/streamlit run app.py $(if $(MFA_PORTAL_ADDRESS),--server.address "$(MFA_PORTAL_ADDRESS)" --browser.serverAddress "$(MFA_PORTAL_ADDRESS)")
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -97,16 +97,18 @@ def test_make_run_listens_on_127_0_0_1_only_and_prints_no_network_url(tmp_path):
     finally:
         _stop(proc)
     printed = log.read_text()
-    assert f"URL: http://127.0.0.1:{port}" in printed
+    # Printed as localhost (passkeys need a name, not an IP address), served on 127.0.0.1.
+    assert f"URL: http://localhost:{port}" in printed
     assert "Network URL" not in printed and "External URL" not in printed
 
 
 def test_mfa_portal_address_picks_another_address(tmp_path):
-    proc, port, _ = _serve(tmp_path, MFA_PORTAL_ADDRESS="127.0.0.2")  # still loopback: demo allowed
+    proc, port, log = _serve(tmp_path, MFA_PORTAL_ADDRESS="127.0.0.2")  # still loopback: demo allowed
     try:
         assert _listening(port) == {"127.0.0.2"}
     finally:
         _stop(proc)
+    assert f"URL: http://127.0.0.2:{port}" in log.read_text()
 
 
 @pytest.mark.parametrize("variable", ["MFA_PORTAL_ADDRESS", "STREAMLIT_SERVER_ADDRESS"])
