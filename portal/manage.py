@@ -80,14 +80,14 @@ def confirm_remove(authenticator_id: str) -> None:
                 "turns off and your backup codes stop working)")
     else:
         what = f"remove {_quoted(found.label)}"
-    session.sensitive("remove", what, lambda: remove(authenticator_id))
+    session.sensitive("remove", what, lambda: remove(authenticator_id, found.kind))
 
 
 def keep_authenticator() -> None:
     st.session_state.pop(CONFIRM_REMOVE, None)
 
 
-def remove(authenticator_id: str) -> None:
+def remove(authenticator_id: str, kind: str = "totp") -> None:
     status = config.service().remove_authenticator(session.callback_user(), authenticator_id,
                                                    keep_session=session.token())
     session.note_mfa_changed()
@@ -96,8 +96,9 @@ def remove(authenticator_id: str) -> None:
                                  "your backup codes still work.")
     else:
         backup_view.forget()
-        session.flash("success", "Your authentication app was removed, and your backup codes "
-                                 "with it.")
+        what = "authentication app" if kind == "totp" else "passkey"
+        session.flash("success", f"Your {what} was removed, and your backup codes with it: "
+                                 "two-step verification is off.")
 
 
 def start_rename(authenticator_id: str) -> None:
