@@ -5,7 +5,9 @@ An authenticator is one entry of the record's ``authenticators`` list::
     {id: opaque str, kind: "totp" | "passkey", label: str, created_at: time,
      last_used_at: time | None, ...what its kind needs}
 
-    totp     secret (Fernet token), last_step (int | None: the last step accepted)
+    totp     secret (Fernet token), last_step (int | None: the last step accepted),
+             disclosed ([int], optional: future steps a "clock ahead" refusal named,
+             refused as used when their time comes)
     passkey  credential_id, public_key (base64url), sign_count (int), and what
              the browser told at registration (never anything secret)
 
