@@ -92,6 +92,11 @@ def unique_label(labels: list[str] | tuple[str, ...], base: str) -> str:
         n += 1
 
 
+def unique_in(rec: dict[str, Any], base: str) -> str:
+    """``base``, numbered if one of the record's authenticators has that name (``unique_label``)."""
+    return unique_label([a["label"] for a in listed(rec)], base)
+
+
 def listed(rec: dict[str, Any]) -> list[dict[str, Any]]:
     return rec.get("authenticators") or []
 

@@ -106,8 +106,7 @@ class PasskeyOperations:
         """
         username = check.name(username)
         suggested = passkeys.describe_response(response)
-        labels = [a["label"] for a in authn.listed(self._read(username))]
-        return authn.unique_label(labels, suggested)
+        return authn.unique_in(self._read(username), suggested)
 
     def finish_passkey_registration(self, username: str, response: Any, *, session: str,
                                     label: str | None = None,
@@ -151,8 +150,7 @@ class PasskeyOperations:
                     elif len(mine) >= MAX_PASSKEYS:
                         error = _too_many()
                     else:
-                        name = wanted or authn.unique_label([a["label"] for a in authn.listed(rec)],
-                                                            new.suggested_label)
+                        name = wanted or authn.unique_in(rec, new.suggested_label)
                         added = authn.add(rec, "passkey", name, now, **new.fields())
                         records.bump_epoch(rec)
                         rec.pop("throttle", None)

@@ -31,8 +31,8 @@ from .authenticators import Authenticator
 from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
                      InvalidCode, InvalidLabel, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
                      PasskeyRefused, PasskeySettingsError, RecordDamaged, StorageError,
-                     TooManyAttempts, TooManyAuthenticators, UnknownAuthenticator)
-from .errors import StoreUnavailable
+                     StoreUnavailable, TooManyAttempts, TooManyAuthenticators,
+                     UnknownAuthenticator)
 from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .passkey_service import PasskeyOperations
@@ -270,7 +270,7 @@ class MFAService(PasskeyOperations):
             if len(authn.of_kind(rec, "totp")) >= authn.MAX_TOTP_APPS:
                 raise TooManyAuthenticators()
             if wanted == authn.DEFAULT_LABEL:
-                wanted = authn.unique_label([a["label"] for a in authn.listed(rec)], wanted)
+                wanted = authn.unique_in(rec, wanted)
             elif authn.taken(rec, wanted):
                 raise _label_taken(wanted)
             rec["pending"] = records.new_pending(self.keyring.encrypt(secret), now, wanted)
@@ -341,8 +341,7 @@ class MFAService(PasskeyOperations):
                     if len(authn.of_kind(rec, "totp")) >= authn.MAX_TOTP_APPS:
                         raise TooManyAuthenticators()
                     # A name taken meanwhile (a rename elsewhere) gets a number.
-                    label = authn.unique_label([a["label"] for a in authn.listed(rec)],
-                                               pending.get("label") or authn.DEFAULT_LABEL)
+                    label = authn.unique_in(rec, pending.get("label") or authn.DEFAULT_LABEL)
                     authn.add(rec, "totp", label, now, secret=pending["secret"], last_step=step)
                     rec.pop("pending")
                     records.bump_epoch(rec)
