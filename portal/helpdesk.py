@@ -104,13 +104,20 @@ def _refusal(actor: str, target: str) -> str | None:
     return None
 
 
-def request_reset(actor: str, target: str) -> None:
-    """**Reset MFA**: checks here, then the page asks "Reset MFA for <name>?" (nothing runs yet)."""
+def _may_ask(key: str, actor: str, target: str) -> bool:
+    """A new question under ``key`` replaces any earlier one; False (a refusal shown) when
+    ``actor`` may not act on ``target`` now (the twin of ``_confirmed``)."""
     st.session_state.pop(ERROR, None)
-    st.session_state.pop(CONFIRM, None)
+    st.session_state.pop(key, None)
     refusal = _refusal(actor, target)
     if refusal:
         st.session_state[ERROR] = refusal
+    return refusal is None
+
+
+def request_reset(actor: str, target: str) -> None:
+    """**Reset MFA**: checks here, then the page asks "Reset MFA for <name>?" (nothing runs yet)."""
+    if not _may_ask(CONFIRM, actor, target):
         return
     reason = _reason()
     if not reason:
@@ -127,11 +134,7 @@ def cancel_reset() -> None:
 
 def request_remove_one(actor: str, target: str) -> None:
     """**Remove authenticator**: checks here, then the page asks first (nothing runs yet)."""
-    st.session_state.pop(ERROR, None)
-    st.session_state.pop(CONFIRM_ONE, None)
-    refusal = _refusal(actor, target)
-    if refusal:
-        st.session_state[ERROR] = refusal
+    if not _may_ask(CONFIRM_ONE, actor, target):
         return
     try:
         status = config.service().status(target)
