@@ -59,28 +59,36 @@ def start_writer(data_dir: Path, url: str = "") -> subprocess.Popen:
                                 stdout=subprocess.PIPE, stderr=errors, text=True, env=env, cwd=root)
 
 
+def kill_midway(data_dir: Path, rng: random.Random, committed: dict[str, int], url: str = "") -> bool:
+    """Start a writer, SIGKILL it at a random moment, record what it reported as committed.
+
+    Returns whether it reported anything (it was killed while writing, not before).
+    """
+    proc = start_writer(data_dir, url)
+    try:
+        ready = proc.stdout.readline()
+        assert ready == "ready\n", (data_dir.parent / "writer-stderr.txt").read_text()
+        time.sleep(rng.uniform(0.0, 0.12))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        # Read through the same buffered reader as readline(): it may hold lines already.
+        out = proc.stdout.read()
+        proc.stdout.close()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, (data_dir.parent / "writer-stderr.txt").read_text()
+    for line in out.split("\n")[:-1]:  # whole lines only: the kill may cut the last one
+        user, count = line.split()
+        committed[user] = int(count)
+    return bool(out)
+
+
 def test_store_survives_sigkill_mid_write_many_times(data_dir):
     rng = random.Random(6238)
     committed = {u: 0 for u in USERS}  # what the writers reported as done
     seen = {u: 0 for u in USERS}  # what the store held after the previous kill
     kills_mid_run = 0
     for _ in range(KILLS):
-        proc = start_writer(data_dir)
-        try:
-            ready = proc.stdout.readline()
-            assert ready == "ready\n", (data_dir.parent / "writer-stderr.txt").read_text()
-            time.sleep(rng.uniform(0.0, 0.12))
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            # Read through the same buffered reader as readline(): it may hold lines already.
-            out = proc.stdout.read()
-            proc.stdout.close()
-            proc.wait(timeout=30)
-        assert proc.returncode == -signal.SIGKILL, (data_dir.parent / "writer-stderr.txt").read_text()
-        for line in out.split("\n")[:-1]:  # whole lines only: the kill may cut the last one
-            user, count = line.split()
-            committed[user] = int(count)
-        kills_mid_run += bool(out)
+        kills_mid_run += kill_midway(data_dir, rng, committed)
 
         # Every user file parses (temp files from the killed writer are not user files).
         files = list((data_dir / "users").rglob("*.json"))
@@ -113,21 +121,7 @@ def test_postgres_loses_nothing_committed_when_a_writer_is_killed_mid_transactio
     seen = {u: 0 for u in USERS}
     kills_mid_run = 0
     for kill in range(KILLS // 2):
-        proc = start_writer(data_dir, postgres_url)
-        try:
-            ready = proc.stdout.readline()
-            assert ready == "ready\n", (data_dir.parent / "writer-stderr.txt").read_text()
-            time.sleep(rng.uniform(0.0, 0.12))
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            out = proc.stdout.read()
-            proc.stdout.close()
-            proc.wait(timeout=30)
-        assert proc.returncode == -signal.SIGKILL, (data_dir.parent / "writer-stderr.txt").read_text()
-        for line in out.split("\n")[:-1]:
-            user, count = line.split()
-            committed[user] = int(count)
-        kills_mid_run += bool(out)
+        kills_mid_run += kill_midway(data_dir, rng, committed, postgres_url)
         # The killed writer's transaction and its user locks are gone with its connection.
         svc = mfa_core.open_service(data_dir, clock=lambda: T0, environ={}, database_url=postgres_url)
         for user in USERS:
