@@ -10,6 +10,7 @@ third replica).
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 from dataclasses import dataclass
 
@@ -53,29 +54,30 @@ def database(postgres_cluster, tmp_path_factory):
     svc.store.close()
 
 
-@pytest.fixture(scope="module")
-def portal(browser, database):
-    """Replica A (the suite's ``portal``: its log is checked for tracebacks after each test)."""
+@contextlib.contextmanager
+def serving(database, name: str):
+    """One replica: ``streamlit run app.py`` on the shared database, a data dir of its own."""
     _, env, root = database
-    server = PortalServer(data_dir=root / "a", log_path=ARTIFACTS / "streamlit-replica-a.log",
-                          env_extra=env)
-    server.start()
-    try:
-        yield Replica(server)
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def replica_b(portal, database):
-    _, env, root = database
-    server = PortalServer(data_dir=root / "b", log_path=ARTIFACTS / "streamlit-replica-b.log",
+    server = PortalServer(data_dir=root / name, log_path=ARTIFACTS / f"streamlit-replica-{name}.log",
                           env_extra=env)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def portal(browser, database):
+    """Replica A (the suite's ``portal``: its log is checked for tracebacks after each test)."""
+    with serving(database, "a") as server:
+        yield Replica(server)
+
+
+@pytest.fixture(scope="module")
+def replica_b(portal, database):
+    with serving(database, "b") as server:
+        yield server
     assert not server.tracebacks(), server.tracebacks()
 
 
