@@ -10,7 +10,8 @@ from portal import helpdesk as helpdesk_module
 from portal.display import plain
 
 from ..portal.conftest import clock, data_dir, svc  # noqa: F401  (the portal's fixtures)
-from ..portal.conftest import (Clock, app, click, code, enroll, errors, inputs, labels, page_links,
+from ..portal.conftest import ids as authenticator_ids
+from ..portal.conftest import (Clock, add_app, app, click, code, enroll, errors, inputs, labels, page_links,
                                pass_challenge, run, sign_in, signed_in, texts, type_into)
 
 PAGE = "pages/3_Helpdesk.py"
@@ -456,15 +457,13 @@ def test_a_damaged_record_is_listed_as_such_and_the_reset_replaces_it(data_dir, 
 def test_the_helpdesk_lists_a_users_authenticators_and_removes_one_with_a_reason(
         data_dir, svc, clock, admin_secret):
     enroll(svc, clock, "alice")
-    tablet = svc.create_totp("alice", label="Work tablet")
-    svc.verify_totp("alice", code(tablet.secret, clock))
-    clock.advance(30)
+    add_app(svc, clock, "Work tablet")
     at = choose(helpdesk(admin_secret, clock), "alice")
     assert rows(at)["alice"]["Two-step"] == "On (2)"
     listed = at.dataframe[2].value.to_dict("records")  # after the list and the trail
     assert [(r["Name"], r["Kind"]) for r in listed] == [("Authenticator app", "Authentication app"),
                                                          ("Work tablet", "Authentication app")]
-    ids = {a.label: a.id for a in svc.status("alice").authenticators}
+    ids = authenticator_ids(svc)
     at = click(at, "Remove authenticator")  # nothing chosen
     assert errors(at) == ["Choose the authenticator to remove."]
     at.selectbox(key=helpdesk_module.CHOSEN).select(ids["Work tablet"])
@@ -498,10 +497,8 @@ def test_cancelling_the_removal_of_one_changes_nothing(data_dir, svc, clock, adm
 def test_a_removal_confirmed_after_the_user_changed_their_authenticators_asks_again(
         data_dir, svc, clock, admin_secret):
     enroll(svc, clock, "alice")
-    tablet = svc.create_totp("alice", label="Work tablet")
-    svc.verify_totp("alice", code(tablet.secret, clock))
-    clock.advance(30)
-    ids = {a.label: a.id for a in svc.status("alice").authenticators}
+    add_app(svc, clock, "Work tablet")
+    ids = authenticator_ids(svc)
     at = choose(helpdesk(admin_secret, clock), "alice")
     at.selectbox(key=helpdesk_module.CHOSEN).select(ids["Work tablet"])
     type_into(run(at), "Reason", "tablet stolen")

@@ -186,6 +186,20 @@ def enroll(svc: mfa_core.MFAService, clock: Clock, username: str = "alice") -> t
     return resource.secret, codes
 
 
+def add_app(svc: mfa_core.MFAService, clock: Clock, label: str, username: str = "alice") -> str:
+    """One more authentication app called ``label`` for ``username``; returns its secret (the
+    clock moves to the next step)."""
+    secret = svc.create_totp(username, label=label).secret
+    svc.verify_totp(username, code(secret, clock))
+    clock.advance(30)
+    return secret
+
+
+def ids(svc: mfa_core.MFAService, username: str = "alice") -> dict[str, str]:
+    """The user's authenticators' ids, by name."""
+    return {a.label: a.id for a in svc.status(username).authenticators}
+
+
 def pass_challenge(at: AppTest, secret: str, clock: Clock) -> AppTest:
     type_into(at, "Authentication code", code(secret, clock))
     at = click(at, "Continue")

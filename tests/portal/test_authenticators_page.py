@@ -5,8 +5,8 @@ from __future__ import annotations
 from mfa_core.authenticators import MAX_TOTP_APPS
 from portal import enrollment, manage
 
-from .conftest import (click, code, enroll, errors, inputs, labels, run, signed_in, texts,
-                       type_into)
+from .conftest import (add_app, click, code, enroll, errors, ids, inputs, labels, run, signed_in,
+                       texts, type_into)
 
 MANAGE = "pages/1_Manage_MFA.py"
 ADD = "pages/2_Add_TOTP.py"
@@ -14,21 +14,10 @@ IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/60
           "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1")
 
 
-def add_app(svc, clock, label, username="alice") -> str:
-    secret = svc.create_totp(username, label=label).secret
-    svc.verify_totp(username, code(secret, clock))
-    clock.advance(30)
-    return secret
-
-
 def row_button(at, label, authenticator_id):
     key = {"Rename": "manage_rename_", "Remove": "manage_remove_"}[label] + authenticator_id
     [button] = [b for b in at.button if b.key == key]
     return button
-
-
-def ids(svc, username="alice") -> dict[str, str]:
-    return {a.label: a.id for a in svc.status(username).authenticators}
 
 
 def test_each_authenticator_has_a_row_with_its_name_dates_rename_and_remove(data_dir, svc, clock):
