@@ -169,6 +169,13 @@ class Context:
     def actor(self) -> str:
         return self.args.actor or default_actor(self.environ)
 
+    def reason(self) -> str:
+        """The required --reason, trimmed. Raises UsageError when it is blank."""
+        reason = (self.args.reason or "").strip()
+        if not reason:
+            raise UsageError("A reason is required: --reason TEXT.")
+        return reason
+
     def password(self, confirm: bool = True) -> str:
         if self.args.password_stdin:
             line = self.stdin.readline().rstrip("\r\n")
@@ -392,9 +399,7 @@ def cmd_mfa_list(ctx: Context) -> int:
 
 def cmd_mfa_reset(ctx: Context) -> int:
     user = ctx.known_user(ctx.args.username)
-    reason = (ctx.args.reason or "").strip()
-    if not reason:
-        raise UsageError("A reason is required: --reason TEXT.")
+    reason = ctx.reason()
     actor = ctx.actor()
     status = ctx.service().reset_mfa(user.username, actor=actor, reason=reason)
     ctx.out.write(f"Reset MFA for {user.username}: every authenticator and the backup codes removed, "
@@ -404,9 +409,7 @@ def cmd_mfa_reset(ctx: Context) -> int:
 
 def cmd_mfa_remove(ctx: Context) -> int:
     user = ctx.known_user(ctx.args.username)
-    reason = (ctx.args.reason or "").strip()
-    if not reason:
-        raise UsageError("A reason is required: --reason TEXT.")
+    reason = ctx.reason()
     svc = ctx.service()
     found = svc.status(user.username).authenticator(ctx.args.authenticator)
     if found is None:
