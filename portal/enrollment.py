@@ -205,8 +205,7 @@ def submit_code() -> None:
         if not owned(svc.pending_totp(user)):  # replaced or expired since the page was drawn
             st.session_state[ERROR] = REPLACED_TEXT
             return
-        had_two_step = svc.status(user).two_factor_enabled
-        svc.verify_totp(user, typed, enrollment=st.session_state.get(MINE_AT))
+        status = svc.verify_totp(user, typed, enrollment=st.session_state.get(MINE_AT))
     except mfa_core.MFAError as err:
         st.session_state[ERROR] = str(err)
         return
@@ -214,7 +213,9 @@ def submit_code() -> None:
     session.record_verification()  # a code from the new authenticator proves it's them
     for key in (ERROR, QR, MINE, MINE_AT):
         st.session_state.pop(key, None)
-    if had_two_step:  # one more app: the backup codes the user has stay as they are
+    # The new app is not the only authenticator: two-step was on before it, and the
+    # backup codes the user has stay as they are.
+    if len(status.authenticators) > 1:
         st.session_state[STEP] = "success"
         return
     st.session_state[FIRST] = True
