@@ -131,6 +131,7 @@ class Context:
         self.environ = settings.with_secrets(environ, SECRETS_FILE)
         self.database_url = settings.database_url(self.environ)
         self._store = None
+        self._service: MFAService | None = None
         self._users: UserDirectory | None = None
 
     @property
@@ -147,6 +148,8 @@ class Context:
                              f"(or database_url in {SECRETS_FILE}).")
         if self._store is None or upgrade:
             from .storage.postgres import PostgresStore
+            if self._store is not None:
+                self._store.close()
             try:
                 self._store = PostgresStore(self.database_url, min_size=1, max_size=2,
                                             upgrade=upgrade)
@@ -156,9 +159,21 @@ class Context:
 
     def service(self) -> MFAService:
         """Opened only once the input is known good: opening creates the store and keys."""
-        settings.check_replica_keys(self.environ)
-        notifier = notify.from_settings(self.data_dir, self.environ, SECRETS_FILE)
-        return open_service(self.data_dir, notifier=notifier, environ=self.environ)
+        if self._service is None:
+            settings.check_replica_keys(self.environ)
+            notifier = notify.from_settings(self.data_dir, self.environ, SECRETS_FILE)
+            self._service = open_service(self.data_dir, notifier=notifier, environ=self.environ)
+        return self._service
+
+    def close(self) -> None:
+        """Close what the command opened, whatever way it ended: a database pool left open
+        prints its workers' traceback when the interpreter stops."""
+        for store in (self._store, self._service.store if self._service else None):
+            if store is not None:
+                try:
+                    store.close()
+                except Exception:  # noqa: BLE001 (closing after an error: nothing more to say)
+                    pass
 
     def known_user(self, username: str):
         user = self.users.get(username)
@@ -863,8 +878,9 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
     handler.setLevel(logging.WARNING)
     engine_log = logging.getLogger("mfa_core")
     engine_log.addHandler(handler)
+    ctx = Context(args, environ, stdin, stdout, stderr)
     try:
-        return func(Context(args, environ, stdin, stdout, stderr))
+        return func(ctx)
     except (StorageError, KeyringError, notify.NotificationSettingsError) as exc:
         # The command line is the operator's: what went wrong, not the text a visitor sees.
         shown = exc.detail if isinstance(exc, StoreUnavailable) else exc
@@ -885,6 +901,7 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
                      "leaves every secret readable)\n")
         return 130
     finally:
+        ctx.close()
         engine_log.removeHandler(handler)
 
 
