@@ -946,7 +946,11 @@ class _Guarded:
 
     def __exit__(self, *exc_info) -> bool:
         txn = self._txn
-        if exc_info[0] is None and txn is not None and self._username is not None and txn.changed:
+        # Sealed before the store compares it with what it read (one encoding of the record):
+        # sealing changes nothing in a record already at the current format that nothing else
+        # changed, and an absent user's empty record stays unwritten.
+        if (exc_info[0] is None and txn is not None and self._username is not None
+                and (txn.existed or txn.damaged or len(txn.record) > 1)):
             records.seal(txn.record)
         try:
             return bool(self._cm.__exit__(*exc_info))

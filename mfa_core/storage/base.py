@@ -66,6 +66,13 @@ class Transaction:
             return set(self.record) != {"username"} or self.record.get("username") != self.username
         return _canonical(self.record) != self._original
 
+    def serialized(self) -> str | None:
+        """The record as the JSON to write, or None when it did not change (one encoding)."""
+        if self.damaged or self._original is None:
+            return _canonical(self.record) if self.changed else None
+        text = _canonical(self.record)
+        return None if text == self._original else text
+
 
 def open_transaction(username: str, load: Callable[[], Record | None], *,
                      repair: bool) -> Transaction:

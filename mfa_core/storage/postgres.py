@@ -1,8 +1,9 @@
 """PostgreSQL: the store several portal replicas share (``MFA_PORTAL_DATABASE_URL``).
 
-A row per user (``users``), a row per keyed record (``keyed``), the audit
-trail (``audit``), all ``jsonb``. A user's transaction is one database
-transaction holding a transaction-scoped advisory lock keyed by the user
+A row per user (``users``) and per keyed record (``keyed``), each the JSON
+text the engine wrote (``json``), and the audit trail (``audit``, ``jsonb``).
+A user's transaction is one database transaction holding a
+transaction-scoped advisory lock keyed by the user
 (``pg_advisory_xact_lock``): parallel transactions on one user serialize
 across threads, processes and replicas, and nothing is written for a user
 that a transaction only read. The record and its audit events commit in that
@@ -26,7 +27,7 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json, Jsonb
 from psycopg_pool import ConnectionPool
 
 from ..errors import StorageError
@@ -34,7 +35,7 @@ from ..settings import redact
 from .base import (LOCK_TIMEOUT, DatabaseError, Event, Record, Store, Transaction, audit_filter,
                    check_record, open_transaction)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Applied in order; entry n brings the schema from version n to n + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -55,6 +56,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE directory_meta (id integer PRIMARY KEY CHECK (id = 1), version bigint NOT NULL,
                                  demo boolean NOT NULL DEFAULT false);
     ALTER TABLE audit ADD COLUMN copied_from text UNIQUE;
+    """,
+    # 3: records are stored as the JSON text the engine wrote (``json``: checked, kept as it
+    # is), not parsed into ``jsonb`` and printed back on every read: a user's transaction reads
+    # and writes its whole record, and nothing queries inside one. Only `db copy` fills
+    # copied_from: the index of its origins leaves out the portal's own events (NULL).
+    """
+    ALTER TABLE users ALTER COLUMN doc TYPE json USING doc::json;
+    ALTER TABLE keyed ALTER COLUMN doc TYPE json USING doc::json;
+    ALTER TABLE damaged_records ALTER COLUMN doc TYPE json USING doc::json;
+    ALTER TABLE audit DROP CONSTRAINT audit_copied_from_key;
+    CREATE UNIQUE INDEX audit_copied_from ON audit (copied_from) WHERE copied_from IS NOT NULL;
     """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -81,6 +93,15 @@ def _database_errors(url: str | None = None) -> Iterator[None]:
         # URL's may quote a piece of it, so any password is blanked out all the same.
         # "from None": a logged traceback must not print psycopg's own text either.
         raise DatabaseError(redact(" ".join(str(exc).split()), url) or type(exc).__name__) from None
+
+
+def _audit_insert(events: Sequence[Event]) -> tuple[str, list[Any]]:
+    """One statement inserting ``events`` in their order (ids follow the VALUES' order)."""
+    args: list[Any] = []
+    for event in events:
+        args += (float(event["time"]), event.get("user"), Jsonb(event))
+    rows = ", ".join(["(%s, %s, %s)"] * len(events))
+    return f"INSERT INTO audit (time, username, doc) VALUES {rows}", args
 
 
 class PostgresStore(Store):
@@ -186,6 +207,63 @@ class PostgresStore(Store):
             finally:
                 self._local.conn = current
 
+    @contextlib.contextmanager
+    def _row_transaction(self, lock: int, table: str, column: str, name: str,
+                         pool: ConnectionPool | None = None
+                         ) -> Iterator[tuple[Any, list[tuple[str, Sequence[Any]]]]]:
+        """A record's transaction in two round trips: yields (its row or None, writes).
+
+        The first message begins the transaction (a savepoint when nested in
+        this thread's, as ``_begin``), takes advisory lock ``lock`` and reads
+        the row; the statements the block appends to ``writes`` go in one
+        more message with the commit (or the savepoint's release). Each
+        statement of a message runs in order with a fresh snapshot (read
+        committed), so the read sees every commit made before the lock was
+        granted. Arguments are bound by psycopg on the client (a message of
+        several statements has no server-side parameters); ``lock`` is an int.
+        Whatever goes wrong rolls it all back.
+        """
+        current = getattr(self._local, "conn", None)
+        if current is not None and pool is None:
+            depth = getattr(self._local, "depth", 0) + 1
+            savepoint = f"mfa_keyed_{depth}"
+            self._local.depth = depth
+            try:
+                yield from self._row_steps(current, lock, table, column, name, f"SAVEPOINT {savepoint}",
+                                           f"RELEASE SAVEPOINT {savepoint}",
+                                           f"ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}")
+            finally:
+                self._local.depth = depth - 1
+            return
+        with (pool or self.pool).connection() as conn:
+            self._local.conn = conn
+            try:
+                yield from self._row_steps(conn, lock, table, column, name, "BEGIN", "COMMIT", "ROLLBACK")
+            finally:
+                self._local.conn = current
+
+    @staticmethod
+    def _row_steps(conn: psycopg.Connection, lock: int, table: str, column: str, name: str,
+                   begin: str, commit: str, undo: str):
+        cur = psycopg.ClientCursor(conn)
+        try:
+            cur.execute(f"{begin}; SELECT pg_advisory_xact_lock({int(lock)}); "
+                        f"SELECT doc FROM {table} WHERE {column} = %s", (name,))
+            cur.nextset()
+            cur.nextset()
+            row = cur.fetchone()
+            writes: list[tuple[str, Sequence[Any]]] = []
+            yield row, writes
+            cur.execute("; ".join([sql for sql, _ in writes] + [commit]),
+                        [arg for _, args in writes for arg in args])
+        except BaseException:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(undo)
+            raise
+        finally:
+            cur.close()
+
     @staticmethod
     def _doc(row: Any, what: str) -> Record | None:
         return check_record(row[0], what) if row else None
@@ -197,19 +275,15 @@ class PostgresStore(Store):
 
     @contextlib.contextmanager
     def transaction(self, username: str, *, repair: bool = False) -> Iterator[Transaction]:
-        with _database_errors(), self._begin(_lock_id("user", username)) as conn:
-            row = conn.execute("SELECT doc FROM users WHERE username = %s", (username,)).fetchone()
+        with _database_errors(), self._row_transaction(_lock_id("user", username), "users",
+                                                       "username", username) as (row, writes):
             txn = open_transaction(username, lambda: self._doc(row, "Your account's record"),
                                    repair=repair)
             yield txn
             if txn.damaged:  # keep the damaged copy for whoever investigates
-                conn.execute("INSERT INTO damaged_records (username, doc) "
-                             "SELECT username, doc FROM users WHERE username = %s", (username,))
-            if txn.changed:
-                conn.execute("INSERT INTO users (username, doc) VALUES (%s, %s) "
-                             "ON CONFLICT (username) DO UPDATE SET doc = EXCLUDED.doc",
-                             (username, Jsonb(txn.record)))
-            self._insert_audit(conn, txn.events)
+                writes.append(("INSERT INTO damaged_records (username, doc) "
+                               "SELECT username, doc FROM users WHERE username = %s", (username,)))
+            self._queue_writes(writes, txn, "users", "username")
 
     def read_keyed(self, key: str) -> Record | None:
         with _database_errors(), self._connection() as conn:
@@ -224,21 +298,29 @@ class PostgresStore(Store):
 
     @contextlib.contextmanager
     def _keyed(self, key: str, pool: ConnectionPool | None) -> Iterator[Transaction]:
-        with _database_errors(), self._begin(_lock_id("keyed", key), pool) as conn:
-            row = conn.execute("SELECT doc FROM keyed WHERE key = %s", (key,)).fetchone()
+        with _database_errors(), self._row_transaction(_lock_id("keyed", key), "keyed", "key", key,
+                                                       pool) as (row, writes):
             txn = Transaction(key, self._doc(row, "A keyed record"))
             yield txn
-            if txn.changed:
-                conn.execute("INSERT INTO keyed (key, doc) VALUES (%s, %s) "
-                             "ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc",
-                             (key, Jsonb(txn.record)))
-            self._insert_audit(conn, txn.events)
+            self._queue_writes(writes, txn, "keyed", "key")
+
+    @staticmethod
+    def _queue_writes(writes: list[tuple[str, Sequence[Any]]], txn: Transaction, table: str,
+                      column: str) -> None:
+        """The record (if it changed) and the transaction's audit events, as statements."""
+        text = txn.serialized()
+        if text is not None:
+            writes.append((f"INSERT INTO {table} ({column}, doc) VALUES (%s, %s::json) "
+                           f"ON CONFLICT ({column}) DO UPDATE SET doc = EXCLUDED.doc",
+                           (txn.username, text)))
+        if txn.events:
+            writes.append(_audit_insert(txn.events))
 
     def put_many(self, records: dict[str, Record]) -> None:
         with _database_errors(), self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany("INSERT INTO users (username, doc) VALUES (%s, %s) "
                             "ON CONFLICT (username) DO UPDATE SET doc = EXCLUDED.doc",
-                            [(u, Jsonb(r)) for u, r in records.items()])
+                            [(u, Json(r)) for u, r in records.items()])
 
     def usernames(self) -> Iterator[str]:
         with _database_errors(), self._connection() as conn:
@@ -247,19 +329,11 @@ class PostgresStore(Store):
 
     # -- audit ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _insert_audit(conn: psycopg.Connection, events: Sequence[Event]) -> None:
+    def append_audit(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        # One statement for all of a transaction's events, in their order.
-        conn.execute("INSERT INTO audit (time, username, doc) "
-                     "SELECT (e ->> 'time')::double precision, e ->> 'user', e "
-                     "FROM jsonb_array_elements(%s) WITH ORDINALITY AS t(e, n) ORDER BY n",
-                     (Jsonb(list(events)),))
-
-    def append_audit(self, events: Sequence[Event]) -> None:
         with _database_errors(), self._connection() as conn, conn.transaction():
-            self._insert_audit(conn, events)
+            conn.execute(*_audit_insert(events))
 
     def query_audit(self, username=None, since=None, until=None) -> list[Event]:
         where, args = audit_filter(username, since, until, user_column="username", placeholder="%s")
@@ -339,7 +413,7 @@ class PostgresStore(Store):
         with _database_errors(), self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {table} ({column}, doc) VALUES (%s, %s) "
                             f"ON CONFLICT ({column}) {action}",
-                            [(name, Jsonb(doc)) for name, doc in docs.items()])
+                            [(name, Json(doc)) for name, doc in docs.items()])
 
     def documents(self, table: str, names: Sequence[str]) -> dict[str, Record]:
         column = self._KEYED_TABLES[table]
@@ -351,7 +425,8 @@ class PostgresStore(Store):
         """Insert audit events by their origin id (``copied_from``); an id already there is skipped."""
         with _database_errors(), self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany("INSERT INTO audit (time, username, doc, copied_from) "
-                            "VALUES (%s, %s, %s, %s) ON CONFLICT (copied_from) DO NOTHING",
+                            "VALUES (%s, %s, %s, %s) "
+                            "ON CONFLICT (copied_from) WHERE copied_from IS NOT NULL DO NOTHING",
                             [(e["time"], e.get("user"), Jsonb(e), origin)
                              for origin, e in events.items()])
 

@@ -8,6 +8,7 @@ tests/pg.py (skipped without PostgreSQL, failing in CI).
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -18,7 +19,7 @@ import pytest
 
 import mfa_core
 from mfa_core.storage import open_store
-from mfa_core.storage.postgres import SCHEMA_VERSION, PostgresStore
+from mfa_core.storage.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore
 
 from ..support import code_for, enable_totp, write_users
 
@@ -53,6 +54,66 @@ def test_the_schema_is_versioned_and_a_newer_one_is_refused(postgres_url, data_d
             conn.execute("DELETE FROM schema_version WHERE version > %s", (SCHEMA_VERSION,))
 
 
+def test_a_version_2_database_is_upgraded_with_every_record_and_event_kept(
+        postgres_cluster, postgres_url, data_dir, clock):
+    """Version 3 keeps records as the JSON text written (``json``, not ``jsonb``) and indexes
+    only copied audit events: a database the previous release made is brought up with
+    nothing lost, and a signed-in user goes on as before."""
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=postgres_url)
+    secret = enable_totp(svc, clock, "alice")
+    codes = svc.create_backup_codes("alice").codes
+    svc.attempt_second_factor("alice", codes[0], strategy="backup_code")
+    token = svc.sessions.start("alice", second_factor_passed=True)
+    svc.store.copy_audit({"old-event-1": {"time": 1.0, "user": "alice", "event": "copied"}})
+    with psycopg.connect(postgres_url) as conn:  # everything as stored, to write as release 2 did
+        rows = {table: conn.execute(f"SELECT {key}, doc::text FROM {table}").fetchall()
+                for table, key in (("users", "username"), ("keyed", "key"))}
+        audit = conn.execute("SELECT time, username, doc::text, copied_from FROM audit ORDER BY id").fetchall()
+    svc.store.close()
+
+    old = "mfa_release_2"
+    with psycopg.connect(postgres_cluster.url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {old}")
+        conn.execute(f"CREATE DATABASE {old}")
+    url = postgres_cluster.url.rsplit("/", 1)[0] + "/" + old
+    try:
+        with psycopg.connect(url) as conn:  # release 2's schema (jsonb) and its rows
+            conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+            for step in (0, 1):
+                conn.execute(MIGRATIONS[step])
+                conn.execute("INSERT INTO schema_version VALUES (%s)", (step + 1,))
+            for table, key in (("users", "username"), ("keyed", "key")):
+                for name, doc in rows[table]:
+                    conn.execute(f"INSERT INTO {table} ({key}, doc) VALUES (%s, %s::jsonb)", (name, doc))
+            for row in audit:
+                conn.execute("INSERT INTO audit (time, username, doc, copied_from) "
+                             "VALUES (%s, %s, %s::jsonb, %s)", row)
+        with pytest.raises(mfa_core.StorageError, match="db upgrade"):
+            mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=url)
+        store = PostgresStore(url, upgrade=True)
+        assert (store.upgraded_from, store.schema_version()) == (2, SCHEMA_VERSION)
+        store.close()
+
+        upgraded = mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=url)
+        assert upgraded.sessions.find(token).username == "alice"  # keyed records kept
+        assert upgraded.status("alice").backup_codes_remaining == len(codes) - 1
+        with pytest.raises(mfa_core.InvalidCode):  # the used backup code stays used
+            upgraded.attempt_second_factor("alice", codes[0], strategy="backup_code")
+        clock.advance(30)
+        upgraded.attempt_second_factor("alice", code_for(secret, clock()))
+        events = upgraded.store.query_audit("alice")
+        kept = sorted((json.loads(doc) for _, _, doc, _ in audit), key=lambda e: e["time"])
+        assert events[:len(audit)] == kept  # oldest first
+        assert [e["event"] for e in events[len(audit):]] == ["second_factor_failed", "second_factor_passed"]
+        # The copied event's origin still refuses a second copy of it; new events have none.
+        upgraded.store.copy_audit({"old-event-1": {"time": 1.0, "user": "alice", "event": "copied"}})
+        assert upgraded.store.copied_audit(["old-event-1"]) == 1
+        upgraded.store.close()
+    finally:
+        with psycopg.connect(postgres_cluster.url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {old} WITH (FORCE)")
+
+
 def test_an_unreachable_database_is_a_storage_error(postgres_cluster, data_dir, clock):
     url = f"postgresql://mfa@127.0.0.1:{postgres_cluster.port}/no_such_database?connect_timeout=2"
     with pytest.raises(mfa_core.StoreUnavailable) as caught:
@@ -74,6 +135,33 @@ def test_a_database_failure_mid_operation_is_a_storage_error(postgres_url, data_
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("ALTER TABLE users_away RENAME TO users")
     assert svc.status("alice").totp_enabled
+
+
+def test_a_commit_that_fails_writes_nothing_and_the_store_goes_on(postgres_url):
+    """The record, its events and the commit go in one message: when one statement of it
+    fails, nothing of it is kept, and the pooled connection is clean for the next one."""
+    store = PostgresStore(postgres_url, max_size=1)  # one connection: the next call reuses it
+    with store.transaction("alice") as txn:
+        txn.record["n"] = 1
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE audit ADD CONSTRAINT refuse_boom CHECK (doc ->> 'event' <> 'boom')")
+    try:
+        with pytest.raises(OSError):  # DatabaseError: the engine reports a StorageError
+            with store.transaction("alice") as txn:
+                txn.record["n"] = 2
+                with store.keyed_transaction("k") as keyed:
+                    keyed.record["x"] = 1
+                txn.log({"time": 1.0, "user": "alice", "event": "boom"})
+        assert store.read("alice")["n"] == 1 and store.read_keyed("k") is None
+        with store.transaction("alice") as txn:
+            txn.record["n"] = 3
+            txn.log({"time": 2.0, "user": "alice", "event": "fine"})
+        assert store.read("alice")["n"] == 3
+        assert [e["event"] for e in store.query_audit("alice")] == ["fine"]
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE audit DROP CONSTRAINT refuse_boom")
+        store.close()
 
 
 def test_a_users_transaction_is_a_lock_other_stores_wait_for(postgres_url):

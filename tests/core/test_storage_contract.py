@@ -78,6 +78,43 @@ def test_untouched_transaction_creates_no_record(store):
     assert list(store.usernames()) == []
 
 
+def test_names_and_documents_are_stored_exactly_whatever_they_hold(store):
+    """Quotes, backslashes, semicolons and SQL in a name or a document are data, nothing else
+    (PostgreSQL binds them into its statements on the client)."""
+    odd = "o'brien\\\"; DROP TABLE users; --"
+    doc = {"label": "it's \\ a \"test\"; DELETE FROM audit; --", "emoji": "📱 Tablet ünïcode",
+           "text": "line\nbreak\ttab", "n": 1.5}
+    with store.transaction(odd) as txn:
+        txn.record.update(doc)
+        txn.log({"time": 1.0, "user": odd, "event": "odd'event", "detail": doc["label"]})
+    with store.keyed_transaction(odd) as txn:
+        txn.record.update(doc)
+    with store.transaction("alice") as txn:
+        txn.record["x"] = 1
+    assert reopen(store).read(odd) == {"username": odd, **doc}
+    assert store.read_keyed(odd) == {"username": odd, **doc}
+    assert sorted(store.usernames()) == sorted(["alice", odd])
+    assert [e["detail"] for e in store.query_audit(odd)] == [doc["label"]]
+
+
+def test_a_keyed_transaction_inside_a_users_commits_with_it(store):
+    with store.transaction("alice") as txn:
+        txn.record["x"] = 1
+        with store.keyed_transaction("k1") as keyed:
+            keyed.record["owner"] = "alice"
+            keyed.log({"time": 1.0, "user": "alice", "event": "keyed_inner"})
+        with pytest.raises(RuntimeError):
+            with store.keyed_transaction("k2") as keyed:
+                keyed.record["owner"] = "nobody"
+                keyed.log({"time": 2.0, "user": "alice", "event": "keyed_rolled_back"})
+                raise RuntimeError("boom")
+        txn.log({"time": 3.0, "user": "alice", "event": "outer"})
+    assert store.read("alice")["x"] == 1
+    assert store.read_keyed("k1")["owner"] == "alice"
+    assert store.read_keyed("k2") is None
+    assert [e["event"] for e in store.query_audit("alice")] == ["keyed_inner", "outer"]
+
+
 def test_keys_removed_from_the_record_are_removed(store):
     with store.transaction("alice") as txn:
         txn.record.update(totp={"secret": "x"}, backup={"hashes": ["h"]}, keep=True)
