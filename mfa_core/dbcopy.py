@@ -18,7 +18,9 @@ anything is written, unless ``overwrite`` (``--overwrite``): then the data dir
 wins and every such change made in the database is undone. The data dir is read in full first: a
 record that cannot be read refuses the whole copy, because a user whose
 record was left behind would have no second factor in the database. Then
-everything written is read back and compared.
+everything written is read back and compared. All of it is one database
+transaction: a refusal, a difference read back or a failure half-way leaves
+the database as it was.
 """
 
 from __future__ import annotations
@@ -169,11 +171,18 @@ def _refusal(conflicts: dict[str, int]) -> str:
 
 
 def copy_into(source: Source, store: Any, *, overwrite: bool = False) -> Copied:
-    """Write ``source`` into ``store`` (a PostgresStore), then read it back.
+    """Write ``source`` into ``store`` (a PostgresStore), then read it back: all or nothing.
 
-    Raises CopyConflict (nothing written) when the database holds a row
-    differently from the data dir, unless ``overwrite``; CopyMismatch.
+    One database transaction (``store.atomic``): the plan, the writes and the
+    read-back; anything raised on the way (CopyConflict when the database holds
+    a row differently from the data dir, unless ``overwrite``; CopyMismatch; a
+    database error) leaves the database as it was.
     """
+    with store.atomic(MARKER_KEY):
+        return _copy(source, store, overwrite)
+
+
+def _copy(source: Source, store: Any, overwrite: bool) -> Copied:
     writes, conflicts, already = _plan(source, store)
     if conflicts and not overwrite:
         raise CopyConflict(_refusal(conflicts), conflicts)
@@ -216,8 +225,9 @@ def copy_into(source: Source, store: Any, *, overwrite: bool = False) -> Copied:
     if any(entries.get(name) != entry for name, entry in source.users.items()):
         problems.append("directory users")
     if problems:
-        raise CopyMismatch(f"The database does not hold what was copied ({', '.join(problems)}): "
-                           "was the portal running on either side? Stop it and copy again.")
+        raise CopyMismatch(f"Nothing was copied: the database did not hold what was written "
+                           f"({', '.join(problems)}). Was the portal running on either side? "
+                           "Stop it and copy again.")
     return Copied(len(source.records), len(source.keyed), len(source.audit), len(source.clients),
                   len(source.users), already)
 

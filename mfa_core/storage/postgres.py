@@ -208,6 +208,31 @@ class PostgresStore(Store):
                 self._local.conn = current
 
     @contextlib.contextmanager
+    def atomic(self, name: str) -> Iterator[None]:
+        """One database transaction for everything this thread does on the store in the block.
+
+        Holds the advisory lock ``name`` (one such block at a time across replicas);
+        the store's own transactions inside it become savepoints. Committed at the
+        end; whatever the block raises rolls all of it back (``db copy``: all or nothing).
+        """
+        if getattr(self._local, "conn", None) is not None:
+            raise RuntimeError("atomic() cannot be nested in another transaction")
+        with _database_errors(), self.pool.connection() as conn:
+            self._local.conn = conn
+            try:
+                with psycopg.ClientCursor(conn) as cur:
+                    cur.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_lock_id('atomic', name)})")
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                if not conn.closed:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._local.conn = None
+
+    @contextlib.contextmanager
     def _row_transaction(self, lock: int, table: str, column: str, name: str,
                          pool: ConnectionPool | None = None
                          ) -> Iterator[tuple[Any, list[tuple[str, Sequence[Any]]]]]:

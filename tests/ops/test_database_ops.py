@@ -229,6 +229,39 @@ def test_db_copy_refuses_a_data_dir_with_a_damaged_record_and_writes_nothing(cli
     assert all(not rows for rows in dump(postgres_url).values())
 
 
+@pytest.mark.parametrize("fails_at", ["read-back", "database error"])
+def test_a_db_copy_that_fails_half_way_writes_nothing(tmp_path, postgres_url, clock, monkeypatch, fails_at):
+    """The plan, the writes and the read-back are one transaction: a copy that fails after
+    writing rows (a difference read back, a database error) leaves no row of it."""
+    from mfa_core import dbcopy
+    source = tmp_path / "embedded"
+    keys, *_ = embedded_data_dir(source, clock)
+    data = dbcopy.read_data_dir(source)
+    store = PostgresStore(postgres_url)
+    try:
+        if fails_at == "read-back":
+            monkeypatch.setattr(store, "copied_audit", lambda origins: 0)
+            expected = dbcopy.CopyMismatch
+        else:
+            monkeypatch.setattr(DatabaseUserDirectory, "import_entries", _broken_import)
+            expected = mfa_core.StorageError
+        with pytest.raises(expected) as caught:
+            dbcopy.copy_into(data, store)
+        if fails_at == "read-back":
+            assert str(caught.value).startswith("Nothing was copied")
+        assert all(not rows for rows in dump(postgres_url).values())
+        monkeypatch.undo()
+        assert dbcopy.copy_into(data, store).records == len(data.records)  # the store goes on
+        assert {n for n, _ in dump(postgres_url)["users"]} == set(data.records)
+    finally:
+        store.close()
+
+
+def _broken_import(directory, entries, *, replace=False):
+    directory.store.change_directory(lambda rows: rows.update(entries))
+    raise mfa_core.StorageError("the database went away half-way")
+
+
 def test_db_copy_refuses_what_is_not_a_data_dir(db_cli, tmp_path, postgres_url):
     (tmp_path / "empty").mkdir()
     for where in (tmp_path / "missing", tmp_path / "empty"):
