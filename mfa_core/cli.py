@@ -486,6 +486,13 @@ def cmd_keys_rotate(ctx: Context) -> int:
     return 0
 
 
+def cmd_sweep(ctx: Context) -> int:
+    removed = ctx.service().sweep_expired()
+    ctx.out.write(f"Removed {removed} expired record{'s' if removed != 1 else ''} "
+                  "(cookie tickets, passkey challenges, ended sessions' owners).\n")
+    return 0
+
+
 def cmd_mail_test(ctx: Context) -> int:
     user = ctx.known_user(ctx.args.username)
     if not user.email:
@@ -808,6 +815,14 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
                                  f"again. With keys in ${ENV_KEYS}, put the new key first there, "
                                  "run this, then remove the old keys.")
     p.set_defaults(func=cmd_keys_rotate)
+
+    p = groups.add_parser("sweep", parents=[common], help="remove expired tickets, challenges, sessions",
+                          description="Remove the keyed records nothing needs any more: redeemed "
+                                      "or stale cookie tickets, used or stale passkey challenges, "
+                                      "the owner records of sessions past their lifetime. The "
+                                      "portal does this itself when it starts and every hour; "
+                                      "safe beside running portals.")
+    p.set_defaults(func=cmd_sweep)
 
     clients = groups.add_parser("clients", help="verification API clients and their keys",
                                 description="The services that may call the verification API "

@@ -512,6 +512,14 @@ class ChallengeBook:
             raise PasskeyChallengeExpired(reason="challenge expired")
         return unb64url(sealed)
 
+    @staticmethod
+    def expired_record(key: str, rec: dict[str, Any], now: float) -> bool:
+        """Whether a keyed record is a challenge no longer needed (taken, or past its time)."""
+        if not key.startswith("passkey-challenge:"):
+            return False
+        expires = rec.get("expires_at")
+        return "challenge" not in rec or not isinstance(expires, (int, float)) or expires <= now
+
     def has(self, session_key: str, ceremony: str) -> bool:
         """Whether a live challenge waits for this session (for the page's state, not a check)."""
         rec = self.store.read_keyed(self._key(session_key, ceremony)) or {}

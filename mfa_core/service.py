@@ -36,7 +36,7 @@ from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, En
 from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .passkey_service import PasskeyOperations
-from .passkeys import RelyingParty
+from .passkeys import ChallengeBook, RelyingParty
 from .sessions import SessionBook, SessionPolicy, end_all
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
 from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store, Transaction, open_store
@@ -231,6 +231,26 @@ class MFAService(PasskeyOperations):
             raise ValueError("limit must not be negative")
         events = self._read(username).get("activity") or []
         return [AuditEvent.from_dict(e) for e in reversed(events[-limit:])] if limit else []
+
+    def sweep_expired(self) -> int:
+        """Remove the keyed records nothing needs any more; returns how many went.
+
+        Redeemed or stale cookie tickets, used or stale passkey challenges, and
+        the owner records of sessions past their lifetime: without this, each
+        sign-in would leave records behind for good. The portal runs it in the
+        background when it starts and every hour; ``python -m mfa_core sweep``
+        runs it once. Safe beside running portals (see ``Store.sweep_keyed``).
+        """
+        now = self.clock()
+        sessions = self.sessions
+
+        def expired(key: str, rec: dict[str, Any]) -> bool:
+            return (ChallengeBook.expired_record(key, rec, now)
+                    or sessions.expired_record(key, rec, now))
+        try:
+            return self.store.sweep_keyed(expired)
+        except IO_ERRORS as exc:
+            raise StorageError() from exc
 
     def audit(self, username: str | None = None, since: float | None = None,
               until: float | None = None) -> list[AuditEvent]:

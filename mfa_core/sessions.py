@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import validate as check
 from .errors import RecordDamaged, StorageError
+from .storage.base import IO_ERRORS
 
 if TYPE_CHECKING:
     from .service import MFAService
@@ -110,7 +111,7 @@ class SessionBook:
         sid = self._sid(token)
         now = svc.clock()
         with svc._keyed_transaction(f"session:{sid}") as txn:
-            txn.record["owner"] = username
+            txn.record.update(owner=username, created_at=now)  # created_at: for sweep_expired
         with svc._transaction(username) as txn:
             sessions = self._live(txn.record, username, now)
             sessions[sid] = {"created_at": now, "last_seen": now, "passed": bool(second_factor_passed),
@@ -263,6 +264,29 @@ class SessionBook:
             rec["used"] = True
         token = svc.keyring.decrypt(sealed)
         return token if self.find(token) is not None else None
+
+
+    def expired_record(self, key: str, rec: dict[str, Any], now: float) -> bool:
+        """Whether a keyed record of this book is no longer needed: a cookie ticket redeemed
+        or past its minute; a session's owner once the session cannot be live (past its
+        lifetime; one written before owners had a time: once its owner's record no longer
+        holds it live)."""
+        if key.startswith("ticket:"):
+            expires = rec.get("expires_at")
+            return "token" not in rec or not isinstance(expires, (int, float)) or expires <= now
+        if not key.startswith("session:"):
+            return False
+        created = rec.get("created_at")
+        if isinstance(created, (int, float)):
+            return now - created >= self.policy.lifetime
+        owner = rec.get("owner")
+        if not isinstance(owner, str):
+            return True
+        try:
+            record = self._svc.store.read(owner)
+        except (RecordDamaged, *IO_ERRORS):
+            return False  # cannot tell: kept
+        return key[len("session:"):] not in self._live(record or {}, owner, now)
 
 
 def end_all(rec: dict[str, Any], keep: str | None = None) -> int:

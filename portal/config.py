@@ -149,6 +149,8 @@ def _open(path: Path, clk: Callable[[], float]) -> Portal:
     if not svc.store.database:
         # Temp files of writers killed mid-write: swept once per process, off the request path.
         threading.Thread(target=_sweep_leftovers, args=(path,), name="mfa-sweep", daemon=True).start()
+    # Used tickets, challenges and ended sessions' owners: now, then every hour (each replica).
+    threading.Thread(target=_sweep_expired, args=(svc,), name="mfa-sweep-expired", daemon=True).start()
     # The banner never advertises passwords of a directory somebody set up by hand.
     return Portal(data_dir=path, service=svc, directory=users, demo=demo and users.has_demo_users())
 
@@ -163,6 +165,25 @@ def _relying_party(env) -> passkeys.RelyingParty | mfa_core.PasskeySettingsError
     if isinstance(found, mfa_core.PasskeySettingsError):
         log.error("passkeys are off: %s", found)
     return found
+
+
+SWEEP_INTERVAL = 3600.0  # seconds between two sweeps of expired keyed records
+
+
+def _sweep_expired(svc: mfa_core.MFAService, interval: float = SWEEP_INTERVAL,
+                   stop: threading.Event | None = None) -> None:
+    """Sweep expired keyed records now and every ``interval`` s until ``stop`` is set."""
+    stop = stop or threading.Event()
+    while True:
+        try:
+            removed = svc.sweep_expired()
+            if removed:
+                log.info("removed %d expired ticket, challenge and session record(s)", removed)
+        except Exception as exc:  # a failed sweep must never end the thread or reach a page
+            log.warning("sweeping expired records failed (%s); trying again later",
+                        type(exc).__name__)
+        if stop.wait(interval):
+            return
 
 
 def _sweep_leftovers(path: Path) -> None:

@@ -192,6 +192,17 @@ class Store(ABC):
         return self.keyed_transaction(key)
 
     @abstractmethod
+    def sweep_keyed(self, expired: Callable[[str, Record], bool]) -> int:
+        """Remove every keyed record for which ``expired(key, record)`` holds; returns how many.
+
+        For records nothing needs any more (a redeemed cookie ticket, a used passkey
+        challenge, an ended session's owner). Each candidate is read again under its
+        lock and removed only if ``expired`` still holds, so a record changed in
+        between (a challenge issued again under the same key) stays. Damaged
+        records are left alone.
+        """
+
+    @abstractmethod
     def read_keyed(self, key: str) -> Record | None:
         """The committed keyed record, or None. Needs no lock; RecordDamaged if unreadable."""
 

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from filelock import FileLock
 from tinydb import TinyDB
@@ -80,6 +80,16 @@ class SingleFileTinyDBStore(Store):
             yield txn
             commit_after_audit(txn, self.audit,
                                lambda: _replace(db.table("sources"), _doc_id(key), txn.record))
+
+    def sweep_keyed(self, expired: Callable[[str, Record], bool]) -> int:
+        with self._source_lock, FileLock(self._source_file_lock, timeout=LOCK_TIMEOUT,
+                                          thread_local=False):
+            table = self._db(self.sources_path).table("sources")
+            gone = [doc.doc_id for doc in table.all()
+                    if isinstance(doc.get("username"), str) and expired(doc["username"], dict(doc))]
+            if gone:
+                table.remove(doc_ids=gone)
+            return len(gone)
 
     def put_many(self, records: dict[str, Record]) -> None:
         with self._lock, FileLock(self._file_lock, timeout=LOCK_TIMEOUT, thread_local=False):
@@ -177,6 +187,19 @@ class SQLiteStore(Store):
                 conn.execute("INSERT OR REPLACE INTO sources (key, doc) VALUES (?, ?)",
                              (key, json.dumps(txn.record)))
             self._insert_audit(conn, txn.events)
+
+    def sweep_keyed(self, expired: Callable[[str, Record], bool]) -> int:
+        removed = 0
+        with self._begin() as conn:
+            for key, doc in conn.execute("SELECT key, doc FROM sources").fetchall():
+                try:
+                    record = parse_record(doc, "A keyed record")
+                except RecordDamaged:
+                    continue
+                if expired(key, record):  # unless written again meanwhile (in this thread)
+                    removed += conn.execute("DELETE FROM sources WHERE key = ? AND doc = ?",
+                                            (key, doc)).rowcount
+        return removed
 
     def put_many(self, records: dict[str, Record]) -> None:
         with self._begin() as conn:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
@@ -30,7 +31,7 @@ import psycopg
 from psycopg.types.json import Json, Jsonb
 from psycopg_pool import ConnectionPool
 
-from ..errors import StorageError
+from ..errors import RecordDamaged, StorageError
 from ..settings import redact
 from .base import (LOCK_TIMEOUT, DatabaseError, Event, Record, Store, Transaction, audit_filter,
                    check_record, open_transaction)
@@ -340,6 +341,32 @@ class PostgresStore(Store):
                            (txn.username, text)))
         if txn.events:
             writes.append(_audit_insert(txn.events))
+
+    def sweep_keyed(self, expired: Callable[[str, Record], bool]) -> int:
+        """Candidates from one scan; each removed only if its row still holds the text read
+        (a record written again meanwhile stays). Keyed records are rewritten whole under
+        their advisory lock, so the row's text is the record's state."""
+        with _database_errors(), self._connection() as conn:
+            rows = conn.execute("SELECT key, doc::text FROM keyed").fetchall()
+        gone = []
+        for key, text in rows:
+            try:
+                record = check_record(json.loads(text), "A keyed record")
+            except (ValueError, RecordDamaged):
+                continue
+            if expired(key, record):
+                gone.append((key, text))
+        removed = 0
+        with _database_errors(), self._connection() as conn:
+            for start in range(0, len(gone), 500):
+                chunk = gone[start:start + 500]
+                with conn.transaction():
+                    cur = conn.execute(
+                        "DELETE FROM keyed k USING unnest(%s::text[], %s::text[]) AS g(key, doc) "
+                        "WHERE k.key = g.key AND k.doc::text = g.doc",
+                        ([k for k, _ in chunk], [t for _, t in chunk]))
+                    removed += cur.rowcount
+        return removed
 
     def put_many(self, records: dict[str, Record]) -> None:
         with _database_errors(), self._connection() as conn, conn.transaction(), conn.cursor() as cur:

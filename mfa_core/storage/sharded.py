@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
@@ -195,6 +195,24 @@ class ShardedTinyDBStore(Store):
             txn = Transaction(key, record)
             yield txn
             self._commit(txn, path, data, None)
+
+    def sweep_keyed(self, expired: Callable[[str, Record], bool]) -> int:
+        removed = 0
+        for path in sorted(Path(self._sources_root).glob("*/*.json")):
+            hashed = path.stem
+            for locked in (False, True):  # a look first; then again, and the removal, under the lock
+                with self._source_locks.hold(hashed) if locked else contextlib.nullcontext():
+                    try:
+                        record = load_document(str(path), "A keyed record")[1]
+                    except (RecordDamaged, OSError):
+                        record = None
+                    key = record.get("username") if record is not None else None
+                    if not isinstance(key, str) or user_key(key) != hashed or not expired(key, record):
+                        break
+                    if locked:
+                        os.unlink(path)
+                        removed += 1
+        return removed
 
     def _commit(self, txn: Transaction, path: str, data: dict[str, Any] | None,
                 guard: str | None) -> None:

@@ -576,3 +576,12 @@ def test_mfa_status_shows_wrong_passwords_and_the_block(cli, directory, svc, clo
         with pytest.raises(mfa_core.InvalidCode):
             svc.attempt_password("bob", "wrong", source=f"198.51.100.{n}")
     assert "wrong passwords:      3" in cli("mfa", "status", "bob").stdout
+
+
+def test_the_command_line_sweeps(cli):
+    svc = mfa_core.open_service(cli.data_dir, environ={})  # the real clock, as the command's
+    token = svc.sessions.start("alice", second_factor_passed=True)
+    svc.sessions.redeem(svc.sessions.ticket(token))
+    result = cli("sweep")
+    assert result.returncode == 0, result.stderr
+    assert "Removed 1 expired record" in result.stdout

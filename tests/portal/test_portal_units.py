@@ -109,3 +109,38 @@ def test_session_times_come_from_the_environment_and_bad_ones_keep_the_defaults(
 def mfa_core_default(**kw):
     import mfa_core
     return mfa_core.SessionPolicy(**kw)
+
+
+def test_the_portal_sweeps_expired_records_in_the_background_and_survives_a_failure(
+        tmp_path, monkeypatch, caplog):
+    import threading
+
+    import mfa_core
+    svc = mfa_core.open_service(tmp_path / "data", environ={})
+    token = svc.sessions.start("alice", second_factor_passed=True)
+    owner_only = set((tmp_path / "data" / "sources").rglob("*.json"))  # the session's owner
+    ticket = svc.sessions.ticket(token)
+    assert svc.sessions.redeem(ticket) == token
+    [key] = set((tmp_path / "data" / "sources").rglob("*.json")) - owner_only  # the ticket's
+    real = svc.sweep_expired
+    calls: list[str] = []
+
+    def flaky() -> int:
+        calls.append("sweep")
+        if len(calls) == 1:
+            raise mfa_core.StorageError()  # the store away for a moment: logged, tried again
+        return real()
+    monkeypatch.setattr(svc, "sweep_expired", flaky)
+    stop = threading.Event()
+    worker = threading.Thread(target=portal.config._sweep_expired, args=(svc, 0.05, stop), daemon=True)
+    with caplog.at_level("INFO", logger=portal.config.log.name):
+        worker.start()
+        deadline = time.monotonic() + 10
+        while key.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling the background thread's effect
+        stop.set()
+        worker.join(5)
+    assert not key.exists() and not worker.is_alive() and len(calls) >= 2
+    assert all(p.exists() for p in owner_only)
+    assert "sweeping expired records failed (StorageError)" in caplog.text
+    assert svc.sessions.find(token).username == "alice"

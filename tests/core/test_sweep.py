@@ -1,0 +1,111 @@
+"""Sweeping the keyed records nothing needs any more, on every backend.
+
+Each sign-in leaves a session-owner record, each page load after it a cookie
+ticket, each passkey ceremony a challenge; without the sweep they would stay
+for good. The sweep must remove exactly those that can no longer be used and
+never one that still can, nor one written again while it runs.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from mfa_core.passkeys import AUTHENTICATE, REGISTER, ChallengeBook
+from mfa_core.sessions import TICKET_TTL
+
+from ..support import enable_totp
+
+
+def keyed(svc, key):
+    return svc.store.read_keyed(key)
+
+
+def test_tickets_go_once_redeemed_or_stale_and_a_fresh_one_stays(svc, clock):
+    token = svc.sessions.start("alice", second_factor_passed=True)
+    redeemed, fresh, stale = (svc.sessions.ticket(token) for _ in range(3))
+    assert svc.sessions.redeem(redeemed) == token
+    clock.advance(TICKET_TTL - 10)
+    fresh = svc.sessions.ticket(token)  # issued later: still inside its minute below
+    clock.advance(15)  # `stale` (and the first ones) are now past their minute
+    assert svc.sweep_expired() >= 2
+    assert svc.sessions.redeem(fresh) == token  # the fresh one still works after the sweep
+    assert svc.sessions.redeem(stale) is None and svc.sessions.redeem(redeemed) is None
+    assert svc.sweep_expired() == 1  # the fresh one, now redeemed
+    assert svc.sessions.find(token).username == "alice"  # the session itself is untouched
+
+
+def test_passkey_challenges_go_once_taken_or_stale_and_a_live_one_stays(svc, clock):
+    book = ChallengeBook(svc.store, clock)
+    book.issue("tab-1", REGISTER, "alice")
+    book.issue("tab-2", AUTHENTICATE, "alice")
+    book.take("tab-2", AUTHENTICATE, "alice")
+    book.issue("tab-3", AUTHENTICATE, "bob")
+    assert svc.sweep_expired() == 1  # tab-2's, taken
+    assert book.has("tab-1", REGISTER) and book.has("tab-3", AUTHENTICATE)
+    clock.advance(book.ttl[AUTHENTICATE] + 1)  # tab-3's is stale, tab-1's (longer) still live
+    assert svc.sweep_expired() == 1
+    assert book.has("tab-1", REGISTER)
+    assert book.take("tab-1", REGISTER, "alice")
+
+
+def test_a_sessions_owner_goes_after_its_lifetime_and_a_live_sessions_stays(svc, clock):
+    enable_totp(svc, clock, "alice")
+    ended = svc.sessions.start("alice", second_factor_passed=True)
+    live = svc.sessions.start("alice", second_factor_passed=True)
+    svc.sessions.end(ended)
+    assert svc.sweep_expired() == 0  # ended, but its owner record is young: kept until its lifetime
+    clock.advance(svc.sessions.policy.lifetime - 60)
+    svc.sessions.find(live)  # in use all along
+    later = svc.sessions.start("alice", second_factor_passed=True)
+    clock.advance(120)
+    assert svc.sweep_expired() == 2  # both first sessions are past their lifetime
+    assert keyed(svc, f"session:{svc.sessions.id_of(ended)}") is None
+    assert keyed(svc, f"session:{svc.sessions.id_of(live)}") is None
+    assert svc.sessions.find(later).username == "alice"
+
+
+def test_an_owner_record_from_before_owners_had_a_time_goes_once_its_session_is_not_live(svc, clock):
+    live = svc.sessions.start("alice", second_factor_passed=True)
+    gone = svc.sessions.start("alice", second_factor_passed=True)
+    svc.sessions.end(gone)
+    for token in (live, gone):  # as the previous release wrote them: the owner alone
+        with svc.store.keyed_transaction(f"session:{svc.sessions.id_of(token)}") as txn:
+            txn.record = {"username": txn.username, "owner": "alice"}
+    with svc.store.keyed_transaction("session:unknown-sid") as txn:
+        txn.record["owner"] = "nobody"
+    assert svc.sweep_expired() == 2
+    assert svc.sessions.find(live).username == "alice"
+    assert keyed(svc, f"session:{svc.sessions.id_of(gone)}") is None
+
+
+def test_other_keyed_records_are_never_swept(svc, clock):
+    with svc.store.keyed_transaction("api-clients") as txn:
+        txn.record["clients"] = {}
+    with svc.store.keyed_transaction("source:abc") as txn:
+        txn.record.update(failures=3, last=clock() - 10 ** 6)
+    clock.advance(10 ** 7)
+    assert svc.sweep_expired() == 0
+    assert keyed(svc, "api-clients") is not None and keyed(svc, "source:abc") is not None
+
+
+def test_a_record_written_again_while_the_sweep_runs_is_kept(svc, clock):
+    """The candidate is checked again under its lock (or removed only if unchanged): a
+    challenge issued again under the same key while the sweep looks at the old one stays."""
+    with svc.store.keyed_transaction("swept") as txn:
+        txn.record["n"] = 1
+    writer: list[threading.Thread] = []
+
+    def write_again() -> None:
+        with svc.store.keyed_transaction("swept") as txn:
+            txn.record["n"] = 2
+
+    def expired(key, record):
+        if key == "swept" and not writer:  # first look: another process writes it again
+            writer.append(threading.Thread(target=write_again))
+            writer[0].start()
+            writer[0].join(0.5)  # a backend locking the whole table makes it wait for the sweep
+        return key == "swept" and record.get("n") == 1
+
+    svc.store.sweep_keyed(expired)
+    writer[0].join(10)
+    assert keyed(svc, "swept")["n"] == 2
