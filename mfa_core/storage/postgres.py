@@ -72,6 +72,8 @@ MIGRATIONS: tuple[str, ...] = (
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
+SWEEP_PAGE = 1000  # keyed rows a query when sweeping
+
 # The advisory lock that serializes schema creation between processes starting at once.
 _SCHEMA_LOCK = 0x6D66615F736368  # "mfa_sch"
 
@@ -343,30 +345,32 @@ class PostgresStore(Store):
             writes.append(_audit_insert(txn.events))
 
     def sweep_keyed(self, expired: Callable[[str, Record], bool]) -> int:
-        """Candidates from one scan; each removed only if its row still holds the text read
-        (a record written again meanwhile stays). Keyed records are rewritten whole under
-        their advisory lock, so the row's text is the record's state."""
-        with _database_errors(), self._connection() as conn:
-            rows = conn.execute("SELECT key, doc::text FROM keyed").fetchall()
-        gone = []
-        for key, text in rows:
-            try:
-                record = check_record(json.loads(text), "A keyed record")
-            except (ValueError, RecordDamaged):
-                continue
-            if expired(key, record):
-                gone.append((key, text))
-        removed = 0
-        with _database_errors(), self._connection() as conn:
-            for start in range(0, len(gone), 500):
-                chunk = gone[start:start + 500]
-                with conn.transaction():
-                    cur = conn.execute(
+        """Page by page (keys in order, ``SWEEP_PAGE`` rows a query, so memory stays small
+        whatever the table holds); each candidate removed only if its row still holds the
+        text read (a record written again meanwhile stays: keyed records are rewritten
+        whole under their advisory lock, so the row's text is the record's state)."""
+        removed, after = 0, ""
+        while True:
+            with _database_errors(), self._connection() as conn:
+                rows = conn.execute("SELECT key, doc::text FROM keyed WHERE key > %s ORDER BY key "
+                                    "LIMIT %s", (after, SWEEP_PAGE)).fetchall()
+            if not rows:
+                return removed
+            after = rows[-1][0]
+            gone = []
+            for key, text in rows:
+                try:
+                    record = check_record(json.loads(text), "A keyed record")
+                except (ValueError, RecordDamaged):
+                    continue
+                if expired(key, record):
+                    gone.append((key, text))
+            if gone:
+                with _database_errors(), self._connection() as conn, conn.transaction():
+                    removed += conn.execute(
                         "DELETE FROM keyed k USING unnest(%s::text[], %s::text[]) AS g(key, doc) "
                         "WHERE k.key = g.key AND k.doc::text = g.doc",
-                        ([k for k, _ in chunk], [t for _, t in chunk]))
-                    removed += cur.rowcount
-        return removed
+                        ([k for k, _ in gone], [t for _, t in gone])).rowcount
 
     def put_many(self, records: dict[str, Record]) -> None:
         with _database_errors(), self._connection() as conn, conn.transaction(), conn.cursor() as cur:

@@ -198,7 +198,10 @@ class ShardedTinyDBStore(Store):
 
     def sweep_keyed(self, expired: Callable[[str, Record], bool]) -> int:
         removed = 0
-        for path in sorted(Path(self._sources_root).glob("*/*.json")):
+        root = Path(self._sources_root)
+        shards = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        # A shard at a time: the names of one shard in memory, never every record's.
+        for path in (path for shard in shards for path in sorted(shard.glob("*.json"))):
             hashed = path.stem
             for locked in (False, True):  # a look first; then again, and the removal, under the lock
                 with self._source_locks.hold(hashed) if locked else contextlib.nullcontext():

@@ -109,3 +109,15 @@ def test_a_record_written_again_while_the_sweep_runs_is_kept(svc, clock):
     svc.store.sweep_keyed(expired)
     writer[0].join(10)
     assert keyed(svc, "swept")["n"] == 2
+
+
+def test_many_records_are_swept_page_by_page(svc, clock, backend, monkeypatch):
+    if backend == "postgres":  # pages of 3 rows: the paging itself is exercised
+        from mfa_core.storage import postgres
+        monkeypatch.setattr(postgres, "SWEEP_PAGE", 3)
+    token = svc.sessions.start("alice", second_factor_passed=True)
+    for _ in range(10):
+        assert svc.sessions.redeem(svc.sessions.ticket(token)) == token
+    keep = svc.sessions.ticket(token)
+    assert svc.sweep_expired() == 10
+    assert svc.sessions.redeem(keep) == token
