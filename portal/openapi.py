@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .api import MAX_BODY, PREFIX, STRATEGIES
+from .api import MAX_BODY, PREFIX, REFUSAL_FLOOR, STRATEGIES
 
 
 def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -46,7 +46,9 @@ _DOCUMENT: dict[str, Any] = {
                     "A right code is accepted once (a TOTP step or a backup code is used up). "
                     "Unknown users, users without two-step, wrong, expired or reused codes and "
                     "locked accounts all answer `{\"ok\": false}`; reasons go to the audit trail. "
-                    f"The body is at most {MAX_BODY} bytes."
+                    "Every answer but an accepted code leaves no sooner than "
+                    f"{int(REFUSAL_FLOOR * 1000)} ms after the request arrived, so its time does "
+                    f"not tell either. The body is at most {MAX_BODY} bytes."
                 ),
                 "security": [{"clientKey": []}],
                 "requestBody": {
