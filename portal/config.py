@@ -116,6 +116,7 @@ def portal() -> Portal:
         if found is None or found.service.clock is not clk:
             found = _open(Path(raw).resolve(), clk)
             _portals[key] = found
+            _start_sweeping()
     return found
 
 
@@ -149,8 +150,6 @@ def _open(path: Path, clk: Callable[[], float]) -> Portal:
     if not svc.store.database:
         # Temp files of writers killed mid-write: swept once per process, off the request path.
         threading.Thread(target=_sweep_leftovers, args=(path,), name="mfa-sweep", daemon=True).start()
-    # Used tickets, challenges and ended sessions' owners: now, then every hour (each replica).
-    threading.Thread(target=_sweep_expired, args=(svc,), name="mfa-sweep-expired", daemon=True).start()
     # The banner never advertises passwords of a directory somebody set up by hand.
     return Portal(data_dir=path, service=svc, directory=users, demo=demo and users.has_demo_users())
 
@@ -168,22 +167,35 @@ def _relying_party(env) -> passkeys.RelyingParty | mfa_core.PasskeySettingsError
 
 
 SWEEP_INTERVAL = 3600.0  # seconds between two sweeps of expired keyed records
+_sweeper: threading.Thread | None = None
+_sweep_now = threading.Event()
 
 
-def _sweep_expired(svc: mfa_core.MFAService, interval: float = SWEEP_INTERVAL,
-                   stop: threading.Event | None = None) -> None:
-    """Sweep expired keyed records now and every ``interval`` s until ``stop`` is set."""
+def _start_sweeping() -> None:
+    """Sweep every open portal's expired records now, then every hour (one thread a process)."""
+    global _sweeper
+    if _sweeper is None:
+        _sweeper = threading.Thread(target=_sweep_loop, name="mfa-sweep-expired", daemon=True,
+                                    args=(lambda: [p.service for p in list(_portals.values())],))
+        _sweeper.start()
+    _sweep_now.set()
+
+
+def _sweep_loop(services: Callable[[], list[mfa_core.MFAService]], interval: float = SWEEP_INTERVAL,
+                stop: threading.Event | None = None, wake: threading.Event = _sweep_now) -> None:
+    """Used tickets, challenges and old sessions' owners, swept when woken or every ``interval`` s."""
     stop = stop or threading.Event()
-    while True:
-        try:
-            removed = svc.sweep_expired()
-            if removed:
-                log.info("removed %d expired ticket, challenge and session record(s)", removed)
-        except Exception as exc:  # a failed sweep must never end the thread or reach a page
-            log.warning("sweeping expired records failed (%s); trying again later",
-                        type(exc).__name__)
-        if stop.wait(interval):
-            return
+    while not stop.is_set():
+        wake.wait(interval)
+        wake.clear()
+        for svc in services():
+            try:
+                removed = svc.sweep_expired()
+                if removed:
+                    log.info("removed %d expired ticket, challenge and session record(s)", removed)
+            except Exception as exc:  # a failed sweep must never end the thread or reach a page
+                log.warning("sweeping expired records failed (%s); trying again later",
+                            type(exc).__name__)
 
 
 def _sweep_leftovers(path: Path) -> None:

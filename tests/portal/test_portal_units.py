@@ -132,7 +132,8 @@ def test_the_portal_sweeps_expired_records_in_the_background_and_survives_a_fail
         return real()
     monkeypatch.setattr(svc, "sweep_expired", flaky)
     stop = threading.Event()
-    worker = threading.Thread(target=portal.config._sweep_expired, args=(svc, 0.05, stop), daemon=True)
+    worker = threading.Thread(target=portal.config._sweep_loop, daemon=True,
+                              args=(lambda: [svc], 0.05, stop, threading.Event()))
     with caplog.at_level("INFO", logger=portal.config.log.name):
         worker.start()
         deadline = time.monotonic() + 10
@@ -144,3 +145,21 @@ def test_the_portal_sweeps_expired_records_in_the_background_and_survives_a_fail
     assert all(p.exists() for p in owner_only)
     assert "sweeping expired records failed (StorageError)" in caplog.text
     assert svc.sessions.find(token).username == "alice"
+
+
+def test_opening_the_portal_sweeps_what_expired(tmp_path, monkeypatch):
+    import mfa_core
+    data = tmp_path / "data"
+    svc = mfa_core.open_service(data, environ={})
+    token = svc.sessions.start("alice", second_factor_passed=True)
+    owner_only = set((data / "sources").rglob("*.json"))
+    assert svc.sessions.redeem(svc.sessions.ticket(token)) == token
+    [ticket] = set((data / "sources").rglob("*.json")) - owner_only
+    monkeypatch.setenv(portal.config.ENV_DATA_DIR, str(data))
+    monkeypatch.setenv("MFA_PORTAL_DEMO", "0")
+    opened = portal.config.portal()
+    deadline = time.monotonic() + 10
+    while ticket.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling the sweeping thread's effect
+    assert not ticket.exists() and all(p.exists() for p in owner_only)
+    assert opened.service.sessions.find(token).username == "alice"
