@@ -489,7 +489,8 @@ def cmd_keys_rotate(ctx: Context) -> int:
 def cmd_sweep(ctx: Context) -> int:
     removed = ctx.service().sweep_expired()
     ctx.out.write(f"Removed {removed} expired record{'s' if removed != 1 else ''} "
-                  "(cookie tickets, passkey challenges, ended sessions' owners).\n")
+                  "(cookie tickets, passkey challenges, ended sessions' owners, idle address "
+                  "records).\n")
     return 0
 
 
@@ -819,7 +820,9 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p = groups.add_parser("sweep", parents=[common], help="remove expired tickets, challenges, sessions",
                           description="Remove the keyed records nothing needs any more: redeemed "
                                       "or stale cookie tickets, used or stale passkey challenges, "
-                                      "the owner records of sessions past their lifetime. The "
+                                      "the owner records of sessions past their lifetime, and "
+                                      "password-throttle records of client addresses that hold "
+                                      "nothing a check still uses. The "
                                       "portal does this itself when it starts and every hour; "
                                       "safe beside running portals.")
     p.set_defaults(func=cmd_sweep)

@@ -109,6 +109,21 @@ def spray_gate(rec: dict[str, Any], now: float, policy: PasswordPolicy) -> MFAEr
     return TooManyAttempts(max(1, wait))
 
 
+def source_record_expired(key_: str, rec: dict[str, Any], now: float, policy: PasswordPolicy) -> bool:
+    """Whether a source's record (``key``'s kind) holds nothing a check would still use: no
+    failure within the spray window and no unknown-name counts (those keep counting up however
+    old, as a user's own counts do). Such a record answers exactly as no record does: each
+    sign-in from a new address leaves one behind (its slot given back)."""
+    if len(key_) != 32 or any(ch not in "0123456789abcdef" for ch in key_):
+        return False  # not a source's key (they are 32 hex digits, see key())
+    if set(rec) - {"username", "failures", "names"} or rec.get("names"):
+        return False
+    failures = rec.get("failures") or []
+    return isinstance(failures, list) and all(
+        isinstance(e, list) and len(e) == 2 and isinstance(e[1], (int, float))
+        and now - e[1] >= policy.spray_window for e in failures)
+
+
 def take_slot(rec: dict[str, Any], now: float) -> str:
     """Count a check as a failure before it runs (parallel checks cannot overrun the limit)."""
     slot = secrets.token_hex(4)

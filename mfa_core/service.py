@@ -235,18 +235,20 @@ class MFAService(PasskeyOperations):
     def sweep_expired(self) -> int:
         """Remove the keyed records nothing needs any more; returns how many went.
 
-        Redeemed or stale cookie tickets, used or stale passkey challenges, and
-        the owner records of sessions past their lifetime: without this, each
-        sign-in would leave records behind for good. The portal runs it in the
+        Redeemed or stale cookie tickets, used or stale passkey challenges, the
+        owner records of sessions past their lifetime, and password-throttle
+        records of client addresses that hold nothing a check still uses:
+        without this, each sign-in would leave records behind for good. The portal runs it in the
         background when it starts and every hour; ``python -m mfa_core sweep``
         runs it once. Safe beside running portals (see ``Store.sweep_keyed``).
         """
         now = self.clock()
-        sessions = self.sessions
+        sessions, policy = self.sessions, self.password_policy
 
         def expired(key: str, rec: dict[str, Any]) -> bool:
             return (ChallengeBook.expired_record(key, rec, now)
-                    or sessions.expired_record(key, rec, now))
+                    or sessions.expired_record(key, rec, now)
+                    or passwords.source_record_expired(key, rec, now, policy))
         try:
             return self.store.sweep_keyed(expired)
         except IO_ERRORS as exc:

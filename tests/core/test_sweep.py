@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
+import mfa_core
+from mfa_core import passwords
 from mfa_core.passkeys import AUTHENTICATE, REGISTER, ChallengeBook
 from mfa_core.sessions import TICKET_TTL
 
-from ..support import enable_totp
+from ..support import enable_totp, write_users
 
 
 def keyed(svc, key):
@@ -121,3 +125,25 @@ def test_many_records_are_swept_page_by_page(svc, clock, backend, monkeypatch):
     keep = svc.sessions.ticket(token)
     assert svc.sweep_expired() == 10
     assert svc.sessions.redeem(keep) == token
+
+
+def test_an_addresses_password_throttle_record_goes_once_it_holds_nothing_a_check_uses(svc, clock, data_dir):
+    """A sign-in from a new address takes a slot in that address's record and gives it back:
+    the record is left empty, and answers as no record does. Failures within the spray window,
+    and unknown-name counts (which keep counting however old), keep it."""
+    write_users(data_dir, {"alice": "alice-pass-1"})
+    policy, pepper = svc.password_policy, svc.keyring.pepper
+    svc.attempt_password("alice", "alice-pass-1", source="192.0.2.1")  # slot taken, given back
+    with pytest.raises(mfa_core.InvalidCode):
+        svc.attempt_password("alice", "wrong-password", source="192.0.2.2")  # a failure stays
+    with pytest.raises(mfa_core.InvalidCode):
+        svc.attempt_password("nobody-here", "whatever-1", source="192.0.2.3")  # an unknown name
+    ok, failed, unknown = (passwords.key(pepper, "source", a) for a in ("192.0.2.1", "192.0.2.2", "192.0.2.3"))
+    assert keyed(svc, ok) is not None
+    assert svc.sweep_expired() == 1 and keyed(svc, ok) is None
+    assert keyed(svc, failed) is not None and keyed(svc, unknown) is not None
+    clock.advance(policy.spray_window)
+    assert svc.sweep_expired() == 1 and keyed(svc, failed) is None  # its failure is past the window
+    clock.advance(10 * policy.max_delay)
+    assert svc.sweep_expired() == 0 and keyed(svc, unknown) is not None  # name counts stay
+    svc.attempt_password("alice", "alice-pass-1", source="192.0.2.2")  # the address works as new
