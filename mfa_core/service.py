@@ -970,9 +970,8 @@ class _Guarded:
         txn = self._txn
         # Sealed before the store compares it with what it read (one encoding of the record):
         # sealing changes nothing in a record already at the current format that nothing else
-        # changed, and an absent user's empty record stays unwritten.
-        if (exc_info[0] is None and txn is not None and self._username is not None
-                and (txn.existed or txn.damaged or len(txn.record) > 1)):
+        # changed, and a blank new record (an absent user's) stays unwritten.
+        if exc_info[0] is None and txn is not None and self._username is not None and not txn.blank:
             records.seal(txn.record)
         try:
             return bool(self._cm.__exit__(*exc_info))

@@ -59,17 +59,21 @@ class Transaction:
         self.events.append({**event, "txn": self.txn_id})
 
     @property
+    def blank(self) -> bool:
+        """A new record nothing was put in: never written (a user who has none keeps none)."""
+        return (self._original is None and not self.damaged
+                and set(self.record) == {"username"} and self.record.get("username") == self.username)
+
+    @property
     def changed(self) -> bool:
-        if self.damaged:
-            return True
-        if self._original is None:  # a new record is written only once something is in it
-            return set(self.record) != {"username"} or self.record.get("username") != self.username
+        if self.damaged or self._original is None:
+            return not self.blank
         return _canonical(self.record) != self._original
 
     def serialized(self) -> str | None:
         """The record as the JSON to write, or None when it did not change (one encoding)."""
         if self.damaged or self._original is None:
-            return _canonical(self.record) if self.changed else None
+            return None if self.blank else _canonical(self.record)
         text = _canonical(self.record)
         return None if text == self._original else text
 
