@@ -188,27 +188,29 @@ class PostgresStore(Store):
             yield conn
 
     @contextlib.contextmanager
-    def _begin(self, lock: int, pool: ConnectionPool | None = None) -> Iterator[psycopg.Connection]:
-        """A database transaction holding advisory lock ``lock`` (a savepoint when nested).
+    def _holding(self, pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+        """A connection of ``pool``, this thread's current one for the block (the enclosing
+        transaction's, if any, is current again afterwards)."""
+        previous = getattr(self._local, "conn", None)
+        with pool.connection() as conn:
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = previous
 
-        With ``pool``, never nested: a transaction of its own on a connection of
-        that pool, committed at the end of the block; the thread's enclosing
-        transaction (if any) is its current one again afterwards.
-        """
+    @contextlib.contextmanager
+    def _begin(self, lock: int) -> Iterator[psycopg.Connection]:
+        """A database transaction holding advisory lock ``lock`` (a savepoint when nested)."""
         current = getattr(self._local, "conn", None)
-        if current is not None and pool is None:
+        if current is not None:
             with current.transaction():
                 current.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
                 yield current
             return
-        with (pool or self.pool).connection() as conn:
-            self._local.conn = conn
-            try:
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-                    yield conn
-            finally:
-                self._local.conn = current
+        with self._holding(self.pool) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            yield conn
 
     @contextlib.contextmanager
     def atomic(self, name: str) -> Iterator[None]:
@@ -220,20 +222,8 @@ class PostgresStore(Store):
         """
         if getattr(self._local, "conn", None) is not None:
             raise RuntimeError("atomic() cannot be nested in another transaction")
-        with _database_errors(), self.pool.connection() as conn:
-            self._local.conn = conn
-            try:
-                with psycopg.ClientCursor(conn) as cur:
-                    cur.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_lock_id('atomic', name)})")
-                yield
-                conn.execute("COMMIT")
-            except BaseException:
-                if not conn.closed:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.execute("ROLLBACK")
-                raise
-            finally:
-                self._local.conn = None
+        with _database_errors(), self._begin(_lock_id("atomic", name)):
+            yield
 
     @contextlib.contextmanager
     def _row_transaction(self, lock: int, table: str, column: str, name: str,
@@ -263,12 +253,8 @@ class PostgresStore(Store):
             finally:
                 self._local.depth = depth - 1
             return
-        with (pool or self.pool).connection() as conn:
-            self._local.conn = conn
-            try:
-                yield from self._row_steps(conn, lock, table, column, name, "BEGIN", "COMMIT", "ROLLBACK")
-            finally:
-                self._local.conn = current
+        with self._holding(pool or self.pool) as conn:
+            yield from self._row_steps(conn, lock, table, column, name, "BEGIN", "COMMIT", "ROLLBACK")
 
     @staticmethod
     def _row_steps(conn: psycopg.Connection, lock: int, table: str, column: str, name: str,
