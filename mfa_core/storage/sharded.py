@@ -197,24 +197,25 @@ class ShardedTinyDBStore(Store):
             self._commit(txn, path, data, None)
 
     def sweep_keyed(self, expired: Callable[[str, Record], bool]) -> int:
+        def still_expired(path: Path) -> bool:
+            try:
+                record = load_document(str(path), "A keyed record")[1]
+            except (RecordDamaged, OSError):
+                return False
+            key = record.get("username") if record is not None else None
+            return isinstance(key, str) and user_key(key) == path.stem and expired(key, record)
+
         removed = 0
         root = Path(self._sources_root)
         shards = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         # A shard at a time: the names of one shard in memory, never every record's.
         for path in (path for shard in shards for path in sorted(shard.glob("*.json"))):
-            hashed = path.stem
-            for locked in (False, True):  # a look first; then again, and the removal, under the lock
-                with self._source_locks.hold(hashed) if locked else contextlib.nullcontext():
-                    try:
-                        record = load_document(str(path), "A keyed record")[1]
-                    except (RecordDamaged, OSError):
-                        record = None
-                    key = record.get("username") if record is not None else None
-                    if not isinstance(key, str) or user_key(key) != hashed or not expired(key, record):
-                        break
-                    if locked:
-                        os.unlink(path)
-                        removed += 1
+            if not still_expired(path):  # a look first, then again under the record's lock
+                continue
+            with self._source_locks.hold(path.stem):
+                if still_expired(path):
+                    os.unlink(path)
+                    removed += 1
         return removed
 
     def _commit(self, txn: Transaction, path: str, data: dict[str, Any] | None,
