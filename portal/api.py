@@ -17,15 +17,18 @@ description says (bad JSON, wrong types, unknown fields, over 4 kB);
 The check is the sign-in page's own engine call,
 ``attempt_second_factor(..., actor="api/<client>")``: same window, replay
 rule, throttle and audit, so a code used here cannot sign in to the portal
-and vice versa. It does file I/O and fsync, so it runs in a thread pool of
-its own, never on the event loop. ``Dispatch`` hands these routes their
-requests ahead of Streamlit's own middleware.
+and vice versa. It does file I/O and fsync, so it never runs on the event
+loop: by default in the server's check process (``portal.checks``: a child
+with threads of its own, so that the HTTP server and the engine do not share
+one GIL), else in a thread pool of this process. ``Dispatch`` hands these
+routes their requests ahead of Streamlit's own middleware.
 
 ``GET /api/v1/health`` (no key) for load balancers; ``GET /api/v1/openapi.json``
 the OpenAPI 3.1 description (``portal.openapi``).
 
-Client rate limits are token buckets in this process's memory: under uvicorn
-with N workers a client may make up to N times its rate.
+Client rate limits are token buckets in the memory of the process that runs
+the checks (one per server process): under uvicorn with N workers a client may
+make up to N times its rate.
 
 This module must not import the portal's page glue (``portal.signin``,
 ``portal.session``, streamlit-authenticator): ``app.py`` imports it before
@@ -60,6 +63,9 @@ from mfa_core import clients as api_clients
 from mfa_core import validate
 from mfa_core.audit import AuditEvent
 from mfa_core.storage import IO_ERRORS
+
+from . import checks
+from .checks import UNAVAILABLE, Answer
 
 log = logging.getLogger("portal.api")
 
@@ -139,13 +145,17 @@ def registry() -> api_clients.FileClientRegistry:
         return reg
 
 
-# The checks' own threads: a check spends most of its time in fsync, so a few
-# run at once; a pool of their own keeps the pages' thread pool out of it.
+# Where the checks run: by default in a check process of the server's own
+# (``portal.checks``), so that one interpreter is not both the HTTP server and
+# the engine; with MFA_PORTAL_API_PROCESS=0 (or a test's injected clock, which
+# another process cannot share) in threads of this process. Either way a check
+# spends much of its time in fsync, so several run at once, in a pool of their
+# own that keeps the pages' thread pool out of it.
 CHECK_THREADS = 8
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
-def _checks() -> concurrent.futures.ThreadPoolExecutor:
+def _threads() -> concurrent.futures.ThreadPoolExecutor:
     global _executor
     if _executor is None:
         with _registries_lock:
@@ -156,27 +166,28 @@ def _checks() -> concurrent.futures.ThreadPoolExecutor:
 
 
 # -- responses ----------------------------------------------------------------
+# An answer is (status, JSON payload, extra headers): plain data, so that a check
+# process (``portal.checks``) can send it back; ``_json`` makes the response.
 
-def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(payload, status_code=status, headers={**API_HEADERS, **(headers or {})})
+def _json(answer: Answer) -> JSONResponse:
+    status, payload, headers = answer
+    return JSONResponse(payload, status_code=status, headers={**API_HEADERS, **headers})
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return _json(status, {"ok": False, "error": message}, headers)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
+    return status, {"ok": False, "error": message}, headers or {}
 
 
-def _unauthorized() -> JSONResponse:
+def _unauthorized() -> Answer:
     return _error(401, "A valid client key is required: Authorization: Bearer KEY.",
                   {"WWW-Authenticate": 'Bearer realm="mfa-portal"'})
 
 
-def _throttled(wait: int, message: str) -> JSONResponse:
-    return _json(429, {"ok": False, "error": message, "retry_after": wait},
-                 {"Retry-After": str(wait)})
+def _throttled(wait: int, message: str) -> Answer:
+    return 429, {"ok": False, "error": message, "retry_after": wait}, {"Retry-After": str(wait)}
 
 
 NOT_OK = {"ok": False}
-_NOT_OK_BODY = JSONResponse(NOT_OK).body
 
 
 class BadRequest(Exception):
@@ -275,7 +286,7 @@ def _no_factor(svc: mfa_core.MFAService, username: str, actor: str) -> int:
 
 
 def verify(svc: mfa_core.MFAService, client: api_clients.APIClient, username: str, code: str,
-           strategy: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+           strategy: str | None) -> Answer:
     """The engine's answer as (status, payload, headers). Synchronous: file I/O and fsync."""
     strategy = strategy or guess_strategy(code)
     try:
@@ -286,30 +297,41 @@ def verify(svc: mfa_core.MFAService, client: api_clients.APIClient, username: st
     except mfa_core.AccountLocked:
         return 200, NOT_OK, {}
     except mfa_core.TooManyAttempts as exc:
-        return 429, {"ok": False, "error": "Too many attempts for this user.",
-                     "retry_after": exc.retry_after}, {"Retry-After": str(exc.retry_after)}
+        return _throttled(exc.retry_after, "Too many attempts for this user.")
     except (mfa_core.NotEnabled, mfa_core.NoBackupCodes):
         wait = _no_factor(svc, username, client.actor)
         if wait:
-            return 429, {"ok": False, "error": "Too many attempts for this user.",
-                         "retry_after": wait}, {"Retry-After": str(wait)}
+            return _throttled(wait, "Too many attempts for this user.")
         return 200, NOT_OK, {}
     except (mfa_core.InvalidCode, mfa_core.InvalidCodeFormat):
         return 200, NOT_OK, {}
     return 200, {"ok": True, "strategy": strategy}, {}
 
 
-def _bearer(request: Request) -> str | None:
-    value = request.headers.get("authorization", "")
+def _bearer(headers) -> str | None:
+    value = headers.get("authorization", "")
     scheme, _, key = value.partition(" ")
     return key.strip() if scheme.lower() == "bearer" and key.strip() else None
 
 
-def _handle(key: str | None, peer: str | None, headers, body: bytes | None) -> Response:
-    """Everything after the body was read, in a worker thread."""
+def answer(peer: str | None, headers, body: bytes | None) -> Answer:
+    """Everything after the body was read (synchronous: file I/O and fsync).
+
+    Run by the check process (``portal.checks``), or by a thread of this one.
+    A store that cannot be used is a 503; nothing here raises.
+    """
+    try:
+        return _answer(peer, headers, body)
+    except mfa_core.StorageError:
+        log.error("verification API: the store cannot be used")
+        return UNAVAILABLE
+
+
+def _answer(peer: str | None, headers, body: bytes | None) -> Answer:
     config, found = _portal()
     svc = found.service
     reg = registry()
+    key = _bearer(headers)
     client = reg.authenticate(key) if key is not None else None
     if client is None:
         source = config.client_address(peer, headers) or "an unknown address"
@@ -331,8 +353,7 @@ def _handle(key: str | None, peer: str | None, headers, body: bytes | None) -> R
         username, code, strategy = parse_body(body)
     except BadRequest as exc:
         return _error(400, str(exc))
-    status, payload, extra = verify(svc, client, username, code, strategy)
-    return _json(status, payload, extra)
+    return verify(svc, client, username, code, strategy)
 
 
 # Every answer but an accepted code ("ok": false, 429) leaves no sooner than this after the
@@ -343,20 +364,22 @@ def _handle(key: str | None, peer: str | None, headers, body: bytes | None) -> R
 REFUSAL_FLOOR = 0.1
 
 
-def _refused(response: Response) -> bool:
-    return response.status_code == 429 or (response.status_code == 200
-                                            and response.body == _NOT_OK_BODY)
+def _refused(answer: Answer) -> bool:
+    status, payload, _ = answer
+    return status == 429 or (status == 200 and payload == NOT_OK)
 
 
 async def verify_endpoint(request: Request) -> Response:
     started = time.monotonic()
-    response = await _verify(request)
-    if _refused(response):
+    got = await _verify(request)
+    if isinstance(got, Response):
+        return got
+    if _refused(got):
         await asyncio.sleep(max(0.0, started + REFUSAL_FLOOR - time.monotonic()))
-    return response
+    return _json(got)
 
 
-async def _verify(request: Request) -> Response:
+async def _verify(request: Request) -> Answer | Response:
     try:
         body = await _read_body(request)
     except BadRequest as exc:
@@ -364,12 +387,10 @@ async def _verify(request: Request) -> Response:
     except ClientDisconnect:
         return Response(status_code=400)
     peer = request.client.host if request.client else None
-    try:
-        return await asyncio.get_running_loop().run_in_executor(
-            _checks(), _handle, _bearer(request), peer, request.headers, body)
-    except mfa_core.StorageError:
-        log.error("verification API: the store cannot be used")
-        return _error(503, "The MFA store is unavailable right now.", {"Retry-After": "5"})
+    if checks.wanted():
+        return await checks.ask(peer, request.scope["headers"], body)
+    return await asyncio.get_running_loop().run_in_executor(_threads(), answer, peer,
+                                                            request.headers, body)
 
 
 def _healthy() -> bool:
@@ -382,13 +403,13 @@ def _healthy() -> bool:
 
 async def health_endpoint(request: Request) -> Response:
     if await run_in_threadpool(_healthy):
-        return _json(200, {"status": "ok"})
-    return _json(503, {"status": "unavailable"})
+        return _json((200, {"status": "ok"}, {}))
+    return _json((503, {"status": "unavailable"}, {}))
 
 
 async def openapi_endpoint(request: Request) -> Response:
     from .openapi import document
-    return _json(200, document())
+    return _json((200, document(), {}))
 
 
 def routes() -> list[BaseRoute]:

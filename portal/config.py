@@ -167,6 +167,7 @@ def _relying_party(env) -> passkeys.RelyingParty | mfa_core.PasskeySettingsError
 
 
 SWEEP_INTERVAL = 3600.0  # seconds between two sweeps of expired keyed records
+SWEEPS = True  # False in the API's check process: its server process sweeps the same store
 _sweeper: threading.Thread | None = None
 _sweep_now = threading.Event()
 
@@ -174,6 +175,8 @@ _sweep_now = threading.Event()
 def _start_sweeping() -> None:
     """Sweep every open portal's expired records now, then every hour (one thread a process)."""
     global _sweeper
+    if not SWEEPS:
+        return
     if _sweeper is None:
         _sweeper = threading.Thread(target=_sweep_loop, name="mfa-sweep-expired", daemon=True,
                                     args=(lambda: [p.service for p in list(_portals.values())],))

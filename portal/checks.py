@@ -1,0 +1,269 @@
+"""The API's check process: the verification API's engine calls, in a process of their own.
+
+One Python process that both serves HTTP and runs the engine shares one GIL
+between the two: on a 2-core machine that held the API at about 60 % of the
+engine's own rate (issue 13), and a VPN or SSH burst made the pages wait
+behind it. So the server process only reads the request and writes the answer;
+everything after the body was read (the client key, the rate limits, the body's
+checks, the engine call: ``portal.api.answer``) runs in one child process per
+server process, started on the first request, with a pool of threads of its
+own (a check spends much of its time in fsync). The two processes share
+nothing but the data dir, which is built for that (uvicorn workers and
+replicas do the same): throttles, replay state and the audit trail hold across
+them. The client rate limits live in the child's memory, so one server
+process still counts each client once.
+
+Between them: an anonymous Unix socket pair (nobody else can reach it), with
+length-prefixed JSON frames: ``[id, peer, headers, body]`` there,
+``[id, status, payload, headers]`` back, answered in any order.
+
+Fails closed: when the child cannot be started, dies, or takes longer than
+``TIMEOUT`` seconds, the requests waiting on it get a 503 (never an "ok"), and
+the next request starts a new child (at most one start a second). When the
+server process goes away, the child reads the end of its socket, lets the
+checks it started finish and exits.
+
+``MFA_PORTAL_API_PROCESS=0`` runs the checks in threads of the server process
+instead; so does a test's injected clock (``portal.config.CLOCK``), which
+another process cannot share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("portal.api")
+
+ENV = "MFA_PORTAL_API_PROCESS"
+TIMEOUT = 30.0         # seconds an answer may take before the request gets a 503
+RESTART_PAUSE = 1.0    # seconds between two starts of the child
+MAX_FRAME = 1 << 20    # a frame longer than this is a broken peer: the connection is dropped
+_HEADER = struct.Struct(">I")
+_ROOT = Path(__file__).resolve().parents[1]
+
+Answer = tuple[int, dict[str, Any], dict[str, str]]
+UNAVAILABLE: Answer = (503, {"ok": False, "error": "The MFA store is unavailable right now."},
+                       {"Retry-After": "5"})
+
+
+def wanted(environ=None) -> bool:
+    """Whether the API's checks run in the check process (the default)."""
+    env = os.environ if environ is None else environ
+    if (env.get(ENV) or "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    from . import config
+    return config.CLOCK is None
+
+
+def frame(message: Any) -> bytes:
+    data = json.dumps(message, separators=(",", ":")).encode("utf-8")
+    return _HEADER.pack(len(data)) + data
+
+
+def _unpack(buffer: bytearray) -> list[Any]:
+    """The whole frames at the start of ``buffer`` (removed from it); ValueError if broken."""
+    found = []
+    while len(buffer) >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(buffer)
+        if size > MAX_FRAME:
+            raise ValueError("frame too long")
+        if len(buffer) < _HEADER.size + size:
+            break
+        found.append(json.loads(bytes(buffer[_HEADER.size:_HEADER.size + size])))
+        del buffer[:_HEADER.size + size]
+    return found
+
+
+def _latin1(raw_headers) -> list[list[str]]:
+    return [[k.decode("latin-1"), v.decode("latin-1")] for k, v in raw_headers]
+
+
+# -- the server's side --------------------------------------------------------------
+
+class _Link(asyncio.Protocol):
+    """The server's end of the socket: frames out, answers matched to their requests."""
+
+    def __init__(self, owner: "CheckProcess") -> None:
+        self.owner = owner
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiting: dict[int, asyncio.Future] = {}
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        try:
+            answers = _unpack(self.buffer)
+        except ValueError:
+            log.error("API check process: unreadable answer; restarting it")
+            self.transport.close()
+            return
+        for number, status, payload, headers in answers:
+            future = self.waiting.pop(number, None)
+            if future is not None and not future.done():
+                future.set_result((status, payload, headers))
+
+    def connection_lost(self, exc) -> None:
+        self.owner._lost(self)
+        waiting, self.waiting = self.waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_result(UNAVAILABLE)
+
+
+class CheckProcess:
+    """The child that runs the checks, started on the first request (one per server process)."""
+
+    def __init__(self) -> None:
+        self._link: _Link | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._proc: subprocess.Popen | None = None
+        self._starting: asyncio.Lock | None = None
+        self._started_at = -RESTART_PAUSE
+        self._ids = itertools.count(1)
+
+    async def ask(self, peer: str | None, raw_headers, body: bytes | None) -> Answer:
+        link = await self._ready()
+        if link is None:
+            return UNAVAILABLE
+        number = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        link.waiting[number] = future
+        link.transport.write(frame([number, peer, _latin1(raw_headers),
+                                    None if body is None else body.decode("latin-1")]))
+        try:
+            return await asyncio.wait_for(future, TIMEOUT)
+        except asyncio.TimeoutError:
+            log.error("API check process: no answer within %g s", TIMEOUT)
+            return UNAVAILABLE
+        finally:
+            link.waiting.pop(number, None)
+
+    async def _ready(self) -> _Link | None:
+        loop = asyncio.get_running_loop()
+        if self._link is not None and self._loop is loop:
+            return self._link
+        if self._starting is None or self._loop is not loop:
+            self._starting, self._loop = asyncio.Lock(), loop
+            self.close()  # a child tied to another event loop
+        async with self._starting:
+            if self._link is None and time.monotonic() - self._started_at >= RESTART_PAUSE:
+                self._started_at = time.monotonic()
+                try:
+                    await self._start(loop)
+                except OSError as exc:
+                    log.error("API check process could not be started (%s)", type(exc).__name__)
+            return self._link
+
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "portal.checks", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env, cwd=os.getcwd())
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        _, self._link = await loop.create_connection(lambda: _Link(self), sock=ours)
+
+    def _lost(self, link: _Link) -> None:
+        if self._link is link:
+            self._link = None
+            log.warning("API check process ended; the next request starts another")
+        proc, self._proc = self._proc, None
+        if proc is not None:  # reap it off the event loop
+            threading.Thread(target=proc.wait, name="mfa-api-reap", daemon=True).start()
+
+    def close(self) -> None:
+        link = self._link
+        if link is not None and link.transport is not None:
+            link.transport.close()  # the child sees the end of its socket and exits
+
+
+_process = CheckProcess()
+
+
+async def ask(peer: str | None, raw_headers, body: bytes | None) -> Answer:
+    """The API's answer for one request, from the check process."""
+    return await _process.ask(peer, raw_headers, body)
+
+
+# -- the child's side -------------------------------------------------------------
+
+def serve(sock: socket.socket, threads: int) -> None:
+    """Answer frames from ``sock`` until its other end closes (the child's main loop)."""
+    from starlette.datastructures import Headers
+
+    from . import api
+
+    sending = threading.Lock()
+
+    def check(number: int, peer, headers, body) -> None:
+        try:
+            got = api.answer(peer, Headers(raw=[(k.encode("latin-1"), v.encode("latin-1"))
+                                                for k, v in headers]),
+                             None if body is None else body.encode("latin-1"))
+        except Exception as exc:  # never a traceback to the caller; fail closed
+            log.error("API check failed (%s)", type(exc).__name__)
+            got = UNAVAILABLE
+        data = frame([number, *got])
+        with sending:
+            sock.sendall(data)
+
+    buffer = bytearray()
+    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="mfa-api") as pool:
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                return  # the server went away: finish what was started, then exit
+            buffer += data
+            for message in _unpack(buffer):
+                pool.submit(check, *message)
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Ctrl-C in a terminal reaches the whole process group: the server stops, and this
+    # process then reads the end of its socket (no KeyboardInterrupt halfway through a check).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[0]))
+    from . import api, config
+    config.SWEEPS = False  # the server process sweeps
+    try:
+        api._portal()  # open the store now rather than on the first request
+    except Exception as exc:  # the requests will get 503 until it opens
+        log.error("API check process: the store cannot be opened yet (%s)", type(exc).__name__)
+    try:
+        serve(sock, api.CHECK_THREADS)
+    except ValueError:
+        log.error("API check process: unreadable request; exiting")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

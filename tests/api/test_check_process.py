@@ -1,0 +1,185 @@
+"""The API's check process (``portal.checks``): the engine calls in a child of the server.
+
+A real server each (``streamlit run app.py``): its check process is killed,
+stopped and orphaned here, and every request meanwhile must fail closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pyotp
+import pytest
+
+import mfa_core
+from mfa_core import clients as api_clients
+from portal import checks
+
+from .conftest import start_portal, stop
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def check_process(server_pid: int, timeout: float = 20) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in children(server_pid):
+            try:
+                if b"portal.checks" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            except OSError:
+                pass
+        time.sleep(0.05)  # polling another process's children
+    raise AssertionError("no check process")
+
+
+def gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)  # polling another process's exit
+    return False
+
+
+class Server:
+    def __init__(self, root: Path, **env: str) -> None:
+        self.data_dir = root / "data"
+        self.svc = mfa_core.open_service(self.data_dir, environ={})
+        self.key = api_clients.open_registry(self.data_dir, self.svc).add("tests", rate=100_000)
+        self.log_path = root / "server.log"
+        self.url, self.proc = start_portal(self.data_dir, self.log_path, **env)
+
+    def post(self, username: str, code: str, timeout: float = 30) -> httpx.Response:
+        return httpx.post(f"{self.url}/api/v1/verify", timeout=timeout,
+                          json={"username": username, "code": code, "strategy": "backup_code"},
+                          headers={"Authorization": f"Bearer {self.key}"})
+
+
+def enroll(svc: mfa_core.MFAService, username: str) -> list[str]:
+    secret = svc.create_totp(username).secret
+    svc.verify_totp(username, pyotp.TOTP(secret).at(time.time() - 30))
+    return svc.create_backup_codes(username).codes
+
+
+def test_frames_round_trip_and_a_broken_length_is_refused():
+    buffer = bytearray(checks.frame([1, "127.0.0.1", [["host", "x"]], "{}"]) + checks.frame([2]))
+    partial = checks.frame(["cut"])
+    buffer += partial[:-1]
+    assert checks._unpack(buffer) == [[1, "127.0.0.1", [["host", "x"]], "{}"], [2]]
+    assert bytes(buffer) == partial[:-1]  # kept until the rest arrives
+    buffer += partial[-1:]
+    assert checks._unpack(buffer) == [["cut"]] and not buffer
+    with pytest.raises(ValueError):
+        checks._unpack(bytearray(checks._HEADER.pack(checks.MAX_FRAME + 1)))
+
+
+def test_checks_run_in_a_child_of_the_server_that_fails_closed_is_replaced_and_ends_with_it(
+        tmp_path):
+    server = Server(tmp_path)
+    try:
+        codes = enroll(server.svc, "carla")
+        assert server.post("carla", codes[0]).json() == {"ok": True, "strategy": "backup_code"}
+        child = check_process(server.proc.pid)
+
+        # Stopped, then killed while a request waits on it: that request gets a 503, never
+        # an "ok", and its code is still unused (the check never ran).
+        os.kill(child, signal.SIGSTOP)
+
+        async def while_stopped() -> httpx.Response:
+            async with httpx.AsyncClient(timeout=30) as client:
+                waiting = asyncio.ensure_future(client.post(
+                    f"{server.url}/api/v1/verify", headers={"Authorization": f"Bearer {server.key}"},
+                    json={"username": "carla", "code": codes[1], "strategy": "backup_code"}))
+                await asyncio.sleep(0.5)
+                assert not waiting.done()
+                os.kill(child, signal.SIGKILL)
+                return await waiting
+
+        answer = asyncio.run(while_stopped())
+        assert answer.status_code == 503 and answer.json()["ok"] is False
+        assert "retry-after" in answer.headers
+        assert gone(child, 10)
+
+        # The next request starts another (at most one start a second).
+        deadline = time.monotonic() + 15
+        while True:
+            answer = server.post("carla", codes[1])
+            if answer.status_code != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # the restart pause
+        assert answer.json() == {"ok": True, "strategy": "backup_code"}
+        assert server.post("carla", codes[1]).json() == {"ok": False}
+        replacement = check_process(server.proc.pid)
+        assert replacement != child
+        assert server.svc.status("carla").backup_codes_remaining == 8
+
+        # The server killed outright: its check process reads the end of its socket and exits.
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=10)
+        assert gone(replacement, 15)
+    finally:
+        stop(server.proc)
+        for pid in children(server.proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    log = server.log_path.read_text("utf-8", errors="replace")
+    assert "Traceback" not in log
+    assert codes[2] not in log and server.key not in log
+
+
+def test_with_the_check_process_off_the_checks_run_in_the_server_and_hold_the_same_rules(tmp_path):
+    server = Server(tmp_path, MFA_PORTAL_API_PROCESS="0")
+    try:
+        codes = enroll(server.svc, "dora")
+        assert server.post("dora", codes[0]).json() == {"ok": True, "strategy": "backup_code"}
+        assert server.post("dora", codes[0]).json() == {"ok": False}
+
+        async def race() -> list[httpx.Response]:
+            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=20),
+                                         timeout=60) as client:
+                return await asyncio.gather(*[client.post(
+                    f"{server.url}/api/v1/verify", headers={"Authorization": f"Bearer {server.key}"},
+                    json={"username": "dora", "code": codes[1]}) for _ in range(20)])
+
+        answers = asyncio.run(race())
+        assert sum(1 for a in answers if a.status_code == 200 and a.json()["ok"] is True) == 1
+        assert not [pid for pid in children(server.proc.pid)
+                    if b"portal.checks" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    finally:
+        stop(server.proc)
+    assert "Traceback" not in server.log_path.read_text("utf-8", errors="replace")
+
+
+def test_the_check_process_is_wanted_unless_turned_off_or_the_clock_is_a_tests():
+    from portal import config
+
+    assert checks.wanted({})
+    assert checks.wanted({checks.ENV: "1"})
+    for off in ("0", "false", "no", "OFF"):
+        assert not checks.wanted({checks.ENV: off})
+    saved = config.CLOCK
+    try:
+        config.CLOCK = lambda: 1_000_000.0
+        assert not checks.wanted({})
+    finally:
+        config.CLOCK = saved
