@@ -402,7 +402,8 @@ def _healthy() -> bool:
 
 
 async def health_endpoint(request: Request) -> Response:
-    if await run_in_threadpool(_healthy):
+    # The check process too (its first start, when a load balancer's probe comes first).
+    if await run_in_threadpool(_healthy) and (not checks.wanted() or await checks.ready()):
         return _json((200, {"status": "ok"}, {}))
     return _json((503, {"status": "unavailable"}, {}))
 

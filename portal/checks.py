@@ -51,7 +51,9 @@ log = logging.getLogger("portal.api")
 ENV = "MFA_PORTAL_API_PROCESS"
 TIMEOUT = 30.0         # seconds an answer may take before the request gets a 503
 RESTART_PAUSE = 1.0    # seconds between two starts of the child
+START_TIMEOUT = 30.0   # seconds the child may take to say it is ready
 MAX_FRAME = 1 << 20    # a frame longer than this is a broken peer: the connection is dropped
+READY = 0              # the child's first frame, [0]: it imported the engine and opened the store
 _HEADER = struct.Struct(">I")
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,6 +104,7 @@ class _Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiting: dict[int, asyncio.Future] = {}
+        self.ready = asyncio.get_running_loop().create_future()  # the child's frame 0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -114,23 +117,33 @@ class _Link(asyncio.Protocol):
             log.error("API check process: unreadable answer; restarting it")
             self.transport.close()
             return
-        for number, status, payload, headers in answers:
+        for number, *answer in answers:
+            if number == READY:
+                self.ready.done() or self.ready.set_result(True)
+                continue
+            status, payload, headers = answer
             future = self.waiting.pop(number, None)
             if future is not None and not future.done():
                 future.set_result((status, payload, headers))
 
     def connection_lost(self, exc) -> None:
         self.owner._lost(self)
+        if not self.ready.done():
+            self.ready.set_result(False)
         waiting, self.waiting = self.waiting, {}
         for future in waiting.values():
             if not future.done():
                 future.set_result(UNAVAILABLE)
 
 
+COMMAND = (sys.executable, "-m", "portal.checks")  # the socket's descriptor is added
+
+
 class CheckProcess:
     """The child that runs the checks, started on the first request (one per server process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: tuple[str, ...] = COMMAND) -> None:
+        self.command = command
         self._link: _Link | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proc: subprocess.Popen | None = None
@@ -178,14 +191,26 @@ class CheckProcess:
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "portal.checks", str(theirs.fileno())],
+                [*self.command, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env, cwd=os.getcwd())
         except OSError:
             ours.close()
             raise
         finally:
             theirs.close()
-        _, self._link = await loop.create_connection(lambda: _Link(self), sock=ours)
+        _, link = await loop.create_connection(lambda: _Link(self), sock=ours)
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(link.ready), START_TIMEOUT)
+        except asyncio.TimeoutError:
+            ready = False
+        if ready:
+            self._link = link
+        else:
+            log.error("API check process did not start")
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+            link.transport.close()
 
     def _lost(self, link: _Link) -> None:
         if self._link is link:
@@ -202,6 +227,11 @@ class CheckProcess:
 
 
 _process = CheckProcess()
+
+
+async def ready() -> bool:
+    """Whether the check process runs (started now if it does not, as by a request)."""
+    return await _process._ready() is not None
 
 
 async def ask(peer: str | None, raw_headers, body: bytes | None) -> Answer:
@@ -257,6 +287,7 @@ def main(argv: list[str]) -> int:
         api._portal()  # open the store now rather than on the first request
     except Exception as exc:  # the requests will get 503 until it opens
         log.error("API check process: the store cannot be opened yet (%s)", type(exc).__name__)
+    sock.sendall(frame([READY]))
     try:
         serve(sock, api.CHECK_THREADS)
     except ValueError:

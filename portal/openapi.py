@@ -82,12 +82,14 @@ _DOCUMENT: dict[str, Any] = {
         f"{PREFIX}/health": {
             "get": {
                 "operationId": "health",
-                "summary": "For load balancers: the engine and the client registry can be used",
+                "summary": "For load balancers: the engine, the client registry and the check "
+                           "process can be used",
                 "security": [],
                 "responses": {
                     "200": {"description": "Serving.", "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/Health"}}}},
-                    "503": {"description": "The store or the client registry cannot be used.",
+                    "503": {"description": "The store, the client registry or the process that "
+                                           "runs the checks cannot be used.",
                             "content": {"application/json": {
                                 "schema": {"$ref": "#/components/schemas/Health"}}}},
                 },

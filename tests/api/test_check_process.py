@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -183,3 +184,65 @@ def test_the_check_process_is_wanted_unless_turned_off_or_the_clock_is_a_tests()
         assert not checks.wanted({})
     finally:
         config.CLOCK = saved
+
+
+# -- the server's side alone, with children that misbehave ------------------------------------
+
+def _ask(proc: checks.CheckProcess, body: bytes = b"{}") -> checks.Answer:
+    async def go():
+        try:
+            return await proc.ask("127.0.0.1", [(b"host", b"x")], body)
+        finally:
+            child = proc._proc
+            proc.close()
+            if child is not None and child.poll() is None:
+                child.kill()
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("script", [
+    "import sys; sys.exit(3)",                                     # dies at once
+    "import socket, sys; socket.socket(fileno=int(sys.argv[1])).sendall(b'\\xff' * 8)",  # garbage
+    "import time; time.sleep(60)",                                 # never says it is ready
+])
+def test_a_check_process_that_does_not_start_fails_closed(script, monkeypatch):
+    monkeypatch.setattr(checks, "START_TIMEOUT", 1.0)
+    proc = checks.CheckProcess((sys.executable, "-c", script))
+    started = time.monotonic()
+    assert _ask(proc) == checks.UNAVAILABLE
+    assert time.monotonic() - started < 10
+    assert proc._link is None
+
+
+def test_a_check_process_that_answers_nothing_times_out_closed(monkeypatch):
+    monkeypatch.setattr(checks, "TIMEOUT", 0.5)
+    ready_then_silent = ("import socket, sys, time; from portal import checks; "
+                         "s = socket.socket(fileno=int(sys.argv[1])); "
+                         "s.sendall(checks.frame([checks.READY])); time.sleep(60)")
+    proc = checks.CheckProcess((sys.executable, "-c", ready_then_silent))
+    assert _ask(proc) == checks.UNAVAILABLE
+
+
+def test_the_real_check_process_answers_for_the_data_dir_it_inherits(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    svc = mfa_core.open_service(data_dir, environ={})
+    key = api_clients.open_registry(data_dir, svc).add("unit", rate=100_000)
+    codes = enroll(svc, "erin")
+    monkeypatch.setenv("MFA_PORTAL_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("MFA_PORTAL_DEMO", "0")
+    proc = checks.CheckProcess()
+
+    async def go():
+        try:
+            headers = [(b"authorization", f"Bearer {key}".encode())]
+            body = f'{{"username": "erin", "code": "{codes[0]}"}}'.encode()
+            return [await proc.ask(None, headers, body), await proc.ask(None, headers, body),
+                    await proc.ask(None, [], body), await proc.ask(None, headers, b"[")]
+        finally:
+            proc.close()
+
+    ok, again, no_key, bad = asyncio.run(go())
+    assert ok == (200, {"ok": True, "strategy": "backup_code"}, {})
+    assert again == (200, {"ok": False}, {})
+    assert no_key[0] == 401 and bad[0] == 400
+    assert svc.status("erin").backup_codes_remaining == 9
