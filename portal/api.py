@@ -150,8 +150,11 @@ def registry() -> api_clients.FileClientRegistry:
 # the engine; with MFA_PORTAL_API_PROCESS=0 (or a test's injected clock, which
 # another process cannot share) in threads of this process. Either way a check
 # spends much of its time in fsync, so several run at once, in a pool of their
-# own that keeps the pages' thread pool out of it.
-CHECK_THREADS = 8
+# own that keeps the pages' thread pool out of it. Four: with eight the checks
+# queue for the GIL behind each other (three interleaved A/B runs of the check
+# process, 4 against 8 threads: 722-734 against 641-669/s keep-alive, 699-703
+# against 574-639/s new connections; 2, 3 and 6 were no better than 4).
+CHECK_THREADS = 4
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 

@@ -147,7 +147,7 @@ def _open(path: Path, clk: Callable[[], float]) -> Portal:
     demo = demo_mode()
     if demo:
         users.ensure_demo_users()
-    if not svc.store.database:
+    if not svc.store.database and SWEEPS:
         # Temp files of writers killed mid-write: swept once per process, off the request path.
         threading.Thread(target=_sweep_leftovers, args=(path,), name="mfa-sweep", daemon=True).start()
     # The banner never advertises passwords of a directory somebody set up by hand.
