@@ -99,8 +99,8 @@ def _latin1(raw_headers) -> list[list[str]]:
 class _Link(asyncio.Protocol):
     """The server's end of the socket: frames out, answers matched to their requests."""
 
-    def __init__(self, owner: "CheckProcess") -> None:
-        self.owner = owner
+    def __init__(self, owner: "CheckProcess", proc: subprocess.Popen) -> None:
+        self.owner, self.proc = owner, proc
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiting: dict[int, asyncio.Future] = {}
@@ -146,14 +146,13 @@ class CheckProcess:
         self.command = command
         self._link: _Link | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._proc: subprocess.Popen | None = None
         self._starting: asyncio.Lock | None = None
         self._started_at = -RESTART_PAUSE
         self._ids = itertools.count(1)
 
     async def ask(self, peer: str | None, raw_headers, body: bytes | None) -> Answer:
         link = await self._ready()
-        if link is None:
+        if link is None or link.transport.is_closing():
             return UNAVAILABLE
         number = next(self._ids)
         future = asyncio.get_running_loop().create_future()
@@ -173,8 +172,8 @@ class CheckProcess:
         if self._link is not None and self._loop is loop:
             return self._link
         if self._starting is None or self._loop is not loop:
+            self._forget()  # a child tied to another event loop
             self._starting, self._loop = asyncio.Lock(), loop
-            self.close()  # a child tied to another event loop
         async with self._starting:
             if self._link is None and time.monotonic() - self._started_at >= RESTART_PAUSE:
                 self._started_at = time.monotonic()
@@ -190,7 +189,7 @@ class CheckProcess:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [*self.command, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env, cwd=os.getcwd())
         except OSError:
@@ -198,7 +197,7 @@ class CheckProcess:
             raise
         finally:
             theirs.close()
-        _, link = await loop.create_connection(lambda: _Link(self), sock=ours)
+        _, link = await loop.create_connection(lambda: _Link(self, proc), sock=ours)
         try:
             ready = await asyncio.wait_for(asyncio.shield(link.ready), START_TIMEOUT)
         except asyncio.TimeoutError:
@@ -207,8 +206,7 @@ class CheckProcess:
             self._link = link
         else:
             log.error("API check process did not start")
-            proc = self._proc
-            if proc is not None and proc.poll() is None:
+            if proc.poll() is None:
                 proc.kill()
             link.transport.close()
 
@@ -216,14 +214,24 @@ class CheckProcess:
         if self._link is link:
             self._link = None
             log.warning("API check process ended; the next request starts another")
-        proc, self._proc = self._proc, None
-        if proc is not None:  # reap it off the event loop
-            threading.Thread(target=proc.wait, name="mfa-api-reap", daemon=True).start()
+        # reaped off the event loop
+        threading.Thread(target=link.proc.wait, name="mfa-api-reap", daemon=True).start()
 
     def close(self) -> None:
         link = self._link
         if link is not None and link.transport is not None:
             link.transport.close()  # the child sees the end of its socket and exits
+
+    def _forget(self) -> None:
+        """Let go of a child started on another event loop: closed there, or stopped."""
+        link, loop, self._link = self._link, self._loop, None
+        if link is None:
+            return
+        self._started_at = -RESTART_PAUSE  # not a crash: a new child may start at once
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(link.transport.close)
+        elif link.proc.poll() is None:
+            link.proc.terminate()
 
 
 _process = CheckProcess()

@@ -193,10 +193,10 @@ def _ask(proc: checks.CheckProcess, body: bytes = b"{}") -> checks.Answer:
         try:
             return await proc.ask("127.0.0.1", [(b"host", b"x")], body)
         finally:
-            child = proc._proc
+            link = proc._link
             proc.close()
-            if child is not None and child.poll() is None:
-                child.kill()
+            if link is not None and link.proc.poll() is None:
+                link.proc.kill()
     return asyncio.run(go())
 
 
@@ -246,3 +246,29 @@ def test_the_real_check_process_answers_for_the_data_dir_it_inherits(tmp_path, m
     assert again == (200, {"ok": False}, {})
     assert no_key[0] == 401 and bad[0] == 400
     assert svc.status("erin").backup_codes_remaining == 9
+
+
+def test_a_check_process_left_on_a_closed_event_loop_is_stopped_and_replaced(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    svc = mfa_core.open_service(data_dir, environ={})
+    key = api_clients.open_registry(data_dir, svc).add("unit", rate=100_000)
+    codes = enroll(svc, "fern")
+    monkeypatch.setenv("MFA_PORTAL_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("MFA_PORTAL_DEMO", "0")
+    proc = checks.CheckProcess()
+    headers = [(b"authorization", f"Bearer {key}".encode())]
+
+    def body(code: str) -> bytes:
+        return f'{{"username": "fern", "code": "{code}"}}'.encode()
+
+    try:
+        assert asyncio.run(proc.ask(None, headers, body(codes[0])))[1] == {
+            "ok": True, "strategy": "backup_code"}
+        first = proc._link.proc
+        assert asyncio.run(proc.ask(None, headers, body(codes[1])))[1] == {
+            "ok": True, "strategy": "backup_code"}
+        assert proc._link.proc is not first
+        assert gone(first.pid, 10)
+    finally:
+        if proc._link is not None and proc._link.proc.poll() is None:
+            proc._link.proc.kill()
