@@ -18,8 +18,9 @@ length-prefixed JSON frames: ``[id, peer, headers, body]`` there,
 ``[id, status, payload, headers]`` back, answered in any order.
 
 Fails closed: when the child cannot be started, dies, or takes longer than
-``TIMEOUT`` seconds, the requests waiting on it get a 503 (never an "ok"), and
-the next request starts a new child (at most one start a second). When the
+``TIMEOUT`` seconds, the requests waiting on it get a 503 (never an "ok"); a
+child that sent nothing at all for ``TIMEOUT`` seconds is stuck and is killed.
+The next request starts a new child (at most one start a second). When the
 server process goes away, the child reads the end of its socket, lets the
 checks it started finish and exits.
 
@@ -105,11 +106,13 @@ class _Link(asyncio.Protocol):
         self.buffer = bytearray()
         self.waiting: dict[int, asyncio.Future] = {}
         self.ready = asyncio.get_running_loop().create_future()  # the child's frame 0
+        self.heard = time.monotonic()  # when the child last sent a frame
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.heard = time.monotonic()
         self.buffer += data
         try:
             answers = _unpack(self.buffer)
@@ -163,6 +166,13 @@ class CheckProcess:
             return await asyncio.wait_for(future, TIMEOUT)
         except asyncio.TimeoutError:
             log.error("API check process: no answer within %g s", TIMEOUT)
+            if time.monotonic() - link.heard >= TIMEOUT:
+                # Not a word for as long: stuck, not busy. Its checks are transactions
+                # (a kill leaves each done or not done); the next request starts another.
+                log.error("API check process: silent for %g s; stopping it", TIMEOUT)
+                if link.proc.poll() is None:
+                    link.proc.kill()
+                link.transport.close()
             return UNAVAILABLE
         finally:
             link.waiting.pop(number, None)

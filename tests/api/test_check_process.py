@@ -214,13 +214,23 @@ def test_a_check_process_that_does_not_start_fails_closed(script, monkeypatch):
     assert proc._link is None
 
 
-def test_a_check_process_that_answers_nothing_times_out_closed(monkeypatch):
+def test_a_check_process_that_answers_nothing_times_out_closed_and_is_stopped(monkeypatch):
     monkeypatch.setattr(checks, "TIMEOUT", 0.5)
     ready_then_silent = ("import socket, sys, time; from portal import checks; "
                          "s = socket.socket(fileno=int(sys.argv[1])); "
                          "s.sendall(checks.frame([checks.READY])); time.sleep(60)")
     proc = checks.CheckProcess((sys.executable, "-c", ready_then_silent))
-    assert _ask(proc) == checks.UNAVAILABLE
+
+    async def go():
+        answer = await proc.ask("127.0.0.1", [], b"{}")
+        child = proc._link.proc  # the connection's end is seen on the next turn of the loop
+        await asyncio.sleep(0.2)
+        return answer, child
+
+    answer, child = asyncio.run(go())
+    assert answer == checks.UNAVAILABLE
+    assert proc._link is None  # silent for the whole wait: stopped, replaced on the next request
+    assert child.wait(timeout=10) is not None
 
 
 def test_the_real_check_process_answers_for_the_data_dir_it_inherits(tmp_path, monkeypatch):
