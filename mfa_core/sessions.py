@@ -265,7 +265,6 @@ class SessionBook:
         token = svc.keyring.decrypt(sealed)
         return token if self.find(token) is not None else None
 
-
     def expired_record(self, key: str, rec: dict[str, Any], now: float) -> bool:
         """Whether a keyed record of this book is no longer needed: a cookie ticket redeemed
         or past its minute; a session's owner once the session cannot be live (past its

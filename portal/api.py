@@ -321,13 +321,16 @@ def answer(peer: str | None, headers, body: bytes | None) -> Answer:
     """Everything after the body was read (synchronous: file I/O and fsync).
 
     Run by the check process (``portal.checks``), or by a thread of this one.
-    A store that cannot be used is a 503; nothing here raises.
+    A store that cannot be used, or anything unforeseen, is a 503 (never an
+    "ok", never a traceback to the caller): nothing here raises.
     """
     try:
         return _answer(peer, headers, body)
     except mfa_core.StorageError:
         log.error("verification API: the store cannot be used")
-        return UNAVAILABLE
+    except Exception as exc:  # fail closed, the same in both places a check runs
+        log.error("verification API: a check failed (%s)", type(exc).__name__)
+    return UNAVAILABLE
 
 
 def _answer(peer: str | None, headers, body: bytes | None) -> Answer:

@@ -233,19 +233,29 @@ def test_a_check_process_that_answers_nothing_times_out_closed_and_is_stopped(mo
     assert child.wait(timeout=10) is not None
 
 
-def test_the_real_check_process_answers_for_the_data_dir_it_inherits(tmp_path, monkeypatch):
+@pytest.fixture
+def inherited(tmp_path, monkeypatch) -> tuple[mfa_core.MFAService, list[tuple[bytes, bytes]]]:
+    """A data dir the check process inherits from the environment, and headers with a client key."""
     data_dir = tmp_path / "data"
     svc = mfa_core.open_service(data_dir, environ={})
     key = api_clients.open_registry(data_dir, svc).add("unit", rate=100_000)
-    codes = enroll(svc, "erin")
     monkeypatch.setenv("MFA_PORTAL_DATA_DIR", str(data_dir))
     monkeypatch.setenv("MFA_PORTAL_DEMO", "0")
+    return svc, [(b"authorization", f"Bearer {key}".encode())]
+
+
+def backup_body(username: str, code: str) -> bytes:
+    return f'{{"username": "{username}", "code": "{code}"}}'.encode()
+
+
+def test_the_real_check_process_answers_for_the_data_dir_it_inherits(inherited):
+    svc, headers = inherited
+    codes = enroll(svc, "erin")
     proc = checks.CheckProcess()
 
     async def go():
         try:
-            headers = [(b"authorization", f"Bearer {key}".encode())]
-            body = f'{{"username": "erin", "code": "{codes[0]}"}}'.encode()
+            body = backup_body("erin", codes[0])
             return [await proc.ask(None, headers, body), await proc.ask(None, headers, body),
                     await proc.ask(None, [], body), await proc.ask(None, headers, b"[")]
         finally:
@@ -258,27 +268,30 @@ def test_the_real_check_process_answers_for_the_data_dir_it_inherits(tmp_path, m
     assert svc.status("erin").backup_codes_remaining == 9
 
 
-def test_a_check_process_left_on_a_closed_event_loop_is_stopped_and_replaced(tmp_path, monkeypatch):
-    data_dir = tmp_path / "data"
-    svc = mfa_core.open_service(data_dir, environ={})
-    key = api_clients.open_registry(data_dir, svc).add("unit", rate=100_000)
+def test_a_check_process_left_on_a_closed_event_loop_is_stopped_and_replaced(inherited):
+    svc, headers = inherited
     codes = enroll(svc, "fern")
-    monkeypatch.setenv("MFA_PORTAL_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("MFA_PORTAL_DEMO", "0")
     proc = checks.CheckProcess()
-    headers = [(b"authorization", f"Bearer {key}".encode())]
-
-    def body(code: str) -> bytes:
-        return f'{{"username": "fern", "code": "{code}"}}'.encode()
 
     try:
-        assert asyncio.run(proc.ask(None, headers, body(codes[0])))[1] == {
+        assert asyncio.run(proc.ask(None, headers, backup_body("fern", codes[0])))[1] == {
             "ok": True, "strategy": "backup_code"}
         first = proc._link.proc
-        assert asyncio.run(proc.ask(None, headers, body(codes[1])))[1] == {
+        assert asyncio.run(proc.ask(None, headers, backup_body("fern", codes[1])))[1] == {
             "ok": True, "strategy": "backup_code"}
         assert proc._link.proc is not first
         assert gone(first.pid, 10)
     finally:
         if proc._link is not None and proc._link.proc.poll() is None:
             proc._link.proc.kill()
+
+
+def test_anything_unforeseen_in_a_check_is_a_503_in_either_place_it_runs(monkeypatch, caplog):
+    from portal import api
+
+    def broken(*_):
+        raise RuntimeError("mfap_secret-looking detail")
+
+    monkeypatch.setattr(api, "_answer", broken)
+    assert api.answer("127.0.0.1", {}, b"{}") == checks.UNAVAILABLE
+    assert "RuntimeError" in caplog.text and "mfap_secret" not in caplog.text
