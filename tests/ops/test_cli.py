@@ -504,26 +504,34 @@ def test_keys_rotate_with_a_malformed_environment_key_exits_1_in_one_line(cli, d
     assert "malformed" in one_line_error(result)
 
 
-@pytest.mark.slow
-def test_a_killed_rotation_leaves_every_secret_readable_and_rerunning_finishes_it(cli, svc, clock, data_dir):
-    secrets = _enrolled(svc, clock, 150)
+def _paused_rotation(cli, tmp_path: Path, after: int, **kwargs) -> subprocess.Popen:
+    """``keys rotate`` stopped after re-encrypting ``after`` secrets (tests/ops/_paused_cli.py).
+
+    Returns once it waits there: the new key is on file, some secrets moved and the rest
+    not, whatever the machine's speed (a signal sent at a guessed moment could land
+    before the rotation starts or after it ends on a busy machine).
+    """
+    ready = tmp_path / "rotation-paused"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.ops._paused_cli", str(ready), str(after),
+                             "--", "keys", "rotate"], cwd=cli.cwd, env=cli_env(cli.data_dir), **kwargs)
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"the rotation never reached its pause (exit {proc.returncode}): {out} {err}")
+        time.sleep(0.01)  # polling for the file the paused process creates
+    return proc
+
+
+def test_a_killed_rotation_leaves_every_secret_readable_and_rerunning_finishes_it(cli, svc, clock, data_dir,
+                                                                                   tmp_path):
+    secrets = _enrolled(svc, clock, 12)
     old_key = _fernet_keys(data_dir)[0]
-    interrupted = False
-    for _attempt in range(5):
-        proc = cli.popen("keys", "rotate", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        # Kill it once the new key is on file, while it re-encrypts user by user.
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(_fernet_keys(data_dir)) > 1:
-                time.sleep(0.05)
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.002)
-        proc.wait(timeout=30)
-        if len(_fernet_keys(data_dir)) > 1:
-            interrupted = True
-            break
-    assert interrupted, "the rotation always finished before it could be killed"
+    proc = _paused_rotation(cli, tmp_path, 5, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert len(_fernet_keys(data_dir)) == 2  # the new key is on file, 5 secrets moved
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     keys = _fernet_keys(data_dir)
     assert old_key in keys  # the old key is kept until every secret moved
@@ -534,20 +542,16 @@ def test_a_killed_rotation_leaves_every_secret_readable_and_rerunning_finishes_i
     _all_readable(data_dir, secrets, clock)
 
 
-def test_an_interrupted_rotation_says_so_in_one_line(cli, svc, clock, data_dir):
-    _enrolled(svc, clock, 80)
-    for _attempt in range(5):
-        proc = cli.popen("keys", "rotate", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(_fernet_keys(data_dir)) == 1 and proc.poll() is None:
-            time.sleep(0.002)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-        if proc.returncode != 0:
-            break
+def test_an_interrupted_rotation_says_so_in_one_line(cli, svc, clock, data_dir, tmp_path):
+    secrets = _enrolled(svc, clock, 3)
+    proc = _paused_rotation(cli, tmp_path, 1, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "run the command again" in err
+    assert len(_fernet_keys(data_dir)) == 2
+    _all_readable(data_dir, secrets, clock)
 
 
 def _damage(data_dir, username: str, raw: bytes = b"\x00 damaged") -> None:
