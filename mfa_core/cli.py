@@ -315,17 +315,19 @@ def cmd_db_copy(ctx: Context) -> int:
     store = ctx.store()  # before reading: no URL or no database, nothing read
     source = dbcopy.read_data_dir(source_dir)
     copied = dbcopy.copy_into(source, store, overwrite=ctx.args.overwrite)
-    rows = [("records", copied.records, "users' MFA records"),
-            ("keyed records", copied.keyed, "sessions, password throttles, cookie tickets"),
-            ("audit events", copied.audit, ""),
-            ("API clients", copied.clients, ""),
-            ("directory users", copied.users, "")]
+    rows = [("records", "records", "users' MFA records"),
+            ("keyed records", "keyed", "sessions, password throttles, cookie tickets"),
+            ("audit events", "audit", ""),
+            ("API clients", "clients", ""),
+            ("directory users", "users", "")]
     ctx.out.write(f"Copied {source_dir} into the database; read back and verified:\n")
-    for label, count, note in rows:
-        ctx.out.write(f"  {label:<16}{count:>8}{'  (' + note + ')' if note else ''}\n")
+    ctx.out.write(f"  {'':<16}{'copied':>8}{'already there':>15}\n")
+    for label, kind, note in rows:
+        ctx.out.write(f"  {label:<16}{copied.written(kind):>8}{copied.present.get(kind, 0):>15}"
+                      f"{'  (' + note + ')' if note else ''}\n")
     if copied.already:
-        ctx.out.write(f"{copied.already} of those rows were already in the database as in the "
-                      "data dir (left alone).\n")
+        ctx.out.write(f"{copied.already} row{'s were' if copied.already != 1 else ' was'} already "
+                      "in the database as in the data dir (left alone).\n")
     ctx.out.write(f"The secrets are copied encrypted: every replica needs this data dir's keys "
                   f"in {ENV_KEYS} and {ENV_PEPPER} (from its keys.json if they were generated).\n")
     return 0
