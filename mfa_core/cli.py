@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
@@ -24,8 +25,8 @@ from .errors import KeyringError, MFAError, RecordDamaged, StorageError, StoreUn
 from .keys import ENV_KEYS, ENV_PEPPER
 from .service import MFAService, MFAStatus, open_service
 from .storage import DatabaseError
-from .users import (ADMIN_ROLE, UserDirectory, UserDirectoryError, check_entries, check_username,
-                    load_yaml_file, open_directory)
+from .users import (ADMIN_ROLE, ROLES, UserDirectory, UserDirectoryError, check_entries,
+                    check_username, load_yaml_file, open_directory)
 
 ENV_DATA_DIR = "MFA_PORTAL_DATA_DIR"
 ENV_ACTOR = "MFA_PORTAL_ACTOR"
@@ -81,10 +82,23 @@ def default_actor(environ: Mapping[str, str]) -> str:
     return name or "operator"
 
 
+def display_width(text: str) -> int:
+    """The columns ``text`` takes on a terminal: wide (CJK) characters two, combining marks none."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
 def table(rows: list[list[str]], header: list[str], out: TextIO) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        out.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+    """Columns padded by display width, so wide (CJK) names keep the columns straight."""
+    cells = [[str(c) for c in row] for row in [header, *rows]]
+    widths = [max(display_width(r[i]) for r in cells) for i in range(len(header))]
+    for row in cells:
+        out.write("  ".join(c + " " * (w - display_width(c)) for c, w in zip(row, widths)).rstrip()
+                  + "\n")
 
 
 def status_dict(status: MFAStatus, user: Any = None) -> dict[str, Any]:
@@ -213,6 +227,7 @@ def cmd_users_add(ctx: Context) -> int:
         raise UsageError(f"A user named {username!r} already exists.")
     roles = list(dict.fromkeys(["user", *(a.role or []), *([ADMIN_ROLE] if a.admin else [])]))
     _check_profile(name=a.name or "", email=a.email or "", roles=roles)
+    _check_known_roles(roles)
     password = ctx.password()
     user = ctx.users.add(username, password, name=a.name or "", email=a.email or "", roles=roles)
     ctx.out.write(f"Added user {user.username} (roles: {', '.join(user.roles)}).\n")
@@ -300,17 +315,19 @@ def cmd_db_copy(ctx: Context) -> int:
     store = ctx.store()  # before reading: no URL or no database, nothing read
     source = dbcopy.read_data_dir(source_dir)
     copied = dbcopy.copy_into(source, store, overwrite=ctx.args.overwrite)
-    rows = [("records", copied.records, "users' MFA records"),
-            ("keyed records", copied.keyed, "sessions, password throttles, cookie tickets"),
-            ("audit events", copied.audit, ""),
-            ("API clients", copied.clients, ""),
-            ("directory users", copied.users, "")]
+    rows = [("records", "records", "users' MFA records"),
+            ("keyed records", "keyed", "sessions, password throttles, cookie tickets"),
+            ("audit events", "audit", ""),
+            ("API clients", "clients", ""),
+            ("directory users", "users", "")]
     ctx.out.write(f"Copied {source_dir} into the database; read back and verified:\n")
-    for label, count, note in rows:
-        ctx.out.write(f"  {label:<16}{count:>8}{'  (' + note + ')' if note else ''}\n")
+    ctx.out.write(f"  {'':<16}{'copied':>8}{'already there':>15}\n")
+    for label, kind, note in rows:
+        ctx.out.write(f"  {label:<16}{copied.written(kind):>8}{copied.present.get(kind, 0):>15}"
+                      f"{'  (' + note + ')' if note else ''}\n")
     if copied.already:
-        ctx.out.write(f"{copied.already} of those rows were already in the database as in the "
-                      "data dir (left alone).\n")
+        ctx.out.write(f"{copied.already} row{'s were' if copied.already != 1 else ' was'} already "
+                      "in the database as in the data dir (left alone).\n")
     ctx.out.write(f"The secrets are copied encrypted: every replica needs this data dir's keys "
                   f"in {ENV_KEYS} and {ENV_PEPPER} (from its keys.json if they were generated).\n")
     return 0
@@ -340,6 +357,14 @@ def _check_profile(*, email: str, roles: list[str], who: str | None = None, **na
     _check_roles(roles, prefix)
 
 
+def _check_known_roles(roles: list[str]) -> None:
+    """A role the portal does not act on is a typo (``admn``): refused, naming the known ones."""
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise UsageError(f"Unknown role {unknown[0]!r}: the roles are {', '.join(ROLES)}; "
+                         "nothing was changed.")
+
+
 def cmd_users_roles(ctx: Context) -> int:
     user = ctx.known_user(ctx.args.username)
     if not ctx.args.roles:
@@ -347,8 +372,13 @@ def cmd_users_roles(ctx: Context) -> int:
         return 0
     roles = list(dict.fromkeys(ctx.args.roles))
     _check_roles(roles)
+    _check_known_roles(roles)
+    old = ", ".join(user.roles) or "(no roles)"
+    if roles == user.roles:
+        ctx.out.write(f"Roles of {user.username} unchanged: {old}.\n")
+        return 0
     ctx.users.set_roles(user.username, roles)
-    ctx.out.write(f"Roles of {user.username}: {', '.join(roles)}.\n")
+    ctx.out.write(f"Roles of {user.username}: {old} -> {', '.join(roles)}.\n")
     return 0
 
 
@@ -682,8 +712,10 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                    parser_class=_Parser)
 
-    users = groups.add_parser("users", help="maintain the user file streamlit-authenticator reads",
-                              description="Maintain users.yaml in the data dir (bcrypt hashes, roles).")
+    users = groups.add_parser("users", help="maintain the users who sign in to the portal",
+                              description="Maintain the portal's user directory (bcrypt password "
+                                          "hashes, names, mail addresses, roles): users.yaml in "
+                                          "the data dir, or the database's when one is set.")
     u = users.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     p = u.add_parser("add", parents=[common, pw], help="add a user",
                      description="Add a user; the password is asked for twice without echo, "
@@ -691,7 +723,8 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p.add_argument("username")
     p.add_argument("--name", help="display name (default: the username)")
     p.add_argument("--email", help="mail address for notifications")
-    p.add_argument("--role", action="append", metavar="ROLE", help="extra role (repeatable)")
+    p.add_argument("--role", action="append", metavar="ROLE",
+                   help=f"extra role (repeatable; the roles: {', '.join(ROLES)})")
     p.add_argument("--admin", action="store_true", help=f"give the {ADMIN_ROLE!r} role (helpdesk)")
     p.set_defaults(func=cmd_users_add)
     p = u.add_parser("list", parents=[common, as_json], help="list users",
@@ -710,7 +743,9 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
 
     p = u.add_parser("roles", parents=[common], help="show or set a user's roles",
                      description=f"Without ROLE, show the user's roles; with ROLEs, set exactly "
-                                 f"those (e.g. 'user {ADMIN_ROLE}' makes a helpdesk admin).")
+                                 f"those and print the old and the new ones (e.g. 'user "
+                                 f"{ADMIN_ROLE}' makes a helpdesk admin). The roles: "
+                                 f"{', '.join(ROLES)}.")
     p.add_argument("username")
     p.add_argument("roles", nargs="*", metavar="ROLE")
     p.set_defaults(func=cmd_users_roles)
@@ -879,16 +914,67 @@ def _prog() -> str:
     return "python -m mfa_core" if name in ("__main__.py", "", "-c") else name
 
 
+class _ReaderGone(Exception):
+    """Standard output's reader went away (``... | head``): the command stops, quietly."""
+
+
+class _Output:
+    """Standard output whose broken pipe is :class:`_ReaderGone`, not an OSError.
+
+    Kept apart from other broken pipes (an SMTP or HTTP connection): those are errors.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise _ReaderGone() from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise _ReaderGone() from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+EXIT_READER_GONE = 141  # 128 + SIGPIPE: what a shell reports for a command its pipe's reader left
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a closed pipe's descriptor at /dev/null: the interpreter's final flush of what is
+    still buffered then neither fails nor prints 'Exception ignored ... BrokenPipeError'."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | None = None,
          stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run one command; returns the exit status (the console script exits with it)."""
     environ = os.environ if environ is None else environ
-    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    stdin, stderr = stdin or sys.stdin, stderr or sys.stderr
+    raw_stdout = stdout or sys.stdout
+    stdout = _Output(raw_stdout)
     parser = build_parser(_prog())
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    except BrokenPipeError:  # --help | head
+        _silence(sys.stdout)
+        return EXIT_READER_GONE
     func: Callable[[Context], int] = args.func
     # The engine's warnings (a mail that could not be sent) as plain lines, not log records.
     handler = logging.StreamHandler(stderr)
@@ -898,7 +984,12 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
     engine_log.addHandler(handler)
     ctx = Context(args, environ, stdin, stdout, stderr)
     try:
-        return func(ctx)
+        status = func(ctx)
+        stdout.flush()  # a reader that left shows here, not at the interpreter's exit
+        return status
+    except _ReaderGone:
+        _silence(raw_stdout)
+        return EXIT_READER_GONE
     except (StorageError, KeyringError, notify.NotificationSettingsError) as exc:
         # The command line is the operator's: what went wrong, not the text a visitor sees.
         shown = exc.detail if isinstance(exc, StoreUnavailable) else exc

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +66,23 @@ class Source:
 
 @dataclass(frozen=True)
 class Copied:
+    """How many rows of each kind the data dir holds, and of those how many the database
+    already held exactly so (left alone: ``present``, by kind); the rest were written."""
     records: int
     keyed: int
     audit: int
     clients: int
     users: int
-    already: int = 0  # of those, rows the database already held exactly so (left alone)
+    present: dict[str, int] = field(default_factory=dict)  # kind -> rows already there
+
+    @property
+    def already(self) -> int:
+        """Rows already in the database as in the data dir, all kinds together."""
+        return sum(self.present.values())
+
+    def written(self, kind: str) -> int:
+        """Rows of ``kind`` this copy wrote (new, or overwritten with --overwrite)."""
+        return getattr(self, kind) - self.present.get(kind, 0)
 
 
 # The keyed record naming the API clients and directory users a copy brought (those two
@@ -133,8 +144,8 @@ def _documents(data_dir: Path, part: str) -> dict[str, Record]:
     return found
 
 
-def _plan(source: Source, store: Any) -> tuple[dict[str, dict[str, Any]], dict[str, int], int]:
-    """(what to write by kind, conflicts by kind, rows already there), read before any write."""
+def _plan(source: Source, store: Any) -> tuple[dict[str, dict[str, Any]], dict[str, int], dict[str, int]]:
+    """(what to write by kind, conflicts by kind, rows already there by kind), read before any write."""
     marker = store.read_keyed(MARKER_KEY) or {}
     stored_clients = (store.read_keyed(STORE_KEY) or {}).get("clients") or {}
     current = {"records": store.documents("users", list(source.records)),
@@ -145,14 +156,17 @@ def _plan(source: Source, store: Any) -> tuple[dict[str, dict[str, Any]], dict[s
               "users": source.users}
     writes: dict[str, dict[str, Any]] = {}
     conflicts: dict[str, int] = {}
-    already = 0
+    # Audit events are only ever added (by origin id): those already there are the ones a
+    # previous copy brought.
+    already = {"audit": store.copied_audit(list(source.audit)) if source.audit else 0}
     for kind, rows in wanted.items():
         once = set(marker.get(kind) or ()) if kind in ("clients", "users") else set()
         there = current[kind]
         writes[kind] = {}
+        already[kind] = 0
         for name, row in rows.items():
             if name in there and there[name] == row:
-                already += 1
+                already[kind] += 1
             elif name in there or name in once:  # changed, or removed since a copy brought it
                 conflicts[kind] = conflicts.get(kind, 0) + 1
                 writes[kind][name] = row

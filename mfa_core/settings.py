@@ -83,11 +83,35 @@ def redact(text: str, url: str | None = None) -> str:
     name: ``failed to resolve host 'tpw@127.0.0.1'``), then any password
     shaped like one in a URL or a ``password=`` keyword.
     """
+    # The role and database names are not secret, and the operator needs them ('password
+    # authentication failed for user "mfa"'): as the server quotes them, they stay.
+    shielded: dict[str, str] = {}
+    for n, name in enumerate(_public_names(url) if url else ()):
+        quoted = f'"{name}"'
+        if quoted in text:
+            shielded[f"\x00{n}\x00"] = quoted
+            text = text.replace(quoted, f"\x00{n}\x00")
     for password in _passwords_of(url) if url else ():
         text = _blank_pieces(text, password)
     for spill in _host_spills(url) if url else ():  # however short: blanked with its "@"
         text = text.replace(spill, "***@")
-    return _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+    text = _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+    for mark, quoted in shielded.items():
+        text = text.replace(mark, quoted)
+    return text
+
+
+def _public_names(url: str) -> list[str]:
+    """The user and database names ``url`` gives (not secret), as the client reads them."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+        parsed = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - malformed: nothing read
+        return []
+    names = [parsed.get("user"), parsed.get("dbname")]
+    passwords = _passwords_of(url)
+    return [n for n in dict.fromkeys(names) if isinstance(n, str) and n
+            and '"' not in n and "\x00" not in n and n not in passwords]
 
 
 def _passwords_of(url: str) -> list[str]:
@@ -103,7 +127,8 @@ def _passwords_of(url: str) -> list[str]:
     scheme = url.find("://")
     if scheme >= 0 and "@" in url[scheme + 3:]:
         userinfo = url[scheme + 3:url.rindex("@")]
-        found.append(userinfo.partition(":")[2] if ":" in userinfo else userinfo)
+        if ":" in userinfo:  # "user@host" has no password (PGPASSWORD, ~/.pgpass): nothing to blank
+            found.append(userinfo.partition(":")[2])
     match = re.search(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url, re.IGNORECASE)
     if match:
         found.append(match.group(1).strip("'"))

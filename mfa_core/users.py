@@ -29,6 +29,9 @@ from .storage.files import LockBusy, exclusive, path_lock, write_atomic
 USERS_FILE = "users.yaml"
 DEMO_MARKER = ".demo-users"  # beside users.yaml: its demo users were made by the portal
 ADMIN_ROLE = "admin"
+ROLES = ("user", ADMIN_ROLE)  # the roles the portal acts on (the command line refuses others)
+# Fields of the streamlit-authenticator era the portal never reads: not written, not exported.
+_OBSOLETE_FIELDS = ("failed_login_attempts", "logged_in")
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 MIN_PASSWORD = 8
 LOCK_TIMEOUT = 30.0  # seconds a change waits for another writer before it gives up
@@ -443,7 +446,9 @@ class UserDirectory:
     def export_yaml(self) -> str:
         """The directory as a ``users.yaml`` (password hashes included: keep it 0600)."""
         entries = self.entries()
-        return dump_yaml({"credentials": {"usernames": {n: entries[n] for n in sorted(entries)}}})
+        return dump_yaml({"credentials": {"usernames": {
+            n: {k: v for k, v in entries[n].items() if k not in _OBSOLETE_FIELDS}
+            for n in sorted(entries)}}})
 
 
 def _demo_entries() -> dict[str, dict[str, Any]]:
@@ -497,10 +502,11 @@ def check_entries(entries: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _new_entry(username: str, hashed: str, name: str, email: str,
                roles: list[str] | None) -> dict[str, Any]:
-    """A new user's ``users.yaml`` entry, in the fields streamlit-authenticator reads."""
+    """A new user's ``users.yaml`` entry (the layout streamlit-authenticator used, which the
+    portal's own sign-in kept: ``credentials.usernames.<name>``)."""
     first, _, last = (name or username).partition(" ")
     return {"email": email, "first_name": first, "last_name": last, "password": hashed,
-            "roles": list(roles or ["user"]), "failed_login_attempts": 0, "logged_in": False}
+            "roles": list(roles or ["user"])}
 
 
 def _normalized(data: Any, path: Path) -> dict[str, Any]:

@@ -8,7 +8,6 @@ waited ~40 ms for the client's delayed ACK.
 from __future__ import annotations
 
 import socket
-import statistics
 import time
 from urllib.parse import urlsplit
 
@@ -65,10 +64,12 @@ def _keep_alive_round_trips(url: str, path: str, count: int = 20) -> list[float]
 
 
 def test_keep_alive_responses_do_not_wait_for_the_delayed_ack(portal):
-    # With Nagle on, every one of these took >= 40 ms on loopback.
+    # With Nagle on, every one of these took >= 40 ms on loopback (the delayed ACK), however
+    # idle the machine. The fastest of 20 tells, not the median: on a busy machine many
+    # round trips are slow for other reasons, but not all of them.
     for path in ("/api/v1/health", "/_stcore/health"):
         times = _keep_alive_round_trips(portal.url, path)
-        assert statistics.median(times) < 0.02, (path, times)
+        assert min(times) < 0.03, (path, times)
 
 
 def _scope(version: str, connection: bytes | None) -> dict:

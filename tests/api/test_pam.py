@@ -9,6 +9,12 @@ and runs ``pamtester mfa-portal-test alice authenticate`` with the code on
 standard input, as sshd's conversation would pass it. Without pamtester (or
 root) it skips with the install hint; with MFA_PORTAL_REQUIRE_PAM=1 (CI) it
 fails instead.
+
+Every command here runs as the README installs it: the package built from the checkout
+(``pip install``, no build isolation, no dependencies) into a fresh venv, run from a
+working directory that is not the checkout and without PYTHONPATH, so a module the package
+leaves out fails here as it would under sshd. The fresh venv reaches the dev venv's
+site-packages (the dependencies) through a .pth file, never the checkout.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -32,11 +39,66 @@ HINT = "the PAM journey needs pamtester: `sudo apt-get install pamtester` (and r
 
 
 def pam_env(user: str | None = "alice") -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MFA_PORTAL_", "PAM_"))}
-    env["PYTHONPATH"] = str(REPO)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MFA_PORTAL_", "PAM_")) and k != "PYTHONPATH"}
     if user is not None:
         env["PAM_USER"] = user
     return env
+
+
+def not_shipped(folder: str, names: list[str]) -> set[str]:
+    """What the copy of the checkout leaves out: the venv, runtime data, tests, build leftovers."""
+    top = Path(folder) == REPO
+    return {n for n in names
+            if n in ("__pycache__", "build", "dist") or n.endswith(".egg-info")
+            or (top and n in (".git", ".venv", "data", "tests", "test-artifacts", ".pytest_cache"))}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> "Installed":
+    """The package installed into a fresh venv; its python and a working directory outside the checkout."""
+    root = tmp_path_factory.mktemp("installed")
+    source = root / "source"  # a copy: the build writes build/ and *.egg-info beside the sources
+    shutil.copytree(REPO, source, ignore=not_shipped)
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               check=True, capture_output=True, text=True, timeout=60).stdout.strip())
+    (site / "dev-venv.pth").write_text(sysconfig.get_path("purelib") + "\n")  # the dependencies
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+                           "--no-deps", "--no-build-isolation", "--no-index", str(source)],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    return Installed(python=python, bin=venv / "bin", site=site, cwd=elsewhere)
+
+
+class Installed:
+    def __init__(self, *, python: Path, bin: Path, site: Path, cwd: Path) -> None:
+        self.python, self.bin, self.site, self.cwd = python, bin, site, cwd
+
+
+def test_the_installed_package_holds_every_module_of_the_engine(installed):
+    shipped = {p.relative_to(installed.site).as_posix() for p in (installed.site / "mfa_core").rglob("*.py")}
+    source = {p.relative_to(REPO).as_posix() for p in (REPO / "mfa_core").rglob("*.py")}
+    assert source - shipped == set()
+    where = subprocess.run([str(installed.python), "-c",
+                            "import sys, mfa_core.cli, mfa_core.storage.postgres, mfa_core.dbcopy; "
+                            "print(mfa_core.__file__); print('streamlit' in sys.modules)"],
+                           capture_output=True, text=True, cwd=installed.cwd, env=pam_env(None), timeout=60)
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.splitlines() == [str(installed.site / "mfa_core" / "__init__.py"), "False"]
+
+
+def test_the_installed_console_script_and_module_run_outside_the_checkout(installed):
+    for command in ([str(installed.bin / "mfa-portal"), "--help"],
+                    [str(installed.python), "-m", "mfa_core", "pam", "--help"]):
+        done = subprocess.run(command, capture_output=True, text=True, cwd=installed.cwd,
+                              env=pam_env(None), timeout=60)
+        assert done.returncode == 0, (command, done.stderr)
+        assert "usage:" in done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +123,16 @@ def key_file(portal, tmp_path_factory) -> Path:
     return path
 
 
-def run_pam(url: str, key_file: Path, stdin: bytes, user: str | None = "alice",
+def run_pam(installed: Installed, url: str, key_file: Path, stdin: bytes, user: str | None = "alice",
             *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mfa_core", "pam", "--url", url,
+    return subprocess.run([str(installed.python), "-m", "mfa_core", "pam", "--url", url,
                            "--key-file", str(key_file), "--timeout", "5", *extra],
-                          input=stdin, capture_output=True, env=pam_env(user), cwd=REPO, timeout=60)
+                          input=stdin, capture_output=True, env=pam_env(user), cwd=installed.cwd,
+                          timeout=60)
 
 
-def test_pam_command_accepts_a_right_code_as_pam_exec_passes_it(portal, amy, key_file):
-    done = run_pam(portal.url, key_file, fresh_code(amy).encode() + b"\0", "amy")
+def test_pam_command_accepts_a_right_code_as_pam_exec_passes_it(portal, amy, key_file, installed):
+    done = run_pam(installed, portal.url, key_file, fresh_code(amy).encode() + b"\0", "amy")
     assert done.returncode == 0, done.stderr
     assert done.stdout == b""
 
@@ -114,7 +177,7 @@ def test_pam_command_refuses_a_key_file_others_can_read(portal, key_file, tmp_pa
 
 
 @pytest.fixture
-def pam_service(key_file):
+def pam_service(key_file, installed):
     """The PAM service file pam_exec reads; returns a function that points it at a URL."""
     problem = None
     if shutil.which("pamtester") is None:
@@ -127,7 +190,7 @@ def pam_service(key_file):
         pytest.skip(problem)
 
     def write(url: str) -> None:
-        command = (f"{sys.executable} -m mfa_core pam --url {url} --key-file {key_file} "
+        command = (f"{installed.python} -m mfa_core pam --url {url} --key-file {key_file} "
                    "--timeout 5")
         PAM_FILE.write_text(f"auth required pam_exec.so expose_authtok quiet {command}\n"
                             "account required pam_permit.so\n")
@@ -136,23 +199,23 @@ def pam_service(key_file):
     PAM_FILE.unlink(missing_ok=True)
 
 
-def pamtester(code: str) -> subprocess.CompletedProcess:
-    # pam_exec's child gets a clean environment: PYTHONPATH from here would not reach it, so
-    # the interpreter runs from the repo (cwd) -- pamtester's working directory is inherited.
+def pamtester(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    # pam_exec's child gets a clean environment and pamtester's working directory (never the
+    # checkout here, as under sshd): only the installed package can answer.
     return subprocess.run(["pamtester", PAM_SERVICE, "alice", "authenticate"],
-                          input=(code + "\n").encode(), capture_output=True, cwd=REPO, timeout=60)
+                          input=(code + "\n").encode(), capture_output=True, cwd=cwd, timeout=60)
 
 
 def test_pamtester_accepts_a_right_code_and_denies_a_wrong_one_and_a_stopped_server(
-        portal, alice, pam_service):
+        portal, alice, pam_service, installed):
     pam_service(portal.url)
-    right = pamtester(fresh_code(alice))
+    right = pamtester(fresh_code(alice), installed.cwd)
     assert right.returncode == 0, (right.stdout, right.stderr)
     assert b"successfully authenticated" in right.stdout + right.stderr
 
-    wrong = pamtester("000000")
+    wrong = pamtester("000000", installed.cwd)
     assert wrong.returncode != 0, (wrong.stdout, wrong.stderr)
 
     pam_service(f"http://127.0.0.1:{free_port()}")  # nothing listens there: a stopped server
-    stopped = pamtester(fresh_code(alice))
+    stopped = pamtester(fresh_code(alice), installed.cwd)
     assert stopped.returncode != 0, (stopped.stdout, stopped.stderr)

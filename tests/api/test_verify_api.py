@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import time
 
 import httpx
@@ -121,13 +120,15 @@ def test_unknown_users_cost_what_wrong_codes_cost_and_right_codes_are_not_held_b
         assert portal.post({"username": f"ghost{i}", "code": "000000"}).json() == {"ok": False}
         unknown.append(time.perf_counter() - t)
     assert min(wrong + unknown) >= REFUSAL_FLOOR
-    ratio = statistics.median(unknown) / statistics.median(wrong)
+    # The fastest of each, not the medians: a busy machine only ever adds time, and what
+    # would tell them apart (a path that skips work or the floor) shows in every answer.
+    ratio = min(unknown) / min(wrong)
     assert 0.7 < ratio < 1.4, (ratio, wrong, unknown)
     for i in range(4):
         t = time.perf_counter()
         assert portal.post({"username": f"walt{i % 2}", "code": codes[i % 2][i]}).json()["ok"] is True
         right.append(time.perf_counter() - t)
-    assert statistics.median(right) < REFUSAL_FLOOR, right
+    assert min(right) < REFUSAL_FLOOR, right  # held back, every one would take the floor
 
 
 def test_the_user_throttle_answers_429_with_retry_after_for_users_and_unknown_names(portal):

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import mfa_core
@@ -60,19 +59,25 @@ def start_writer(data_dir: Path, url: str = "") -> subprocess.Popen:
 
 
 def kill_midway(data_dir: Path, rng: random.Random, committed: dict[str, int], url: str = "") -> bool:
-    """Start a writer, SIGKILL it at a random moment, record what it reported as committed.
+    """Start a writer, SIGKILL it after a random number (1-5) of its writes, record what it reported.
 
-    Returns whether it reported anything (it was killed while writing, not before).
+    The kill follows the writer's own progress, not a wall-clock delay (on a busy machine a
+    writer given 0.1 s may not have written at all): it lands while the writer is on its
+    next write. Returns whether it reported anything (always, now: kept for the count).
     """
     proc = start_writer(data_dir, url)
+    lines: list[str] = []
     try:
         ready = proc.stdout.readline()
         assert ready == "ready\n", (data_dir.parent / "writer-stderr.txt").read_text()
-        time.sleep(rng.uniform(0.0, 0.12))
+        for _ in range(rng.randint(1, 5)):
+            line = proc.stdout.readline()
+            assert line.endswith("\n"), (data_dir.parent / "writer-stderr.txt").read_text()
+            lines.append(line)
     finally:
         proc.send_signal(signal.SIGKILL)
         # Read through the same buffered reader as readline(): it may hold lines already.
-        out = proc.stdout.read()
+        out = "".join(lines) + proc.stdout.read()
         proc.stdout.close()
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, (data_dir.parent / "writer-stderr.txt").read_text()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 
@@ -296,20 +295,22 @@ def test_the_throttle_is_shared_by_every_engine_instance(data_dir, open_svc, use
 # -- timing --------------------------------------------------------------------------------
 
 def test_unknown_and_known_names_take_the_same_time(tmp_path, clock):
-    """Real bcrypt cost (the portal's): the medians of both may differ by at most 40 %."""
+    """Real bcrypt cost (the portal's): the fastest of each may differ by at most 40 %.
+
+    Interleaved, and the fastest of each compared rather than the medians: on a busy
+    machine the other processes only ever add time, and a burst of load lands on both
+    names instead of on one series.
+    """
     UserDirectory(tmp_path / "data").add("alice", "alice-pass-1")
     svc = mfa_core.open_service(tmp_path / "data", clock=clock, environ={})
-
-    def median(name: str) -> float:
-        timings = []
-        for n in range(7):
+    timings: dict[str, list[float]] = {"alice": [], "mallory": []}
+    for n in range(9):
+        for name in timings:
             start = time.perf_counter()
             with pytest.raises(mfa_core.InvalidCode):
                 svc.attempt_password(name, "wrong", source=f"198.51.100.{n}")
-            timings.append(time.perf_counter() - start)
-            clock.advance(60)
-        return statistics.median(timings)
-
-    median("alice"), median("mallory")  # warm both paths (the dummy hash is made once)
-    known, unknown = median("alice"), median("mallory")
-    assert 0.6 < unknown / known < 1.4, (known, unknown)
+            if n:  # the first round warms both paths (the dummy hash is made once)
+                timings[name].append(time.perf_counter() - start)
+        clock.advance(60)
+    known, unknown = min(timings["alice"]), min(timings["mallory"])
+    assert 0.6 < unknown / known < 1.4, (known, unknown, timings)

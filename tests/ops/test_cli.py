@@ -54,6 +54,31 @@ def test_every_command_has_help(cli, data_dir, command):
     assert not data_dir.exists()  # --help touches nothing
 
 
+def test_no_help_speaks_of_streamlit_authenticator(cli):
+    for command in COMMANDS:
+        result = cli(*command, "--help")
+        assert "streamlit-authenticator" not in result.stdout, command
+
+
+def _reader_gone(cli, *args: str) -> tuple[int, str]:
+    """Run a command whose standard output's reader has already left (``... | head``)."""
+    read, write = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "mfa_core", *args], cwd=cli.cwd,
+                            env=cli_env(cli.data_dir), stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    os.close(read)  # before the command writes anything: its first flush meets a closed pipe
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def test_a_reader_that_leaves_early_gets_no_error(cli, directory):
+    for args in (["users", "list"], ["users", "list", "--json"], ["users", "export"]):
+        status, err = _reader_gone(cli, *args)
+        assert (status, err) == (141, ""), args  # 128 + SIGPIPE, as a shell reports `| head`
+    status, err = _reader_gone(cli, "--help")
+    assert err == "" and status in (0, 141)
+
+
 def test_the_console_script_points_at_main():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, name = scripts["mfa-portal"].partition(":")
@@ -80,7 +105,7 @@ def test_data_dir_option_wins_over_the_environment(cli, tmp_path, data_dir):
 
 def test_users_add_stores_a_bcrypt_hash_email_name_and_roles(cli, data_dir):
     result = cli("users", "add", "carol", "--name", "Carol Jones", "--email", "carol@example.com",
-                 "--role", "auditor", "--password-stdin", input="carol-pass-1\n")
+                 "--role", "admin", "--password-stdin", input="carol-pass-1\n")
     assert result.returncode == 0, result.stderr
     assert "carol" in result.stdout
     raw = yaml.safe_load((data_dir / "users.yaml").read_text())
@@ -89,10 +114,10 @@ def test_users_add_stores_a_bcrypt_hash_email_name_and_roles(cli, data_dir):
     assert "carol-pass-1" not in (data_dir / "users.yaml").read_text()
     assert entry["email"] == "carol@example.com"
     assert (entry["first_name"], entry["last_name"]) == ("Carol", "Jones")
-    assert entry["roles"] == ["user", "auditor"]
+    assert entry["roles"] == ["user", "admin"]
     users = UserDirectory(data_dir)
     assert users.check_password("carol", "carol-pass-1")
-    assert not users.get("carol").is_admin
+    assert users.get("carol").is_admin
 
 
 def test_users_add_admin_gives_the_admin_role(cli, data_dir):
@@ -176,13 +201,57 @@ def test_users_list_shows_a_table_and_json(cli, directory):
     assert all("password" not in u for u in listed)
 
 
+def test_users_list_keeps_its_columns_straight_with_wide_names(cli, directory):
+    directory.add("kenji", "kenji-pass-1", name="山田 健二", email="kenji@example.com")
+    directory.add("zoe", "zoe-pass-12", name="Zoë Ünal", email="zoe@example.com")
+    lines = cli("users", "list").stdout.splitlines()
+    from mfa_core.cli import display_width
+    columns = {display_width(line[:line.index("@") - line[:line.index("@")][::-1].index(" ")])
+               for line in lines[1:]}
+    assert len(columns) == 1, lines  # every address starts in the same terminal column
+    assert display_width("山田 健二") == 9 and display_width("Zoë") == 3
+    assert display_width("e\u0301") == 1  # a combining accent takes no column
+
+
 def test_users_roles_shows_and_sets_the_roles(cli, directory):
     assert cli("users", "roles", "alice").stdout == "alice: user\n"
     result = cli("users", "roles", "alice", "user", "admin")
     assert result.returncode == 0, result.stderr
+    assert result.stdout == "Roles of alice: user -> user, admin.\n"
     assert directory.get("alice").roles == ["user", "admin"] and directory.get("alice").is_admin
     assert cli("users", "roles", "alice", "user").returncode == 0
     assert not directory.get("alice").is_admin
+
+
+def test_users_roles_refuses_an_unknown_role_naming_the_known_ones(cli, directory, data_dir):
+    before = snapshot(data_dir)
+    for args in (["users", "roles", "alice", "admn"], ["users", "roles", "alice", "user", "auditor"]):
+        result = cli(*args)
+        assert result.returncode == 2
+        line = one_line_error(result)
+        assert "Unknown role" in line and "the roles are user, admin" in line, line
+    refused = cli("users", "add", "carol", "--role", "admn", "--password-stdin", input="carol-pass-1\n")
+    assert refused.returncode == 2 and "the roles are user, admin" in one_line_error(refused)
+    assert snapshot(data_dir) == before
+    same = cli("users", "roles", "alice", "user")
+    assert same.returncode == 0 and same.stdout == "Roles of alice unchanged: user.\n"
+    dropped = cli("users", "roles", "admin", "admin")
+    assert dropped.stdout == "Roles of admin: user, admin -> admin.\n"
+
+
+def test_users_export_leaves_out_the_fields_nobody_reads(cli, data_dir, directory):
+    legacy = yaml.safe_load((data_dir / "users.yaml").read_text())
+    for entry in legacy["credentials"]["usernames"].values():
+        entry.update(failed_login_attempts=3, logged_in=True)  # as streamlit-authenticator wrote
+    (data_dir / "users.yaml").write_text(yaml.safe_dump(legacy))
+    exported = yaml.safe_load(cli("users", "export").stdout)["credentials"]["usernames"]
+    assert set(exported) == {"admin", "alice", "bob"}
+    for entry in exported.values():
+        assert not {"failed_login_attempts", "logged_in"} & set(entry), entry
+        assert entry["password"].startswith("$2b$")
+    cli("users", "add", "carol", "--password-stdin", input="carol-pass-1\n")
+    added = yaml.safe_load((data_dir / "users.yaml").read_text())["credentials"]["usernames"]["carol"]
+    assert set(added) == {"email", "first_name", "last_name", "password", "roles"}
 
 
 def test_users_passwd_changes_the_password(cli, directory):
@@ -504,26 +573,34 @@ def test_keys_rotate_with_a_malformed_environment_key_exits_1_in_one_line(cli, d
     assert "malformed" in one_line_error(result)
 
 
-@pytest.mark.slow
-def test_a_killed_rotation_leaves_every_secret_readable_and_rerunning_finishes_it(cli, svc, clock, data_dir):
-    secrets = _enrolled(svc, clock, 150)
+def _paused_rotation(cli, tmp_path: Path, after: int, **kwargs) -> subprocess.Popen:
+    """``keys rotate`` stopped after re-encrypting ``after`` secrets (tests/ops/_paused_cli.py).
+
+    Returns once it waits there: the new key is on file, some secrets moved and the rest
+    not, whatever the machine's speed (a signal sent at a guessed moment could land
+    before the rotation starts or after it ends on a busy machine).
+    """
+    ready = tmp_path / "rotation-paused"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.ops._paused_cli", str(ready), str(after),
+                             "--", "keys", "rotate"], cwd=cli.cwd, env=cli_env(cli.data_dir), **kwargs)
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"the rotation never reached its pause (exit {proc.returncode}): {out} {err}")
+        time.sleep(0.01)  # polling for the file the paused process creates
+    return proc
+
+
+def test_a_killed_rotation_leaves_every_secret_readable_and_rerunning_finishes_it(cli, svc, clock, data_dir,
+                                                                                   tmp_path):
+    secrets = _enrolled(svc, clock, 12)
     old_key = _fernet_keys(data_dir)[0]
-    interrupted = False
-    for _attempt in range(5):
-        proc = cli.popen("keys", "rotate", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        # Kill it once the new key is on file, while it re-encrypts user by user.
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(_fernet_keys(data_dir)) > 1:
-                time.sleep(0.05)
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.002)
-        proc.wait(timeout=30)
-        if len(_fernet_keys(data_dir)) > 1:
-            interrupted = True
-            break
-    assert interrupted, "the rotation always finished before it could be killed"
+    proc = _paused_rotation(cli, tmp_path, 5, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert len(_fernet_keys(data_dir)) == 2  # the new key is on file, 5 secrets moved
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     keys = _fernet_keys(data_dir)
     assert old_key in keys  # the old key is kept until every secret moved
@@ -534,20 +611,16 @@ def test_a_killed_rotation_leaves_every_secret_readable_and_rerunning_finishes_i
     _all_readable(data_dir, secrets, clock)
 
 
-def test_an_interrupted_rotation_says_so_in_one_line(cli, svc, clock, data_dir):
-    _enrolled(svc, clock, 80)
-    for _attempt in range(5):
-        proc = cli.popen("keys", "rotate", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(_fernet_keys(data_dir)) == 1 and proc.poll() is None:
-            time.sleep(0.002)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-        if proc.returncode != 0:
-            break
+def test_an_interrupted_rotation_says_so_in_one_line(cli, svc, clock, data_dir, tmp_path):
+    secrets = _enrolled(svc, clock, 3)
+    proc = _paused_rotation(cli, tmp_path, 1, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "run the command again" in err
+    assert len(_fernet_keys(data_dir)) == 2
+    _all_readable(data_dir, secrets, clock)
 
 
 def _damage(data_dir, username: str, raw: bytes = b"\x00 damaged") -> None:

@@ -147,6 +147,29 @@ def test_a_database_password_is_never_printed(cli, postgres_cluster, keys):
     assert result.returncode == 1 and "Sup3rSecretPw" not in result.stderr, result.stderr
 
 
+def test_a_database_error_names_the_role_and_blanks_only_the_password(cli, postgres_cluster, keys):
+    """The role and database names are not secret: the operator needs them. A URL without a
+    password (it is in PGPASSWORD or ~/.pgpass) has nothing to blank at all."""
+    base = f"127.0.0.1:{postgres_cluster.port}/mfa?connect_timeout=3"
+    for url in (f"postgresql://no_such_role@{base}", f"postgresql://no_such_role:Sup3rSecretPw@{base}"):
+        result = cli("db", "upgrade", env=cli_env(cli.data_dir, MFA_PORTAL_DATABASE_URL=url, **keys))
+        assert result.returncode == 1, result.stderr
+        assert 'role "no_such_role" does not exist' in result.stderr, result.stderr
+        assert "Sup3rSecretPw" not in result.stderr and "***" not in result.stderr, result.stderr
+
+
+def test_redact_blanks_the_password_and_keeps_the_names():
+    from mfa_core.settings import redact
+    failed = ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  password '
+              'authentication failed for user "mfa"')
+    assert redact(failed, "postgresql://mfa@db.internal:5432/mfa") == failed
+    assert redact(failed, "postgresql://mfa:Sup3rSecretPw@db.internal:5432/mfa") == failed
+    assert redact(failed, "host=db user=mfa password=Sup3rSecretPw dbname=mfa") == failed
+    leaked = 'invalid "postgresql://mfa:Sup3rSecretPw@db/mfa" for user "mfa"'
+    shown = redact(leaked, "postgresql://mfa:Sup3rSecretPw@db/mfa")
+    assert "Sup3rSecret" not in shown and shown.endswith('for user "mfa"'), shown
+
+
 def test_db_upgrade_brings_an_older_schema_up_and_the_engine_refuses_it_before(
         db_cli, postgres_url, data_dir, clock, keys):
     PostgresStore(postgres_url).close()
@@ -185,6 +208,18 @@ def embedded_data_dir(path: Path, clock) -> tuple[dict[str, str], str, str, str]
     return env, key, secret, token
 
 
+def copy_counts(stdout: str, kinds: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """kind -> (copied, already there) from ``db copy``'s table."""
+    counts = {}
+    for line in stdout.splitlines():
+        for kind in kinds:
+            if line.strip().startswith(kind + " "):
+                copied, already = line.strip()[len(kind):].split()[:2]
+                counts[kind] = (int(copied), int(already))
+    assert set(counts) == set(kinds), stdout
+    return counts
+
+
 def test_db_copy_moves_a_data_dir_as_stored_verifies_and_is_idempotent(cli, tmp_path, postgres_url, clock):
     source = tmp_path / "embedded"
     keys, client_key, secret, token = embedded_data_dir(source, clock)
@@ -199,9 +234,15 @@ def test_db_copy_moves_a_data_dir_as_stored_verifies_and_is_idempotent(cli, tmp_
     assert copied["keyed"] and copied["audit"]
     second = cli("db", "copy", "--from", str(source), env=env)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.startswith(first.stdout.split("The secrets")[0])
     assert "were already in the database as in the data dir" in second.stdout
     assert dump(postgres_url) == copied  # run twice, same database
+    # Each kind: how many rows the copy wrote and how many were already there.
+    kinds = ("records", "keyed records", "audit events", "API clients", "directory users")
+    firsts, seconds = copy_counts(first.stdout, kinds), copy_counts(second.stdout, kinds)
+    assert firsts["audit events"] == (len(copied["audit"]), 0)
+    assert firsts["directory users"] == (2, 0) and firsts["API clients"] == (1, 0)
+    assert all(already == 0 for _, already in firsts.values())
+    assert seconds == {kind: (0, copied) for kind, (copied, _) in firsts.items()}, second.stdout
 
     # Nothing was decrypted: the record holds the very token the file held.
     file_docs = [json.loads(p.read_text())["mfa"]["1"] for p in (source / "users").rglob("*.json")]
