@@ -767,6 +767,8 @@ class MFAService(PasskeyOperations):
                         if part and part.get("secret") and not self.keyring.is_current(part["secret"]):
                             part["secret"] = self.keyring.reencrypt(part["secret"])
                             count += 1
+            from .radius_clients import RadiusClientRegistry  # RADIUS secrets: encrypted too
+            count += RadiusClientRegistry(self.store, self.keyring).reencrypt()
             if self.keyring.from_file:
                 self.keyring.finish_rotation()
         self.store.append_audit([AuditEvent(self.clock(), None, actor, "keys_rotated", "success",
