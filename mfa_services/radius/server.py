@@ -50,6 +50,10 @@ DEFAULT_PORT = 1812
 CHECK_THREADS = 8
 RECEIVE_BUFFER = 1 << 20
 STATS_INTERVAL = 60.0
+# A request that waited longer than this for a check thread is dropped unchecked: its NAS
+# (3-5 s timeout) has given up on it or sent it again, and a check now would only spend the
+# code after nobody listens. Only when the checks cannot keep up (or the store hangs).
+QUEUE_DEADLINE = 3.0
 MAX_CALLING_STATION = 64
 
 _REFUSED_METHODS = {3: "CHAP", 60: "CHAP", 79: "EAP"}
@@ -96,7 +100,7 @@ class RadiusServer:
                         data, peer = self.sock.recvfrom(8192)
                     except OSError:
                         continue
-                    self._pool.submit(self.handle, data, peer)
+                    self._pool.submit(self.handle, data, peer, time.monotonic())
                 if time.monotonic() - last_stats >= STATS_INTERVAL:
                     last_stats = time.monotonic()
                     self._log_stats()
@@ -131,9 +135,13 @@ class RadiusServer:
 
     # -- one packet ------------------------------------------------------------
 
-    def handle(self, data: bytes, peer: tuple) -> None:
+    def handle(self, data: bytes, peer: tuple, received: float | None = None) -> None:
         """Answer one datagram (or not). Never raises: a check thread must not die."""
         try:
+            if received is not None and time.monotonic() - received > QUEUE_DEADLINE:
+                self._warn(("late",), "dropped RADIUS requests that waited over %g s for a check "
+                           "(the checks cannot keep up, or the store hangs)", QUEUE_DEADLINE)
+                raise Dropped("late")
             self._handle(data, peer)
         except Dropped as exc:
             self._count(f"dropped_{exc}")
@@ -146,6 +154,8 @@ class RadiusServer:
         try:
             found = self.registry.match(peer[0])
         except mfa_core.StorageError:
+            self._warn(("store",), "the store cannot be used: RADIUS requests get no answer "
+                       "(the NAS fails over)")
             raise Dropped("store_unavailable") from None
         if found is None:
             self._warn(("unknown", peer[0]), "dropped RADIUS packets from %s: no client has that "
@@ -200,6 +210,8 @@ class RadiusServer:
             try:
                 outcome = modes.decide(self.svc, client, request, self.clock)
             except modes.Unanswerable:
+                self._warn(("store",), "the store cannot be used: RADIUS requests get no answer "
+                           "(the NAS fails over)")
                 raise Dropped("store_unavailable") from None
         self._count({modes.ACCESS_ACCEPT: "accept", modes.ACCESS_REJECT: "reject",
                      modes.ACCESS_CHALLENGE: "challenge"}[outcome.code])

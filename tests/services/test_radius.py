@@ -182,8 +182,8 @@ def request(secret: str, user: str | None, password: str | None, *, state: bytes
 class Peer:
     """A NAS: one UDP socket bound to ``address`` (any of 127/8), talking to the server."""
 
-    def __init__(self, radius: Radius, address: str = "127.0.0.1") -> None:
-        self.server = ("127.0.0.1", radius.port)
+    def __init__(self, port: int, address: str = "127.0.0.1") -> None:
+        self.server = ("127.0.0.1", port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((address, 0))
 
@@ -216,7 +216,7 @@ def peer(radius):
     opened: list[Peer] = []
 
     def make(address: str = "127.0.0.1") -> Peer:
-        opened.append(Peer(radius, address))
+        opened.append(Peer(radius.port, address))
         return opened[-1]
     yield make
     for each in opened:
