@@ -42,6 +42,7 @@ MODES = ("code", "password+code", "challenge")
 DEFAULT_MODE = "code"
 SECRET_LENGTH = 32          # characters of [A-Za-z0-9]: ~190 bits, safe on any command line
 MAX_NETWORKS = 32
+STATE_PREFIX = "radius-state:"  # keyed records of the Access-Challenge States (mfa_services.radius)
 _ALPHABET = string.ascii_letters + string.digits
 
 __all__ = ["RadiusClient", "RadiusClientRegistry", "ClientError", "MODES", "check_mode",
@@ -264,3 +265,13 @@ class RadiusClientRegistry:
 def open_radius_registry(svc: Any) -> RadiusClientRegistry:
     """The RADIUS client registry of ``svc``'s store, secrets under its keyring."""
     return RadiusClientRegistry(svc.store, svc.keyring, clock=svc.clock)
+
+
+def state_record_expired(key: str, rec: dict[str, Any], now: float) -> bool:
+    """For the store's sweep: an Access-Challenge State past its time (used or not)."""
+    if not key.startswith(STATE_PREFIX):
+        return False
+    try:
+        return float(rec.get("expires_at", 0)) < now
+    except (TypeError, ValueError):
+        return False

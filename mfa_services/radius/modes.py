@@ -30,11 +30,11 @@ from typing import Any
 
 import mfa_core
 from mfa_core import backup_codes
+from mfa_core.radius_clients import STATE_PREFIX
 
 ACCESS_ACCEPT, ACCESS_REJECT, ACCESS_CHALLENGE = 2, 3, 11
 CHALLENGE_TTL = 60.0           # seconds a State may be answered
 CHALLENGE_MESSAGE = "Enter the code from your authentication app"
-STATE_PREFIX = "radius-state:"
 _TOTP_SHAPE = re.compile(r"\d{6}")
 _TRAILING_CODE = re.compile(r"(.+?)(\d{6})", re.S)
 
@@ -164,13 +164,3 @@ class ChallengeStates:
                         and self.clock() < float(rec["expires_at"]))
         except (mfa_core.MFAError, OSError) as exc:
             raise Unanswerable() from exc
-
-
-def state_record_expired(key: str, rec: dict[str, Any], now: float) -> bool:
-    """For the store's sweep: a challenge State past its time (used or not)."""
-    if not key.startswith(STATE_PREFIX):
-        return False
-    try:
-        return float(rec.get("expires_at", 0)) < now
-    except (TypeError, ValueError):
-        return False

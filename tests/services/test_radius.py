@@ -512,3 +512,15 @@ def test_the_cli_prints_the_secret_as_its_last_line_alone(tmp_path):
                 stdout=io.StringIO()) == 0
     assert main(["radius", "clients", "remove", "fw", "--data-dir", data], environ={},
                 stdout=io.StringIO(), stderr=io.StringIO()) == 2
+
+
+def test_the_sweep_removes_challenge_states_past_their_time(tmp_path):
+    clock = Ticks()
+    svc = mfa_core.open_service(tmp_path / "data", clock=clock, environ={})
+    states = modes.ChallengeStates(svc.store, clock)
+    old, live = states.issue("asks", "amy"), None
+    clock.now += 61
+    live = states.issue("asks", "amy")
+    assert svc.sweep_expired() >= 1
+    assert svc.store.read_keyed(modes.ChallengeStates.key(old)) is None
+    assert states.redeem(live, "asks", "amy") is True
