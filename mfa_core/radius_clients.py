@@ -102,10 +102,13 @@ def new_secret() -> str:
 class RadiusClientRegistry:
     """Who may ask the RADIUS server, with their secrets (encrypted). Safe from any thread."""
 
-    def __init__(self, store: Any, keyring: Any, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Any, keyring: Any, *, clock: Callable[[], float] = time.time,
+                 max_age: float = 0.0, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.keyring = keyring
         self.clock = clock
+        self.max_age, self.monotonic = max_age, monotonic  # how long the server may reuse a read
+        self._read_at = 0.0
         self._cache_lock = threading.Lock()
         self._cache: tuple[Any, list[tuple[RadiusClient, bytes, list[Any]]]] | None = None
 
@@ -161,17 +164,23 @@ class RadiusClientRegistry:
     def resolved(self) -> list[tuple[RadiusClient, bytes, list[Any]]]:
         """Every client with its secret (bytes) and networks, for the server.
 
-        Read from the store each time; decrypted again only when the record changed.
+        Read from the store again when the last read is ``max_age`` seconds old
+        (0: every time); decrypted again only when the record changed.
         """
+        now = self.monotonic()
+        with self._cache_lock:
+            if self._cache is not None and now - self._read_at < self.max_age:
+                return self._cache[1]
         entries = self._entries()
         with self._cache_lock:
             if self._cache is not None and self._cache[0] == entries:
+                self._read_at = now
                 return self._cache[1]
         found = [(self._client(name, entry), self.keyring.decrypt(entry["secret"]).encode("utf-8"),
                   [ipaddress.ip_network(n) for n in entry["networks"]])
                  for name, entry in sorted(entries.items())]
         with self._cache_lock:
-            self._cache = (entries, found)
+            self._cache, self._read_at = (entries, found), now
         return found
 
     def match(self, address: str) -> tuple[RadiusClient, bytes] | None:
@@ -262,9 +271,13 @@ class RadiusClientRegistry:
         return moved
 
 
-def open_radius_registry(svc: Any) -> RadiusClientRegistry:
-    """The RADIUS client registry of ``svc``'s store, secrets under its keyring."""
-    return RadiusClientRegistry(svc.store, svc.keyring, clock=svc.clock)
+def open_radius_registry(svc: Any, *, max_age: float = 0.0) -> RadiusClientRegistry:
+    """The RADIUS client registry of ``svc``'s store, secrets under its keyring.
+
+    ``max_age``: seconds the server may answer from its last read of the
+    registry (a change then takes effect within that time).
+    """
+    return RadiusClientRegistry(svc.store, svc.keyring, clock=svc.clock, max_age=max_age)
 
 
 def state_record_expired(key: str, rec: dict[str, Any], now: float) -> bool:

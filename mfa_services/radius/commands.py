@@ -36,7 +36,8 @@ def serve(ctx: Any) -> int:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     svc = ctx.service()
-    registry = _registry(ctx)
+    # Re-read at most once a second: an added, removed or rotated client counts within 1 s.
+    registry = radius_clients.open_radius_registry(svc, max_age=server.REGISTRY_MAX_AGE)
     if not registry.clients():
         logging.getLogger("mfa_services.radius").warning(
             "no RADIUS clients yet: every request is dropped until one is added "

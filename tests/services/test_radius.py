@@ -122,8 +122,21 @@ class Radius:
         return [e for e in self.svc.audit(name) if e.event == event]
 
 
+def cheap_hash(password: str) -> str:
+    """bcrypt at cost 4 (as tests/support.write_users): the server checks any cost the same way."""
+    import bcrypt
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode("ascii")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cheap_passwords():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("mfa_core.users.hash_password", cheap_hash)
+        yield
+
+
 @pytest.fixture(scope="module")
-def radius(tmp_path_factory) -> Radius:
+def radius(tmp_path_factory, cheap_passwords) -> Radius:
     need_radclient()
     root = tmp_path_factory.mktemp("radius")
     data_dir = root / "data"
@@ -151,6 +164,17 @@ def radclient(radius: Radius, lines: list[str], *, secret: str | None = None, co
                           input="\n".join(lines) + "\n", capture_output=True, text=True,
                           timeout=timeout * (retries + 1) + 30)
     return done.stdout + done.stderr
+
+
+def healthy(radius: Radius, secret: str, within: float = 15.0) -> bool:
+    """Whether a Status-Server signed with ``secret`` is answered within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        out = radclient(radius, ["Message-Authenticator = 0x00"], secret=secret, command="status",
+                        timeout=1)
+        if answers(out) == ["Access-Accept"]:
+            return True
+    return False
 
 
 def answers(output: str) -> list[str]:
@@ -393,8 +417,10 @@ def test_the_challenge_flow_with_radclient(radius):
     registry = radius_clients.open_radius_registry(radius.svc)
     secret_ = registry.add("asks-local", ["127.0.0.1/32"], "challenge", actor="tests")
     # 127.0.0.1/32 is now two clients' address: the most specific wins, and a tie is the
-    # first by name ("asks-local" < "vpn"); removed again at the end.
+    # first by name ("asks-local" < "vpn"); removed again at the end. The server reads the
+    # registry again within a second (REGISTRY_MAX_AGE).
     try:
+        assert healthy(radius, secret_), "the added client was not taken up"
         secret, _ = radius.user("cleo")
         out = radclient(radius, pap("cleo", PASSWORD), secret=secret_)
         assert answers(out) == ["Access-Challenge"]
@@ -404,6 +430,7 @@ def test_the_challenge_flow_with_radclient(radius):
         assert answers(out) == ["Access-Accept"]
     finally:
         registry.remove("asks-local", actor="tests")
+        assert healthy(radius, radius.secrets["vpn"]), "the removed client still answers"
 
 
 # -- races -------------------------------------------------------------------------------

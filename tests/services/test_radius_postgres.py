@@ -22,7 +22,8 @@ import mfa_core
 from mfa_core import radius_clients
 
 from .. import pg
-from .test_radius import PASSWORD, Peer, need_radclient, request, start_server, stop
+from .test_radius import (PASSWORD, Peer, cheap_passwords, need_radclient, request,  # noqa: F401
+                          start_server, stop)
 
 pyrad = pytest.importorskip("pyrad")
 from pyrad import packet  # noqa: E402
@@ -51,7 +52,7 @@ class Replica:
 
 
 @pytest.fixture(scope="module")
-def replicas(cluster, tmp_path_factory):
+def replicas(cluster, tmp_path_factory, cheap_passwords):
     need_radclient()
     env = {"MFA_PORTAL_DATABASE_URL": cluster.url, "MFA_PORTAL_DEMO": "0",
            "MFA_PORTAL_FERNET_KEYS": Fernet.generate_key().decode(),
