@@ -8,6 +8,7 @@ CLI's ``Context``: ``args``, ``out``, ``environ``, ``service()``, ``actor()``.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import logging
 import sys
@@ -26,8 +27,25 @@ def _time(value: float | None) -> str:
     return dt.datetime.fromtimestamp(value, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(ctx: Any) -> int:
     from . import server  # pyrad: only when serving
+
+    demo = (ctx.environ.get("MFA_PORTAL_DEMO") or "1").strip().lower() not in ("0", "false", "no", "off")
+    if demo and not _loopback(ctx.args.address):
+        # As for the portal (make run): demo mode is never served to other machines.
+        raise ValueError(f"address {ctx.args.address} serves other machines: turn demo mode off "
+                         "(MFA_PORTAL_DEMO=0) first")
+    if not 1 <= ctx.args.port <= 65535:
+        raise ValueError("The port is 1 to 65535.")
 
     handler = logging.StreamHandler(ctx.stderr or sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))

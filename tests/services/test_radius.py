@@ -334,6 +334,29 @@ def test_chap_is_refused(radius):
     assert refused and "CHAP" in refused[-1].detail
 
 
+def test_eap_and_ms_chap_are_refused(radius, peer):
+    radius.user("eve")
+    nas = peer()
+    pkt = request(radius.secrets["vpn"], "eve", None)
+    pkt.AddAttribute("EAP-Message", b"\x02\x01\x00\x06\x01e")
+    assert nas.ask(pkt).code == packet.AccessReject
+    pkt = request(radius.secrets["vpn"], "eve", None)
+    pkt[(311, 11)] = [b"0123456789abcdef"]  # MS-CHAP-Challenge (Microsoft, vendor 311)
+    pkt[(311, 25)] = [b"\x00" * 50]          # MS-CHAP2-Response
+    assert nas.ask(pkt).code == packet.AccessReject
+    refused = [e.detail for e in radius.svc.audit() if e.event == "radius_request_refused"]
+    assert any("EAP" in d for d in refused) and any("MS-CHAP" in d for d in refused)
+
+
+def test_serving_other_machines_needs_demo_mode_off(tmp_path):
+    from mfa_core.cli import main
+    import io
+    err = io.StringIO()
+    assert main(["radius", "--address", "0.0.0.0", "--port", "1812", "--data-dir",
+                 str(tmp_path / "data")], environ={}, stdout=io.StringIO(), stderr=err) == 2
+    assert "MFA_PORTAL_DEMO=0" in err.getvalue()
+
+
 # -- retransmissions ---------------------------------------------------------------
 
 def test_a_retransmission_gets_the_first_answer_again_and_the_code_counts_once(radius, peer):
