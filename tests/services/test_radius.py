@@ -574,3 +574,27 @@ def test_the_sweep_removes_challenge_states_past_their_time(tmp_path):
     assert svc.sweep_expired() >= 1
     assert svc.store.read_keyed(modes.ChallengeStates.key(old)) is None
     assert states.redeem(live, "asks", "amy") is True
+
+
+def test_drops_are_counted_and_a_request_that_waited_too_long_is_not_checked(tmp_path):
+    """In-process: the server's handler called directly, its counters read."""
+    from mfa_services.radius import server as radius_server
+    svc = mfa_core.open_service(tmp_path / "data", environ={})
+    registry = radius_clients.open_radius_registry(svc)
+    secret = registry.add("nas", ["127.0.0.1"], actor="tests")
+    srv = radius_server.RadiusServer(svc, registry, "127.0.0.1", 0, threads=1)
+    try:
+        peer_ = ("127.0.0.1", 40000)
+        srv.handle(request(secret, "lena", "123456").RequestPacket(), ("127.0.0.9", 40000))
+        srv.handle(request(secret, "lena", "123456", authenticator=False).RequestPacket(), peer_)
+        srv.handle(request("wrong", "lena", "123456").RequestPacket(), peer_)
+        srv.handle(b"\x01\x02\x00", peer_)
+        srv.handle(request(secret, "lena", "123456").RequestPacket(), peer_,
+                   time.monotonic() - radius_server.QUEUE_DEADLINE - 1)
+        assert dict(srv.counts) == {"dropped_unknown_client": 1, "dropped_no_message_authenticator": 1,
+                                    "dropped_bad_authenticator": 1, "dropped_malformed": 1,
+                                    "dropped_late": 1}
+        assert not [e for e in svc.audit("lena") if e.event.startswith("second_factor")]
+    finally:
+        srv.sock.close()
+        srv._pool.shutdown()
