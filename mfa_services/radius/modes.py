@@ -32,6 +32,8 @@ import mfa_core
 from mfa_core import backup_codes
 from mfa_core.radius_clients import STATE_PREFIX
 
+from .. import engine
+
 ACCESS_ACCEPT, ACCESS_REJECT, ACCESS_CHALLENGE = 2, 3, 11
 CHALLENGE_TTL = 60.0           # seconds a State may be answered
 CHALLENGE_MESSAGE = "Enter the code from your authentication app"
@@ -67,11 +69,6 @@ REJECT = Outcome(ACCESS_REJECT)
 ACCEPT = Outcome(ACCESS_ACCEPT)
 
 
-def guess_strategy(code: str) -> str:
-    """Six digits (spaces and dashes aside) are a TOTP code; anything else a backup code."""
-    return "totp" if _TOTP_SHAPE.fullmatch(re.sub(r"[\s-]", "", code)) else "backup_code"
-
-
 def split_password_code(value: str) -> tuple[str, str] | None:
     """``password,code`` or ``password123456``: (password, code), or None when no code is there."""
     head, comma, tail = value.rpartition(",")
@@ -83,25 +80,18 @@ def split_password_code(value: str) -> tuple[str, str] | None:
 
 
 def _second_factor(svc: Any, client: Any, username: str, code: str, source: str) -> Outcome:
-    try:
-        svc.attempt_second_factor(username, code, guess_strategy(code), source=source,
-                                  actor=client.actor, diagnose=False)
-    except mfa_core.StorageError as exc:
-        raise Unanswerable() from exc
-    except (mfa_core.MFAError, TypeError, ValueError):
-        return REJECT
-    return ACCEPT
+    found = engine.check_second_factor(svc, username, code, actor=client.actor, source=source)
+    if found.verdict is engine.Verdict.UNAVAILABLE:
+        raise Unanswerable()
+    return ACCEPT if found.ok else REJECT  # throttled or no such factor: a plain Reject
 
 
 def _password(svc: Any, username: str, password: str, source: str) -> bool:
     """True when the password is right and the user has two-step on (a password alone never is enough)."""
-    try:
-        result = svc.attempt_password(username, password, source=source)
-    except mfa_core.StorageError as exc:
-        raise Unanswerable() from exc
-    except (mfa_core.MFAError, TypeError, ValueError):
-        return False
-    return bool(result.two_factor_enabled)
+    found = engine.check_password(svc, username, password, source=source)
+    if found.verdict is engine.Verdict.UNAVAILABLE:
+        raise Unanswerable()
+    return found.ok and found.two_factor_enabled
 
 
 def decide(svc: Any, client: Any, request: Request, clock=None) -> Outcome:

@@ -14,7 +14,6 @@ they fail instead.
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import re
 import shutil
