@@ -261,6 +261,15 @@ def test_code_mode_accepts_a_right_code_and_rejects_a_wrong_one_and_a_replay(rad
     assert len(radius.events("cody", "second_factor_failed")) == 3
 
 
+def test_radtest_as_the_docs_show_it(radius):
+    secret, _ = radius.user("tess")
+    code = pyotp.TOTP(secret).now()
+    out = subprocess.run(["radtest", "-t", "pap", "tess", code, f"127.0.0.1:{radius.port}", "0",
+                          radius.secrets["vpn"], "0", "127.0.0.1"],
+                         capture_output=True, text=True, timeout=60)
+    assert answers(out.stdout) == ["Access-Accept"], out.stdout + out.stderr
+
+
 def test_a_code_used_at_the_vpn_is_a_replay_at_the_portal_and_the_other_way_round(radius):
     secret, _ = radius.user("vera")
     code = pyotp.TOTP(secret).now()
