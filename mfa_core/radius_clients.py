@@ -45,8 +45,8 @@ MAX_NETWORKS = 32
 STATE_PREFIX = "radius-state:"  # keyed records of the Access-Challenge States (mfa_services.radius)
 _ALPHABET = string.ascii_letters + string.digits
 
-__all__ = ["RadiusClient", "RadiusClientRegistry", "ClientError", "MODES", "check_mode",
-           "check_networks", "new_secret", "open_radius_registry"]
+__all__ = ["RadiusClient", "RadiusClientRegistry", "ClientError", "MODES", "check_client_name",
+           "check_mode", "check_networks", "new_secret", "open_radius_registry"]
 
 
 @dataclass(frozen=True)

@@ -67,9 +67,12 @@ def serve(ctx: Any) -> int:
 
 def clients_add(ctx: Any) -> int:
     a = ctx.args
-    secret = _registry(ctx).add(a.name, a.address, a.mode, actor=ctx.actor())
-    ctx.out.write(f"Added RADIUS client {a.name} ({', '.join(radius_clients.check_networks(a.address))}, "
-                  f"mode {a.mode}). Its shared secret is shown only this once:\n")
+    # Checked before the data dir is opened (opening creates it and its keys).
+    name, networks = radius_clients.check_client_name(a.name), radius_clients.check_networks(a.address)
+    mode = radius_clients.check_mode(a.mode)
+    secret = _registry(ctx).add(name, networks, mode, actor=ctx.actor())
+    ctx.out.write(f"Added RADIUS client {name} ({', '.join(networks)}, mode {mode}). "
+                  "Its shared secret is shown only this once:\n")
     ctx.out.write(secret + "\n")
     return 0
 
@@ -95,12 +98,14 @@ def clients_list(ctx: Any) -> int:
 
 
 def clients_remove(ctx: Any) -> int:
+    radius_clients.check_client_name(ctx.args.name)
     _registry(ctx).remove(ctx.args.name, actor=ctx.actor())
     ctx.out.write(f"Removed RADIUS client {ctx.args.name}: its requests are dropped from now on.\n")
     return 0
 
 
 def clients_rotate(ctx: Any) -> int:
+    radius_clients.check_client_name(ctx.args.name)
     secret = _registry(ctx).rotate(ctx.args.name, actor=ctx.actor())
     ctx.out.write(f"New shared secret for RADIUS client {ctx.args.name}; the old one no longer "
                   "works. It is shown only this once:\n")

@@ -570,6 +570,11 @@ def test_the_cli_prints_the_secret_as_its_last_line_alone(tmp_path):
                 stdout=io.StringIO()) == 0
     assert main(["radius", "clients", "remove", "fw", "--data-dir", data], environ={},
                 stdout=io.StringIO(), stderr=io.StringIO()) == 2
+    fresh = tmp_path / "fresh"
+    err = io.StringIO()
+    assert main(["radius", "clients", "add", "x", "--address", "bogus", "--data-dir", str(fresh)],
+                environ={}, stdout=io.StringIO(), stderr=err) == 2
+    assert "not an IP address" in err.getvalue() and not fresh.exists()  # nothing created
 
 
 def test_the_sweep_removes_challenge_states_past_their_time(tmp_path):
