@@ -894,6 +894,8 @@ def _radius_parser(groups, common, actor, as_json) -> None:
     radius.add_argument("--port", type=int, default=1812, help="UDP port (default 1812)")
     radius.add_argument("--threads", type=int, default=0, metavar="N",
                         help="check threads (default $MFA_PORTAL_RADIUS_THREADS or 8)")
+    radius.add_argument("--reuse-port", action="store_true",
+                        help="let several servers share the port, e.g. one per core (SO_REUSEPORT)")
     radius.set_defaults(func=cmd_radius, radius_action=None)
     r = radius.add_subparsers(dest="radius_group", metavar="clients", parser_class=_Parser)
     rc = r.add_parser("clients", help="RADIUS clients (NAS) and their shared secrets",

@@ -62,7 +62,8 @@ def serve(ctx: Any) -> int:
             "('radius clients add NAME --address CIDR')")
     a = ctx.args
     threads = a.threads if a.threads else server.threads_from_env(ctx.environ)
-    return server.serve(svc, registry, a.address, a.port, threads=threads)
+    return server.serve(svc, registry, a.address, a.port, threads=threads,
+                        reuse_port=bool(getattr(a, "reuse_port", False)))
 
 
 def clients_add(ctx: Any) -> int:

@@ -69,7 +69,7 @@ class RadiusServer:
     def __init__(self, svc: Any, registry: Any, address: str = DEFAULT_ADDRESS,
                  port: int = DEFAULT_PORT, *, threads: int = CHECK_THREADS,
                  clock: Callable[[], float] | None = None,
-                 dedupe: DedupeCache | None = None) -> None:
+                 dedupe: DedupeCache | None = None, reuse_port: bool = False) -> None:
         self.svc, self.registry = svc, registry
         self.clock = clock or svc.clock
         self.dictionary = Dictionary(str(DICTIONARY))
@@ -85,6 +85,11 @@ class RadiusServer:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         except OSError:
             pass
+        if reuse_port:
+            # Several servers on one port (one per core): Linux spreads the datagrams by
+            # source address and port, so a NAS's retransmission reaches the server that
+            # holds its first answer.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self.sock.bind(info[4])
         self.address = self.sock.getsockname()
 
@@ -264,11 +269,11 @@ class RadiusServer:
 
 
 def serve(svc: Any, registry: Any, address: str = DEFAULT_ADDRESS, port: int = DEFAULT_PORT,
-          *, threads: int = CHECK_THREADS) -> int:
+          *, threads: int = CHECK_THREADS, reuse_port: bool = False) -> int:
     """Run until SIGTERM or SIGINT (systemd-friendly: logs to stderr, exits 0)."""
     import signal
 
-    server = RadiusServer(svc, registry, address, port, threads=threads)
+    server = RadiusServer(svc, registry, address, port, threads=threads, reuse_port=reuse_port)
 
     def stop(signum, frame):  # noqa: ARG001
         log.info("RADIUS server stopping (signal %d)", signum)

@@ -70,11 +70,13 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_server(data_dir: Path, log_path: Path, **env: str) -> tuple[int, subprocess.Popen]:
-    port = free_udp_port()
+def start_server(data_dir: Path, log_path: Path, *extra: str, port: int | None = None,
+                 **env: str) -> tuple[int, subprocess.Popen]:
+    port = port or free_udp_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "mfa_core", "radius", "--address", "127.0.0.1",
-                                 "--port", str(port)], cwd=REPO, env=server_env(data_dir, **env),
+                                 "--port", str(port), *extra], cwd=REPO,
+                                env=server_env(data_dir, **env),
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     deadline = time.monotonic() + 60
@@ -613,3 +615,23 @@ def test_drops_are_counted_and_a_request_that_waited_too_long_is_not_checked(tmp
     finally:
         srv.sock.close()
         srv._pool.shutdown()
+
+
+def test_two_servers_share_one_port_and_a_code_still_counts_once(radius, peer, tmp_path):
+    """--reuse-port: a second server on the module's data dir and a port of its own pair."""
+    port = free_udp_port()
+    _, a = start_server(radius.data_dir, tmp_path / "a.log", "--reuse-port", port=port)
+    _, b = start_server(radius.data_dir, tmp_path / "b.log", "--reuse-port", port=port)
+    try:
+        _, codes = radius.user("reus", backup_codes=True)
+        answers_ = []
+        for code in codes[:6]:  # six NAS sockets: the kernel spreads them over both servers
+            nas = Peer(port)
+            try:
+                answers_.append(nas.ask(request(radius.secrets["vpn"], "reus", code)).code)
+                answers_.append(nas.ask(request(radius.secrets["vpn"], "reus", code)).code)
+            finally:
+                nas.close()
+        assert answers_ == [packet.AccessAccept, packet.AccessReject] * 6
+    finally:
+        assert stop(a) == 0 and stop(b) == 0
