@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Access-Requests per row (default %(default)s)")
     g.add_argument("--radius-clients", type=int, default=CLIENTS,
                    help="concurrent NAS (default %(default)s)")
+    g.add_argument("--radius-processes", type=int, default=1,
+                   help="RADIUS servers sharing the port (--reuse-port; default %(default)s)")
 
 
 # -- the RADIUS load generator ------------------------------------------------------------
@@ -125,8 +128,9 @@ async def radius_load(port: int, secret: str, pairs: list[tuple[str, str]],
 
 
 class RadiusServer:
-    def __init__(self, port: int, data_dir: Path, log: Path) -> None:
+    def __init__(self, port: int, data_dir: Path, log: Path, reuse_port: bool = False) -> None:
         self.port, self.data_dir, self.log = port, data_dir, log
+        self.reuse_port = reuse_port
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "RadiusServer":
@@ -135,7 +139,7 @@ class RadiusServer:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mfa_core", "radius", "--address", "127.0.0.1", "--port",
-                 str(self.port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                 str(self.port), *(["--reuse-port"] if self.reuse_port else [])], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 90
         while "listening on" not in self.log.read_text("utf-8", errors="replace"):
@@ -172,7 +176,8 @@ def _once(got: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
     return got
 
 
-def run(requests: int, clients: int, progress: Callable[[str], None]) -> dict[str, Any]:
+def run(requests: int, clients: int, progress: Callable[[str], None],
+        processes: int = 1) -> dict[str, Any]:
     import mfa_core
     from mfa_core import clients as api_clients
     from mfa_core import radius_clients
@@ -196,8 +201,14 @@ def run(requests: int, clients: int, progress: Callable[[str], None]) -> dict[st
         # Both servers up at once, measured in turns A B B A (then the totals): the machine's
         # load changes by the minute, and a server measured only before the other would
         # take all of one kind of minute.
+        port = free_udp_port()
+        extra = [RadiusServer(port, data_dir, root / f"radius-{n}.log", True)
+                 for n in range(1, processes)]
         with api.Server(shipped, api.free_port(), data_dir, root / "api.log") as http, \
-                RadiusServer(free_udp_port(), data_dir, root / "radius.log") as rad:
+                RadiusServer(port, data_dir, root / "radius.log", processes > 1) as rad, \
+                contextlib.ExitStack() as more:
+            for each in extra:
+                more.enter_context(each)
             asyncio.run(api.load(http.port, key, codes.batch(2 * clients), clients, True))
             asyncio.run(radius_load(rad.port, secret, codes.batch(2 * clients), clients))
             half = max(1, requests // 2)
@@ -215,8 +226,10 @@ def run(requests: int, clients: int, progress: Callable[[str], None]) -> dict[st
                 pairs = codes.batch(half)
                 got = asyncio.run(radius_load(rad.port, secret, pairs, clients))
                 again = asyncio.run(radius_load(rad.port, secret, pairs, clients))
-                res["rows"].append({"what": f"RADIUS (`python -m mfa_core radius`, mode code), "
-                                            f"turn {turn}", "radius": True, **_once(got, again)})
+                what = ("RADIUS (`python -m mfa_core radius`, mode code)" if processes == 1 else
+                        f"RADIUS ({processes} × `python -m mfa_core radius --reuse-port`, mode code)")
+                res["rows"].append({"what": f"{what}, turn {turn}", "radius": True,
+                                    **_once(got, again)})
                 progress(f"bench radius: RADIUS turn {turn}: {got['rate']:.0f}/s")
 
             measure_api(1)
@@ -236,7 +249,7 @@ def _lat(samples: list[float], q: float) -> float:
 def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
     head = machine_note()
     started = time.perf_counter()
-    res = run(args.radius_requests, args.radius_clients, out)
+    res = run(args.radius_requests, args.radius_clients, out, args.radius_processes)
     n, c = args.radius_requests, args.radius_clients
     for kind, label in (("api", "HTTP API, both turns"), ("radius", "RADIUS, both turns")):
         turns = [r for r in res["rows"] if r.get(kind) and not r.get("total")]
