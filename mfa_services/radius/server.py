@@ -54,6 +54,7 @@ STATS_INTERVAL = 60.0
 # (3-5 s timeout) has given up on it or sent it again, and a check now would only spend the
 # code after nobody listens. Only when the checks cannot keep up (or the store hangs).
 QUEUE_DEADLINE = 3.0
+MAX_PENDING = 10_000    # datagrams waiting for a check thread; more are dropped on arrival (a flood)
 REGISTRY_MAX_AGE = 1.0  # seconds the client registry is reused between reads (one read a packet costs ~0.2 ms)
 MAX_CALLING_STATION = 64
 
@@ -77,6 +78,7 @@ class RadiusServer:
         self.counts: collections.Counter[str] = collections.Counter()
         self._counts_lock = threading.Lock()
         self._warned: dict[tuple, float] = {}
+        self._pending = 0  # datagrams handed to the check threads and not yet handled
         self._stop = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="radius-check")
         info = socket.getaddrinfo(address, port, type=socket.SOCK_DGRAM)[0]
@@ -106,7 +108,14 @@ class RadiusServer:
                         data, peer = self.sock.recvfrom(8192)
                     except OSError:
                         continue
-                    self._pool.submit(self.handle, data, peer, time.monotonic())
+                    with self._counts_lock:
+                        full = self._pending >= MAX_PENDING
+                        if full:
+                            self.counts["dropped_overload"] += 1
+                        else:
+                            self._pending += 1
+                    if not full:
+                        self._pool.submit(self._handle_queued, data, peer, time.monotonic())
                 if time.monotonic() - last_stats >= STATS_INTERVAL:
                     last_stats = time.monotonic()
                     self._log_stats()
@@ -140,6 +149,13 @@ class RadiusServer:
             log.info("RADIUS counts: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
     # -- one packet ------------------------------------------------------------
+
+    def _handle_queued(self, data: bytes, peer: tuple, received: float) -> None:
+        try:
+            self.handle(data, peer, received)
+        finally:
+            with self._counts_lock:
+                self._pending -= 1
 
     def handle(self, data: bytes, peer: tuple, received: float | None = None) -> None:
         """Answer one datagram (or not). Never raises: a check thread must not die."""
