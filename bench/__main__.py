@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import SUMMARY, api, browser, core, pages, table
+from . import SUMMARY, api, browser, core, pages, radius, table
 
-PARTS = ("core", "pages", "browser", "api")
+PARTS = ("core", "pages", "browser", "api", "radius")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -24,13 +24,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("parts", nargs="*", metavar="part",
-                   help="core, pages, browser, api (default: all four)")
+                   help="core, pages, browser, api, radius (default: all)")
     p.add_argument("--results", metavar="PATH",
                    help="also write the report here (a full default run writes bench/RESULTS.md)")
     core.add_arguments(p)
     pages.add_arguments(p)
     browser.add_arguments(p)
     api.add_arguments(p)
+    radius.add_arguments(p)
     return p
 
 
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    runners = {"core": core.main, "pages": pages.main, "browser": browser.main, "api": api.main}
+    runners = {"core": core.main, "pages": pages.main, "browser": browser.main, "api": api.main,
+               "radius": radius.main}
     failed = False
     for part in parts:
         progress(f"bench: {part} …")

@@ -603,6 +603,13 @@ def cmd_clients_rate(ctx: Context) -> int:
     return 0
 
 
+def cmd_radius(ctx: Context) -> int:
+    """``radius``: serve RADIUS; ``radius clients ...``: its clients (mfa_services.radius)."""
+    from mfa_services.radius import commands  # lazily: mfa_core never imports it at load
+    action = getattr(ctx.args, "radius_action", None)
+    return getattr(commands, action or "serve")(ctx)
+
+
 PAM_MAX_INPUT = 4096
 
 
@@ -906,7 +913,51 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
                    help="seconds to wait for the answer (default 5)")
     p.add_argument("--ca-file", metavar="FILE", help="CA bundle for an https URL with a private CA")
     p.set_defaults(func=cmd_pam)
+
+    _radius_parser(groups, common, actor, as_json)
     return parser
+
+
+def _radius_parser(groups, common, actor, as_json) -> None:
+    radius = groups.add_parser("radius", parents=[common],
+                               help="the RADIUS server (VPN, network gear) and its clients",
+                               description="Without an action: serve RADIUS (PAP Access-Request, "
+                                           "Status-Server) on UDP until SIGTERM, logging to stderr. "
+                                           "'radius clients ...' manages who may ask.")
+    radius.add_argument("--address", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; '::' or 0.0.0.0 for all)")
+    radius.add_argument("--port", type=int, default=1812, help="UDP port (default 1812)")
+    radius.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="check threads (default $MFA_PORTAL_RADIUS_THREADS or 8)")
+    radius.add_argument("--reuse-port", action="store_true",
+                        help="let several servers share the port, e.g. one per core (SO_REUSEPORT)")
+    radius.set_defaults(func=cmd_radius, radius_action=None)
+    r = radius.add_subparsers(dest="radius_group", metavar="clients", parser_class=_Parser)
+    rc = r.add_parser("clients", help="RADIUS clients (NAS) and their shared secrets",
+                      description="The NAS that may ask: addresses (CIDR), mode, a shared secret "
+                                  "kept encrypted under the data dir's keys and printed once.")
+    c = rc.add_subparsers(dest="radius_action", metavar="ACTION", required=True,
+                          parser_class=_Parser)
+    p = c.add_parser("add", parents=[common, actor], help="add a client and print its secret",
+                     description="Add a client and print its shared secret once (the last line "
+                                 "of output is the secret alone).")
+    p.add_argument("name", help="e.g. vpn, core-switches (audited as radius/NAME)")
+    p.add_argument("--address", action="append", required=True, metavar="CIDR",
+                   help="the address or network it sends from (repeat for more)")
+    p.add_argument("--mode", default="code", choices=["code", "password+code", "challenge"],
+                   help="what User-Password holds: the code (default), the password and the "
+                        "code, or the password then an Access-Challenge for the code")
+    p.set_defaults(func=cmd_radius, radius_action="clients_add")
+    p = c.add_parser("list", parents=[common, as_json], help="list the clients (never a secret)")
+    p.set_defaults(func=cmd_radius, radius_action="clients_list")
+    p = c.add_parser("remove", parents=[common, actor], help="remove a client")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_radius, radius_action="clients_remove")
+    p = c.add_parser("rotate", parents=[common, actor], help="a new shared secret for a client",
+                     description="Replace a client's shared secret and print the new one once "
+                                 "(last line); the old one stops working at once.")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_radius, radius_action="clients_rotate")
 
 
 def _prog() -> str:

@@ -24,7 +24,7 @@ import bcrypt
 
 from . import authenticators as authn
 from . import backup_codes as bc
-from . import passkeys, passwords, records, totp
+from . import passkeys, passwords, radius_clients, records, totp
 from . import validate as check
 from .audit import AuditEvent
 from .authenticators import Authenticator
@@ -248,7 +248,8 @@ class MFAService(PasskeyOperations):
         def expired(key: str, rec: dict[str, Any]) -> bool:
             return (ChallengeBook.expired_record(key, rec, now)
                     or sessions.expired_record(key, rec, now)
-                    or passwords.source_record_expired(key, rec, now, policy))
+                    or passwords.source_record_expired(key, rec, now, policy)
+                    or radius_clients.state_record_expired(key, rec, now))
         try:
             return self.store.sweep_keyed(expired)
         except IO_ERRORS as exc:
@@ -767,6 +768,8 @@ class MFAService(PasskeyOperations):
                         if part and part.get("secret") and not self.keyring.is_current(part["secret"]):
                             part["secret"] = self.keyring.reencrypt(part["secret"])
                             count += 1
+            # RADIUS shared secrets are encrypted under the same keys.
+            count += radius_clients.RadiusClientRegistry(self.store, self.keyring).reencrypt()
             if self.keyring.from_file:
                 self.keyring.finish_rotation()
         self.store.append_audit([AuditEvent(self.clock(), None, actor, "keys_rotated", "success",

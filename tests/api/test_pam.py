@@ -80,12 +80,15 @@ class Installed:
         self.python, self.bin, self.site, self.cwd = python, bin, site, cwd
 
 
-def test_the_installed_package_holds_every_module_of_the_engine(installed):
-    shipped = {p.relative_to(installed.site).as_posix() for p in (installed.site / "mfa_core").rglob("*.py")}
-    source = {p.relative_to(REPO).as_posix() for p in (REPO / "mfa_core").rglob("*.py")}
-    assert source - shipped == set()
+def test_the_installed_package_holds_every_module_of_the_engine_and_services(installed):
+    for package in ("mfa_core", "mfa_services"):
+        shipped = {p.relative_to(installed.site).as_posix() for p in (installed.site / package).rglob("*.py")}
+        source = {p.relative_to(REPO).as_posix() for p in (REPO / package).rglob("*.py")}
+        assert source - shipped == set()
+    assert (installed.site / "mfa_services" / "radius" / "dictionary").is_file()
     where = subprocess.run([str(installed.python), "-c",
-                            "import sys, mfa_core.cli, mfa_core.storage.postgres, mfa_core.dbcopy; "
+                            "import sys, mfa_core.cli, mfa_core.storage.postgres, mfa_core.dbcopy, "
+                            "mfa_services.radius.server; "
                             "print(mfa_core.__file__); print('streamlit' in sys.modules)"],
                            capture_output=True, text=True, cwd=installed.cwd, env=pam_env(None), timeout=60)
     assert where.returncode == 0, where.stderr

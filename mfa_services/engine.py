@@ -1,0 +1,89 @@
+"""One way for the services (RADIUS; the HTTP API and PAM once they move here) to call the engine.
+
+Each service only answers "yes" or "no" (and sometimes "wait"), never why:
+the reason goes to the audit trail, which the engine writes. So the engine's
+many refusals fold into a few :class:`Verdict` s:
+
+- ``ACCEPTED``: the password or code is right (the code is now used up);
+- ``REFUSED``: wrong, already used, expired, unknown user, no such factor,
+  locked account;
+- ``THROTTLED``: the user's (or the source's) throttle holds (``retry_after``);
+  the API answers 429, RADIUS a plain Reject;
+- ``NO_FACTOR``: the name has no such factor (unknown, or no two-step): the
+  API counts it under a keyed hash of the name (its own throttle), RADIUS
+  rejects it like any refusal;
+- ``UNAVAILABLE``: the store cannot be used (the caller fails closed: 503,
+  or no RADIUS answer).
+
+Only the TOTP and backup-code strategies exist here: passkeys and temporary
+passes never work through a service.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import mfa_core
+
+_TOTP_SHAPE = re.compile(r"\d{6}")
+
+
+class Verdict(enum.Enum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    THROTTLED = "throttled"
+    NO_FACTOR = "no factor"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class Result:
+    verdict: Verdict
+    retry_after: int = 0
+    strategy: str | None = None
+    two_factor_enabled: bool = False  # check_password: whether a second factor is ahead
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is Verdict.ACCEPTED
+
+
+def guess_strategy(code: str) -> str:
+    """Six digits (spaces and dashes aside) are a TOTP code; anything else a backup code."""
+    return "totp" if _TOTP_SHAPE.fullmatch(re.sub(r"[\s-]", "", code)) else "backup_code"
+
+
+def check_second_factor(svc: Any, username: str, code: str, *, actor: str, source: str | None,
+                        strategy: str | None = None) -> Result:
+    """``svc.attempt_second_factor`` for a service: same window, replay rule, throttle, audit."""
+    strategy = strategy or guess_strategy(code)
+    try:
+        svc.attempt_second_factor(username, code, strategy, source=source, actor=actor,
+                                  diagnose=False)  # the caller never hears why: no drift search
+    except mfa_core.StorageError:
+        return Result(Verdict.UNAVAILABLE, strategy=strategy)
+    except mfa_core.AccountLocked:
+        return Result(Verdict.REFUSED, strategy=strategy)
+    except mfa_core.TooManyAttempts as exc:
+        return Result(Verdict.THROTTLED, int(getattr(exc, "retry_after", 0) or 0), strategy)
+    except (mfa_core.NotEnabled, mfa_core.NoBackupCodes):
+        return Result(Verdict.NO_FACTOR, strategy=strategy)
+    except (mfa_core.MFAError, TypeError, ValueError):
+        return Result(Verdict.REFUSED, strategy=strategy)
+    return Result(Verdict.ACCEPTED, strategy=strategy)
+
+
+def check_password(svc: Any, username: str, password: str, *, source: str | None) -> Result:
+    """``svc.attempt_password`` for a service (smart lockout, the portal's answers)."""
+    try:
+        found = svc.attempt_password(username, password, source=source)
+    except mfa_core.StorageError:
+        return Result(Verdict.UNAVAILABLE)
+    except mfa_core.TooManyAttempts as exc:  # PasswordBlocked too
+        return Result(Verdict.THROTTLED, int(getattr(exc, "retry_after", 0) or 0))
+    except (mfa_core.MFAError, TypeError, ValueError):
+        return Result(Verdict.REFUSED)
+    return Result(Verdict.ACCEPTED, two_factor_enabled=bool(found.two_factor_enabled))
