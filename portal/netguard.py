@@ -23,7 +23,11 @@ and ``uvicorn app:app`` get the same):
   the first byte of the next request on a kept-alive connection) and within
   ``MAX_HEADER_BYTES``; a body must keep coming (at least ``BODY_MIN_BYTES``
   in every ``BODY_TIMEOUT`` seconds, or all of it); one address may hold
-  at most ``MAX_PER_ADDRESS`` open connections (websockets included). A
+  at most ``MAX_PER_ADDRESS`` open connections (websockets included); and
+  when the server holds ``max_connections`` (four fifths of its descriptor
+  limit), a new connection closes the one that has waited longest for its
+  request headers (or is itself closed when none is waiting), so slow
+  connections never keep the pages and the API from accepting. A
   connection over a limit is closed (431 first for headers too large).
   Idle kept-alive connections are closed by uvicorn itself
   (``timeout_keep_alive``, 5 s).
@@ -32,7 +36,8 @@ Settings (environment, read when the server starts): ``MFA_PORTAL_HEADER_TIMEOUT
 (10), ``MFA_PORTAL_BODY_TIMEOUT`` (10), ``MFA_PORTAL_MAX_HEADER_BYTES``
 (32768), ``MFA_PORTAL_MAX_CONNECTIONS_PER_ADDRESS`` (64; off by default when
 ``MFA_PORTAL_PROXY_HEADER`` is set, as every connection then comes from the
-proxy; 0 turns it off), ``MFA_PORTAL_METRICS`` (off).
+proxy; 0 turns it off), ``MFA_PORTAL_MAX_CONNECTIONS`` (four fifths of the
+descriptor limit, ``ulimit -n``; 0 turns it off), ``MFA_PORTAL_METRICS`` (off).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ ENV_BODY_TIMEOUT = "MFA_PORTAL_BODY_TIMEOUT"
 ENV_MAX_HEADER_BYTES = "MFA_PORTAL_MAX_HEADER_BYTES"
 ENV_MAX_PER_ADDRESS = "MFA_PORTAL_MAX_CONNECTIONS_PER_ADDRESS"
 ENV_METRICS = "MFA_PORTAL_METRICS"
+ENV_MAX_CONNECTIONS = "MFA_PORTAL_MAX_CONNECTIONS"
 
 HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 10.0
@@ -90,6 +96,19 @@ class Limits:
         default = 0 if _proxy_header(env) else MAX_PER_ADDRESS
         self.max_per_address = _number(env, ENV_MAX_PER_ADDRESS, default, int)
         self.metrics = (env.get(ENV_METRICS) or "").strip().lower() not in _OFF
+        self.max_connections = _number(env, ENV_MAX_CONNECTIONS, default_max_connections(), int)
+
+
+def default_max_connections() -> int:
+    """Four fifths of the process's descriptor limit (the rest: files, the check process)."""
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 800
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 10_000
+    return max(16, soft * 4 // 5)
 
 
 # -- ASGI: the real peer, header size, metrics ---------------------------------------
@@ -180,6 +199,8 @@ _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 
               b"connection: close\r\n\r\n")
 
 _open: dict[str, set] = {}   # address -> transports that may still be open
+_all: set = set()            # every transport that may still be open
+_waiting: dict = {}          # protocols whose request headers are incomplete, oldest first
 _installed: list[type] = []
 
 
@@ -197,10 +218,48 @@ class _Watch:
         self.phase = "idle"        # "headers", "body" or "idle"
 
 
+_noted: dict[str, list] = {}  # why -> [count since the last line, when that line was written]
+NOTE_EVERY = 10.0
+
+
+def _note(why: str, address: str | None) -> None:
+    """One log line per reason every NOTE_EVERY s at most (a flood must not fill the log)."""
+    import time
+    now = time.monotonic()
+    entry = _noted.setdefault(why, [0, -NOTE_EVERY])
+    entry[0] += 1
+    if now - entry[1] >= NOTE_EVERY:
+        log.warning("closed %d connection(s): %s (the latest from %s)", entry[0], why, address)
+        entry[0], entry[1] = 0, now
+
+
 def _cancel(watch: _Watch) -> None:
     if watch.timer is not None:
         watch.timer.cancel()
         watch.timer = None
+
+
+def _leave_headers(protocol, watch: _Watch, phase: str) -> None:
+    _cancel(watch)
+    watch.phase = phase
+    _waiting.pop(protocol, None)
+
+
+def _make_room(limits: Limits, protocol) -> bool:
+    """Whether one more connection fits: at the limit, the connection that has waited longest
+    for its request headers is closed to make room (a slow one never keeps a fast one out)."""
+    if len(_all) < limits.max_connections:
+        return True
+    for transport in [t for t in _all if t.is_closing()]:
+        _all.discard(transport)
+    while len(_all) >= limits.max_connections and _waiting:
+        oldest = next(iter(_waiting))
+        _waiting.pop(oldest, None)
+        if oldest is not protocol and _ours(oldest):
+            _note("the slowest request headers when the server was full", oldest._mfa_watch.address)
+            oldest.transport.close()
+            _all.discard(oldest.transport)
+    return len(_all) < limits.max_connections
 
 
 def _ours(protocol) -> bool:
@@ -212,9 +271,9 @@ def _ours(protocol) -> bool:
 def _headers_late(protocol) -> None:
     watch = protocol._mfa_watch
     watch.timer = None
+    _waiting.pop(protocol, None)
     if _ours(protocol) and watch.phase == "headers":
-        log.info("closed a connection from %s: request headers took over %g s",
-                 watch.address, watch.limits.header_timeout)
+        _note(f"request headers not in within {watch.limits.header_timeout:g} s", watch.address)
         protocol.transport.close()
 
 
@@ -230,8 +289,8 @@ def _body_check(protocol) -> None:
     flow = getattr(protocol, "flow", None)
     if watch.body_bytes < BODY_MIN_BYTES and not getattr(flow, "read_paused", False):
         # (not while the server itself stopped reading: the app has not taken the body yet)
-        log.info("closed a connection from %s: request body slower than %d bytes in %g s",
-                 watch.address, BODY_MIN_BYTES, watch.limits.body_timeout)
+        _note(f"request body under {BODY_MIN_BYTES} bytes in {watch.limits.body_timeout:g} s",
+              watch.address)
         protocol.transport.close()
         return
     watch.body_bytes = 0
@@ -241,6 +300,8 @@ def _body_check(protocol) -> None:
 def _start_headers(protocol, watch: _Watch) -> None:
     _cancel(watch)
     watch.phase, watch.header_bytes = "headers", 0
+    _waiting.pop(protocol, None)
+    _waiting[protocol] = None
     if watch.limits.header_timeout:
         watch.timer = protocol.loop.call_later(watch.limits.header_timeout, _headers_late, protocol)
 
@@ -256,15 +317,21 @@ def _patch(cls: type) -> None:
         peer = _peer(transport) if hasattr(transport, "get_extra_info") else None
         address = peer[0] if peer else None
         self._mfa_watch = watch = _Watch(limits, address)
+        live = None
         if address is not None and limits.max_per_address:
             live = {t for t in _open.get(address, ()) if not t.is_closing()}
+            _open[address] = live
             if len(live) >= limits.max_per_address:
-                _open[address] = live
-                log.warning("refused a connection from %s: %d already open", address, len(live))
+                _note("over the connections one address may hold", address)
                 transport.close()
                 return
+        if limits.max_connections and not _make_room(limits, self):
+            _note("over the connections the server may hold", address)
+            transport.close()
+            return
+        _all.add(transport)
+        if live is not None:
             live.add(transport)
-            _open[address] = live
             if len(_open) > 4096:
                 _prune()
         _start_headers(self, watch)
@@ -283,22 +350,19 @@ def _patch(cls: type) -> None:
             watch.body_bytes += len(data)
         received(self, data)
         if not _ours(self):
-            _cancel(watch)  # closed, or a websocket now (its own protocol and pings)
+            _leave_headers(self, watch, "idle")  # closed, or a websocket now (pings of its own)
             return
         cycle = getattr(self, "cycle", None)
         if watch.phase == "headers":
             if cycle is not None and cycle is not watch.cycle:
                 watch.cycle = cycle
-                _cancel(watch)
+                _leave_headers(self, watch, "idle")
                 if cycle.more_body and not cycle.response_complete and watch.limits.body_timeout:
                     watch.phase, watch.body_bytes = "body", 0
                     watch.timer = self.loop.call_later(watch.limits.body_timeout, _body_check, self)
-                else:
-                    watch.phase = "idle"
             elif watch.header_bytes > watch.limits.max_header_bytes:
-                _cancel(watch)
-                log.info("closed a connection from %s: request headers over %d bytes",
-                         watch.address, watch.limits.max_header_bytes)
+                _leave_headers(self, watch, "idle")
+                _note(f"request headers over {watch.limits.max_header_bytes} bytes", watch.address)
                 self.transport.write(_TOO_LARGE)
                 self.transport.close()
         elif watch.phase == "body" and (cycle is None or not cycle.more_body):
@@ -308,8 +372,8 @@ def _patch(cls: type) -> None:
     def connection_lost(self, exc) -> None:
         watch = getattr(self, "_mfa_watch", None)
         if watch is not None:
-            _cancel(watch)
-            watch.phase = "idle"
+            _leave_headers(self, watch, "idle")
+        _all.discard(getattr(self, "transport", None))
         lost(self, exc)
 
     cls.connection_made, cls.data_received, cls.connection_lost = (

@@ -452,3 +452,26 @@ def test_streamlits_metrics_are_not_public(guarded):
 
 def test_metrics_when_configured_are_served_to_loopback(few_descriptors):
     assert httpx.get(f"{few_descriptors.url}/_stcore/metrics", timeout=60).status_code == 200
+
+
+def test_slow_connections_from_many_addresses_make_room_for_a_fast_one(few_descriptors):
+    """350 half-open requests from 25 addresses (each under its own cap) to a server with 300
+    descriptors: at 240 open (four fifths), each new connection closes the one that has waited
+    longest for its headers; a client from another address is still served."""
+    server = few_descriptors
+    slow = []
+    try:
+        for n in range(350):
+            sock = _connect(server.port, f"127.0.1.{10 + n % 25}")
+            try:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            except ConnectionError:
+                pass
+            slow.append(sock)
+        assert httpx.get(f"{server.url}/api/v1/health", timeout=60).status_code == 200
+        assert httpx.get(f"{server.url}/", timeout=60).status_code == 200
+        assert _verify(server, "nobody-f9-many").status_code == 200
+        assert len(_closing(slow, 60, enough=350 - 240)) >= 350 - 240
+    finally:
+        for sock in slow:
+            sock.close()
