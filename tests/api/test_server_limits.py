@@ -16,7 +16,7 @@ generous deadline (nothing races the machine's speed).
 
 from __future__ import annotations
 
-import errno
+import json
 import resource
 import select
 import selectors
@@ -289,44 +289,61 @@ def test_a_forged_x_forwarded_proto_gets_no_secure_cookie_over_plain_http(which,
     assert cookie.startswith("mfa_portal_session=") and "secure" not in cookie.lower(), cookie
 
 
-def test_the_websocket_and_page_scope_get_the_connections_own_peer_and_scheme(monkeypatch):
-    """What st.context.ip_address (the page's password throttle) reads: the websocket's scope,
-    after uvicorn's ProxyHeadersMiddleware rewrote it from a forged header on loopback."""
+def _echo_server(tmp_path: Path, **env: str) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    log_path = tmp_path / "echo.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "tests.api.peer_echo:app",
+                                 "--host", "127.0.0.1", "--port", str(port)], cwd=REPO,
+                                env=server_env(tmp_path, **env), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            httpx.get(url, timeout=2)
+            return url, proc
+        except httpx.HTTPError:
+            time.sleep(0.2)  # polling a starting process
+    stop(proc)
+    raise RuntimeError(log_path.read_text())
+
+
+def _seen(url: str, headers: dict[str, str]) -> tuple[list, list]:
     import asyncio
 
-    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+    import websockets
 
-    from portal import netguard
+    async def over_websocket():
+        async with websockets.connect(url.replace("http://", "ws://") + "/_stcore/stream",
+                                      additional_headers=headers, open_timeout=30) as ws:
+            return json.loads(await ws.recv())
+    return asyncio.run(over_websocket()), httpx.get(url, headers=headers, timeout=30).json()
 
-    monkeypatch.delenv("MFA_PORTAL_PROXY_HEADER", raising=False)
-    seen = []
 
-    async def app(scope, receive, send):
-        seen.append((scope["client"], scope["scheme"]))
+FORGED = {"X-Forwarded-For": "192.0.2.99", "X-Forwarded-Proto": "https"}
 
-    class Transport:
-        def get_extra_info(self, name, default=None):
-            return {"peername": ("127.0.0.1", 40000)}.get(name, default)
 
-    class Protocol:  # uvicorn's websocket protocol: receive is its method, it has the transport
-        transport = Transport()
+def test_the_pages_websocket_gets_the_connections_own_peer_and_scheme(tmp_path):
+    """What st.context.ip_address (the sign-in page's password throttle) and the scheme come
+    from: the websocket's scope, which uvicorn rewrote from forged headers on loopback."""
+    url, proc = _echo_server(tmp_path)
+    try:
+        websocket, http = _seen(url, FORGED)
+    finally:
+        stop(proc)
+    assert websocket == ["127.0.0.1", "ws"] and http == ["127.0.0.1", "http"]
 
-        async def receive(self):
-            return {}
 
-    stack = ProxyHeadersMiddleware(netguard.RealPeer(app), trusted_hosts="127.0.0.1")
-    for kind, scheme in (("websocket", "ws"), ("http", "http")):
-        scope = {"type": kind, "scheme": scheme, "client": ("127.0.0.1", 40000), "path": "/",
-                 "headers": [(b"x-forwarded-for", b"192.0.2.99"), (b"x-forwarded-proto", b"https")]}
-        asyncio.run(stack(scope, Protocol().receive, None))
-    assert seen == [(("127.0.0.1", 40000), "ws"), (("127.0.0.1", 40000), "http")]
-    # With the proxy's header configured: its last entry, and its scheme.
-    seen.clear()
-    monkeypatch.setenv("MFA_PORTAL_PROXY_HEADER", "X-Forwarded-For")
-    scope = {"type": "websocket", "scheme": "ws", "client": ("127.0.0.1", 40000), "path": "/",
-             "headers": [(b"x-forwarded-for", b"6.6.6.6, 192.0.2.99"), (b"x-forwarded-proto", b"https")]}
-    asyncio.run(netguard.RealPeer(app)(scope, Protocol().receive, None))
-    assert seen == [(("192.0.2.99", 40000), "wss")]
+def test_with_the_proxy_header_configured_its_last_entry_and_scheme_are_used(tmp_path):
+    url, proc = _echo_server(tmp_path, MFA_PORTAL_PROXY_HEADER="X-Forwarded-For")
+    try:
+        websocket, http = _seen(url, {**FORGED, "X-Forwarded-For": "6.6.6.6, 192.0.2.99"})
+    finally:
+        stop(proc)
+    assert websocket == ["192.0.2.99", "wss"] and http == ["192.0.2.99", "https"]
 
 
 # -- F9: slow connections are closed ----------------------------------------------------
