@@ -194,7 +194,9 @@ def _send_body(port: int, head: bytes, total: int) -> tuple[int, bytes]:
             if readable:
                 try:
                     data = sock.recv(65536)
-                except (ConnectionResetError, BlockingIOError):
+                except BlockingIOError:
+                    continue
+                except ConnectionResetError:
                     data = b""
                 if not data:
                     break
@@ -214,6 +216,17 @@ def _send_body(port: int, head: bytes, total: int) -> tuple[int, bytes]:
                     sent += n
             elif sent >= total and not readable:
                 continue
+        # Refused while still sending: the answer may have come in just before the reset.
+        sock.setblocking(True)
+        sock.settimeout(30)
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            answer += data
     finally:
         sock.close()
     return sent, answer
