@@ -179,7 +179,7 @@ class RealPeer:
         if header_bytes(scope) > self.limits.max_header_bytes:
             await _refuse(scope, send, 431)
             return
-        if scope["type"] == "http" and scope.get("path", "").endswith("/_stcore/metrics"):
+        if scope["type"] == "http" and scope.get("path", "").rstrip("/").endswith("/_stcore/metrics"):
             client = scope.get("client")
             if not (self.limits.metrics and client and str(client[0]).startswith(_LOOPBACK)):
                 await _refuse(scope, send, 404)
