@@ -3,7 +3,11 @@
 ``make run`` starts it (``streamlit run app.py``); the page script is
 ``streamlit_app.py``. The routes and middleware come from ``portal.server``,
 so the pages, the API and anything else the portal serves share one port.
-Under uvicorn: ``uvicorn app:app --host 127.0.0.1 --port 8501``.
+Under uvicorn: ``uvicorn app:app --host 127.0.0.1 --port 8501``. Either way
+``portal.netguard`` sets the limits on connections (header and body timeouts,
+connections per address) and puts the connection's own address and scheme in
+every request, whatever ``X-Forwarded-*`` say, unless ``MFA_PORTAL_PROXY_HEADER``
+is set.
 """
 
 import streamlit as st

@@ -40,7 +40,7 @@ from .passkeys import ChallengeBook, RelyingParty
 from .sessions import SessionBook, SessionPolicy, end_all
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
 from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store, Transaction, open_store
-from .throttle import PasswordPolicy, ThrottlePolicy
+from .throttle import PasswordPolicy, ThrottlePolicy, name_record_expired
 from .users import UserDirectory, open_directory
 
 log = logging.getLogger("mfa_core")
@@ -237,7 +237,8 @@ class MFAService(PasskeyOperations):
 
         Redeemed or stale cookie tickets, used or stale passkey challenges, the
         owner records of sessions past their lifetime, and password-throttle
-        records of client addresses that hold nothing a check still uses:
+        records of client addresses that hold nothing a check still uses, the verification
+        API's throttle records of names without a factor idle for a day (``throttle.NAME_RECORD_TTL``):
         without this, each sign-in would leave records behind for good. The portal runs it in the
         background when it starts and every hour; ``python -m mfa_core sweep``
         runs it once. Safe beside running portals (see ``Store.sweep_keyed``).
@@ -249,7 +250,8 @@ class MFAService(PasskeyOperations):
             return (ChallengeBook.expired_record(key, rec, now)
                     or sessions.expired_record(key, rec, now)
                     or passwords.source_record_expired(key, rec, now, policy)
-                    or radius_clients.state_record_expired(key, rec, now))
+                    or radius_clients.state_record_expired(key, rec, now)
+                    or name_record_expired(key, rec, now, self.policy))
         try:
             return self.store.sweep_keyed(expired)
         except IO_ERRORS as exc:

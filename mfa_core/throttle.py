@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 class _Backoff:
@@ -92,3 +93,30 @@ class PasswordPolicy(_Backoff):
             raise ValueError("free_failures must be at least 1 and below account_limit")
         if self.spray_limit < self.free_failures or self.spray_window <= 0:
             raise ValueError("spray_limit must be at least free_failures, spray_window positive")
+
+
+# The throttle of a name the verification API was asked about that has no such factor (an
+# unknown or not enrolled name: ``portal.api._no_factor``), kept under ``NAME_PREFIX`` + a keyed
+# hash of the name: ``{"username": key, "failures": n, "last_failure_at": t}``.
+NAME_PREFIX = "api-name:"
+NAME_RECORD_TTL = 86400  # seconds after its last failure that such a record is forgotten
+
+
+def name_record_expired(key: str, rec: dict[str, Any], now: float, policy: ThrottlePolicy) -> bool:
+    """Whether a name's API throttle record holds nothing a check still uses (it may be swept).
+
+    That is: not locked out, no wait left, and no failure for ``NAME_RECORD_TTL``
+    seconds. Every made-up name sent to the API leaves one; without this they
+    stayed for good. A locked one stays (as a user's lock does), and so does
+    anything else under the prefix that is not such a record.
+    """
+    if not key.startswith(NAME_PREFIX) or set(rec) - {"username", "failures", "last_failure_at"}:
+        return False
+    failures, last = rec.get("failures", 0), rec.get("last_failure_at")
+    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
+        return False
+    if last is None:
+        return failures == 0
+    if isinstance(last, bool) or not isinstance(last, (int, float)) or policy.locks_out(failures):
+        return False
+    return now - last >= NAME_RECORD_TTL and policy.retry_after(failures, last, now) == 0

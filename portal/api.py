@@ -11,7 +11,9 @@ while the user's throttle holds (unknown names get the same throttle, kept
 under a keyed hash of the name, so the 429 gives nothing away either) or while
 the client exceeds its own rate; ``401`` for a missing, wrong or removed key
 (audited); ``400`` + a JSON error for a body that is not what the
-description says (bad JSON, wrong types, unknown fields, over 4 kB);
+description says (bad JSON, wrong types, unknown fields); ``413`` (no body,
+the connection closed) for a body over 4 kB and ``431`` for request headers
+over ``portal.netguard.MAX_HEADER_BYTES``, both before the key is looked at;
 ``503`` when the store cannot be used.
 
 The check is the sign-in page's own engine call,
@@ -63,6 +65,7 @@ from mfa_core import clients as api_clients
 from mfa_core import validate
 from mfa_core.audit import AuditEvent
 from mfa_core.storage import IO_ERRORS
+from mfa_core.throttle import NAME_PREFIX
 
 from . import checks
 from .checks import UNAVAILABLE, Answer
@@ -250,8 +253,8 @@ def guess_strategy(code: str) -> str:
 
 def name_key(pepper: bytes, username: str) -> str:
     """Where the throttle of a name without a second factor is kept (never the name itself)."""
-    digest = hmac.new(pepper, b"api-name:" + username.encode("utf-8"), hashlib.sha256)
-    return "api-name:" + digest.hexdigest()[:32]
+    digest = hmac.new(pepper, NAME_PREFIX.encode() + username.encode("utf-8"), hashlib.sha256)
+    return NAME_PREFIX + digest.hexdigest()[:32]
 
 
 def _no_factor(svc: mfa_core.MFAService, username: str, actor: str) -> int:
@@ -385,6 +388,11 @@ async def verify_endpoint(request: Request) -> Response:
     return _json(got)
 
 
+def too_large() -> Response:
+    """413, and the connection closed: the rest of the body is never read."""
+    return Response(status_code=413, headers={**API_HEADERS, "Connection": "close"})
+
+
 async def _verify(request: Request) -> Answer | Response:
     try:
         body = await _read_body(request)
@@ -392,6 +400,8 @@ async def _verify(request: Request) -> Answer | Response:
         return _error(400, str(exc))
     except ClientDisconnect:
         return Response(status_code=400)
+    if body is None:  # over MAX_BODY: refused here, before anything goes to a check
+        return too_large()
     peer = request.client.host if request.client else None
     if checks.wanted():
         return await checks.ask(peer, request.scope["headers"], body)

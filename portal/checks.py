@@ -15,7 +15,10 @@ process still counts each client once.
 
 Between them: an anonymous Unix socket pair (nobody else can reach it), with
 length-prefixed JSON frames: ``[id, peer, headers, body]`` there,
-``[id, status, payload, headers]`` back, answered in any order.
+``[id, status, payload, headers]`` back, answered in any order. Only what a
+check reads goes there, each part capped (``FORWARDED``, ``MAX_PEER``, the
+API's ``MAX_BODY``), and a frame the child cannot read is answered 400 or
+dropped: one request never ends the process that serves the others.
 
 Fails closed: when the child cannot be started, dies, or takes longer than
 ``TIMEOUT`` seconds, the requests waiting on it get a 503 (never an "ok"); a
@@ -61,6 +64,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 Answer = tuple[int, dict[str, Any], dict[str, str]]
 UNAVAILABLE: Answer = (503, {"ok": False, "error": "The MFA store is unavailable right now."},
                        {"Retry-After": "5"})
+UNREADABLE: Answer = (400, {"ok": False, "error": "The request could not be read."}, {})
 
 
 def wanted(environ=None) -> bool:
@@ -91,8 +95,64 @@ def _unpack(buffer: bytearray) -> list[Any]:
     return found
 
 
+# What a check needs of a request, and no more (issue 20: every header went into the frame,
+# and 180 kB of them made a frame over MAX_FRAME that ended the child). Each is cut to its cap:
+# a cut key is a wrong key. The body is at most portal.api.MAX_BODY bytes (the server refuses a
+# longer one with 413 before anything is sent here), so a frame stays far below MAX_FRAME.
+FORWARDED = {b"authorization": 1024, b"content-type": 256}
+MAX_PEER = 200
+
+
 def _latin1(raw_headers) -> list[list[str]]:
-    return [[k.decode("latin-1"), v.decode("latin-1")] for k, v in raw_headers]
+    """The headers a check reads (the first of each), each cut to its cap in ``FORWARDED``."""
+    kept: dict[bytes, bytes] = {}
+    for k, v in raw_headers:
+        name = k.lower()
+        if name in FORWARDED and name not in kept:
+            kept[name] = v[:FORWARDED[name]]
+    return [[k.decode("latin-1"), v.decode("latin-1")] for k, v in kept.items()]
+
+
+class FrameReader:
+    """The child's side of the frames: one broken frame never ends the stream.
+
+    A frame over ``MAX_FRAME`` is skipped (its bytes are read and dropped),
+    one that is not JSON is ``BROKEN``; the frames after either are read as usual.
+    """
+
+    BROKEN = object()
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.skip = 0
+
+    def feed(self, data: bytes) -> list[Any]:
+        self.buffer += data
+        found: list[Any] = []
+        while True:
+            if self.skip:
+                dropped = min(self.skip, len(self.buffer))
+                del self.buffer[:dropped]
+                self.skip -= dropped
+                if self.skip:
+                    break
+            if len(self.buffer) < _HEADER.size:
+                break
+            (size,) = _HEADER.unpack_from(self.buffer)
+            if size > MAX_FRAME:
+                del self.buffer[:_HEADER.size]
+                self.skip = size
+                found.append(self.BROKEN)
+                continue
+            if len(self.buffer) < _HEADER.size + size:
+                break
+            raw = bytes(self.buffer[_HEADER.size:_HEADER.size + size])
+            del self.buffer[:_HEADER.size + size]
+            try:
+                found.append(json.loads(raw))
+            except (ValueError, RecursionError):
+                found.append(self.BROKEN)
+        return found
 
 
 # -- the server's side --------------------------------------------------------------
@@ -161,8 +221,11 @@ class CheckProcess:
         number = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         link.waiting[number] = future
-        link.transport.write(frame([number, peer, _latin1(raw_headers),
-                                    None if body is None else body.decode("latin-1")]))
+        data = frame([number, peer[:MAX_PEER] if isinstance(peer, str) else None,
+                      _latin1(raw_headers), None if body is None else body.decode("latin-1")])
+        if len(data) - _HEADER.size > MAX_FRAME:  # cannot happen with a bounded body; never sent
+            return 413, {"ok": False, "error": "The request is too large."}, {}
+        link.transport.write(data)
         try:
             return await asyncio.wait_for(future, TIMEOUT)
         except asyncio.TimeoutError:
@@ -268,15 +331,26 @@ def serve(sock: socket.socket, threads: int) -> None:
 
     sending = threading.Lock()
 
-    def check(number: int, peer, headers, body) -> None:
-        got = api.answer(peer, Headers(raw=[(k.encode("latin-1"), v.encode("latin-1"))
-                                            for k, v in headers]),
-                         None if body is None else body.encode("latin-1"))  # never raises
+    def reply(number: int, got: Answer) -> None:
         data = frame([number, *got])
         with sending:
             sock.sendall(data)
 
-    buffer = bytearray()
+    def check(number: int, message: list[Any]) -> None:
+        try:
+            _, peer, headers, body = message
+            if not (peer is None or isinstance(peer, str)) or not (
+                    body is None or isinstance(body, str)):
+                raise TypeError("peer or body")
+            headers = Headers(raw=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers])
+            body = None if body is None else body.encode("latin-1")
+        except (TypeError, ValueError, UnicodeError):
+            log.error("API check process: an unreadable request (answered 400)")
+            reply(number, UNREADABLE)
+            return
+        reply(number, api.answer(peer, headers, body))  # never raises
+
+    reader = FrameReader()
     with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="mfa-api") as pool:
         while True:
             try:
@@ -285,9 +359,18 @@ def serve(sock: socket.socket, threads: int) -> None:
                 data = b""
             if not data:
                 return  # the server went away: finish what was started, then exit
-            buffer += data
-            for message in _unpack(buffer):
-                pool.submit(check, *message)
+            for message in reader.feed(data):
+                # One request's bytes never end the process that serves the others: a frame
+                # that cannot be read is answered (when its id can be read) or dropped (its
+                # request then gets the server's 503 after TIMEOUT), and the next one is read.
+                if isinstance(message, list) and message and type(message[0]) is int \
+                        and message[0] != READY:
+                    if len(message) == 4:
+                        pool.submit(check, message[0], message)
+                    else:
+                        pool.submit(reply, message[0], UNREADABLE)
+                else:
+                    log.error("API check process: an unreadable request frame (dropped)")
 
 
 def main(argv: list[str]) -> int:
@@ -303,11 +386,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # the requests will get 503 until it opens
         log.error("API check process: the store cannot be opened yet (%s)", type(exc).__name__)
     sock.sendall(frame([READY]))
-    try:
-        serve(sock, api.CHECK_THREADS)
-    except ValueError:
-        log.error("API check process: unreadable request; exiting")
-        return 1
+    serve(sock, api.CHECK_THREADS)
     return 0
 
 

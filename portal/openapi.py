@@ -68,10 +68,14 @@ _DOCUMENT: dict[str, Any] = {
                         "content": {"application/json": {
                             "schema": {"$ref": "#/components/schemas/VerifyResponse"}}},
                     },
-                    "400": _error("The body is not JSON, has wrong types or unknown fields, or is "
-                                  f"larger than {MAX_BODY} bytes."),
+                    "400": _error("The body is not JSON, has wrong types or unknown fields."),
                     "401": _error("The client key is missing, wrong or removed (audited).",
                                   {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+                    "413": {"description": f"The body is larger than {MAX_BODY} bytes (refused "
+                                           "before the key is looked at; no body, the connection "
+                                           "is closed)."},
+                    "431": {"description": "The request's headers are too large (no body, the "
+                                           "connection is closed)."},
                     "429": _error("The user's throttle holds after failed attempts, or the client "
                                   "is over its request rate.", _RETRY_AFTER),
                     "503": _error("The MFA store cannot be used right now; try again.",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from . import api, web
+from . import api, netguard, web
 
 
 def routes() -> list[BaseRoute]:
@@ -20,8 +20,11 @@ def routes() -> list[BaseRoute]:
 
 
 def middleware() -> list[Middleware]:
-    # TCP_NODELAY first (every accepted connection: pages, websocket, API), then
+    # The connection limits go into uvicorn's protocols (``portal.netguard``); the
+    # connection's real peer and scheme go into the scope before anything reads them.
+    # Then TCP_NODELAY (every accepted connection: pages, websocket, API), then
     # the origin check: a refused websocket never reaches Streamlit; the
     # security headers, then the API, which needs none of Streamlit's own.
-    return [Middleware(api.NoDelayMiddleware), Middleware(web.OriginGuard),
+    netguard.install()
+    return [Middleware(netguard.RealPeer), Middleware(api.NoDelayMiddleware), Middleware(web.OriginGuard),
             Middleware(web.SecurityHeaders), Middleware(api.Dispatch)]

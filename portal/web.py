@@ -4,7 +4,8 @@
   server) for the session cookie, or clears it: the cookie is set and cleared
   only by the server, ``HttpOnly`` and ``SameSite=Strict``, ``Secure`` with a
   ``__Host-`` name when the portal is served over HTTPS. Requests from another
-  origin (another port of the same host included) are refused.
+  origin (another port of the same host included) are refused; a body over
+  ``MAX_BODY`` is refused (413) without being read further.
 - ``OriginGuard`` refuses a websocket (the page's live connection) whose
   ``Origin`` is not the portal's own, so a page from another origin cannot
   open a session with the browser's cookie.
@@ -23,7 +24,7 @@ import logging
 from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -62,9 +63,9 @@ async def session_cookie(request: Request) -> Response:
     secure = _is_https(request)
     if not _same_origin(request.headers.get("origin"), request.headers.get("host"), secure):
         return JSONResponse({"error": "cross-origin request refused"}, status_code=403)
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return JSONResponse({"error": "body too large"}, status_code=400)
+    body = await read_bounded(request, MAX_BODY)
+    if body is None:
+        return too_large()
     try:
         data = json.loads(body)
     except ValueError:
@@ -83,6 +84,32 @@ async def session_cookie(request: Request) -> Response:
         return JSONResponse({"ok": False}, status_code=403, headers={"Cache-Control": "no-store"})
     response.set_cookie(name, token, path="/", secure=secure, httponly=True, samesite="strict")
     return response
+
+
+def too_large() -> Response:
+    """413 with no detail, and the connection closed: the rest of the body is never read."""
+    return Response(status_code=413, headers={"Connection": "close", "Cache-Control": "no-store"})
+
+
+async def read_bounded(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is (or says it is) longer than ``limit``: reading stops there.
+
+    ``Content-Length`` is looked at first; without one (chunked) the bytes are
+    counted as they come. A disconnect mid-body is an empty body (refused as not JSON).
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
+        return None
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return b""
+    return b"".join(chunks)
 
 
 def _redeem(ticket: object) -> str | None:

@@ -295,3 +295,58 @@ def test_anything_unforeseen_in_a_check_is_a_503_in_either_place_it_runs(monkeyp
     monkeypatch.setattr(api, "_answer", broken)
     assert api.answer("127.0.0.1", {}, b"{}") == checks.UNAVAILABLE
     assert "RuntimeError" in caplog.text and "mfap_secret" not in caplog.text
+
+
+def test_only_what_a_check_reads_goes_to_the_check_process(inherited):
+    """Issue 20 F2: every header went into the frame; 180 kB of bytes 0x80-0xff (escaped six
+    times as long) made it longer than MAX_FRAME and the child exited. Now only the key and the
+    content type go, each capped, and the check is answered."""
+    svc, headers = inherited
+    codes = enroll(svc, "gail")
+    proc = checks.CheckProcess()
+    junk = [(b"x-junk", b"\xe9" * 180_000), (b"cookie", b"a" * 500_000)]
+
+    async def go():
+        try:
+            return await proc.ask(None, headers + junk, backup_body("gail", codes[0]))
+        finally:
+            proc.close()
+
+    assert asyncio.run(go()) == (200, {"ok": True, "strategy": "backup_code"}, {})
+    assert checks._latin1(headers + junk + [(b"Content-Type", b"j" * 9000)]) == [
+        [headers[0][0].decode(), headers[0][1].decode()], ["content-type", "j" * 256]]
+
+
+def test_an_unreadable_frame_never_ends_the_check_process(inherited):
+    """A frame over MAX_FRAME, one that is not JSON, one of the wrong shape: each is dropped or
+    answered 400, and the same child answers the next request."""
+    svc, headers = inherited
+    codes = enroll(svc, "hana")
+    proc = checks.CheckProcess()
+
+    async def go():
+        try:
+            link = await proc._ready()
+            link.transport.write(checks._HEADER.pack(checks.MAX_FRAME + 10)
+                                 + b"x" * (checks.MAX_FRAME + 10))
+            link.transport.write(checks._HEADER.pack(3) + b"{{{")
+            link.transport.write(checks.frame([10**9, "two", "parts"]))
+            link.transport.write(checks.frame([10**9 + 1, None, [["a"]], None]))
+            answer = await proc.ask(None, headers, backup_body("hana", codes[0]))
+            return answer, proc._link is link and link.proc.poll() is None
+        finally:
+            proc.close()
+
+    answer, same = asyncio.run(go())
+    assert answer == (200, {"ok": True, "strategy": "backup_code"}, {})
+    assert same
+
+
+def test_the_frame_reader_skips_a_broken_frame_and_reads_on():
+    reader = checks.FrameReader()
+    big = checks._HEADER.pack(checks.MAX_FRAME + 3) + b"y" * (checks.MAX_FRAME + 3)
+    good = checks.frame([5, None, [], "{}"])
+    found = reader.feed(big[:1000])
+    found += reader.feed(big[1000:] + checks._HEADER.pack(2) + b"{]" + good[:3])
+    found += reader.feed(good[3:])
+    assert found == [checks.FrameReader.BROKEN, checks.FrameReader.BROKEN, [5, None, [], "{}"]]

@@ -147,3 +147,31 @@ def test_an_addresses_password_throttle_record_goes_once_it_holds_nothing_a_chec
     clock.advance(10 * policy.max_delay)
     assert svc.sweep_expired() == 0 and keyed(svc, unknown) is not None  # name counts stay
     svc.attempt_password("alice", "alice-pass-1", source="192.0.2.2")  # the address works as new
+
+
+def _api_name_record(svc, key, failures, last):
+    with svc.store.keyed_transaction(key) as txn:
+        txn.record["failures"], txn.record["last_failure_at"] = failures, last
+
+
+def test_the_apis_records_of_made_up_names_go_once_idle_for_a_day_unless_locked(svc, clock):
+    """Issue 20 F17: every made-up name sent to the verification API leaves an ``api-name:``
+    throttle record (portal.api._no_factor); the sweep never removed them. Now one goes once it
+    holds nothing a check uses: no wait left and no failure for NAME_RECORD_TTL. A locked one,
+    one still within the day, and anything else under the prefix stay."""
+    from mfa_core.throttle import NAME_PREFIX, NAME_RECORD_TTL
+    policy, now = svc.policy, clock()
+    one, several, locked, other = (NAME_PREFIX + f"{n:032x}" for n in range(4))
+    _api_name_record(svc, one, 1, now)
+    _api_name_record(svc, several, policy.free_failures + 2, now)
+    _api_name_record(svc, locked, policy.lockout_after, now)
+    with svc.store.keyed_transaction(other) as txn:
+        txn.record["something"] = "else"
+    clock.advance(NAME_RECORD_TTL - 60)
+    assert svc.sweep_expired() == 0  # within the day: the throttle still counts them
+    clock.advance(120)
+    assert svc.sweep_expired() == 2
+    assert keyed(svc, one) is None and keyed(svc, several) is None
+    assert keyed(svc, locked) is not None and keyed(svc, other) is not None
+    clock.advance(10 ** 7)
+    assert svc.sweep_expired() == 0 and keyed(svc, locked) is not None
