@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import validate as check
 from .errors import RecordDamaged, StorageError
+from .records import two_step_on
 from .storage.base import IO_ERRORS
 
 if TYPE_CHECKING:
@@ -190,6 +191,22 @@ class SessionBook:
             evict(sessions)  # one more past the second factor: the cap of those holds
             txn.record["sessions"] = sessions
             return _session(sid, owner, entry)
+
+    def pass_without_second_factor(self, token: str) -> bool:
+        """The user has no second factor: the password was the strongest, the session may see
+        the portal. Checked in the same write (a factor added meanwhile wins); True if passed."""
+        svc = self._svc
+        sid = self._sid(_token(token))
+        owner = (svc.store.read_keyed(f"session:{sid}") or {}).get("owner")
+        if not isinstance(owner, str):
+            return False
+        now = svc.clock()
+        with svc._transaction(owner) as txn:
+            entry = self._live(txn.record, owner, now).get(sid)
+            if entry is None or two_step_on(txn.record):
+                return False
+            entry["passed"] = True
+            return True
 
     def end(self, token: str) -> None:
         """Sign-out: the session ends for every tab that holds it."""

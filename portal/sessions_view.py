@@ -47,12 +47,14 @@ def phone_name(user_agent: str) -> str | None:
     return None if not family or family in ("Other", "Generic Smartphone", "K") else family
 
 
+@session.guarded
 def sign_out_one(session_id: str) -> None:
     user = session.callback_user()
     if config.service().sessions.end_by_id(user, session_id):
         session.flash("success", "That session was signed out.")
 
 
+@session.guarded
 def sign_out_others() -> None:
     user = session.callback_user()
     ended = config.service().sessions.end_others(user, session.token())

@@ -82,6 +82,8 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
         # No second factor exists: the password was the strongest factor (its
         # time, if it was typed in this session, is already the verification).
         session.pass_second_factor(status.mfa_epoch, verified=False)
+        if not session.second_factor_passed():  # a factor was added meanwhile: ask for it
+            st.rerun()
     sidebar(user, sign_out)
     session.show_flashes()
     session.open_pending_dialog()
