@@ -56,6 +56,14 @@ def client_source() -> str | None:
         return None
 
 
+def session_source() -> str | None:
+    """Where this client's sign-in session is listed as coming from (``config.session_address``)."""
+    try:
+        return config.session_address(st.context.ip_address, st.context.headers)
+    except Exception:  # no request context (a bare script run): unknown
+        return None
+
+
 def current_username() -> str | None:
     return st.session_state.get(USER)
 

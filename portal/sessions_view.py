@@ -13,6 +13,8 @@ from . import config, session
 from .display import plain
 
 SIGNED_OUT_OTHERS = "You signed out of every other session."
+PASSWORD_ONLY = "password only — not verified"
+LOCALHOST = "this computer (localhost)"
 
 
 @functools.lru_cache(maxsize=512)
@@ -73,8 +75,11 @@ def render(username: str) -> None:
     for each in live:
         row = st.container(horizontal=True, vertical_alignment="center")
         here = " (this browser)" if each.id == mine else ""
-        row.markdown(f"**{plain(describe(each.user_agent))}**{here}  \n"
-                     f"{plain(each.source or 'unknown address')} · signed in "
+        # A session past the password only: someone who knows it, or a sign-in not finished.
+        unverified = "" if each.second_factor_passed else f" · :orange[**{PASSWORD_ONLY}**]"
+        where = LOCALHOST if each.source == config.LOCALHOST else (each.source or "unknown address")
+        row.markdown(f"**{plain(describe(each.user_agent))}**{here}{unverified}  \n"
+                     f"{plain(where)} · signed in "
                      f"{session.format_time(each.created_at)} · last active "
                      f"{session.format_time(each.last_seen)}")
         if each.id != mine:

@@ -150,7 +150,7 @@ def _submit_password() -> None:
         now = svc.clock()
         token = svc.sessions.start(username, second_factor_passed=not result.two_factor_enabled,
                                    verified_at=None if result.two_factor_enabled else now,
-                                   source=source, user_agent=cookies.user_agent())
+                                   source=session.session_source(), user_agent=cookies.user_agent())
     except mfa_core.MFAError as err:
         st.session_state[LOGIN_ERROR] = str(err)
         return

@@ -119,3 +119,33 @@ def test_every_state_changing_callback_goes_through_the_one_guard():
     guard = portal.session.guarded(lambda: None).__code__  # the one wrapper's code
     unguarded = [f.__qualname__ for f in callbacks if f.__code__ is not guard]
     assert not unguarded
+
+
+# -- issue 21: the session list says what each session is -----------------------------------
+
+def test_password_only_sessions_are_marked_and_can_be_signed_out(data_dir, svc, clock):
+    secret, _ = enroll(svc, clock, "alice")
+    at = signed_in("alice", secret, clock, page=MANAGE)
+    lurking = svc.sessions.start("alice", second_factor_passed=False, source="203.0.113.9")
+    at = run(at)
+    rows = [m.value for m in at.markdown if "signed in 20" in m.value]
+    assert len(rows) == 2
+    marked = [r for r in rows if sessions_view.PASSWORD_ONLY in r]
+    assert len(marked) == 1 and "203\\.0\\.113\\.9" in marked[0] and "(this browser)" not in marked[0]
+    [button] = [b for b in at.button if b.label == "Sign out" and b.key.startswith("manage_session_")]
+    button.click()
+    run(at)
+    assert svc.sessions.find(lurking) is None
+
+
+def test_a_loopback_connection_is_listed_as_this_computer(data_dir, svc, clock):
+    from portal import config
+    assert config.session_address(None, {"host": "localhost:8501"}) == config.LOCALHOST
+    assert config.session_address("198.51.100.7", {"host": "portal.example"}) == "198.51.100.7"
+    assert config.session_address(None, None) is None and config.session_address(None, {}) is None
+    at = signed_in("bob", page=MANAGE)
+    svc.sessions.start("bob", second_factor_passed=True, source=config.LOCALHOST)
+    shown = texts(run(at))
+    assert "this computer \\(localhost\\)" in shown, shown  # as markdown shows it literally
+    assert "unknown address" in shown  # AppTest's own session has no request to tell
+    assert sessions_view.PASSWORD_ONLY not in shown
