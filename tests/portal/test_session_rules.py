@@ -149,3 +149,24 @@ def test_a_loopback_connection_is_listed_as_this_computer(data_dir, svc, clock):
     assert "this computer \\(localhost\\)" in shown, shown  # as markdown shows it literally
     assert "unknown address" in shown  # AppTest's own session has no request to tell
     assert sessions_view.PASSWORD_ONLY not in shown
+
+
+@pytest.mark.parametrize("ended_by", ["sign out of all other sessions", "password change"])
+def test_a_stale_helpdesk_page_of_an_ended_session_resets_nothing(data_dir, svc, clock, ended_by):
+    secret, _ = enroll(svc, clock, "alice")
+    admin_secret, _ = enroll(svc, clock, "admin")
+    stale = signed_in("admin", admin_secret, clock, page="pages/3_Helpdesk.py")
+    stale.selectbox(key="helpdesk_user").select("alice")
+    stale = run(stale)
+    type_into(stale, "Reason", "phone lost")
+    stale = click(stale, "Reset MFA")
+    assert "Yes, reset MFA" in labels(stale)  # the question is on the admin's screen
+    if ended_by == "password change":
+        UserDirectory(data_dir).set_password("admin", "admin-new-password")
+    else:
+        other = signed_in("admin", admin_secret, clock, page=MANAGE)
+        click(other, "Sign out of all other sessions")
+    stale = click(stale, "Yes, reset MFA")
+    assert svc.status("alice").totp_enabled  # alice keeps her app
+    assert "helpdesk_reset" not in [e.event for e in svc.audit("alice")]
+    assert titles(stale) == ["MFA Portal"]
