@@ -5,8 +5,11 @@ this page session holds its token and a copy of what it knows, under
 ``portal_`` keys in ``st.session_state``, and agrees with the store at the
 start of every run (``sync_with_store``), so every tab of a browser shares
 one sign-in, one second factor and one last verification, and a session
-ended anywhere ends here too. Throttling and the MFA epoch live in the store
-as well.
+ended anywhere ends here too. The store's "second factor passed" decides:
+when a factor is added elsewhere the engine clears it, and this page asks for
+the second factor again. Callbacks run before that check, so every one that
+changes anything goes through ``guarded`` (``session_holds``). Throttling and
+the MFA epoch live in the store as well.
 """
 
 from __future__ import annotations
