@@ -1,17 +1,19 @@
 """Issue 20 F1 in a real browser: a session signed in before the second factor existed keeps its
 cookie; once the owner adds an app or a passkey, a reload and a new tab of that browser are
-challenged, while the owner's own browser carries on. After a helpdesk reset too."""
+challenged, while the owner's own browser carries on. After a helpdesk reset too. And F4: the
+open page of a session signed out elsewhere runs no callback."""
 
 from __future__ import annotations
 
 import re
 import urllib.parse
 
-from browser_support import (button, click, code_at_step, current_step, goto, heading, main_area,
-                             main_text, sign_in)
+from browser_support import (button, click, code_at_step, current_step, enter_code,
+                             expect_challenge, fresh_code, goto, heading, main_area, main_text,
+                             sign_in, sign_in_form_visible)
 from passkey_support import add_virtual_authenticator, localhost
 
-BROWSER_USERS = {name: f"{name}-browser-pw" for name in ("ivy", "jack", "kate")}
+BROWSER_USERS = {name: f"{name}-browser-pw" for name in ("ivy", "jack", "kate", "liam")}
 
 
 def welcome(page, username: str) -> None:
@@ -97,3 +99,31 @@ def test_after_a_helpdesk_reset_the_new_app_challenges_a_browser_signed_in_meanw
     early = early_session(new_page, portal.url, "kate")  # the password-only period
     add_app_on_the_pages(portal, new_page(), portal.url, "kate")
     assert_challenged_on_reload_and_in_a_new_tab(early, portal.url)
+
+
+def test_an_open_page_of_a_session_signed_out_elsewhere_removes_nothing(portal, new_page):
+    secret, last_step = portal.enroll("liam")
+    stale = new_page()
+    sign_in(stale, portal.url, "liam", BROWSER_USERS["liam"])
+    expect_challenge(stale)
+    last_step, code = fresh_code(secret, last_step, portal.clock)
+    enter_code(stale, code)
+    welcome(stale, "liam")
+    open_manage(stale)
+    click(stale, button(stale, "Remove"))
+    button(stale, "Yes, remove it").wait_for()  # verified just now: one click from two-step off
+
+    owner = new_page()
+    sign_in(owner, portal.url, "liam", BROWSER_USERS["liam"])
+    expect_challenge(owner)
+    _, code = fresh_code(secret, last_step, portal.clock)
+    enter_code(owner, code)
+    welcome(owner, "liam")
+    open_manage(owner)
+    click(owner, button(owner, "Sign out of all other sessions"))
+    owner.get_by_text("You signed out of every other session.").wait_for()
+
+    click(stale, button(stale, "Yes, remove it"))
+    stale.get_by_label("Username", exact=True).wait_for()
+    assert sign_in_form_visible(stale)
+    assert portal.service().status("liam").totp_enabled  # two-step stays on
