@@ -170,7 +170,9 @@ def sync_with_store() -> bool:
 
 def pass_second_factor(epoch: int, *, verified: bool) -> None:
     """The session may see the portal; ``verified`` when a factor was checked just now
-    (else the user has no second factor, which the store checks again)."""
+    (else the user has no second factor, which the store checks again: when one was added
+    meanwhile, or the session ended, it stays not passed). Raises MFAError when the store
+    cannot be written (the session stays not passed)."""
     st.session_state[PASSED] = True
     st.session_state[EPOCH] = epoch
     if verified:
@@ -178,11 +180,9 @@ def pass_second_factor(epoch: int, *, verified: bool) -> None:
         return
     held = token()
     if held:
-        try:
-            if not config.service().sessions.pass_without_second_factor(held):
-                st.session_state[PASSED] = False  # a factor exists now: the next run asks for it
-        except (mfa_core.MFAError, TypeError, ValueError):
-            st.session_state[PASSED] = False
+        st.session_state[PASSED] = False
+        if config.service().sessions.pass_without_second_factor(held):
+            st.session_state[PASSED] = True
 
 
 def clear() -> None:

@@ -81,7 +81,11 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
             st.stop()
         # No second factor exists: the password was the strongest factor (its
         # time, if it was typed in this session, is already the verification).
-        session.pass_second_factor(status.mfa_epoch, verified=False)
+        try:
+            session.pass_second_factor(status.mfa_epoch, verified=False)
+        except mfa_core.MFAError as err:
+            st.error(str(err))
+            st.stop()
         if not session.second_factor_passed():  # a factor was added meanwhile: ask for it
             st.rerun()
     sidebar(user, sign_out)

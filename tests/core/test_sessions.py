@@ -230,3 +230,13 @@ def test_a_session_in_use_never_expires_however_short_the_idle_time(data_dir, cl
         assert svc.sessions.find(token) is not None
     clock.advance(idle)
     assert svc.sessions.find(token) is None
+
+
+def test_a_session_passes_without_a_second_factor_only_while_none_exists(svc, users, clock):
+    token = start(svc, passed=False)
+    enable_totp(svc, clock, "alice")
+    assert not svc.sessions.pass_without_second_factor(token)
+    assert not svc.sessions.find(token).second_factor_passed
+    assert svc.sessions.pass_without_second_factor(start(svc, "bob", passed=False))
+    svc.sessions.end(token)
+    assert not svc.sessions.pass_without_second_factor(token)

@@ -170,3 +170,15 @@ def test_a_stale_helpdesk_page_of_an_ended_session_resets_nothing(data_dir, svc,
     assert svc.status("alice").totp_enabled  # alice keeps her app
     assert "helpdesk_reset" not in [e.event for e in svc.audit("alice")]
     assert titles(stale) == ["MFA Portal"]
+
+
+def test_a_session_not_past_the_second_factor_of_a_user_without_one_is_let_in_and_may_act(
+        data_dir, svc, clock, cookie):
+    from .conftest import make_cookie
+    token = make_cookie("bob", passed=False, verified_at=clock())
+    cookie(token)
+    at = app(MANAGE)
+    assert "User MFA Settings" in texts(at)
+    assert svc.sessions.find(token).second_factor_passed  # the store agrees: callbacks may act
+    at = click(at, "Add")
+    assert at.session_state[enrollment.STEP] == "add"
