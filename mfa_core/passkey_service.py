@@ -22,6 +22,7 @@ from .errors import (MFAError, NotEnabled, PasskeyAlreadyRegistered, PasskeyRefu
                      PasskeySettingsError, SignCountRegressed, TooManyAttempts,
                      TooManyAuthenticators)
 from .passkeys import AUTHENTICATE, REGISTER, ChallengeBook, RelyingParty
+from .sessions import demote_others
 
 if TYPE_CHECKING:
     from .service import SecondFactorResult
@@ -153,6 +154,7 @@ class PasskeyOperations:
                         name = wanted or authn.unique_in(rec, new.suggested_label)
                         added = authn.add(rec, "passkey", name, now, **new.fields())
                         records.bump_epoch(rec)
+                        demote_others(rec, sid)  # every other session passes it again
                         rec.pop("throttle", None)
                         self._log(txn, now, actor, "passkey_added", "success", name)
         self._raise_or_notify(txn, error)

@@ -37,7 +37,7 @@ from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .passkey_service import PasskeyOperations
 from .passkeys import ChallengeBook, RelyingParty
-from .sessions import SessionBook, SessionPolicy, end_all
+from .sessions import SessionBook, SessionPolicy, demote_others, end_all
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
 from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store, Transaction, open_store
 from .throttle import PasswordPolicy, ThrottlePolicy, name_record_expired
@@ -327,8 +327,12 @@ class MFAService(PasskeyOperations):
         return resource
 
     def verify_totp(self, username: str, code: str, *, actor: str | None = None,
-                    enrollment: float | None = None) -> MFAStatus:
+                    enrollment: float | None = None, keep_session: str | None = None) -> MFAStatus:
         """Confirm the pending enrollment with a code from the new authenticator.
+
+        Every other session of the user must pass the second factor again
+        (``keep_session``: the token of the session that enrolled, which stays
+        as it is; without it, every session of the user must).
 
         ``enrollment`` is the ``created_at`` of the enrollment the caller
         showed (its ``TOTPResource``): if another one replaced it meanwhile,
@@ -342,6 +346,7 @@ class MFAService(PasskeyOperations):
         actor = check.optional_name(actor, "actor", username)
         if enrollment is not None:
             enrollment = check.time(enrollment, "enrollment")
+        keep = self.sessions.id_of(keep_session) if keep_session is not None else None
         now = self.clock()
         error: MFAError | None = None
         with self._transaction(username) as txn:
@@ -370,6 +375,7 @@ class MFAService(PasskeyOperations):
                     authn.add(rec, "totp", label, now, secret=pending["secret"], last_step=step)
                     rec.pop("pending")
                     records.bump_epoch(rec)
+                    demote_others(rec, keep)
                     rec.pop("throttle", None)
                     self._log(txn, now, actor, "totp_enabled", "success", label)
             status = self._status(username, rec, now)

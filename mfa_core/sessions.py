@@ -12,7 +12,12 @@ A session ends on sign-out, after ``idle`` seconds without a page run, after
 ``lifetime`` seconds in all, when the user's password changes (each session
 remembers a keyed fingerprint of the password hash it was started with), and
 when the user's second factor is removed or reset (all but the session that
-removed it). A one-time ticket lets the page hand the token to a server route
+removed it). When a factor is added (an app, a passkey: two-step turns on or
+changes) every other session of the user loses its "second factor passed" and
+its last verification, in the same write, so a cookie, a reload or another
+replica continues it only through the second factor. Sessions past the
+password only never evict ones past the second factor (``evict``). A
+one-time ticket lets the page hand the token to a server route
 that sets it as an ``HttpOnly`` cookie: the token never reaches the page's
 scripts, and the ticket stores it only encrypted, for a minute.
 """
@@ -27,14 +32,17 @@ from typing import TYPE_CHECKING, Any
 
 from . import validate as check
 from .errors import RecordDamaged, StorageError
+from .records import two_step_on
 from .storage.base import IO_ERRORS
 
 if TYPE_CHECKING:
     from .service import MFAService
 
-SESSIONS_MAX = 20       # per user: the oldest go first
+SESSIONS_MAX = 20       # per user, sessions past the second factor: the least recently active go first
+UNVERIFIED_MAX = 5      # per user, sessions past the password only: they only ever evict each other
 TICKET_TTL = 60         # seconds a cookie ticket may wait for the browser
-TOUCH_EVERY = 60        # seconds between writes of "last active"
+TOUCH_EVERY = 60        # at most this many seconds between writes of "last active" ...
+TOUCH_SHARE = 4         # ... and at most a quarter of the idle time (see ``touch_every``)
 USER_AGENT_MAX = 300
 
 
@@ -52,6 +60,12 @@ class SessionPolicy:
     def __post_init__(self) -> None:
         if not 60 <= self.idle <= self.lifetime:
             raise ValueError("idle must be at least 60 s and at most the lifetime")
+
+    @property
+    def touch_every(self) -> float:
+        """Seconds between writes of "last active": min(60, idle / 4), so a session in use
+        is written at least four times per idle period and never expires while used."""
+        return min(TOUCH_EVERY, self.idle / TOUCH_SHARE)
 
 
 @dataclass(frozen=True)
@@ -117,8 +131,7 @@ class SessionBook:
             sessions[sid] = {"created_at": now, "last_seen": now, "passed": bool(second_factor_passed),
                              "verified_at": verified_at, "pw": self._password_mark(username),
                              "ua": agent, "ip": source}
-            for old in sorted(sessions, key=lambda s: sessions[s]["last_seen"])[:-SESSIONS_MAX]:
-                del sessions[old]
+            evict(sessions)
             txn.record["sessions"] = sessions
             svc._log(txn, now, username, "session_started", "success",
                      f"from {source}" if source else "")
@@ -148,7 +161,7 @@ class SessionBook:
         entry = self._live(svc._read(owner), owner, now).get(sid)
         if entry is None:
             return None
-        if now - entry["last_seen"] >= TOUCH_EVERY:
+        if now - entry["last_seen"] >= self.policy.touch_every:
             with svc._transaction(owner) as txn:
                 entry = self._live(txn.record, owner, now).get(sid)
                 if entry is None:
@@ -174,7 +187,26 @@ class SessionBook:
             if verified_at is not None:
                 entry["verified_at"] = check.time(verified_at, "verified_at")
             entry["last_seen"] = now
+            sessions = self._live(txn.record, owner, now)
+            evict(sessions)  # one more past the second factor: the cap of those holds
+            txn.record["sessions"] = sessions
             return _session(sid, owner, entry)
+
+    def pass_without_second_factor(self, token: str) -> bool:
+        """The user has no second factor: the password was the strongest, the session may see
+        the portal. Checked in the same write (a factor added meanwhile wins); True if passed."""
+        svc = self._svc
+        sid = self._sid(_token(token))
+        owner = (svc.store.read_keyed(f"session:{sid}") or {}).get("owner")
+        if not isinstance(owner, str):
+            return False
+        now = svc.clock()
+        with svc._transaction(owner) as txn:
+            entry = self._live(txn.record, owner, now).get(sid)
+            if entry is None or two_step_on(txn.record):
+                return False
+            entry["passed"] = True
+            return True
 
     def end(self, token: str) -> None:
         """Sign-out: the session ends for every tab that holds it."""
@@ -286,6 +318,35 @@ class SessionBook:
         except (RecordDamaged, *IO_ERRORS):
             return False  # cannot tell: kept
         return key[len("session:"):] not in self._live(record or {}, owner, now)
+
+
+def evict(sessions: dict[str, Any]) -> None:
+    """Keep the caps: at most UNVERIFIED_MAX sessions past the password only and SESSIONS_MAX
+    past the second factor, each group losing its least recently active first.
+
+    The groups never evict each other: sign-ins with the password alone (someone who
+    knows it) push out only one another, never a session that passed the second factor.
+    """
+    for passed, cap in ((False, UNVERIFIED_MAX), (True, SESSIONS_MAX)):
+        group = [sid for sid, e in sessions.items() if bool(e.get("passed")) is passed]
+        for old in sorted(group, key=lambda s: sessions[s].get("last_seen", 0))[:-cap]:
+            del sessions[old]
+
+
+def demote_others(rec: dict[str, Any], keep: str | None = None) -> int:
+    """The user's second factor changed (one added): every session but ``keep`` must pass
+    it again and has no recent verification; returns how many were demoted.
+
+    Stored in the record, so it holds however the session is continued: a cookie, a
+    reload, a new tab, another replica.
+    """
+    demoted = 0
+    for sid, entry in (rec.get("sessions") or {}).items():
+        if sid != keep and isinstance(entry, dict):
+            demoted += bool(entry.get("passed"))
+            entry["passed"] = False
+            entry["verified_at"] = None
+    return demoted
 
 
 def end_all(rec: dict[str, Any], keep: str | None = None) -> int:

@@ -55,6 +55,7 @@ def generate() -> None:
     keep(config.service().create_backup_codes(session.callback_user()).codes)
 
 
+@session.guarded
 def request_generate() -> None:
     """**Generate**: a sensitive action (reverification when the last one is stale)."""
     session.sensitive("generate", "generate new backup codes", generate)

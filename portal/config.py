@@ -73,6 +73,25 @@ def client_address(peer: str | None, headers, environ=None) -> str | None:
     return peer if isinstance(peer, str) and peer else None
 
 
+LOCALHOST = "localhost"
+
+
+def session_address(peer: str | None, headers, environ=None) -> str | None:
+    """Where a sign-in session is listed as coming from: ``client_address``, or ``LOCALHOST``
+    for a connection over loopback (Streamlit gives no address for 127.0.0.1 or ::1, while
+    the request's headers are there). For the session list only: the throttle keeps
+    ``client_address``."""
+    found = client_address(peer, headers, environ)
+    if found is None and peer is None and headers is not None:
+        try:
+            host = headers.get("host")
+        except Exception:  # not a mapping: no request to speak of
+            host = None
+        if isinstance(host, str) and host:
+            return LOCALHOST
+    return found
+
+
 def forwarded_https(headers, environ=None) -> bool:
     """Whether the trusted proxy (``MFA_PORTAL_PROXY_HEADER`` set) says the client used HTTPS."""
     env = os.environ if environ is None else environ

@@ -97,10 +97,12 @@ def start() -> mfa_core.TOTPResource:
     return _own(resource)
 
 
+@session.guarded
 def request_start() -> None:
     session.sensitive("add", "add an authentication app", start)
 
 
+@session.guarded
 def request_reset() -> None:
     session.sensitive("add", "set up your authentication app with a new QR code", reset)
 
@@ -174,6 +176,7 @@ def toggle_uri() -> None:
     st.session_state[SHOW_URI] = not st.session_state.get(SHOW_URI)
 
 
+@session.guarded
 def go_verify() -> None:
     """Verify (step add): the name typed is given to the app being set up, then its code."""
     if not session.second_factor_passed():
@@ -193,6 +196,7 @@ def back_to_code() -> None:
     st.session_state.pop(ERROR, None)
 
 
+@session.guarded
 def submit_code() -> None:
     """Verify code: enable the authenticator, then make the first backup codes."""
     if not session.second_factor_passed():  # callbacks run before the guard
@@ -205,7 +209,8 @@ def submit_code() -> None:
         if not owned(svc.pending_totp(user)):  # replaced or expired since the page was drawn
             st.session_state[ERROR] = REPLACED_TEXT
             return
-        status = svc.verify_totp(user, typed, enrollment=st.session_state.get(MINE_AT))
+        status = svc.verify_totp(user, typed, enrollment=st.session_state.get(MINE_AT),
+                                 keep_session=session.token())
     except mfa_core.MFAError as err:
         st.session_state[ERROR] = str(err)
         return

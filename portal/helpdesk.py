@@ -115,6 +115,7 @@ def _may_ask(key: str, actor: str, target: str) -> bool:
     return refusal is None
 
 
+@session.guarded
 def request_reset(actor: str, target: str) -> None:
     """**Reset MFA**: checks here, then the page asks "Reset MFA for <name>?" (nothing runs yet)."""
     if not _may_ask(CONFIRM, actor, target):
@@ -132,6 +133,7 @@ def cancel_reset() -> None:
         st.session_state[REASON] = asked["reason"]  # the field comes back as it was
 
 
+@session.guarded
 def request_remove_one(actor: str, target: str) -> None:
     """**Remove authenticator**: checks here, then the page asks first (nothing runs yet)."""
     if not _may_ask(CONFIRM_ONE, actor, target):
@@ -168,6 +170,7 @@ def _confirmed(key: str, actor: str, target: str) -> dict | None:
     return asked
 
 
+@session.guarded
 def confirm_remove_one(actor: str, target: str) -> None:
     """**Yes, remove it**: the one authenticator asked about, behind reverification."""
     asked = _confirmed(CONFIRM_ONE, actor, target)
@@ -214,6 +217,7 @@ def _act_behind_reverification(action: str, label: str, actor: str, target: str,
     session.sensitive(action, label, run)
 
 
+@session.guarded
 def confirm_reset(actor: str, target: str) -> None:
     """**Yes, reset MFA**: the reset asked for, behind reverification (10 minutes)."""
     asked = _confirmed(CONFIRM, actor, target)
@@ -226,6 +230,7 @@ def confirm_reset(actor: str, target: str) -> None:
         "backup codes are removed and their sessions are signed out.")
 
 
+@session.guarded
 def clear_lockout(actor: str, target: str) -> None:
     """**Clear lockout**: behind reverification like every other change; never one's own."""
     st.session_state.pop(ERROR, None)

@@ -20,6 +20,7 @@ RENAME_ERROR = "manage_rename_error"
 ACTIVITY_LIMIT = 10
 
 
+@session.guarded
 def request_add() -> None:
     session.sensitive("add", "add an authentication app", _start_add)
 
@@ -49,6 +50,7 @@ def _only_one(status: mfa_core.MFAStatus, authenticator_id: str) -> bool:
     return [a.id for a in status.authenticators] == [authenticator_id]
 
 
+@session.guarded
 def request_remove(authenticator_id: str) -> None:
     """Remove: one of several goes behind reverification; the last one is asked about first.
 
@@ -67,6 +69,7 @@ def request_remove(authenticator_id: str) -> None:
         confirm_remove(authenticator_id)
 
 
+@session.guarded
 def confirm_remove(authenticator_id: str) -> None:
     st.session_state.pop(CONFIRM_REMOVE, None)
     status = _fresh()
@@ -116,6 +119,7 @@ def _stop_renaming() -> None:
         st.session_state.pop(key, None)
 
 
+@session.guarded
 def save_rename() -> None:
     authenticator_id = st.session_state.get(RENAMING)
     label = st.session_state.get(RENAME_TEXT) or ""

@@ -131,6 +131,7 @@ def attempt(slot: str, response: str) -> mfa_core.SecondFactorResult | None:
 # -- adding a passkey (Manage MFA) ----------------------------------------------------
 
 
+@session.guarded
 def request_add() -> None:
     """**Add a passkey**: behind reverification, then the browser creates the passkey."""
     clear(ADD)
@@ -154,6 +155,7 @@ def forget_new() -> None:
     st.session_state.pop(NAME, None)
 
 
+@session.guarded
 def save_new() -> None:
     """**Save passkey**: the engine checks the answer and adds the passkey under the name typed."""
     new = st.session_state.get(NEW)

@@ -5,13 +5,18 @@ this page session holds its token and a copy of what it knows, under
 ``portal_`` keys in ``st.session_state``, and agrees with the store at the
 start of every run (``sync_with_store``), so every tab of a browser shares
 one sign-in, one second factor and one last verification, and a session
-ended anywhere ends here too. Throttling and the MFA epoch live in the store
-as well.
+ended anywhere ends here too. The store's "second factor passed" decides:
+when a factor is added elsewhere the engine clears it, and this page asks for
+the second factor again. Callbacks run before that check, so every one that
+changes anything goes through ``guarded`` (``session_holds``). Throttling and
+the MFA epoch live in the store as well.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -54,6 +59,14 @@ def client_source() -> str | None:
         return None
 
 
+def session_source() -> str | None:
+    """Where this client's sign-in session is listed as coming from (``config.session_address``)."""
+    try:
+        return config.session_address(st.context.ip_address, st.context.headers)
+    except Exception:  # no request context (a bare script run): unknown
+        return None
+
+
 def current_username() -> str | None:
     return st.session_state.get(USER)
 
@@ -65,27 +78,54 @@ def second_factor_passed() -> bool:
 def callback_user() -> str:
     """The signed-in user, for a callback; raises NotEnabled (shown as a flash) otherwise.
 
-    Callbacks run before the guard, so they check the second factor themselves.
+    Callbacks run before the guard, so they check the store's session themselves
+    (``session_holds``).
     """
     user = current_username()
-    if not user or not second_factor_passed():
+    if not user or not session_holds():
         raise mfa_core.NotEnabled("You are not signed in.")
     return user
 
 
-def still_trusted() -> bool:
-    """Passed the second factor, and the user's MFA has not changed elsewhere since.
+def session_holds() -> bool:
+    """The one check of every callback that changes anything (they run before the guard).
 
-    For callbacks: they run before the guard re-checks the epoch on the next
-    run, so a sensitive one asks the store itself.
+    This page's sign-in session is still live in the store (not signed out here or
+    elsewhere, by **Sign out of all other sessions**, a password change, a reset or
+    expiry), still its user's, past the second factor there (adding a factor
+    elsewhere makes it pass again), and the user's MFA has not changed since this
+    page agreed with it. Any doubt (no token, the store unreadable) is a no.
     """
-    if not second_factor_passed():
+    user = current_username()
+    held = token()
+    if not user or not held or not st.session_state.get(PASSED):
         return False
-    seen = st.session_state.get(EPOCH)
+    svc = config.service()
     try:
-        return seen is None or config.service().status(current_username()).mfa_epoch == seen
-    except mfa_core.MFAError:
+        found = svc.sessions.find(held)
+        if found is None or found.username != user or not found.second_factor_passed:
+            return False
+        seen = st.session_state.get(EPOCH)
+        return seen is None or svc.status(user).mfa_epoch == seen
+    except (mfa_core.MFAError, TypeError, ValueError):
         return False
+
+
+def guarded(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a state-changing ``on_click`` callback: it does nothing unless ``session_holds()``
+    (the guard's next run then signs the page out or asks for the second factor)."""
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if not session_holds():
+            return None
+        return callback(*args, **kwargs)
+    return run
+
+
+def still_trusted() -> bool:
+    """``session_holds()``: for the reverification layer, which may run an action long after
+    its click."""
+    return session_holds()
 
 
 def start(username: str, *, token: str | None, passed: bool = False,
@@ -117,8 +157,11 @@ def sync_with_store() -> bool:
     found = config.service().sessions.find(held)
     if found is None or found.username != current_username():
         return False
-    if found.second_factor_passed:
-        st.session_state[PASSED] = True
+    # The store decides: a factor added elsewhere makes this session pass it again.
+    st.session_state[PASSED] = found.second_factor_passed
+    if not found.second_factor_passed:
+        st.session_state[VERIFIED_AT] = None
+        return True
     mine = st.session_state.get(VERIFIED_AT)
     if found.verified_at is not None and (mine is None or found.verified_at > mine):
         st.session_state[VERIFIED_AT] = found.verified_at
@@ -126,11 +169,20 @@ def sync_with_store() -> bool:
 
 
 def pass_second_factor(epoch: int, *, verified: bool) -> None:
-    """The session may see the portal; ``verified`` when a factor was checked just now."""
+    """The session may see the portal; ``verified`` when a factor was checked just now
+    (else the user has no second factor, which the store checks again: when one was added
+    meanwhile, or the session ended, it stays not passed). Raises MFAError when the store
+    cannot be written (the session stays not passed)."""
     st.session_state[PASSED] = True
     st.session_state[EPOCH] = epoch
     if verified:
         record_verification()
+        return
+    held = token()
+    if held:
+        st.session_state[PASSED] = False
+        if config.service().sessions.pass_without_second_factor(held):
+            st.session_state[PASSED] = True
 
 
 def clear() -> None:

@@ -13,6 +13,8 @@ from . import config, session
 from .display import plain
 
 SIGNED_OUT_OTHERS = "You signed out of every other session."
+PASSWORD_ONLY = "password only — not verified"
+LOCALHOST = "this computer (localhost)"
 
 
 @functools.lru_cache(maxsize=512)
@@ -47,12 +49,14 @@ def phone_name(user_agent: str) -> str | None:
     return None if not family or family in ("Other", "Generic Smartphone", "K") else family
 
 
+@session.guarded
 def sign_out_one(session_id: str) -> None:
     user = session.callback_user()
     if config.service().sessions.end_by_id(user, session_id):
         session.flash("success", "That session was signed out.")
 
 
+@session.guarded
 def sign_out_others() -> None:
     user = session.callback_user()
     ended = config.service().sessions.end_others(user, session.token())
@@ -71,8 +75,11 @@ def render(username: str) -> None:
     for each in live:
         row = st.container(horizontal=True, vertical_alignment="center")
         here = " (this browser)" if each.id == mine else ""
-        row.markdown(f"**{plain(describe(each.user_agent))}**{here}  \n"
-                     f"{plain(each.source or 'unknown address')} · signed in "
+        # A session past the password only: someone who knows it, or a sign-in not finished.
+        unverified = "" if each.second_factor_passed else f" · :orange[**{PASSWORD_ONLY}**]"
+        where = LOCALHOST if each.source == config.LOCALHOST else (each.source or "unknown address")
+        row.markdown(f"**{plain(describe(each.user_agent))}**{here}{unverified}  \n"
+                     f"{plain(where)} · signed in "
                      f"{session.format_time(each.created_at)} · last active "
                      f"{session.format_time(each.last_seen)}")
         if each.id != mine:

@@ -81,7 +81,13 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
             st.stop()
         # No second factor exists: the password was the strongest factor (its
         # time, if it was typed in this session, is already the verification).
-        session.pass_second_factor(status.mfa_epoch, verified=False)
+        try:
+            session.pass_second_factor(status.mfa_epoch, verified=False)
+        except mfa_core.MFAError as err:
+            st.error(str(err))
+            st.stop()
+        if not session.second_factor_passed():  # a factor was added meanwhile: ask for it
+            st.rerun()
     sidebar(user, sign_out)
     session.show_flashes()
     session.open_pending_dialog()
@@ -148,7 +154,7 @@ def _submit_password() -> None:
         now = svc.clock()
         token = svc.sessions.start(username, second_factor_passed=not result.two_factor_enabled,
                                    verified_at=None if result.two_factor_enabled else now,
-                                   source=source, user_agent=cookies.user_agent())
+                                   source=session.session_source(), user_agent=cookies.user_agent())
     except mfa_core.MFAError as err:
         st.session_state[LOGIN_ERROR] = str(err)
         return

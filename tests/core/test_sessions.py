@@ -130,3 +130,113 @@ def test_a_session_policy_is_checked():
         mfa_core.SessionPolicy(idle=10)
     with pytest.raises(ValueError):
         mfa_core.SessionPolicy(idle=7200, lifetime=3600)
+
+
+# -- issue 20: what a session from before a change still gets -------------------------
+
+def _enroll_keeping(svc, clock, keep):
+    from ..support import code_for
+    secret = svc.create_totp("alice").secret
+    svc.verify_totp("alice", code_for(secret, clock()), keep_session=keep)
+    clock.advance(30)
+    return secret
+
+
+def test_enrolling_an_app_makes_every_other_session_pass_the_second_factor_again(
+        svc, open_svc, users, clock):
+    """F1: a password-only session (no second factor existed) kept across the owner's enrollment."""
+    attackers = start(svc, passed=True, verified_at=clock())   # signed in before two-step was on
+    owners = start(svc, passed=True, verified_at=clock())
+    _enroll_keeping(svc, clock, owners)
+    for book in (svc.sessions, open_svc().sessions):           # this process and another replica
+        found = book.find(attackers)
+        assert found is not None and not found.second_factor_passed and found.verified_at is None
+        mine = book.find(owners)
+        assert mine.second_factor_passed and mine.verified_at is not None
+
+
+def test_enrolling_without_naming_a_session_demotes_them_all(svc, users, clock):
+    token = start(svc, passed=True, verified_at=clock())
+    enable_totp(svc, clock, "alice")
+    assert not svc.sessions.find(token).second_factor_passed
+
+
+def test_adding_a_passkey_makes_every_other_session_pass_the_second_factor_again(svc, users, clock):
+    from ..webauthn_authenticator import SoftAuthenticator
+    attackers = start(svc, passed=True, verified_at=clock())
+    owners = start(svc, passed=True, verified_at=clock())
+    options = svc.begin_passkey_registration("alice", session=owners)
+    svc.finish_passkey_registration("alice", SoftAuthenticator().create(options), session=owners)
+    found = svc.sessions.find(attackers)
+    assert not found.second_factor_passed and found.verified_at is None
+    assert svc.sessions.find(owners).second_factor_passed
+
+
+def test_after_a_helpdesk_reset_a_password_only_session_must_pass_the_new_factor(svc, users, clock):
+    enable_totp(svc, clock, "alice")
+    svc.reset_mfa("alice", actor="admin", reason="lost phone")
+    attackers = start(svc, passed=True, verified_at=clock())   # the password-only period
+    owners = start(svc, passed=True, verified_at=clock())
+    _enroll_keeping(svc, clock, owners)
+    assert not svc.sessions.find(attackers).second_factor_passed
+    assert svc.sessions.find(owners).second_factor_passed
+
+
+def test_password_only_sign_ins_never_evict_a_session_past_the_second_factor(svc, users, clock):
+    """F11: 20 sign-ins with the password alone leave the owner's verified sessions alone."""
+    from mfa_core.sessions import SESSIONS_MAX, UNVERIFIED_MAX
+    enable_totp(svc, clock, "alice")
+    owners = []
+    for _ in range(SESSIONS_MAX):
+        owners.append(start(svc, passed=True))
+        clock.advance(1)
+    attackers = []
+    for _ in range(SESSIONS_MAX + 5):
+        attackers.append(start(svc, passed=False))
+        clock.advance(1)
+    assert all(svc.sessions.find(t) is not None for t in owners)
+    live = [t for t in attackers if svc.sessions.find(t) is not None]
+    assert live == attackers[-UNVERIFIED_MAX:]          # they evict only one another, oldest first
+    # The owner signing in on one more device: admitted, and once it passes the second
+    # factor the least recently active verified session makes room.
+    newest = start(svc, passed=False)
+    svc.sessions.update(newest, second_factor_passed=True, verified_at=clock())
+    assert svc.sessions.find(newest).second_factor_passed
+    assert svc.sessions.find(owners[0]) is None
+    assert all(svc.sessions.find(t) is not None for t in owners[1:])
+    assert len(svc.sessions.of("alice")) == SESSIONS_MAX + UNVERIFIED_MAX - 1
+
+
+def test_without_two_step_the_oldest_session_goes_at_the_cap(svc, users, clock):
+    from mfa_core.sessions import SESSIONS_MAX
+    tokens = []
+    for _ in range(SESSIONS_MAX + 1):
+        tokens.append(start(svc, passed=True))
+        clock.advance(1)
+    assert svc.sessions.find(tokens[0]) is None
+    assert all(svc.sessions.find(t) is not None for t in tokens[1:])
+
+
+@pytest.mark.parametrize("idle", [60, 90, 119, 240])
+def test_a_session_in_use_never_expires_however_short_the_idle_time(data_dir, clock, users, idle):
+    """F14: "last active" is written often enough for any idle time (min(60, idle/4) s)."""
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={}, backend="tinydb",
+                                session_policy=mfa_core.SessionPolicy(idle=idle, lifetime=12 * 3600))
+    assert svc.sessions.policy.touch_every == min(60, idle / 4)
+    token = start(svc)
+    step = idle / 2 - 1                         # a page run twice per idle period
+    for _ in range(20):
+        clock.advance(step)
+        assert svc.sessions.find(token) is not None
+    clock.advance(idle)
+    assert svc.sessions.find(token) is None
+
+
+def test_a_session_passes_without_a_second_factor_only_while_none_exists(svc, users, clock):
+    token = start(svc, passed=False)
+    enable_totp(svc, clock, "alice")
+    assert not svc.sessions.pass_without_second_factor(token)
+    assert not svc.sessions.find(token).second_factor_passed
+    assert svc.sessions.pass_without_second_factor(start(svc, "bob", passed=False))
+    svc.sessions.end(token)
+    assert not svc.sessions.pass_without_second_factor(token)

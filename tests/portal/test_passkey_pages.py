@@ -16,9 +16,12 @@ from .conftest import app, click, enroll, inputs, labels, make_cookie, run, sign
 MANAGE = "pages/1_Manage_MFA.py"
 
 
-def add_passkey(svc, username: str = "alice", label: str = "Laptop") -> SoftAuthenticator:
+def add_passkey(svc, username: str = "alice", label: str = "Laptop",
+                token: str | None = None) -> SoftAuthenticator:
+    """A passkey added from ``token``'s session (a new one if None): every other session of
+    the user must pass the second factor again."""
     authenticator = SoftAuthenticator()
-    token = svc.sessions.start(username, second_factor_passed=True)
+    token = token or svc.sessions.start(username, second_factor_passed=True)
     options = svc.begin_passkey_registration(username, session=token)
     svc.finish_passkey_registration(username, authenticator.create(options), session=token, label=label)
     return authenticator
@@ -59,9 +62,10 @@ def test_users_without_a_passkey_see_the_page_as_before(data_dir, svc, clock):
 
 
 def test_manage_mfa_offers_a_passkey_and_lists_it_as_an_authenticator(data_dir, svc, cookie, clock):
-    cookie(make_cookie("alice", passed=True, verified_at=clock()))
+    token = make_cookie("alice", passed=True, verified_at=clock())
+    cookie(token)
     assert "Add a passkey" in labels(app(MANAGE))
-    add_passkey(svc, label="Office key")
+    add_passkey(svc, label="Office key", token=token)  # added by this browser's session
     at = app(MANAGE)
     assert "Add a passkey" in labels(at)
     text = texts(at)
