@@ -42,6 +42,7 @@ from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabul
 from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store, Transaction, open_store
 from .throttle import PasswordPolicy, ThrottlePolicy
 from .users import UserDirectory, open_directory
+from .directory import AccountInactive, DirectoryUnavailable, check_stored, open_company_directory
 
 log = logging.getLogger("mfa_core")
 
@@ -501,6 +502,8 @@ class MFAService(PasskeyOperations):
         now = self.clock()
         try:
             stored = self.directory.password_hash(username)
+        except DirectoryUnavailable:  # the company directory is down: fail closed, nothing counted
+            raise
         except MFAError as exc:  # the directory cannot be read
             raise StorageError() from exc
         if stored is None:
@@ -520,7 +523,11 @@ class MFAService(PasskeyOperations):
                 self._log(txn, now, username, "password_throttled", "refused",
                           f"{_reason(error)} {where}")
             else:
-                ok = _bcrypt_check(password, stored)
+                try:
+                    ok = _password_ok(password, stored)
+                except DirectoryUnavailable:  # nothing counted: the transaction is not committed
+                    self._spray_release(src, slot)
+                    raise
                 state = rec.setdefault("password", state)
                 if ok:
                     self._spray_release(src, slot)
@@ -605,6 +612,7 @@ class MFAService(PasskeyOperations):
         source = check.source(source)
         actor = check.optional_name(actor, "actor", username)
         now = self.clock()
+        self._require_active(username)  # a leaver of the company directory: refused, nothing counted
         error: MFAError | None = None
         remaining = 0
         with self._transaction(username) as txn:
@@ -881,12 +889,29 @@ class MFAService(PasskeyOperations):
         """
         return self._outbox.flush(timeout)
 
+    def _require_active(self, username: str) -> None:
+        """Refuse (AccountInactive) a user the company directory has disabled, locked or expired.
+
+        At most 60 s stale (the directory's cache); DirectoryUnavailable when
+        it cannot be asked. Nothing to do with users.yaml or the database's table.
+        """
+        if getattr(self.directory, "company", False):
+            account = self.directory.find(username)
+            if account is not None and not account.active:
+                raise AccountInactive()
+
 
 @functools.cache
 def _dummy_hash() -> str:
     """A bcrypt hash of nothing anyone types, at the cost new hashes get (made once, when first
     needed): an unknown name costs the same check as a known one."""
     return bcrypt.hashpw(secrets.token_bytes(16).hex().encode("ascii"), bcrypt.gensalt()).decode("ascii")
+
+
+def _password_ok(password: str, stored: Any) -> bool:
+    """A bcrypt hash compared here; a company-directory user's password is a bind as their DN."""
+    checked = check_stored(password, stored)
+    return _bcrypt_check(password, stored) if checked is None else checked
 
 
 def _bcrypt_check(password: str, stored: str) -> bool:
@@ -1033,7 +1058,8 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
         except DatabaseError as exc:  # its text is redacted; still the operator's only
             raise StoreUnavailable(f"The database cannot be used: {exc}.") from exc
         keyring = load_keyring(path, env)
-        directory = open_directory(path, store)
+        # The company directory (LDAP / AD) when MFA_PORTAL_LDAP_URL or [ldap] url is set.
+        directory = open_company_directory(env, clock) or open_directory(path, store)
     except IO_ERRORS as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise StoreUnavailable(f"The data directory {path} cannot be used: {reason}.") from exc
