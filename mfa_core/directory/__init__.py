@@ -18,13 +18,13 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
-from ..users import User, UserDirectory, UserIndex
+from ..users import User, UserDirectory
 from .base import (DIRECTORY_DOWN, MANAGED_ELSEWHERE, AccountInactive, Directory, DirectoryAccount,
-                   DirectoryUnavailable, ManagedInDirectory)
+                   DirectoryUnavailable, DirectoryUser, ManagedInDirectory)
 from .config import DirectorySettingsError, LdapSettings, configured, load
 
 __all__ = ["AccountInactive", "CACHE_SECONDS", "CompanyDirectory", "DIRECTORY_DOWN", "Directory",
-           "DirectoryAccount", "DirectorySettingsError", "DirectoryUnavailable", "LdapSettings",
+           "DirectoryAccount", "DirectorySettingsError", "DirectoryUnavailable", "DirectoryUser", "LdapSettings",
            "LocalDirectory", "MANAGED_ELSEWHERE", "ManagedInDirectory", "as_directory", "configured",
            "open_company_directory"]
 
@@ -57,6 +57,32 @@ class LocalDirectory:
     def roles(self, username: str) -> list[str]:
         user = self.users.get(username)
         return list(user.roles) if user else []
+
+
+class SearchIndex:
+    """What the Helpdesk's search asks (``UserIndex``'s calls), answered by the directory's server.
+
+    Each :meth:`search` is one server-side search of at most ``limit`` people
+    (paged; never the whole directory); :meth:`user` and ``len()`` answer
+    from the last search.
+    """
+
+    def __init__(self, directory: "CompanyDirectory", limit: int = 26) -> None:
+        self._directory = directory
+        self._limit = limit
+        self._found: dict[str, DirectoryAccount] = {}
+
+    def search(self, query: str | None) -> list[str]:
+        accounts = self._directory.search(query or "", self._limit)
+        self._found = {a.username: a for a in accounts}
+        return [a.username for a in accounts]
+
+    def user(self, username: str) -> User | None:
+        account = self._found.get(username)
+        return account.user() if account is not None else None
+
+    def __len__(self) -> int:
+        return len(self._found)
 
 
 class _Bind:
@@ -180,8 +206,8 @@ class CompanyDirectory(UserDirectory):
     def credentials(self) -> dict[str, Any]:
         return {"usernames": {}}
 
-    def index(self) -> UserIndex:
-        return UserIndex({})
+    def index(self) -> SearchIndex:  # type: ignore[override]
+        return SearchIndex(self)
 
     def exists(self) -> bool:
         return True

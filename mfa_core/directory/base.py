@@ -42,6 +42,15 @@ class ManagedInDirectory(UserDirectoryError):
 
 
 @dataclass(frozen=True)
+class DirectoryUser(User):
+    """A :class:`User` as the company directory has them, with their state there."""
+
+    active: bool = True
+    inactive_reason: str | None = None
+    stable_id: str | None = None
+
+
+@dataclass(frozen=True)
 class DirectoryAccount:
     """One person as the directory has them right now."""
 
@@ -60,9 +69,10 @@ class DirectoryAccount:
     def is_admin(self) -> bool:
         return ADMIN_ROLE in self.roles
 
-    def user(self) -> User:
-        return User(username=self.username, name=self.name or self.username, email=self.email,
-                    roles=list(self.roles))
+    def user(self) -> DirectoryUser:
+        return DirectoryUser(username=self.username, name=self.name or self.username, email=self.email,
+                             roles=list(self.roles), active=self.active,
+                             inactive_reason=self.inactive_reason, stable_id=self.stable_id)
 
 
 @runtime_checkable
