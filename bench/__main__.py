@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 from . import SUMMARY, api, browser, core, pages, table
+from . import ldap as ldap_part
 
 PARTS = ("core", "pages", "browser", "api")
+NAMED_ONLY = ("ldap",)  # run only when named: it needs slapd
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -31,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     pages.add_arguments(p)
     browser.add_arguments(p)
     api.add_arguments(p)
+    ldap_part.add_arguments(p)
     return p
 
 
@@ -39,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     for part in args.parts:
-        if part not in PARTS:
-            p.error(f"unknown part {part!r}: choose from {', '.join(PARTS)}")
-    parts = [part for part in PARTS if part in args.parts] if args.parts else list(PARTS)
+        if part not in PARTS + NAMED_ONLY:
+            p.error(f"unknown part {part!r}: choose from {', '.join(PARTS + NAMED_ONLY)}")
+    parts = [part for part in PARTS + NAMED_ONLY if part in args.parts] if args.parts else list(PARTS)
     defaults = {a.dest: a.default for a in p._actions if a.dest not in ("help", "parts", "results")}
     full = parts == list(PARTS) and all(getattr(args, k) == v for k, v in defaults.items())
 
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    runners = {"core": core.main, "pages": pages.main, "browser": browser.main, "api": api.main}
+    runners = {"core": core.main, "pages": pages.main, "browser": browser.main, "api": api.main,
+               "ldap": ldap_part.main}
     failed = False
     for part in parts:
         progress(f"bench: {part} …")
