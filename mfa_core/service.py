@@ -525,7 +525,7 @@ class MFAService(PasskeyOperations):
             else:
                 try:
                     ok = _password_ok(password, stored)
-                except DirectoryUnavailable:  # nothing counted: the transaction is not committed
+                except MFAError:  # directory down, bind budget spent: nothing counted, not committed
                     self._spray_release(src, slot)
                     raise
                 state = rec.setdefault("password", state)
@@ -1059,7 +1059,8 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
             raise StoreUnavailable(f"The database cannot be used: {exc}.") from exc
         keyring = load_keyring(path, env)
         # The company directory (LDAP / AD) when MFA_PORTAL_LDAP_URL or [ldap] url is set.
-        directory = open_company_directory(env, clock) or open_directory(path, store)
+        directory = (open_company_directory(env, clock, store=store, pepper=keyring.pepper)
+                     or open_directory(path, store))
     except IO_ERRORS as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise StoreUnavailable(f"The data directory {path} cannot be used: {reason}.") from exc

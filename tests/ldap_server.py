@@ -38,6 +38,7 @@ PEOPLE = f"ou=people,{BASE}"
 GROUPS = f"ou=groups,{BASE}"
 HELPDESK_DN = f"cn=helpdesk,{GROUPS}"
 POLICY_DN = f"cn=default,ou=policies,{BASE}"
+STRICT_POLICY_DN = f"cn=strict,ou=policies,{BASE}"  # like AD's default: 10 wrong passwords lock
 MODULE_DIRS = ("/usr/lib/ldap", "/usr/lib/x86_64-linux-gnu/ldap", "/usr/lib/aarch64-linux-gnu/ldap",
                "/usr/local/libexec/openldap")
 SCHEMA_DIR = "/etc/ldap/schema"
@@ -263,6 +264,9 @@ access to *
             c.add(POLICY_DN, ["person", "pwdPolicy"],
                   {"cn": "default", "sn": "policy", "pwdAttribute": "userPassword", "pwdLockout": "TRUE",
                    "pwdMaxFailure": "50", "pwdFailureCountInterval": "0"})
+            c.add(STRICT_POLICY_DN, ["person", "pwdPolicy"],
+                  {"cn": "strict", "sn": "policy", "pwdAttribute": "userPassword", "pwdLockout": "TRUE",
+                   "pwdMaxFailure": "10", "pwdFailureCountInterval": "600"})
             for uid, password, given, sn, _groups in USERS:
                 self.add_user(uid, password, given=given, sn=sn, conn=c)
             for group in ("helpdesk", "staff"):

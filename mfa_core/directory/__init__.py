@@ -14,10 +14,16 @@ Only :mod:`.ldap` imports ldap3, and only when a directory URL is set.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
+import math
 import threading
 import time
 from typing import Any, Callable, Mapping
 
+from ..errors import StorageError, TooManyAttempts
+from ..storage import IO_ERRORS
 from ..users import User, UserDirectory
 from .base import (DIRECTORY_DOWN, MANAGED_ELSEWHERE, AccountInactive, Directory, DirectoryAccount,
                    DirectoryUnavailable, DirectoryUser, ManagedInDirectory)
@@ -95,7 +101,7 @@ class _Bind:
         self.account = account
 
     def check(self, password: str) -> bool:
-        return self._directory.backend.authenticate(self.account.dn or "", password)
+        return self._directory.bind(self.account, password)
 
     def __repr__(self) -> str:
         return f"<directory bind as {self.account.dn}>"
@@ -106,9 +112,12 @@ class CompanyDirectory(UserDirectory):
 
     company = True  # the portal and the CLI ask this, not the type
 
-    def __init__(self, backend: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, backend: Any, clock: Callable[[], float] = time.time, *,
+                 store: Any = None, pepper: bytes | None = None) -> None:
         # No users.yaml: none of UserDirectory's file state.
         self.backend = backend
+        self.store = store    # the engine's: wrong binds counted per person (every replica sees them)
+        self.pepper = pepper
         self.settings: LdapSettings = backend.settings
         self.clock = clock
         self.path = None  # type: ignore[assignment]
@@ -153,6 +162,44 @@ class CompanyDirectory(UserDirectory):
         if account is None or not account.active or not password:
             return False
         return self.backend.authenticate(account.dn, password)
+
+    def bind(self, account: DirectoryAccount, password: str) -> bool:
+        """The password checked by a bind as the person's DN, within the portal's bind budget.
+
+        At most ``bind_failures`` wrong binds, then none (TooManyAttempts) until
+        ``bind_window`` seconds passed since the last: the directory's own
+        lockout (AD's threshold, ppolicy's pwdMaxFailure) never counts more
+        than that from the portal, whatever the number of places an attacker
+        tries from. A success clears the count. Raises DirectoryUnavailable.
+        """
+        if not password or not account.dn:
+            return False
+        if self.store is None or self.pepper is None:
+            return self.backend.authenticate(account.dn, password)
+        budget, window = self.settings.bind_failures, self.settings.bind_window
+        key = hmac.new(self.pepper, f"ldap-bind:{account.stable_id or account.dn}".encode(),
+                       hashlib.sha256).hexdigest()[:32]
+        now = self.clock()
+        with self._budget(key) as rec:
+            failures, last = int(rec.get("failures", 0)), float(rec.get("last", 0))
+            if failures >= budget and now - last < window:
+                raise TooManyAttempts(max(1, math.ceil(last + window - now)))
+        ok = self.backend.authenticate(account.dn, password)
+        with self._budget(key) as rec:
+            if ok:
+                rec.clear()
+            else:
+                failures = int(rec.get("failures", 0)) if now - float(rec.get("last", 0)) < window else 0
+                rec["failures"], rec["last"] = failures + 1, now
+        return ok
+
+    @contextlib.contextmanager
+    def _budget(self, key: str):
+        try:
+            with self.store.own_keyed_transaction(key) as txn:
+                yield txn.record
+        except IO_ERRORS as exc:
+            raise StorageError() from exc
 
     def search(self, query: str, limit: int = 25) -> list[DirectoryAccount]:  # type: ignore[override]
         return self.backend.search(query, limit)
@@ -262,7 +309,8 @@ def as_directory(users: Any) -> Directory:
 
 
 def open_company_directory(environ: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
-                           secrets_path: Any = "default") -> CompanyDirectory | None:
+                           secrets_path: Any = "default", *, store: Any = None,
+                           pepper: bytes | None = None) -> CompanyDirectory | None:
     """The company directory when ``MFA_PORTAL_LDAP_URL`` (or ``[ldap] url``) is set, else None.
 
     Settings are checked here (DirectorySettingsError); no server is asked yet.
@@ -272,4 +320,4 @@ def open_company_directory(environ: Mapping[str, str] | None = None, clock: Call
     if settings is None:
         return None
     from .ldap import LdapBackend  # ldap3 only when a directory is configured
-    return CompanyDirectory(LdapBackend(settings, clock), clock)
+    return CompanyDirectory(LdapBackend(settings, clock), clock, store=store, pepper=pepper)

@@ -31,7 +31,12 @@ PREFIX = "MFA_PORTAL_LDAP_"
 ENV_URL = PREFIX + "URL"
 SECRETS_FILE = Path(".streamlit") / "secrets.toml"
 KEYS = ("url", "preset", "bind_dn", "bind_password", "base_dn", "ca_file", "admin_group",
-        "user_filter", "start_tls", "timeout", "lockout_duration")
+        "user_filter", "start_tls", "timeout", "lockout_duration", "bind_failures", "bind_window")
+# The portal's own cap on wrong binds per person, below the directory's lockout threshold:
+# at most BIND_FAILURES wrong binds, then none until BIND_WINDOW seconds passed since the last
+# (set it at least to AD's "Reset account lockout counter after"). A success clears it.
+DEFAULT_BIND_FAILURES = 5
+DEFAULT_BIND_WINDOW = 1800.0
 DEFAULT_TIMEOUT = 5.0  # seconds: connect, and each operation
 
 
@@ -83,6 +88,8 @@ class LdapSettings:
     start_tls: bool = True           # for ldap:// URLs (ldaps:// is TLS from the start)
     timeout: float = DEFAULT_TIMEOUT
     lockout_duration: float = 1800.0  # AD: seconds a lockoutTime keeps an account locked (0: until unlocked)
+    bind_failures: int = DEFAULT_BIND_FAILURES
+    bind_window: float = DEFAULT_BIND_WINDOW
 
     @property
     def filter(self) -> str:
@@ -157,7 +164,9 @@ def load(environ: Mapping[str, str] | None = None,
         base_dn=raw["base_dn"], admin_group=raw.get("admin_group") or None, ca_file=ca_file or None,
         user_filter=user_filter or None, start_tls=start_tls,
         timeout=_number(raw.get("timeout"), "TIMEOUT", DEFAULT_TIMEOUT, 0.1, 120),
-        lockout_duration=_number(raw.get("lockout_duration"), "LOCKOUT_DURATION", 1800.0, 0, 10 ** 8))
+        lockout_duration=_number(raw.get("lockout_duration"), "LOCKOUT_DURATION", 1800.0, 0, 10 ** 8),
+        bind_failures=int(_number(raw.get("bind_failures"), "BIND_FAILURES", DEFAULT_BIND_FAILURES, 1, 1000)),
+        bind_window=_number(raw.get("bind_window"), "BIND_WINDOW", DEFAULT_BIND_WINDOW, 60, 10 ** 7))
 
 
 def _flag(value: str, what: str) -> bool:
