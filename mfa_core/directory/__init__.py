@@ -103,6 +103,13 @@ class _Bind:
     def check(self, password: str) -> bool:
         return self._directory.bind(self.account, password)
 
+    def __str__(self) -> str:
+        # What the sessions' password mark is made of (mfa_core.sessions): it changes when the
+        # directory says the password changed (pwdChangedTime / pwdLastSet), so every portal
+        # session of the person ends then, as after a change of a users.yaml hash.
+        a = self.account
+        return f"directory:{a.stable_id or a.dn}:{a.password_changed_at!r}"
+
     def __repr__(self) -> str:
         return f"<directory bind as {self.account.dn}>"
 
