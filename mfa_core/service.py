@@ -495,6 +495,7 @@ class MFAService(PasskeyOperations):
         username = check.name(username)
         password = check.password(password)
         source = check.source(source)
+        self._claim_record(username)  # company directory: the record follows the entry's id
         if self.directory is None:
             raise TypeError("this service has no user directory to check passwords against")
         pepper = self.keyring.pepper
@@ -889,6 +890,12 @@ class MFAService(PasskeyOperations):
         """
         return self._outbox.flush(timeout)
 
+    def _claim_record(self, username: str) -> None:
+        """With the company directory, the record under ``username`` is its current entry's
+        (entryUUID / objectGUID): see mfa_core.directory.identity."""
+        if getattr(self.directory, "company", False):
+            self.directory.claim(username)
+
     def _require_active(self, username: str) -> None:
         """Refuse (AccountInactive) a user the company directory has disabled, locked or expired.
 
@@ -896,7 +903,7 @@ class MFAService(PasskeyOperations):
         it cannot be asked. Nothing to do with users.yaml or the database's table.
         """
         if getattr(self.directory, "company", False):
-            account = self.directory.find(username)
+            account = self.directory.claim(username)
             if account is not None and not account.active:
                 raise AccountInactive()
 

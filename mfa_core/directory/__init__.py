@@ -200,6 +200,20 @@ class CompanyDirectory(UserDirectory):
                 rec["failures"], rec["last"] = failures + 1, now
         return ok
 
+    def claim(self, username: str) -> DirectoryAccount | None:
+        """Make the MFA record under ``username`` the current directory entry's (see
+        :mod:`.identity`: renamed entries keep their authenticators, a new entry reusing a
+        name does not inherit them); returns the person. Call outside any user transaction."""
+        account = self.find(username)
+        if account is None or not account.stable_id or self.store is None or self.pepper is None:
+            return account
+        from .identity import claim
+        try:
+            claim(self.store, self.pepper, account, self.clock())
+        except IO_ERRORS as exc:
+            raise StorageError() from exc
+        return account
+
     @contextlib.contextmanager
     def _budget(self, key: str):
         try:
