@@ -121,3 +121,28 @@ def test_users_roles_shows_the_directory_roles(ldap_env, data_dir):
     env = {**ldap_env, "MFA_PORTAL_DATA_DIR": str(data_dir)}
     code, out, err = _run(["users", "roles", "carol"], env)
     assert code == 0 and "admin" in out, err
+
+
+def test_no_settings_no_change(data_dir, clock, tmp_path, monkeypatch):
+    """`make run` with no settings: the data dir's users.yaml, no ldap3 imported."""
+    import subprocess
+    import sys
+
+    import mfa_core
+    from mfa_core.users import UserDirectory
+    monkeypatch.setattr(config, "SECRETS_FILE", tmp_path / "absent.toml")
+    svc = mfa_core.open_service(data_dir, clock=clock, environ={})
+    assert type(svc.directory) is UserDirectory
+    probe = "import sys, mfa_core, mfa_core.cli, mfa_core.directory; print('ldap3' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(config.Path(__file__).resolve().parents[2])})
+    assert out.stdout.strip() == "False"
+
+
+def test_ldap3_is_imported_only_by_the_directory_package():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    offenders = [str(p.relative_to(root)) for folder in ("mfa_core", "portal", "pages")
+                 for p in (root / folder).rglob("*.py")
+                 if "ldap3" in p.read_text(encoding="utf-8") and "directory" not in p.parts]
+    assert offenders == []
