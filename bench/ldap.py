@@ -76,7 +76,7 @@ def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
         env = ldap_environ(server)
         svc = mfa_core.open_service(os.path.join(root, "data"), environ=env)
         users = svc.directory
-        cached, unfamiliar, cold, wrong = [], [], [], []
+        cached, unfamiliar, cold, wrong, unknown = [], [], [], [], []
         svc.attempt_password("alice", "alice-directory-1", source="10.8.0.1")  # a familiar place now
         with server._conn(None) as admin:
             for i in range(rounds):
@@ -102,6 +102,12 @@ def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
             except mfa_core.InvalidCode:
                 pass
             wrong.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            try:
+                svc.attempt_password(f"nobody{i}", "not-the-password", source=f"10.7.{i // 250}.{i % 250}")
+            except mfa_core.InvalidCode:
+                pass
+            unknown.append((time.perf_counter() - t) * 1000)
         users.backend.close()
     finally:
         server.close()
@@ -115,7 +121,9 @@ def main(args: argparse.Namespace, out: Callable[[str], None] = print) -> str:
             ("attempt_password, right, new place, search included", ms(p50(cold)), ms(percentile(cold, 95)),
              ratio(p50(cold), p50(bare))),
             ("attempt_password, wrong", ms(p50(wrong)), ms(percentile(wrong, 95)),
-             ratio(p50(wrong), p50(bare)))]
+             ratio(p50(wrong), p50(bare))),
+            ("attempt_password, unknown name (search + a bind refused)", ms(p50(unknown)),
+             ms(percentile(unknown, 95)), ratio(p50(unknown), p50(bare)))]
     over = p50(cached) / p50(bare)
     verdict = note_target("ldap", f"password via LDAP ≤ {OVER_BARE_MAX}× bare search+bind+write",
                           f"{over:.2f}×", over <= OVER_BARE_MAX)

@@ -214,6 +214,11 @@ class CompanyDirectory(UserDirectory):
             raise StorageError() from exc
         return account
 
+    def dummy_bind(self, password: str) -> None:
+        """What an unknown name costs: a bind as a DN no entry has (refused by the server,
+        counted against nobody), so unknown and wrong take the same time."""
+        self.backend.dummy_bind(password)
+
     @contextlib.contextmanager
     def _budget(self, key: str):
         try:

@@ -58,6 +58,7 @@ class LdapBackend:
         self._pool: queue.LifoQueue = queue.LifoQueue()
         self._lock = threading.Lock()
         self.user_binds = 0  # binds as a user's DN (the tests count them)
+        self.dummy_binds = 0  # binds for unknown names (as costly as a user's)
 
     # -- connections ---------------------------------------------------------
 
@@ -193,6 +194,18 @@ class LdapBackend:
             return False
         _close(conn)
         return True
+
+    def dummy_bind(self, password: str) -> None:
+        """A bind as a DN that no entry has under the base (the server refuses it as it refuses
+        a wrong password; no account's lockout counts it). Raises DirectoryUnavailable."""
+        if not password:
+            return
+        with self._lock:
+            self.dummy_binds += 1
+        conn, _code = self._connect(f"cn=mfa-portal-no-such-entry-{uuid.uuid4().hex},{self.settings.base_dn}",
+                                    password)
+        if conn is not None:  # a server that lets anything bind: never a way in, still no entry
+            _close(conn)
 
     def check(self) -> str:
         """One search of the base as the service account; the server's name. Raises DirectoryUnavailable."""

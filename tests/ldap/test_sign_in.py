@@ -115,3 +115,11 @@ def test_a_wrong_ca_is_unreachable_not_a_wrong_password(open_ldap_svc, tmp_path)
     svc = open_ldap_svc(MFA_PORTAL_LDAP_CA_FILE=str(ca))
     with pytest.raises(DirectoryUnavailable):
         svc.attempt_password("bob", _password("bob"), source="10.0.0.10")
+
+
+def test_an_unknown_name_costs_a_bind_too(ldap_svc):
+    backend = ldap_svc.directory.backend
+    before = backend.dummy_binds, backend.user_binds
+    with pytest.raises(mfa_core.InvalidCode):
+        ldap_svc.attempt_password("nobody-else", "some-password-1", source="10.0.0.11")
+    assert (backend.dummy_binds, backend.user_binds) == (before[0] + 1, before[1])
