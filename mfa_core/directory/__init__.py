@@ -149,7 +149,7 @@ class CompanyDirectory(UserDirectory):
                 return cached[1]
         account = self.backend.find(username)
         if account is not None and account.username != username:
-            account = None  # another spelling of the name: one record per person, the directory's
+            account = None  # another spelling (upper case): one record per person, lower case
         with self._cache_lock:
             if len(self._cache) > 100_000:
                 self._cache.clear()

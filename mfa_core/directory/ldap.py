@@ -223,7 +223,9 @@ class LdapBackend:
             return values[0].decode("utf-8", "replace") if values else None
 
         groups = tuple(v.decode("utf-8", "replace") for v in raw.get("memberof") or [])
-        username = text(p.login_attribute) or ""
+        # Lower case, as the sign-in form takes names (uid and sAMAccountName match regardless
+        # of case): one record per person, whatever case the directory spells them in.
+        username = (text(p.login_attribute) or "").lower()
         admin = self._is_admin(entry["dn"], groups)
         active, reason, changed = self._state(text)
         if p.id_attribute == "objectGUID":

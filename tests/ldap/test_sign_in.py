@@ -123,3 +123,10 @@ def test_an_unknown_name_costs_a_bind_too(ldap_svc):
     with pytest.raises(mfa_core.InvalidCode):
         ldap_svc.attempt_password("nobody-else", "some-password-1", source="10.0.0.11")
     assert (backend.dummy_binds, backend.user_binds) == (before[0] + 1, before[1])
+
+
+def test_names_are_lower_case_whatever_the_directory_spells(ldap_svc, running_slapd):
+    running_slapd.add_user("MixedCase", "mixed-pass-1")
+    assert ldap_svc.attempt_password("mixedcase", "mixed-pass-1", source="10.0.0.12").username == "mixedcase"
+    with pytest.raises(mfa_core.InvalidCode):  # another spelling is no second record
+        ldap_svc.attempt_password("MixedCase", "mixed-pass-1", source="10.0.0.12")
