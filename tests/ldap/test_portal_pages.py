@@ -77,3 +77,37 @@ def test_helpdesk_searches_the_directory_and_shows_leavers(ldap_portal, running_
     found = {r["User"]: r for r in frame.to_dict("records")}
     assert list(found) == [uid]
     assert "disabled in the directory" in found[uid]["Role"]
+
+
+def test_the_api_answers_not_ok_for_a_leaver_and_503_while_the_directory_is_down(
+        ldap_portal, running_slapd, new_user):
+    """portal.api.answer in-process (the check process runs the same function)."""
+    import json
+
+    from portal import api
+
+    from ..portal.conftest import code
+    svc = portal.config.service()
+    key = api.registry().add("vpn-ldap-test")
+    headers = {"authorization": f"Bearer {key}"}
+
+    def ask(username: str, secret: str):
+        status, payload, _ = api.answer("127.0.0.1", headers,
+                                        json.dumps({"username": username,
+                                                    "code": code(secret, ldap_portal)}).encode())
+        ldap_portal.advance(30)
+        return status, payload
+
+    uid, dn = new_user("api-pass-1")
+    resource = svc.create_totp(uid)
+    svc.verify_totp(uid, code(resource.secret, ldap_portal))
+    ldap_portal.advance(30)
+    assert ask(uid, resource.secret) == (200, {"ok": True, "strategy": "totp"})
+    running_slapd.stop()
+    ldap_portal.advance(61)
+    assert ask(uid, resource.secret)[0] == 503
+    running_slapd.start()
+    assert ask(uid, resource.secret)[1]["ok"] is True
+    running_slapd.modify(dn, {"pwdAccountLockedTime": "000001010000Z"})
+    ldap_portal.advance(61)
+    assert ask(uid, resource.secret) == (200, {"ok": False})
