@@ -180,3 +180,35 @@ def test_ad_helpdesk_direct_member_and_nested_rule(ad_svc, running_slapd, new_us
     assert ad_svc.directory.get(uid).is_admin
     running_slapd.remove_member(HELPDESK_DN, dn)
     assert GROUPS in HELPDESK_DN
+
+
+def test_ad_asks_the_server_for_nested_membership(ad_svc, new_user, monkeypatch):
+    backend = ad_svc.directory.backend
+    uid, dn = new_user("ad-nested-1", ad={"userAccountControl": 512})
+    seen = []
+    original = backend._search
+
+    def spy(base, flt, attributes, **kwargs):
+        seen.append((base, flt))
+        return original(base, flt, attributes, **kwargs)
+    monkeypatch.setattr(backend, "_search", spy)
+    assert not ad_svc.directory.find(uid, fresh=True).is_admin
+    assert (dn, f"(memberOf:1.2.840.113556.1.4.1941:={HELPDESK_DN})") in seen
+
+
+def test_the_helpdesk_search_asks_for_at_most_its_limit(ldap_svc, running_slapd, monkeypatch):
+    with running_slapd._conn(None) as admin:
+        for i in range(40):
+            running_slapd.add_user(f"many{i:02d}x", "many-pass-1", conn=admin)
+    backend = ldap_svc.directory.backend
+    limits = []
+    original = backend._search
+
+    def spy(base, flt, attributes, **kwargs):
+        limits.append((kwargs.get("size_limit"), kwargs.get("paged_size")))
+        return original(base, flt, attributes, **kwargs)
+    monkeypatch.setattr(backend, "_search", spy)
+    index = ldap_svc.directory.index()
+    found = index.search("many")
+    assert len(found) == 26 == len(index) and limits == [(26, 26)]
+    assert index.user(found[0]).username == found[0]
