@@ -60,8 +60,11 @@ attributetype ( 1.3.6.1.4.1.55555.1.5 NAME 'sAMAccountName'
   SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
 attributetype ( 1.3.6.1.4.1.55555.1.6 NAME 'objectGUID'
   EQUALITY octetStringMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.40 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.55555.1.7 NAME 'msDS-User-Account-Control-Computed'
+  EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
 objectclass ( 1.3.6.1.4.1.55555.2.1 NAME 'mfaTestAdAccount' AUXILIARY
-  MAY ( userAccountControl $ accountExpires $ lockoutTime $ pwdLastSet $ sAMAccountName $ objectGUID ) )
+  MAY ( userAccountControl $ accountExpires $ lockoutTime $ pwdLastSet $ sAMAccountName $ objectGUID $
+        msDS-User-Account-Control-Computed ) )
 """
 
 # uid, password, given name, surname, groups

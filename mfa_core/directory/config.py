@@ -70,7 +70,8 @@ PRESETS = {
         user_filter="(&(objectCategory=person)(objectClass=user))",
         id_attribute="objectGUID", name_attribute="displayName", email_attribute="mail",
         attributes=("sAMAccountName", "cn", "displayName", "mail", "memberOf", "objectGUID",
-                    "userAccountControl", "accountExpires", "lockoutTime", "pwdLastSet"),
+                    "userAccountControl", "accountExpires", "lockoutTime", "pwdLastSet",
+                    "msDS-User-Account-Control-Computed"),
         nested_groups=True),
 }
 

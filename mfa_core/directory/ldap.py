@@ -40,6 +40,7 @@ NO_SUCH_OBJECT = 32
 AD_NESTED_MEMBER = "1.2.840.113556.1.4.1941"  # LDAP_MATCHING_RULE_IN_CHAIN
 UF_ACCOUNTDISABLE = 0x0002
 UF_LOCKOUT = 0x0010
+UF_PASSWORD_EXPIRED = 0x800000
 AD_NEVER = (0, 0x7FFFFFFFFFFFFFFF)
 _FILETIME_EPOCH = 11644473600  # seconds from 1601-01-01 to 1970-01-01
 
@@ -265,8 +266,15 @@ class LdapBackend:
                 at = _filetime(expires)
                 if at is not None and now >= at:
                     return False, "expired", changed
+            computed = _int(text("msDS-User-Account-Control-Computed"))
+            if computed is not None:  # AD's own verdict, the domain's lockout duration applied
+                if computed & UF_LOCKOUT:
+                    return False, "locked", changed
+                if computed & UF_PASSWORD_EXPIRED:
+                    return False, "expired", changed
+                return True, None, changed
             lockout = _filetime(_int(text("lockoutTime")))
-            if lockout is not None:
+            if lockout is not None:  # no computed attribute: lockoutTime within lockout_duration
                 duration = self.settings.lockout_duration
                 if duration == 0 or now < lockout + duration:
                     return False, "locked", changed

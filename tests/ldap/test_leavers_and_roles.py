@@ -152,6 +152,8 @@ def test_ad_sign_in_and_object_guid(ad_svc, new_user):
     ({"userAccountControl": 514}, "disabled"),                        # 512 | ACCOUNTDISABLE
     ({"userAccountControl": 512, "accountExpires": FILETIME_2000}, "expired"),
     ({"userAccountControl": 512, "lockoutTime": (1_700_000_000 + 11644473600) * 10_000_000}, "locked"),
+    ({"userAccountControl": 512, "msDS-User-Account-Control-Computed": 0x10}, "locked"),
+    ({"userAccountControl": 512, "msDS-User-Account-Control-Computed": 0x800000}, "expired"),
 ])
 def test_ad_leavers(ad_svc, new_user, clock, attrs, reason):
     uid, _dn = new_user("ad-leaver-1", ad=attrs)
@@ -164,6 +166,13 @@ def test_ad_leavers(ad_svc, new_user, clock, attrs, reason):
 def test_ad_lockout_ends_after_the_lockout_duration(ad_svc, new_user, clock):
     locked_at = clock() - 1801
     uid, _dn = new_user("ad-unlocked-1", ad={"lockoutTime": int((locked_at + 11644473600) * 10_000_000)})
+    assert ad_svc.directory.find(uid).active
+
+
+def test_ad_computed_state_wins_over_lockout_time(ad_svc, new_user, clock):
+    """AD clears UF_LOCKOUT itself when the domain's lockout duration ends, lockoutTime stays."""
+    uid, _dn = new_user("ad-computed-1", ad={"lockoutTime": int((clock() - 60 + 11644473600) * 10_000_000),
+                                             "msDS-User-Account-Control-Computed": 0})
     assert ad_svc.directory.find(uid).active
 
 
