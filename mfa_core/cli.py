@@ -229,7 +229,7 @@ def cmd_directory_test(ctx: Context) -> int:
     try:
         users = open_company_directory(ctx.environ)
     except DirectorySettingsError as exc:
-        ctx.stderr.write(f"error: {_one_line(exc)}\n")
+        ctx.stderr.write(f"error: {_one_line(exc.detail)}\n")
         return 1
     if users is None:
         ctx.stderr.write("error: No company directory is configured: set MFA_PORTAL_LDAP_URL "
@@ -953,7 +953,7 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
             stderr.write(f"error: {MANAGED_ELSEWHERE}\n")
             return 2
         return func(ctx)
-    except (StorageError, KeyringError, notify.NotificationSettingsError, DirectorySettingsError) as exc:
+    except (StorageError, KeyringError, notify.NotificationSettingsError) as exc:
         # The command line is the operator's: what went wrong, not the text a visitor sees.
         shown = exc.detail if isinstance(exc, StoreUnavailable) else exc
         stderr.write(f"error: {_one_line(shown)}\n")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from ..errors import MFAError
+from ..errors import StoreUnavailable
 
 PREFIX = "MFA_PORTAL_LDAP_"
 ENV_URL = PREFIX + "URL"
@@ -40,10 +40,18 @@ DEFAULT_BIND_WINDOW = 1800.0
 DEFAULT_TIMEOUT = 5.0  # seconds: connect, and each operation
 
 
-class DirectorySettingsError(MFAError):
-    """The company directory's settings cannot work; ``str()`` says which one (no password)."""
+class DirectorySettingsError(StoreUnavailable):
+    """The company directory's settings cannot work.
 
-    default_message = "The company directory's settings are not valid."
+    ``detail`` names the setting (never a password), for the operator (the
+    log, the command line); ``str()`` is the generic text the public sign-in
+    page may show (no host names).
+    """
+
+    default_message = "The company directory is not set up correctly. Contact the helpdesk."
+
+    def __init__(self, detail: str = "the company directory's settings are not valid") -> None:
+        super().__init__(detail)
 
 
 @dataclass(frozen=True)

@@ -146,3 +146,14 @@ def test_ldap3_is_imported_only_by_the_directory_package():
                  for p in (root / folder).rglob("*.py")
                  if "ldap3" in p.read_text(encoding="utf-8") and "directory" not in p.parts]
     assert offenders == []
+
+
+def test_a_settings_error_shows_no_host_to_the_public(data_dir, clock, monkeypatch, tmp_path):
+    import mfa_core
+    monkeypatch.setattr(config, "SECRETS_FILE", tmp_path / "absent.toml")
+    env = {**BASE_ENV, "MFA_PORTAL_LDAP_URL": "ldap://dc1.corp.example.com", "MFA_PORTAL_LDAP_START_TLS": "0"}
+    with pytest.raises(mfa_core.StoreUnavailable) as caught:
+        mfa_core.open_service(data_dir, clock=clock, environ=env)
+    assert "dc1.corp" not in str(caught.value) and "dc1.corp" in caught.value.detail
+    code, _out, err = _run(["users", "list"], {**env, "MFA_PORTAL_DATA_DIR": str(data_dir)})
+    assert code == 1 and "in the clear" in err
