@@ -130,3 +130,20 @@ def test_names_are_lower_case_whatever_the_directory_spells(ldap_svc, running_sl
     assert ldap_svc.attempt_password("mixedcase", "mixed-pass-1", source="10.0.0.12").username == "mixedcase"
     with pytest.raises(mfa_core.InvalidCode):  # another spelling is no second record
         ldap_svc.attempt_password("MixedCase", "mixed-pass-1", source="10.0.0.12")
+
+
+def test_a_server_that_never_answers_times_out_and_the_next_one_is_asked(open_ldap_svc, running_slapd):
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the backlog; nothing is ever read or answered
+    try:
+        port = silent.getsockname()[1]
+        svc = open_ldap_svc(MFA_PORTAL_LDAP_URL=f"ldap://127.0.0.1:{port}", MFA_PORTAL_LDAP_TIMEOUT="1")
+        with pytest.raises(DirectoryUnavailable):
+            svc.attempt_password("bob", _password("bob"), source="10.0.0.13")
+        svc = open_ldap_svc(MFA_PORTAL_LDAP_URL=f"ldap://127.0.0.1:{port},{running_slapd.url}",
+                            MFA_PORTAL_LDAP_TIMEOUT="1")
+        assert svc.attempt_password("bob", _password("bob"), source="10.0.0.13").username == "bob"
+    finally:
+        silent.close()
