@@ -557,7 +557,7 @@ class MFAService(PasskeyOperations):
             error = passwords.unknown_name_gate(rec, name, now, policy) or \
                 passwords.spray_gate(rec, now, policy)
             if error is None:
-                _dummy_check(self.directory, password)  # what a user's check costs
+                _dummy_check(self.directory, password, name)  # what a user's check costs
                 passwords.record_unknown_name(rec, name, now, policy)
                 passwords.take_slot(rec, now)
                 error = InvalidCode(WRONG_PASSWORD)
@@ -915,11 +915,12 @@ def _dummy_hash() -> str:
     return bcrypt.hashpw(secrets.token_bytes(16).hex().encode("ascii"), bcrypt.gensalt()).decode("ascii")
 
 
-def _dummy_check(directory: Any, password: str) -> None:
-    """An unknown name's check, at a user's cost: a bind that cannot succeed with the company
-    directory (a user's check is a bind there), else bcrypt against the dummy hash."""
+def _dummy_check(directory: Any, password: str, name_key: str) -> None:
+    """An unknown name's check, at a user's cost: with the company directory a bind that cannot
+    succeed under the same bind budget a user has (a user's check is a bind there), else
+    bcrypt against the dummy hash."""
     if getattr(directory, "company", False):
-        directory.dummy_bind(password)
+        directory.dummy_bind(password, name_key)
     else:
         _bcrypt_check(password, _dummy_hash())
 

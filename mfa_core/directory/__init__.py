@@ -181,17 +181,27 @@ class CompanyDirectory(UserDirectory):
         """
         if not password or not account.dn:
             return False
+        return self._budgeted(f"ldap-bind:{account.stable_id or account.dn}",
+                              lambda: self.backend.authenticate(account.dn, password))
+
+    def dummy_bind(self, password: str, name_key: str = "") -> None:
+        """What an unknown name costs: the same bind budget (kept under the name's key, so
+        a name's existence never shows by when TooManyAttempts starts) and a bind as a DN no
+        entry has (refused by the server, counted against nobody), so unknown and wrong
+        cost alike. Raises TooManyAttempts, DirectoryUnavailable."""
+        self._budgeted(f"ldap-bind-unknown:{name_key}", lambda: self.backend.dummy_bind(password))
+
+    def _budgeted(self, what: str, check: Callable[[], bool | None]) -> bool:
         if self.store is None or self.pepper is None:
-            return self.backend.authenticate(account.dn, password)
+            return bool(check())
         budget, window = self.settings.bind_failures, self.settings.bind_window
-        key = hmac.new(self.pepper, f"ldap-bind:{account.stable_id or account.dn}".encode(),
-                       hashlib.sha256).hexdigest()[:32]
+        key = hmac.new(self.pepper, what.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
         now = self.clock()
         with self._budget(key) as rec:
             failures, last = int(rec.get("failures", 0)), float(rec.get("last", 0))
             if failures >= budget and now - last < window:
                 raise TooManyAttempts(max(1, math.ceil(last + window - now)))
-        ok = self.backend.authenticate(account.dn, password)
+        ok = bool(check())
         with self._budget(key) as rec:
             if ok:
                 rec.clear()
@@ -213,11 +223,6 @@ class CompanyDirectory(UserDirectory):
         except IO_ERRORS as exc:
             raise StorageError() from exc
         return account
-
-    def dummy_bind(self, password: str) -> None:
-        """What an unknown name costs: a bind as a DN no entry has (refused by the server,
-        counted against nobody), so unknown and wrong take the same time."""
-        self.backend.dummy_bind(password)
 
     @contextlib.contextmanager
     def _budget(self, key: str):

@@ -196,17 +196,18 @@ class LdapBackend:
         _close(conn)
         return True
 
-    def dummy_bind(self, password: str) -> None:
+    def dummy_bind(self, password: str) -> bool:
         """A bind as a DN that no entry has under the base (the server refuses it as it refuses
         a wrong password; no account's lockout counts it). Raises DirectoryUnavailable."""
         if not password:
-            return
+            return False
         with self._lock:
             self.dummy_binds += 1
         conn, _code = self._connect(f"cn=mfa-portal-no-such-entry-{uuid.uuid4().hex},{self.settings.base_dn}",
                                     password)
         if conn is not None:  # a server that lets anything bind: never a way in, still no entry
             _close(conn)
+        return False
 
     def check(self) -> str:
         """One search of the base as the service account; the server's name. Raises DirectoryUnavailable."""

@@ -64,3 +64,18 @@ def test_control_ten_bare_wrong_binds_do_lock_it(ldap_svc, running_slapd, new_us
     for _ in range(10):
         assert not ldap_svc.directory.backend.authenticate(dn, "wrong-guess")
     assert _locked(running_slapd, dn)
+
+
+def test_unknown_names_get_the_same_budget_so_it_tells_nothing(ldap_svc, new_user):
+    known, _dn = new_user("oracle-pass-1")
+    answers = {}
+    for name in (known, known + "-nobody"):
+        seen = []
+        for i in range(7):
+            try:
+                ldap_svc.attempt_password(name, "guess-1", source=f"100.64.{len(answers)}.{i + 1}")
+            except (mfa_core.InvalidCode, mfa_core.TooManyAttempts) as exc:
+                seen.append((type(exc).__name__, str(exc)))
+        answers[name] = seen
+    assert answers[known] == answers[known + "-nobody"]
+    assert answers[known][-1][0] == "TooManyAttempts"
