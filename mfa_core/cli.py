@@ -27,6 +27,8 @@ from .service import MFAService, MFAStatus, open_service
 from .storage import DatabaseError
 from .users import (ADMIN_ROLE, ROLES, UserDirectory, UserDirectoryError, check_entries,
                     check_username, load_yaml_file, open_directory)
+from .directory import (MANAGED_ELSEWHERE, DirectorySettingsError, DirectoryUnavailable,
+                        open_company_directory)
 
 ENV_DATA_DIR = "MFA_PORTAL_DATA_DIR"
 ENV_ACTOR = "MFA_PORTAL_ACTOR"
@@ -152,7 +154,9 @@ class Context:
     def users(self) -> UserDirectory:
         """The user directory: users.yaml in the data dir, or the database's when one is set."""
         if self._users is None:
-            self._users = open_directory(self.data_dir, self.store() if self.database_url else None)
+            # The company directory (LDAP / AD) when MFA_PORTAL_LDAP_URL or [ldap] url is set.
+            self._users = (open_company_directory(self.environ)
+                           or open_directory(self.data_dir, self.store() if self.database_url else None))
         return self._users
 
     def store(self, *, upgrade: bool = False):
@@ -232,6 +236,42 @@ def cmd_users_add(ctx: Context) -> int:
     user = ctx.users.add(username, password, name=a.name or "", email=a.email or "", roles=roles)
     ctx.out.write(f"Added user {user.username} (roles: {', '.join(user.roles)}).\n")
     return 0
+
+
+def cmd_directory_test(ctx: Context) -> int:
+    """Exit 0: the directory answers (and NAME is there and active); 1: it cannot be used;
+    2: NAME is unknown or inactive."""
+    try:
+        users = open_company_directory(ctx.environ)
+    except DirectorySettingsError as exc:
+        ctx.stderr.write(f"error: {_one_line(exc.detail)}\n")
+        return 1
+    if users is None:
+        ctx.stderr.write("error: No company directory is configured: set MFA_PORTAL_LDAP_URL "
+                         f"(or url in the [ldap] table of {SECRETS_FILE}).\n")
+        return 1
+    try:
+        where = users.check()
+        ctx.out.write(f"Directory: {users.settings.describe()}\nService account: "
+                      f"{users.settings.bind_dn} can search ({where}).\n")
+        if not ctx.args.username:
+            return 0
+        account = users.find(ctx.args.username, fresh=True)
+    except DirectoryUnavailable as exc:
+        ctx.stderr.write(f"error: {exc}: {_one_line(exc.detail)}\n")
+        return 1
+    finally:
+        users.backend.close()
+    if account is None:
+        ctx.stderr.write(f"error: No person named {ctx.args.username!r} "
+                         f"({users.settings.preset.login_attribute}) under {users.settings.base_dn} "
+                         f"matching {users.settings.filter}.\n")
+        return 2
+    ctx.out.write(f"{account.username}: {account.dn}\n  id: {account.stable_id or '-'}\n"
+                  f"  name: {account.name}\n  mail: {account.email or '-'}\n"
+                  f"  roles: {', '.join(account.roles)}\n"
+                  f"  state: {'active' if account.active else account.inactive_reason}\n")
+    return 0 if account.active else 2
 
 
 def cmd_users_list(ctx: Context) -> int:
@@ -901,6 +941,17 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p.add_argument("rate", type=int, metavar="N")
     p.set_defaults(func=cmd_clients_rate)
 
+    directory = groups.add_parser("directory", help="the company directory (LDAP / Active Directory)",
+                                  description="Check the company directory set by MFA_PORTAL_LDAP_URL.")
+    dsub = directory.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    p = dsub.add_parser("test", parents=[common], help="check the settings, the service account, a person",
+                        description="Connect as the service account and search the base; with NAME, "
+                                    "find that person and show their DN, id, roles and state. "
+                                    "Exit 0: found and active (or no NAME); 1: the directory cannot "
+                                    "be used; 2: NAME is unknown or inactive.")
+    p.add_argument("username", nargs="?", metavar="NAME")
+    p.set_defaults(func=cmd_directory_test)
+
     p = groups.add_parser("pam", help="check a code for pam_exec (expose_authtok)",
                           description="For pam_exec.so expose_authtok: ask the portal's "
                                       "verification API whether the code on standard input is "
@@ -1035,6 +1086,9 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
     engine_log.addHandler(handler)
     ctx = Context(args, environ, stdin, stdout, stderr)
     try:
+        if _managed_elsewhere(args, ctx):
+            stderr.write(f"error: {MANAGED_ELSEWHERE}\n")
+            return 2
         status = func(ctx)
         stdout.flush()  # a reader that left shows here, not at the interpreter's exit
         return status
@@ -1063,6 +1117,18 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
     finally:
         ctx.close()
         engine_log.removeHandler(handler)
+
+
+def _managed_elsewhere(args: argparse.Namespace, ctx: Context) -> bool:
+    """A change to users while the company directory holds them (refused before anything is done)."""
+    if getattr(args, "command", None) != "users":
+        return False
+    action = getattr(args, "action", None)
+    changes = action in ("add", "passwd", "remove", "import") or (action == "roles" and args.roles)
+    if not changes:
+        return False
+    from .directory import configured
+    return configured(ctx.environ, SECRETS_FILE)
 
 
 def _one_line(exc: BaseException) -> str:

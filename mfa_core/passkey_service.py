@@ -203,6 +203,7 @@ class PasskeyOperations:
         rp = self.relying_party
         sid = self._session_of(username, session)
         now = self.clock()
+        self._require_active(username)  # a leaver of the company directory: refused, nothing counted
         error: MFAError | None = None
         remaining = 0
         with self._transaction(username) as txn:

@@ -42,6 +42,7 @@ from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabul
 from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store, Transaction, open_store
 from .throttle import PasswordPolicy, ThrottlePolicy, name_record_expired
 from .users import UserDirectory, open_directory
+from .directory import AccountInactive, DirectoryUnavailable, check_stored, open_company_directory
 
 log = logging.getLogger("mfa_core")
 
@@ -503,6 +504,7 @@ class MFAService(PasskeyOperations):
         username = check.name(username)
         password = check.password(password)
         source = check.source(source)
+        self._claim_record(username)  # company directory: the record follows the entry's id
         if self.directory is None:
             raise TypeError("this service has no user directory to check passwords against")
         pepper = self.keyring.pepper
@@ -510,6 +512,8 @@ class MFAService(PasskeyOperations):
         now = self.clock()
         try:
             stored = self.directory.password_hash(username)
+        except DirectoryUnavailable:  # the company directory is down: fail closed, nothing counted
+            raise
         except MFAError as exc:  # the directory cannot be read
             raise StorageError() from exc
         if stored is None:
@@ -529,7 +533,11 @@ class MFAService(PasskeyOperations):
                 self._log(txn, now, username, "password_throttled", "refused",
                           f"{_reason(error)} {where}")
             else:
-                ok = _bcrypt_check(password, stored)
+                try:
+                    ok = _password_ok(password, stored)
+                except MFAError:  # directory down, bind budget spent: nothing counted, not committed
+                    self._spray_release(src, slot)
+                    raise
                 state = rec.setdefault("password", state)
                 if ok:
                     self._spray_release(src, slot)
@@ -558,7 +566,7 @@ class MFAService(PasskeyOperations):
             error = passwords.unknown_name_gate(rec, name, now, policy) or \
                 passwords.spray_gate(rec, now, policy)
             if error is None:
-                _bcrypt_check(password, _dummy_hash())
+                _dummy_check(self.directory, password, name)  # what a user's check costs
                 passwords.record_unknown_name(rec, name, now, policy)
                 passwords.take_slot(rec, now)
                 error = InvalidCode(WRONG_PASSWORD)
@@ -614,6 +622,7 @@ class MFAService(PasskeyOperations):
         source = check.source(source)
         actor = check.optional_name(actor, "actor", username)
         now = self.clock()
+        self._require_active(username)  # a leaver of the company directory: refused, nothing counted
         error: MFAError | None = None
         remaining = 0
         with self._transaction(username) as txn:
@@ -892,12 +901,45 @@ class MFAService(PasskeyOperations):
         """
         return self._outbox.flush(timeout)
 
+    def _claim_record(self, username: str) -> None:
+        """With the company directory, the record under ``username`` is its current entry's
+        (entryUUID / objectGUID): see mfa_core.directory.identity."""
+        if getattr(self.directory, "company", False):
+            self.directory.claim(username)
+
+    def _require_active(self, username: str) -> None:
+        """Refuse (AccountInactive) a user the company directory has disabled, locked or expired.
+
+        At most 60 s stale (the directory's cache); DirectoryUnavailable when
+        it cannot be asked. Nothing to do with users.yaml or the database's table.
+        """
+        if getattr(self.directory, "company", False):
+            account = self.directory.claim(username)
+            if account is not None and not account.active:
+                raise AccountInactive()
+
 
 @functools.cache
 def _dummy_hash() -> str:
     """A bcrypt hash of nothing anyone types, at the cost new hashes get (made once, when first
     needed): an unknown name costs the same check as a known one."""
     return bcrypt.hashpw(secrets.token_bytes(16).hex().encode("ascii"), bcrypt.gensalt()).decode("ascii")
+
+
+def _dummy_check(directory: Any, password: str, name_key: str) -> None:
+    """An unknown name's check, at a user's cost: with the company directory a bind that cannot
+    succeed under the same bind budget a user has (a user's check is a bind there), else
+    bcrypt against the dummy hash."""
+    if getattr(directory, "company", False):
+        directory.dummy_bind(password, name_key)
+    else:
+        _bcrypt_check(password, _dummy_hash())
+
+
+def _password_ok(password: str, stored: Any) -> bool:
+    """A bcrypt hash compared here; a company-directory user's password is a bind as their DN."""
+    checked = check_stored(password, stored)
+    return _bcrypt_check(password, stored) if checked is None else checked
 
 
 def _bcrypt_check(password: str, stored: str) -> bool:
@@ -1044,7 +1086,9 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
         except DatabaseError as exc:  # its text is redacted; still the operator's only
             raise StoreUnavailable(f"The database cannot be used: {exc}.") from exc
         keyring = load_keyring(path, env)
-        directory = open_directory(path, store)
+        # The company directory (LDAP / AD) when MFA_PORTAL_LDAP_URL or [ldap] url is set.
+        directory = (open_company_directory(env, clock, store=store, pepper=keyring.pepper)
+                     or open_directory(path, store))
     except IO_ERRORS as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise StoreUnavailable(f"The data directory {path} cannot be used: {reason}.") from exc

@@ -269,7 +269,8 @@ def render(admin: User) -> None:
             note += f"; the first {SHOWN} are shown: refine the search"
         st.caption(note)
         st.dataframe(_table([{"User": u.username, "Name": u.name, "E-mail": u.email or "—",
-                       "Role": "Admin" if u.is_admin else "User",
+                       "Role": ("Admin" if u.is_admin else "User") + (
+                           "" if getattr(u, "active", True) else " · disabled in the directory"),
                        "Two-step": factor(statuses[u.username]),
                        "Backup codes": (str(statuses[u.username].backup_codes_remaining)
                                         if statuses[u.username].two_factor_enabled else "—"),

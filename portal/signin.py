@@ -112,7 +112,7 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
     if not home:
         st.warning("You must be logged in to access this page")
     session.show_flashes(keep=True)
-    if not users.entries(portal):
+    if not users.entries(portal) and not getattr(portal.directory, "company", False):
         st.info("No users exist yet. An administrator adds them with "
                 "`mfa-portal users add USERNAME` (or `python -m mfa_core.cli users add`).")
     elif portal.demo:

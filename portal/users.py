@@ -32,6 +32,8 @@ def lookup(portal: config.Portal, username: str | None) -> User | None:
     """The directory's user, or None (unknown, or the directory cannot be read)."""
     if not isinstance(username, str):
         return None
+    if getattr(portal.directory, "company", False):
+        return _company_lookup(portal, username)
     entry = _entries(portal).get(username)
     return user_from_entry(username, entry) if isinstance(entry, dict) else None
 
@@ -55,3 +57,18 @@ def index(portal: config.Portal) -> UserIndex:
 def entries(portal: config.Portal) -> dict[str, Any]:
     """username -> raw directory entry, the shared parsed snapshot: read it, never change it."""
     return _entries(portal)
+
+
+def _company_lookup(portal: config.Portal, username: str) -> User | None:
+    """The company directory's person, while active (at most 60 s stale): a leaver's session
+    ends at their next page run. The directory down: the page stops with the plain message
+    (fail closed, the session is kept for when it is back)."""
+    import streamlit as st
+
+    from mfa_core.directory import DirectoryUnavailable
+    try:
+        account = portal.directory.find(username)
+    except DirectoryUnavailable as err:
+        st.error(str(err))
+        st.stop()
+    return account.user() if account is not None and account.active else None

@@ -1,0 +1,113 @@
+"""Whose MFA record is under a name: the company directory's stable id (entryUUID / objectGUID).
+
+The engine keeps a user's record under their name. With the company
+directory, two keyed records bind names and ids both ways:
+
+- ``dir-name:<name>`` -> ``{"id": stable id}``: whose record the name holds;
+- ``dir-id:<id>`` -> ``{"name": name}``: where that person's record is now.
+
+:func:`claim` runs before a sign-in's password and before an API check (never
+inside a user's transaction: it opens users' transactions itself) and makes
+the binding true for the person the directory has under ``name`` now:
+
+- the usual case, the name is bound to this id: one keyed read, nothing else;
+- first sight of a name nobody claimed (an existing deployment switching to
+  the directory): the record under the name is taken to be this person's;
+- the id's record is under another name (the entry was renamed): it moves to
+  the new name (the old one keeps an empty record), sessions end;
+- the name's record belongs to another id (a new account reusing a leaver's
+  name): that record is parked under ``~<old id>`` and the new person starts
+  with none; should the old id come back under some name, it follows them.
+
+Moves are two transactions (copy, then empty the source): a crash in between
+leaves both names with the authenticators until the next claim repairs it;
+a record never moves onto a name that has authenticators of its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+from .. import records
+from ..audit import AuditEvent
+from ..errors import RecordDamaged
+from .base import DirectoryAccount
+
+log = logging.getLogger("mfa_core.directory")
+ACTOR = "company-directory"
+
+
+def parked(stable_id: str) -> str:
+    """The name a record waits under while its person has no name in the directory."""
+    return "~" + stable_id
+
+
+def _key(pepper: bytes, kind: str, value: str) -> str:
+    return hmac.new(pepper, f"{kind}:{value}".encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def claim(store: Any, pepper: bytes, account: DirectoryAccount, now: float) -> str | None:
+    """Make ``account.username``'s record ``account.stable_id``'s; returns what was done, or None."""
+    name, sid = account.username, account.stable_id
+    if not sid or not name:
+        return None
+    name_key, id_key = _key(pepper, "dir-name", name), _key(pepper, "dir-id", sid)
+    owner = (store.read_keyed(name_key) or {}).get("id")
+    if owner == sid:
+        return None
+    where = (store.read_keyed(id_key) or {}).get("name")
+    done = None
+    if owner is not None:  # the name's record is another person's: park it
+        _move(store, name, parked(owner), now, f"{name} now belongs to another directory entry")
+        with store.own_keyed_transaction(_key(pepper, "dir-id", owner)) as txn:
+            txn.record["name"] = parked(owner)
+        done = f"record of {name} parked (new directory entry)"
+    if where is not None and where != name:  # renamed (or parked earlier): it follows them
+        if _move(store, where, name, now, f"directory entry renamed from {where}"):
+            done = f"record moved from {where} to {name}"
+        if not where.startswith("~"):
+            with store.own_keyed_transaction(_key(pepper, "dir-name", where)) as txn:
+                if txn.record.get("id") == sid:
+                    txn.record.clear()
+    with store.own_keyed_transaction(name_key) as txn:
+        txn.record["id"] = sid
+    with store.own_keyed_transaction(id_key) as txn:
+        txn.record["name"] = name
+    if done:
+        log.info("company directory: %s", done)
+    return done or "bound"
+
+
+def _move(store: Any, src: str, dst: str, now: float, why: str) -> bool:
+    try:
+        rec = store.read(src)
+    except RecordDamaged:
+        log.warning("company directory: the record of %s is damaged; not moved", src)
+        return False
+    if rec is None or not _holds_factors(rec):
+        return False
+    with store.transaction(dst, repair=True) as txn:
+        if txn.existed and _holds_factors(txn.record):
+            log.warning("company directory: %s has factors of its own; %s's were not moved", dst, src)
+            return False
+        moved = copy.deepcopy(rec)
+        moved["username"] = dst
+        moved.pop("sessions", None)  # signed in under the old name: sign in again
+        records.seal(moved)
+        txn.record = moved
+        txn.log(AuditEvent(now, dst, ACTOR, "mfa_record_moved", "success", why).to_dict())
+    with store.transaction(src, repair=True) as txn:
+        emptied = {"username": src, "mfa_epoch": int(rec.get("mfa_epoch", 0) or 0) + 1}
+        records.seal(emptied)
+        txn.record = emptied
+        txn.log(AuditEvent(now, src, ACTOR, "mfa_record_moved", "success",
+                           f"authenticators moved to {dst}").to_dict())
+    return True
+
+
+def _holds_factors(rec: dict[str, Any]) -> bool:
+    return bool(rec.get("authenticators") or rec.get("totp") or rec.get("backup"))

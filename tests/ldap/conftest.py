@@ -1,0 +1,107 @@
+"""Fixtures for the company-directory (LDAP) tests: one real slapd for the whole run.
+
+``slapd`` is session-scoped (tests/ldap_server.py): it skips when OpenLDAP is
+not installed, and fails instead when ``MFA_PORTAL_REQUIRE_LDAP=1`` (CI).
+Tests that change entries make their own users (``new_user``) so they never
+depend on each other's order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+
+import pytest
+
+from .. import ldap_server
+from ..ldap_server import SlapdServer
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def slapd():
+    try:
+        server = SlapdServer()
+    except FileNotFoundError:
+        if os.environ.get("MFA_PORTAL_REQUIRE_LDAP") == "1":
+            pytest.fail(ldap_server.INSTALL_HINT)
+        pytest.skip(ldap_server.INSTALL_HINT)
+    try:
+        server.start()
+    except subprocess.SubprocessError as exc:
+        server.close()
+        output = getattr(exc, "output", b"") or b""
+        pytest.fail(f"slapd did not start: {exc}\n{output.decode(errors='replace')}")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def running_slapd(slapd):
+    """The session's slapd, started again if a test stopped it."""
+    if slapd.proc is None:
+        slapd.start()
+    yield slapd
+    if slapd.proc is None:
+        slapd.start()
+
+
+@pytest.fixture
+def new_user(running_slapd):
+    """Make a fresh directory user: new_user(password=..., ad=None) -> (uid, dn)."""
+    def make(password: str = "fresh-directory-1", **kwargs) -> tuple[str, str]:
+        uid = f"user{next(_names)}x{os.getpid()}"
+        return uid, running_slapd.add_user(uid, password, **kwargs)
+    return make
+
+
+def ldap_environ(server: SlapdServer, **extra: str) -> dict[str, str]:
+    """The settings a deployment would give, pointing at the test slapd (StartTLS, the test CA)."""
+    env = {
+        "MFA_PORTAL_LDAP_URL": server.url,
+        "MFA_PORTAL_LDAP_PRESET": "openldap",
+        "MFA_PORTAL_LDAP_BIND_DN": ldap_server.SERVICE_DN,
+        "MFA_PORTAL_LDAP_BIND_PASSWORD": ldap_server.SERVICE_PASSWORD,
+        "MFA_PORTAL_LDAP_BASE_DN": ldap_server.BASE,
+        "MFA_PORTAL_LDAP_CA_FILE": str(server.ca_file),
+        "MFA_PORTAL_LDAP_ADMIN_GROUP": ldap_server.HELPDESK_DN,
+        "MFA_PORTAL_LDAP_TIMEOUT": "5",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def ldap_env(running_slapd) -> dict[str, str]:
+    return ldap_environ(running_slapd)
+
+
+@pytest.fixture
+def open_ldap_svc(data_dir, clock, ldap_env):
+    """open_ldap_svc(**env overrides) -> the engine on the test directory (no secrets file read)."""
+    import mfa_core
+    from mfa_core.directory import config as ldap_config
+    opened = []
+
+    def make(**extra: str):
+        env = {**ldap_env, **extra}
+        original = ldap_config.SECRETS_FILE
+        ldap_config.SECRETS_FILE = None  # the developer's own secrets.toml never leaks in
+        try:
+            svc = mfa_core.open_service(data_dir, clock=clock, environ=env)
+        finally:
+            ldap_config.SECRETS_FILE = original
+        opened.append(svc)
+        return svc
+    yield make
+    for svc in opened:
+        backend = getattr(svc.directory, "backend", None)
+        if backend is not None:
+            backend.close()
+
+
+@pytest.fixture
+def ldap_svc(open_ldap_svc):
+    return open_ldap_svc()
