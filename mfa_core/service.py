@@ -339,9 +339,9 @@ class MFAService(PasskeyOperations):
         actor = check.optional_name(actor, "actor", username)
         if enrollment is not None:
             enrollment = check.time(enrollment, "enrollment")
-        now = self.clock()
         error: MFAError | None = None
         with self._transaction(username) as txn:
+            now = self.clock()  # under the user's lock
             rec = txn.record
             if not rec.get("pending"):
                 error = NoPendingEnrollment()
@@ -464,12 +464,12 @@ class MFAService(PasskeyOperations):
         """A new set of 10 codes; the old set stops working. Needs TOTP enabled."""
         username = check.name(username)
         actor = check.optional_name(actor, "actor", username)
-        now = self.clock()
         codes = bc.generate()
         salt = secrets.token_bytes(16)
         pepper = self.keyring.pepper
         hashes = [bc.digest(pepper, salt, bc.normalize(c)) for c in codes]
         with self._transaction(username) as txn:
+            now = self.clock()  # under the user's lock
             if not records.two_step_on(txn.record):
                 raise NotEnabled("Add an authentication app before generating backup codes.")
             txn.record["backup"] = {"salt": salt.hex(), "hashes": hashes, "generated_at": now}
@@ -498,17 +498,19 @@ class MFAService(PasskeyOperations):
             raise TypeError("this service has no user directory to check passwords against")
         pepper = self.keyring.pepper
         src = passwords.key(pepper, "source", source)
-        now = self.clock()
         try:
             stored = self.directory.password_hash(username)
         except MFAError as exc:  # the directory cannot be read
             raise StorageError() from exc
         if stored is None:
-            self._unknown_password(passwords.key(pepper, "name", username), password, src, source, now)
+            self._unknown_password(passwords.key(pepper, "name", username), password, src, source)
         where = f"from {source}" if source else "from an unknown address"
         policy = self.password_policy
         error: MFAError | None = None
         with self._transaction(username) as txn:
+            # The clock is read under the user's lock: read before it, an attempt that waited
+            # for the lock would be compared with a failure recorded "after" it (issue 20, F13).
+            now = self.clock()
             rec = txn.record
             state = rec.get("password") or {}
             familiar = passwords.is_familiar(state, src, now, policy)
@@ -540,11 +542,11 @@ class MFAService(PasskeyOperations):
         self._raise_or_notify(txn, error)
         return result
 
-    def _unknown_password(self, name: str, password: str, src: str, source: str | None,
-                          now: float) -> None:
+    def _unknown_password(self, name: str, password: str, src: str, source: str | None) -> None:
         """A name that is no user: the same checks, waits and answer as a user's, no record."""
         policy = self.password_policy
         with self._keyed_transaction(src) as txn:
+            now = self.clock()  # under the source's lock (see attempt_password)
             rec = txn.record
             error = passwords.unknown_name_gate(rec, name, now, policy) or \
                 passwords.spray_gate(rec, now, policy)
@@ -604,10 +606,10 @@ class MFAService(PasskeyOperations):
             raise TypeError("diagnose must be a bool")
         source = check.source(source)
         actor = check.optional_name(actor, "actor", username)
-        now = self.clock()
         error: MFAError | None = None
         remaining = 0
         with self._transaction(username) as txn:
+            now = self.clock()  # under the user's lock (see attempt_password)
             rec = txn.record
             apps = authn.of_kind(rec, "totp")
             if not records.two_step_on(rec) or (strategy == "totp" and not apps):

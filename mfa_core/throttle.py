@@ -23,7 +23,10 @@ class _Backoff:
         """Whole seconds until the next attempt is allowed (0: now)."""
         if not failures or last_failure_at is None:
             return 0
-        remaining = last_failure_at + self.delay(failures) - now
+        delay = self.delay(failures)
+        if not delay:  # a free failure never makes anyone wait, even on a clock behind the
+            return 0   # one that recorded it (another replica's)
+        remaining = last_failure_at + delay - now
         return max(0, math.ceil(remaining))
 
 
