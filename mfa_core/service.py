@@ -64,6 +64,7 @@ class MFAStatus:
     password_failures: int = 0     # consecutive wrong passwords from unfamiliar sources
     password_blocked: bool = False  # unfamiliar sources are refused (account limit)
     damaged: bool = False           # the record cannot be read (only from ``statuses``)
+    locked_channels: tuple[str, ...] = ()  # channels other than the portal that refuse codes
     authenticators: list[Authenticator] = field(default_factory=list)  # oldest first
 
     @property
@@ -90,6 +91,8 @@ class MFAStatus:
             words.append(f"waiting {self.retry_after} s ({self.failed_attempts} failed)")
         elif self.failed_attempts:
             words.append(f"{self.failed_attempts} failed")
+        if self.locked_channels:
+            words.append("locked for " + ", ".join(self.locked_channels))
         if self.password_blocked:
             words.append("password blocked from new places")
         elif self.password_failures:
@@ -606,6 +609,8 @@ class MFAService(PasskeyOperations):
             raise TypeError("diagnose must be a bool")
         source = check.source(source)
         actor = check.optional_name(actor, "actor", username)
+        # A calling service (an actor other than the user: an API client) has its own bucket.
+        channel = None if actor == username else f"service:{actor}"
         error: MFAError | None = None
         remaining = 0
         with self._transaction(username) as txn:
@@ -616,7 +621,7 @@ class MFAService(PasskeyOperations):
                 if not diagnose and strategy == "totp":
                     self._check_dummy(code, now)
                 error = NotEnabled()
-            elif (error := self._gate(txn, now, actor)) is None:
+            elif (error := self._gate(txn, now, actor, channel)) is None:
                 backup = rec.get("backup") or {}
                 if strategy == "totp":
                     error = self._check_apps(txn, apps, code, now, actor, diagnose)
@@ -633,9 +638,9 @@ class MFAService(PasskeyOperations):
                     else:
                         error = InvalidCode("That backup code is not valid or was already used.")
                 if error is None:
-                    self._second_factor_passed(rec, source, now)
+                    self._second_factor_passed(rec, source, now, channel)
                 elif not isinstance(error, NoBackupCodes):
-                    self._fail(txn, now, actor, "second_factor_failed", error)
+                    self._fail(txn, now, actor, "second_factor_failed", error, channel)
                 remaining = len(backup.get("hashes") or [])
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining)
@@ -721,7 +726,7 @@ class MFAService(PasskeyOperations):
             rec = txn.record
             records.remove_second_factor(rec)
             end_all(rec)  # every session of the user ends
-            for key in ("throttle", "password"):
+            for key in ("throttle", "throttles", "password"):
                 rec.pop(key, None)
             detail = f"{reason} (damaged record replaced)" if txn.damaged else reason
             self._log(txn, now, actor, "helpdesk_reset", "success", detail)
@@ -737,6 +742,7 @@ class MFAService(PasskeyOperations):
         now = self.clock()
         with self._transaction(username) as txn:
             txn.record.pop("throttle", None)
+            txn.record.pop("throttles", None)
             state = txn.record.get("password")
             if state:
                 state.pop("sources", None)
@@ -825,7 +831,14 @@ class MFAService(PasskeyOperations):
             last_activity=activity[-1]["time"] if activity else None,
             password_failures=password.get("unfamiliar", 0),
             password_blocked=passwords.blocked(password, self.password_policy),
+            locked_channels=self._locked_channels(rec),
         )
+
+    def _locked_channels(self, rec: dict[str, Any]) -> tuple[str, ...]:
+        buckets = rec.get("throttles") or {}
+        if self.policy.channels_spent(self._channel_failures(rec)):
+            return ("every channel but the portal",)
+        return tuple(sorted(c.removeprefix("service:") for c, b in buckets.items() if b.get("locked")))
 
     def _resource(self, username: str, pending: dict[str, Any], secret: str | None = None) -> TOTPResource:
         secret = secret or self.keyring.decrypt(pending["secret"])
@@ -833,33 +846,70 @@ class MFAService(PasskeyOperations):
                             created_at=pending["created_at"], expires_at=pending["expires_at"],
                             label=pending.get("label") or authn.DEFAULT_LABEL)
 
-    def _gate(self, txn: Transaction, now: float, actor: str) -> MFAError | None:
-        throttle = txn.record.get("throttle") or {}
-        if throttle.get("locked"):
-            self._log(txn, now, actor, "throttled", "refused", "locked")
+    # The second-factor throttle has one bucket per channel (see ThrottlePolicy): ``channel``
+    # None is the portal's own (``rec["throttle"]``); another is a calling service's or the
+    # portal's "second factor first" step (``rec["throttles"][channel]``).
+
+    @staticmethod
+    def _bucket(rec: dict[str, Any], channel: str | None) -> dict[str, Any]:
+        if channel is None:
+            return rec.get("throttle") or {}
+        return (rec.get("throttles") or {}).get(channel) or {}
+
+    @staticmethod
+    def _channel_failures(rec: dict[str, Any]) -> int:
+        return sum(b.get("failures", 0) for b in (rec.get("throttles") or {}).values())
+
+    def _gate(self, txn: Transaction, now: float, actor: str,
+              channel: str | None = None) -> MFAError | None:
+        rec = txn.record
+        throttle = self._bucket(rec, channel)
+        where = f" ({channel})" if channel else ""
+        if throttle.get("locked") or (
+                channel is not None and self.policy.channels_spent(self._channel_failures(rec))):
+            self._log(txn, now, actor, "throttled", "refused", f"locked{where}")
             return AccountLocked()
         wait = self.policy.retry_after(throttle.get("failures", 0), throttle.get("last_failure_at"), now)
         if wait:
-            self._log(txn, now, actor, "throttled", "refused", f"wait {wait} s")
+            self._log(txn, now, actor, "throttled", "refused", f"wait {wait} s{where}")
             return TooManyAttempts(wait)
         return None
 
-    def _second_factor_passed(self, rec: dict[str, Any], source: str | None, now: float) -> None:
-        """A second factor passed: its failures are cleared and ``source`` becomes a familiar place."""
-        rec.pop("throttle", None)
+    def _second_factor_passed(self, rec: dict[str, Any], source: str | None, now: float,
+                              channel: str | None = None) -> None:
+        """A second factor passed: its channel's failures are cleared (only that channel's: a
+        pass elsewhere never gives a guesser a fresh count) and ``source`` becomes a familiar
+        place."""
+        if channel is None:
+            rec.pop("throttle", None)
+        else:
+            buckets = rec.get("throttles") or {}
+            buckets.pop(channel, None)
+            if not buckets:
+                rec.pop("throttles", None)
         passwords.remember_source(rec.setdefault("password", {}),
                                   passwords.key(self.keyring.pepper, "source", source),
                                   now, self.password_policy)
 
-    def _fail(self, txn: Transaction, now: float, actor: str, event: str, error: MFAError) -> None:
-        throttle = txn.record.setdefault("throttle", {"failures": 0})
+    def _fail(self, txn: Transaction, now: float, actor: str, event: str, error: MFAError,
+              channel: str | None = None) -> None:
+        rec = txn.record
+        if channel is None:
+            throttle = rec.setdefault("throttle", {"failures": 0})
+        else:
+            throttle = rec.setdefault("throttles", {}).setdefault(channel, {"failures": 0})
         throttle["failures"] = throttle.get("failures", 0) + 1
         throttle["last_failure_at"] = now
-        self._log(txn, now, actor, event, "failure", _reason(error))
+        where = f" ({channel})" if channel else ""
+        self._log(txn, now, actor, event, "failure", _reason(error) + where)
         if self.policy.locks_out(throttle["failures"]) and not throttle.get("locked"):
             throttle["locked"] = True
             self._log(txn, now, actor, "lockout", "failure",
-                      f"{throttle['failures']} consecutive failures")
+                      f"{throttle['failures']} consecutive failures{where}")
+        if channel is not None and self._channel_failures(rec) == self.policy.channels_limit:
+            self._log(txn, now, actor, "lockout", "failure",
+                      f"{self.policy.channels_limit} consecutive failures over every channel "
+                      "but the portal's own")
 
     def _log(self, txn: Transaction, now: float, actor: str, event: str, outcome: str,
              detail: str = "") -> None:

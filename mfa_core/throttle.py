@@ -39,21 +39,48 @@ class ThrottlePolicy(_Backoff):
     ``lockout_after`` consecutive failures stop all attempts until the
     helpdesk unlocks (NIST SP 800-63B: at most 100; we say at least 10 so a
     person who mistypes never needs the helpdesk).
+
+    Counted per channel (issue 20, F7: whoever can send codes somewhere must
+    not keep the owner out everywhere):
+
+    - the portal's own bucket: the second factor after a right password,
+      reverification, enrollment, passkeys (only someone with the password
+      or a signed-in session reaches it);
+    - one bucket per calling service (an API client: the operator defines
+      them, an attacker cannot make more) and one for the portal's "second
+      factor first" step (a blocked password, see ``PasswordPolicy``): each
+      has the waits above and its own lock after ``lockout_after``; together
+      they stop at ``channels_limit`` consecutive failures.
+
+    So the consecutive failures on an account stay at most
+    ``lockout_after + channels_limit`` (20 + 80 = 100 by default: NIST's cap)
+    however many clients there are, and no channel's failures ever make the
+    portal's bucket wait or lock. ``channels_limit`` None: ``100 -
+    lockout_after``, at least 10.
     """
 
     free_failures: int = 5
     base_delay: int = 30
     max_delay: int = 3600
     lockout_after: int = 20
+    channels_limit: int | None = None
 
     def __post_init__(self) -> None:
         if not 10 <= self.lockout_after <= 100:
             raise ValueError("lockout_after must be between 10 and 100")
         if not 1 <= self.free_failures < self.lockout_after:
             raise ValueError("free_failures must be at least 1 and below lockout_after")
+        if self.channels_limit is None:
+            object.__setattr__(self, "channels_limit", max(10, 100 - self.lockout_after))
+        elif not 1 <= self.channels_limit <= 100:
+            raise ValueError("channels_limit must be between 1 and 100")
 
     def locks_out(self, failures: int) -> bool:
         return failures >= self.lockout_after
+
+    def channels_spent(self, failures: int) -> bool:
+        """The other channels together failed ``failures`` times in a row: they stop."""
+        return failures >= self.channels_limit
 
 
 @dataclass(frozen=True)

@@ -149,3 +149,93 @@ def test_f13_parallel_attempts_within_the_free_failures_are_all_checked(data_dir
     for t in threads:
         t.join()
     assert results == ["wrong"] * (free - 1)
+
+
+# -- F7: a calling service's wrong codes never keep the owner out of the portal -------------
+
+HOME = "10.0.0.1"
+
+
+def checked_codes(svc, actor=None) -> int:
+    """How many codes the engine really checked and refused (from the audit trail)."""
+    return len([e for e in svc.audit("alice") if e.event == "second_factor_failed"
+                and (actor is None or e.actor == actor)])
+
+
+def api_guess(svc, secret, clock, client="api/vpn") -> str:
+    return outcome(lambda: svc.attempt_second_factor(
+        "alice", wrong_code(secret, clock()), source=client, actor=client, diagnose=False))
+
+
+def test_f7_an_api_client_guessing_for_months_never_keeps_the_owner_out_of_the_portal(svc, clock):
+    secret = enable_totp(svc, clock, "alice")
+    policy = svc.policy
+    owner_in = owner_tries = 0
+    start = clock()
+    for i in range(150):  # one wrong code each time the client's wait ends, then hourly
+        answer = api_guess(svc, secret, clock)
+        if i < 9 or i % 30 == 0:  # the owner signs in right after one of the attacker's guesses
+            owner_tries += 1
+            owner_in += outcome(lambda: svc.attempt_second_factor(
+                "alice", code_for(secret, clock()), source=HOME)) == "ok"
+        wait = int(answer.split()[1]) if answer.startswith("wait") else 0
+        clock.advance(max(wait, 30) if answer != "wait 0" else 86400)  # locked: a day
+    assert clock() - start > 90 * 86400
+    assert owner_in == owner_tries
+    # Guessing stays bounded: the client's bucket locked after lockout_after checked codes.
+    assert checked_codes(svc, "api/vpn") == policy.lockout_after
+    assert "locked for api/vpn" in svc.status("alice").lockout_words()
+    assert not svc.status("alice").locked  # the portal's own bucket is not
+
+
+def test_f7_many_clients_together_stay_within_the_account_cap(svc, clock):
+    secret = enable_totp(svc, clock, "alice")
+    policy = svc.policy
+    clients = [f"api/client{i}" for i in range(8)]
+    for _ in range(policy.lockout_after + 2):
+        for client in clients:
+            api_guess(svc, secret, clock, client)
+        clock.advance(3600)
+    per_client = [checked_codes(svc, c) for c in clients]
+    assert max(per_client) <= policy.lockout_after
+    assert sum(per_client) == policy.channels_limit
+    assert policy.lockout_after + policy.channels_limit <= 100  # NIST SP 800-63B 5.2.2
+    assert svc.status("alice").lockout_words() == ["locked for every channel but the portal"]
+    # The owner still signs in at the portal, and the portal's bucket keeps its own count.
+    assert outcome(lambda: svc.attempt_second_factor("alice", code_for(secret, clock()),
+                                                     source=HOME)) == "ok"
+    for _ in range(policy.lockout_after):
+        clock.advance(svc.retry_after("alice") + 30)
+        outcome(lambda: svc.attempt_second_factor("alice", wrong_code(secret, clock()), source=HOME))
+    assert svc.status("alice").locked
+    assert sum(per_client) + checked_codes(svc, "alice") <= 100
+
+
+def test_f7_the_portal_bucket_does_not_hold_the_api_back_and_a_pass_clears_only_its_own(svc, clock):
+    secret = enable_totp(svc, clock, "alice")
+    for _ in range(svc.policy.free_failures):
+        api_guess(svc, secret, clock)
+    assert api_guess(svc, secret, clock).startswith("wait")
+    for _ in range(svc.policy.free_failures):
+        outcome(lambda: svc.attempt_second_factor("alice", wrong_code(secret, clock()), source=HOME))
+    assert svc.status("alice").retry_after > 0
+    # The API client's own right code passes at once (its bucket's wait aside)...
+    clock.advance(svc.policy.base_delay)
+    assert outcome(lambda: svc.attempt_second_factor(
+        "alice", code_for(secret, clock()), source="api/vpn", actor="api/vpn",
+        diagnose=False)) == "ok"
+    # ... and clears the API client's count only: the portal's wait stays.
+    assert svc.status("alice").failed_attempts == svc.policy.free_failures
+
+
+def test_f7_the_helpdesk_unlock_clears_every_channel(svc, clock):
+    secret = enable_totp(svc, clock, "alice")
+    for _ in range(svc.policy.lockout_after):
+        clock.advance(3600)
+        api_guess(svc, secret, clock)
+    assert svc.status("alice").locked_channels == ("api/vpn",)
+    svc.unlock("alice", actor="admin", reason="ticket 1")
+    assert svc.status("alice").locked_channels == ()
+    clock.advance(30)
+    assert outcome(lambda: svc.attempt_second_factor(
+        "alice", code_for(secret, clock()), source="api/vpn", actor="api/vpn")) == "ok"
