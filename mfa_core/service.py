@@ -501,12 +501,13 @@ class MFAService(PasskeyOperations):
             raise TypeError("this service has no user directory to check passwords against")
         pepper = self.keyring.pepper
         src = passwords.key(pepper, "source", source)
+        who = passwords.key(pepper, "name", username)  # whose failures a source counts
         try:
             stored = self.directory.password_hash(username)
         except MFAError as exc:  # the directory cannot be read
             raise StorageError() from exc
         if stored is None:
-            self._unknown_password(passwords.key(pepper, "name", username), password, src, source)
+            self._unknown_password(who, password, src, source)
         where = f"from {source}" if source else "from an unknown address"
         policy = self.password_policy
         error: MFAError | None = None
@@ -520,7 +521,7 @@ class MFAService(PasskeyOperations):
             error = passwords.gate(state, src, familiar, now, policy)
             slot: str | None = None  # a spraying slot, taken only for an unfamiliar source
             if error is None and not familiar:
-                error, slot = self._spray_slot(src, now)
+                error, slot = self._spray_slot(src, now, who)
             if error is not None:
                 self._log(txn, now, username, "password_throttled", "refused",
                           f"{_reason(error)} {where}")
@@ -528,7 +529,8 @@ class MFAService(PasskeyOperations):
                 ok = _bcrypt_check(password, stored)
                 state = rec.setdefault("password", state)
                 if ok:
-                    self._spray_release(src, slot)
+                    if slot is not None or src in state.get("sources", {}):
+                        self._spray_release(src, slot, who)  # this user's failures from here go
                     passwords.record_success(state, src)
                     if not records.two_step_on(rec):  # the sign-in is complete: a familiar place
                         passwords.remember_source(state, src, now, policy)
@@ -552,18 +554,18 @@ class MFAService(PasskeyOperations):
             now = self.clock()  # under the source's lock (see attempt_password)
             rec = txn.record
             error = passwords.unknown_name_gate(rec, name, now, policy) or \
-                passwords.spray_gate(rec, now, policy)
+                passwords.spray_gate(rec, now, policy, name)
             if error is None:
                 _bcrypt_check(password, _dummy_hash())
                 passwords.record_unknown_name(rec, name, now, policy)
-                passwords.take_slot(rec, now)
+                passwords.take_slot(rec, now, name)
                 error = InvalidCode(WRONG_PASSWORD)
                 # Not the typed name: people type passwords into the name field.
                 txn.log(AuditEvent(now, None, None, "password_failed", "failure",
                                    f"unknown user from {source or 'an unknown address'}").to_dict())
         raise error
 
-    def _spray_slot(self, src: str, now: float) -> tuple[MFAError | None, str | None]:
+    def _spray_slot(self, src: str, now: float, who: str) -> tuple[MFAError | None, str | None]:
         # Taken in a short transaction of its own, committed at once, although the user's is
         # open: nested (a savepoint on PostgreSQL) the source's lock would be held through the
         # bcrypt check until the user's commit, and sign-ins from one address (an office behind
@@ -571,16 +573,14 @@ class MFAService(PasskeyOperations):
         # slot under the source's lock, the slot counted before the check and given back on
         # success (_spray_release); a crash in between leaves it counted (fails closed).
         with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
-            error = passwords.spray_gate(txn.record, now, self.password_policy)
-            return error, (None if error else passwords.take_slot(txn.record, now))
+            error = passwords.spray_gate(txn.record, now, self.password_policy, who)
+            return error, (None if error else passwords.take_slot(txn.record, now, who))
 
-    def _spray_release(self, src: str, slot: str | None) -> None:
-        if slot is None:
-            return
+    def _spray_release(self, src: str, slot: str | None, who: str | None = None) -> None:
         try:
             # Its own short transaction too (see _spray_slot).
             with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
-                passwords.give_back_slot(txn.record, slot)
+                passwords.give_back_slot(txn.record, slot, who)
         except StorageError:
             log.warning("a password success could not be taken off its source's count")
 

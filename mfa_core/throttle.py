@@ -98,9 +98,12 @@ class PasswordPolicy(_Backoff):
       from a familiar one or a helpdesk unlock. A source is familiar to a user
       for ``familiar_for`` seconds after they signed in from it (the most
       recent ``familiar_max`` are kept); familiar sources are never blocked.
-    - One source may fail ``spray_limit`` times within ``spray_window``
-      seconds across all users (password spraying) before it must wait,
-      except for users it is familiar to.
+    - One source may fail for ``spray_limit`` users within ``spray_window``
+      seconds (password spraying) before it must wait, except for users it
+      is familiar to and users it already failed for (their own waits hold
+      them); a user's failures from a source stop counting once they
+      succeed from it (colleagues behind one NAT who mistype and then get in
+      block nobody). ``spray_failures`` failures in the window stop it too.
 
     Password failures never count toward the second-factor lockout.
     """
@@ -111,6 +114,7 @@ class PasswordPolicy(_Backoff):
     account_limit: int = 100
     spray_limit: int = 30
     spray_window: int = 3600
+    spray_failures: int = 60
     familiar_for: int = 90 * 86400
     familiar_max: int = 20
     sources_max: int = 50  # per user: older sources' counts are dropped (the account limit still holds)
@@ -122,3 +126,5 @@ class PasswordPolicy(_Backoff):
             raise ValueError("free_failures must be at least 1 and below account_limit")
         if self.spray_limit < self.free_failures or self.spray_window <= 0:
             raise ValueError("spray_limit must be at least free_failures, spray_window positive")
+        if self.spray_failures < self.spray_limit:
+            raise ValueError("spray_failures must be at least spray_limit")

@@ -239,3 +239,47 @@ def test_f7_the_helpdesk_unlock_clears_every_channel(svc, clock):
     clock.advance(30)
     assert outcome(lambda: svc.attempt_second_factor(
         "alice", code_for(secret, clock()), source="api/vpn", actor="api/vpn")) == "ok"
+
+
+# -- F12: colleagues' typos behind one NAT never refuse a new starter there ------------------
+
+OFFICE = "192.0.2.200"  # everyone's NAT
+
+
+def test_f12_forty_typos_behind_the_office_nat_do_not_refuse_a_new_starter(data_dir, open_svc, clock):
+    names = {f"user{n}": f"pass-{n}-long" for n in range(41)}
+    write_users(data_dir, names)
+    svc = open_svc()
+    policy = svc.password_policy
+    for n in range(40):  # each mistypes, then gets in: 40 failures from one address in minutes
+        assert outcome(lambda: svc.attempt_password(f"user{n}", "typo", source=OFFICE)) == "wrong"
+        assert outcome(lambda: svc.attempt_password(f"user{n}", f"pass-{n}-long", source=OFFICE)) == "ok"
+        clock.advance(5)
+    # One person's repeated typos count once, not once a failure.
+    for _ in range(policy.free_failures):
+        assert outcome(lambda: svc.attempt_password("user0", "typo", source=OFFICE)) == "wrong"
+    # The new starter, never seen at the office, types the right password and gets in.
+    assert outcome(lambda: svc.attempt_password("user40", "pass-40-long", source=OFFICE)) == "ok"
+
+
+def test_f12_spraying_stays_bounded_per_source(data_dir, open_svc, clock):
+    names = {f"user{n}": f"pass-{n}-long" for n in range(40)}
+    write_users(data_dir, names)
+    svc = open_svc()
+    policy = svc.password_policy
+    sprayer = "203.0.113.66"
+    answers = []
+    for round_ in range(3):  # three passwords tried on every account
+        for n in range(40):
+            answers.append(outcome(lambda: svc.attempt_password(f"user{n}", f"Winter202{round_}!",
+                                                                source=sprayer)))
+        clock.advance(60)
+    checked = len([e for e in svc.audit() if e.event == "password_failed"])
+    # 30 accounts at most, 60 guesses at most in the window; 10 accounts never tried.
+    assert checked == policy.spray_failures == 2 * policy.spray_limit
+    assert answers[policy.spray_limit].startswith("wait")
+    assert answers[40:40 + policy.spray_limit] == ["wrong"] * policy.spray_limit
+    # A new account is refused there; the counted ones stay under their own waits.
+    assert outcome(lambda: svc.attempt_password("user39", "pass-39-long", source=sprayer)).startswith("wait")
+    clock.advance(policy.spray_window)
+    assert outcome(lambda: svc.attempt_password("user39", "pass-39-long", source=sprayer)) == "ok"
