@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from typing import Any
 
@@ -40,16 +41,39 @@ def is_familiar(state: dict[str, Any], source: str, now: float, policy: Password
     return at is not None and now - at < policy.familiar_for
 
 
-def blocked(state: dict[str, Any], policy: PasswordPolicy) -> bool:
-    """Unfamiliar sources are refused (the account limit was reached)."""
-    return state.get("unfamiliar", 0) >= policy.account_limit
+def blocked(state: dict[str, Any], policy: PasswordPolicy, now: float | None = None) -> bool:
+    """Unfamiliar sources are refused (the account limit was reached, the block not over)."""
+    return block_left(state, policy, now) > 0
+
+
+def block_left(state: dict[str, Any], policy: PasswordPolicy, now: float | None = None) -> int:
+    """Seconds the password block from unfamiliar sources still lasts (0: none)."""
+    if state.get("unfamiliar", 0) < policy.account_limit:
+        return 0
+    at = state.get("blocked_at")
+    if at is None or now is None:  # reached before blocks ended by themselves: from now on
+        return policy.block_for
+    return max(0, math.ceil(at + policy.block_for - now))
 
 
 def gate(state: dict[str, Any], source: str, familiar: bool, now: float,
-         policy: PasswordPolicy) -> MFAError | None:
-    """Why this source may not try this user's password now, or None."""
-    if not familiar and blocked(state, policy):
-        return PasswordBlocked()
+         policy: PasswordPolicy, second_factor: bool = False,
+         with_code: bool = False) -> MFAError | None:
+    """Why this source may not try this user's password now, or None.
+
+    ``second_factor``: the user has one; ``with_code``: a code came with the password (checked
+    together, one answer for both), which the block lets through."""
+    if not familiar and state.get("unfamiliar", 0) >= policy.account_limit:
+        if state.get("blocked_at") is None:
+            state["blocked_at"] = now
+        left = block_left(state, policy, now)
+        if left and not with_code:
+            return PasswordBlocked(left, second_factor)
+        if left:
+            return _wait(state.get("sources", {}).get(source), now, policy)
+        # The block is over: a few more failures block again (not a fresh hundred).
+        state["unfamiliar"] = policy.account_limit - policy.free_failures
+        state.pop("blocked_at", None)
     return _wait(state.get("sources", {}).get(source), now, policy)
 
 
@@ -76,13 +100,17 @@ def record_failure(state: dict[str, Any], source: str, familiar: bool, now: floa
     if familiar:
         return False
     state["unfamiliar"] = state.get("unfamiliar", 0) + 1
-    return state["unfamiliar"] == policy.account_limit
+    if state["unfamiliar"] == policy.account_limit:
+        state["blocked_at"] = now
+        return True
+    return False
 
 
 def record_success(state: dict[str, Any], source: str) -> None:
     """A right password: this source's failures go, the run of unfamiliar failures ends."""
     state.get("sources", {}).pop(source, None)
     state["unfamiliar"] = 0
+    state.pop("blocked_at", None)
 
 
 def remember_source(state: dict[str, Any], source: str, now: float, policy: PasswordPolicy) -> None:

@@ -20,7 +20,7 @@ The record (version 2)::
     throttle      {failures, last_failure_at, locked}: second-factor failures at the portal
     throttles     {channel: {failures, last_failure_at, locked}}: second-factor failures
                   through another channel (a calling service, "second factor first")
-    password      {sources: {key: {failures, last}}, unfamiliar: int,
+    password      {sources: {key: {failures, last}}, unfamiliar: int, blocked_at: time,
                    familiar: {key: time}}: password failures ("smart lockout")
     mfa_epoch     int, bumped by every change other sessions must notice
     activity      [event]: the latest audit events, for the Manage MFA page
@@ -179,7 +179,7 @@ def _optional_number(value: Any) -> bool:
 def _password_state(state: dict[str, Any]) -> bool:
     sources, familiar = state.get("sources", {}), state.get("familiar", {})
     return (isinstance(sources, dict) and isinstance(familiar, dict)
-            and _int(state.get("unfamiliar", 0))
+            and _int(state.get("unfamiliar", 0)) and _optional_number(state.get("blocked_at"))
             and all(isinstance(s, dict) and _int(s.get("failures", 0)) and _optional_number(s.get("last"))
                     for s in sources.values())
             and all(_number(t) for t in familiar.values()))

@@ -48,6 +48,7 @@ log = logging.getLogger("mfa_core")
 RECENT_ACTIVITY = 25  # events kept in the user's record for the Manage MFA page
 STRATEGIES = ("totp", "backup_code")
 WRONG_PASSWORD = "Username or password is incorrect."
+WRONG_PASSWORD_OR_CODE = "Username, password or code is incorrect."
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class PasswordResult:
     username: str
     two_factor_enabled: bool
     mfa_epoch: int
+    second_factor_passed: bool = False  # a code came with the password and was right too
 
 
 class MFAService(PasskeyOperations):
@@ -483,10 +485,17 @@ class MFAService(PasskeyOperations):
     # -- sign-in ---------------------------------------------------------
 
     def attempt_password(self, username: str, password: str, *,
-                         source: str | None = None) -> PasswordResult:
+                         source: str | None = None, code: str | None = None,
+                         strategy: str = "totp") -> PasswordResult:
         """Check a password at sign-in (or reverification) in one per-user transaction.
 
         ``source`` is where the attempt comes from (the client's address).
+        ``code`` (``strategy`` "totp" or "backup_code"): the second factor with the
+        password, for a user who has one, checked together: one answer for both
+        (WRONG_PASSWORD_OR_CODE), so a guesser without the code learns nothing
+        about the password. This is how a user with a second factor signs in
+        from a new place while the password alone is blocked there (issue 20, F8);
+        the result then says ``second_factor_passed``.
         Raises InvalidCode for a wrong password and for an unknown user alike
         (same text, same cost; no record is created for an unknown name),
         TooManyAttempts (``retry_after``) while this user and source, or this
@@ -497,6 +506,10 @@ class MFAService(PasskeyOperations):
         username = check.name(username)
         password = check.password(password)
         source = check.source(source)
+        if code is not None:
+            if strategy not in STRATEGIES:
+                raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
+            code = check.totp_code(code) if strategy == "totp" else check.backup_code(code)
         if self.directory is None:
             raise TypeError("this service has no user directory to check passwords against")
         pepper = self.keyring.pepper
@@ -516,9 +529,14 @@ class MFAService(PasskeyOperations):
             # for the lock would be compared with a failure recorded "after" it (issue 20, F13).
             now = self.clock()
             rec = txn.record
+            two_step = records.two_step_on(rec)
+            joint = code is not None and two_step  # password and code checked together
+            passed = False
             state = rec.get("password") or {}
             familiar = passwords.is_familiar(state, src, now, policy)
-            error = passwords.gate(state, src, familiar, now, policy)
+            error = passwords.gate(state, src, familiar, now, policy, two_step, joint)
+            if error is None and joint:
+                error = self._gate(txn, now, username)  # the code's throttle: the portal's own
             slot: str | None = None  # a spraying slot, taken only for an unfamiliar source
             if error is None and not familiar:
                 error, slot = self._spray_slot(src, now, who)
@@ -528,22 +546,33 @@ class MFAService(PasskeyOperations):
             else:
                 ok = _bcrypt_check(password, stored)
                 state = rec.setdefault("password", state)
+                if ok and joint:
+                    refused, _ = self._check_factor(txn, rec, code, strategy, now, username, False)
+                    if refused is not None:
+                        ok = None  # the password was right, the code not: one answer for both
+                        error = InvalidCode(WRONG_PASSWORD_OR_CODE)
+                        self._fail(txn, now, username, "second_factor_failed",
+                                   InvalidCode() if isinstance(refused, NoBackupCodes) else refused)
                 if ok:
                     if slot is not None or src in state.get("sources", {}):
                         self._spray_release(src, slot, who)  # this user's failures from here go
                     passwords.record_success(state, src)
-                    if not records.two_step_on(rec):  # the sign-in is complete: a familiar place
-                        passwords.remember_source(state, src, now, policy)
                     self._log(txn, now, username, "password_accepted", "success", where)
-                else:
-                    error = InvalidCode(WRONG_PASSWORD)
+                    if joint:  # both factors: the sign-in is complete, a familiar place
+                        self._second_factor_passed(rec, source, now)
+                        passed = True
+                    elif not two_step:  # the sign-in is complete: a familiar place
+                        passwords.remember_source(state, src, now, policy)
+                elif ok is False:
+                    error = InvalidCode(WRONG_PASSWORD_OR_CODE if joint else WRONG_PASSWORD)
                     reached = passwords.record_failure(state, src, familiar, now, policy)
                     self._log(txn, now, username, "password_failed", "failure", f"wrong password {where}")
                     if reached:
                         self._log(txn, now, username, "password_blocked", "failure",
                                   f"{policy.account_limit} consecutive wrong passwords from "
                                   "unfamiliar places")
-            result = PasswordResult(username, records.two_step_on(rec), rec.get("mfa_epoch", 0))
+            result = PasswordResult(username, records.two_step_on(rec), rec.get("mfa_epoch", 0),
+                                    second_factor_passed=passed)
         self._raise_or_notify(txn, error)
         return result
 
@@ -622,28 +651,36 @@ class MFAService(PasskeyOperations):
                     self._check_dummy(code, now)
                 error = NotEnabled()
             elif (error := self._gate(txn, now, actor, channel)) is None:
-                backup = rec.get("backup") or {}
-                if strategy == "totp":
-                    error = self._check_apps(txn, apps, code, now, actor, diagnose)
-                elif not backup.get("hashes"):
-                    error = NoBackupCodes()
-                else:
-                    wanted = bc.digest(self.keyring.pepper, bytes.fromhex(backup["salt"]), code)
-                    # Compare with every stored hash, in constant time each.
-                    hit = [i for i, h in enumerate(backup["hashes"]) if secrets.compare_digest(h, wanted)]
-                    if hit:
-                        del backup["hashes"][hit[0]]
-                        self._log(txn, now, actor, "backup_code_used", "success",
-                                  f"{len(backup['hashes'])} left")
-                    else:
-                        error = InvalidCode("That backup code is not valid or was already used.")
+                error, remaining = self._check_factor(txn, rec, code, strategy, now, actor, diagnose)
                 if error is None:
                     self._second_factor_passed(rec, source, now, channel)
                 elif not isinstance(error, NoBackupCodes):
                     self._fail(txn, now, actor, "second_factor_failed", error, channel)
-                remaining = len(backup.get("hashes") or [])
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining)
+
+    def _check_factor(self, txn: Transaction, rec: dict[str, Any], code: str, strategy: str,
+                      now: float, actor: str, diagnose: bool) -> tuple[MFAError | None, int]:
+        """Check one code (an app's or a backup code); the refusal (None: passed) and the
+        backup codes left. Counts nothing: the caller does."""
+        backup = rec.get("backup") or {}
+        error: MFAError | None = None
+        if strategy == "totp":
+            error = self._check_apps(txn, authn.of_kind(rec, "totp"), code, now, actor, diagnose) \
+                if authn.of_kind(rec, "totp") else InvalidCode()
+        elif not backup.get("hashes"):
+            error = NoBackupCodes()
+        else:
+            wanted = bc.digest(self.keyring.pepper, bytes.fromhex(backup["salt"]), code)
+            # Compare with every stored hash, in constant time each.
+            hit = [i for i, h in enumerate(backup["hashes"]) if secrets.compare_digest(h, wanted)]
+            if hit:
+                del backup["hashes"][hit[0]]
+                self._log(txn, now, actor, "backup_code_used", "success",
+                          f"{len(backup['hashes'])} left")
+            else:
+                error = InvalidCode("That backup code is not valid or was already used.")
+        return error, len(backup.get("hashes") or [])
 
     def _check_apps(self, txn: Transaction, apps: list[dict[str, Any]], code: str, now: float,
                     actor: str, diagnose: bool = True) -> InvalidCode | None:
@@ -746,6 +783,7 @@ class MFAService(PasskeyOperations):
             state = txn.record.get("password")
             if state:
                 state.pop("sources", None)
+                state.pop("blocked_at", None)
                 state["unfamiliar"] = 0
             self._log(txn, now, actor, "lockout_cleared", "success", reason)
             status = self._status(username, txn.record, now)
@@ -830,7 +868,7 @@ class MFAService(PasskeyOperations):
             mfa_epoch=rec.get("mfa_epoch", 0),
             last_activity=activity[-1]["time"] if activity else None,
             password_failures=password.get("unfamiliar", 0),
-            password_blocked=passwords.blocked(password, self.password_policy),
+            password_blocked=passwords.blocked(password, self.password_policy, now),
             locked_channels=self._locked_channels(rec),
         )
 

@@ -94,8 +94,14 @@ class PasswordPolicy(_Backoff):
     - Per user and source (client address): the first ``free_failures`` cost
       nothing, then the wait doubles from ``base_delay`` to ``max_delay``.
     - Across every unfamiliar source together, ``account_limit`` consecutive
-      failures block the password from unfamiliar sources, until a success
-      from a familiar one or a helpdesk unlock. A source is familiar to a user
+      failures block the password alone from unfamiliar sources (issue 20,
+      F8: never for good, or anyone who knows the name could keep a new
+      starter out): for ``block_for`` seconds, after which ``free_failures``
+      more failures block it again; a success from a familiar place or a
+      helpdesk unlock ends it. Meanwhile a user with a second factor signs in
+      from a new place by giving the code with the password: the password is
+      checked only with it, and a wrong code answers like a wrong password
+      (no oracle for a guesser without the code). A source is familiar to a user
       for ``familiar_for`` seconds after they signed in from it (the most
       recent ``familiar_max`` are kept); familiar sources are never blocked.
     - One source may fail for ``spray_limit`` users within ``spray_window``
@@ -115,6 +121,7 @@ class PasswordPolicy(_Backoff):
     spray_limit: int = 30
     spray_window: int = 3600
     spray_failures: int = 60
+    block_for: int = 86400
     familiar_for: int = 90 * 86400
     familiar_max: int = 20
     sources_max: int = 50  # per user: older sources' counts are dropped (the account limit still holds)
@@ -126,5 +133,7 @@ class PasswordPolicy(_Backoff):
             raise ValueError("free_failures must be at least 1 and below account_limit")
         if self.spray_limit < self.free_failures or self.spray_window <= 0:
             raise ValueError("spray_limit must be at least free_failures, spray_window positive")
+        if self.block_for <= 0:
+            raise ValueError("block_for must be positive")
         if self.spray_failures < self.spray_limit:
             raise ValueError("spray_failures must be at least spray_limit")

@@ -283,3 +283,72 @@ def test_f12_spraying_stays_bounded_per_source(data_dir, open_svc, clock):
     assert outcome(lambda: svc.attempt_password("user39", "pass-39-long", source=sprayer)).startswith("wait")
     clock.advance(policy.spray_window)
     assert outcome(lambda: svc.attempt_password("user39", "pass-39-long", source=sprayer)) == "ok"
+
+
+# -- F8: a spray at someone with no familiar place never keeps them out ----------------------
+
+def spray(svc, user, guesses=100, sources=20):
+    """``guesses`` wrong passwords from ``sources`` addresses, five free each, no wait needed."""
+    answers = [outcome(lambda: svc.attempt_password(user, f"guess-{n}",
+                                                    source=f"198.51.100.{n % sources}"))
+               for n in range(guesses)]
+    return answers
+
+
+def password_checks(svc, user) -> int:
+    return len([e for e in svc.audit(user) if e.event in ("password_failed", "password_accepted")])
+
+
+def test_f8_after_a_spray_a_new_starter_with_a_second_factor_signs_in_with_the_code(svc, users, clock):
+    secret = enable_totp(svc, clock, "alice")  # enrolled, never signed in anywhere
+    policy = svc.password_policy
+    assert spray(svc, "alice") == ["wrong"] * policy.account_limit
+    assert outcome(lambda: svc.attempt_password("alice", "guess-x", source="198.51.100.1")) == "blocked"
+    new_place = "192.0.2.77"
+    with pytest.raises(mfa_core.PasswordBlocked) as err:  # the password alone: not checked
+        svc.attempt_password("alice", "alice-pass-1", source=new_place)
+    assert err.value.second_factor and "authentication code" in str(err.value)
+    assert password_checks(svc, "alice") == policy.account_limit  # guessing stayed bounded
+    result = svc.attempt_password("alice", "alice-pass-1", source=new_place,
+                                  code=code_for(secret, clock()))
+    assert result.second_factor_passed and result.two_factor_enabled
+    assert not svc.status("alice").password_blocked  # both factors: the block is over
+    # ... and the new place is familiar from now on.
+    assert outcome(lambda: svc.attempt_password("alice", "alice-pass-1", source=new_place)) == "ok"
+
+
+def test_f8_password_with_code_gives_a_guesser_without_the_code_no_answer(svc, users, clock):
+    secret = enable_totp(svc, clock, "alice")
+    spray(svc, "alice")
+    wrong = wrong_code(secret, clock())
+    answers = {}
+    for name, password in (("wrong password", "guess-y"), ("right password", "alice-pass-1")):
+        with pytest.raises(mfa_core.InvalidCode) as err:
+            svc.attempt_password("alice", password, source="203.0.113.5", code=wrong)
+        answers[name] = (type(err.value), str(err.value))
+    assert answers["wrong password"] == answers["right password"]
+    assert answers["right password"][1] == "Username, password or code is incorrect."
+    # The wrong code counts on the portal's second-factor throttle, as after a right password.
+    assert svc.status("alice").failed_attempts == 1
+    assert svc.status("alice").password_blocked
+
+
+def test_f8_without_a_second_factor_the_block_ends_by_itself_and_guessing_stays_bounded(svc, users,
+                                                                                        clock):
+    policy = svc.password_policy
+    spray(svc, "bob")
+    with pytest.raises(mfa_core.PasswordBlocked) as err:
+        svc.attempt_password("bob", "bob-pass-1", source="192.0.2.78")
+    assert not err.value.second_factor
+    assert 0 < err.value.retry_after <= policy.block_for
+    clock.advance(policy.block_for - 60)
+    assert outcome(lambda: svc.attempt_password("bob", "bob-pass-1", source="192.0.2.78")) == "blocked"
+    # The attacker keeps going: each time the block ends, only a few guesses before it is back.
+    days = 7
+    for _ in range(days):
+        clock.advance(policy.block_for)
+        spray(svc, "bob", guesses=20, sources=20)
+    assert password_checks(svc, "bob") == policy.account_limit + days * policy.free_failures
+    # The attack stops; a day later the owner, from a new place, gets in with the password.
+    clock.advance(policy.block_for)
+    assert outcome(lambda: svc.attempt_password("bob", "bob-pass-1", source="192.0.2.78")) == "ok"
