@@ -66,6 +66,7 @@ class MFAStatus:
     password_blocked: bool = False  # unfamiliar sources are refused (account limit)
     damaged: bool = False           # the record cannot be read (only from ``statuses``)
     locked_channels: tuple[str, ...] = ()  # channels other than the portal that refuse codes
+    channel_failures: int = 0       # consecutive second-factor failures through those channels
     authenticators: list[Authenticator] = field(default_factory=list)  # oldest first
 
     @property
@@ -94,6 +95,8 @@ class MFAStatus:
             words.append(f"{self.failed_attempts} failed")
         if self.locked_channels:
             words.append("locked for " + ", ".join(self.locked_channels))
+        elif self.channel_failures:
+            words.append(f"{self.channel_failures} failed through other channels")
         if self.password_blocked:
             words.append("password blocked from new places")
         elif self.password_failures:
@@ -870,6 +873,7 @@ class MFAService(PasskeyOperations):
             password_failures=password.get("unfamiliar", 0),
             password_blocked=passwords.blocked(password, self.password_policy, now),
             locked_channels=self._locked_channels(rec),
+            channel_failures=self._channel_failures(rec),
         )
 
     def _locked_channels(self, rec: dict[str, Any]) -> tuple[str, ...]:
@@ -939,7 +943,7 @@ class MFAService(PasskeyOperations):
         throttle["failures"] = throttle.get("failures", 0) + 1
         throttle["last_failure_at"] = now
         where = f" ({channel})" if channel else ""
-        self._log(txn, now, actor, event, "failure", _reason(error) + where)
+        self._log(txn, now, actor, event, "failure", _reason(error))  # the actor names the channel
         if self.policy.locks_out(throttle["failures"]) and not throttle.get("locked"):
             throttle["locked"] = True
             self._log(txn, now, actor, "lockout", "failure",
