@@ -84,18 +84,28 @@ class TooManyAttempts(MFAError):
 
 
 class PasswordBlocked(TooManyAttempts):
-    """Too many wrong passwords from unfamiliar places: only familiar places (or the helpdesk) clear it."""
+    """Too many wrong passwords from unfamiliar places: the password alone is refused from
+    new places until the block ends by itself (``retry_after`` seconds), a familiar place
+    signs in, or the helpdesk clears it. ``second_factor``: the account has one, and the
+    password is checked from a new place when an authentication code comes with it."""
 
-    def __init__(self) -> None:
-        super().__init__(
-            retry_after=0,
-            message="Too many wrong passwords: signing in with this account's password from a "
-            "new place is blocked. Sign in from a device or network you have used before, or "
-            "contact the helpdesk.",
-        )
+    def __init__(self, retry_after: int = 0, second_factor: bool = False) -> None:
+        self.second_factor = second_factor
+        if second_factor:
+            message = ("Too many wrong passwords: from a new place, this account's password is "
+                       "only checked together with an authentication code. Enter your password "
+                       "and the code from your authentication app (or a backup code), or sign "
+                       "in from a device or network you have used before.")
+        else:
+            message = ("Too many wrong passwords: signing in with this account's password from a "
+                       "new place is blocked"
+                       + (f" for {_human_wait(retry_after)}" if retry_after else "")
+                       + ". Sign in from a device or network you have used before, or contact "
+                       "the helpdesk.")
+        super().__init__(retry_after=retry_after, message=message)
 
     def __reduce__(self):
-        return (type(self), ())
+        return (type(self), (self.retry_after, self.second_factor))
 
 
 class AccountLocked(TooManyAttempts):

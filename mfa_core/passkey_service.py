@@ -130,10 +130,10 @@ class PasskeyOperations:
         actor = check.optional_name(actor, "actor", username)
         rp = self.relying_party
         sid = self._session_of(username, session, signed_in=True)
-        now = self.clock()
         error: MFAError | None = None
         added = None
         with self._transaction(username) as txn:
+            now = self.clock()  # under the user's lock
             rec = txn.record
             if wanted is not None and authn.taken(rec, wanted):
                 raise _label_taken(wanted)
@@ -202,11 +202,11 @@ class PasskeyOperations:
         actor = check.optional_name(actor, "actor", username)
         rp = self.relying_party
         sid = self._session_of(username, session)
-        now = self.clock()
         self._require_active(username)  # a leaver of the company directory: refused, nothing counted
         error: MFAError | None = None
         remaining = 0
         with self._transaction(username) as txn:
+            now = self.clock()  # under the user's lock
             rec = txn.record
             mine = authn.of_kind(rec, "passkey")
             if not records.two_step_on(rec) or not mine:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from typing import Any
 
@@ -40,16 +41,39 @@ def is_familiar(state: dict[str, Any], source: str, now: float, policy: Password
     return at is not None and now - at < policy.familiar_for
 
 
-def blocked(state: dict[str, Any], policy: PasswordPolicy) -> bool:
-    """Unfamiliar sources are refused (the account limit was reached)."""
-    return state.get("unfamiliar", 0) >= policy.account_limit
+def blocked(state: dict[str, Any], policy: PasswordPolicy, now: float | None = None) -> bool:
+    """Unfamiliar sources are refused (the account limit was reached, the block not over)."""
+    return block_left(state, policy, now) > 0
+
+
+def block_left(state: dict[str, Any], policy: PasswordPolicy, now: float | None = None) -> int:
+    """Seconds the password block from unfamiliar sources still lasts (0: none)."""
+    if state.get("unfamiliar", 0) < policy.account_limit:
+        return 0
+    at = state.get("blocked_at")
+    if at is None or now is None:  # reached before blocks ended by themselves: from now on
+        return policy.block_for
+    return max(0, math.ceil(at + policy.block_for - now))
 
 
 def gate(state: dict[str, Any], source: str, familiar: bool, now: float,
-         policy: PasswordPolicy) -> MFAError | None:
-    """Why this source may not try this user's password now, or None."""
-    if not familiar and blocked(state, policy):
-        return PasswordBlocked()
+         policy: PasswordPolicy, second_factor: bool = False,
+         with_code: bool = False) -> MFAError | None:
+    """Why this source may not try this user's password now, or None.
+
+    ``second_factor``: the user has one; ``with_code``: a code came with the password (checked
+    together, one answer for both), which the block lets through."""
+    if not familiar and state.get("unfamiliar", 0) >= policy.account_limit:
+        if state.get("blocked_at") is None:
+            state["blocked_at"] = now
+        left = block_left(state, policy, now)
+        if left and not with_code:
+            return PasswordBlocked(left, second_factor)
+        if left:
+            return _wait(state.get("sources", {}).get(source), now, policy)
+        # The block is over: a few more failures block again (not a fresh hundred).
+        state["unfamiliar"] = policy.account_limit - policy.free_failures
+        state.pop("blocked_at", None)
     return _wait(state.get("sources", {}).get(source), now, policy)
 
 
@@ -76,13 +100,17 @@ def record_failure(state: dict[str, Any], source: str, familiar: bool, now: floa
     if familiar:
         return False
     state["unfamiliar"] = state.get("unfamiliar", 0) + 1
-    return state["unfamiliar"] == policy.account_limit
+    if state["unfamiliar"] == policy.account_limit:
+        state["blocked_at"] = now
+        return True
+    return False
 
 
 def record_success(state: dict[str, Any], source: str) -> None:
     """A right password: this source's failures go, the run of unfamiliar failures ends."""
     state.get("sources", {}).pop(source, None)
     state["unfamiliar"] = 0
+    state.pop("blocked_at", None)
 
 
 def remember_source(state: dict[str, Any], source: str, now: float, policy: PasswordPolicy) -> None:
@@ -99,11 +127,25 @@ def remember_source(state: dict[str, Any], source: str, now: float, policy: Pass
 
 # -- a source's own record ------------------------------------------------------------
 
-def spray_gate(rec: dict[str, Any], now: float, policy: PasswordPolicy) -> MFAError | None:
-    """Too many failures from this source across users lately: how long to wait."""
+def _who(entry: list[Any]) -> str:
+    """Whose failure a spray entry is ([slot, time, who]; older ones, [slot, time], each their own)."""
+    return entry[2] if len(entry) > 2 else entry[0]
+
+
+def spray_gate(rec: dict[str, Any], now: float, policy: PasswordPolicy,
+               who: str | None = None) -> MFAError | None:
+    """Too many users failed from this source lately (spraying): how long to wait.
+
+    Counted are the users (``who``: the keyed name) whose failures from here were not
+    followed by a success from here (issue 20, F12): people behind one office NAT who
+    mistype and then get in count nothing, one person's repeated typos count once. A user
+    already counted is not refused by it (their own per-source waits hold them); a new
+    one is once ``spray_limit`` users are counted, or ``spray_failures`` failures.
+    """
     recent = [e for e in rec.get("failures", []) if now - e[1] < policy.spray_window]
     rec["failures"] = recent
-    if len(recent) < policy.spray_limit:
+    users = {_who(e) for e in recent}
+    if len(recent) < policy.spray_failures and (who in users or len(users) < policy.spray_limit):
         return None
     wait = int(min(e[1] for e in recent) + policy.spray_window - now) + 1
     return TooManyAttempts(max(1, wait))
@@ -120,20 +162,22 @@ def source_record_expired(key_: str, rec: dict[str, Any], now: float, policy: Pa
         return False
     failures = rec.get("failures") or []
     return isinstance(failures, list) and all(
-        isinstance(e, list) and len(e) == 2 and isinstance(e[1], (int, float))
+        isinstance(e, list) and len(e) in (2, 3) and isinstance(e[1], (int, float))
         and now - e[1] >= policy.spray_window for e in failures)
 
 
-def take_slot(rec: dict[str, Any], now: float) -> str:
+def take_slot(rec: dict[str, Any], now: float, who: str | None = None) -> str:
     """Count a check as a failure before it runs (parallel checks cannot overrun the limit)."""
     slot = secrets.token_hex(4)
-    rec.setdefault("failures", []).append([slot, now])
+    rec.setdefault("failures", []).append([slot, now] + ([who] if who else []))
     return slot
 
 
-def give_back_slot(rec: dict[str, Any], slot: str) -> None:
-    """The check succeeded: its slot was not a failure after all."""
-    rec["failures"] = [e for e in rec.get("failures", []) if e[0] != slot]
+def give_back_slot(rec: dict[str, Any], slot: str | None, who: str | None = None) -> None:
+    """The check succeeded: its slot was not a failure after all, nor were ``who``'s earlier
+    failures from here (typos of someone who then got in)."""
+    rec["failures"] = [e for e in rec.get("failures", [])
+                       if e[0] != slot and (who is None or len(e) < 3 or e[2] != who)]
 
 
 def unknown_name_gate(rec: dict[str, Any], name: str, now: float,

@@ -17,8 +17,10 @@ The record (version 2)::
     pending       {secret, created_at, expires_at, label}: an app's enrollment waiting for
                   its first code
     backup        {salt: hex, hashes: [hex], generated_at}: only while two-step is on
-    throttle      {failures, last_failure_at, locked}: second-factor failures
-    password      {sources: {key: {failures, last}}, unfamiliar: int,
+    throttle      {failures, last_failure_at, locked}: second-factor failures at the portal
+    throttles     {channel: {failures, last_failure_at, locked}}: second-factor failures
+                  through another channel (a calling service, "second factor first")
+    password      {sources: {key: {failures, last}}, unfamiliar: int, blocked_at: time,
                    familiar: {key: time}}: password failures ("smart lockout")
     mfa_epoch     int, bumped by every change other sessions must notice
     activity      [event]: the latest audit events, for the Manage MFA page
@@ -95,6 +97,12 @@ def validate(username: str, rec: Any) -> dict[str, Any]:
     throttle = rec.get("throttle") or {}
     if not (_int(throttle.get("failures", 0)) and _optional_number(throttle.get("last_failure_at"))):
         raise RecordDamaged(detail="'throttle' is wrong")
+    _part(rec, "throttles", {})
+    if "throttles" in rec and not all(
+            isinstance(k, str) and isinstance(b, dict) and _int(b.get("failures", 0))
+            and _optional_number(b.get("last_failure_at")) and isinstance(b.get("locked", False), bool)
+            for k, b in rec["throttles"].items()):
+        raise RecordDamaged(detail="'throttles' is wrong")
     _part(rec, "password", {})
     if "password" in rec and not _password_state(rec["password"]):
         raise RecordDamaged(detail="'password' is wrong")
@@ -171,7 +179,7 @@ def _optional_number(value: Any) -> bool:
 def _password_state(state: dict[str, Any]) -> bool:
     sources, familiar = state.get("sources", {}), state.get("familiar", {})
     return (isinstance(sources, dict) and isinstance(familiar, dict)
-            and _int(state.get("unfamiliar", 0))
+            and _int(state.get("unfamiliar", 0)) and _optional_number(state.get("blocked_at"))
             and all(isinstance(s, dict) and _int(s.get("failures", 0)) and _optional_number(s.get("last"))
                     for s in sources.values())
             and all(_number(t) for t in familiar.values()))

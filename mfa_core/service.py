@@ -49,6 +49,7 @@ log = logging.getLogger("mfa_core")
 RECENT_ACTIVITY = 25  # events kept in the user's record for the Manage MFA page
 STRATEGIES = ("totp", "backup_code")
 WRONG_PASSWORD = "Username or password is incorrect."
+WRONG_PASSWORD_OR_CODE = "Username, password or code is incorrect."
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class MFAStatus:
     password_failures: int = 0     # consecutive wrong passwords from unfamiliar sources
     password_blocked: bool = False  # unfamiliar sources are refused (account limit)
     damaged: bool = False           # the record cannot be read (only from ``statuses``)
+    locked_channels: tuple[str, ...] = ()  # channels other than the portal that refuse codes
+    channel_failures: int = 0       # consecutive second-factor failures through those channels
     authenticators: list[Authenticator] = field(default_factory=list)  # oldest first
 
     @property
@@ -91,6 +94,10 @@ class MFAStatus:
             words.append(f"waiting {self.retry_after} s ({self.failed_attempts} failed)")
         elif self.failed_attempts:
             words.append(f"{self.failed_attempts} failed")
+        if self.locked_channels:
+            words.append("locked for " + ", ".join(self.locked_channels))
+        elif self.channel_failures:
+            words.append(f"{self.channel_failures} failed through other channels")
         if self.password_blocked:
             words.append("password blocked from new places")
         elif self.password_failures:
@@ -132,6 +139,7 @@ class PasswordResult:
     username: str
     two_factor_enabled: bool
     mfa_epoch: int
+    second_factor_passed: bool = False  # a code came with the password and was right too
 
 
 class MFAService(PasskeyOperations):
@@ -348,9 +356,9 @@ class MFAService(PasskeyOperations):
         if enrollment is not None:
             enrollment = check.time(enrollment, "enrollment")
         keep = self.sessions.id_of(keep_session) if keep_session is not None else None
-        now = self.clock()
         error: MFAError | None = None
         with self._transaction(username) as txn:
+            now = self.clock()  # under the user's lock
             rec = txn.record
             if not rec.get("pending"):
                 error = NoPendingEnrollment()
@@ -474,12 +482,12 @@ class MFAService(PasskeyOperations):
         """A new set of 10 codes; the old set stops working. Needs TOTP enabled."""
         username = check.name(username)
         actor = check.optional_name(actor, "actor", username)
-        now = self.clock()
         codes = bc.generate()
         salt = secrets.token_bytes(16)
         pepper = self.keyring.pepper
         hashes = [bc.digest(pepper, salt, bc.normalize(c)) for c in codes]
         with self._transaction(username) as txn:
+            now = self.clock()  # under the user's lock
             if not records.two_step_on(txn.record):
                 raise NotEnabled("Add an authentication app before generating backup codes.")
             txn.record["backup"] = {"salt": salt.hex(), "hashes": hashes, "generated_at": now}
@@ -490,10 +498,17 @@ class MFAService(PasskeyOperations):
     # -- sign-in ---------------------------------------------------------
 
     def attempt_password(self, username: str, password: str, *,
-                         source: str | None = None) -> PasswordResult:
+                         source: str | None = None, code: str | None = None,
+                         strategy: str = "totp") -> PasswordResult:
         """Check a password at sign-in (or reverification) in one per-user transaction.
 
         ``source`` is where the attempt comes from (the client's address).
+        ``code`` (``strategy`` "totp" or "backup_code"): the second factor with the
+        password, for a user who has one, checked together: one answer for both
+        (WRONG_PASSWORD_OR_CODE), so a guesser without the code learns nothing
+        about the password. This is how a user with a second factor signs in
+        from a new place while the password alone is blocked there (issue 20, F8);
+        the result then says ``second_factor_passed``.
         Raises InvalidCode for a wrong password and for an unknown user alike
         (same text, same cost; no record is created for an unknown name),
         TooManyAttempts (``retry_after``) while this user and source, or this
@@ -505,11 +520,15 @@ class MFAService(PasskeyOperations):
         password = check.password(password)
         source = check.source(source)
         self._claim_record(username)  # company directory: the record follows the entry's id
+        if code is not None:
+            if strategy not in STRATEGIES:
+                raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
+            code = check.totp_code(code) if strategy == "totp" else check.backup_code(code)
         if self.directory is None:
             raise TypeError("this service has no user directory to check passwords against")
         pepper = self.keyring.pepper
         src = passwords.key(pepper, "source", source)
-        now = self.clock()
+        who = passwords.key(pepper, "name", username)  # whose failures a source counts
         try:
             stored = self.directory.password_hash(username)
         except DirectoryUnavailable:  # the company directory is down: fail closed, nothing counted
@@ -517,18 +536,26 @@ class MFAService(PasskeyOperations):
         except MFAError as exc:  # the directory cannot be read
             raise StorageError() from exc
         if stored is None:
-            self._unknown_password(passwords.key(pepper, "name", username), password, src, source, now)
+            self._unknown_password(who, password, src, source)
         where = f"from {source}" if source else "from an unknown address"
         policy = self.password_policy
         error: MFAError | None = None
         with self._transaction(username) as txn:
+            # The clock is read under the user's lock: read before it, an attempt that waited
+            # for the lock would be compared with a failure recorded "after" it (issue 20, F13).
+            now = self.clock()
             rec = txn.record
+            two_step = records.two_step_on(rec)
+            joint = code is not None and two_step  # password and code checked together
+            passed = False
             state = rec.get("password") or {}
             familiar = passwords.is_familiar(state, src, now, policy)
-            error = passwords.gate(state, src, familiar, now, policy)
+            error = passwords.gate(state, src, familiar, now, policy, two_step, joint)
+            if error is None and joint:
+                error = self._gate(txn, now, username)  # the code's throttle: the portal's own
             slot: str | None = None  # a spraying slot, taken only for an unfamiliar source
             if error is None and not familiar:
-                error, slot = self._spray_slot(src, now)
+                error, slot = self._spray_slot(src, now, who)
             if error is not None:
                 self._log(txn, now, username, "password_throttled", "refused",
                           f"{_reason(error)} {where}")
@@ -539,43 +566,55 @@ class MFAService(PasskeyOperations):
                     self._spray_release(src, slot)
                     raise
                 state = rec.setdefault("password", state)
+                if ok and joint:
+                    refused, _ = self._check_factor(txn, rec, code, strategy, now, username, False)
+                    if refused is not None:
+                        ok = None  # the password was right, the code not: one answer for both
+                        error = InvalidCode(WRONG_PASSWORD_OR_CODE)
+                        self._fail(txn, now, username, "second_factor_failed",
+                                   InvalidCode() if isinstance(refused, NoBackupCodes) else refused)
                 if ok:
-                    self._spray_release(src, slot)
+                    if slot is not None or src in state.get("sources", {}):
+                        self._spray_release(src, slot, who)  # this user's failures from here go
                     passwords.record_success(state, src)
-                    if not records.two_step_on(rec):  # the sign-in is complete: a familiar place
-                        passwords.remember_source(state, src, now, policy)
                     self._log(txn, now, username, "password_accepted", "success", where)
-                else:
-                    error = InvalidCode(WRONG_PASSWORD)
+                    if joint:  # both factors: the sign-in is complete, a familiar place
+                        self._second_factor_passed(rec, source, now)
+                        passed = True
+                    elif not two_step:  # the sign-in is complete: a familiar place
+                        passwords.remember_source(state, src, now, policy)
+                elif ok is False:
+                    error = InvalidCode(WRONG_PASSWORD_OR_CODE if joint else WRONG_PASSWORD)
                     reached = passwords.record_failure(state, src, familiar, now, policy)
                     self._log(txn, now, username, "password_failed", "failure", f"wrong password {where}")
                     if reached:
                         self._log(txn, now, username, "password_blocked", "failure",
                                   f"{policy.account_limit} consecutive wrong passwords from "
                                   "unfamiliar places")
-            result = PasswordResult(username, records.two_step_on(rec), rec.get("mfa_epoch", 0))
+            result = PasswordResult(username, records.two_step_on(rec), rec.get("mfa_epoch", 0),
+                                    second_factor_passed=passed)
         self._raise_or_notify(txn, error)
         return result
 
-    def _unknown_password(self, name: str, password: str, src: str, source: str | None,
-                          now: float) -> None:
+    def _unknown_password(self, name: str, password: str, src: str, source: str | None) -> None:
         """A name that is no user: the same checks, waits and answer as a user's, no record."""
         policy = self.password_policy
         with self._keyed_transaction(src) as txn:
+            now = self.clock()  # under the source's lock (see attempt_password)
             rec = txn.record
             error = passwords.unknown_name_gate(rec, name, now, policy) or \
-                passwords.spray_gate(rec, now, policy)
+                passwords.spray_gate(rec, now, policy, name)
             if error is None:
                 _dummy_check(self.directory, password, name)  # what a user's check costs
                 passwords.record_unknown_name(rec, name, now, policy)
-                passwords.take_slot(rec, now)
+                passwords.take_slot(rec, now, name)
                 error = InvalidCode(WRONG_PASSWORD)
                 # Not the typed name: people type passwords into the name field.
                 txn.log(AuditEvent(now, None, None, "password_failed", "failure",
                                    f"unknown user from {source or 'an unknown address'}").to_dict())
         raise error
 
-    def _spray_slot(self, src: str, now: float) -> tuple[MFAError | None, str | None]:
+    def _spray_slot(self, src: str, now: float, who: str) -> tuple[MFAError | None, str | None]:
         # Taken in a short transaction of its own, committed at once, although the user's is
         # open: nested (a savepoint on PostgreSQL) the source's lock would be held through the
         # bcrypt check until the user's commit, and sign-ins from one address (an office behind
@@ -583,16 +622,14 @@ class MFAService(PasskeyOperations):
         # slot under the source's lock, the slot counted before the check and given back on
         # success (_spray_release); a crash in between leaves it counted (fails closed).
         with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
-            error = passwords.spray_gate(txn.record, now, self.password_policy)
-            return error, (None if error else passwords.take_slot(txn.record, now))
+            error = passwords.spray_gate(txn.record, now, self.password_policy, who)
+            return error, (None if error else passwords.take_slot(txn.record, now, who))
 
-    def _spray_release(self, src: str, slot: str | None) -> None:
-        if slot is None:
-            return
+    def _spray_release(self, src: str, slot: str | None, who: str | None = None) -> None:
         try:
             # Its own short transaction too (see _spray_slot).
             with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
-                passwords.give_back_slot(txn.record, slot)
+                passwords.give_back_slot(txn.record, slot, who)
         except StorageError:
             log.warning("a password success could not be taken off its source's count")
 
@@ -621,40 +658,50 @@ class MFAService(PasskeyOperations):
             raise TypeError("diagnose must be a bool")
         source = check.source(source)
         actor = check.optional_name(actor, "actor", username)
-        now = self.clock()
         self._require_active(username)  # a leaver of the company directory: refused, nothing counted
+        # A calling service (an actor other than the user: an API client) has its own bucket.
+        channel = None if actor == username else f"service:{actor}"
         error: MFAError | None = None
         remaining = 0
         with self._transaction(username) as txn:
+            now = self.clock()  # under the user's lock (see attempt_password)
             rec = txn.record
             apps = authn.of_kind(rec, "totp")
             if not records.two_step_on(rec) or (strategy == "totp" and not apps):
                 if not diagnose and strategy == "totp":
                     self._check_dummy(code, now)
                 error = NotEnabled()
-            elif (error := self._gate(txn, now, actor)) is None:
-                backup = rec.get("backup") or {}
-                if strategy == "totp":
-                    error = self._check_apps(txn, apps, code, now, actor, diagnose)
-                elif not backup.get("hashes"):
-                    error = NoBackupCodes()
-                else:
-                    wanted = bc.digest(self.keyring.pepper, bytes.fromhex(backup["salt"]), code)
-                    # Compare with every stored hash, in constant time each.
-                    hit = [i for i, h in enumerate(backup["hashes"]) if secrets.compare_digest(h, wanted)]
-                    if hit:
-                        del backup["hashes"][hit[0]]
-                        self._log(txn, now, actor, "backup_code_used", "success",
-                                  f"{len(backup['hashes'])} left")
-                    else:
-                        error = InvalidCode("That backup code is not valid or was already used.")
+            elif (error := self._gate(txn, now, actor, channel)) is None:
+                error, remaining = self._check_factor(txn, rec, code, strategy, now, actor, diagnose)
                 if error is None:
-                    self._second_factor_passed(rec, source, now)
+                    self._second_factor_passed(rec, source, now, channel)
                 elif not isinstance(error, NoBackupCodes):
-                    self._fail(txn, now, actor, "second_factor_failed", error)
-                remaining = len(backup.get("hashes") or [])
+                    self._fail(txn, now, actor, "second_factor_failed", error, channel)
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining)
+
+    def _check_factor(self, txn: Transaction, rec: dict[str, Any], code: str, strategy: str,
+                      now: float, actor: str, diagnose: bool) -> tuple[MFAError | None, int]:
+        """Check one code (an app's or a backup code); the refusal (None: passed) and the
+        backup codes left. Counts nothing: the caller does."""
+        backup = rec.get("backup") or {}
+        error: MFAError | None = None
+        if strategy == "totp":
+            error = self._check_apps(txn, authn.of_kind(rec, "totp"), code, now, actor, diagnose) \
+                if authn.of_kind(rec, "totp") else InvalidCode()
+        elif not backup.get("hashes"):
+            error = NoBackupCodes()
+        else:
+            wanted = bc.digest(self.keyring.pepper, bytes.fromhex(backup["salt"]), code)
+            # Compare with every stored hash, in constant time each.
+            hit = [i for i, h in enumerate(backup["hashes"]) if secrets.compare_digest(h, wanted)]
+            if hit:
+                del backup["hashes"][hit[0]]
+                self._log(txn, now, actor, "backup_code_used", "success",
+                          f"{len(backup['hashes'])} left")
+            else:
+                error = InvalidCode("That backup code is not valid or was already used.")
+        return error, len(backup.get("hashes") or [])
 
     def _check_apps(self, txn: Transaction, apps: list[dict[str, Any]], code: str, now: float,
                     actor: str, diagnose: bool = True) -> InvalidCode | None:
@@ -737,7 +784,7 @@ class MFAService(PasskeyOperations):
             rec = txn.record
             records.remove_second_factor(rec)
             end_all(rec)  # every session of the user ends
-            for key in ("throttle", "password"):
+            for key in ("throttle", "throttles", "password"):
                 rec.pop(key, None)
             detail = f"{reason} (damaged record replaced)" if txn.damaged else reason
             self._log(txn, now, actor, "helpdesk_reset", "success", detail)
@@ -753,9 +800,11 @@ class MFAService(PasskeyOperations):
         now = self.clock()
         with self._transaction(username) as txn:
             txn.record.pop("throttle", None)
+            txn.record.pop("throttles", None)
             state = txn.record.get("password")
             if state:
                 state.pop("sources", None)
+                state.pop("blocked_at", None)
                 state["unfamiliar"] = 0
             self._log(txn, now, actor, "lockout_cleared", "success", reason)
             status = self._status(username, txn.record, now)
@@ -842,8 +891,16 @@ class MFAService(PasskeyOperations):
             mfa_epoch=rec.get("mfa_epoch", 0),
             last_activity=activity[-1]["time"] if activity else None,
             password_failures=password.get("unfamiliar", 0),
-            password_blocked=passwords.blocked(password, self.password_policy),
+            password_blocked=passwords.blocked(password, self.password_policy, now),
+            locked_channels=self._locked_channels(rec),
+            channel_failures=self._channel_failures(rec),
         )
+
+    def _locked_channels(self, rec: dict[str, Any]) -> tuple[str, ...]:
+        buckets = rec.get("throttles") or {}
+        if self.policy.channels_spent(self._channel_failures(rec)):
+            return ("every channel but the portal",)
+        return tuple(sorted(c.removeprefix("service:") for c, b in buckets.items() if b.get("locked")))
 
     def _resource(self, username: str, pending: dict[str, Any], secret: str | None = None) -> TOTPResource:
         secret = secret or self.keyring.decrypt(pending["secret"])
@@ -851,33 +908,70 @@ class MFAService(PasskeyOperations):
                             created_at=pending["created_at"], expires_at=pending["expires_at"],
                             label=pending.get("label") or authn.DEFAULT_LABEL)
 
-    def _gate(self, txn: Transaction, now: float, actor: str) -> MFAError | None:
-        throttle = txn.record.get("throttle") or {}
-        if throttle.get("locked"):
-            self._log(txn, now, actor, "throttled", "refused", "locked")
+    # The second-factor throttle has one bucket per channel (see ThrottlePolicy): ``channel``
+    # None is the portal's own (``rec["throttle"]``); another is a calling service's or the
+    # portal's "second factor first" step (``rec["throttles"][channel]``).
+
+    @staticmethod
+    def _bucket(rec: dict[str, Any], channel: str | None) -> dict[str, Any]:
+        if channel is None:
+            return rec.get("throttle") or {}
+        return (rec.get("throttles") or {}).get(channel) or {}
+
+    @staticmethod
+    def _channel_failures(rec: dict[str, Any]) -> int:
+        return sum(b.get("failures", 0) for b in (rec.get("throttles") or {}).values())
+
+    def _gate(self, txn: Transaction, now: float, actor: str,
+              channel: str | None = None) -> MFAError | None:
+        rec = txn.record
+        throttle = self._bucket(rec, channel)
+        where = f" ({channel})" if channel else ""
+        if throttle.get("locked") or (
+                channel is not None and self.policy.channels_spent(self._channel_failures(rec))):
+            self._log(txn, now, actor, "throttled", "refused", f"locked{where}")
             return AccountLocked()
         wait = self.policy.retry_after(throttle.get("failures", 0), throttle.get("last_failure_at"), now)
         if wait:
-            self._log(txn, now, actor, "throttled", "refused", f"wait {wait} s")
+            self._log(txn, now, actor, "throttled", "refused", f"wait {wait} s{where}")
             return TooManyAttempts(wait)
         return None
 
-    def _second_factor_passed(self, rec: dict[str, Any], source: str | None, now: float) -> None:
-        """A second factor passed: its failures are cleared and ``source`` becomes a familiar place."""
-        rec.pop("throttle", None)
+    def _second_factor_passed(self, rec: dict[str, Any], source: str | None, now: float,
+                              channel: str | None = None) -> None:
+        """A second factor passed: its channel's failures are cleared (only that channel's: a
+        pass elsewhere never gives a guesser a fresh count) and ``source`` becomes a familiar
+        place."""
+        if channel is None:
+            rec.pop("throttle", None)
+        else:
+            buckets = rec.get("throttles") or {}
+            buckets.pop(channel, None)
+            if not buckets:
+                rec.pop("throttles", None)
         passwords.remember_source(rec.setdefault("password", {}),
                                   passwords.key(self.keyring.pepper, "source", source),
                                   now, self.password_policy)
 
-    def _fail(self, txn: Transaction, now: float, actor: str, event: str, error: MFAError) -> None:
-        throttle = txn.record.setdefault("throttle", {"failures": 0})
+    def _fail(self, txn: Transaction, now: float, actor: str, event: str, error: MFAError,
+              channel: str | None = None) -> None:
+        rec = txn.record
+        if channel is None:
+            throttle = rec.setdefault("throttle", {"failures": 0})
+        else:
+            throttle = rec.setdefault("throttles", {}).setdefault(channel, {"failures": 0})
         throttle["failures"] = throttle.get("failures", 0) + 1
         throttle["last_failure_at"] = now
-        self._log(txn, now, actor, event, "failure", _reason(error))
+        where = f" ({channel})" if channel else ""
+        self._log(txn, now, actor, event, "failure", _reason(error))  # the actor names the channel
         if self.policy.locks_out(throttle["failures"]) and not throttle.get("locked"):
             throttle["locked"] = True
             self._log(txn, now, actor, "lockout", "failure",
-                      f"{throttle['failures']} consecutive failures")
+                      f"{throttle['failures']} consecutive failures{where}")
+        if channel is not None and self._channel_failures(rec) == self.policy.channels_limit:
+            self._log(txn, now, actor, "lockout", "failure",
+                      f"{self.policy.channels_limit} consecutive failures over every channel "
+                      "but the portal's own")
 
     def _log(self, txn: Transaction, now: float, actor: str, event: str, outcome: str,
              detail: str = "") -> None:

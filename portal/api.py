@@ -265,7 +265,6 @@ def _no_factor(svc: mfa_core.MFAService, username: str, actor: str) -> int:
     the name has no second factor. Returns the seconds to wait (0: answer
     "not ok").
     """
-    now = svc.clock()
     try:
         known = svc.directory is not None and svc.directory.get(username) is not None
     except mfa_core.MFAError:
@@ -274,6 +273,7 @@ def _no_factor(svc: mfa_core.MFAService, username: str, actor: str) -> int:
     policy = svc.policy
     try:
         with svc.store.keyed_transaction(name_key(svc.keyring.pepper, username)) as txn:
+            now = svc.clock()  # under the lock: see MFAService.attempt_password
             rec = txn.record
             failures, last = int(rec.get("failures", 0)), rec.get("last_failure_at")
             if policy.locks_out(failures):

@@ -52,7 +52,7 @@ def lock_state(status: mfa_core.MFAStatus) -> str:
 
 def has_failures(status: mfa_core.MFAStatus) -> bool:
     return bool(status.locked or status.failed_attempts or status.password_blocked
-                or status.password_failures)
+                or status.password_failures or status.locked_channels)
 
 
 def factor(status: mfa_core.MFAStatus) -> str:

@@ -34,6 +34,8 @@ COOKIE_DUE = "portal_cookie_due"       # a password was just accepted: set the c
 LOGIN_FORM = "portal_login"
 LOGIN_USERNAME = "portal_login_username"
 LOGIN_PASSWORD = "portal_login_password"
+LOGIN_CODE = "portal_login_code"            # the code typed with the password (issue 20, F8)
+LOGIN_WITH_CODE = "portal_login_with_code"  # the password from here is checked only with a code
 COOKIE_CHECKED = "portal_cookie_checked"
 ENDED = "Your session has ended (signed out, timed out or changed elsewhere). Sign in again."
 
@@ -127,6 +129,9 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
         st.text_input("Username", key=LOGIN_USERNAME, autocomplete="username")
         st.text_input("Password", key=LOGIN_PASSWORD, type="password",
                       autocomplete="current-password")
+        if st.session_state.get(LOGIN_WITH_CODE):  # the password is blocked from new places
+            st.text_input("Authentication code", key=LOGIN_CODE, autocomplete="one-time-code",
+                          help="The code from your authentication app, or a backup code.")
         st.form_submit_button("Login", on_click=_submit_password)
     error = st.session_state.pop(LOGIN_ERROR, None)
     if error:
@@ -142,20 +147,30 @@ def _submit_password() -> None:
     username = (st.session_state.get(LOGIN_USERNAME) or "").strip().lower()
     password = st.session_state.get(LOGIN_PASSWORD) or ""
     st.session_state[LOGIN_PASSWORD] = ""  # never kept in the session
+    typed = "".join((st.session_state.get(LOGIN_CODE) or "").split())
+    st.session_state[LOGIN_CODE] = ""
     if not username or not password.strip():
         st.session_state[LOGIN_ERROR] = "Enter your username and password."
         return
     svc = config.service()
     source = session.client_source()
+    with_code = {}
+    if typed and st.session_state.get(LOGIN_WITH_CODE):
+        with_code = {"code": typed,
+                     "strategy": "totp" if typed.isdigit() and len(typed) == 6 else "backup_code"}
     try:
-        result = svc.attempt_password(username, password, source=source)
+        result = svc.attempt_password(username, password, source=source, **with_code)
         # Without a second factor the password was the strongest factor: a
-        # verification now. With one, the session waits for it.
+        # verification now. With one, the session waits for it (unless its
+        # code came with the password: both passed).
+        done = result.second_factor_passed or not result.two_factor_enabled
         now = svc.clock()
-        token = svc.sessions.start(username, second_factor_passed=not result.two_factor_enabled,
-                                   verified_at=None if result.two_factor_enabled else now,
+        token = svc.sessions.start(username, second_factor_passed=done,
+                                   verified_at=now if done else None,
                                    source=session.session_source(), user_agent=cookies.user_agent())
     except mfa_core.MFAError as err:
+        if isinstance(err, mfa_core.PasswordBlocked) and err.second_factor:
+            st.session_state[LOGIN_WITH_CODE] = True
         st.session_state[LOGIN_ERROR] = str(err)
         return
     except (TypeError, ValueError):  # a name no user can have: the same answer as a wrong password
@@ -164,9 +179,8 @@ def _submit_password() -> None:
     # Start the portal's session here, in the callback, before the script
     # runs: a component reporting back can interrupt the run at its next
     # st.* call, and the rerun must find the accepted password.
-    session.start(username, token=token,
-                  passed=not result.two_factor_enabled,
-                  verified_at=None if result.two_factor_enabled else now)
+    st.session_state.pop(LOGIN_WITH_CODE, None)
+    session.start(username, token=token, passed=done, verified_at=now if done else None)
     st.session_state[COOKIE_DUE] = True
 
 

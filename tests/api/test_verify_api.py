@@ -145,7 +145,19 @@ def test_the_user_throttle_answers_429_with_retry_after_for_users_and_unknown_na
         assert 0 < wait <= policy.base_delay
         assert answer.json() == {"ok": False, "error": "Too many attempts for this user.",
                                  "retry_after": wait}
-    assert portal.svc.status("xena").retry_after > 0  # the portal's sign-in waits too
+    # The API client's wrong codes never make the owner wait at the portal (issue 20, F7).
+    assert portal.svc.status("xena").retry_after == 0
+
+
+def test_wrong_codes_through_the_api_never_keep_the_owner_out_of_the_portal(portal):
+    secret, _ = portal.enroll("yara")
+    policy = portal.svc.policy
+    for _ in range(policy.free_failures):
+        assert portal.post({"username": "yara", "code": "000000"}).json() == {"ok": False}
+    assert portal.post({"username": "yara", "code": "000000"}).status_code == 429
+    # The owner at the portal: no wait, the right code passes at once.
+    assert portal.svc.status("yara").retry_after == 0
+    portal.svc.attempt_second_factor("yara", fresh_code(secret), source="10.0.0.1")
 
 
 def test_missing_wrong_and_removed_keys_get_401_and_are_audited(portal):
