@@ -22,7 +22,8 @@ import mfa_core
 from mfa_core.authenticators import DEFAULT_LABEL, MAX_LABEL, clean_label, unique_label
 from mfa_core.backup_codes import same_code
 
-from . import backup_view, config, cookies, focus, session
+from . import backup_view, config, cookies, session
+from .code_field import code_form
 from .display import plain
 from .navigation import MANAGE_PAGE, page_link
 from .sessions_view import phone_name
@@ -253,14 +254,14 @@ def render(user) -> None:
     """The Add TOTP page, for a user the guard let in."""
     state, resource = page_state(user.username)
     if state == VERIFY_FIRST:
-        st.title("Add TOTP MFA")
+        st.title("Add TOTP MFA", anchor=False)
         st.write("Verify it's you before you set up an authentication app.")
         st.button("Verify it's you", key="addtotp_start", type="primary", on_click=request_start)
     elif state == FULL:
-        st.title("Add TOTP MFA")
+        st.title("Add TOTP MFA", anchor=False)
         st.info(str(mfa_core.TooManyAuthenticators()))
     elif state in (EXPIRED, REPLACED):
-        st.title("Add TOTP MFA")
+        st.title("Add TOTP MFA", anchor=False)
         st.error(REPLACED_TEXT if state == REPLACED else
                  "This set-up took too long and has expired. Press Reset to get a new QR code.")
         st.button("Reset", key="addtotp_reset", on_click=request_reset)
@@ -276,7 +277,7 @@ def render(user) -> None:
     elif state == CODES_SHOWN:
         _render_codes_shown()
     else:  # success
-        st.title("Success!")
+        st.title("Success!", anchor=False)
         st.write("You have successfully added TOTP MFA via an authentication application.")
         if not st.session_state.get(FIRST):
             st.write("It signs in beside your other authenticators; your backup codes are "
@@ -285,7 +286,7 @@ def render(user) -> None:
 
 
 def _render_add(resource: mfa_core.TOTPResource) -> None:
-    st.title("Add TOTP MFA")
+    st.title("Add TOTP MFA", anchor=False)
     apps = "(Google Authenticator, Microsoft Authenticator, 1Password, …)"
     if st.session_state.get(SHOW_URI):
         st.write(f"Open this link on the device with your authentication app {apps}, "
@@ -315,14 +316,9 @@ def _render_add(resource: mfa_core.TOTPResource) -> None:
 
 
 def _render_verify() -> None:
-    st.title("Verify TOTP")
-    with st.form("addtotp_verify_form", border=False):
-        # type "phone" is Streamlit's way to a numeric keypad on phones (<input type="tel">).
-        st.text_input("Enter the code from your authentication app", key=CODE, type="phone",
-                      icon=":material/pin:", placeholder="6-digit code",
-                      autocomplete="one-time-code", max_chars=12)
-        st.form_submit_button("Verify code", type="primary", on_click=submit_code)
-    focus.field("Enter the code from your authentication app")
+    st.title("Verify TOTP", anchor=False)
+    code_form("addtotp_verify_form", "Enter the code from your authentication app", CODE,
+              button="Verify code", on_click=submit_code)
     error = st.session_state.get(ERROR)
     if error:
         st.error(error)
@@ -332,21 +328,19 @@ def _render_verify() -> None:
 
 
 def _render_backup_codes(user) -> None:
-    st.title("Verification was a success!")
+    st.title("Verification was a success!", anchor=False)
     st.write("Save this list of backup codes somewhere safe in case you need to access your "
              "account in an emergency")
     backup_view.show(backup_view.new_codes(), user.username)
-    with st.form("addtotp_finish_form", border=False):
-        st.text_input("To show you saved them, type one of the backup codes", key=CONFIRM,
-                      autocomplete="off", max_chars=40)
-        st.form_submit_button("Finish", type="primary", on_click=finish)
+    code_form("addtotp_finish_form", "To show you saved them, type one of the backup codes",
+              CONFIRM, button="Finish", on_click=finish, backup=True, take_focus=False)
     error = st.session_state.get(CONFIRM_ERROR)
     if error:
         st.error(error)
 
 
 def _render_codes_shown() -> None:
-    st.title("Verification was a success!")
+    st.title("Verification was a success!", anchor=False)
     st.write("Your authentication app is set up. Your backup codes were shown once, right after "
              "they were made, and are not shown again. If you did not save them, make a new set: "
              "the old codes stop working.")

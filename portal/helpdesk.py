@@ -243,7 +243,7 @@ def clear_lockout(actor: str, target: str) -> None:
 def render(admin: User) -> None:
     """The whole page below the guard, for the signed-in helpdesk admin ``admin``."""
     svc = config.service()
-    st.title("Helpdesk")
+    st.title("Helpdesk", anchor=False)
     if not session.status().two_factor_enabled:
         st.warning(NEEDS_MFA)
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
@@ -285,13 +285,13 @@ def render(admin: User) -> None:
 def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
     """One user: status line, audit trail for a period, the helpdesk actions."""
     svc = config.service()
-    st.header(f"{plain(user.name)} ({user.username})")
+    st.header(f"{plain(user.name)} ({user.username})", anchor=False)
     codes = (f", {status.backup_codes_remaining} backup codes left"
              if status.two_factor_enabled else "")
     st.write(f"Two-step verification: **{factor(status)}**{codes}. "
              f"Lockout: **{lock_state(status)}**. Last activity: {_when(status.last_activity)}.")
 
-    st.subheader("Audit trail")
+    st.subheader("Audit trail", anchor=False)
     period = st.radio("Period", list(PERIODS), horizontal=True, key="helpdesk_period")
     span = PERIODS.get(period)
     # The trail is kept a file a day: a period reads only its days.
@@ -305,12 +305,12 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
         st.caption("No events for this user in this period.")
 
     if status.authenticators:
-        st.subheader("Authenticators")
+        st.subheader("Authenticators", anchor=False)
         st.dataframe(_table([{"Name": a.label, "Kind": a.kind_words, "Added": _when(a.created_at),
                               "Last used": _when(a.last_used_at)} for a in status.authenticators]),
                      hide_index=True, key="helpdesk_authenticators")
 
-    st.subheader("Helpdesk actions")
+    st.subheader("Helpdesk actions", anchor=False)
     if status.damaged:
         st.error("This user's security record cannot be read: they cannot sign in. **Reset MFA** "
                  "replaces it (the damaged copy is kept aside) and they set up two-step "

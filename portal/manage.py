@@ -49,19 +49,18 @@ def _only_one(status: mfa_core.MFAStatus, authenticator_id: str) -> bool:
     return [a.id for a in status.authenticators] == [authenticator_id]
 
 
-def request_remove(authenticator_id: str) -> None:
-    """Remove: one of several goes behind reverification; the last one is asked about first.
+OTHERS_SIGNED_OUT = "Your other sessions will be signed out."
 
-    Removing the last one turns two-step off, so it is asked once, either
-    here (inside the verification window nothing else would stand between a
-    stray click and an account without its second factor) or by the Verify
-    it's you dialog, which then says what it will do.
-    """
+
+def request_remove(authenticator_id: str) -> None:
+    """Remove: asked on the page first, or by the Verify it's you dialog, which then says what
+    it will do (inside the verification window nothing else would stand between a stray click
+    and the change)."""
     _stop_renaming()
     status = _fresh()
     if status is None:
         return
-    if _only_one(status, authenticator_id) and session.verification_remaining() > 0:
+    if session.verification_remaining() > 0 and status.authenticator(authenticator_id):
         st.session_state[CONFIRM_REMOVE] = authenticator_id
     else:
         confirm_remove(authenticator_id)
@@ -79,7 +78,7 @@ def confirm_remove(authenticator_id: str) -> None:
         what = (f"remove {_quoted(found.label)}, your only authenticator (two-step verification "
                 "turns off and your backup codes stop working)")
     else:
-        what = f"remove {_quoted(found.label)}"
+        what = f"remove {_quoted(found.label)} (your other sessions will be signed out)"
     session.sensitive("remove", what, lambda: remove(authenticator_id, found.kind))
 
 
@@ -93,7 +92,8 @@ def remove(authenticator_id: str, kind: str = "totp") -> None:
     session.note_mfa_changed()
     if status.two_factor_enabled:
         session.flash("success", "The authenticator was removed. Your other authenticators and "
-                                 "your backup codes still work.")
+                                 "your backup codes still work; your other sessions were signed "
+                                 "out.")
     else:
         backup_view.forget()
         what = "authentication app" if kind == "totp" else "passkey"
@@ -195,14 +195,23 @@ def _authenticators_table(status: mfa_core.MFAStatus) -> None:
         actions.button("Remove", key=f"manage_remove_{each.id}", on_click=request_remove,
                        args=(each.id,))
         if st.session_state.get(CONFIRM_REMOVE) == each.id:
-            what = "your authentication app" if each.kind == "totp" else "your passkey"
-            st.warning(f"Remove {what}? {_quoted(each.label)} is your only "
-                       "authenticator: signing in will then need only your password, and your "
-                       "backup codes stop working.")
-            asked = st.container(horizontal=True)
-            asked.button("Yes, remove it", key="manage_remove_confirm", type="primary",
-                         on_click=confirm_remove, args=(each.id,))
-            asked.button("Keep it", key="manage_remove_keep", on_click=keep_authenticator)
+            _ask_remove(status, each)
+
+
+def _ask_remove(status: mfa_core.MFAStatus, each: mfa_core.Authenticator) -> None:
+    """"Remove …?" under its row: what goes, what keeps working, who is signed out."""
+    if _only_one(status, each.id):
+        what = "your authentication app" if each.kind == "totp" else "your passkey"
+        st.warning(f"Remove {what}? {_quoted(each.label)} is your only "
+                   "authenticator: signing in will then need only your password, and your "
+                   "backup codes stop working.")
+    else:
+        st.warning(f"Remove {_quoted(each.label)}? It no longer signs you in; your other "
+                   f"authenticators and your backup codes keep working. {OTHERS_SIGNED_OUT}")
+    asked = st.container(horizontal=True)
+    asked.button("Yes, remove it", key="manage_remove_confirm", type="primary",
+                 on_click=confirm_remove, args=(each.id,))
+    asked.button("Keep it", key="manage_remove_keep", on_click=keep_authenticator)
 
 
 def render(user) -> None:
@@ -212,9 +221,9 @@ def render(user) -> None:
     enrollment.forget_if_finished()
     status = session.status()
 
-    st.title("User MFA Settings")
+    st.title("User MFA Settings", anchor=False)
 
-    st.header("Authenticators")
+    st.header("Authenticators", anchor=False)
     if status.authenticators:
         if status.totp_enabled:
             st.write("TOTP via authentication app enabled")
@@ -233,7 +242,7 @@ def render(user) -> None:
     passkey_view.render_add()
 
     if status.two_factor_enabled:
-        st.header("Backup codes")
+        st.header("Backup codes", anchor=False)
         left = status.backup_codes_remaining
         text = f"You have {left} backup code{'s' if left != 1 else ''} left."
         if left <= 3:
@@ -253,7 +262,7 @@ def render(user) -> None:
 
     sessions_view.render(user.username)
 
-    st.header("Recent security activity")
+    st.header("Recent security activity", anchor=False)
     table = activity_table(user.username)
     if table:
         st.markdown(table)

@@ -60,7 +60,7 @@ def sign_out_others() -> None:
 
 
 def render(username: str) -> None:
-    st.header("Where you are signed in")
+    st.header("Where you are signed in", anchor=False)
     svc = config.service()
     try:
         live = svc.sessions.of(username)

@@ -20,7 +20,8 @@ import mfa_core
 import mfa_core.service
 from mfa_core.users import DEMO_USERS, User
 
-from . import config, cookies, focus, passkey_view, session, users
+from . import config, cookies, passkey_view, session, users
+from .code_field import code_form
 from .navigation import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE,  # noqa: F401 (re-exported)
                          MANAGE_PAGE, page_link, sidebar)
 
@@ -102,7 +103,7 @@ def require_admin(page_title: str | None = None) -> User:
 
 def _password_screen(portal: config.Portal, *, home: bool) -> None:
     """The sign-in form; never returns (the Login button's callback signs in)."""
-    st.title("MFA Portal")
+    st.title("MFA Portal", anchor=False)
     if not home:
         st.warning("You must be logged in to access this page")
     session.show_flashes(keep=True)
@@ -117,7 +118,7 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
     # callback: a callback runs before the script, so a rerun that a
     # component's report forces mid-run can no longer drop the click.
     with st.form(LOGIN_FORM):
-        st.header("Sign in")
+        st.header("Sign in", anchor=False)
         st.text_input("Username", key=LOGIN_USERNAME, autocomplete="username")
         st.text_input("Password", key=LOGIN_PASSWORD, type="password",
                       autocomplete="current-password")
@@ -207,7 +208,7 @@ def _challenge_screen(portal: config.Portal, user: User) -> None:
     status = session.status()
     passkey = passkey_view.has_passkey(status) and passkey_view.available()
     backup = bool(st.session_state.get(CHALLENGE_BACKUP)) or not (status.totp_enabled or passkey)
-    st.title("Two-step verification")
+    st.title("Two-step verification", anchor=False)
     session.show_flashes()
     if passkey and not backup:
         # Offered first: nothing to type, and a look-alike site cannot relay it.
@@ -237,16 +238,9 @@ def _code_form(portal: config.Portal, user: User, *, backup: bool, first: bool) 
     else:
         st.write(f"{'Open' if first else 'Or open'} your authentication app and enter the 6-digit "
                  f"code for **{portal.service.issuer}** ({user.username}).")
-    with st.form("portal_challenge_form", border=False):
-        # type "phone": Streamlit's way to a numeric keypad on phones (<input type="tel">).
-        st.text_input("Backup code" if backup else "Authentication code", key=_challenge_key(),
-                      type="default" if backup else "phone",
-                      autocomplete="off" if backup else "one-time-code",
-                      max_chars=40 if backup else 12)
-        st.form_submit_button("Continue", type="primary" if first else "secondary",
-                              on_click=_submit_challenge)
-    if first:
-        focus.field("Backup code" if backup else "Authentication code")
+    label = "Backup code" if backup else "Authentication code"
+    code_form("portal_challenge_form", label, _challenge_key(), button="Continue",
+              on_click=_submit_challenge, backup=backup, primary=first, take_focus=first)
 
 
 def _passkey_answered(response: str) -> None:

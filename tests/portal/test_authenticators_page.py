@@ -42,12 +42,16 @@ def test_a_name_is_shown_as_text_never_as_markdown(data_dir, svc, clock):
     assert rows and all("\\*\\*\\[Pay\\]" in r and "\\!\\[x\\]" in r for r in rows)
 
 
-def test_removing_one_of_two_keeps_two_step_and_asks_nothing_inside_the_window(data_dir, svc, clock):
+def test_removing_one_of_two_asks_first_saying_other_sessions_are_signed_out(data_dir, svc, clock):
     secret, _ = enroll(svc, clock)
     add_app(svc, clock, "Work tablet")
     at = signed_in("alice", secret, clock, page=MANAGE)
     row_button(at, "Remove", ids(svc)["Work tablet"]).click()
     at = run(at)
+    assert len(ids(svc)) == 2  # one click removes nothing
+    asked = [w.value for w in at.warning if "Remove “Work tablet”?" in w.value]
+    assert asked and "Your other sessions will be signed out." in asked[0]
+    at = click(at, "Yes, remove it")
     assert list(ids(svc)) == ["Authenticator app"]
     assert "Your other authenticators and your backup codes still work" in texts(at)
     assert svc.status("alice").backup_codes_remaining == 10
@@ -61,7 +65,8 @@ def test_removing_one_after_the_window_asks_verify_its_you_naming_it(data_dir, s
     clock.advance(601)
     row_button(at, "Remove", ids(svc)["Work tablet"]).click()
     at = run(at)
-    assert "To remove “Work tablet”, enter the code from your authentication app." in texts(at)
+    assert ("To remove “Work tablet” (your other sessions will be signed out), enter the code from "
+            "your authentication app.") in texts(at)
     assert len(ids(svc)) == 2
     type_into(at, "Authentication code", code(secret, clock))
     at = run(click(at, "Confirm"))

@@ -8,8 +8,8 @@ import mfa_core
 import portal.session
 from portal import manage
 
-from .conftest import (app, click, code, enroll, errors, inputs, labels, run, signed_in, texts,
-                       type_into)
+from .conftest import (app, click, code, enroll, errors, generate, inputs, labels, run, signed_in,
+                       texts, type_into)
 from .inline import downloads, new_codes
 
 MANAGE = "pages/1_Manage_MFA.py"
@@ -47,7 +47,7 @@ def test_generate_stays_offered_with_no_codes_left_and_warns(data_dir, svc, cloc
 def test_generate_right_after_sign_in_needs_no_dialog_and_shows_codes_once(data_dir, svc, clock):
     secret, old = enroll(svc, clock, "alice")
     at = signed_in("alice", secret, clock, page=MANAGE)
-    at = click(at, "Generate")
+    at = generate(at)
     new = new_codes(at)
     assert len(new) == 10 and not set(new) & set(old)
     assert "\n".join(new) in [c.value for c in at.code]
@@ -62,7 +62,7 @@ def test_generate_right_after_sign_in_needs_no_dialog_and_shows_codes_once(data_
 
 def test_backup_code_download_holds_the_codes_and_is_never_a_media_url(data_dir, svc, clock, media):
     secret, _ = enroll(svc, clock, "alice")
-    at = click(signed_in("alice", secret, clock, page=MANAGE), "Generate")
+    at = generate(signed_in("alice", secret, clock, page=MANAGE))
     new = new_codes(at)
     [(name, body)] = downloads(at)
     assert name.endswith(".txt")
@@ -74,9 +74,10 @@ def test_generate_after_ten_minutes_asks_for_the_authentication_code(data_dir, s
     secret, _ = enroll(svc, clock, "alice")
     at = signed_in("alice", secret, clock, page=MANAGE)
     clock.advance(601)
-    at = click(at, "Generate")
+    at = generate(at)
     assert not new_codes(at)
-    assert "To generate new backup codes, enter the code from your authentication app." in texts(at)
+    assert ("To generate new backup codes (your 10 unused codes stop working), enter the code from "
+            "your authentication app.") in texts(at)
     assert inputs(at) == ["Authentication code"]
     assert {"Confirm", "Use a backup code", "Cancel"} <= set(labels(at))
     type_into(at, "Authentication code", "000000")
@@ -224,7 +225,7 @@ def test_a_click_after_mfa_changed_elsewhere_does_nothing_and_the_session_verifi
     at = signed_in("alice", secret, clock, page=MANAGE)  # verified just now
     svc.reset_mfa("alice", actor="admin", reason="account taken over")
     secret2, _ = enroll(svc, clock, "alice")  # the real owner enrolls a new phone
-    at = click(at, "Generate")  # the old session's button, still on its screen
+    at = generate(at)  # the old session's button, still on its screen
     assert not new_codes(at)
     assert svc.status("alice").backup_codes_remaining == 10
     assert [t.value for t in at.title] == ["MFA Portal"]  # the reset ended that session
