@@ -26,7 +26,9 @@ export default function (component) {
       }
     }
     for (const [key, name] of Object.entries(wanted.buttons)) {
-      for (const button of document.querySelectorAll(`.st-key-${CSS.escape(key)} button`)) {
+      // Streamlit's own class name for a key (its characters outside [a-zA-Z0-9_-] become "-")
+      const cls = "st-key-" + key.trim().replaceAll(/[^a-zA-Z0-9_-]/g, "-");
+      for (const button of document.querySelectorAll(`.${CSS.escape(cls)} button`)) {
         if (button.getAttribute("aria-label") !== name) button.setAttribute("aria-label", name);
       }
     }

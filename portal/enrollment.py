@@ -26,7 +26,7 @@ from . import backup_view, config, cookies, session
 from .code_field import code_form
 from .display import plain
 from .navigation import MANAGE_PAGE, page_link
-from .sessions_view import phone_name
+from .sessions_view import is_phone, phone_name
 from .qr import img_tag, qr_png
 
 STEP = "addtotp_step"
@@ -76,10 +76,10 @@ def _forget() -> None:
 
 
 def suggested_label(user_agent: str | None, taken: list[str]) -> str:
-    """A name for the new app: "Authenticator on iPhone" when the browser is on a phone (the app
-    is likely there), else "Authenticator app"; numbered if the user has one of that name."""
+    """A name for the new app: "Authentication app on iPhone" when the browser is on a phone (the app
+    is likely there), else "Authentication app"; numbered if the user has one of that name."""
     phone = phone_name(user_agent or "")
-    base = f"Authenticator on {phone}"[:MAX_LABEL].rstrip() if phone else DEFAULT_LABEL
+    base = f"Authentication app on {phone}"[:MAX_LABEL].rstrip() if phone else DEFAULT_LABEL
     try:
         clean_label(base)
     except mfa_core.InvalidLabel:  # a device name no label may have (a browser's odd header)
@@ -171,8 +171,16 @@ def qr_for(resource: mfa_core.TOTPResource) -> bytes:
     return png
 
 
+def show_link_first() -> bool:
+    """The link and address instead of the QR code: chosen with the toggle, or on a phone (the
+    browser's User-Agent, ua-parser), where the app is on the screen that would show the code."""
+    if SHOW_URI not in st.session_state:
+        st.session_state[SHOW_URI] = is_phone(cookies.user_agent() or "")
+    return bool(st.session_state[SHOW_URI])
+
+
 def toggle_uri() -> None:
-    st.session_state[SHOW_URI] = not st.session_state.get(SHOW_URI)
+    st.session_state[SHOW_URI] = not show_link_first()
 
 
 def go_verify() -> None:
@@ -183,10 +191,22 @@ def go_verify() -> None:
         config.service().name_pending_totp(session.callback_user(), st.session_state.get(NAME) or "",
                                            enrollment=st.session_state.get(MINE_AT))
     except mfa_core.MFAError as err:
-        st.session_state[ERROR] = str(err)
+        st.session_state[ERROR] = label_error(err, st.session_state.get(NAME) or "")
         return
     st.session_state[STEP] = "verify"
     st.session_state.pop(ERROR, None)
+
+
+def label_limit() -> str:
+    return f"Up to {MAX_LABEL} characters."
+
+
+def label_error(err: Exception, typed: str) -> str:
+    """The engine's refusal of a name, with the length when that was the trouble."""
+    length = len(typed.strip())
+    if isinstance(err, mfa_core.InvalidLabel) and length > MAX_LABEL:
+        return f"{err} This one has {length}: shorten it and press the button again."
+    return str(err)
 
 
 def back_to_code() -> None:
@@ -287,10 +307,15 @@ def render(user) -> None:
 
 def _render_add(resource: mfa_core.TOTPResource) -> None:
     st.title("Add TOTP MFA", anchor=False)
+    st.caption("Your authentication app makes a new 6-digit code every 30 seconds; after your "
+               "password, the portal asks for it.")
     apps = "(Google Authenticator, Microsoft Authenticator, 1Password, …)"
-    if st.session_state.get(SHOW_URI):
-        st.write(f"Open this link on the device with your authentication app {apps}, "
-                 "or paste it into the app:")
+    if show_link_first():
+        # On a phone the app is on the same screen: a QR code there cannot be scanned.
+        st.write(f"Open this link on the device with your authentication app {apps}; it adds "
+                 "the account to the app:")
+        st.markdown(f"[Add to my authentication app]({resource.uri})")
+        st.write("Or copy this address into the app:")
         st.code(resource.uri, language=None, wrap_lines=True)
         st.button("Use QR Code instead", key="addtotp_toggle", on_click=toggle_uri)
     else:
@@ -298,16 +323,21 @@ def _render_add(resource: mfa_core.TOTPResource) -> None:
         # Inline (a data: URL), never st.image: the media store would serve the secret by URL.
         st.html(img_tag(qr_for(resource)))
         st.button("Use URI instead", key="addtotp_toggle", on_click=toggle_uri)
-    st.write("Can't scan it? Enter this key in your app by hand:")
+    st.write("Can't scan it or open the link? Enter this key in your app by hand (spaces do "
+             "not matter):")
     st.code(resource.grouped_secret, language=None)
     if NAME not in st.session_state:
         st.session_state[NAME] = resource.label
     # One form: the name typed travels with the click on Verify (never lost in a rerun).
     with st.form("addtotp_name_form", border=False):
-        st.text_input("Name for this authenticator", key=NAME, max_chars=MAX_LABEL,
+        # No max_chars: the browser would cut a longer paste without a word; the engine's
+        # message says what is wrong instead.
+        st.text_input("Name for this authenticator", key=NAME,
                       help="How it is listed on Manage MFA and in your notification mails, "
                            "e.g. the device the app is on.")
-        st.write("Once you have set up your authentication app, verify your code")
+        st.caption(label_limit())
+        st.write("Once you have set up your authentication app, verify your code: **Verify** "
+                 "asks for the 6-digit code the app shows now.")
         st.form_submit_button("Verify", type="primary", on_click=go_verify)
     error = st.session_state.get(ERROR)
     if error:

@@ -16,6 +16,7 @@ MFA status of the rows drawn (``SHOWN`` at most).
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import pyarrow as pa
@@ -44,10 +45,63 @@ NOT_YOURSELF = ("You cannot reset your own MFA or clear your own lockout here: u
 DAMAGED = "Record damaged"
 
 
+# Widths that show the longest usual value whole on a wide page at 1280 px (the page is
+# wide: a centered one is 736 px, too narrow for eight columns).
+USER_COLUMNS = {"User": st.column_config.TextColumn(width="small"),
+                "Role": st.column_config.TextColumn(width="small"),
+                "Two-step": st.column_config.TextColumn(width="small"),
+                "Backup codes": st.column_config.TextColumn(width="small"),
+                "Lockout": st.column_config.TextColumn(width="large"),
+                "Last activity": st.column_config.TextColumn(width="medium")}
+TRAIL_COLUMNS = {"Time": st.column_config.TextColumn(width="medium"),
+                 "Event": st.column_config.TextColumn(width="medium"),
+                 "Outcome": st.column_config.TextColumn(width="small"),
+                 "By": st.column_config.TextColumn(width="medium"),
+                 "Detail": st.column_config.TextColumn(width="large")}
+
+
 def lock_state(status: mfa_core.MFAStatus) -> str:
     """The second factor's and the password's lockout, in words."""
     text = "; ".join(status.lockout_words())
     return text[:1].upper() + text[1:] if text else "—"
+
+
+def what_goes(status: mfa_core.MFAStatus) -> str:
+    """What a reset removes, in words: "their 2 authentication apps, their passkey and their
+    backup codes are" (the verb agrees)."""
+    if status.damaged:
+        return "whatever their record held is"
+    apps = sum(1 for a in status.authenticators if a.kind == "totp")
+    keys = len(status.authenticators) - apps
+    parts = []
+    if apps:
+        parts.append("their authentication app" if apps == 1 else f"their {apps} authentication apps")
+    if keys:
+        parts.append("their passkey" if keys == 1 else f"their {keys} passkeys")
+    if status.backup_codes_remaining or status.two_factor_enabled:
+        parts.append("their backup codes")
+    if not parts:
+        return "any set-up they started is"
+    words = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    plural = len(parts) > 1 or parts[0].endswith("s")
+    return words + (" are" if plural else " is")
+
+
+# Events of someone who only typed a name and a password: who it was is not known.
+UNAUTHENTICATED = ("password_failed", "password_throttled", "password_blocked")
+
+
+def by(event: mfa_core.AuditEvent) -> str:
+    """The audit's "By": the account that acted, or for a password typed by anyone "unknown
+    (from <address>)"."""
+    if event.event in UNAUTHENTICATED and event.actor in (None, event.user):
+        found = re.search(r"\bfrom (?!an unknown address)(\S+)$", event.detail or "")
+        return f"unknown (from {found.group(1)})" if found else "unknown"
+    return event.actor or "—"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def has_failures(status: mfa_core.MFAStatus) -> bool:
@@ -123,7 +177,17 @@ def request_reset(actor: str, target: str) -> None:
     if not reason:
         st.session_state[ERROR] = "A reason is required to reset MFA."
         return
-    st.session_state[CONFIRM] = {"target": target, "reason": reason}
+    try:
+        goes = what_goes(config.service().status(target))
+    except mfa_core.MFAError:  # a damaged record: what it held cannot be read
+        goes = "whatever their record held is"
+    st.session_state[CONFIRM] = {"target": target, "reason": reason, "goes": goes}
+
+
+def forget_question() -> None:
+    """Another user chosen: nothing typed or asked for the last one carries over to them."""
+    for key in (REASON, CONFIRM, CONFIRM_ONE, CHOSEN, ERROR):
+        st.session_state.pop(key, None)
 
 
 def cancel_reset() -> None:
@@ -222,8 +286,8 @@ def confirm_reset(actor: str, target: str) -> None:
     _act_behind_reverification(
         "helpdesk_reset", f"reset the two-step verification of {target}", actor, target,
         lambda: config.service().reset_mfa(target, actor=actor, reason=asked["reason"]),
-        f"Two-step verification of {plain(target)} was reset: their authentication app and "
-        "backup codes are removed and their sessions are signed out.")
+        f"Two-step verification of {plain(target)} was reset: {asked.get('goes', 'everything')} "
+        "removed and their sessions are signed out.")
 
 
 def clear_lockout(actor: str, target: str) -> None:
@@ -233,7 +297,10 @@ def clear_lockout(actor: str, target: str) -> None:
     if refusal:
         st.session_state[ERROR] = refusal
         return
-    reason = _reason() or "lockout cleared by the helpdesk"
+    reason = _reason()
+    if not reason:
+        st.session_state[ERROR] = "A reason is required to clear a lockout."
+        return
     _act_behind_reverification(
         "helpdesk_unlock", f"clear the lockout of {target}", actor, target,
         lambda: config.service().unlock(target, actor=actor, reason=reason),
@@ -270,10 +337,11 @@ def render(admin: User) -> None:
                                         if statuses[u.username].two_factor_enabled else "—"),
                        "Lockout": lock_state(statuses[u.username]),
                        "Last activity": _when(statuses[u.username].last_activity)} for u in shown]),
-                     hide_index=True, key="helpdesk_users")
+                     hide_index=True, key="helpdesk_users", column_config=USER_COLUMNS)
 
     names = {u.username: u for u in shown}
     selected = st.selectbox("User", list(names), index=None, key="helpdesk_user",
+                            on_change=forget_question,
                             placeholder="Choose a user to see their audit trail and act",
                             format_func=lambda n: f"{n} — {names[n].name}" if n in names else n)
     if selected in names:
@@ -298,9 +366,9 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
     trail = svc.audit(user.username, since=svc.clock() - span if span else None)[::-1][:TRAIL]
     if trail:
         st.dataframe(_table([{"Time": _when(e.time), "Event": e.label,
-                              "Outcome": e.outcome.capitalize(), "By": e.actor or "—",
+                              "Outcome": e.outcome.capitalize(), "By": by(e),
                               "Detail": e.detail} for e in trail]),
-                     hide_index=True, key="helpdesk_trail")
+                     hide_index=True, key="helpdesk_trail", column_config=TRAIL_COLUMNS)
     else:
         st.caption("No events for this user in this period.")
 
@@ -338,10 +406,11 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
                    on_click=confirm_remove_one, args=(admin.username, user.username))
         row.button("Cancel", key="helpdesk_remove_cancel", on_click=cancel_reset)
     elif asked:
-        st.warning(f"**Reset MFA for {plain(user.name)} ({user.username})?** Their authentication "
-                   "app and backup codes are removed, their lockout is cleared and every session "
-                   "of theirs is signed out; they sign in with their password alone until they "
-                   "set up two-step verification again. This cannot be undone.")
+        st.warning(f"**Reset MFA for {plain(user.name)} ({user.username})?** "
+                   f"{_sentence(asked.get('goes', 'everything is'))} removed, their lockout "
+                   "is cleared and every session of theirs is signed out; they sign in with their "
+                   "password alone until they set up two-step verification again. This cannot be "
+                   "undone.")
         st.write(f"Reason: {plain(asked['reason'])}")
         row = st.container(horizontal=True)
         row.button("Yes, reset MFA", key="helpdesk_reset_confirm", type="primary",
@@ -349,7 +418,7 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
         row.button("Cancel", key="helpdesk_reset_cancel", on_click=cancel_reset)
     else:
         st.text_input("Reason", key=REASON, max_chars=500,
-                      help="Recorded in the audit trail with your name. Required for a reset.")
+                      help="Recorded in the audit trail with your name. Required for every action.")
         st.write("**Remove authenticator** removes the one chosen; **Reset MFA** removes every "
                  "authenticator and the backup codes and clears the lockout. Either signs out "
                  "the user's sessions.")

@@ -8,7 +8,7 @@ import streamlit as st
 import mfa_core
 from mfa_core.authenticators import MAX_TOTP_APPS
 
-from . import backup_view, config, enrollment, passkey_view, session, sessions_view
+from . import backup_view, config, dom, enrollment, passkey_view, session, sessions_view
 from .display import plain
 from .navigation import ADD_TOTP_PAGE
 
@@ -134,7 +134,7 @@ def rename(authenticator_id: str, label: str) -> None:
     except (mfa_core.InvalidLabel, mfa_core.UnknownAuthenticator) as err:
         st.session_state[RENAMING] = authenticator_id
         st.session_state[RENAME_TEXT] = label
-        st.session_state[RENAME_ERROR] = str(err)
+        st.session_state[RENAME_ERROR] = enrollment.label_error(err, label)
         return
     _stop_renaming()
     session.flash("success", "The authenticator was renamed.")
@@ -168,26 +168,47 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def enabled_line(status: mfa_core.MFAStatus) -> str:
+    """What signs the user in besides the password, in one line."""
+    apps = sum(1 for a in status.authenticators if a.kind == "totp")
+    passkeys = len(status.authenticators) - apps
+    keys = f"{passkeys} passkey{'s' if passkeys != 1 else ''}"
+    if not apps:
+        return f"Two-step verification is on with {keys}."
+    line = "TOTP via authentication app enabled"
+    if apps > 1:
+        line += f" ({apps} apps)"
+    return line + (f", and {keys}: either one signs you in." if passkeys else ".")
+
+
 def _authenticators_table(status: mfa_core.MFAStatus) -> None:
     """One row per authenticator: its name, kind, when added and last used; Rename, Remove."""
     if st.session_state.get(RENAMING) and status.authenticator(st.session_state[RENAMING]) is None:
         _stop_renaming()  # removed meanwhile (another tab, the helpdesk)
+    names: dict[str, str] = {}
     for each in status.authenticators:
+        # A screen reader lists every row's buttons: each says which authenticator it acts on.
+        names[f"manage_rename_{each.id}"] = f"Rename \u201c{each.label}\u201d"
+        names[f"manage_remove_{each.id}"] = f"Remove \u201c{each.label}\u201d"
         box = st.container(border=True)
         row = box.container(horizontal=True, vertical_alignment="center")
         used = (f"last used {session.format_time(each.last_used_at)}" if each.last_used_at
                 else "not used yet")
         if st.session_state.get(RENAMING) == each.id:
             with row.form(f"manage_rename_form_{each.id}", border=False):
-                st.text_input(f"New name for {plain(each.label)}", key=RENAME_TEXT, max_chars=40,
+                st.text_input(f"New name for {plain(each.label)}", key=RENAME_TEXT,
                               label_visibility="visible")
+                st.caption(enrollment.label_limit())
                 buttons = st.container(horizontal=True)
                 buttons.form_submit_button("Save", type="primary", on_click=save_rename)
                 buttons.form_submit_button("Cancel", on_click=cancel_rename)
             if st.session_state.get(RENAME_ERROR):
                 box.error(plain(st.session_state[RENAME_ERROR]))
             continue
-        row.markdown(f"**{plain(each.label)}**  \n{each.kind_words}  \nAdded "
+        # The kind under the name, unless the name says it already ("Authentication app 2").
+        kind = "" if each.label.lower().startswith(each.kind_words.lower()) else \
+            f"{each.kind_words}  \n"
+        row.markdown(f"**{plain(each.label)}**  \n{kind}Added "
                      f"{session.format_time(each.created_at)} · {used}", width="stretch")
         actions = row.container(horizontal=True, width="content", horizontal_alignment="right")
         actions.button("Rename", key=f"manage_rename_{each.id}", on_click=start_rename,
@@ -196,6 +217,7 @@ def _authenticators_table(status: mfa_core.MFAStatus) -> None:
                        args=(each.id,))
         if st.session_state.get(CONFIRM_REMOVE) == each.id:
             _ask_remove(status, each)
+    dom.button_names(names, "manage_authenticators")
 
 
 def _ask_remove(status: mfa_core.MFAStatus, each: mfa_core.Authenticator) -> None:
@@ -225,10 +247,7 @@ def render(user) -> None:
 
     st.header("Authenticators", anchor=False)
     if status.authenticators:
-        if status.totp_enabled:
-            st.write("TOTP via authentication app enabled")
-        else:
-            st.write("Two-step verification is on.")
+        st.write(enabled_line(status))
         _authenticators_table(status)
         apps = sum(1 for a in status.authenticators if a.kind == "totp")
         if apps >= MAX_TOTP_APPS:
@@ -238,6 +257,8 @@ def render(user) -> None:
             st.button("Add another authentication app", key="manage_add", on_click=request_add)
     else:
         st.write("Add TOTP via authentication app")
+        st.caption("Two-step verification is off: your password alone signs you in. Add an "
+                   "authentication app (a 6-digit code that changes every 30 seconds) or a passkey.")
         st.button("Add", key="manage_add", type="primary", on_click=request_add)
     passkey_view.render_add()
 

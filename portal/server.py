@@ -22,6 +22,7 @@ def routes() -> list[BaseRoute]:
 def middleware() -> list[Middleware]:
     # TCP_NODELAY first (every accepted connection: pages, websocket, API), then
     # the origin check: a refused websocket never reaches Streamlit; the
-    # security headers, then the API, which needs none of Streamlit's own.
+    # security headers, then the API, which needs none of Streamlit's own, then an
+    # address that is no page (the portal's own "Page not found").
     return [Middleware(api.NoDelayMiddleware), Middleware(web.OriginGuard),
-            Middleware(web.SecurityHeaders), Middleware(api.Dispatch)]
+            Middleware(web.SecurityHeaders), Middleware(api.Dispatch), Middleware(web.UnknownPage)]

@@ -30,6 +30,7 @@ LOGIN_ERROR = "portal_login_error"
 CHALLENGE_ERROR = "portal_challenge_error"
 CHALLENGE_BACKUP = "portal_challenge_backup"
 SIGNED_OUT = "portal_signed_out"
+SIGNED_OUT_NOW = "portal_signed_out_now"  # Sign out was pressed (until the next sign-in)
 DELETE_COOKIE = "portal_delete_cookie"
 COOKIE_DUE = "portal_cookie_due"       # a password was just accepted: set the cookie once
 LOGIN_FORM = "portal_login"
@@ -41,10 +42,14 @@ ENDED = "Your session has ended (signed out, timed out or changed elsewhere). Si
 
 # -- the guard -----------------------------------------------------------------
 
-def require_user(page_title: str | None = None, *, home: bool = False) -> User:
-    """The signed-in user past the second factor, or the sign-in screen and ``st.stop()``."""
+def require_user(page_title: str | None = None, *, home: bool = False, wide: bool = False) -> User:
+    """The signed-in user past the second factor, or the sign-in screen and ``st.stop()``.
+
+    ``wide``: the page uses the whole window (the Helpdesk's tables), once signed in.
+    """
     if page_title:
-        st.set_page_config(page_title=f"{page_title} · MFA Portal", page_icon=":material/lock:")
+        st.set_page_config(page_title=f"{page_title} · MFA Portal", page_icon=":material/lock:",
+                           layout="centered")
     session.begin_run()
     try:
         portal = config.portal()
@@ -83,15 +88,17 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
         # No second factor exists: the password was the strongest factor (its
         # time, if it was typed in this session, is already the verification).
         session.pass_second_factor(status.mfa_epoch, verified=False)
+    if wide:
+        st.set_page_config(layout="wide")
     sidebar(user, sign_out)
     session.show_flashes()
     session.open_pending_dialog()
     return user
 
 
-def require_admin(page_title: str | None = None) -> User:
+def require_admin(page_title: str | None = None, *, wide: bool = False) -> User:
     """``require_user``, then only helpdesk admins get further."""
-    user = require_user(page_title)
+    user = require_user(page_title, wide=wide)
     if not user.is_admin:
         st.error("This page is for helpdesk admins.")
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
@@ -104,7 +111,8 @@ def require_admin(page_title: str | None = None) -> User:
 def _password_screen(portal: config.Portal, *, home: bool) -> None:
     """The sign-in form; never returns (the Login button's callback signs in)."""
     st.title("MFA Portal", anchor=False)
-    if not home:
+    if not home and not st.session_state.get(SIGNED_OUT_NOW):
+        # Not after Sign out: "You have signed out" says it all there.
         st.warning("You must be logged in to access this page")
     session.show_flashes(keep=True)
     if not users.entries(portal):
@@ -119,6 +127,7 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
     # component's report forces mid-run can no longer drop the click.
     with st.form(LOGIN_FORM):
         st.header("Sign in", anchor=False)
+        st.caption("Your company username and password, then **Login**.")
         st.text_input("Username", key=LOGIN_USERNAME, autocomplete="username")
         st.text_input("Password", key=LOGIN_PASSWORD, type="password",
                       autocomplete="current-password")
@@ -163,6 +172,7 @@ def _submit_password() -> None:
                   passed=not result.two_factor_enabled,
                   verified_at=None if result.two_factor_enabled else now)
     st.session_state[COOKIE_DUE] = True
+    st.session_state.pop(SIGNED_OUT_NOW, None)
 
 
 # -- the session cookie ------------------------------------------------------------
@@ -298,6 +308,7 @@ def sign_out() -> None:
     """Sidebar / challenge **Sign out**: the session ends for every tab of this browser."""
     _end_session(config.portal(), revoke=True)
     session.flash("success", "You have signed out.")
+    st.session_state[SIGNED_OUT_NOW] = True
 
 
 def _end_session(portal: config.Portal, *, revoke: bool) -> None:

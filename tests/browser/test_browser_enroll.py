@@ -9,7 +9,7 @@ from pathlib import Path
 
 from accessibility import assert_accessible
 from browser_support import (BACKUP_CODE, button, code_at_step, current_step, decode_qr, error_text,
-                             heading, main_area, main_text, sign_in, submit, click)
+                             heading, main_area, main_text, row_button, sign_in, submit, click)
 
 
 def open_manage_mfa(page) -> None:
@@ -116,7 +116,7 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     text = main_text(page)
     assert "TOTP via authentication app enabled" in text
     assert "Add TOTP via authentication app" not in text
-    assert button(page, "Remove").is_visible()
+    assert row_button(page, "Remove").is_visible()
     assert "You have 10 backup codes left." in text  # typing one back used none up
     assert "Generate new backup codes?" in text
     shots(page, "manage-mfa-enabled", doc="manage-mfa-enabled")

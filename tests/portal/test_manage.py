@@ -98,7 +98,7 @@ def test_remove_with_a_backup_code_in_the_dialog(data_dir, svc, clock):
     at = signed_in("alice", secret, clock, page=MANAGE)
     clock.advance(601)
     at = click(at, "Remove")
-    assert ("To remove “Authenticator app”, your only authenticator (two-step verification turns "
+    assert ("To remove “Authentication app”, your only authenticator (two-step verification turns "
             "off and your backup codes stop working), enter the code from your authentication "
             "app.") in texts(at)
     at = click(at, "Use a backup code")
@@ -141,7 +141,7 @@ def test_confirming_after_the_window_closed_asks_verify_its_you(data_dir, svc, c
     at = click(signed_in("alice", secret, clock, page=MANAGE), "Remove")
     clock.advance(601)
     at = click(at, "Yes, remove it")
-    assert ("To remove “Authenticator app”, your only authenticator (two-step verification turns "
+    assert ("To remove “Authentication app”, your only authenticator (two-step verification turns "
             "off and your backup codes stop working), enter the code from your authentication "
             "app.") in texts(at)
     assert svc.status("alice").totp_enabled
@@ -208,7 +208,7 @@ def test_recent_security_activity_lists_time_event_and_outcome(data_dir, svc, cl
     table = [m.value for m in at.markdown if m.value.startswith("| Time")][0]
     assert "| Two-step verification passed | Success |" in table
     assert "| Two-step verification failed | Failure |" in table
-    assert "| Authenticator app added | Success |" in table
+    assert "| Authentication app added | Success |" in table
     assert "2027-01-15" in table  # the injected clock's date, in UTC
     assert secret not in table
 

@@ -65,7 +65,7 @@ def test_manage_mfa_offers_a_passkey_and_lists_it_as_an_authenticator(data_dir, 
     at = app(MANAGE)
     assert "Add a passkey" in labels(at)
     text = texts(at)
-    assert "Office key" in text and "Passkey" in text and "Two-step verification is on." in text
+    assert "Office key" in text and "Passkey" in text and "Two-step verification is on with 1 passkey." in text
     assert {"Rename", "Remove"} <= set(labels(at))
 
 
