@@ -45,19 +45,23 @@ NOT_YOURSELF = ("You cannot reset your own MFA or clear your own lockout here: u
 DAMAGED = "Record damaged"
 
 
-# Widths that show the longest usual value whole on a wide page at 1280 px (the page is
-# wide: a centered one is 736 px, too narrow for eight columns).
-USER_COLUMNS = {"User": st.column_config.TextColumn(width="small"),
-                "Role": st.column_config.TextColumn(width="small"),
-                "Two-step": st.column_config.TextColumn(width="small"),
-                "Backup codes": st.column_config.TextColumn(width="small"),
-                "Lockout": st.column_config.TextColumn(width="large"),
-                "Last activity": st.column_config.TextColumn(width="medium")}
-TRAIL_COLUMNS = {"Time": st.column_config.TextColumn(width="medium"),
-                 "Event": st.column_config.TextColumn(width="medium"),
-                 "Outcome": st.column_config.TextColumn(width="small"),
-                 "By": st.column_config.TextColumn(width="medium"),
-                 "Detail": st.column_config.TextColumn(width="large")}
+# Column widths in px that fit the wide page at 1280 px beside the sidebar (820 px) and show
+# every header and the usual values whole ("Waiting 30 s (5 failed)", a date and time).
+TABLE_WIDTH = 820
+USER_COLUMNS = {"User": st.column_config.TextColumn(width=80),
+                "Name": st.column_config.TextColumn(width=120),
+                "E-mail": st.column_config.TextColumn(width=140),
+                "Role": st.column_config.TextColumn(width=60),
+                "Two-step": st.column_config.TextColumn(width=80),
+                "Backup codes": st.column_config.TextColumn("Codes", width=60,
+                                                            help="Backup codes left"),
+                "Lockout": st.column_config.TextColumn(width=140),
+                "Last activity": st.column_config.TextColumn(width=140)}
+TRAIL_COLUMNS = {"Time": st.column_config.TextColumn(width=130),
+                 "Event": st.column_config.TextColumn(width=190),
+                 "Outcome": st.column_config.TextColumn(width=80),
+                 "By": st.column_config.TextColumn(width=150),
+                 "Detail": st.column_config.TextColumn(width=270)}
 
 
 def lock_state(status: mfa_core.MFAStatus) -> str:

@@ -37,6 +37,8 @@ LOGIN_FORM = "portal_login"
 LOGIN_USERNAME = "portal_login_username"
 LOGIN_PASSWORD = "portal_login_password"
 COOKIE_CHECKED = "portal_cookie_checked"
+_NO_SIDEBAR = ('<style>[data-testid="stSidebar"], [data-testid="stExpandSidebarButton"] '
+               '{ display: none; }</style>')
 ENDED = "Your session has ended (signed out, timed out or changed elsewhere). Sign in again."
 
 
@@ -48,8 +50,7 @@ def require_user(page_title: str | None = None, *, home: bool = False, wide: boo
     ``wide``: the page uses the whole window (the Helpdesk's tables), once signed in.
     """
     if page_title:
-        st.set_page_config(page_title=f"{page_title} · MFA Portal", page_icon=":material/lock:",
-                           layout="centered")
+        st.set_page_config(page_title=f"{page_title} · MFA Portal", page_icon=":material/lock:")
     session.begin_run()
     try:
         portal = config.portal()
@@ -71,6 +72,7 @@ def require_user(page_title: str | None = None, *, home: bool = False, wide: boo
     if username and user is None:  # removed from the directory meanwhile
         _end_session(portal, revoke=True)
     if user is None:
+        _layout("centered")
         _password_screen(portal, home=home)  # stops the script
     if st.session_state.pop(COOKIE_DUE, None):
         _set_cookie(portal)  # once, the run after the password
@@ -83,17 +85,23 @@ def require_user(page_title: str | None = None, *, home: bool = False, wide: boo
     session.check_epoch(status)
     if not session.second_factor_passed():
         if status.two_factor_enabled:
+            _layout("centered")
             _challenge_screen(portal, user)
             st.stop()
         # No second factor exists: the password was the strongest factor (its
         # time, if it was typed in this session, is already the verification).
         session.pass_second_factor(status.mfa_epoch, verified=False)
-    if wide:
-        st.set_page_config(layout="wide")
+    _layout("wide" if wide else "centered")
     sidebar(user, sign_out)
     session.show_flashes()
     session.open_pending_dialog()
     return user
+
+
+def _layout(layout: str) -> None:
+    """The page's layout, set once per run: the browser applies only the first of two
+    different layouts sent in one run when the second one matches what it showed before."""
+    st.set_page_config(layout=layout)
 
 
 def require_admin(page_title: str | None = None, *, wide: bool = False) -> User:
@@ -111,6 +119,10 @@ def require_admin(page_title: str | None = None, *, wide: bool = False) -> User:
 def _password_screen(portal: config.Portal, *, home: bool) -> None:
     """The sign-in form; never returns (the Login button's callback signs in)."""
     st.title("MFA Portal", anchor=False)
+    if st.session_state.get(SIGNED_OUT_NOW):
+        # Streamlit keeps the signed-in pages' sidebar, emptied, until another page is
+        # opened: nothing in it is for a signed-out visitor.
+        st.html(_NO_SIDEBAR)
     if not home and not st.session_state.get(SIGNED_OUT_NOW):
         # Not after Sign out: "You have signed out" says it all there.
         st.warning("You must be logged in to access this page")
