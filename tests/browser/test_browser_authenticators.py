@@ -103,8 +103,12 @@ def test_a_second_app_signs_in_then_one_is_renamed_and_the_other_removed(portal,
     assert "Phone" in rows(page)[0]
     shots(page, "authenticators-renamed")
 
-    # Remove the other: one of two goes at once (verified recently), two-step stays on.
+    # Remove the other: one of two is asked about first (other sessions are signed out),
+    # then goes without a dialog (verified recently); two-step stays on.
     click(page, main_area(page).locator(f".st-key-manage_remove_{ids['Work tablet']} button"))
+    assert "Your other sessions will be signed out." in main_text(page)
+    assert len(portal.service().status("henry").authenticators) == 2
+    click(page, button(page, "Yes, remove it"))
     page.get_by_text("Your other authenticators and your backup codes still work").wait_for()
     listed = rows(page)
     assert len(listed) == 1 and "Phone" in listed[0]

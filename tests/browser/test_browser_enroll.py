@@ -7,6 +7,8 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from playwright.sync_api import expect
+
 from accessibility import assert_accessible
 from browser_support import (BACKUP_CODE, button, code_at_step, current_step, decode_qr, error_text,
                              heading, main_area, main_text, row_button, sign_in, submit, click)
@@ -73,7 +75,7 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     shots(page, "verify-totp")
     field = page.get_by_label("Enter the code from your authentication app", exact=True)
     assert field.get_attribute("autocomplete") == "one-time-code"
-    assert field.get_attribute("type") == "tel"  # a numeric keypad on phones
+    expect(field).to_have_attribute("inputmode", "numeric")  # a numeric keypad on phones
     assert_accessible(page, "verify-totp")
     submit(page, "Enter the code from your authentication app", code_at_step(secret, current_step()),
            "Verify code")
