@@ -226,7 +226,7 @@ def _ask_remove(status: mfa_core.MFAStatus, each: mfa_core.Authenticator) -> Non
         what = "your authentication app" if each.kind == "totp" else "your passkey"
         st.warning(f"Remove {what}? {_quoted(each.label)} is your only "
                    "authenticator: signing in will then need only your password, and your "
-                   "backup codes stop working.")
+                   f"backup codes stop working. {OTHERS_SIGNED_OUT}")
     else:
         st.warning(f"Remove {_quoted(each.label)}? It no longer signs you in; your other "
                    f"authenticators and your backup codes keep working. {OTHERS_SIGNED_OUT}")

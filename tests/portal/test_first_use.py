@@ -72,6 +72,16 @@ def test_generate_asks_first_saying_how_many_unused_codes_stop_working(data_dir,
     assert "Your new backup codes." in texts(at)
 
 
+# -- 2. sign-out ------------------------------------------------------------------------
+
+def test_sign_out_on_a_page_says_only_you_have_signed_out(data_dir):
+    at = click(signed_in("bob", page=MANAGE), "Sign out")
+    shown = texts(at)
+    assert "You have signed out." in shown
+    assert "You must be logged in to access this page" not in shown
+    assert inputs(at) == ["Username", "Password"]
+
+
 # -- 3. words ------------------------------------------------------------------------
 
 def test_the_default_name_and_the_kind_use_one_word(data_dir, svc, clock):
