@@ -310,7 +310,8 @@ def _render_add(resource: mfa_core.TOTPResource) -> None:
     st.caption("Your authentication app makes a new 6-digit code every 30 seconds; after your "
                "password, the portal asks for it.")
     apps = "(Google Authenticator, Microsoft Authenticator, 1Password, …)"
-    if show_link_first():
+    link_first = show_link_first()
+    if link_first:
         # On a phone the app is on the same screen: a QR code there cannot be scanned.
         st.write(f"Open this link on the device with your authentication app {apps}; it adds "
                  "the account to the app:")
@@ -323,8 +324,8 @@ def _render_add(resource: mfa_core.TOTPResource) -> None:
         # Inline (a data: URL), never st.image: the media store would serve the secret by URL.
         st.html(img_tag(qr_for(resource)))
         st.button("Use URI instead", key="addtotp_toggle", on_click=toggle_uri)
-    st.write("Can't scan it or open the link? Enter this key in your app by hand (spaces do "
-             "not matter):")
+    trouble = "Can't open the link?" if link_first else "Can't scan it?"
+    st.write(f"{trouble} Enter this key in your app by hand (spaces do not matter):")
     st.code(resource.grouped_secret, language=None)
     if NAME not in st.session_state:
         st.session_state[NAME] = resource.label
