@@ -348,6 +348,8 @@ def _render_add(resource: mfa_core.TOTPResource) -> None:
 
 def _render_verify() -> None:
     st.title("Verify TOTP", anchor=False)
+    st.caption("Type the 6-digit code your authentication app shows now: it proves the app is "
+               "set up before it can sign you in.")
     code_form("addtotp_verify_form", "Enter the code from your authentication app", CODE,
               button="Verify code", on_click=submit_code)
     error = st.session_state.get(ERROR)

@@ -53,6 +53,7 @@ def test_verify_its_you_and_add_totp_ask_with_the_same_code_field(data_dir, svc,
     at = signed_in("bob", page=ADD)
     at = click(at, "Verify")
     assert_code_field(field(at, "Enter the code from your authentication app"))
+    assert "it proves the app is set up" in texts(at)
 
 
 # -- 4. confirmations ---------------------------------------------------------------
