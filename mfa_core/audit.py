@@ -13,7 +13,7 @@ from typing import Any
 LABELS = {
     "totp_enrollment_started": "Authenticator set-up started",
     "totp_enrollment_expired": "Authenticator set-up expired",
-    "totp_enabled": "Authenticator app added",
+    "totp_enabled": "Authentication app added",
     "totp_enrollment_failed": "Wrong code while adding an authenticator",
     "totp_removed": "Authenticator removed: two-step verification off",
     "authenticator_removed": "Authenticator removed",

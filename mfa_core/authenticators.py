@@ -26,7 +26,7 @@ from typing import Any
 from .errors import InvalidLabel
 
 KINDS = ("totp", "passkey")
-DEFAULT_LABEL = "Authenticator app"
+DEFAULT_LABEL = "Authentication app"
 MAX_LABEL = 40
 MAX_TOTP_APPS = 5  # authentication apps one account may keep (passkeys are counted apart)
 REASON_MARK = "(reason:"  # how the audit trail adds a helpdesk reason after a name

@@ -5,7 +5,7 @@ RecordDamaged, never reads as "no second factor". A user who never enrolled
 has no record at all. Older records are read in the current format (``load``)
 and written back in it at their next change: version 0 (before format
 versions, no ``v``) and version 1 (one ``totp`` part: one authentication app)
-become one authenticator labelled "Authenticator app", secret, last step and
+become one authenticator labelled "Authentication app", secret, last step and
 backup codes kept.
 
 The record (version 2)::

@@ -291,7 +291,7 @@ class MFAService(PasskeyOperations):
         The apps already enabled keep working, untouched. ``label`` names the
         new app (trimmed, 1-40 printable characters, unique per user in any
         case): another app's name is refused, while the default is made unique
-        ("Authenticator app 2"). Raises InvalidLabel, TooManyAuthenticators
+        ("Authentication app 2"). Raises InvalidLabel, TooManyAuthenticators
         (MAX_TOTP_APPS apps already), StorageError, TypeError/ValueError.
         """
         username = check.name(username)

@@ -3,5 +3,5 @@
 import portal
 from portal import helpdesk
 
-admin = portal.require_admin("Helpdesk")
+admin = portal.require_admin("Helpdesk", wide=True)
 helpdesk.render(admin)

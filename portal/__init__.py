@@ -6,7 +6,7 @@ action. This package imports streamlit; ``mfa_core`` never does.
 Public API (what pages, including ``pages/3_Helpdesk.py``, may use)
 -------------------------------------------------------------------
 
-``require_user(page_title=None, *, home=False) -> User``
+``require_user(page_title=None, *, home=False, wide=False) -> User``
     First call of every page. Returns the signed-in user (``mfa_core.users.User``:
     ``.username``, ``.name``, ``.email``, ``.roles``, ``.is_admin``) whose session
     has passed the second factor. Otherwise it draws the sign-in screen (password
@@ -18,7 +18,7 @@ Public API (what pages, including ``pages/3_Helpdesk.py``, may use)
     when their MFA changed elsewhere (removed, helpdesk reset) the session must
     verify again.
 
-``require_admin(page_title=None) -> User``
+``require_admin(page_title=None, *, wide=False) -> User``
     ``require_user`` and, for a user who is not a helpdesk admin, an error
     "This page is for helpdesk admins." and ``st.stop()``.
 
@@ -73,8 +73,8 @@ Public API (what pages, including ``pages/3_Helpdesk.py``, may use)
     cache) so a rerun does not redraw it.
 
 ``sidebar(user, sign_out) -> None``
-    The sidebar: "Signed in as", the links the user may use, and **Sign out**
-    running the ``sign_out`` callback (called by ``require_user``;
+    The sidebar's links the user may use; "Signed in as" and **Sign out**
+    (running the ``sign_out`` callback) at the top of the page (called by ``require_user``;
     ``portal/navigation.py``, with the page paths and ``page_link``).
 
 ``plain(text) -> str``

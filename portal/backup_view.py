@@ -20,8 +20,11 @@ import base64
 
 import streamlit as st
 
+import mfa_core
+
 from . import config, navigation, session
 
+CONFIRM_GENERATE = "portal_confirm_generate"  # Generate pressed, not yet confirmed
 CODES = "portal_new_backup_codes"  # {"codes": [...], "visit": navigation.visit()}
 FILE_NAME = "mfa-portal-backup-codes.txt"
 DOWNLOAD_LABEL = "Download backup codes"
@@ -57,8 +60,42 @@ def generate() -> None:
 
 @session.guarded
 def request_generate() -> None:
-    """**Generate**: a sensitive action (reverification when the last one is stale)."""
-    session.sensitive("generate", "generate new backup codes", generate)
+    """**Generate**: asked on the page first while unused codes would stop working (inside the
+    verification window nothing else asks); the dialog, when it opens, says so too."""
+    left = _left()
+    if left and session.verification_remaining() > 0:
+        st.session_state[CONFIRM_GENERATE] = True
+        return
+    confirm_generate()
+
+
+@session.guarded
+def confirm_generate() -> None:
+    """**Yes, generate new codes**: a sensitive action (reverification when the last one is stale)."""
+    st.session_state.pop(CONFIRM_GENERATE, None)
+    left = _left()
+    label = "generate new backup codes"
+    if left:
+        label += f" ({unused_stop_working(left).lower().rstrip('.')})"
+    session.sensitive("generate", label, generate)
+
+
+def _left() -> int:
+    """Unused codes now (a callback may come long after the page was drawn)."""
+    if not session.still_trusted():
+        return 0
+    try:
+        return config.service().status(session.callback_user()).backup_codes_remaining
+    except mfa_core.MFAError:
+        return 0
+
+
+def keep_codes() -> None:
+    st.session_state.pop(CONFIRM_GENERATE, None)
+
+
+def unused_stop_working(left: int) -> str:
+    return f"Your {left} unused code{'s' if left != 1 else ''} stop{'s' if left == 1 else ''} working."
 
 
 def codes_text(codes: list[str], username: str) -> str:
@@ -82,6 +119,15 @@ def show(codes: list[str], username: str) -> None:
 
 
 def offer(key: str) -> None:
-    """"Generate new backup codes?" with **Generate** (codes are never shown a second time)."""
+    """"Generate new backup codes?" with **Generate** (codes are never shown a second time),
+    then "Your 7 unused codes stop working" with **Yes, generate new codes** / **Cancel**."""
     st.write("Generate new backup codes?")
+    if st.session_state.get(CONFIRM_GENERATE):
+        left = session.status().backup_codes_remaining
+        st.warning(f"New codes replace the old ones at once. {unused_stop_working(left)}")
+        row = st.container(horizontal=True)
+        row.button("Yes, generate new codes", key=f"{key}_confirm", type="primary",
+                   on_click=confirm_generate)
+        row.button("Cancel", key=f"{key}_cancel", on_click=keep_codes)
+        return
     st.button("Generate", key=key, on_click=request_generate)

@@ -22,10 +22,11 @@ import mfa_core
 from mfa_core.authenticators import DEFAULT_LABEL, MAX_LABEL, clean_label, unique_label
 from mfa_core.backup_codes import same_code
 
-from . import backup_view, config, cookies, focus, session
+from . import backup_view, config, cookies, session
+from .code_field import code_form
 from .display import plain
 from .navigation import MANAGE_PAGE, page_link
-from .sessions_view import phone_name
+from .sessions_view import is_phone, phone_name
 from .qr import img_tag, qr_png
 
 STEP = "addtotp_step"
@@ -75,10 +76,10 @@ def _forget() -> None:
 
 
 def suggested_label(user_agent: str | None, taken: list[str]) -> str:
-    """A name for the new app: "Authenticator on iPhone" when the browser is on a phone (the app
-    is likely there), else "Authenticator app"; numbered if the user has one of that name."""
+    """A name for the new app: "Authentication app on iPhone" when the browser is on a phone (the app
+    is likely there), else "Authentication app"; numbered if the user has one of that name."""
     phone = phone_name(user_agent or "")
-    base = f"Authenticator on {phone}"[:MAX_LABEL].rstrip() if phone else DEFAULT_LABEL
+    base = f"Authentication app on {phone}"[:MAX_LABEL].rstrip() if phone else DEFAULT_LABEL
     try:
         clean_label(base)
     except mfa_core.InvalidLabel:  # a device name no label may have (a browser's odd header)
@@ -172,8 +173,16 @@ def qr_for(resource: mfa_core.TOTPResource) -> bytes:
     return png
 
 
+def show_link_first() -> bool:
+    """The link and address instead of the QR code: chosen with the toggle, or on a phone (the
+    browser's User-Agent, ua-parser), where the app is on the screen that would show the code."""
+    if SHOW_URI not in st.session_state:
+        st.session_state[SHOW_URI] = is_phone(cookies.user_agent() or "")
+    return bool(st.session_state[SHOW_URI])
+
+
 def toggle_uri() -> None:
-    st.session_state[SHOW_URI] = not st.session_state.get(SHOW_URI)
+    st.session_state[SHOW_URI] = not show_link_first()
 
 
 @session.guarded
@@ -185,10 +194,22 @@ def go_verify() -> None:
         config.service().name_pending_totp(session.callback_user(), st.session_state.get(NAME) or "",
                                            enrollment=st.session_state.get(MINE_AT))
     except mfa_core.MFAError as err:
-        st.session_state[ERROR] = str(err)
+        st.session_state[ERROR] = label_error(err, st.session_state.get(NAME) or "")
         return
     st.session_state[STEP] = "verify"
     st.session_state.pop(ERROR, None)
+
+
+def label_limit() -> str:
+    return f"Up to {MAX_LABEL} characters."
+
+
+def label_error(err: Exception, typed: str) -> str:
+    """The engine's refusal of a name, with the length when that was the trouble."""
+    length = len(typed.strip())
+    if isinstance(err, mfa_core.InvalidLabel) and length > MAX_LABEL:
+        return f"{err} This one has {length}: shorten it and press the button again."
+    return str(err)
 
 
 def back_to_code() -> None:
@@ -258,14 +279,14 @@ def render(user) -> None:
     """The Add TOTP page, for a user the guard let in."""
     state, resource = page_state(user.username)
     if state == VERIFY_FIRST:
-        st.title("Add TOTP MFA")
+        st.title("Add TOTP MFA", anchor=False)
         st.write("Verify it's you before you set up an authentication app.")
         st.button("Verify it's you", key="addtotp_start", type="primary", on_click=request_start)
     elif state == FULL:
-        st.title("Add TOTP MFA")
+        st.title("Add TOTP MFA", anchor=False)
         st.info(str(mfa_core.TooManyAuthenticators()))
     elif state in (EXPIRED, REPLACED):
-        st.title("Add TOTP MFA")
+        st.title("Add TOTP MFA", anchor=False)
         st.error(REPLACED_TEXT if state == REPLACED else
                  "This set-up took too long and has expired. Press Reset to get a new QR code.")
         st.button("Reset", key="addtotp_reset", on_click=request_reset)
@@ -281,7 +302,7 @@ def render(user) -> None:
     elif state == CODES_SHOWN:
         _render_codes_shown()
     else:  # success
-        st.title("Success!")
+        st.title("Success!", anchor=False)
         st.write("You have successfully added TOTP MFA via an authentication application.")
         if not st.session_state.get(FIRST):
             st.write("It signs in beside your other authenticators; your backup codes are "
@@ -290,11 +311,17 @@ def render(user) -> None:
 
 
 def _render_add(resource: mfa_core.TOTPResource) -> None:
-    st.title("Add TOTP MFA")
+    st.title("Add TOTP MFA", anchor=False)
+    st.caption("Your authentication app makes a new 6-digit code every 30 seconds; after your "
+               "password, the portal asks for it.")
     apps = "(Google Authenticator, Microsoft Authenticator, 1Password, …)"
-    if st.session_state.get(SHOW_URI):
-        st.write(f"Open this link on the device with your authentication app {apps}, "
-                 "or paste it into the app:")
+    link_first = show_link_first()
+    if link_first:
+        # On a phone the app is on the same screen: a QR code there cannot be scanned.
+        st.write(f"Open this link on the device with your authentication app {apps}; it adds "
+                 "the account to the app:")
+        st.markdown(f"[Add to my authentication app]({resource.uri})")
+        st.write("Or copy this address into the app:")
         st.code(resource.uri, language=None, wrap_lines=True)
         st.button("Use QR Code instead", key="addtotp_toggle", on_click=toggle_uri)
     else:
@@ -302,16 +329,21 @@ def _render_add(resource: mfa_core.TOTPResource) -> None:
         # Inline (a data: URL), never st.image: the media store would serve the secret by URL.
         st.html(img_tag(qr_for(resource)))
         st.button("Use URI instead", key="addtotp_toggle", on_click=toggle_uri)
-    st.write("Can't scan it? Enter this key in your app by hand:")
+    trouble = "Can't open the link?" if link_first else "Can't scan it?"
+    st.write(f"{trouble} Enter this key in your app by hand (spaces do not matter):")
     st.code(resource.grouped_secret, language=None)
     if NAME not in st.session_state:
         st.session_state[NAME] = resource.label
     # One form: the name typed travels with the click on Verify (never lost in a rerun).
     with st.form("addtotp_name_form", border=False):
-        st.text_input("Name for this authenticator", key=NAME, max_chars=MAX_LABEL,
+        # No max_chars: the browser would cut a longer paste without a word; the engine's
+        # message says what is wrong instead.
+        st.text_input("Name for this authenticator", key=NAME,
                       help="How it is listed on Manage MFA and in your notification mails, "
                            "e.g. the device the app is on.")
-        st.write("Once you have set up your authentication app, verify your code")
+        st.caption(label_limit())
+        st.write("Once you have set up your authentication app, verify your code: **Verify** "
+                 "asks for the 6-digit code the app shows now.")
         st.form_submit_button("Verify", type="primary", on_click=go_verify)
     error = st.session_state.get(ERROR)
     if error:
@@ -320,14 +352,11 @@ def _render_add(resource: mfa_core.TOTPResource) -> None:
 
 
 def _render_verify() -> None:
-    st.title("Verify TOTP")
-    with st.form("addtotp_verify_form", border=False):
-        # type "phone" is Streamlit's way to a numeric keypad on phones (<input type="tel">).
-        st.text_input("Enter the code from your authentication app", key=CODE, type="phone",
-                      icon=":material/pin:", placeholder="6-digit code",
-                      autocomplete="one-time-code", max_chars=12)
-        st.form_submit_button("Verify code", type="primary", on_click=submit_code)
-    focus.field("Enter the code from your authentication app")
+    st.title("Verify TOTP", anchor=False)
+    st.caption("Type the 6-digit code your authentication app shows now: it proves the app is "
+               "set up before it can sign you in.")
+    code_form("addtotp_verify_form", "Enter the code from your authentication app", CODE,
+              button="Verify code", on_click=submit_code)
     error = st.session_state.get(ERROR)
     if error:
         st.error(error)
@@ -337,21 +366,19 @@ def _render_verify() -> None:
 
 
 def _render_backup_codes(user) -> None:
-    st.title("Verification was a success!")
+    st.title("Verification was a success!", anchor=False)
     st.write("Save this list of backup codes somewhere safe in case you need to access your "
              "account in an emergency")
     backup_view.show(backup_view.new_codes(), user.username)
-    with st.form("addtotp_finish_form", border=False):
-        st.text_input("To show you saved them, type one of the backup codes", key=CONFIRM,
-                      autocomplete="off", max_chars=40)
-        st.form_submit_button("Finish", type="primary", on_click=finish)
+    code_form("addtotp_finish_form", "To show you saved them, type one of the backup codes",
+              CONFIRM, button="Finish", on_click=finish, backup=True, take_focus=False)
     error = st.session_state.get(CONFIRM_ERROR)
     if error:
         st.error(error)
 
 
 def _render_codes_shown() -> None:
-    st.title("Verification was a success!")
+    st.title("Verification was a success!", anchor=False)
     st.write("Your authentication app is set up. Your backup codes were shown once, right after "
              "they were made, and are not shown again. If you did not save them, make a new set: "
              "the old codes stop working.")

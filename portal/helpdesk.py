@@ -16,6 +16,7 @@ MFA status of the rows drawn (``SHOWN`` at most).
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import pyarrow as pa
@@ -44,10 +45,67 @@ NOT_YOURSELF = ("You cannot reset your own MFA or clear your own lockout here: u
 DAMAGED = "Record damaged"
 
 
+# Column widths in px that fit the wide page at 1280 px beside the sidebar (820 px) and show
+# every header and the usual values whole ("Waiting 30 s (5 failed)", a date and time).
+TABLE_WIDTH = 820
+USER_COLUMNS = {"User": st.column_config.TextColumn(width=80),
+                "Name": st.column_config.TextColumn(width=120),
+                "E-mail": st.column_config.TextColumn(width=140),
+                "Role": st.column_config.TextColumn(width=60),
+                "Two-step": st.column_config.TextColumn(width=80),
+                "Backup codes": st.column_config.TextColumn("Codes", width=60,
+                                                            help="Backup codes left"),
+                "Lockout": st.column_config.TextColumn(width=140),
+                "Last activity": st.column_config.TextColumn(width=140)}
+TRAIL_COLUMNS = {"Time": st.column_config.TextColumn(width=130),
+                 "Event": st.column_config.TextColumn(width=190),
+                 "Outcome": st.column_config.TextColumn(width=80),
+                 "By": st.column_config.TextColumn(width=150),
+                 "Detail": st.column_config.TextColumn(width=270)}
+
+
 def lock_state(status: mfa_core.MFAStatus) -> str:
     """The second factor's and the password's lockout, in words."""
     text = "; ".join(status.lockout_words())
     return text[:1].upper() + text[1:] if text else "—"
+
+
+def what_goes(status: mfa_core.MFAStatus) -> str:
+    """What a reset removes, in words: "their 2 authentication apps, their passkey and their
+    backup codes are" (the verb agrees)."""
+    if status.damaged:
+        return "whatever their record held is"
+    apps = sum(1 for a in status.authenticators if a.kind == "totp")
+    keys = len(status.authenticators) - apps
+    parts = []
+    if apps:
+        parts.append("their authentication app" if apps == 1 else f"their {apps} authentication apps")
+    if keys:
+        parts.append("their passkey" if keys == 1 else f"their {keys} passkeys")
+    if status.backup_codes_remaining or status.two_factor_enabled:
+        parts.append("their backup codes")
+    if not parts:
+        return "any set-up they started is"
+    words = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    plural = len(parts) > 1 or parts[0].endswith("s")
+    return words + (" are" if plural else " is")
+
+
+# Events of someone who only typed a name and a password: who it was is not known.
+UNAUTHENTICATED = ("password_failed", "password_throttled", "password_blocked")
+
+
+def by(event: mfa_core.AuditEvent) -> str:
+    """The audit's "By": the account that acted, or for a password typed by anyone "unknown
+    (from <address>)"."""
+    if event.event in UNAUTHENTICATED and event.actor in (None, event.user):
+        found = re.search(r"\bfrom (?!an unknown address)(\S+)$", event.detail or "")
+        return f"unknown (from {found.group(1)})" if found else "unknown"
+    return event.actor or "—"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def has_failures(status: mfa_core.MFAStatus) -> bool:
@@ -124,7 +182,17 @@ def request_reset(actor: str, target: str) -> None:
     if not reason:
         st.session_state[ERROR] = "A reason is required to reset MFA."
         return
-    st.session_state[CONFIRM] = {"target": target, "reason": reason}
+    try:
+        goes = what_goes(config.service().status(target))
+    except mfa_core.MFAError:  # a damaged record: what it held cannot be read
+        goes = "whatever their record held is"
+    st.session_state[CONFIRM] = {"target": target, "reason": reason, "goes": goes}
+
+
+def forget_question() -> None:
+    """Another user chosen: nothing typed or asked for the last one carries over to them."""
+    for key in (REASON, CONFIRM, CONFIRM_ONE, CHOSEN, ERROR):
+        st.session_state.pop(key, None)
 
 
 def cancel_reset() -> None:
@@ -226,8 +294,8 @@ def confirm_reset(actor: str, target: str) -> None:
     _act_behind_reverification(
         "helpdesk_reset", f"reset the two-step verification of {target}", actor, target,
         lambda: config.service().reset_mfa(target, actor=actor, reason=asked["reason"]),
-        f"Two-step verification of {plain(target)} was reset: their authentication app and "
-        "backup codes are removed and their sessions are signed out.")
+        f"Two-step verification of {plain(target)} was reset: {asked.get('goes', 'everything')} "
+        "removed and their sessions are signed out.")
 
 
 @session.guarded
@@ -238,7 +306,10 @@ def clear_lockout(actor: str, target: str) -> None:
     if refusal:
         st.session_state[ERROR] = refusal
         return
-    reason = _reason() or "lockout cleared by the helpdesk"
+    reason = _reason()
+    if not reason:
+        st.session_state[ERROR] = "A reason is required to clear a lockout."
+        return
     _act_behind_reverification(
         "helpdesk_unlock", f"clear the lockout of {target}", actor, target,
         lambda: config.service().unlock(target, actor=actor, reason=reason),
@@ -248,7 +319,7 @@ def clear_lockout(actor: str, target: str) -> None:
 def render(admin: User) -> None:
     """The whole page below the guard, for the signed-in helpdesk admin ``admin``."""
     svc = config.service()
-    st.title("Helpdesk")
+    st.title("Helpdesk", anchor=False)
     if not session.status().two_factor_enabled:
         st.warning(NEEDS_MFA)
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
@@ -276,10 +347,11 @@ def render(admin: User) -> None:
                                         if statuses[u.username].two_factor_enabled else "—"),
                        "Lockout": lock_state(statuses[u.username]),
                        "Last activity": _when(statuses[u.username].last_activity)} for u in shown]),
-                     hide_index=True, key="helpdesk_users")
+                     hide_index=True, key="helpdesk_users", column_config=USER_COLUMNS)
 
     names = {u.username: u for u in shown}
     selected = st.selectbox("User", list(names), index=None, key="helpdesk_user",
+                            on_change=forget_question,
                             placeholder="Choose a user to see their audit trail and act",
                             format_func=lambda n: f"{n} — {names[n].name}" if n in names else n)
     if selected in names:
@@ -291,32 +363,32 @@ def render(admin: User) -> None:
 def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
     """One user: status line, audit trail for a period, the helpdesk actions."""
     svc = config.service()
-    st.header(f"{plain(user.name)} ({user.username})")
+    st.header(f"{plain(user.name)} ({user.username})", anchor=False)
     codes = (f", {status.backup_codes_remaining} backup codes left"
              if status.two_factor_enabled else "")
     st.write(f"Two-step verification: **{factor(status)}**{codes}. "
              f"Lockout: **{lock_state(status)}**. Last activity: {_when(status.last_activity)}.")
 
-    st.subheader("Audit trail")
+    st.subheader("Audit trail", anchor=False)
     period = st.radio("Period", list(PERIODS), horizontal=True, key="helpdesk_period")
     span = PERIODS.get(period)
     # The trail is kept a file a day: a period reads only its days.
     trail = svc.audit(user.username, since=svc.clock() - span if span else None)[::-1][:TRAIL]
     if trail:
         st.dataframe(_table([{"Time": _when(e.time), "Event": e.label,
-                              "Outcome": e.outcome.capitalize(), "By": e.actor or "—",
+                              "Outcome": e.outcome.capitalize(), "By": by(e),
                               "Detail": e.detail} for e in trail]),
-                     hide_index=True, key="helpdesk_trail")
+                     hide_index=True, key="helpdesk_trail", column_config=TRAIL_COLUMNS)
     else:
         st.caption("No events for this user in this period.")
 
     if status.authenticators:
-        st.subheader("Authenticators")
+        st.subheader("Authenticators", anchor=False)
         st.dataframe(_table([{"Name": a.label, "Kind": a.kind_words, "Added": _when(a.created_at),
                               "Last used": _when(a.last_used_at)} for a in status.authenticators]),
                      hide_index=True, key="helpdesk_authenticators")
 
-    st.subheader("Helpdesk actions")
+    st.subheader("Helpdesk actions", anchor=False)
     if status.damaged:
         st.error("This user's security record cannot be read: they cannot sign in. **Reset MFA** "
                  "replaces it (the damaged copy is kept aside) and they set up two-step "
@@ -344,10 +416,11 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
                    on_click=confirm_remove_one, args=(admin.username, user.username))
         row.button("Cancel", key="helpdesk_remove_cancel", on_click=cancel_reset)
     elif asked:
-        st.warning(f"**Reset MFA for {plain(user.name)} ({user.username})?** Their authentication "
-                   "app and backup codes are removed, their lockout is cleared and every session "
-                   "of theirs is signed out; they sign in with their password alone until they "
-                   "set up two-step verification again. This cannot be undone.")
+        st.warning(f"**Reset MFA for {plain(user.name)} ({user.username})?** "
+                   f"{_sentence(asked.get('goes', 'everything is'))} removed, their lockout "
+                   "is cleared and every session of theirs is signed out; they sign in with their "
+                   "password alone until they set up two-step verification again. This cannot be "
+                   "undone.")
         st.write(f"Reason: {plain(asked['reason'])}")
         row = st.container(horizontal=True)
         row.button("Yes, reset MFA", key="helpdesk_reset_confirm", type="primary",
@@ -355,7 +428,7 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
         row.button("Cancel", key="helpdesk_reset_cancel", on_click=cancel_reset)
     else:
         st.text_input("Reason", key=REASON, max_chars=500,
-                      help="Recorded in the audit trail with your name. Required for a reset.")
+                      help="Recorded in the audit trail with your name. Required for every action.")
         st.write("**Remove authenticator** removes the one chosen; **Reset MFA** removes every "
                  "authenticator and the backup codes and clears the lockout. Either signs out "
                  "the user's sessions.")

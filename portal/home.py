@@ -13,7 +13,7 @@ from .navigation import MANAGE_PAGE, page_link
 
 def render(user: User) -> None:
     status = session.status()
-    st.title(f"Welcome, {plain(user.name)}")
+    st.title(f"Welcome, {plain(user.name)}", anchor=False)
     if status.two_factor_enabled:
         st.success("Two-step verification is on: your account asks for a code from your "
                    "authentication app after your password.", icon=":material/verified_user:")

@@ -8,7 +8,7 @@ import streamlit as st
 import mfa_core
 from mfa_core.authenticators import MAX_TOTP_APPS
 
-from . import backup_view, config, enrollment, passkey_view, session, sessions_view
+from . import backup_view, config, dom, enrollment, passkey_view, session, sessions_view
 from .display import plain
 from .navigation import ADD_TOTP_PAGE
 
@@ -50,20 +50,19 @@ def _only_one(status: mfa_core.MFAStatus, authenticator_id: str) -> bool:
     return [a.id for a in status.authenticators] == [authenticator_id]
 
 
+OTHERS_SIGNED_OUT = "Your other sessions will be signed out."
+
+
 @session.guarded
 def request_remove(authenticator_id: str) -> None:
-    """Remove: one of several goes behind reverification; the last one is asked about first.
-
-    Removing the last one turns two-step off, so it is asked once, either
-    here (inside the verification window nothing else would stand between a
-    stray click and an account without its second factor) or by the Verify
-    it's you dialog, which then says what it will do.
-    """
+    """Remove: asked on the page first, or by the Verify it's you dialog, which then says what
+    it will do (inside the verification window nothing else would stand between a stray click
+    and the change)."""
     _stop_renaming()
     status = _fresh()
     if status is None:
         return
-    if _only_one(status, authenticator_id) and session.verification_remaining() > 0:
+    if session.verification_remaining() > 0 and status.authenticator(authenticator_id):
         st.session_state[CONFIRM_REMOVE] = authenticator_id
     else:
         confirm_remove(authenticator_id)
@@ -82,7 +81,7 @@ def confirm_remove(authenticator_id: str) -> None:
         what = (f"remove {_quoted(found.label)}, your only authenticator (two-step verification "
                 "turns off and your backup codes stop working)")
     else:
-        what = f"remove {_quoted(found.label)}"
+        what = f"remove {_quoted(found.label)} (your other sessions will be signed out)"
     session.sensitive("remove", what, lambda: remove(authenticator_id, found.kind))
 
 
@@ -96,7 +95,8 @@ def remove(authenticator_id: str, kind: str = "totp") -> None:
     session.note_mfa_changed()
     if status.two_factor_enabled:
         session.flash("success", "The authenticator was removed. Your other authenticators and "
-                                 "your backup codes still work.")
+                                 "your backup codes still work; your other sessions were signed "
+                                 "out.")
     else:
         backup_view.forget()
         what = "authentication app" if kind == "totp" else "passkey"
@@ -138,7 +138,7 @@ def rename(authenticator_id: str, label: str) -> None:
     except (mfa_core.InvalidLabel, mfa_core.UnknownAuthenticator) as err:
         st.session_state[RENAMING] = authenticator_id
         st.session_state[RENAME_TEXT] = label
-        st.session_state[RENAME_ERROR] = str(err)
+        st.session_state[RENAME_ERROR] = enrollment.label_error(err, label)
         return
     _stop_renaming()
     session.flash("success", "The authenticator was renamed.")
@@ -172,26 +172,47 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def enabled_line(status: mfa_core.MFAStatus) -> str:
+    """What signs the user in besides the password, in one line."""
+    apps = sum(1 for a in status.authenticators if a.kind == "totp")
+    passkeys = len(status.authenticators) - apps
+    keys = f"{passkeys} passkey{'s' if passkeys != 1 else ''}"
+    if not apps:
+        return f"Two-step verification is on with {keys}."
+    line = "TOTP via authentication app enabled"
+    if apps > 1:
+        line += f" ({apps} apps)"
+    return line + (f", and {keys}: either one signs you in." if passkeys else ".")
+
+
 def _authenticators_table(status: mfa_core.MFAStatus) -> None:
     """One row per authenticator: its name, kind, when added and last used; Rename, Remove."""
     if st.session_state.get(RENAMING) and status.authenticator(st.session_state[RENAMING]) is None:
         _stop_renaming()  # removed meanwhile (another tab, the helpdesk)
+    names: dict[str, str] = {}
     for each in status.authenticators:
+        # A screen reader lists every row's buttons: each says which authenticator it acts on.
+        names[f"manage_rename_{each.id}"] = f"Rename \u201c{each.label}\u201d"
+        names[f"manage_remove_{each.id}"] = f"Remove \u201c{each.label}\u201d"
         box = st.container(border=True)
         row = box.container(horizontal=True, vertical_alignment="center")
         used = (f"last used {session.format_time(each.last_used_at)}" if each.last_used_at
                 else "not used yet")
         if st.session_state.get(RENAMING) == each.id:
             with row.form(f"manage_rename_form_{each.id}", border=False):
-                st.text_input(f"New name for {plain(each.label)}", key=RENAME_TEXT, max_chars=40,
+                st.text_input(f"New name for {plain(each.label)}", key=RENAME_TEXT,
                               label_visibility="visible")
+                st.caption(enrollment.label_limit())
                 buttons = st.container(horizontal=True)
                 buttons.form_submit_button("Save", type="primary", on_click=save_rename)
                 buttons.form_submit_button("Cancel", on_click=cancel_rename)
             if st.session_state.get(RENAME_ERROR):
                 box.error(plain(st.session_state[RENAME_ERROR]))
             continue
-        row.markdown(f"**{plain(each.label)}**  \n{each.kind_words}  \nAdded "
+        # The kind under the name, unless the name says it already ("Authentication app 2").
+        kind = "" if each.label.lower().startswith(each.kind_words.lower()) else \
+            f"{each.kind_words}  \n"
+        row.markdown(f"**{plain(each.label)}**  \n{kind}Added "
                      f"{session.format_time(each.created_at)} · {used}", width="stretch")
         actions = row.container(horizontal=True, width="content", horizontal_alignment="right")
         actions.button("Rename", key=f"manage_rename_{each.id}", on_click=start_rename,
@@ -199,14 +220,24 @@ def _authenticators_table(status: mfa_core.MFAStatus) -> None:
         actions.button("Remove", key=f"manage_remove_{each.id}", on_click=request_remove,
                        args=(each.id,))
         if st.session_state.get(CONFIRM_REMOVE) == each.id:
-            what = "your authentication app" if each.kind == "totp" else "your passkey"
-            st.warning(f"Remove {what}? {_quoted(each.label)} is your only "
-                       "authenticator: signing in will then need only your password, and your "
-                       "backup codes stop working.")
-            asked = st.container(horizontal=True)
-            asked.button("Yes, remove it", key="manage_remove_confirm", type="primary",
-                         on_click=confirm_remove, args=(each.id,))
-            asked.button("Keep it", key="manage_remove_keep", on_click=keep_authenticator)
+            _ask_remove(status, each)
+    dom.button_names(names, "manage_authenticators")
+
+
+def _ask_remove(status: mfa_core.MFAStatus, each: mfa_core.Authenticator) -> None:
+    """"Remove …?" under its row: what goes, what keeps working, who is signed out."""
+    if _only_one(status, each.id):
+        what = "your authentication app" if each.kind == "totp" else "your passkey"
+        st.warning(f"Remove {what}? {_quoted(each.label)} is your only "
+                   "authenticator: signing in will then need only your password, and your "
+                   f"backup codes stop working. {OTHERS_SIGNED_OUT}")
+    else:
+        st.warning(f"Remove {_quoted(each.label)}? It no longer signs you in; your other "
+                   f"authenticators and your backup codes keep working. {OTHERS_SIGNED_OUT}")
+    asked = st.container(horizontal=True)
+    asked.button("Yes, remove it", key="manage_remove_confirm", type="primary",
+                 on_click=confirm_remove, args=(each.id,))
+    asked.button("Keep it", key="manage_remove_keep", on_click=keep_authenticator)
 
 
 def render(user) -> None:
@@ -216,14 +247,11 @@ def render(user) -> None:
     enrollment.forget_if_finished()
     status = session.status()
 
-    st.title("User MFA Settings")
+    st.title("User MFA Settings", anchor=False)
 
-    st.header("Authenticators")
+    st.header("Authenticators", anchor=False)
     if status.authenticators:
-        if status.totp_enabled:
-            st.write("TOTP via authentication app enabled")
-        else:
-            st.write("Two-step verification is on.")
+        st.write(enabled_line(status))
         _authenticators_table(status)
         apps = sum(1 for a in status.authenticators if a.kind == "totp")
         if apps >= MAX_TOTP_APPS:
@@ -233,11 +261,13 @@ def render(user) -> None:
             st.button("Add another authentication app", key="manage_add", on_click=request_add)
     else:
         st.write("Add TOTP via authentication app")
+        st.caption("Two-step verification is off: your password alone signs you in. Add an "
+                   "authentication app (a 6-digit code that changes every 30 seconds) or a passkey.")
         st.button("Add", key="manage_add", type="primary", on_click=request_add)
     passkey_view.render_add()
 
     if status.two_factor_enabled:
-        st.header("Backup codes")
+        st.header("Backup codes", anchor=False)
         left = status.backup_codes_remaining
         text = f"You have {left} backup code{'s' if left != 1 else ''} left."
         if left <= 3:
@@ -257,7 +287,7 @@ def render(user) -> None:
 
     sessions_view.render(user.username)
 
-    st.header("Recent security activity")
+    st.header("Recent security activity", anchor=False)
     table = activity_table(user.username)
     if table:
         st.markdown(table)

@@ -1,7 +1,7 @@
 """Where a signed-in user can go: the page paths, ``page_link`` and the sidebar.
 
 Pages and page bodies import the paths from here; nothing here knows how
-sign-in works (the sidebar's **Sign out** is the callback it is given).
+sign-in works (the **Sign out** at the top is the callback it is given).
 
 It also tells visits apart (``visit()``): a visit is the runs of one page
 in a row, from arriving on it until another page runs. What a page showed
@@ -50,15 +50,19 @@ def visit() -> int:
 
 
 def sidebar(user: User, sign_out: Callable[[], None]) -> None:
-    """Who is signed in (as text: names come from the directory), the links they may use, **Sign out**."""
+    """The links they may use in the sidebar; who is signed in (as text: names come from the
+    directory) and **Sign out** at the top of the page, where a phone shows them too (its
+    sidebar starts collapsed)."""
     note_page()
+    top = st.container(horizontal=True, horizontal_alignment="right", vertical_alignment="center",
+                       key="portal_top_bar")
+    top.caption(f"Signed in as **{plain(user.name)}** ({plain(user.username)})", width="content")
+    top.button("Sign out", key="portal_sign_out", icon=":material/logout:", on_click=sign_out)
     with st.sidebar:
-        st.markdown(f"Signed in as **{plain(user.name)}**  \n`{user.username}`")
         page_link(HOME_PAGE, "Home", ":material/home:")
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
         if user.is_admin and (APP_DIR / HELPDESK_PAGE).exists():
             page_link(HELPDESK_PAGE, "Helpdesk", ":material/support_agent:")
-        st.button("Sign out", key="portal_sign_out", icon=":material/logout:", on_click=sign_out)
 
 
 def page_link(page: str, label: str, icon: str | None = None) -> None:

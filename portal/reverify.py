@@ -16,6 +16,7 @@ import streamlit as st
 import mfa_core
 
 from . import config, focus, passkey_view
+from .code_field import code_form
 from .session import (DIALOG_OPEN, PENDING, PENDING_RUN, REVERIFY_BACKUP, REVERIFY_DONE,
                       REVERIFY_ERROR, REVERIFY_WINDOW, VERIFIED_AT, client_source, current_username,
                       flash, now, record_verification, still_trusted)
@@ -242,9 +243,12 @@ def _code_form(pending: dict, mode: str) -> None:
     else:
         st.write(f"To {pending['label']}, enter the code from your authentication app.")
         label = "Authentication code"
-    with st.form("portal_reverify_form", border=False):
-        st.text_input(label, key=_reverify_code_key(mode),
-                      type={"password": "password", "totp": "phone"}.get(mode, "default"),
-                      autocomplete="current-password" if mode == "password" else "one-time-code")
-        st.form_submit_button("Confirm", type="primary", on_click=confirm_reverification)
-    focus.field(label)
+    if mode == "password":
+        with st.form("portal_reverify_form", border=False):
+            st.text_input(label, key=_reverify_code_key(mode), type="password",
+                          autocomplete="current-password")
+            st.form_submit_button("Confirm", type="primary", on_click=confirm_reverification)
+        focus.field(label)
+    else:
+        code_form("portal_reverify_form", label, _reverify_code_key(mode), button="Confirm",
+                  on_click=confirm_reverification, backup=mode == "backup_code")

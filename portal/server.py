@@ -24,7 +24,8 @@ def middleware() -> list[Middleware]:
     # connection's real peer and scheme go into the scope before anything reads them.
     # Then TCP_NODELAY (every accepted connection: pages, websocket, API), then
     # the origin check: a refused websocket never reaches Streamlit; the
-    # security headers, then the API, which needs none of Streamlit's own.
+    # security headers, then the API, which needs none of Streamlit's own, then an
+    # address that is no page (the portal's own "Page not found").
     netguard.install()
     return [Middleware(netguard.RealPeer), Middleware(api.NoDelayMiddleware), Middleware(web.OriginGuard),
-            Middleware(web.SecurityHeaders), Middleware(api.Dispatch)]
+            Middleware(web.SecurityHeaders), Middleware(api.Dispatch), Middleware(web.UnknownPage)]

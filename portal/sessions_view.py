@@ -9,7 +9,7 @@ from ua_parser import parse
 
 import mfa_core
 
-from . import config, session
+from . import config, dom, session
 from .display import plain
 
 SIGNED_OUT_OTHERS = "You signed out of every other session."
@@ -31,6 +31,15 @@ def describe(user_agent: str) -> str:
 
 
 MOBILE_SYSTEMS = ("iOS", "iPadOS", "Android")
+
+
+@functools.lru_cache(maxsize=512)
+def is_phone(user_agent: str) -> bool:
+    """Whether a User-Agent is a phone's or a tablet's browser (ua-parser)."""
+    if not user_agent:
+        return False
+    found = parse(user_agent)
+    return bool(found.os and found.os.family in MOBILE_SYSTEMS)
 
 
 @functools.lru_cache(maxsize=512)
@@ -64,7 +73,7 @@ def sign_out_others() -> None:
 
 
 def render(username: str) -> None:
-    st.header("Where you are signed in")
+    st.header("Where you are signed in", anchor=False)
     svc = config.service()
     try:
         live = svc.sessions.of(username)
@@ -72,6 +81,7 @@ def render(username: str) -> None:
     except (mfa_core.MFAError, ValueError):
         st.error("Your sessions cannot be listed right now.")
         return
+    names: dict[str, str] = {}
     for each in live:
         row = st.container(horizontal=True, vertical_alignment="center")
         here = " (this browser)" if each.id == mine else ""
@@ -83,8 +93,12 @@ def render(username: str) -> None:
                      f"{session.format_time(each.created_at)} · last active "
                      f"{session.format_time(each.last_seen)}")
         if each.id != mine:
-            row.button("Sign out", key=f"manage_session_{each.id[:12]}", on_click=sign_out_one,
-                       args=(each.id,))
+            key = f"manage_session_{each.id[:12]}"
+            row.button("Sign out", key=key, on_click=sign_out_one, args=(each.id,))
+            # Not the same name as the page's own Sign out: which session it ends.
+            names[key] = (f"Sign out {describe(each.user_agent)} "
+                          f"({each.source or 'unknown address'})")
+    dom.button_names(names, "manage_sessions")
     if len([s for s in live if s.id != mine]):
         st.button("Sign out of all other sessions", key="manage_sign_out_others",
                   on_click=sign_out_others)

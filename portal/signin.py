@@ -20,7 +20,8 @@ import mfa_core
 import mfa_core.service
 from mfa_core.users import DEMO_USERS, User
 
-from . import config, cookies, focus, passkey_view, session, users
+from . import config, cookies, passkey_view, session, users
+from .code_field import code_form
 from .navigation import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE,  # noqa: F401 (re-exported)
                          MANAGE_PAGE, page_link, sidebar)
 
@@ -29,6 +30,7 @@ LOGIN_ERROR = "portal_login_error"
 CHALLENGE_ERROR = "portal_challenge_error"
 CHALLENGE_BACKUP = "portal_challenge_backup"
 SIGNED_OUT = "portal_signed_out"
+SIGNED_OUT_NOW = "portal_signed_out_now"  # Sign out was pressed (until the next sign-in)
 DELETE_COOKIE = "portal_delete_cookie"
 COOKIE_DUE = "portal_cookie_due"       # a password was just accepted: set the cookie once
 LOGIN_FORM = "portal_login"
@@ -37,13 +39,18 @@ LOGIN_PASSWORD = "portal_login_password"
 LOGIN_CODE = "portal_login_code"            # the code typed with the password (issue 20, F8)
 LOGIN_WITH_CODE = "portal_login_with_code"  # the password from here is checked only with a code
 COOKIE_CHECKED = "portal_cookie_checked"
+_NO_SIDEBAR = ('<style>[data-testid="stSidebar"], [data-testid="stExpandSidebarButton"] '
+               '{ display: none; }</style>')
 ENDED = "Your session has ended (signed out, timed out or changed elsewhere). Sign in again."
 
 
 # -- the guard -----------------------------------------------------------------
 
-def require_user(page_title: str | None = None, *, home: bool = False) -> User:
-    """The signed-in user past the second factor, or the sign-in screen and ``st.stop()``."""
+def require_user(page_title: str | None = None, *, home: bool = False, wide: bool = False) -> User:
+    """The signed-in user past the second factor, or the sign-in screen and ``st.stop()``.
+
+    ``wide``: the page uses the whole window (the Helpdesk's tables), once signed in.
+    """
     if page_title:
         st.set_page_config(page_title=f"{page_title} · MFA Portal", page_icon=":material/lock:")
     session.begin_run()
@@ -67,6 +74,7 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
     if username and user is None:  # removed from the directory meanwhile
         _end_session(portal, revoke=True)
     if user is None:
+        _layout("centered")
         _password_screen(portal, home=home)  # stops the script
     if st.session_state.pop(COOKIE_DUE, None):
         _set_cookie(portal)  # once, the run after the password
@@ -79,6 +87,7 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
     session.check_epoch(status)
     if not session.second_factor_passed():
         if status.two_factor_enabled:
+            _layout("centered")
             _challenge_screen(portal, user)
             st.stop()
         # No second factor exists: the password was the strongest factor (its
@@ -90,15 +99,22 @@ def require_user(page_title: str | None = None, *, home: bool = False) -> User:
             st.stop()
         if not session.second_factor_passed():  # a factor was added meanwhile: ask for it
             st.rerun()
+    _layout("wide" if wide else "centered")
     sidebar(user, sign_out)
     session.show_flashes()
     session.open_pending_dialog()
     return user
 
 
-def require_admin(page_title: str | None = None) -> User:
+def _layout(layout: str) -> None:
+    """The page's layout, set once per run: the browser applies only the first of two
+    different layouts sent in one run when the second one matches what it showed before."""
+    st.set_page_config(layout=layout)
+
+
+def require_admin(page_title: str | None = None, *, wide: bool = False) -> User:
     """``require_user``, then only helpdesk admins get further."""
-    user = require_user(page_title)
+    user = require_user(page_title, wide=wide)
     if not user.is_admin:
         st.error("This page is for helpdesk admins.")
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
@@ -110,8 +126,13 @@ def require_admin(page_title: str | None = None) -> User:
 
 def _password_screen(portal: config.Portal, *, home: bool) -> None:
     """The sign-in form; never returns (the Login button's callback signs in)."""
-    st.title("MFA Portal")
-    if not home:
+    st.title("MFA Portal", anchor=False)
+    if st.session_state.get(SIGNED_OUT_NOW):
+        # Streamlit keeps the signed-in pages' sidebar, emptied, until another page is
+        # opened: nothing in it is for a signed-out visitor.
+        st.html(_NO_SIDEBAR)
+    if not home and not st.session_state.get(SIGNED_OUT_NOW):
+        # Not after Sign out: "You have signed out" says it all there.
         st.warning("You must be logged in to access this page")
     session.show_flashes(keep=True)
     if not users.entries(portal) and not getattr(portal.directory, "company", False):
@@ -125,7 +146,8 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
     # callback: a callback runs before the script, so a rerun that a
     # component's report forces mid-run can no longer drop the click.
     with st.form(LOGIN_FORM):
-        st.header("Sign in")
+        st.header("Sign in", anchor=False)
+        st.caption("Your company username and password, then **Login**.")
         st.text_input("Username", key=LOGIN_USERNAME, autocomplete="username")
         st.text_input("Password", key=LOGIN_PASSWORD, type="password",
                       autocomplete="current-password")
@@ -182,6 +204,7 @@ def _submit_password() -> None:
     st.session_state.pop(LOGIN_WITH_CODE, None)
     session.start(username, token=token, passed=done, verified_at=now if done else None)
     st.session_state[COOKIE_DUE] = True
+    st.session_state.pop(SIGNED_OUT_NOW, None)
 
 
 # -- the session cookie ------------------------------------------------------------
@@ -227,7 +250,7 @@ def _challenge_screen(portal: config.Portal, user: User) -> None:
     status = session.status()
     passkey = passkey_view.has_passkey(status) and passkey_view.available()
     backup = bool(st.session_state.get(CHALLENGE_BACKUP)) or not (status.totp_enabled or passkey)
-    st.title("Two-step verification")
+    st.title("Two-step verification", anchor=False)
     session.show_flashes()
     if passkey and not backup:
         # Offered first: nothing to type, and a look-alike site cannot relay it.
@@ -257,16 +280,9 @@ def _code_form(portal: config.Portal, user: User, *, backup: bool, first: bool) 
     else:
         st.write(f"{'Open' if first else 'Or open'} your authentication app and enter the 6-digit "
                  f"code for **{portal.service.issuer}** ({user.username}).")
-    with st.form("portal_challenge_form", border=False):
-        # type "phone": Streamlit's way to a numeric keypad on phones (<input type="tel">).
-        st.text_input("Backup code" if backup else "Authentication code", key=_challenge_key(),
-                      type="default" if backup else "phone",
-                      autocomplete="off" if backup else "one-time-code",
-                      max_chars=40 if backup else 12)
-        st.form_submit_button("Continue", type="primary" if first else "secondary",
-                              on_click=_submit_challenge)
-    if first:
-        focus.field("Backup code" if backup else "Authentication code")
+    label = "Backup code" if backup else "Authentication code"
+    code_form("portal_challenge_form", label, _challenge_key(), button="Continue",
+              on_click=_submit_challenge, backup=backup, primary=first, take_focus=first)
 
 
 def _passkey_answered(response: str) -> None:
@@ -324,6 +340,7 @@ def sign_out() -> None:
     """Sidebar / challenge **Sign out**: the session ends for every tab of this browser."""
     _end_session(config.portal(), revoke=True)
     session.flash("success", "You have signed out.")
+    st.session_state[SIGNED_OUT_NOW] = True
 
 
 def _end_session(portal: config.Portal, *, revoke: bool) -> None:

@@ -9,6 +9,8 @@
 - ``OriginGuard`` refuses a websocket (the page's live connection) whose
   ``Origin`` is not the portal's own, so a page from another origin cannot
   open a session with the browser's cookie.
+- ``UnknownPage`` answers an address that is no page with the portal's own
+  "Page not found" (404), not Streamlit's message over the home page.
 - ``SecurityHeaders`` adds ``X-Frame-Options``, CSP ``frame-ancestors``,
   ``Referrer-Policy`` and ``Cache-Control: no-store`` to every response but
   Streamlit's static assets.
@@ -21,11 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 log = logging.getLogger("portal")
@@ -171,6 +175,57 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# -- an address that is no page ------------------------------------------------
+
+_APP_DIR = Path(__file__).resolve().parent.parent
+# Streamlit's own paths and files (never a page): its assets, websocket, components, media.
+_NOT_PAGES = {"_stcore", "static", "component", "media", "app", "auth", "api", "~"}
+NOT_FOUND_TITLE = "Page not found"
+_NOT_FOUND_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Page not found · MFA Portal</title>
+<style>body{font-family:system-ui,sans-serif;color:#161514;max-width:40rem;margin:3rem auto;
+padding:0 1rem;line-height:1.5}a{color:#1c6dd0}</style></head>
+<body><main><h1>Page not found</h1>
+<p>There is no page at this address in the MFA Portal. Check the address, or
+<a href="/">go to the MFA Portal's home page</a> to sign in.</p></main></body></html>
+"""
+
+
+def page_names(app_dir: Path = _APP_DIR) -> set[str]:
+    """The URL paths Streamlit serves a page at ("" for the home page), lower case: one per
+    file in ``pages/``, its number prefix dropped as Streamlit does."""
+    names = {""}
+    for file in (app_dir / "pages").glob("*.py"):
+        names.add(re.sub(r"^[0-9]*[_ -]*", "", file.stem).replace(" ", "_").lower())
+    return names
+
+
+class UnknownPage:
+    """An address that is neither a page nor one of Streamlit's own paths: the portal's "Page
+    not found" (404) instead of Streamlit's "Page not found … Running the app's main page"
+    over the home page."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.pages = page_names()
+
+    def is_unknown(self, path: str) -> bool:
+        parts = path.strip("/").split("/")
+        if parts[0] in _NOT_PAGES or "." in parts[-1]:  # Streamlit's paths, files
+            return False
+        return "/".join(parts).lower() not in self.pages
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (scope["type"] == "http" and scope.get("method") in ("GET", "HEAD")
+                and self.is_unknown(scope.get("path", "/"))):
+            response = HTMLResponse(_NOT_FOUND_HTML, status_code=404)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def routes() -> list[Route]:

@@ -418,6 +418,11 @@ def button(page, name: str):
     return page.get_by_role("button", name=name, exact=True)
 
 
+def row_button(page, action: str):
+    """An authenticator row's **Rename** / **Remove**: named after it ("Remove “Work phone”")."""
+    return page.get_by_role("button", name=re.compile(rf"^{action} \u201c"))
+
+
 def submit(page, label: str, value: str, button_name: str, scope=None,
            stable_ms: int = IDLE_STABLE_MS) -> None:
     """Type ``value`` into the text input ``label`` and press ``button_name``.

@@ -44,7 +44,7 @@ def test_a_second_app_signs_in_then_one_is_renamed_and_the_other_removed(portal,
     open_manage_mfa(page)
     assert "TOTP via authentication app enabled" in main_text(page)
     [only] = rows(page)
-    assert "Authenticator app" in only and "Authentication app" in only
+    assert "Authentication app" in only and "Authentication app" in only
     shots(page, "authenticators-one")
     assert_accessible(page, "manage-mfa-one-app")
 
@@ -52,14 +52,14 @@ def test_a_second_app_signs_in_then_one_is_renamed_and_the_other_removed(portal,
     click(page, button(page, "Add another authentication app"))
     heading(page, "Add TOTP MFA").wait_for()
     name = page.get_by_label("Name for this authenticator", exact=True)
-    assert name.input_value() == "Authenticator app 2"
+    assert name.input_value() == "Authentication app 2"
     image = main_area(page).get_by_role("img", name="QR code to scan with your authentication app")
     image.wait_for()
     uri = decode_qr(base64.b64decode(image.get_attribute("src").split(",", 1)[1]))
     tablet = re.search(r"secret=([A-Z2-7]+)", uri).group(1)
     shots(page, "add-another-app")
     assert_accessible(page, "add-totp-another-app")
-    submit(page, "Name for this authenticator", "Authenticator app", "Verify")
+    submit(page, "Name for this authenticator", "Authentication app", "Verify")
     assert "already have an authenticator named" in error_text(page)
     submit(page, "Name for this authenticator", "Work tablet", "Verify")
     heading(page, "Verify TOTP").wait_for()
@@ -90,21 +90,25 @@ def test_a_second_app_signs_in_then_one_is_renamed_and_the_other_removed(portal,
 
     # Rename the first: the row turns into a name field.
     ids = {a.label: a.id for a in portal.service().status("henry").authenticators}
-    click(page, main_area(page).locator(f".st-key-manage_rename_{ids['Authenticator app']} button"))
-    field = page.get_by_label("New name for Authenticator app", exact=True)
+    click(page, main_area(page).locator(f".st-key-manage_rename_{ids['Authentication app']} button"))
+    field = page.get_by_label("New name for Authentication app", exact=True)
     field.wait_for()
     assert_accessible(page, "manage-mfa-rename")
-    submit(page, "New name for Authenticator app", "work tablet", "Save")
+    submit(page, "New name for Authentication app", "work tablet", "Save")
     assert "already have an authenticator named" in error_text(page)
-    submit(page, "New name for Authenticator app", "Phone", "Save")
+    submit(page, "New name for Authentication app", "Phone", "Save")
     page.get_by_text("The authenticator was renamed.").wait_for()
     assert [a.label for a in portal.service().status("henry").authenticators] == ["Phone",
                                                                                  "Work tablet"]
     assert "Phone" in rows(page)[0]
     shots(page, "authenticators-renamed")
 
-    # Remove the other: one of two goes at once (verified recently), two-step stays on.
+    # Remove the other: one of two is asked about first (other sessions are signed out),
+    # then goes without a dialog (verified recently); two-step stays on.
     click(page, main_area(page).locator(f".st-key-manage_remove_{ids['Work tablet']} button"))
+    assert "Your other sessions will be signed out." in main_text(page)
+    assert len(portal.service().status("henry").authenticators) == 2
+    click(page, button(page, "Yes, remove it"))
     page.get_by_text("Your other authenticators and your backup codes still work").wait_for()
     listed = rows(page)
     assert len(listed) == 1 and "Phone" in listed[0]

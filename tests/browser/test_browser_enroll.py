@@ -7,9 +7,11 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from playwright.sync_api import expect
+
 from accessibility import assert_accessible
 from browser_support import (BACKUP_CODE, button, code_at_step, current_step, decode_qr, error_text,
-                             heading, main_area, main_text, sign_in, submit, click)
+                             heading, main_area, main_text, row_button, sign_in, submit, click)
 
 
 def open_manage_mfa(page) -> None:
@@ -73,7 +75,7 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     shots(page, "verify-totp")
     field = page.get_by_label("Enter the code from your authentication app", exact=True)
     assert field.get_attribute("autocomplete") == "one-time-code"
-    assert field.get_attribute("type") == "tel"  # a numeric keypad on phones
+    expect(field).to_have_attribute("inputmode", "numeric")  # a numeric keypad on phones
     assert_accessible(page, "verify-totp")
     submit(page, "Enter the code from your authentication app", code_at_step(secret, current_step()),
            "Verify code")
@@ -116,7 +118,7 @@ def test_new_user_adds_totp_with_the_qr_code_and_saves_backup_codes(portal, page
     text = main_text(page)
     assert "TOTP via authentication app enabled" in text
     assert "Add TOTP via authentication app" not in text
-    assert button(page, "Remove").is_visible()
+    assert row_button(page, "Remove").is_visible()
     assert "You have 10 backup codes left." in text  # typing one back used none up
     assert "Generate new backup codes?" in text
     shots(page, "manage-mfa-enabled", doc="manage-mfa-enabled")

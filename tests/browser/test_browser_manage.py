@@ -11,7 +11,7 @@ import re
 
 from accessibility import assert_accessible
 from browser_support import (BACKUP_CODE, button, click, enter_code, error_text, expect_challenge,
-                             fresh_code, heading, main_area, main_text, sign_in, submit)
+                             fresh_code, heading, main_area, main_text, row_button, sign_in, submit)
 
 BROWSER_USERS = {"grace": "grace-browser-pw"}
 BROWSER_CLOCK = True
@@ -68,19 +68,19 @@ def test_regenerate_codes_and_remove_totp_after_verifying_again(portal, page, sh
     assert not BACKUP_CODE.search(main_text(page))  # shown once only
 
     # Just verified: Remove asks on the page first, and Keep it changes nothing.
-    click(page, button(page, "Remove"))
+    click(page, row_button(page, "Remove"))
     button(page, "Yes, remove it").wait_for()
     assert "Remove your authentication app?" in main_text(page)
     shots(page, "remove-asks-first")
     assert_accessible(page, "manage-mfa-remove-asks-first")
     click(page, button(page, "Keep it"))
-    button(page, "Remove").wait_for()
+    row_button(page, "Remove").wait_for()
     assert portal.service().status("grace").totp_enabled
 
     # Eleven more minutes: Remove asks again; a wrong code removes nothing.
     portal.move_clock(STALE)
-    click(page, button(page, "Remove"))
-    dialog = verify_dialog(page, "remove “Authenticator app”, your only authenticator (two-step "
+    click(page, row_button(page, "Remove"))
+    dialog = verify_dialog(page, "remove “Authentication app”, your only authenticator (two-step "
                                  "verification turns off")
     submit(page, "Authentication code", "000000" if code != "000000" else "111111", "Confirm",
            scope=dialog)

@@ -15,7 +15,7 @@ import re
 
 from accessibility import assert_accessible
 from browser_support import (BACKUP_CODE, button, click, error_text, heading, main_area, main_text,
-                             sign_in, sign_out)
+                             row_button, sign_in, sign_out)
 from passkey_support import add_virtual_authenticator, localhost
 
 BROWSER_USERS = {"pat": "pat-browser-pw", "quinn": "quinn-browser-pw"}
@@ -114,7 +114,7 @@ def test_rename_and_remove_a_passkey(portal, new_page):
     click(page, button(page, "Done"))
 
     # Just verified (the password): the changes need no dialog.
-    click(page, button(page, "Rename"))
+    click(page, row_button(page, "Rename"))
     page.get_by_label(re.compile("New name for")).fill("Work laptop")
     click(page, button(page, "Save"))
     page.get_by_text("The authenticator was renamed.").wait_for()
@@ -122,7 +122,7 @@ def test_rename_and_remove_a_passkey(portal, new_page):
     assert_accessible(page, "manage-mfa-passkey-renamed")
 
     # Removing the only authenticator asks on the page, then two-step is off.
-    click(page, button(page, "Remove"))
+    click(page, row_button(page, "Remove"))
     click(page, button(page, "Yes, remove it"))
     page.get_by_text("Add TOTP via authentication app").wait_for()
     assert "Work laptop" not in main_text(page)

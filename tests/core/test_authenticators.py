@@ -18,7 +18,7 @@ from ..support import FakeClock, code_for
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "data-v1"
 
 
-def add_app(svc, clock, username="alice", label="Authenticator app") -> str:
+def add_app(svc, clock, username="alice", label="Authentication app") -> str:
     """Enroll one more app called ``label``; returns its secret (the clock moves one step on)."""
     secret = svc.create_totp(username, label=label).secret
     svc.verify_totp(username, code_for(secret, clock()))
@@ -231,10 +231,10 @@ def test_at_most_five_apps_and_the_refusal_says_so(svc, clock):
 def test_the_default_label_is_made_unique(svc, clock):
     add_app(svc, clock)  # as the seed's createTOTP calls it: no name
     add_app(svc, clock)
-    add_app(svc, clock, label="authenticator APP 3")
+    add_app(svc, clock, label="authentication APP 3")
     add_app(svc, clock)
     assert [a.label for a in svc.status("alice").authenticators] == [
-        "Authenticator app", "Authenticator app 2", "authenticator APP 3", "Authenticator app 4"]
+        "Authentication app", "Authentication app 2", "authentication APP 3", "Authentication app 4"]
 
 
 def test_an_explicit_duplicate_is_refused_in_any_case(svc, clock):
@@ -327,7 +327,7 @@ def test_a_data_dir_of_the_previous_release_reads_with_nothing_lost(old_data_dir
     svc = mfa_core.open_service(old_data_dir, clock=clock, environ={})
     status = svc.status("alice")
     [app] = status.authenticators
-    assert (app.kind, app.label, app.created_at) == ("totp", "Authenticator app", alice["enabled_at"])
+    assert (app.kind, app.label, app.created_at) == ("totp", "Authentication app", alice["enabled_at"])
     # It signed in an hour after its enrollment: that is its last use.
     assert app.last_used_at == alice["last_step"] * totp.PERIOD
     assert status.two_factor_enabled and status.backup_codes_remaining == len(alice["backup_codes"])
@@ -362,7 +362,7 @@ def test_the_old_pending_enrollment_verifies_into_a_named_app(old_data_dir):
     assert pending is not None
     svc.verify_totp("bob", code_for(pending.secret, clock()))
     [app] = svc.status("bob").authenticators
-    assert app.label == "Authenticator app"
+    assert app.label == "Authentication app"
 
 
 def test_an_old_app_gets_a_second_one_beside_it(old_data_dir):
@@ -370,7 +370,7 @@ def test_an_old_app_gets_a_second_one_beside_it(old_data_dir):
     clock = FakeClock(EXPECTED["clock"] + 7200)
     svc = mfa_core.open_service(old_data_dir, clock=clock, environ={})
     tablet = add_app(svc, clock, label="Tablet")
-    assert [a.label for a in svc.status("alice").authenticators] == ["Authenticator app", "Tablet"]
+    assert [a.label for a in svc.status("alice").authenticators] == ["Authentication app", "Tablet"]
     svc.attempt_second_factor("alice", code_for(alice["secret"], clock()))
     svc.attempt_second_factor("alice", code_for(tablet, clock()))
     assert svc.status("alice").backup_codes_remaining == len(alice["backup_codes"])

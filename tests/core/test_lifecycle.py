@@ -136,8 +136,8 @@ def test_verifying_a_new_enrollment_adds_an_app_beside_the_old_one(svc, clock):
     clock.advance(30)
     svc.attempt_second_factor("alice", code_for(old, clock()))
     svc.attempt_second_factor("alice", code_for(new, clock()))
-    assert [a.label for a in svc.status("alice").authenticators] == ["Authenticator app",
-                                                                     "Authenticator app 2"]
+    assert [a.label for a in svc.status("alice").authenticators] == ["Authentication app",
+                                                                     "Authentication app 2"]
 
 
 # -- replay and diagnostics -------------------------------------------------------

@@ -292,7 +292,7 @@ def test_mfa_status_shows_the_user_state(cli, directory, svc, clock):
     assert data["last_activity"] == clock()  # the codes, generated one step after enrolling
     assert data["mfa_epoch"] == 1
     [app] = data["authenticators"]
-    assert (app["kind"], app["label"], app["last_used_at"]) == ("totp", "Authenticator app", None)
+    assert (app["kind"], app["label"], app["last_used_at"]) == ("totp", "Authentication app", None)
 
 
 def test_mfa_status_lists_each_authenticator_with_its_id(cli, directory, svc, clock):
@@ -307,7 +307,7 @@ def test_mfa_status_lists_each_authenticator_with_its_id(cli, directory, svc, cl
     header = next(i for i, line in enumerate(lines) if line.startswith("ID "))
     assert lines[header].split() == ["ID", "KIND", "NAME", "ADDED", "LAST", "USED"]
     rows = lines[header + 1:]
-    assert rows[0].startswith(ids["Authenticator app"]) and rows[0].rstrip().endswith("-")
+    assert rows[0].startswith(ids["Authentication app"]) and rows[0].rstrip().endswith("-")
     assert rows[1].startswith(ids["Work tablet"]) and "Work tablet" in rows[1]
     assert not rows[1].rstrip().endswith("-")  # it signed in: a last-used time
 
@@ -330,7 +330,7 @@ def test_mfa_remove_takes_one_authenticator_with_a_reason(cli, directory, svc, c
     assert result.returncode == 0, result.stderr
     assert "“Work tablet”" in result.stdout and "1 authenticator left" in result.stdout
     status = svc.status("alice")
-    assert [a.label for a in status.authenticators] == ["Authenticator app"]
+    assert [a.label for a in status.authenticators] == ["Authentication app"]
     assert status.backup_codes_remaining == 10
     event = svc.audit("alice")[-1]
     assert (event.event, event.actor, event.detail) == (

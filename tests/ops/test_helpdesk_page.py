@@ -174,7 +174,7 @@ def test_choosing_a_user_shows_their_audit_trail_newest_first(data_dir, svc, clo
     at = choose(helpdesk(admin_secret, clock), "alice")
     assert "Alice Example (alice)" in texts(at)
     trail = at.dataframe[1].value.to_dict("records")
-    assert [r["Event"] for r in trail] == ["New backup codes generated", "Authenticator app added",
+    assert [r["Event"] for r in trail] == ["New backup codes generated", "Authentication app added",
                                           "Authenticator set-up started"]
     assert {r["By"] for r in trail} == {"alice"}
     assert "On" in texts(at) and "10 backup codes left" in texts(at)
@@ -214,10 +214,10 @@ def test_names_and_reasons_are_shown_as_text_never_as_markdown(data_dir, svc, cl
     at = click(at, "Reset MFA")
     [question] = [w.value for w in at.warning if "Reset MFA for" in w.value]
     assert f"Reset MFA for {plain(name)} (mallory)?" in question
-    # The user's own pages: the sidebar and the home page's greeting.
+    # The user's own pages: the top bar and the home page's greeting.
     own = pass_challenge(sign_in(app(), "mallory", "mallory-password"), secret, clock)
     assert [t.value for t in own.title] == [f"Welcome, {plain(name)}"]
-    assert f"Signed in as **{plain(name)}**" in own.sidebar.markdown[0].value
+    assert f"Signed in as **{plain(name)}**" in texts(own)
 
 
 # -- reset ---------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def test_reset_asks_reset_mfa_for_the_name_with_the_consequences_before_acting(d
     at = click(at, "Reset MFA")
     [question] = [w.value for w in at.warning]
     assert question.startswith("**Reset MFA for Alice Example (alice)?**")
-    for consequence in ("authentication app and backup codes are removed", "signed out",
+    for consequence in ("Their authentication app and their backup codes are removed", "signed out",
                         "password alone", "cannot be undone"):
         assert consequence in question
     assert {"Yes, reset MFA", "Cancel"} <= set(labels(at)) and "Reset MFA" not in labels(at)
@@ -384,12 +384,15 @@ def test_clear_lockout_after_ten_minutes_asks_the_admin_to_verify_first(data_dir
     assert svc.audit("alice")[-1].detail == "identity checked"
 
 
-def test_clear_lockout_without_a_reason_records_a_default_one(data_dir, svc, clock, admin_secret):
+def test_clear_lockout_needs_a_reason_as_reset_does(data_dir, svc, clock, admin_secret):
     wrong_password(svc, "bob")
     at = click(choose(helpdesk(admin_secret, clock), "bob"), "Clear lockout")
+    assert svc.status("bob").password_failures == 1
+    assert errors(at) == ["A reason is required to clear a lockout."]
+    type_into(at, "Reason", "called from his desk phone")
+    at = click(at, "Clear lockout")
     assert svc.status("bob").password_failures == 0
-    assert svc.audit("bob")[-1].detail == "lockout cleared by the helpdesk"
-    assert not errors(at)
+    assert svc.audit("bob")[-1].detail == "called from his desk phone"
 
 
 def test_a_large_directory_draws_a_bounded_list_and_the_search_narrows_it(data_dir, admin_secret,
@@ -461,7 +464,7 @@ def test_the_helpdesk_lists_a_users_authenticators_and_removes_one_with_a_reason
     at = choose(helpdesk(admin_secret, clock), "alice")
     assert rows(at)["alice"]["Two-step"] == "On (2)"
     listed = at.dataframe[2].value.to_dict("records")  # after the list and the trail
-    assert [(r["Name"], r["Kind"]) for r in listed] == [("Authenticator app", "Authentication app"),
+    assert [(r["Name"], r["Kind"]) for r in listed] == [("Authentication app", "Authentication app"),
                                                          ("Work tablet", "Authentication app")]
     ids = authenticator_ids(svc)
     at = click(at, "Remove authenticator")  # nothing chosen
@@ -475,7 +478,7 @@ def test_the_helpdesk_lists_a_users_authenticators_and_removes_one_with_a_reason
     assert "Their other authenticators and backup codes keep working" in texts(at)
     assert len(svc.status("alice").authenticators) == 2  # asked, not done
     at = click(at, "Yes, remove it")
-    assert [a.label for a in svc.status("alice").authenticators] == ["Authenticator app"]
+    assert [a.label for a in svc.status("alice").authenticators] == ["Authentication app"]
     assert svc.status("alice").backup_codes_remaining == 10
     event = svc.audit("alice")[-1]
     assert (event.event, event.actor, event.detail) == ("authenticator_removed", "admin",
@@ -504,7 +507,54 @@ def test_a_removal_confirmed_after_the_user_changed_their_authenticators_asks_ag
     type_into(run(at), "Reason", "tablet stolen")
     at = click(at, "Remove authenticator")
     assert "Their other authenticators and backup codes keep working" in texts(at)
-    svc.remove_authenticator("alice", ids["Authenticator app"])  # meanwhile, the user
+    svc.remove_authenticator("alice", ids["Authentication app"])  # meanwhile, the user
     at = click(at, "Yes, remove it")
     assert "changed meanwhile\\: nothing was removed" in texts(at)  # (escaped markdown)
     assert [a.label for a in svc.status("alice").authenticators] == ["Work tablet"]
+
+
+# -- what a new admin tripped over (issue 21) -------------------------------------------------
+
+def test_the_reason_typed_for_one_user_is_gone_when_another_is_chosen(data_dir, svc, clock,
+                                                                       admin_secret):
+    enroll(svc, clock, "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    type_into(at, "Reason", "alice lost her phone")
+    at = choose(run(at), "bob")
+    assert at.text_input(key=helpdesk_module.REASON).value == ""
+
+
+def test_a_wrong_password_in_the_trail_is_by_someone_unknown_from_an_address(data_dir, svc, clock,
+                                                                             admin_secret):
+    wrong_password(svc, "bob")
+    at = choose(helpdesk(admin_secret, clock), "bob")
+    trail = at.dataframe[1].value.to_dict("records")
+    assert [(r["Event"], r["By"]) for r in trail] == [("Wrong password",
+                                                       "unknown (from 203.0.113.50)")]
+
+
+def test_the_reset_question_names_the_passkey_too(data_dir, svc, clock, admin_secret):
+    from ..portal.test_passkey_pages import add_passkey
+
+    enroll(svc, clock, "alice")
+    add_passkey(svc, "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    type_into(at, "Reason", "lost bag")
+    at = click(at, "Reset MFA")
+    [question] = [w.value for w in at.warning]
+    assert ("Their authentication app, their passkey and their backup codes are removed"
+            in question)
+
+
+def test_the_tables_are_wide_enough_for_lockout_last_activity_and_detail(data_dir, svc, clock,
+                                                                         admin_secret):
+    import json
+
+    enroll(svc, clock, "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    for frame in at.dataframe[:2]:  # the users, the audit trail
+        columns = json.loads(frame.proto.columns)
+        columns.pop("_index", None)  # hidden
+        shown = list(frame.value.columns)
+        assert set(columns) == set(shown), (columns, shown)  # every column has its width
+        assert sum(c["width"] for c in columns.values()) <= helpdesk_module.TABLE_WIDTH

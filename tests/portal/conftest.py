@@ -134,6 +134,14 @@ def click(at: AppTest, label: str) -> AppTest:
     return run(at)
 
 
+def generate(at: AppTest) -> AppTest:
+    """**Generate**, then **Yes, generate new codes** when the page asks first (unused codes left)."""
+    at = click(at, "Generate")
+    if "Yes, generate new codes" in labels(at):
+        at = click(at, "Yes, generate new codes")
+    return at
+
+
 def type_into(at: AppTest, label: str, text: str) -> None:
     fields = [t for t in at.text_input if t.label == label]
     assert len(fields) == 1, f"{label!r} among {[t.label for t in at.text_input]}"

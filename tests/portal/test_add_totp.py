@@ -246,8 +246,8 @@ def test_with_totp_already_enabled_the_page_sets_up_one_more_app(data_dir, svc, 
     at = signed_in("alice", secret, clock, page=ADD)
     assert [t.value for t in at.title] == ["Add TOTP MFA"]
     pending = svc.pending_totp("alice")
-    assert pending is not None and pending.label == "Authenticator app 2"
-    assert [a.label for a in svc.status("alice").authenticators] == ["Authenticator app"]
+    assert pending is not None and pending.label == "Authentication app 2"
+    assert [a.label for a in svc.status("alice").authenticators] == ["Authentication app"]
     assert main_links(at) == ["Manage MFA"]
 
 

@@ -8,8 +8,8 @@ import mfa_core
 import portal.session
 from portal import manage
 
-from .conftest import (app, click, code, enroll, errors, inputs, labels, run, signed_in, texts,
-                       type_into)
+from .conftest import (app, click, code, enroll, errors, generate, inputs, labels, run, signed_in,
+                       texts, type_into)
 from .inline import downloads, new_codes
 
 MANAGE = "pages/1_Manage_MFA.py"
@@ -47,7 +47,7 @@ def test_generate_stays_offered_with_no_codes_left_and_warns(data_dir, svc, cloc
 def test_generate_right_after_sign_in_needs_no_dialog_and_shows_codes_once(data_dir, svc, clock):
     secret, old = enroll(svc, clock, "alice")
     at = signed_in("alice", secret, clock, page=MANAGE)
-    at = click(at, "Generate")
+    at = generate(at)
     new = new_codes(at)
     assert len(new) == 10 and not set(new) & set(old)
     assert "\n".join(new) in [c.value for c in at.code]
@@ -62,7 +62,7 @@ def test_generate_right_after_sign_in_needs_no_dialog_and_shows_codes_once(data_
 
 def test_backup_code_download_holds_the_codes_and_is_never_a_media_url(data_dir, svc, clock, media):
     secret, _ = enroll(svc, clock, "alice")
-    at = click(signed_in("alice", secret, clock, page=MANAGE), "Generate")
+    at = generate(signed_in("alice", secret, clock, page=MANAGE))
     new = new_codes(at)
     [(name, body)] = downloads(at)
     assert name.endswith(".txt")
@@ -74,9 +74,10 @@ def test_generate_after_ten_minutes_asks_for_the_authentication_code(data_dir, s
     secret, _ = enroll(svc, clock, "alice")
     at = signed_in("alice", secret, clock, page=MANAGE)
     clock.advance(601)
-    at = click(at, "Generate")
+    at = generate(at)
     assert not new_codes(at)
-    assert "To generate new backup codes, enter the code from your authentication app." in texts(at)
+    assert ("To generate new backup codes (your 10 unused codes stop working), enter the code from "
+            "your authentication app.") in texts(at)
     assert inputs(at) == ["Authentication code"]
     assert {"Confirm", "Use a backup code", "Cancel"} <= set(labels(at))
     type_into(at, "Authentication code", "000000")
@@ -97,7 +98,7 @@ def test_remove_with_a_backup_code_in_the_dialog(data_dir, svc, clock):
     at = signed_in("alice", secret, clock, page=MANAGE)
     clock.advance(601)
     at = click(at, "Remove")
-    assert ("To remove “Authenticator app”, your only authenticator (two-step verification turns "
+    assert ("To remove “Authentication app”, your only authenticator (two-step verification turns "
             "off and your backup codes stop working), enter the code from your authentication "
             "app.") in texts(at)
     at = click(at, "Use a backup code")
@@ -140,7 +141,7 @@ def test_confirming_after_the_window_closed_asks_verify_its_you(data_dir, svc, c
     at = click(signed_in("alice", secret, clock, page=MANAGE), "Remove")
     clock.advance(601)
     at = click(at, "Yes, remove it")
-    assert ("To remove “Authenticator app”, your only authenticator (two-step verification turns "
+    assert ("To remove “Authentication app”, your only authenticator (two-step verification turns "
             "off and your backup codes stop working), enter the code from your authentication "
             "app.") in texts(at)
     assert svc.status("alice").totp_enabled
@@ -207,7 +208,7 @@ def test_recent_security_activity_lists_time_event_and_outcome(data_dir, svc, cl
     table = [m.value for m in at.markdown if m.value.startswith("| Time")][0]
     assert "| Two-step verification passed | Success |" in table
     assert "| Two-step verification failed | Failure |" in table
-    assert "| Authenticator app added | Success |" in table
+    assert "| Authentication app added | Success |" in table
     assert "2027-01-15" in table  # the injected clock's date, in UTC
     assert secret not in table
 
@@ -224,7 +225,7 @@ def test_a_click_after_mfa_changed_elsewhere_does_nothing_and_the_session_verifi
     at = signed_in("alice", secret, clock, page=MANAGE)  # verified just now
     svc.reset_mfa("alice", actor="admin", reason="account taken over")
     secret2, _ = enroll(svc, clock, "alice")  # the real owner enrolls a new phone
-    at = click(at, "Generate")  # the old session's button, still on its screen
+    at = generate(at)  # the old session's button, still on its screen
     assert not new_codes(at)
     assert svc.status("alice").backup_codes_remaining == 10
     assert [t.value for t in at.title] == ["MFA Portal"]  # the reset ended that session

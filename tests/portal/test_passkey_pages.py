@@ -69,7 +69,7 @@ def test_manage_mfa_offers_a_passkey_and_lists_it_as_an_authenticator(data_dir, 
     at = app(MANAGE)
     assert "Add a passkey" in labels(at)
     text = texts(at)
-    assert "Office key" in text and "Passkey" in text and "Two-step verification is on." in text
+    assert "Office key" in text and "Passkey" in text and "Two-step verification is on with 1 passkey." in text
     assert {"Rename", "Remove"} <= set(labels(at))
 
 
@@ -78,7 +78,7 @@ def test_verify_its_you_asks_for_the_passkey_first(data_dir, svc, cookie, clock)
     svc.create_backup_codes("alice")
     cookie(make_cookie("alice", passed=True, verified_at=clock() - 3600))
     at = click(app(MANAGE), "Generate")
-    assert "To generate new backup codes, use your passkey." in texts(at)
+    assert "To generate new backup codes (your 10 unused codes stop working), use your passkey." in texts(at)
     assert {"Use a passkey", "Use a backup code", "Cancel"} <= set(labels(at))
     at = click(at, "Use a backup code")
     assert "Backup code" in inputs(at)

@@ -6,7 +6,8 @@ import hashlib
 
 from portal import enrollment
 
-from .conftest import click, code, enroll, errors, labels, run, signed_in, texts, type_into
+from .conftest import (click, code, enroll, errors, generate, labels, run, signed_in, texts,
+                       type_into)
 from .inline import codes_on_screen, downloads, inline_qr, new_codes
 from .test_add_totp import decode_qr, start_adding
 
@@ -99,7 +100,7 @@ def test_add_totp_codes_are_not_shown_again_after_leaving_the_page(data_dir, svc
     assert "Generate new backup codes?" in texts(at)
     assert not any(c in texts(at) for c in codes)
     # A new set is shown in the run right after it was made, and Finish works with it.
-    at = click(at, "Generate")
+    at = generate(at)
     fresh = new_codes(at)
     assert codes_on_screen(at) and len(fresh) == 10 and not set(fresh) & set(codes)
     type_into(at, "To show you saved them, type one of the backup codes", fresh[0])
@@ -116,7 +117,7 @@ def test_add_totp_finish_without_the_codes_after_coming_back(data_dir, svc, cloc
 
 def test_manage_codes_are_shown_in_the_visit_that_made_them_only(data_dir, svc, clock):
     secret, _ = enroll(svc, clock, "alice")
-    at = click(signed_in("alice", secret, clock, page=MANAGE), "Generate")
+    at = generate(signed_in("alice", secret, clock, page=MANAGE))
     assert codes_on_screen(at) and "Done" in labels(at)
     assert codes_on_screen(run(at))
     at = go(go(at, HOME), MANAGE)
@@ -127,7 +128,7 @@ def test_manage_codes_are_shown_in_the_visit_that_made_them_only(data_dir, svc, 
 
 def test_a_new_browser_session_never_sees_codes_made_in_another(data_dir, svc, clock):
     secret, _ = enroll(svc, clock, "alice")
-    click(signed_in("alice", secret, clock, page=MANAGE), "Generate")
+    generate(signed_in("alice", secret, clock, page=MANAGE))
     clock.advance(30)
     other = signed_in("alice", secret, clock, page=MANAGE)
     assert not codes_on_screen(other) and "Generate new backup codes?" in texts(other)

@@ -113,7 +113,7 @@ def test_every_state_changing_callback_goes_through_the_one_guard():
     callbacks = [manage.request_add, manage.request_remove, manage.confirm_remove, manage.save_rename,
                  helpdesk.request_reset, helpdesk.request_remove_one, helpdesk.confirm_remove_one,
                  helpdesk.confirm_reset, helpdesk.clear_lockout, sessions_view.sign_out_one,
-                 sessions_view.sign_out_others, backup_view.request_generate,
+                 sessions_view.sign_out_others, backup_view.request_generate, backup_view.confirm_generate,
                  enrollment.request_start, enrollment.request_reset, enrollment.go_verify,
                  enrollment.submit_code, passkey_view.request_add, passkey_view.save_new]
     guard = portal.session.guarded(lambda: None).__code__  # the one wrapper's code
