@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from . import api, web
+from . import api, startup, web
 
 
 def routes() -> list[BaseRoute]:
@@ -21,7 +21,9 @@ def routes() -> list[BaseRoute]:
 
 def middleware() -> list[Middleware]:
     # TCP_NODELAY first (every accepted connection: pages, websocket, API), then
-    # the origin check: a refused websocket never reaches Streamlit; the
+    # demo mode's loopback-only guard (nothing at all for another machine), the
+    # origin check: a refused websocket never reaches Streamlit; the
     # security headers, then the API, which needs none of Streamlit's own.
-    return [Middleware(api.NoDelayMiddleware), Middleware(web.OriginGuard),
+    return [Middleware(api.NoDelayMiddleware), Middleware(startup.DemoLoopbackGuard),
+            Middleware(web.OriginGuard),
             Middleware(web.SecurityHeaders), Middleware(api.Dispatch)]
