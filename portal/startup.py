@@ -14,7 +14,13 @@ The refusals:
   the environment or secrets.toml) — new keys would make every secret in it
   unusable; with a database, keys that are not configured;
 - demo mode (``MFA_PORTAL_DEMO`` not ``0``) served on anything but loopback:
-  its sign-in page shows the demo admin's password.
+  its sign-in page shows the demo admin's password;
+- other machines served over plain HTTP (F3): the session cookie would travel
+  in clear, and any page on another port of the host could receive it and
+  overwrite it. Serving other machines needs HTTPS: a TLS proxy in front
+  (``MFA_PORTAL_PROXY_HEADER`` set; the cookie is then ``__Host-`` and
+  ``Secure``) or Streamlit's own certificate (``server.sslCertFile``), unless
+  ``MFA_PORTAL_INSECURE_HTTP=1`` says the operator accepts it.
 
 Nothing here imports Streamlit's script side; ``app.py`` loads it before the
 runtime exists.
@@ -37,6 +43,7 @@ log = logging.getLogger("portal")
 
 EXIT_REFUSED = 2
 DEMO_OFF = "MFA_PORTAL_DEMO=0"
+ENV_INSECURE = "MFA_PORTAL_INSECURE_HTTP"
 
 
 class Refused(Exception):
@@ -95,6 +102,36 @@ def demo_problem(addresses: Iterable[str], environ: Mapping[str, str] | None = N
     return None
 
 
+def insecure_http_allowed(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the operator accepts plain HTTP for other machines (``MFA_PORTAL_INSECURE_HTTP=1``)."""
+    env = os.environ if environ is None else environ
+    return (env.get(ENV_INSECURE) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def https_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the portal is reached over HTTPS: behind a (TLS) proxy, or with Streamlit's certificate."""
+    from . import config
+    env = os.environ if environ is None else environ
+    if (env.get(config.ENV_PROXY_HEADER) or "").strip():
+        return True
+    try:
+        from streamlit import config as st_config
+        return bool(st_config.get_option("server.sslCertFile"))
+    except Exception:  # noqa: BLE001 (no Streamlit config: no certificate)
+        return False
+
+
+def transport_problem(addresses: Iterable[str], environ: Mapping[str, str] | None = None) -> str | None:
+    """Why other machines must not be served as configured (plain HTTP), or None."""
+    wide = sorted({a for a in addresses if not is_loopback(a)})
+    if not wide or https_configured(environ) or insecure_http_allowed(environ):
+        return None
+    return (f"serving other machines ({', '.join(wide)}) over plain HTTP would send the session "
+            f"cookie in clear and to every port of this host: put the portal behind a TLS proxy "
+            f"and set MFA_PORTAL_PROXY_HEADER, or give Streamlit a certificate "
+            f"(server.sslCertFile); {ENV_INSECURE}=1 accepts the risk")
+
+
 def _demo_on(env: Mapping[str, str]) -> bool:
     return (env.get("MFA_PORTAL_DEMO") or "1").strip().lower() not in ("0", "false", "no", "off")
 
@@ -144,7 +181,8 @@ def listening_addresses() -> set[str] | None:
 def problems(addresses: Iterable[str] = ()) -> list[str]:
     """Every reason not to serve, given the addresses the server is (or will be) bound to."""
     found = []
-    for problem in (keys_problem(), demo_problem(addresses)):
+    addresses = set(addresses)
+    for problem in (keys_problem(), demo_problem(addresses) or transport_problem(addresses)):
         if problem:
             found.append(problem)
     return found
@@ -188,7 +226,7 @@ async def watch_listening(poll: float = 0.05, limit: float = 120.0) -> None:
         if found is None:
             return  # no /proc: the per-request guard alone
         if found:
-            problem = demo_problem(found)
+            problem = demo_problem(found) or transport_problem(found)
             if problem:
                 refuse([problem])
             return

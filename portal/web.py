@@ -62,6 +62,11 @@ async def session_cookie(request: Request) -> Response:
     secure = _is_https(request)
     if not _same_origin(request.headers.get("origin"), request.headers.get("host"), secure):
         return JSONResponse({"error": "cross-origin request refused"}, status_code=403)
+    if not secure and not _plain_http_ok(request):
+        # Another machine over plain HTTP: the cookie would travel in clear and reach every
+        # port of this host. The page keeps working; only a reload signs in again.
+        return JSONResponse({"error": "HTTPS required"}, status_code=403,
+                            headers={"Cache-Control": "no-store"})
     body = await request.body()
     if len(body) > MAX_BODY:
         return JSONResponse({"error": "body too large"}, status_code=400)
@@ -83,6 +88,14 @@ async def session_cookie(request: Request) -> Response:
         return JSONResponse({"ok": False}, status_code=403, headers={"Cache-Control": "no-store"})
     response.set_cookie(name, token, path="/", secure=secure, httponly=True, samesite="strict")
     return response
+
+
+def _plain_http_ok(request: Request) -> bool:
+    """Plain HTTP sets the cookie for this machine alone, or where the operator accepted it."""
+    from . import config, startup
+    peer = request.client.host if request.client else None
+    return (startup.is_loopback(config.client_address(peer, request.headers))
+            or startup.insecure_http_allowed())
 
 
 def _redeem(ticket: object) -> str | None:

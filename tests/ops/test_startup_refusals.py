@@ -134,14 +134,26 @@ def test_uvicorn_on_every_interface_in_demo_mode_refuses(tmp_path):
     assert "0.0.0.0" in line and "MFA_PORTAL_DEMO=0" in line
 
 
-def test_streamlit_run_on_every_interface_serves_with_demo_mode_off(tmp_path):
+def test_streamlit_run_for_other_machines_over_plain_http_refuses(tmp_path):
+    """F3: without HTTPS the cookie would go in clear, and to every port of the host."""
+    port = _free_port()
+    data_dir = tmp_path / "data"
+    done = _refused(_streamlit(data_dir, "0.0.0.0", port), _env(data_dir, MFA_PORTAL_DEMO="0"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    [line] = _refusal_lines(done)
+    assert "plain HTTP" in line and "MFA_PORTAL_PROXY_HEADER" in line and "MFA_PORTAL_INSECURE_HTTP=1" in line
+
+
+def test_streamlit_run_on_every_interface_serves_behind_a_tls_proxy_with_demo_mode_off(tmp_path):
     port = _free_port()
     data_dir = tmp_path / "data"
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(_streamlit(data_dir, "0.0.0.0", port), cwd=REPO, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=_env(data_dir, MFA_PORTAL_DEMO="0"), start_new_session=True)
+                                env=_env(data_dir, MFA_PORTAL_DEMO="0",
+                                         MFA_PORTAL_PROXY_HEADER="X-Forwarded-For"),
+                                start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while True:
