@@ -508,37 +508,72 @@ class MFAService(PasskeyOperations):
         where = f"from {source}" if source else "from an unknown address"
         policy = self.password_policy
         error: MFAError | None = None
-        with self._transaction(username) as txn:
-            rec = txn.record
-            state = rec.get("password") or {}
-            familiar = passwords.is_familiar(state, src, now, policy)
-            error = passwords.gate(state, src, familiar, now, policy)
-            slot: str | None = None  # a spraying slot, taken only for an unfamiliar source
-            if error is None and not familiar:
-                error, slot = self._spray_slot(src, now)
-            if error is not None:
-                self._log(txn, now, username, "password_throttled", "refused",
-                          f"{_reason(error)} {where}")
-            else:
-                ok = _bcrypt_check(password, stored)
-                state = rec.setdefault("password", state)
-                if ok:
-                    self._spray_release(src, slot)
-                    passwords.record_success(state, src)
-                    if not records.two_step_on(rec):  # the sign-in is complete: a familiar place
-                        passwords.remember_source(state, src, now, policy)
-                    self._log(txn, now, username, "password_accepted", "success", where)
+        entered = False
+        try:
+            with self._transaction(username) as txn:
+                entered = True
+                rec = txn.record
+                state = rec.get("password") or {}
+                familiar = passwords.is_familiar(state, src, now, policy)
+                error = passwords.gate(state, src, familiar, now, policy)
+                slot: str | None = None  # a spraying slot, taken only for an unfamiliar source
+                if error is None and not familiar:
+                    error, slot = self._spray_slot(src, now)
+                if error is not None:
+                    self._log(txn, now, username, "password_throttled", "refused",
+                              f"{_reason(error)} {where}")
                 else:
-                    error = InvalidCode(WRONG_PASSWORD)
-                    reached = passwords.record_failure(state, src, familiar, now, policy)
-                    self._log(txn, now, username, "password_failed", "failure", f"wrong password {where}")
-                    if reached:
-                        self._log(txn, now, username, "password_blocked", "failure",
-                                  f"{policy.account_limit} consecutive wrong passwords from "
-                                  "unfamiliar places")
-            result = PasswordResult(username, records.two_step_on(rec), rec.get("mfa_epoch", 0))
+                    ok = _bcrypt_check(password, stored)
+                    state = rec.setdefault("password", state)
+                    if ok:
+                        self._spray_release(src, slot)
+                        passwords.record_success(state, src)
+                        if not records.two_step_on(rec):  # the sign-in is complete: a familiar place
+                            passwords.remember_source(state, src, now, policy)
+                        self._log(txn, now, username, "password_accepted", "success", where)
+                    else:
+                        error = InvalidCode(WRONG_PASSWORD)
+                        reached = passwords.record_failure(state, src, familiar, now, policy)
+                        self._log(txn, now, username, "password_failed", "failure", f"wrong password {where}")
+                        if reached:
+                            self._log(txn, now, username, "password_blocked", "failure",
+                                      f"{policy.account_limit} consecutive wrong passwords from "
+                                      "unfamiliar places")
+                result = PasswordResult(username, records.two_step_on(rec), rec.get("mfa_epoch", 0))
+        except RecordDamaged as damaged:
+            if entered:
+                raise
+            # The password and its throttle first: a damaged record is shown only to someone
+            # who knows the password (it names a real user; its throttle cannot be read).
+            self._damaged_password(username, password, stored, src, where, now, damaged)
         self._raise_or_notify(txn, error)
         return result
+
+    def _damaged_password(self, username: str, password: str, stored: str, src: str, where: str,
+                          now: float, damaged: RecordDamaged) -> None:
+        """A user whose record cannot be read: the password checked and throttled first.
+
+        The throttle is the source's, as for an unknown name (the user's own is
+        in the damaged record): a wrong password is just that, with the same
+        answer as any other; the right one gets the damage (fail closed).
+        Always raises.
+        """
+        policy = self.password_policy
+        name = passwords.key(self.keyring.pepper, "name", username)
+        with self._keyed_transaction(src) as txn:
+            rec = txn.record
+            error = passwords.unknown_name_gate(rec, name, now, policy) or \
+                passwords.spray_gate(rec, now, policy)
+            if error is None:
+                if _bcrypt_check(password, stored):
+                    error = damaged
+                else:
+                    passwords.record_unknown_name(rec, name, now, policy)
+                    passwords.take_slot(rec, now)
+                    error = InvalidCode(WRONG_PASSWORD)
+                    txn.log(AuditEvent(now, username, username, "password_failed", "failure",
+                                       f"wrong password {where} (record damaged)").to_dict())
+        raise error
 
     def _unknown_password(self, name: str, password: str, src: str, source: str | None,
                           now: float) -> None:
