@@ -142,8 +142,9 @@ def streamlit_address() -> str | None:
         from streamlit import config as st_config
     except ImportError:  # pragma: no cover
         return None
-    if getattr(st_config, "_server_mode", None) not in ("starlette-app", "starlette-app-direct"):
-        return None
+    if getattr(st_config, "_server_mode", None) not in ("starlette-app", "starlette-app-direct",
+                                                        "starlette-managed", "tornado"):
+        return None  # not started by `streamlit run` (uvicorn, a test): its config says nothing
     # Unset: Streamlit binds every interface.
     return st_config.get_option("server.address") or "0.0.0.0"
 
@@ -248,6 +249,35 @@ def lifespan(app):
             task.cancel()
 
     return _lifespan(app)
+
+
+# -- in the page (``streamlit run streamlit_app.py``: no st.App, no middleware) ----------
+
+_page_checked = False
+
+
+def page_refusal(ip_address: str | None, headers) -> str | None:
+    """What a page run shows instead of the portal, or None (see ``DemoLoopbackGuard``).
+
+    The first page run of a process started by ``streamlit run`` on the page
+    script itself (no ``app.py``) also runs the startup checks: its socket is
+    bound by then.
+    """
+    global _page_checked
+    if not _page_checked:
+        _page_checked = True
+        if streamlit_address() is not None:
+            refuse_to_start_if_unfit()
+    if not _demo_on(os.environ):
+        return None
+    if not isinstance(ip_address, str):
+        ip_address = None
+    names = {str(k).lower() for k in (headers or {}).keys()} if headers is not None else set()
+    if ip_address is None and not names:
+        return None  # no browser behind this run (a bare script run, AppTest)
+    scope = {"client": (ip_address, 0) if ip_address else None, "server": None,
+             "headers": [(n.encode("latin-1"), b"") for n in names]}
+    return None if _peer_is_local(scope) else DEMO_REFUSED.decode()
 
 
 # -- per request -------------------------------------------------------------------

@@ -219,3 +219,26 @@ def test_loopback_addresses():
     from portal.startup import is_loopback
     assert all(map(is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost", "::ffff:127.0.0.1"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.5", "", None, "example.com"]))
+
+
+
+@pytest.mark.parametrize("ip, headers, refused", [
+    ("127.0.0.1", {"Host": "localhost:8501"}, False),
+    ("10.1.2.3", {"Host": "10.1.2.4:8501"}, True),
+    ("127.0.0.1", {"Host": "x", "X-Forwarded-For": "203.0.113.9"}, True),
+    (None, {"Host": "x"}, True),        # a browser's run whose peer is unknown: fail closed
+    (None, {}, False),                  # no browser behind the run (AppTest, a bare run)
+])
+def test_a_page_run_without_app_py_shows_nothing_of_the_demo_to_another_machine(monkeypatch, ip, headers,
+                                                                                 refused):
+    """`streamlit run streamlit_app.py` has no app.py middleware: the sign-in guard checks each run."""
+    from portal import startup
+    monkeypatch.delenv("MFA_PORTAL_DEMO", raising=False)
+    monkeypatch.delenv("MFA_PORTAL_PROXY_HEADER", raising=False)
+    monkeypatch.setattr(startup, "_page_checked", True)
+    shown = startup.page_refusal(ip, headers)
+    assert bool(shown) is refused
+    if shown:
+        assert "admin" not in shown and "demo" in shown
+    monkeypatch.setenv("MFA_PORTAL_DEMO", "0")
+    assert startup.page_refusal(ip, headers) is None
