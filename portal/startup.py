@@ -273,9 +273,9 @@ def page_refusal(ip_address: str | None, headers) -> str | None:
     if not isinstance(ip_address, str):
         ip_address = None
     names = {str(k).lower() for k in (headers or {}).keys()} if headers is not None else set()
-    if ip_address is None and not names:
-        return None  # no browser behind this run (a bare script run, AppTest)
-    scope = {"client": (ip_address, 0) if ip_address else None, "server": None,
+    # Streamlit 1.67 under st.App gives no peer address to the script (None): the middleware
+    # judged the connection already; here only what the headers say (a proxy in front).
+    scope = {"client": (ip_address or "127.0.0.1", 0), "server": None,
              "headers": [(n.encode("latin-1"), b"") for n in names]}
     return None if _peer_is_local(scope) else DEMO_REFUSED.decode()
 

@@ -226,7 +226,8 @@ def test_loopback_addresses():
     ("127.0.0.1", {"Host": "localhost:8501"}, False),
     ("10.1.2.3", {"Host": "10.1.2.4:8501"}, True),
     ("127.0.0.1", {"Host": "x", "X-Forwarded-For": "203.0.113.9"}, True),
-    (None, {"Host": "x"}, True),        # a browser's run whose peer is unknown: fail closed
+    (None, {"Host": "x"}, False),       # st.App gives the script no peer: the middleware judged it
+    (None, {"Host": "x", "Forwarded": "for=203.0.113.9"}, True),
     (None, {}, False),                  # no browser behind the run (AppTest, a bare run)
 ])
 def test_a_page_run_without_app_py_shows_nothing_of_the_demo_to_another_machine(monkeypatch, ip, headers,
