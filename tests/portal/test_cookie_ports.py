@@ -15,7 +15,6 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-import portal.config
 from portal import cookies, web
 
 
