@@ -3,7 +3,7 @@
 from .audit import AuditEvent
 from .authenticators import Authenticator
 from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
-                     InvalidCode, InvalidCodeFormat, InvalidLabel, KeyringError, MFAError,
+                     InvalidCode, InvalidCodeFormat, InvalidLabel, KeyringError, KeysMissing, MFAError,
                      NoBackupCodes, NoPendingEnrollment, NotEnabled, PasswordBlocked, RecordDamaged,
                      StorageError, StoreUnavailable, TooManyAttempts, TooManyAuthenticators,
                      UnknownAuthenticator)
@@ -14,7 +14,7 @@ from .throttle import PasswordPolicy, ThrottlePolicy
 
 __all__ = [
     "AccountLocked", "AuditEvent", "Authenticator", "BackupCodes", "ClockDrift", "CodeAlreadyUsed", "CodeExpired",
-    "EnrollmentExpired", "InvalidCode", "InvalidCodeFormat", "InvalidLabel", "KeyringError", "MFAError",
+    "EnrollmentExpired", "InvalidCode", "InvalidCodeFormat", "InvalidLabel", "KeyringError", "KeysMissing", "MFAError",
     "MFAService", "MFAStatus", "NoBackupCodes", "NoPendingEnrollment", "NotEnabled",
     "PasswordBlocked", "PasswordPolicy", "PasswordResult", "RecordDamaged", "SecondFactorResult", "Session", "SessionPolicy",
     "StorageError", "StoreUnavailable", "TOTPResource", "ThrottlePolicy", "TooManyAttempts", "TooManyAuthenticators",

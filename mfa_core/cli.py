@@ -1097,7 +1097,7 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
         return EXIT_READER_GONE
     except (StorageError, KeyringError, notify.NotificationSettingsError) as exc:
         # The command line is the operator's: what went wrong, not the text a visitor sees.
-        shown = exc.detail if isinstance(exc, StoreUnavailable) else exc
+        shown = exc.detail if isinstance(exc, (StoreUnavailable, KeyringError)) else exc
         stderr.write(f"error: {_one_line(shown)}\n")
         return 1
     except (MFAError, UserDirectoryError, ValueError, TypeError) as exc:

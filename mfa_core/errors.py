@@ -245,7 +245,25 @@ def _rebuild_damaged(message: str, detail: str) -> "RecordDamaged":
 
 
 class KeyringError(MFAError):
-    default_message = "The encryption keys cannot be used. Contact your administrator."
+    """The server's keys cannot be used (missing, malformed, not the ones the data was written with).
+
+    ``str()`` is the text anyone may see (the sign-in page is public: no path,
+    no setting); ``detail`` says what is wrong, for the operator only (the
+    log, the command line).
+    """
+
+    default_message = "The MFA portal is temporarily unavailable. Try again later."
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__()
+        self.detail = detail or "the encryption keys cannot be used"
+
+    def __reduce__(self):
+        return (type(self), (self.detail,))
+
+
+class KeysMissing(KeyringError):
+    """The data dir holds data written under keys that are gone: never generate new ones over it."""
 
 
 def _human_wait(seconds: int) -> str:

@@ -3,6 +3,12 @@
 They come from the environment (``MFA_PORTAL_FERNET_KEYS``, newest first,
 comma-separated, and ``MFA_PORTAL_PEPPER``) or from ``keys.json`` in the data
 dir, generated with mode 0600 on first use. Never from the TinyDB files.
+
+Keys are generated only into a data dir that holds no data yet: a data dir
+with records, an audit trail or API clients but no keys lost its key file,
+and new keys would make every secret, backup code, API key and session in it
+unusable. That refuses (:class:`KeysMissing`) until the file is restored or
+the keys are set in the environment.
 """
 
 from __future__ import annotations
@@ -19,12 +25,41 @@ from typing import Iterator, Mapping
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from filelock import FileLock, Timeout
 
-from .errors import KeyringError
+from .errors import KeyringError, KeysMissing
 from .storage import write_atomic
 
 ENV_KEYS = "MFA_PORTAL_FERNET_KEYS"
 ENV_PEPPER = "MFA_PORTAL_PEPPER"
 KEY_FILE = "keys.json"
+# What the engine writes into a data dir, beside the key file and the user directory
+# (users.yaml holds password hashes only: it may be made with `users add` before any key).
+# (The benchmark's baseline stores create their single file when opened: their audit trail counts.)
+DATA_ENTRIES = ("users", "enrolled", "sources", "audit", "api_clients.json")
+
+
+def holds_data(data_dir: str | os.PathLike) -> bool:
+    """Whether ``data_dir`` holds data the engine wrote (records, markers, audit, API clients).
+
+    Empty directories, lock files and temp files of an interrupted write do not count.
+    """
+    root = Path(data_dir)
+    for name in DATA_ENTRIES:
+        entry = root / name
+        if entry.is_file():
+            return True
+        if entry.is_dir():
+            for _dirpath, _dirs, files in os.walk(entry):
+                if any(not (f.endswith((".lock", ".tmp"))) for f in files):
+                    return True
+    return False
+
+
+def missing_keys_detail(data_dir: str | os.PathLike) -> str:
+    """The operator's one line for a data dir that holds data but no keys."""
+    path = Path(data_dir) / KEY_FILE
+    return (f"{path} is missing but {Path(data_dir)} holds data written under it: restore "
+            f"{KEY_FILE} from a backup (or set {ENV_KEYS} and {ENV_PEPPER}); the portal never "
+            "generates new keys over existing data, which would make every secret unreadable")
 
 
 class KeyRing:
@@ -65,7 +100,7 @@ class KeyRing:
         try:
             st = self._path.stat()
         except OSError as exc:
-            raise KeyringError("The key file is missing.") from exc
+            raise KeysMissing(missing_keys_detail(self._path.parent)) from exc
         # Every write replaces the file (new inode); mtime alone can repeat
         # within a coarse timestamp tick.
         signature = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -157,7 +192,11 @@ class KeyRing:
 
 
 def load_keyring(data_dir: Path, environ: Mapping[str, str] | None = None) -> KeyRing:
-    """Keys from the environment if set, else from (or generated into) the data dir."""
+    """Keys from the environment if set, else from the data dir's key file.
+
+    The file is generated only into a data dir without data (:func:`holds_data`);
+    otherwise its absence raises :class:`KeysMissing`.
+    """
     env = os.environ if environ is None else environ
     if env.get(ENV_KEYS):
         keys = [k.strip() for k in env[ENV_KEYS].split(",") if k.strip()]
@@ -169,6 +208,8 @@ def load_keyring(data_dir: Path, environ: Mapping[str, str] | None = None) -> Ke
     if not path.exists():
         with FileLock(str(path) + ".lock"):
             if not path.exists():
+                if holds_data(data_dir):
+                    raise KeysMissing(missing_keys_detail(data_dir))
                 _write_key_file(path, [Fernet.generate_key().decode("ascii")],
                                 secrets.token_bytes(32))
     keys, pepper = _read_key_file(path)

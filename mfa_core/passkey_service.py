@@ -79,8 +79,11 @@ class PasskeyOperations:
 
     # -- adding a passkey ---------------------------------------------------------------
 
-    def begin_passkey_registration(self, username: str, *, session: str) -> str:
+    def begin_passkey_registration(self, username: str, *, session: str, origin: str | None = None) -> str:
         """The options for ``navigator.credentials.create`` (JSON), with a new challenge for this session.
+
+        ``origin`` is the page asking (``scheme://host:port``): only an answer
+        from it is accepted (with the default relying party it is required).
 
         The user's passkeys are excluded (the browser refuses to add one
         twice). Raises TooManyAuthenticators, NotEnabled (no such live
@@ -88,11 +91,12 @@ class PasskeyOperations:
         """
         username = check.name(username)
         rp = self.relying_party
+        origin = _page_origin(rp, origin)
         sid = self._session_of(username, session, signed_in=True)
         existing = authn.of_kind(self._read(username), "passkey")
         if len(existing) >= MAX_PASSKEYS:
             raise _too_many()
-        challenge = self._challenges.issue(sid, REGISTER, username)
+        challenge = self._challenges.issue(sid, REGISTER, username, origin)
         user = self.directory.get(username) if self.directory is not None else None
         display = (getattr(user, "name", None) or username) if user is not None else username
         return passkeys.registration_options(
@@ -139,8 +143,8 @@ class PasskeyOperations:
                 raise _label_taken(wanted)
             if (error := self._gate(txn, now, actor)) is None:
                 try:
-                    challenge = self._challenges.take(sid, REGISTER, username)
-                    new = passkeys.verify_registration(rp, parsed, challenge=challenge)
+                    challenge, origin = self._challenges.take_bound(sid, REGISTER, username)
+                    new = passkeys.verify_registration(rp, parsed, challenge=challenge, origin=origin)
                 except PasskeyRefused as refused:
                     error = refused
                     self._fail(txn, now, actor, "passkey_registration_failed", refused)
@@ -162,8 +166,10 @@ class PasskeyOperations:
 
     # -- signing in (and reverifying) with a passkey -------------------------------------
 
-    def begin_passkey_sign_in(self, username: str, *, session: str) -> str:
+    def begin_passkey_sign_in(self, username: str, *, session: str, origin: str | None = None) -> str:
         """The options for ``navigator.credentials.get`` (JSON) for the user's passkeys, with a new challenge.
+
+        ``origin`` as for ``begin_passkey_registration``.
 
         For the sign-in challenge and for **Verify it's you** alike. Raises
         NotEnabled (no passkey, or no such live session), TooManyAttempts
@@ -171,6 +177,7 @@ class PasskeyOperations:
         """
         username = check.name(username)
         rp = self.relying_party
+        origin = _page_origin(rp, origin)
         sid = self._session_of(username, session)
         rec = self._read(username)
         mine = authn.of_kind(rec, "passkey")
@@ -179,7 +186,7 @@ class PasskeyOperations:
         wait = self.retry_after(username)  # raises AccountLocked
         if wait:
             raise TooManyAttempts(wait)
-        challenge = self._challenges.issue(sid, AUTHENTICATE, username)
+        challenge = self._challenges.issue(sid, AUTHENTICATE, username, origin)
         return passkeys.authentication_options(rp, challenge=challenge, passkeys=mine)
 
     def attempt_passkey(self, username: str, response: Any, *, session: str,
@@ -214,13 +221,13 @@ class PasskeyOperations:
             elif (error := self._gate(txn, now, actor)) is None:
                 entry = next((p for p in mine if p["credential_id"] == parsed["id"]), None)
                 try:
-                    challenge = self._challenges.take(sid, AUTHENTICATE, username)
+                    challenge, origin = self._challenges.take_bound(sid, AUTHENTICATE, username)
                     if entry is None:
                         raise PasskeyRefused("That passkey is not registered for your account.",
                                              reason="unknown passkey")
                     result = passkeys.verify_authentication(
                         rp, parsed, challenge=challenge, passkey=entry,
-                        user_id=passkeys.user_handle(self.keyring.pepper, username))
+                        user_id=passkeys.user_handle(self.keyring.pepper, username), origin=origin)
                 except PasskeyRefused as refused:
                     error = refused
                     self._fail(txn, now, actor, "second_factor_failed", refused)
@@ -236,6 +243,23 @@ class PasskeyOperations:
             remaining = len((rec.get("backup") or {}).get("hashes") or [])
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy="passkey", backup_codes_remaining=remaining)
+
+
+WRONG_ADDRESS = ("Passkeys work only at the portal's own address (for example "
+                 "http://localhost:8501, not an IP address). Open the portal there and try again.")
+
+
+def _page_origin(rp: RelyingParty, origin: Any) -> str | None:
+    """The page's origin, checked: one the relying party may serve (required for the default one)."""
+    if origin is None:
+        if not rp.origins:  # the default (localhost): only the page's own origin is accepted
+            raise NotEnabled(WRONG_ADDRESS)
+        return None
+    if not isinstance(origin, str):
+        raise TypeError(f"origin must be a str, not {type(origin).__name__}")
+    if not rp.allows(origin):
+        raise NotEnabled(WRONG_ADDRESS)
+    return origin
 
 
 def _too_many() -> TooManyAuthenticators:

@@ -89,8 +89,10 @@ KNOWN_AUTHENTICATORS = {
 class RelyingParty:
     """Who the passkeys are for: ``id`` (a domain), ``name`` (shown by the browser) and the origins allowed.
 
-    ``origins`` empty means the default: any ``http(s)://localhost:<port>``
-    while ``id`` is ``localhost``, else ``https://<id>`` alone. Raises
+    ``origins`` empty means the default: while ``id`` is ``localhost``, the
+    origin of the page that started the ceremony, which must be an
+    ``http(s)://localhost:<port>`` (another local port's page is another
+    origin: its answers are refused); else ``https://<id>`` alone. Raises
     PasskeySettingsError when a value cannot be used.
     """
 
@@ -135,8 +137,21 @@ class RelyingParty:
                                        "comma-separated list of https://host[:port].")
         return cls(id=str(rp_id), name=str(name), origins=tuple(o.strip() for o in raw if o.strip()))
 
+    def accepts(self, origin: Any, page: str | None) -> bool:
+        """Whether an answer from ``origin`` is accepted for a ceremony begun on a page at ``page``.
+
+        Configured origins: one of them, and the page's own when it is known.
+        The default (``localhost``, none configured): the page's own origin
+        only; without it, none.
+        """
+        if not self.allows(origin):
+            return False
+        if page is not None:
+            return origin == page
+        return bool(self.origins)
+
     def allows(self, origin: Any) -> bool:
-        """Whether a page at ``origin`` may answer for this relying party."""
+        """Whether a page at ``origin`` may be one of this relying party's (see ``accepts``)."""
         if not isinstance(origin, str):
             return False
         if self.origins:
@@ -258,15 +273,16 @@ def credential_id_of(response: Any) -> str:
     return parse_response(response)["id"]
 
 
-def _client_data(rp: RelyingParty, response: dict[str, Any], ceremony: str) -> dict[str, Any]:
-    """The answer's client data, with its origin checked against the relying party's."""
+def _client_data(rp: RelyingParty, response: dict[str, Any], ceremony: str,
+                 page: str | None = None) -> dict[str, Any]:
+    """The answer's client data, with its origin checked against the relying party's and ``page``'s."""
     try:
         client = json.loads(unb64url(response["response"]["clientDataJSON"]))
     except (ValueError, UnicodeDecodeError):
         raise PasskeyRefused(reason="client data malformed") from None
     if not isinstance(client, dict) or client.get("type") != ceremony:
         raise PasskeyRefused(reason="wrong ceremony")
-    if not rp.allows(client.get("origin")):
+    if not rp.accepts(client.get("origin"), page):
         raise PasskeyRefused(reason="wrong origin")
     if client.get("crossOrigin") is True or "topOrigin" in client:
         raise PasskeyRefused(reason="answered from a frame of another site")
@@ -336,13 +352,15 @@ def registration_options(rp: RelyingParty, *, user_id: bytes, username: str, dis
     return webauthn.options_to_json(options)
 
 
-def verify_registration(rp: RelyingParty, response: Any, *, challenge: bytes) -> NewPasskey:
-    """A registration answer checked against ``challenge``; raises PasskeyRefused, InvalidCodeFormat."""
+def verify_registration(rp: RelyingParty, response: Any, *, challenge: bytes,
+                        origin: str | None = None) -> NewPasskey:
+    """A registration answer checked against ``challenge`` and the page's ``origin`` (see
+    ``RelyingParty.accepts``); raises PasskeyRefused, InvalidCodeFormat."""
     response = parse_response(response)
     inner = response["response"]
     if not isinstance(inner.get("attestationObject"), str):
         raise InvalidCodeFormat(NOT_A_RESPONSE)
-    client = _client_data(rp, response, "webauthn.create")
+    client = _client_data(rp, response, "webauthn.create", origin)
     try:
         verified = webauthn.verify_registration_response(
             credential=response, expected_challenge=challenge, expected_rp_id=rp.id,
@@ -417,8 +435,11 @@ def authentication_options(rp: RelyingParty, *, challenge: bytes,
 
 
 def verify_authentication(rp: RelyingParty, response: Any, *, challenge: bytes,
-                          passkey: Mapping[str, Any], user_id: bytes | None = None) -> Assertion:
+                          passkey: Mapping[str, Any], user_id: bytes | None = None,
+                          origin: str | None = None) -> Assertion:
     """A sign-in answer checked against ``challenge`` and the stored ``passkey`` (its fields).
+
+    ``origin`` is the page that began the ceremony (see ``RelyingParty.accepts``).
 
     ``user_id`` is the user's handle (``user_handle``): an answer that names
     another user (a discoverable passkey says whose it is) is refused.
@@ -440,7 +461,7 @@ def verify_authentication(rp: RelyingParty, response: Any, *, challenge: bytes,
             named = None
         if named is None or not hmac.compare_digest(named, user_id):
             raise PasskeyRefused(reason="answer for another user")
-    client = _client_data(rp, response, "webauthn.get")
+    client = _client_data(rp, response, "webauthn.get", origin)
     stored = int(passkey.get("sign_count") or 0)
     try:
         # The counter is checked below, after the signature: py_webauthn checks it first.
@@ -488,21 +509,32 @@ class ChallengeBook:
             raise ValueError("A passkey challenge needs a session.")
         return f"passkey-challenge:{ceremony}:{session_key}"
 
-    def issue(self, session_key: str, ceremony: str, username: str) -> bytes:
-        """A new challenge for ``username`` in this session; the one before it is void."""
+    def issue(self, session_key: str, ceremony: str, username: str, origin: str | None = None) -> bytes:
+        """A new challenge for ``username`` in this session; the one before it is void.
+
+        ``origin`` is the page that asked for it: only an answer from that page is accepted.
+        """
         key = self._key(session_key, ceremony)
         challenge = secrets.token_bytes(CHALLENGE_BYTES)
         with self.store.keyed_transaction(key) as txn:
             txn.record.update(challenge=b64url(challenge), user=username,
                               expires_at=self.clock() + self.ttl[ceremony])
+            txn.record.pop("origin", None)
+            if origin is not None:
+                txn.record["origin"] = origin
         return challenge
 
     def take(self, session_key: str, ceremony: str, username: str) -> bytes:
         """The session's live challenge for ``username``, removed; PasskeyChallengeExpired otherwise."""
+        return self.take_bound(session_key, ceremony, username)[0]
+
+    def take_bound(self, session_key: str, ceremony: str, username: str) -> tuple[bytes, str | None]:
+        """``take``, with the origin of the page the challenge was issued to (None: not known)."""
         key = self._key(session_key, ceremony)
         with self.store.keyed_transaction(key) as txn:
             rec = txn.record
             sealed, user, expires_at = rec.pop("challenge", None), rec.pop("user", None), rec.pop("expires_at", 0)
+            origin = rec.pop("origin", None)
         # Raised after the block: the removal above is committed whatever the outcome.
         if not isinstance(sealed, str):
             raise PasskeyChallengeExpired(reason="no challenge")
@@ -510,7 +542,7 @@ class ChallengeBook:
             raise PasskeyChallengeExpired(reason="challenge of another user")
         if not isinstance(expires_at, (int, float)) or expires_at <= self.clock():
             raise PasskeyChallengeExpired(reason="challenge expired")
-        return unb64url(sealed)
+        return unb64url(sealed), origin if isinstance(origin, str) else None
 
     @staticmethod
     def expired_record(key: str, rec: dict[str, Any], now: float) -> bool:

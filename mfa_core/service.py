@@ -540,61 +540,97 @@ class MFAService(PasskeyOperations):
         where = f"from {source}" if source else "from an unknown address"
         policy = self.password_policy
         error: MFAError | None = None
-        with self._transaction(username) as txn:
-            # The clock is read under the user's lock: read before it, an attempt that waited
-            # for the lock would be compared with a failure recorded "after" it (issue 20, F13).
-            now = self.clock()
-            rec = txn.record
-            two_step = records.two_step_on(rec)
-            joint = code is not None and two_step  # password and code checked together
-            passed = False
-            state = rec.get("password") or {}
-            familiar = passwords.is_familiar(state, src, now, policy)
-            error = passwords.gate(state, src, familiar, now, policy, two_step, joint)
-            if error is None and joint:
-                error = self._gate(txn, now, username)  # the code's throttle: the portal's own
-            slot: str | None = None  # a spraying slot, taken only for an unfamiliar source
-            if error is None and not familiar:
-                error, slot = self._spray_slot(src, now, who)
-            if error is not None:
-                self._log(txn, now, username, "password_throttled", "refused",
-                          f"{_reason(error)} {where}")
-            else:
-                try:
-                    ok = _password_ok(password, stored)
-                except MFAError:  # directory down, bind budget spent: nothing counted, not committed
-                    self._spray_release(src, slot)
-                    raise
-                state = rec.setdefault("password", state)
-                if ok and joint:
-                    refused, _ = self._check_factor(txn, rec, code, strategy, now, username, False)
-                    if refused is not None:
-                        ok = None  # the password was right, the code not: one answer for both
-                        error = InvalidCode(WRONG_PASSWORD_OR_CODE)
-                        self._fail(txn, now, username, "second_factor_failed",
-                                   InvalidCode() if isinstance(refused, NoBackupCodes) else refused)
-                if ok:
-                    if slot is not None or src in state.get("sources", {}):
-                        self._spray_release(src, slot, who)  # this user's failures from here go
-                    passwords.record_success(state, src)
-                    self._log(txn, now, username, "password_accepted", "success", where)
-                    if joint:  # both factors: the sign-in is complete, a familiar place
-                        self._second_factor_passed(rec, source, now)
-                        passed = True
-                    elif not two_step:  # the sign-in is complete: a familiar place
-                        passwords.remember_source(state, src, now, policy)
-                elif ok is False:
-                    error = InvalidCode(WRONG_PASSWORD_OR_CODE if joint else WRONG_PASSWORD)
-                    reached = passwords.record_failure(state, src, familiar, now, policy)
-                    self._log(txn, now, username, "password_failed", "failure", f"wrong password {where}")
-                    if reached:
-                        self._log(txn, now, username, "password_blocked", "failure",
-                                  f"{policy.account_limit} consecutive wrong passwords from "
-                                  "unfamiliar places")
-            result = PasswordResult(username, records.two_step_on(rec), rec.get("mfa_epoch", 0),
-                                    second_factor_passed=passed)
+        entered = False
+        try:
+            with self._transaction(username) as txn:
+                entered = True
+                # The clock is read under the user's lock: read before it, an attempt that waited
+                # for the lock would be compared with a failure recorded "after" it (issue 20, F13).
+                now = self.clock()
+                rec = txn.record
+                two_step = records.two_step_on(rec)
+                joint = code is not None and two_step  # password and code checked together
+                passed = False
+                state = rec.get("password") or {}
+                familiar = passwords.is_familiar(state, src, now, policy)
+                error = passwords.gate(state, src, familiar, now, policy, two_step, joint)
+                if error is None and joint:
+                    error = self._gate(txn, now, username)  # the code's throttle: the portal's own
+                slot: str | None = None  # a spraying slot, taken only for an unfamiliar source
+                if error is None and not familiar:
+                    error, slot = self._spray_slot(src, now, who)
+                if error is not None:
+                    self._log(txn, now, username, "password_throttled", "refused",
+                              f"{_reason(error)} {where}")
+                else:
+                    try:
+                        ok = _password_ok(password, stored)
+                    except MFAError:  # directory down, bind budget spent: nothing counted, not committed
+                        self._spray_release(src, slot)
+                        raise
+                    state = rec.setdefault("password", state)
+                    if ok and joint:
+                        refused, _ = self._check_factor(txn, rec, code, strategy, now, username, False)
+                        if refused is not None:
+                            ok = None  # the password was right, the code not: one answer for both
+                            error = InvalidCode(WRONG_PASSWORD_OR_CODE)
+                            self._fail(txn, now, username, "second_factor_failed",
+                                       InvalidCode() if isinstance(refused, NoBackupCodes) else refused)
+                    if ok:
+                        if slot is not None or src in state.get("sources", {}):
+                            self._spray_release(src, slot, who)  # this user's failures from here go
+                        passwords.record_success(state, src)
+                        self._log(txn, now, username, "password_accepted", "success", where)
+                        if joint:  # both factors: the sign-in is complete, a familiar place
+                            self._second_factor_passed(rec, source, now)
+                            passed = True
+                        elif not two_step:  # the sign-in is complete: a familiar place
+                            passwords.remember_source(state, src, now, policy)
+                    elif ok is False:
+                        error = InvalidCode(WRONG_PASSWORD_OR_CODE if joint else WRONG_PASSWORD)
+                        reached = passwords.record_failure(state, src, familiar, now, policy)
+                        self._log(txn, now, username, "password_failed", "failure", f"wrong password {where}")
+                        if reached:
+                            self._log(txn, now, username, "password_blocked", "failure",
+                                      f"{policy.account_limit} consecutive wrong passwords from "
+                                      "unfamiliar places")
+                result = PasswordResult(username, records.two_step_on(rec), rec.get("mfa_epoch", 0),
+                                        second_factor_passed=passed)
+        except RecordDamaged as damaged:
+            if entered:
+                raise
+            # The password and its throttle first: a damaged record is shown only to someone
+            # who knows the password (it names a real user; its throttle cannot be read).
+            self._damaged_password(username, password, stored, src, who, where, damaged)
         self._raise_or_notify(txn, error)
         return result
+
+    def _damaged_password(self, username: str, password: str, stored: Any, src: str, who: str,
+                          where: str, damaged: RecordDamaged) -> None:
+        """A user whose record cannot be read: the password checked and throttled first.
+
+        The throttle is the source's, as for an unknown name (the user's own is
+        in the damaged record): a wrong password is just that, with the same
+        answer as any other; the right one gets the damage (fail closed).
+        Always raises.
+        """
+        policy = self.password_policy
+        with self._keyed_transaction(src) as txn:
+            now = self.clock()  # under the source's lock (see attempt_password)
+            rec = txn.record
+            error = passwords.unknown_name_gate(rec, who, now, policy) or \
+                passwords.spray_gate(rec, now, policy, who)
+            if error is None:
+                if _password_ok(password, stored):
+                    error = damaged
+                else:
+                    passwords.record_unknown_name(rec, who, now, policy)
+                    passwords.take_slot(rec, now, who)
+                    error = InvalidCode(WRONG_PASSWORD)
+                    txn.log(AuditEvent(now, username, username, "password_failed", "failure",
+                                       f"wrong password {where} (record damaged)").to_dict())
+        raise error
+
 
     def _unknown_password(self, name: str, password: str, src: str, source: str | None) -> None:
         """A name that is no user: the same checks, waits and answer as a user's, no record."""

@@ -379,8 +379,12 @@ def main(argv: list[str]) -> int:
     # process then reads the end of its socket (no KeyboardInterrupt halfway through a check).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[0]))
-    from . import api, config
+    from . import api, config, startup
     config.SWEEPS = False  # the server process sweeps
+    problem = startup.keys_problem()
+    if problem:  # never generate keys over data: no ready frame, the requests get 503
+        log.error("API check process refuses to start: %s", problem)
+        return startup.EXIT_REFUSED
     try:
         api._portal()  # open the store now rather than on the first request
     except Exception as exc:  # the requests will get 503 until it opens

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import mfa_core
-from mfa_core import notify, passkeys, settings
+from mfa_core import keys, notify, passkeys, settings
 from mfa_core.storage import sweep_leftovers
 from mfa_core.users import UserDirectory
 
@@ -151,21 +151,26 @@ def _open(path: Path, clk: Callable[[], float]) -> Portal:
     # The database URL and the keys may also come from .streamlit/secrets.toml; with a
     # database they must be configured (the same on every replica), never generated.
     env = settings.with_secrets(os.environ, settings.SECRETS_FILE)
-    settings.check_replica_keys(env)
+    # Demo users only in a data dir without data: one that lost its users.yaml keeps its records.
+    fresh = not keys.holds_data(path)
     # Mail goes out from a background thread: a click never waits for the relay.
     try:
+        settings.check_replica_keys(env)
         svc = mfa_core.open_service(path, clock=clk, notifier=_notifier(path),
                                     notify_in_background=True, session_policy=session_policy(),
                                     environ=env, relying_party=_relying_party(env))
-    except mfa_core.StoreUnavailable as err:
+    except (mfa_core.StoreUnavailable, mfa_core.KeyringError) as err:
         # The page shows the generic text (the sign-in page is public); the operator's log the
-        # detail (host, port, database; passwords redacted).
+        # detail (host, port, database, the key file; passwords redacted).
         log.error("%s", err.detail)
         raise
     users = svc.directory
     demo = demo_mode()
-    if demo:
+    if demo and (fresh or svc.store.database):
         users.ensure_demo_users()
+    elif demo and not users.exists():
+        log.error("%s holds data but no %s: the demo users are not created over it; restore the "
+                  "file or add users (python -m mfa_core users add)", path, "users.yaml")
     if not svc.store.database and SWEEPS:
         # Temp files of writers killed mid-write: swept once per process, off the request path.
         threading.Thread(target=_sweep_leftovers, args=(path,), name="mfa-sweep", daemon=True).start()

@@ -54,16 +54,29 @@ def clear() -> None:
 
 
 def read() -> str | None:
-    """The session cookie this browser sent, if any."""
+    """The session cookie this browser sent for this page's scheme, if any."""
     try:
         jar = st.context.cookies
-        for name in web.cookie_names():
-            value = jar.get(name)
-            if isinstance(value, str) and value:
-                return value
+        origin = st.context.headers.get("Origin")
     except Exception:  # no request context (a bare script run)
         return None
-    return None
+    return pick(jar, https=isinstance(origin, str) and origin.lower().startswith("https://"))
+
+
+def pick(jar, *, https: bool) -> str | None:
+    """The cookie the server sets for this scheme, and no other (F3).
+
+    Over HTTPS only ``__Host-mfa_portal_session``: a page on another port or
+    an ``http://`` origin of the host can set a plain ``mfa_portal_session``
+    (cookies do not keep ports apart), never a ``Secure`` ``__Host-`` one.
+    Over HTTP only the plain name.
+    """
+    name = web.SECURE_COOKIE if https else web.COOKIE
+    try:
+        value = jar.get(name)
+    except Exception:  # noqa: BLE001 (a jar that cannot be read: no cookie)
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def user_agent() -> str | None:

@@ -144,6 +144,21 @@ export default function (component) {
 _component = None
 
 
+def page_origin() -> str | None:
+    """The origin (``scheme://host:port``) this page was served from: its websocket's ``Origin``.
+
+    ``web.OriginGuard`` refused any websocket whose ``Origin`` is not the
+    server's own, so this is the portal's address as the browser sees it. A
+    passkey answer must come from it (another port of the host is another
+    origin). None without a browser's request (a bare script run).
+    """
+    try:
+        value = st.context.headers.get("Origin")
+    except Exception:  # no request context
+        return None
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
 def new_nonce() -> str:
     """A fresh id for one ceremony: the component runs once per nonce, answers carry it back."""
     return secrets.token_hex(8)

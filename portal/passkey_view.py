@@ -70,10 +70,12 @@ def start(slot: str) -> None:
         return
     svc = config.service()
     try:
+        # Only an answer from this page's own origin is accepted (not another port of the host).
+        origin = pc.page_origin()
         if slot == ADD:
-            options, mode = svc.begin_passkey_registration(user, session=token), pc.CREATE
+            options, mode = svc.begin_passkey_registration(user, session=token, origin=origin), pc.CREATE
         else:
-            options, mode = svc.begin_passkey_sign_in(user, session=token), pc.GET
+            options, mode = svc.begin_passkey_sign_in(user, session=token, origin=origin), pc.GET
     except mfa_core.MFAError as err:
         clear(slot)
         set_error(slot, str(err))

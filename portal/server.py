@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from . import api, netguard, web
+from . import api, netguard, startup, web
 
 
 def routes() -> list[BaseRoute]:
@@ -22,10 +22,12 @@ def routes() -> list[BaseRoute]:
 def middleware() -> list[Middleware]:
     # The connection limits go into uvicorn's protocols (``portal.netguard``); the
     # connection's real peer and scheme go into the scope before anything reads them.
-    # Then TCP_NODELAY (every accepted connection: pages, websocket, API), then
-    # the origin check: a refused websocket never reaches Streamlit; the
-    # security headers, then the API, which needs none of Streamlit's own, then an
-    # address that is no page (the portal's own "Page not found").
+    # Then TCP_NODELAY (every accepted connection: pages, websocket, API), then demo
+    # mode's loopback-only guard (nothing at all for another machine), the origin
+    # check: a refused websocket never reaches Streamlit; the security headers, then
+    # the API, which needs none of Streamlit's own, then an address that is no page
+    # (the portal's own "Page not found").
     netguard.install()
-    return [Middleware(netguard.RealPeer), Middleware(api.NoDelayMiddleware), Middleware(web.OriginGuard),
+    return [Middleware(netguard.RealPeer), Middleware(api.NoDelayMiddleware),
+            Middleware(startup.DemoLoopbackGuard), Middleware(web.OriginGuard),
             Middleware(web.SecurityHeaders), Middleware(api.Dispatch), Middleware(web.UnknownPage)]

@@ -20,7 +20,7 @@ import mfa_core
 import mfa_core.service
 from mfa_core.users import DEMO_USERS, User
 
-from . import config, cookies, passkey_view, session, users
+from . import config, cookies, passkey_view, session, startup, users
 from .code_field import code_form
 from .navigation import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE,  # noqa: F401 (re-exported)
                          MANAGE_PAGE, page_link, sidebar)
@@ -54,6 +54,13 @@ def require_user(page_title: str | None = None, *, home: bool = False, wide: boo
     if page_title:
         st.set_page_config(page_title=f"{page_title} · MFA Portal", page_icon=":material/lock:")
     session.begin_run()
+    try:  # demo mode for another machine (a server without app.py's guard): nothing of the portal
+        refusal = startup.page_refusal(st.context.ip_address, st.context.headers)
+    except Exception:  # noqa: BLE001 (no request context: a bare script run)
+        refusal = None
+    if refusal:
+        st.error(refusal)
+        st.stop()
     try:
         portal = config.portal()
     except mfa_core.MFAError as err:

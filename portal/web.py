@@ -67,6 +67,11 @@ async def session_cookie(request: Request) -> Response:
     secure = _is_https(request)
     if not _same_origin(request.headers.get("origin"), request.headers.get("host"), secure):
         return JSONResponse({"error": "cross-origin request refused"}, status_code=403)
+    if not secure and not _plain_http_ok(request):
+        # Another machine over plain HTTP: the cookie would travel in clear and reach every
+        # port of this host. The page keeps working; only a reload signs in again.
+        return JSONResponse({"error": "HTTPS required"}, status_code=403,
+                            headers={"Cache-Control": "no-store"})
     body = await read_bounded(request, MAX_BODY)
     if body is None:
         return too_large()
@@ -114,6 +119,14 @@ async def read_bounded(request: Request, limit: int) -> bytes | None:
     except ClientDisconnect:
         return b""
     return b"".join(chunks)
+
+
+def _plain_http_ok(request: Request) -> bool:
+    """Plain HTTP sets the cookie for this machine alone, or where the operator accepted it."""
+    from . import config, startup
+    peer = request.client.host if request.client else None
+    return (startup.is_loopback(config.client_address(peer, request.headers))
+            or startup.insecure_http_allowed())
 
 
 def _redeem(ticket: object) -> str | None:

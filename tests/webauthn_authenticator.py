@@ -35,11 +35,14 @@ class Credential:
     sign_count: int = 0
 
 
+PAGE = "http://localhost:8501"  # the origin of the portal's page that begins a ceremony
+
+
 @dataclass
 class SoftAuthenticator:
     """One authenticator holding credentials; ``origin`` is the page it answers from."""
 
-    origin: str = "http://localhost:8501"
+    origin: str = PAGE
     aaguid: bytes = AAGUID
     attestation: str = "none"          # or "packed" (self attestation)
     counter_step: int = 1              # 0: a synced passkey that always reports 0

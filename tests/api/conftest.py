@@ -26,6 +26,7 @@ import pytest
 
 import mfa_core
 from mfa_core import clients as api_clients
+from mfa_core.users import UserDirectory
 
 REPO = Path(__file__).resolve().parents[2]
 TOTP_PERIOD = 30
@@ -133,6 +134,9 @@ def start_portal(data_dir: Path, log_path: Path, **env: str) -> tuple[str, subpr
 def portal(tmp_path_factory) -> Portal:
     root = tmp_path_factory.mktemp("api")
     data_dir = root / "data"
+    # The demo users first: the portal creates them only in a data dir without data (F16),
+    # and the API client below is data.
+    UserDirectory(data_dir).ensure_demo_users()
     svc = mfa_core.open_service(data_dir, environ={})  # keys generated here, read by the server
     registry = api_clients.open_registry(data_dir, svc)
     key = registry.add("tests", rate=100_000, actor="api-tests")

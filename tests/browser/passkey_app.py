@@ -34,7 +34,7 @@ state.setdefault("session", secrets.token_hex(16))
 
 def start(mode: str) -> None:
     ceremony = passkeys.REGISTER if mode == pc.CREATE else passkeys.AUTHENTICATE
-    challenge = book.issue(state.session, ceremony, "alice")
+    challenge = book.issue(state.session, ceremony, "alice", pc.page_origin())
     if mode == pc.CREATE:
         options = passkeys.registration_options(RP, user_id=passkeys.user_handle(b"k" * 32, "alice"),
                                                 username="alice", display_name="Alice",
@@ -56,18 +56,19 @@ def answered() -> None:
         return
     try:
         if ceremony["mode"] == pc.CREATE:
-            new = passkeys.verify_registration(RP, found["response"], challenge=book.take(
-                state.session, passkeys.REGISTER, "alice"))
+            challenge, origin = book.take_bound(state.session, passkeys.REGISTER, "alice")
+            new = passkeys.verify_registration(RP, found["response"], challenge=challenge,
+                                               origin=origin)
             registered.append(new.fields())
             state.message = ("success", f"Registered: {new.suggested_label}")
         else:
             cid = passkeys.credential_id_of(found["response"])
             match = next((p for p in registered if p["credential_id"] == cid), None)
-            challenge = book.take(state.session, passkeys.AUTHENTICATE, "alice")
+            challenge, origin = book.take_bound(state.session, passkeys.AUTHENTICATE, "alice")
             if match is None:
                 raise mfa_core.PasskeyRefused(reason="unknown credential")
             result = passkeys.verify_authentication(RP, found["response"], challenge=challenge,
-                                                    passkey=match)
+                                                    passkey=match, origin=origin)
             match["sign_count"] = result.sign_count
             state.message = ("success", f"Signed in with a passkey (count {result.sign_count})")
     except mfa_core.MFAError as err:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import mfa_core
 
 from ..support import FakeClock
-from ..webauthn_authenticator import SoftAuthenticator
+from ..webauthn_authenticator import PAGE, SoftAuthenticator
 
 ALLOWED = (mfa_core.MFAError, TypeError, ValueError)
 JSONISH = st.recursive(
@@ -32,13 +32,13 @@ _svc = mfa_core.open_service(Path(_dir.name), clock=_clock, environ={})
 _token = _svc.sessions.start("alice", second_factor_passed=True)
 _authenticator = SoftAuthenticator()
 _svc.finish_passkey_registration(
-    "alice", _authenticator.create(_svc.begin_passkey_registration("alice", session=_token)),
+    "alice", _authenticator.create(_svc.begin_passkey_registration("alice", session=_token, origin=PAGE)),
     session=_token)
 
 OPERATIONS = {
-    "begin_passkey_registration": lambda a, b: _svc.begin_passkey_registration(a, session=b),
+    "begin_passkey_registration": lambda a, b: _svc.begin_passkey_registration(a, session=b, origin=PAGE),
     "finish_passkey_registration": lambda a, b: _svc.finish_passkey_registration("alice", a, session=_token, label=b),
-    "begin_passkey_sign_in": lambda a, b: _svc.begin_passkey_sign_in(a, session=b),
+    "begin_passkey_sign_in": lambda a, b: _svc.begin_passkey_sign_in(a, session=b, origin=PAGE),
     "attempt_passkey": lambda a, b: _svc.attempt_passkey("alice", a, session=_token, source=b),
     "attempt_passkey_session": lambda a, b: _svc.attempt_passkey(b, a, session=a),
     "suggest_passkey_label": lambda a, b: _svc.suggest_passkey_label("alice", a),
@@ -66,7 +66,7 @@ PARTS = ["id", "rawId", "type", "response.clientDataJSON", "response.authenticat
 def test_a_tampered_answer_never_signs_in(part, value):
     _clock.advance(1)
     _svc.unlock("alice", actor="admin", reason="fuzzing")
-    options = _svc.begin_passkey_sign_in("alice", session=_token)
+    options = _svc.begin_passkey_sign_in("alice", session=_token, origin=PAGE)
     answer = _authenticator.get(options)
     tampered = copy.deepcopy(answer)
     where, key = (tampered["response"], part.split(".")[1]) if "." in part else (tampered, part)

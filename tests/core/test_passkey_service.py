@@ -17,7 +17,7 @@ from mfa_core import passkeys
 from mfa_core.errors import (InvalidCodeFormat, InvalidLabel, NotEnabled, PasskeyChallengeExpired,
                              PasskeyRefused, PasskeySettingsError, SignCountRegressed, TooManyAttempts)
 
-from ..webauthn_authenticator import SoftAuthenticator
+from ..webauthn_authenticator import PAGE, SoftAuthenticator
 
 
 @pytest.fixture
@@ -31,13 +31,13 @@ def token(svc) -> str:
 
 
 def add_passkey(svc, token, authenticator, label=None, user="alice"):
-    options = svc.begin_passkey_registration(user, session=token)
+    options = svc.begin_passkey_registration(user, session=token, origin=PAGE)
     return svc.finish_passkey_registration(user, authenticator.create(options), session=token,
                                            label=label)
 
 
 def sign_in(svc, token, authenticator, user="alice", **answer):
-    options = svc.begin_passkey_sign_in(user, session=token)
+    options = svc.begin_passkey_sign_in(user, session=token, origin=PAGE)
     return svc.attempt_passkey(user, authenticator.get(options, **answer), session=token)
 
 
@@ -76,7 +76,7 @@ def test_adding_is_audited_by_its_label(svc, token, authenticator):
 
 def test_a_name_already_taken_is_refused_and_the_passkey_can_be_saved_under_another(svc, token):
     add_passkey(svc, token, SoftAuthenticator(), label="Phone")
-    options = svc.begin_passkey_registration("alice", session=token)
+    options = svc.begin_passkey_registration("alice", session=token, origin=PAGE)
     answer = SoftAuthenticator().create(options)
     with pytest.raises(InvalidLabel):
         svc.finish_passkey_registration("alice", answer, session=token, label="phone")
@@ -90,19 +90,19 @@ def test_the_default_name_is_made_unique(svc, token):
 
 
 def test_the_suggested_name_comes_from_the_answer(svc, token, authenticator):
-    options = svc.begin_passkey_registration("alice", session=token)
+    options = svc.begin_passkey_registration("alice", session=token, origin=PAGE)
     assert svc.suggest_passkey_label("alice", authenticator.create(options)) == "Google Password Manager"
 
 
 def test_the_registration_options_exclude_the_users_passkeys(svc, token, authenticator):
     add_passkey(svc, token, authenticator)
-    options = json.loads(svc.begin_passkey_registration("alice", session=token))
+    options = json.loads(svc.begin_passkey_registration("alice", session=token, origin=PAGE))
     assert [c["id"] for c in options["excludeCredentials"]] == [passkey_entry(svc)["credential_id"]]
     assert options["rp"]["id"] == "localhost"
 
 
 def test_a_registration_from_another_origin_is_refused_and_counted(svc, token, authenticator):
-    options = svc.begin_passkey_registration("alice", session=token)
+    options = svc.begin_passkey_registration("alice", session=token, origin=PAGE)
     with pytest.raises(PasskeyRefused):
         svc.finish_passkey_registration("alice", authenticator.create(options, origin="https://evil.example"),
                                         session=token)
@@ -113,7 +113,7 @@ def test_a_registration_from_another_origin_is_refused_and_counted(svc, token, a
 
 
 def test_a_registration_answer_is_good_once(svc, token, authenticator):
-    options = svc.begin_passkey_registration("alice", session=token)
+    options = svc.begin_passkey_registration("alice", session=token, origin=PAGE)
     answer = authenticator.create(options)
     svc.finish_passkey_registration("alice", answer, session=token)
     with pytest.raises(PasskeyChallengeExpired):
@@ -124,9 +124,9 @@ def test_a_registration_answer_is_good_once(svc, token, authenticator):
 def test_another_users_session_cannot_start_or_finish_a_ceremony(svc, authenticator):
     bobs = svc.sessions.start("bob", second_factor_passed=True)
     with pytest.raises(NotEnabled):
-        svc.begin_passkey_registration("alice", session=bobs)
+        svc.begin_passkey_registration("alice", session=bobs, origin=PAGE)
     with pytest.raises(NotEnabled):
-        svc.begin_passkey_registration("alice", session="no-such-session-token-at-all")
+        svc.begin_passkey_registration("alice", session="no-such-session-token-at-all", origin=PAGE)
 
 
 # -- signing in -------------------------------------------------------------------
@@ -146,12 +146,12 @@ def test_sign_in_with_a_passkey_updates_its_count_and_last_use(svc, token, authe
 
 def test_a_replayed_answer_is_refused(svc, token, authenticator):
     add_passkey(svc, token, authenticator)
-    options = svc.begin_passkey_sign_in("alice", session=token)
+    options = svc.begin_passkey_sign_in("alice", session=token, origin=PAGE)
     answer = authenticator.get(options)
     svc.attempt_passkey("alice", answer, session=token)
     with pytest.raises(PasskeyChallengeExpired):
         svc.attempt_passkey("alice", answer, session=token)
-    svc.begin_passkey_sign_in("alice", session=token)  # a new challenge does not revive it
+    svc.begin_passkey_sign_in("alice", session=token, origin=PAGE)  # a new challenge does not revive it
     with pytest.raises(PasskeyRefused) as err:
         svc.attempt_passkey("alice", answer, session=token)
     assert err.value.reason == "wrong challenge"
@@ -159,7 +159,7 @@ def test_a_replayed_answer_is_refused(svc, token, authenticator):
 
 def test_an_answer_after_the_challenge_expired_is_refused(svc, token, authenticator, clock):
     add_passkey(svc, token, authenticator)
-    options = svc.begin_passkey_sign_in("alice", session=token)
+    options = svc.begin_passkey_sign_in("alice", session=token, origin=PAGE)
     clock.advance(passkeys.CHALLENGE_TTL[passkeys.AUTHENTICATE] + 1)
     with pytest.raises(PasskeyChallengeExpired):
         svc.attempt_passkey("alice", authenticator.get(options), session=token)
@@ -168,8 +168,8 @@ def test_an_answer_after_the_challenge_expired_is_refused(svc, token, authentica
 def test_an_answer_to_another_sessions_challenge_is_refused(svc, token, authenticator):
     add_passkey(svc, token, authenticator)
     other = svc.sessions.start("alice", second_factor_passed=False)
-    options = svc.begin_passkey_sign_in("alice", session=token)
-    svc.begin_passkey_sign_in("alice", session=other)
+    options = svc.begin_passkey_sign_in("alice", session=token, origin=PAGE)
+    svc.begin_passkey_sign_in("alice", session=other, origin=PAGE)
     with pytest.raises(PasskeyRefused) as err:
         svc.attempt_passkey("alice", authenticator.get(options), session=other)
     assert err.value.reason == "wrong challenge"
@@ -189,7 +189,7 @@ def test_a_passkey_of_another_account_is_refused(svc, token, authenticator):
     bobs = svc.sessions.start("bob", second_factor_passed=True)
     intruder = SoftAuthenticator()
     add_passkey(svc, bobs, intruder, user="bob")
-    options = svc.begin_passkey_sign_in("alice", session=token)
+    options = svc.begin_passkey_sign_in("alice", session=token, origin=PAGE)
     bob_id = passkeys.unb64url(passkey_entry(svc, "bob")["credential_id"])
     with pytest.raises(PasskeyRefused) as err:
         svc.attempt_passkey("alice", intruder.get(options, credential_id=bob_id), session=token)
@@ -227,7 +227,7 @@ def test_success_clears_the_failures(svc, token, authenticator):
 
 def test_one_answer_sent_40_times_at_once_is_accepted_once(svc, token, authenticator):
     add_passkey(svc, token, authenticator)
-    options = svc.begin_passkey_sign_in("alice", session=token)
+    options = svc.begin_passkey_sign_in("alice", session=token, origin=PAGE)
     answer = authenticator.get(options)
     barrier = threading.Barrier(40)
 
@@ -246,7 +246,7 @@ def test_one_answer_sent_40_times_at_once_is_accepted_once(svc, token, authentic
 
 def test_something_that_is_not_an_answer_changes_nothing(svc, token, authenticator):
     add_passkey(svc, token, authenticator)
-    svc.begin_passkey_sign_in("alice", session=token)
+    svc.begin_passkey_sign_in("alice", session=token, origin=PAGE)
     for junk in ("", "{}", "[1]", "x" * 100_000):
         with pytest.raises(InvalidCodeFormat):
             svc.attempt_passkey("alice", junk, session=token)
@@ -256,7 +256,7 @@ def test_something_that_is_not_an_answer_changes_nothing(svc, token, authenticat
 
 def test_no_passkey_means_no_passkey_sign_in(svc, token):
     with pytest.raises(NotEnabled):
-        svc.begin_passkey_sign_in("alice", session=token)
+        svc.begin_passkey_sign_in("alice", session=token, origin=PAGE)
 
 
 def test_the_audit_trail_never_holds_key_or_challenge(svc, token, authenticator):
@@ -278,14 +278,14 @@ def test_rename_and_remove_a_passkey_like_any_authenticator(svc, token, authenti
     status = svc.status("alice")
     assert not status.two_factor_enabled and status.authenticators == []
     with pytest.raises(NotEnabled):
-        svc.begin_passkey_sign_in("alice", session=token)
+        svc.begin_passkey_sign_in("alice", session=token, origin=PAGE)
 
 
 def test_a_removed_passkey_no_longer_signs_in(svc, token):
     kept, gone = SoftAuthenticator(), SoftAuthenticator()
     add_passkey(svc, token, kept, label="Kept")
     removed = add_passkey(svc, token, gone, label="Gone")
-    options = svc.begin_passkey_sign_in("alice", session=token)
+    options = svc.begin_passkey_sign_in("alice", session=token, origin=PAGE)
     svc.remove_authenticator("alice", removed.id, keep_session=token)
     with pytest.raises(PasskeyRefused):
         svc.attempt_passkey("alice", gone.get(options), session=token)
@@ -299,12 +299,12 @@ def test_passkeys_are_off_when_the_relying_party_settings_cannot_work(svc, token
     svc.relying_party = passkeys.load_relying_party({"MFA_PORTAL_RP_ID": "10.0.0.1"}, None)
     assert not svc.passkeys_available()
     with pytest.raises(PasskeySettingsError):
-        svc.begin_passkey_registration("alice", session=token)
+        svc.begin_passkey_registration("alice", session=token, origin=PAGE)
 
 
 def test_a_passkey_registered_twice_is_refused(svc, token, authenticator):
     add_passkey(svc, token, authenticator)
-    options = svc.begin_passkey_registration("alice", session=token)
+    options = svc.begin_passkey_registration("alice", session=token, origin=PAGE)
     (held,) = authenticator.credentials
     with pytest.raises(mfa_core.PasskeyAlreadyRegistered):
         svc.finish_passkey_registration("alice", authenticator.create(options, again=held),
@@ -317,7 +317,7 @@ def test_the_number_of_passkeys_is_capped(svc, token):
     for _ in range(MAX_PASSKEYS):
         add_passkey(svc, token, SoftAuthenticator())
     with pytest.raises(mfa_core.TooManyAuthenticators) as err:
-        svc.begin_passkey_registration("alice", session=token)
+        svc.begin_passkey_registration("alice", session=token, origin=PAGE)
     assert f"{MAX_PASSKEYS} passkeys" in str(err.value)
 
 
@@ -325,6 +325,6 @@ def test_a_session_still_at_the_sign_in_challenge_cannot_add_a_passkey(svc, toke
     add_passkey(svc, token, authenticator)  # two-step is on from here
     halfway = svc.sessions.start("alice", second_factor_passed=False)
     with pytest.raises(NotEnabled) as err:
-        svc.begin_passkey_registration("alice", session=halfway)
+        svc.begin_passkey_registration("alice", session=halfway, origin=PAGE)
     assert "Finish signing in" in str(err.value)
-    svc.begin_passkey_sign_in("alice", session=halfway)  # signing in is what it may do
+    svc.begin_passkey_sign_in("alice", session=halfway, origin=PAGE)  # signing in is what it may do

@@ -17,7 +17,7 @@ from mfa_core.errors import (InvalidCode, InvalidCodeFormat, MFAError, PasskeyCh
                              PasskeyRefused, PasskeySettingsError, SignCountRegressed)
 from mfa_core.passkeys import AUTHENTICATE, REGISTER, ChallengeBook, RelyingParty
 
-from ..webauthn_authenticator import SoftAuthenticator
+from ..webauthn_authenticator import PAGE, SoftAuthenticator
 
 RP = RelyingParty()
 PEPPER = b"p" * 32
@@ -28,14 +28,15 @@ def register(authenticator: SoftAuthenticator, rp: RelyingParty = RP, existing=(
     options = passkeys.registration_options(rp, user_id=passkeys.user_handle(PEPPER, "alice"),
                                             username="alice", display_name="Alice",
                                             challenge=challenge, existing=existing)
-    return passkeys.verify_registration(rp, authenticator.create(options, **answer), challenge=challenge)
+    return passkeys.verify_registration(rp, authenticator.create(options, **answer), origin=PAGE, challenge=challenge)
 
 
 def sign_in(authenticator: SoftAuthenticator, stored: dict, rp: RelyingParty = RP, *,
             challenge: bytes = b"s" * 32, expected: bytes | None = None, **answer):
     options = passkeys.authentication_options(rp, challenge=challenge, passkeys=[stored])
     return passkeys.verify_authentication(rp, authenticator.get(options, **answer),
-                                          challenge=expected or challenge, passkey=stored)
+                                          challenge=expected or challenge, passkey=stored,
+                                          origin=PAGE)
 
 
 @pytest.fixture
@@ -150,7 +151,7 @@ def test_a_registration_answering_another_challenge_is_refused(authenticator):
     options = passkeys.registration_options(RP, user_id=b"u" * 32, username="alice",
                                             display_name="Alice", challenge=b"a" * 32)
     with pytest.raises(PasskeyRefused) as err:
-        passkeys.verify_registration(RP, authenticator.create(options), challenge=b"b" * 32)
+        passkeys.verify_registration(RP, authenticator.create(options), origin=PAGE, challenge=b"b" * 32)
     assert err.value.reason == "wrong challenge"
 
 
@@ -159,7 +160,7 @@ def test_an_assertion_is_not_a_registration(authenticator, stored):
     answer = authenticator.get(options)
     answer["response"]["attestationObject"] = answer["response"]["authenticatorData"]
     with pytest.raises(PasskeyRefused):
-        passkeys.verify_registration(RP, answer, challenge=b"s" * 32)
+        passkeys.verify_registration(RP, answer, origin=PAGE, challenge=b"s" * 32)
 
 
 def test_the_suggested_name_follows_what_the_browser_tells():
@@ -222,7 +223,7 @@ def test_a_forged_signature_is_refused_before_the_sign_count_is_looked_at(authen
     answer = authenticator.get(options, sign_count=1)
     answer["response"]["signature"] = passkeys.b64url(b"\x30\x06\x02\x01\x01\x02\x01\x01")
     with pytest.raises(PasskeyRefused) as err:
-        passkeys.verify_authentication(RP, answer, challenge=b"s" * 32, passkey=stored)
+        passkeys.verify_authentication(RP, answer, origin=PAGE, challenge=b"s" * 32, passkey=stored)
     assert not isinstance(err.value, SignCountRegressed)
     assert err.value.reason == "bad signature"
 
@@ -233,7 +234,7 @@ def test_an_unknown_credential_is_refused(authenticator, stored):
     options = passkeys.authentication_options(RP, challenge=b"s" * 32, passkeys=[other_stored])
     answer = other.get(options)
     with pytest.raises(PasskeyRefused) as err:
-        passkeys.verify_authentication(RP, answer, challenge=b"s" * 32, passkey=stored)
+        passkeys.verify_authentication(RP, answer, origin=PAGE, challenge=b"s" * 32, passkey=stored)
     assert err.value.reason == "another credential"
 
 
@@ -242,7 +243,7 @@ def test_a_signature_by_another_key_under_a_known_credential_id_is_refused(authe
     other.credentials[passkeys.unb64url(stored["credential_id"])] = _forged_credential(stored["credential_id"])
     options = passkeys.authentication_options(RP, challenge=b"s" * 32, passkeys=[stored])
     with pytest.raises(PasskeyRefused) as err:
-        passkeys.verify_authentication(RP, other.get(options), challenge=b"s" * 32, passkey=stored)
+        passkeys.verify_authentication(RP, other.get(options), origin=PAGE, challenge=b"s" * 32, passkey=stored)
     assert err.value.reason == "bad signature"
 
 
@@ -261,15 +262,15 @@ def _forged_credential(credential_id: str):
 ])
 def test_something_that_is_not_a_response_changes_nothing(stored, response):
     with pytest.raises(InvalidCodeFormat):
-        passkeys.verify_authentication(RP, response, challenge=b"s" * 32, passkey=stored)
+        passkeys.verify_authentication(RP, response, origin=PAGE, challenge=b"s" * 32, passkey=stored)
     with pytest.raises(InvalidCodeFormat):
-        passkeys.verify_registration(RP, response, challenge=b"s" * 32)
+        passkeys.verify_registration(RP, response, origin=PAGE, challenge=b"s" * 32)
 
 
 @pytest.mark.parametrize("bad", [None, 5, b"{}", ["x"]])
 def test_a_response_of_the_wrong_type_is_a_type_error(stored, bad):
     with pytest.raises(TypeError):
-        passkeys.verify_authentication(RP, bad, challenge=b"s" * 32, passkey=stored)
+        passkeys.verify_authentication(RP, bad, origin=PAGE, challenge=b"s" * 32, passkey=stored)
 
 
 def test_a_response_with_garbage_inside_is_refused_never_a_crash(authenticator, stored):
@@ -279,7 +280,7 @@ def test_a_response_with_garbage_inside_is_refused_never_a_crash(authenticator, 
         answer = authenticator.get(options)
         answer["response"][part] = value
         with pytest.raises(PasskeyRefused):
-            passkeys.verify_authentication(RP, answer, challenge=b"s" * 32, passkey=stored)
+            passkeys.verify_authentication(RP, answer, origin=PAGE, challenge=b"s" * 32, passkey=stored)
 
 
 # -- challenges -----------------------------------------------------------------
@@ -339,7 +340,7 @@ def test_another_sessions_challenge_does_not_verify(book, authenticator, stored)
     options = passkeys.authentication_options(RP, challenge=mine, passkeys=[stored])
     answer = authenticator.get(options)
     with pytest.raises(PasskeyRefused) as err:
-        passkeys.verify_authentication(RP, answer, challenge=book.take("session-b", AUTHENTICATE, "alice"),
+        passkeys.verify_authentication(RP, answer, origin=PAGE, challenge=book.take("session-b", AUTHENTICATE, "alice"),
                                        passkey=stored)
     assert err.value.reason == "wrong challenge"
 
@@ -395,8 +396,8 @@ def test_an_answer_naming_another_user_is_refused(authenticator, stored):
     mine, theirs = passkeys.user_handle(PEPPER, "alice"), passkeys.user_handle(PEPPER, "bob")
     answer["response"]["userHandle"] = passkeys.b64url(theirs)
     with pytest.raises(PasskeyRefused) as err:
-        passkeys.verify_authentication(RP, answer, challenge=b"s" * 32, passkey=stored, user_id=mine)
+        passkeys.verify_authentication(RP, answer, origin=PAGE, challenge=b"s" * 32, passkey=stored, user_id=mine)
     assert err.value.reason == "answer for another user"
     answer["response"]["userHandle"] = passkeys.b64url(mine)
-    assert passkeys.verify_authentication(RP, answer, challenge=b"s" * 32, passkey=stored,
+    assert passkeys.verify_authentication(RP, answer, origin=PAGE, challenge=b"s" * 32, passkey=stored,
                                           user_id=mine).sign_count == 1

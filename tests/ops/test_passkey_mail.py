@@ -8,7 +8,7 @@ import mfa_core
 from mfa_core import notify
 
 from ..support import Inbox, smtp_server
-from ..webauthn_authenticator import SoftAuthenticator
+from ..webauthn_authenticator import PAGE, SoftAuthenticator
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def body(msg) -> str:
 
 def test_adding_a_passkey_mails_the_user_by_its_name(mailed, inbox):
     token = mailed.sessions.start("alice", second_factor_passed=True)
-    options = mailed.begin_passkey_registration("alice", session=token)
+    options = mailed.begin_passkey_registration("alice", session=token, origin=PAGE)
     mailed.finish_passkey_registration("alice", SoftAuthenticator().create(options), session=token,
                                        label="Work laptop")
     [msg] = inbox.wait_for(1)
@@ -42,11 +42,11 @@ def test_adding_a_passkey_mails_the_user_by_its_name(mailed, inbox):
 def test_a_passkey_whose_counter_went_backwards_is_mailed(mailed, inbox):
     token = mailed.sessions.start("alice", second_factor_passed=True)
     authenticator = SoftAuthenticator()
-    options = mailed.begin_passkey_registration("alice", session=token)
+    options = mailed.begin_passkey_registration("alice", session=token, origin=PAGE)
     mailed.finish_passkey_registration("alice", authenticator.create(options), session=token,
                                        label="Laptop")
     for count in (5, 3):
-        options = mailed.begin_passkey_sign_in("alice", session=token)
+        options = mailed.begin_passkey_sign_in("alice", session=token, origin=PAGE)
         try:
             mailed.attempt_passkey("alice", authenticator.get(options, sign_count=count), session=token)
         except mfa_core.SignCountRegressed:

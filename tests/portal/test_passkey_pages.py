@@ -8,12 +8,29 @@ and that a portal whose passkey settings cannot work says so.
 
 from __future__ import annotations
 
-import portal.config
+import pytest
 
-from ..webauthn_authenticator import SoftAuthenticator
+import portal.config
+import portal.passkey_component
+
+from ..webauthn_authenticator import PAGE, SoftAuthenticator
 from .conftest import app, click, enroll, inputs, labels, make_cookie, run, sign_in, texts
 
 MANAGE = "pages/1_Manage_MFA.py"
+
+
+@pytest.fixture(autouse=True)
+def page_origin(monkeypatch):
+    """AppTest has no websocket: the page's origin is the one a browser at PAGE would send."""
+    monkeypatch.setattr(portal.passkey_component, "page_origin", lambda: PAGE)
+
+
+def test_without_the_pages_origin_no_ceremony_starts(data_dir, svc, monkeypatch):
+    """The default relying party accepts only the page's own origin: unknown, none at all."""
+    monkeypatch.setattr(portal.passkey_component, "page_origin", lambda: None)
+    add_passkey(svc)
+    at = click(sign_in(app(), "alice"), "Use a passkey")
+    assert any("own address" in e.value for e in at.error), [e.value for e in at.error] + [texts(at)]
 
 
 def add_passkey(svc, username: str = "alice", label: str = "Laptop",
@@ -22,7 +39,7 @@ def add_passkey(svc, username: str = "alice", label: str = "Laptop",
     the user must pass the second factor again."""
     authenticator = SoftAuthenticator()
     token = token or svc.sessions.start(username, second_factor_passed=True)
-    options = svc.begin_passkey_registration(username, session=token)
+    options = svc.begin_passkey_registration(username, session=token, origin=PAGE)
     svc.finish_passkey_registration(username, authenticator.create(options), session=token, label=label)
     return authenticator
 
