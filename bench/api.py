@@ -594,6 +594,6 @@ def render(res: dict[str, Any], args, head: str, seconds: float) -> str:
                      f"wrong code p50 {ms(_lat(w, 50))} / p95 {ms(_lat(w, 95))} ms, unknown user "
                      f"p50 {ms(_lat(u, 50))} / p95 {ms(_lat(u, 95))} ms (both one store write "
                      "with the audit event and the same `{\"ok\": false}`, answered no sooner "
-                     "than `portal.api.REFUSAL_FLOOR` after arriving).")
+                     "than `mfa_services.api.REFUSAL_FLOOR` after arriving).")
     notes.append(f"- Part took {seconds:.0f} s.")
     return "\n".join(lines + notes + [""])

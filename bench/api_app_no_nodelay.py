@@ -9,7 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from portal import api, server
+from mfa_services import api
+from portal import server
 
 SCRIPT = Path(__file__).resolve().parent.parent / "streamlit_app.py"
 app = st.App(str(SCRIPT), routes=server.routes(),

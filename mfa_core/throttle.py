@@ -141,7 +141,7 @@ class PasswordPolicy(_Backoff):
 
 
 # The throttle of a name the verification API was asked about that has no such factor (an
-# unknown or not enrolled name: ``portal.api._no_factor``), kept under ``NAME_PREFIX`` + a keyed
+# unknown or not enrolled name: ``mfa_services.api._no_factor``), kept under ``NAME_PREFIX`` + a keyed
 # hash of the name: ``{"username": key, "failures": n, "last_failure_at": t}``.
 NAME_PREFIX = "api-name:"
 NAME_RECORD_TTL = 86400  # seconds after its last failure that such a record is forgotten

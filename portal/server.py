@@ -11,7 +11,9 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from . import api, netguard, startup, web
+from mfa_services import api
+
+from . import netguard, startup, web
 
 
 def routes() -> list[BaseRoute]:

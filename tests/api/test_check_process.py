@@ -1,4 +1,4 @@
-"""The API's check process (``portal.checks``): the engine calls in a child of the server.
+"""The API's check process (``mfa_services.checks``): the engine calls in a child of the server.
 
 A real server each (``streamlit run app.py``): its check process is killed,
 stopped and orphaned here, and every request meanwhile must fail closed.
@@ -19,7 +19,7 @@ import pytest
 
 import mfa_core
 from mfa_core import clients as api_clients
-from portal import checks
+from mfa_services import checks
 
 from .conftest import start_portal, stop
 
@@ -42,7 +42,7 @@ def check_process(server_pid: int, timeout: float = 20) -> int:
     while time.monotonic() < deadline:
         for pid in children(server_pid):
             try:
-                if b"portal.checks" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if b"mfa_services.checks" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     return pid
             except OSError:
                 pass
@@ -165,7 +165,7 @@ def test_with_the_check_process_off_the_checks_run_in_the_server_and_hold_the_sa
         answers = asyncio.run(race())
         assert sum(1 for a in answers if a.status_code == 200 and a.json()["ok"] is True) == 1
         assert not [pid for pid in children(server.proc.pid)
-                    if b"portal.checks" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                    if b"mfa_services.checks" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     finally:
         stop(server.proc)
     assert "Traceback" not in server.log_path.read_text("utf-8", errors="replace")
@@ -216,7 +216,7 @@ def test_a_check_process_that_does_not_start_fails_closed(script, monkeypatch):
 
 def test_a_check_process_that_answers_nothing_times_out_closed_and_is_stopped(monkeypatch):
     monkeypatch.setattr(checks, "TIMEOUT", 0.5)
-    ready_then_silent = ("import socket, sys, time; from portal import checks; "
+    ready_then_silent = ("import socket, sys, time; from mfa_services import checks; "
                          "s = socket.socket(fileno=int(sys.argv[1])); "
                          "s.sendall(checks.frame([checks.READY])); time.sleep(60)")
     proc = checks.CheckProcess((sys.executable, "-c", ready_then_silent))
@@ -287,7 +287,7 @@ def test_a_check_process_left_on_a_closed_event_loop_is_stopped_and_replaced(inh
 
 
 def test_anything_unforeseen_in_a_check_is_a_503_in_either_place_it_runs(monkeypatch, caplog):
-    from portal import api
+    from mfa_services import api
 
     def broken(*_):
         raise RuntimeError("mfap_secret-looking detail")

@@ -1,4 +1,4 @@
-"""TCP_NODELAY on accepted connections (portal.api.NoDelayMiddleware).
+"""TCP_NODELAY on accepted connections (mfa_services.api.NoDelayMiddleware).
 
 Streamlit 1.67 listens on a socket made with ``proto=0``, so asyncio never
 turns Nagle off on the connections it accepts, and each keep-alive response
@@ -11,7 +11,7 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from portal import api
+from mfa_services import api
 
 
 class _Transport:

@@ -36,7 +36,7 @@ def test_health_and_openapi_need_no_key_and_are_not_cached(portal):
 
 
 def test_the_openapi_description_is_valid_and_matches_the_routes(portal):
-    from portal import api
+    from mfa_services import api
 
     doc = httpx.get(f"{portal.url}/api/v1/openapi.json").json()
     validate(doc)  # raises on an invalid OpenAPI 3.1 document
@@ -109,7 +109,7 @@ def test_unknown_users_cost_what_wrong_codes_cost_and_right_codes_are_not_held_b
     """Timing must not tell them apart either: every refusal leaves no sooner than
     REFUSAL_FLOOR after it arrived (a wrong code for an enrolled user costs the engine more
     than a name with no second factor); an accepted code is answered at once."""
-    from portal.api import REFUSAL_FLOOR
+    from mfa_services.api import REFUSAL_FLOOR
     codes = [portal.enroll(f"walt{i}", backup_codes=True)[1] for i in range(2)]
     wrong, unknown, right = [], [], []
     for i in range(8):  # interleaved; 4 failures per user stay under the throttle

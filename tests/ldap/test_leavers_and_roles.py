@@ -17,7 +17,7 @@ CLIENT = types.SimpleNamespace(actor="vpn")
 
 
 def _api(svc, username, code):
-    from portal import api
+    from mfa_services import api
     return api.verify(svc, CLIENT, username, code, None)
 
 

@@ -81,10 +81,10 @@ def test_helpdesk_searches_the_directory_and_shows_leavers(ldap_portal, running_
 
 def test_the_api_answers_not_ok_for_a_leaver_and_503_while_the_directory_is_down(
         ldap_portal, running_slapd, new_user):
-    """portal.api.answer in-process (the check process runs the same function)."""
+    """mfa_services.api.answer in-process (the check process runs the same function)."""
     import json
 
-    from portal import api
+    from mfa_services import api
 
     from ..portal.conftest import code
     svc = portal.config.service()

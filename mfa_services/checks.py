@@ -5,7 +5,7 @@ between the two: on a 2-core machine that held the API at about 60 % of the
 engine's own rate (issue 13), and a VPN or SSH burst made the pages wait
 behind it. So the server process only reads the request and writes the answer;
 everything after the body was read (the client key, the rate limits, the body's
-checks, the engine call: ``portal.api.answer``) runs in one child process per
+checks, the engine call: ``mfa_services.api.answer``) runs in one child process per
 server process, started on the first request, with a pool of threads of its
 own (a check spends much of its time in fsync). The two processes share
 nothing but the data dir, which is built for that (uvicorn workers and
@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("portal.api")
+log = logging.getLogger("mfa_services.api")
 
 ENV = "MFA_PORTAL_API_PROCESS"
 TIMEOUT = 30.0         # seconds an answer may take before the request gets a 503
@@ -72,7 +72,7 @@ def wanted(environ=None) -> bool:
     env = os.environ if environ is None else environ
     if (env.get(ENV) or "1").strip().lower() in ("0", "false", "no", "off"):
         return False
-    from . import config
+    from portal import config  # the server's engine host: see mfa_services.api
     return config.CLOCK is None
 
 
@@ -97,8 +97,8 @@ def _unpack(buffer: bytearray) -> list[Any]:
 
 # What a check needs of a request, and no more (issue 20: every header went into the frame,
 # and 180 kB of them made a frame over MAX_FRAME that ended the child). Each is cut to its cap:
-# a cut key is a wrong key. The body is at most portal.api.MAX_BODY bytes (the server refuses a
-# longer one with 413 before anything is sent here), so a frame stays far below MAX_FRAME.
+# a cut key is a wrong key. The body is at most mfa_services.api.MAX_BODY bytes (the server
+# refuses a longer one with 413 before anything is sent here), so a frame stays far below MAX_FRAME.
 FORWARDED = {b"authorization": 1024, b"content-type": 256}
 MAX_PEER = 200
 
@@ -200,7 +200,7 @@ class _Link(asyncio.Protocol):
                 future.set_result(UNAVAILABLE)
 
 
-COMMAND = (sys.executable, "-m", "portal.checks")  # the socket's descriptor is added
+COMMAND = (sys.executable, "-m", "mfa_services.checks")  # the socket's descriptor is added
 
 
 class CheckProcess:
@@ -379,7 +379,9 @@ def main(argv: list[str]) -> int:
     # process then reads the end of its socket (no KeyboardInterrupt halfway through a check).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[0]))
-    from . import api, config, startup
+    from portal import config, startup
+
+    from . import api
     config.SWEEPS = False  # the server process sweeps
     problem = startup.keys_problem()
     if problem:  # never generate keys over data: no ready frame, the requests get 503

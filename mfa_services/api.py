@@ -20,21 +20,25 @@ The check is the sign-in page's own engine call,
 ``attempt_second_factor(..., actor="api/<client>")``: same window, replay
 rule, throttle and audit, so a code used here cannot sign in to the portal
 and vice versa. It does file I/O and fsync, so it never runs on the event
-loop: by default in the server's check process (``portal.checks``: a child
+loop: by default in the server's check process (``mfa_services.checks``: a child
 with threads of its own, so that the HTTP server and the engine do not share
 one GIL), else in a thread pool of this process. ``Dispatch`` hands these
 routes their requests ahead of Streamlit's own middleware.
 
 ``GET /api/v1/health`` (no key) for load balancers; ``GET /api/v1/openapi.json``
-the OpenAPI 3.1 description (``portal.openapi``).
+the OpenAPI 3.1 description (``mfa_services.openapi``).
 
 Client rate limits are token buckets in the memory of the process that runs
 the checks (one per server process): under uvicorn with N workers a client may
 make up to N times its rate.
 
-This module must not import the portal's page glue (``portal.signin``,
-``portal.session``, streamlit-authenticator): ``app.py`` imports it before
-Streamlit's runtime exists. ``portal.config`` is imported on first use.
+No Streamlit here, and none of the portal's page glue (``portal.signin``,
+``portal.session``, streamlit-authenticator): ``app.py`` imports this module
+before Streamlit's runtime exists (``portal.server`` wires its routes into
+``st.App``). The one thing taken from ``portal/`` is the server's engine host,
+``portal.config`` (data dir, clock, the engine cached per data dir; it imports
+only ``mfa_core``), on first use: the API answers from the same engine, clock
+and data dir as the pages it is served with.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ from mfa_core.throttle import NAME_PREFIX
 from . import checks
 from .checks import UNAVAILABLE, Answer
 
-log = logging.getLogger("portal.api")
+log = logging.getLogger("mfa_services.api")
 
 PREFIX = "/api/v1"
 MAX_BODY = 4096
@@ -134,7 +138,7 @@ _registries_lock = threading.Lock()
 
 
 def _portal():
-    from . import config  # on first use: see the module's doc
+    from portal import config  # on first use: see the module's doc
     return config, config.portal()
 
 
@@ -149,7 +153,7 @@ def registry() -> api_clients.FileClientRegistry:
 
 
 # Where the checks run: by default in a check process of the server's own
-# (``portal.checks``), so that one interpreter is not both the HTTP server and
+# (``mfa_services.checks``), so that one interpreter is not both the HTTP server and
 # the engine; with MFA_PORTAL_API_PROCESS=0 (or a test's injected clock, which
 # another process cannot share) in threads of this process. Either way a check
 # spends much of its time in fsync, so several run at once, in a pool of their
@@ -173,7 +177,7 @@ def _threads() -> concurrent.futures.ThreadPoolExecutor:
 
 # -- responses ----------------------------------------------------------------
 # An answer is (status, JSON payload, extra headers): plain data, so that a check
-# process (``portal.checks``) can send it back; ``_json`` makes the response.
+# process (``mfa_services.checks``) can send it back; ``_json`` makes the response.
 
 def _json(answer: Answer) -> JSONResponse:
     status, payload, headers = answer
@@ -323,7 +327,7 @@ def _bearer(headers) -> str | None:
 def answer(peer: str | None, headers, body: bytes | None) -> Answer:
     """Everything after the body was read (synchronous: file I/O and fsync).
 
-    Run by the check process (``portal.checks``), or by a thread of this one.
+    Run by the check process (``mfa_services.checks``), or by a thread of this one.
     A store that cannot be used, or anything unforeseen, is a 503 (never an
     "ok", never a traceback to the caller): nothing here raises.
     """

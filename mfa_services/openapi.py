@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the verification API, served at ``GET /api/v1/openapi.json``.
 
-Written by hand to match ``portal.api`` (a test validates it with
+Written by hand to match ``mfa_services.api`` (a test validates it with
 openapi-spec-validator and checks it against the routes).
 """
 
