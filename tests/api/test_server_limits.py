@@ -68,7 +68,9 @@ def guarded(tmp_path_factory) -> Server:
     root = tmp_path_factory.mktemp("limits")
     data_dir, svc, key = _prepare(root)
     log_path = root / "server.log"
-    url, proc = start_portal(data_dir, log_path, **LIMITS)
+    # Demo mode off: in demo mode any request with forwarding headers gets a plain 403
+    # (portal.startup.DemoLoopbackGuard), and these tests forge them to see them ignored.
+    url, proc = start_portal(data_dir, log_path, MFA_PORTAL_DEMO="0", **LIMITS)
     server = Server(url, proc, data_dir, log_path, svc, key)
     yield server
     _finish(server)
@@ -100,7 +102,7 @@ def under_uvicorn(tmp_path_factory) -> Server:
     url = f"http://127.0.0.1:{port}"
     log_path = root / "server.log"
     proc = _start([sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1",
-                   "--port", str(port)], data_dir, log_path, url)
+                   "--port", str(port)], data_dir, log_path, url, MFA_PORTAL_DEMO="0")
     server = Server(url, proc, data_dir, log_path, svc, key)
     yield server
     _finish(server)
