@@ -162,10 +162,10 @@ def test_enrolling_without_naming_a_session_demotes_them_all(svc, users, clock):
 
 
 def test_adding_a_passkey_makes_every_other_session_pass_the_second_factor_again(svc, users, clock):
-    from ..webauthn_authenticator import SoftAuthenticator
+    from ..webauthn_authenticator import PAGE, SoftAuthenticator
     attackers = start(svc, passed=True, verified_at=clock())
     owners = start(svc, passed=True, verified_at=clock())
-    options = svc.begin_passkey_registration("alice", session=owners)
+    options = svc.begin_passkey_registration("alice", session=owners, origin=PAGE)
     svc.finish_passkey_registration("alice", SoftAuthenticator().create(options), session=owners)
     found = svc.sessions.find(attackers)
     assert not found.second_factor_passed and found.verified_at is None

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import os
 import socket
 import subprocess
@@ -184,7 +185,11 @@ def _ask(guard, scope) -> list[dict]:
     async def send(message):
         sent.append(message)
 
-    asyncio.run(guard(app)(scope, receive, send))
+    # A loop of its own in a thread of its own: a session-scoped Playwright (sync API) leaves
+    # an event loop running in this thread, where asyncio.run refuses to start another.
+    worker = threading.Thread(target=asyncio.run, args=(guard(app)(scope, receive, send),))
+    worker.start()
+    worker.join(60)
     return sent if not reached else ["reached"]
 
 

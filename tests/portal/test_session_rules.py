@@ -8,7 +8,7 @@ import portal.session
 from mfa_core.users import UserDirectory
 from portal import backup_view, enrollment, helpdesk, manage, passkey_view, sessions_view
 
-from ..webauthn_authenticator import SoftAuthenticator
+from ..webauthn_authenticator import PAGE, SoftAuthenticator
 from .conftest import (app, click, code, enroll, labels, run, sign_in, signed_in, texts,
                        type_into)
 
@@ -65,7 +65,7 @@ def test_a_cookie_from_before_a_passkey_was_added_must_pass_it(data_dir, svc, cl
     stolen = early.session_state[portal.session.TOKEN]
     owner = signed_in("bob", page=MANAGE)
     mine = owner.session_state[portal.session.TOKEN]
-    options = svc.begin_passkey_registration("bob", session=mine)
+    options = svc.begin_passkey_registration("bob", session=mine, origin=PAGE)
     svc.finish_passkey_registration("bob", SoftAuthenticator().create(options), session=mine)
     assert_the_old_cookie_must_pass_the_second_factor(svc, cookie, stolen)
     assert svc.sessions.find(mine).second_factor_passed
