@@ -204,9 +204,8 @@ class SessionBook:
                 entry["passed"] = bool(second_factor_passed)
                 if via is not None:
                     entry["via"], entry["ends_at"] = via, float(ends_at)
-                elif second_factor_passed:  # a real factor passed: no longer restricted
-                    entry.pop("via", None)
-                    entry.pop("ends_at", None)
+                # Otherwise the restriction stays (a reverification does not lift it): only
+                # adding a factor does (``demote_others`` with this session kept).
             if verified_at is not None:
                 entry["verified_at"] = check.time(verified_at, "verified_at")
             entry["last_seen"] = now
