@@ -420,6 +420,7 @@ class MFAService(PasskeyOperations):
         now = self.clock()
         with self._transaction(username) as txn:
             rec = txn.record
+            _refuse_under_pass(rec, keep)
             if not records.two_step_on(rec):
                 raise NotEnabled()
             labels = ", ".join(a["label"] for a in authn.listed(rec))
@@ -478,6 +479,7 @@ class MFAService(PasskeyOperations):
         now = self.clock()
         with self._transaction(username) as txn:
             rec = txn.record
+            _refuse_under_pass(rec, keep)
             entry = authn.remove(rec, authenticator_id)
             if entry is None:
                 raise UnknownAuthenticator()
@@ -1224,6 +1226,17 @@ def _remember_disclosed(app: dict[str, Any], step: int | None, now: float) -> No
         app["disclosed"] = sorted(kept)
     else:
         app.pop("disclosed", None)
+
+
+PASS_ONLY_ADDS = ("You signed in with a temporary pass: it only lets you add an authenticator. "
+                  "Sign in with your new authenticator to do this.")
+
+
+def _refuse_under_pass(rec: dict[str, Any], session_id: str | None) -> None:
+    """The asking session passed with a temporary pass: it may only add a factor (S40)."""
+    entry = (rec.get("sessions") or {}).get(session_id) if session_id else None
+    if isinstance(entry, dict) and entry.get("via") == temp_pass.STRATEGY:
+        raise NotEnabled(PASS_ONLY_ADDS)
 
 
 def _label_taken(label: str) -> MFAError:

@@ -285,3 +285,20 @@ def test_the_mail_tells_the_user_to_report_a_pass_they_did_not_ask_for(open_svc)
     assert "temporary pass" in subject
     assert "If you did not ask the helpdesk for this, tell IT security" in body
     assert "lost phone, ticket 42" in body and shown not in body
+
+
+def test_a_pass_session_cannot_remove_authenticators_in_the_engine_either(svc, clock):
+    enable_totp(svc, clock, "alice")
+    shown = issue(svc)
+    token = svc.sessions.start("alice", second_factor_passed=False)
+    result = svc.attempt_second_factor("alice", shown, strategy=PASS)
+    svc.sessions.update(token, second_factor_passed=True, via=PASS, ends_at=result.pass_expires_at)
+    [app] = svc.status("alice").authenticators
+    with pytest.raises(mfa_core.NotEnabled):
+        svc.remove_authenticator("alice", app.id, keep_session=token)
+    with pytest.raises(mfa_core.NotEnabled):
+        svc.disable_totp("alice", keep_session=token)
+    assert svc.status("alice").totp_enabled
+    # A later reverification does not lift the restriction; only adding a factor does.
+    svc.sessions.update(token, second_factor_passed=True, verified_at=clock())
+    assert svc.sessions.find(token).restricted
