@@ -124,3 +124,18 @@ def test_the_session_ends_when_the_pass_expires(data_dir, svc, clock):
     at = run(at)
     assert "User MFA Settings" not in texts(at)
     assert "Password" in inputs(at)
+
+
+def test_a_pass_session_restored_from_its_cookie_stays_restricted_from_the_first_run(
+        data_dir, svc, clock, cookie):
+    from .conftest import make_cookie
+    enroll(svc, clock, "admin")
+    result = svc.attempt_second_factor("admin", issue(svc, "admin"), strategy="temporary_pass")
+    token = make_cookie("admin")
+    svc.sessions.update(token, second_factor_passed=True, verified_at=clock(),
+                        via="temporary_pass", ends_at=result.pass_expires_at)
+    cookie(token)
+    at = app(HELPDESK)
+    assert "Search users" not in [t.label for t in at.text_input]
+    assert "temporary pass from the helpdesk" in texts(at)
+    assert "Helpdesk" not in page_links(at)
