@@ -114,12 +114,18 @@ def session_holds() -> bool:
         return False
 
 
-def guarded(callback: Callable[..., Any]) -> Callable[..., Any]:
+def guarded(callback: Callable[..., Any], *, under_pass: bool = True) -> Callable[..., Any]:
     """Decorate a state-changing ``on_click`` callback: it does nothing unless ``session_holds()``
-    (the guard's next run then signs the page out or asks for the second factor)."""
+    (the guard's next run then signs the page out or asks for the second factor).
+
+    ``under_pass=False`` (``unrestricted``): also refused, with a flash, to a session that
+    passed with a temporary pass (S40)."""
     @functools.wraps(callback)
     def run(*args: Any, **kwargs: Any) -> Any:
         if not session_holds():
+            return None
+        if not under_pass and restricted_in_store():
+            flash("error", PASS_REFUSED)
             return None
         return callback(*args, **kwargs)
     return run
@@ -149,15 +155,7 @@ PASS_REFUSED = ("You signed in with a temporary pass: it only lets you add an au
 def unrestricted(callback: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a callback a temporary pass's session must never run (remove an authenticator,
     new backup codes, the Helpdesk): ``guarded``, and refused (a flash) under a pass."""
-    @functools.wraps(callback)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        if not session_holds():
-            return None
-        if restricted_in_store():
-            flash("error", PASS_REFUSED)
-            return None
-        return callback(*args, **kwargs)
-    return run
+    return guarded(callback, under_pass=False)
 
 
 def pass_with_temporary_pass(epoch: int, ends_at: float) -> None:

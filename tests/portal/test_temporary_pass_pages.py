@@ -139,3 +139,17 @@ def test_a_pass_session_restored_from_its_cookie_stays_restricted_from_the_first
     assert "Search users" not in [t.label for t in at.text_input]
     assert "temporary pass from the helpdesk" in texts(at)
     assert "Helpdesk" not in page_links(at)
+
+
+def test_the_callbacks_a_pass_must_never_run_are_refused_under_one():
+    from portal import backup_view, helpdesk, manage
+    import portal.session
+    refusing = portal.session.unrestricted(lambda: None).__code__
+    for callback in (manage.request_remove, manage.confirm_remove, manage.save_rename,
+                     backup_view.request_generate, backup_view.confirm_generate,
+                     helpdesk.request_reset, helpdesk.confirm_reset, helpdesk.request_remove_one,
+                     helpdesk.confirm_remove_one, helpdesk.clear_lockout, helpdesk.request_pass,
+                     helpdesk.confirm_pass, helpdesk.revoke_pass):
+        assert callback.__code__ is refusing, callback.__qualname__
+        assert callback.__closure__[[c for c in refusing.co_freevars].index("under_pass")] \
+            .cell_contents is False, callback.__qualname__
