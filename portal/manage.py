@@ -214,6 +214,8 @@ def _authenticators_table(status: mfa_core.MFAStatus) -> None:
             f"{each.kind_words}  \n"
         row.markdown(f"**{plain(each.label)}**  \n{kind}Added "
                      f"{session.format_time(each.created_at)} · {used}", width="stretch")
+        if session.restricted():  # a temporary pass only adds (S40): nothing to rename or remove
+            continue
         actions = row.container(horizontal=True, width="content", horizontal_alignment="right")
         actions.button("Rename", key=f"manage_rename_{each.id}", on_click=start_rename,
                        args=(each.id,))
