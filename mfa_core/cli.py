@@ -453,6 +453,9 @@ def cmd_mfa_status(ctx: Context) -> int:
         ("password blocked", yes[status.password_blocked] + (" (from new places)"
                                                              if status.password_blocked else "")),
         ("wait before next try", f"{status.retry_after} s"),
+        ("temporary pass", f"until {format_time(status.temporary_pass_until)} "
+                           f"({status.temporary_pass_uses} sign-ins left)"
+         if status.temporary_pass_active else "none"),
         ("MFA epoch", str(status.mfa_epoch)),
         ("last activity", format_time(status.last_activity)),
     ]
@@ -516,6 +519,40 @@ def cmd_mfa_unlock(ctx: Context) -> int:
         raise UsageError("The reason must not be empty.")
     ctx.service().unlock(user.username, actor=ctx.actor(), reason=reason or "lockout cleared")
     ctx.out.write(f"Cleared failed attempts and lockout for {user.username}.\n")
+    return 0
+
+
+def cmd_mfa_pass_issue(ctx: Context) -> int:
+    from . import temp_pass
+    user = ctx.known_user(ctx.args.username)
+    reason = ctx.reason()
+    try:
+        seconds = temp_pass.parse_duration(ctx.args.valid)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    svc = ctx.service()
+    if not temp_pass.MIN_VALID <= seconds <= svc.pass_max_valid:
+        raise UsageError(f"--valid is from {temp_pass.describe(temp_pass.MIN_VALID)} up to "
+                         f"{temp_pass.describe(svc.pass_max_valid)} ({temp_pass.ENV_MAX_VALID}).")
+    if not 1 <= ctx.args.uses <= temp_pass.MAX_USES:
+        raise UsageError(f"--uses is from 1 to {temp_pass.MAX_USES}.")
+    shown = svc.issue_temporary_pass(user.username, valid_for=seconds, actor=ctx.actor(),
+                                     reason=reason, uses=ctx.args.uses)
+    until = svc.status(user.username).temporary_pass_until
+    uses = ctx.args.uses
+    ctx.out.write(f"Temporary pass for {user.username}, valid until {format_time(until)} for "
+                  f"{uses} sign-in{'s' if uses != 1 else ''} at the portal (never the API, PAM or "
+                  "RADIUS). Read it to the user once; it is not shown again. Any earlier pass "
+                  "no longer works.\n")
+    ctx.out.write(f"{shown}\n")
+    return 0
+
+
+def cmd_mfa_pass_revoke(ctx: Context) -> int:
+    user = ctx.known_user(ctx.args.username)
+    reason = ctx.reason()
+    ctx.service().revoke_temporary_pass(user.username, actor=ctx.actor(), reason=reason)
+    ctx.out.write(f"Revoked the temporary pass of {user.username}; the sessions it opened ended.\n")
     return 0
 
 
@@ -799,6 +836,25 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p.add_argument("username")
     p.add_argument("--reason", help="why (default: 'lockout cleared')")
     p.set_defaults(func=cmd_mfa_unlock)
+    tap = m.add_parser("pass", help="temporary passes for a lost phone",
+                       description="A temporary pass lets a user who lost their phone sign in "
+                                   "to the portal only to set up a new authenticator.")
+    tp = tap.add_subparsers(dest="pass_action", metavar="ACTION", required=True, parser_class=_Parser)
+    p = tp.add_parser("issue", parents=[common, actor], help="issue a temporary pass (printed last)",
+                      description="Issue a temporary pass (replacing any earlier one) and print "
+                                  "it alone on the last line. Audited; the user is mailed.")
+    p.add_argument("username")
+    p.add_argument("--valid", required=True, metavar="DURATION",
+                   help="how long it works: 600s, 30m, 1h ... (10 min up to the maximum, 8 h by "
+                        "default)")
+    p.add_argument("--reason", required=True, help="why (required, goes to the audit trail)")
+    p.add_argument("--uses", type=int, default=1, help="sign-ins it allows (default 1)")
+    p.set_defaults(func=cmd_mfa_pass_issue)
+    p = tp.add_parser("revoke", parents=[common, actor], help="revoke a user's temporary pass",
+                      description="The user's temporary pass stops working. Audited.")
+    p.add_argument("username")
+    p.add_argument("--reason", required=True, help="why (required, goes to the audit trail)")
+    p.set_defaults(func=cmd_mfa_pass_revoke)
 
     p = groups.add_parser("audit", parents=[common, as_json], help="show the audit trail",
                           description="The audit trail, oldest first. TIME is ISO-8601 "

@@ -186,6 +186,15 @@ def _compose(event: AuditEvent, name: str, issuer: str) -> tuple[str, str] | Non
         if event.detail:
             what += f"\n\nReason given: {event.detail}"
         by_someone_else = False
+    elif event.event == "temporary_pass_issued":
+        subject = "The helpdesk issued a temporary pass for your account"
+        what = (f"{helpdesk[0].upper() + helpdesk[1:]} issued a temporary pass for your account: "
+                "it lets you sign in once (or a few times) without your authenticator, only to "
+                "set up a new one, and it expires within hours.\n\nIf you did not ask the "
+                "helpdesk for this, tell IT security right away.")
+        if reason:
+            what += f"\n\nReason given: {reason}"
+        by_someone_else = False
     elif event.event == "lockout":
         subject = "Two-step verification is locked on your account"
         what = ("Two-step verification on your account was locked after too many failed "
@@ -214,7 +223,8 @@ class MailNotifier:
     EVENTS = frozenset({"totp_enabled", "totp_removed", "authenticator_removed",
                         "passkey_added", "passkey_clone_suspected",
                         "backup_codes_generated",
-                        "backup_code_used", "helpdesk_reset", "lockout", "password_blocked"})
+                        "backup_code_used", "helpdesk_reset", "lockout", "password_blocked",
+                        "temporary_pass_issued"})
 
     def __init__(self, settings: SMTPSettings, directory: UserDirectory, *,
                  issuer: str = "MFA Portal") -> None:

@@ -25,8 +25,10 @@ The record (version 2)::
     mfa_epoch     int, bumped by every change other sessions must notice
     activity      [event]: the latest audit events, for the Manage MFA page
     revoked_tokens {fingerprint: expiry}
-    sessions      {session id: {created_at, last_seen, passed, verified_at, pw, ua, ip}}
-                  (see ``sessions``)
+    sessions      {session id: {created_at, last_seen, passed, verified_at, pw, ua, ip,
+                  via, ends_at}} (see ``sessions``)
+    temp_pass     {salt, hash, issued_at, expires_at, uses, actor}: the helpdesk's temporary
+                  pass (see ``temp_pass``)
 """
 
 from __future__ import annotations
@@ -103,6 +105,11 @@ def validate(username: str, rec: Any) -> dict[str, Any]:
             and _optional_number(b.get("last_failure_at")) and isinstance(b.get("locked", False), bool)
             for k, b in rec["throttles"].items()):
         raise RecordDamaged(detail="'throttles' is wrong")
+    _part(rec, "temp_pass", {"salt": lambda v: isinstance(v, str) and _hex(v),
+                             "hash": lambda v: isinstance(v, str) and _hex(v) and bool(v),
+                             "issued_at": _number, "expires_at": _number,
+                             "uses": lambda v: _int(v) and v >= 0,
+                             "actor": lambda v: isinstance(v, str)})
     _part(rec, "password", {})
     if "password" in rec and not _password_state(rec["password"]):
         raise RecordDamaged(detail="'password' is wrong")

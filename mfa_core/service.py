@@ -24,11 +24,11 @@ import bcrypt
 
 from . import authenticators as authn
 from . import backup_codes as bc
-from . import passkeys, passwords, radius_clients, records, totp
+from . import passkeys, passwords, radius_clients, records, temp_pass, totp
 from . import validate as check
 from .audit import AuditEvent
 from .authenticators import Authenticator
-from .errors import (AccountLocked, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
+from .errors import (AccountLocked, InvalidCodeFormat, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
                      InvalidCode, InvalidLabel, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
                      PasskeyRefused, PasskeySettingsError, RecordDamaged, StorageError,
                      StoreUnavailable, TooManyAttempts, TooManyAuthenticators,
@@ -48,6 +48,8 @@ log = logging.getLogger("mfa_core")
 
 RECENT_ACTIVITY = 25  # events kept in the user's record for the Manage MFA page
 STRATEGIES = ("totp", "backup_code")
+# What the portal's own challenge screen may also use: never a calling service (API, RADIUS, PAM).
+PORTAL_STRATEGIES = STRATEGIES + (temp_pass.STRATEGY,)
 WRONG_PASSWORD = "Username or password is incorrect."
 WRONG_PASSWORD_OR_CODE = "Username, password or code is incorrect."
 
@@ -69,6 +71,12 @@ class MFAStatus:
     locked_channels: tuple[str, ...] = ()  # channels other than the portal that refuse codes
     channel_failures: int = 0       # consecutive second-factor failures through those channels
     authenticators: list[Authenticator] = field(default_factory=list)  # oldest first
+    temporary_pass_until: float | None = None  # the helpdesk's pass is active until then
+    temporary_pass_uses: int = 0               # sign-ins it still allows
+
+    @property
+    def temporary_pass_active(self) -> bool:
+        return self.temporary_pass_until is not None
 
     @property
     def two_factor_enabled(self) -> bool:
@@ -130,6 +138,7 @@ class BackupCodes:
 class SecondFactorResult:
     strategy: str
     backup_codes_remaining: int
+    pass_expires_at: float | None = None  # a temporary pass: the session ends then
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,8 @@ class MFAService(PasskeyOperations):
                  session_policy: SessionPolicy | None = None,
                  directory: UserDirectory | None = None,
                  notifier: Notifier | None = None, notify_in_background: bool = False,
-                 relying_party: RelyingParty | PasskeySettingsError | None = None) -> None:
+                 relying_party: RelyingParty | PasskeySettingsError | None = None,
+                 pass_max_valid: int = temp_pass.DEFAULT_MAX_VALID) -> None:
         if not callable(clock):
             raise TypeError("clock must be callable")
         self.store = store
@@ -163,6 +173,11 @@ class MFAService(PasskeyOperations):
         self.directory = directory
         self.sessions = SessionBook(self, session_policy)
         self.relying_party = relying_party  # passkeys (None: localhost, see passkey_service)
+        if isinstance(pass_max_valid, bool) or not isinstance(pass_max_valid, int):
+            raise TypeError("pass_max_valid must be an int (seconds)")
+        if pass_max_valid < temp_pass.MIN_VALID:
+            raise ValueError(f"pass_max_valid must be at least {temp_pass.MIN_VALID} s")
+        self.pass_max_valid = pass_max_valid
         self._outbox = Outbox(notifier, background=notify_in_background, clock=clock,
                               audit=lambda event: self.store.append_audit([event.to_dict()]))
         self._damage_reported: set[tuple[str, str]] = set()
@@ -405,6 +420,7 @@ class MFAService(PasskeyOperations):
         now = self.clock()
         with self._transaction(username) as txn:
             rec = txn.record
+            _refuse_under_pass(rec, keep)
             if not records.two_step_on(rec):
                 raise NotEnabled()
             labels = ", ".join(a["label"] for a in authn.listed(rec))
@@ -463,6 +479,7 @@ class MFAService(PasskeyOperations):
         now = self.clock()
         with self._transaction(username) as txn:
             rec = txn.record
+            _refuse_under_pass(rec, keep)
             entry = authn.remove(rec, authenticator_id)
             if entry is None:
                 raise UnknownAuthenticator()
@@ -549,6 +566,9 @@ class MFAService(PasskeyOperations):
                 now = self.clock()
                 rec = txn.record
                 two_step = records.two_step_on(rec)
+                # A user without a factor but with the helpdesk's pass: the pass is the second
+                # factor ahead, the password alone never completes the sign-in.
+                pass_ahead = not two_step and temp_pass.live(rec, now) is not None
                 joint = code is not None and two_step  # password and code checked together
                 passed = False
                 state = rec.get("password") or {}
@@ -584,7 +604,7 @@ class MFAService(PasskeyOperations):
                         if joint:  # both factors: the sign-in is complete, a familiar place
                             self._second_factor_passed(rec, source, now)
                             passed = True
-                        elif not two_step:  # the sign-in is complete: a familiar place
+                        elif not two_step and not pass_ahead:  # complete: a familiar place
                             passwords.remember_source(state, src, now, policy)
                     elif ok is False:
                         error = InvalidCode(WRONG_PASSWORD_OR_CODE if joint else WRONG_PASSWORD)
@@ -594,8 +614,8 @@ class MFAService(PasskeyOperations):
                             self._log(txn, now, username, "password_blocked", "failure",
                                       f"{policy.account_limit} consecutive wrong passwords from "
                                       "unfamiliar places")
-                result = PasswordResult(username, records.two_step_on(rec), rec.get("mfa_epoch", 0),
-                                        second_factor_passed=passed)
+                result = PasswordResult(username, records.two_step_on(rec) or pass_ahead,
+                                        rec.get("mfa_epoch", 0), second_factor_passed=passed)
         except RecordDamaged as damaged:
             if entered:
                 raise
@@ -687,9 +707,16 @@ class MFAService(PasskeyOperations):
         username = check.name(username)
         if not isinstance(strategy, str):
             raise TypeError("strategy must be a str")
-        if strategy not in STRATEGIES:
+        if strategy not in PORTAL_STRATEGIES:
             raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
-        code = check.totp_code(code) if strategy == "totp" else check.backup_code(code)
+        if strategy == temp_pass.STRATEGY:
+            if not isinstance(code, str):
+                raise TypeError(f"code must be a str, not {type(code).__name__}")
+            if not code.strip():
+                raise InvalidCodeFormat("Enter the temporary pass the helpdesk gave you.")
+            code = code[:200]
+        else:
+            code = check.totp_code(code) if strategy == "totp" else check.backup_code(code)
         if not isinstance(diagnose, bool):
             raise TypeError("diagnose must be a bool")
         source = check.source(source)
@@ -699,11 +726,19 @@ class MFAService(PasskeyOperations):
         channel = None if actor == username else f"service:{actor}"
         error: MFAError | None = None
         remaining = 0
+        expires_at: float | None = None
         with self._transaction(username) as txn:
             now = self.clock()  # under the user's lock (see attempt_password)
             rec = txn.record
             apps = authn.of_kind(rec, "totp")
-            if not records.two_step_on(rec) or (strategy == "totp" and not apps):
+            if strategy == temp_pass.STRATEGY:
+                if (error := self._gate(txn, now, actor, channel)) is None:
+                    error, expires_at = self._check_pass(txn, rec, code, now, actor, channel)
+                    if error is None:
+                        self._second_factor_passed(rec, source, now, channel)
+                    else:
+                        self._fail(txn, now, actor, "second_factor_failed", error, channel)
+            elif not records.two_step_on(rec) or (strategy == "totp" and not apps):
                 if not diagnose and strategy == "totp":
                     self._check_dummy(code, now)
                 error = NotEnabled()
@@ -714,7 +749,105 @@ class MFAService(PasskeyOperations):
                 elif not isinstance(error, NoBackupCodes):
                     self._fail(txn, now, actor, "second_factor_failed", error, channel)
         self._raise_or_notify(txn, error)
-        return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining)
+        return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining,
+                                  pass_expires_at=expires_at)
+
+    def _check_pass(self, txn: Transaction, rec: dict[str, Any], typed: str, now: float,
+                    actor: str, channel: str | None) -> tuple[MFAError | None, float | None]:
+        """Check a temporary pass: (the refusal or None, the pass's expiry). Counts nothing.
+
+        Refused with the wrong code's words when it is not the portal asking (a calling
+        service: the pass opens the portal only), when there is no pass, when it expired
+        (audited once, the pass goes) and when it is not the pass.
+        """
+        wrong = InvalidCode("That temporary pass is not valid, expired or was already used.")
+        stored = rec.get("temp_pass")
+        if channel is not None or actor != txn.username:
+            return wrong, None
+        if stored is None:
+            return wrong, None
+        if temp_pass.live(rec, now) is None:
+            rec.pop("temp_pass")
+            self._log(txn, now, "system", "temporary_pass_expired", "refused",
+                      f"issued by {stored['actor']}")
+            return wrong, None
+        normalized = temp_pass.normalize(typed)
+        wanted = temp_pass.digest(self.keyring.pepper, bytes.fromhex(stored["salt"]),
+                                  normalized or "-")
+        if normalized is None or not secrets.compare_digest(stored["hash"], wanted):
+            return wrong, None
+        stored["uses"] -= 1
+        expires_at = float(stored["expires_at"])
+        left = stored["uses"]
+        if left <= 0:
+            rec.pop("temp_pass")
+        self._log(txn, now, actor, "temporary_pass_used", "success",
+                  f"{left} use{'s' if left != 1 else ''} left")
+        return None, expires_at
+
+    # -- temporary passes (the helpdesk's answer to a lost phone) -------------
+
+    def issue_temporary_pass(self, username: str, *, valid_for: int | float, actor: str,
+                             reason: str, uses: int = 1) -> str:
+        """Helpdesk: a temporary pass for ``username``; returns it (shown once, never stored).
+
+        Valid ``valid_for`` seconds on the engine's clock (from 600 up to
+        ``pass_max_valid``, ``MFA_PORTAL_PASS_MAX_VALID``, default 8 h) for
+        ``uses`` sign-ins at the portal (1 to 20). It replaces the user's
+        previous pass. Audited with the actor and reason; the user is mailed.
+        Raises TypeError/ValueError (bad lifetime, uses, reason; the actor
+        being the user), StorageError (RecordDamaged).
+        """
+        username = check.name(username)
+        actor = check.name(actor, "actor")
+        reason = check.text(reason, "reason")
+        if actor == username:
+            raise ValueError("Nobody issues a temporary pass for their own account.")
+        if isinstance(valid_for, bool) or not isinstance(valid_for, (int, float)):
+            raise TypeError("valid_for must be a number of seconds")
+        if not temp_pass.MIN_VALID <= valid_for <= self.pass_max_valid:
+            raise ValueError(f"A temporary pass is valid from {temp_pass.describe(temp_pass.MIN_VALID)} "
+                             f"up to {temp_pass.describe(self.pass_max_valid)}.")
+        if isinstance(uses, bool) or not isinstance(uses, int):
+            raise TypeError("uses must be an int")
+        if not 1 <= uses <= temp_pass.MAX_USES:
+            raise ValueError(f"A temporary pass allows from 1 to {temp_pass.MAX_USES} sign-ins.")
+        shown = temp_pass.generate()
+        salt = secrets.token_bytes(16)
+        hashed = temp_pass.digest(self.keyring.pepper, salt, temp_pass.normalize(shown))
+        with self._transaction(username) as txn:
+            now = self.clock()  # under the user's lock
+            rec = txn.record
+            replaced = temp_pass.live(rec, now) is not None
+            rec["temp_pass"] = {"salt": salt.hex(), "hash": hashed, "issued_at": now,
+                                "expires_at": now + float(valid_for), "uses": uses, "actor": actor}
+            self._log(txn, now, actor, "temporary_pass_issued", "success",
+                      f"valid {temp_pass.describe(valid_for)}, {uses} sign-in{'s' if uses != 1 else ''}"
+                      f"{', replaces the previous pass' if replaced else ''} (reason: {reason})")
+        self._raise_or_notify(txn, None)
+        return shown
+
+    def revoke_temporary_pass(self, username: str, *, actor: str, reason: str) -> MFAStatus:
+        """Helpdesk: the user's temporary pass stops working; the sessions it opened end.
+
+        Raises NotEnabled when there is none, StorageError, TypeError/ValueError.
+        """
+        username = check.name(username)
+        actor = check.name(actor, "actor")
+        reason = check.text(reason, "reason")
+        with self._transaction(username) as txn:
+            now = self.clock()
+            rec = txn.record
+            if temp_pass.live(rec, now) is None:
+                raise NotEnabled("This user has no active temporary pass.")
+            rec.pop("temp_pass")
+            sessions = rec.get("sessions") or {}
+            for sid in [s for s, e in sessions.items() if e.get("via") == temp_pass.STRATEGY]:
+                del sessions[sid]
+            self._log(txn, now, actor, "temporary_pass_revoked", "success", f"(reason: {reason})")
+            status = self._status(username, rec, now)
+        self._raise_or_notify(txn, None)
+        return status
 
     def _check_factor(self, txn: Transaction, rec: dict[str, Any], code: str, strategy: str,
                       now: float, actor: str, diagnose: bool) -> tuple[MFAError | None, int]:
@@ -930,6 +1063,8 @@ class MFAService(PasskeyOperations):
             password_blocked=passwords.blocked(password, self.password_policy, now),
             locked_channels=self._locked_channels(rec),
             channel_failures=self._channel_failures(rec),
+            temporary_pass_until=(temp_pass.live(rec, now) or {}).get("expires_at"),
+            temporary_pass_uses=(temp_pass.live(rec, now) or {}).get("uses", 0),
         )
 
     def _locked_channels(self, rec: dict[str, Any]) -> tuple[str, ...]:
@@ -1093,6 +1228,17 @@ def _remember_disclosed(app: dict[str, Any], step: int | None, now: float) -> No
         app.pop("disclosed", None)
 
 
+PASS_ONLY_ADDS = ("You signed in with a temporary pass: it only lets you add an authenticator. "
+                  "Sign in with your new authenticator to do this.")
+
+
+def _refuse_under_pass(rec: dict[str, Any], session_id: str | None) -> None:
+    """The asking session passed with a temporary pass: it may only add a factor (S40)."""
+    entry = (rec.get("sessions") or {}).get(session_id) if session_id else None
+    if isinstance(entry, dict) and entry.get("via") == temp_pass.STRATEGY:
+        raise NotEnabled(PASS_ONLY_ADDS)
+
+
 def _label_taken(label: str) -> MFAError:
     return InvalidLabel(f"You already have an authenticator named \u201c{label}\u201d. "
                         "Choose another name.")
@@ -1224,7 +1370,11 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
         raise StoreUnavailable(f"The data directory {path} cannot be used: {reason}.") from exc
     if store.database and isinstance(getattr(notifier, "directory", None), UserDirectory):
         notifier.directory = directory  # mail addresses from the shared directory, not a file
-    return MFAService(store, keyring, clock, issuer=issuer, policy=policy,
+    try:
+        pass_max_valid = temp_pass.max_valid(env)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{temp_pass.ENV_MAX_VALID}: {exc}") from exc
+    return MFAService(store, keyring, clock, issuer=issuer, policy=policy, pass_max_valid=pass_max_valid,
                       password_policy=password_policy, session_policy=session_policy,
                       directory=directory, notifier=notifier,
                       notify_in_background=notify_in_background,

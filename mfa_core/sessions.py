@@ -30,6 +30,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import temp_pass
 from . import validate as check
 from .errors import RecordDamaged, StorageError
 from .records import two_step_on
@@ -78,6 +79,13 @@ class Session:
     last_seen: float
     user_agent: str
     source: str | None
+    via: str | None = None          # "temporary_pass": passed with the helpdesk's pass (restricted)
+    ends_at: float | None = None    # such a session ends when the pass expires
+
+    @property
+    def restricted(self) -> bool:
+        """Passed with a temporary pass: it may only add a factor (see docs/security.md S40)."""
+        return self.via == temp_pass.STRATEGY
 
 
 def _key(pepper: bytes, kind: str, token: str) -> str:
@@ -170,8 +178,18 @@ class SessionBook:
         return _session(sid, owner, entry)
 
     def update(self, token: str, *, second_factor_passed: bool | None = None,
-               verified_at: float | None = None) -> Session | None:
-        """Record a passed second factor or a verification; None if the session is gone."""
+               verified_at: float | None = None, via: str | None = None,
+               ends_at: float | None = None) -> Session | None:
+        """Record a passed second factor or a verification; None if the session is gone.
+
+        ``via`` "temporary_pass" (with ``ends_at``, the pass's expiry) marks a session that
+        passed with the helpdesk's pass: restricted to adding a factor, ending at ``ends_at``.
+        Any other second factor passed later lifts the restriction.
+        """
+        if via is not None and via != temp_pass.STRATEGY:
+            raise ValueError("via is 'temporary_pass' or None")
+        if via is not None:
+            ends_at = check.time(ends_at, "ends_at")
         svc = self._svc
         sid = self._sid(_token(token))
         owner = (svc.store.read_keyed(f"session:{sid}") or {}).get("owner")
@@ -184,6 +202,10 @@ class SessionBook:
                 return None
             if second_factor_passed is not None:
                 entry["passed"] = bool(second_factor_passed)
+                if via is not None:
+                    entry["via"], entry["ends_at"] = via, float(ends_at)
+                # Otherwise the restriction stays (a reverification does not lift it): only
+                # adding a factor does (``demote_others`` with this session kept).
             if verified_at is not None:
                 entry["verified_at"] = check.time(verified_at, "verified_at")
             entry["last_seen"] = now
@@ -203,8 +225,8 @@ class SessionBook:
         now = svc.clock()
         with svc._transaction(owner) as txn:
             entry = self._live(txn.record, owner, now).get(sid)
-            if entry is None or two_step_on(txn.record):
-                return False
+            if entry is None or two_step_on(txn.record) or temp_pass.live(txn.record, now):
+                return False  # a factor, or the helpdesk's pass: the second factor is ahead
             entry["passed"] = True
             return True
 
@@ -267,7 +289,8 @@ class SessionBook:
         return {sid: e for sid, e in sessions.items()
                 if isinstance(e, dict) and e.get("pw") == mark
                 and now - e.get("created_at", 0) < policy.lifetime
-                and now - e.get("last_seen", 0) < policy.idle}
+                and now - e.get("last_seen", 0) < policy.idle
+                and not (isinstance(e.get("ends_at"), (int, float)) and e["ends_at"] <= now)}
 
     # -- handing the token to the browser --------------------------------------------
 
@@ -342,6 +365,11 @@ def demote_others(rec: dict[str, Any], keep: str | None = None) -> int:
     """
     demoted = 0
     for sid, entry in (rec.get("sessions") or {}).items():
+        if sid == keep and isinstance(entry, dict):
+            # The session that added the factor just proved it: a temporary pass's
+            # restriction ends (it may now remove the lost authenticator).
+            entry.pop("via", None)
+            entry.pop("ends_at", None)
         if sid != keep and isinstance(entry, dict):
             demoted += bool(entry.get("passed"))
             entry["passed"] = False
@@ -362,4 +390,4 @@ def _session(sid: str, username: str, entry: dict[str, Any]) -> Session:
     return Session(id=sid, username=username, second_factor_passed=bool(entry.get("passed")),
                    verified_at=entry.get("verified_at"), created_at=entry.get("created_at", 0.0),
                    last_seen=entry.get("last_seen", 0.0), user_agent=entry.get("ua") or "",
-                   source=entry.get("ip"))
+                   source=entry.get("ip"), via=entry.get("via"), ends_at=entry.get("ends_at"))

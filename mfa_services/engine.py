@@ -51,6 +51,9 @@ class Result:
         return self.verdict is Verdict.ACCEPTED
 
 
+SERVICE_STRATEGIES = ("totp", "backup_code")  # never "temporary_pass": it opens the portal only
+
+
 def guess_strategy(code: str) -> str:
     """Six digits (spaces and dashes aside) are a TOTP code; anything else a backup code."""
     return "totp" if _TOTP_SHAPE.fullmatch(re.sub(r"[\s-]", "", code)) else "backup_code"
@@ -60,6 +63,8 @@ def check_second_factor(svc: Any, username: str, code: str, *, actor: str, sourc
                         strategy: str | None = None) -> Result:
     """``svc.attempt_second_factor`` for a service: same window, replay rule, throttle, audit."""
     strategy = strategy or guess_strategy(code)
+    if strategy not in SERVICE_STRATEGIES:  # a temporary pass (or a passkey) opens the portal only
+        return Result(Verdict.REFUSED, strategy=strategy)
     try:
         svc.attempt_second_factor(username, code, strategy, source=source, actor=actor,
                                   diagnose=False)  # the caller never hears why: no drift search

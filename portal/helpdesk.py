@@ -37,6 +37,12 @@ ERROR = "helpdesk_error"
 CONFIRM = "helpdesk_confirm_reset"  # {"target", "reason"}: Reset MFA asked, not yet confirmed
 CONFIRM_ONE = "helpdesk_confirm_remove"  # {"target", "reason", "id", "label"}: one authenticator
 CHOSEN = "helpdesk_authenticator"
+CONFIRM_PASS = "helpdesk_confirm_pass"  # {"target", "reason", "valid", "uses"}: a pass asked for
+PASS_SHOWN = "helpdesk_pass_shown"      # {"target", "pass", "until"}: shown to the admin once
+PASS_VALID = "helpdesk_pass_valid"
+PASS_USES = "helpdesk_pass_uses"
+VALIDITIES = {"10 minutes": 600, "30 minutes": 1800, "1 hour": 3600, "2 hours": 7200,
+              "4 hours": 4 * 3600, "8 hours": 8 * 3600, "24 hours": 24 * 3600}
 NOT_ADMIN = "Only helpdesk admins can do this."
 NEEDS_MFA = ("The Helpdesk needs two-step verification on your own account. Add an "
              "authentication app on Manage MFA, then come back.")
@@ -173,7 +179,7 @@ def _may_ask(key: str, actor: str, target: str) -> bool:
     return refusal is None
 
 
-@session.guarded
+@session.unrestricted
 def request_reset(actor: str, target: str) -> None:
     """**Reset MFA**: checks here, then the page asks "Reset MFA for <name>?" (nothing runs yet)."""
     if not _may_ask(CONFIRM, actor, target):
@@ -191,17 +197,18 @@ def request_reset(actor: str, target: str) -> None:
 
 def forget_question() -> None:
     """Another user chosen: nothing typed or asked for the last one carries over to them."""
-    for key in (REASON, CONFIRM, CONFIRM_ONE, CHOSEN, ERROR):
+    for key in (REASON, CONFIRM, CONFIRM_ONE, CONFIRM_PASS, PASS_SHOWN, CHOSEN, ERROR):
         st.session_state.pop(key, None)
 
 
 def cancel_reset() -> None:
-    asked = st.session_state.pop(CONFIRM, None) or st.session_state.pop(CONFIRM_ONE, None)
+    asked = (st.session_state.pop(CONFIRM, None) or st.session_state.pop(CONFIRM_ONE, None)
+             or st.session_state.pop(CONFIRM_PASS, None))
     if asked:
         st.session_state[REASON] = asked["reason"]  # the field comes back as it was
 
 
-@session.guarded
+@session.unrestricted
 def request_remove_one(actor: str, target: str) -> None:
     """**Remove authenticator**: checks here, then the page asks first (nothing runs yet)."""
     if not _may_ask(CONFIRM_ONE, actor, target):
@@ -238,7 +245,7 @@ def _confirmed(key: str, actor: str, target: str) -> dict | None:
     return asked
 
 
-@session.guarded
+@session.unrestricted
 def confirm_remove_one(actor: str, target: str) -> None:
     """**Yes, remove it**: the one authenticator asked about, behind reverification."""
     asked = _confirmed(CONFIRM_ONE, actor, target)
@@ -285,7 +292,7 @@ def _act_behind_reverification(action: str, label: str, actor: str, target: str,
     session.sensitive(action, label, run)
 
 
-@session.guarded
+@session.unrestricted
 def confirm_reset(actor: str, target: str) -> None:
     """**Yes, reset MFA**: the reset asked for, behind reverification (10 minutes)."""
     asked = _confirmed(CONFIRM, actor, target)
@@ -298,7 +305,79 @@ def confirm_reset(actor: str, target: str) -> None:
         "removed and their sessions are signed out.")
 
 
-@session.guarded
+def validities() -> dict[str, int]:
+    """The lifetimes offered: from 10 minutes up to the operator's maximum."""
+    longest = config.service().pass_max_valid
+    return {label: seconds for label, seconds in VALIDITIES.items() if seconds <= longest}
+
+
+@session.unrestricted
+def request_pass(actor: str, target: str) -> None:
+    """**Issue a temporary pass**: checks here, then the page asks first (nothing runs yet)."""
+    if not _may_ask(CONFIRM_PASS, actor, target):
+        return
+    st.session_state.pop(PASS_SHOWN, None)
+    reason = _reason()
+    if not reason:
+        st.session_state[ERROR] = "A reason is required to issue a temporary pass."
+        return
+    offered = validities()
+    label = st.session_state.get(PASS_VALID) or next(iter(offered), None)
+    if label not in offered:
+        st.session_state[ERROR] = "Choose how long the pass is valid."
+        return
+    uses = st.session_state.get(PASS_USES) or 1
+    st.session_state[CONFIRM_PASS] = {"target": target, "reason": reason, "valid": label,
+                                      "uses": int(uses)}
+
+
+@session.unrestricted
+def confirm_pass(actor: str, target: str) -> None:
+    """**Yes, issue the pass**: behind reverification; the pass is shown to the admin once."""
+    asked = _confirmed(CONFIRM_PASS, actor, target)
+    if asked is None:
+        return
+    seconds = validities().get(asked["valid"])
+    if seconds is None:
+        st.session_state[ERROR] = "Choose how long the pass is valid."
+        return
+
+    def issue() -> None:
+        svc = config.service()
+        shown = svc.issue_temporary_pass(target, valid_for=seconds, actor=actor,
+                                         reason=asked["reason"], uses=asked["uses"])
+        st.session_state[PASS_SHOWN] = {"target": target, "pass": shown,
+                                        "until": svc.status(target).temporary_pass_until}
+
+    _act_behind_reverification(
+        "helpdesk_pass", f"issue a temporary pass for {plain(target)}", actor, target, issue,
+        f"A temporary pass was issued for {plain(target)}: read it to them now, it is not shown "
+        "again.")
+
+
+@session.unrestricted
+def revoke_pass(actor: str, target: str) -> None:
+    """**Revoke temporary pass**: behind reverification like every other change."""
+    st.session_state.pop(ERROR, None)
+    refusal = _refusal(actor, target)
+    if refusal:
+        st.session_state[ERROR] = refusal
+        return
+    reason = _reason()
+    if not reason:
+        st.session_state[ERROR] = "A reason is required to revoke a temporary pass."
+        return
+    _act_behind_reverification(
+        "helpdesk_revoke_pass", f"revoke the temporary pass of {plain(target)}", actor, target,
+        lambda: config.service().revoke_temporary_pass(target, actor=actor, reason=reason),
+        f"The temporary pass of {plain(target)} was revoked.")
+
+
+def pass_seen() -> None:
+    st.session_state.pop(PASS_SHOWN, None)
+
+
+@session.unrestricted
 def clear_lockout(actor: str, target: str) -> None:
     """**Clear lockout**: behind reverification like every other change; never one's own."""
     st.session_state.pop(ERROR, None)
@@ -368,6 +447,10 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
              if status.two_factor_enabled else "")
     st.write(f"Two-step verification: **{factor(status)}**{codes}. "
              f"Lockout: **{lock_state(status)}**. Last activity: {_when(status.last_activity)}.")
+    if status.temporary_pass_active:
+        uses = status.temporary_pass_uses
+        st.write(f"Temporary pass: **active until {_when(status.temporary_pass_until)}** "
+                 f"({uses} sign-in{'s' if uses != 1 else ''} left).")
 
     st.subheader("Audit trail", anchor=False)
     period = st.radio("Period", list(PERIODS), horizontal=True, key="helpdesk_period")
@@ -404,7 +487,31 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
     if one and one["target"] != user.username:
         st.session_state.pop(CONFIRM_ONE, None)
         one = None
-    if one:
+    tap = st.session_state.get(CONFIRM_PASS)
+    if tap and tap["target"] != user.username:
+        st.session_state.pop(CONFIRM_PASS, None)
+        tap = None
+    shown = st.session_state.get(PASS_SHOWN)
+    if shown and shown["target"] != user.username:
+        st.session_state.pop(PASS_SHOWN, None)
+        shown = None
+    if shown:
+        st.success(f"Temporary pass for {plain(user.name)} ({user.username}), valid until "
+                   f"{_when(shown['until'])}. Read it to them now: it is shown only this once.")
+        st.code(shown["pass"], language=None)
+        st.button("Done", key="helpdesk_pass_done", type="primary", on_click=pass_seen)
+    elif tap:
+        uses = tap["uses"]
+        st.warning(f"**Issue a temporary pass for {plain(user.name)} ({user.username})?** It is "
+                   f"valid for {tap['valid']} and {uses} sign-in{'s' if uses != 1 else ''}, at the "
+                   "portal only, to set up a new authenticator; any earlier pass stops working. "
+                   "They are mailed about it. Check who is calling first.")
+        st.write(f"Reason: {plain(tap['reason'])}")
+        row = st.container(horizontal=True)
+        row.button("Yes, issue the pass", key="helpdesk_pass_confirm", type="primary",
+                   on_click=confirm_pass, args=(admin.username, user.username))
+        row.button("Cancel", key="helpdesk_pass_cancel", on_click=cancel_reset)
+    elif one:
         after = ("It is their only authenticator: two-step verification turns off and their "
                  "backup codes stop working." if one["last"] else
                  "Their other authenticators and backup codes keep working.")
@@ -429,9 +536,18 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
     else:
         st.text_input("Reason", key=REASON, max_chars=500,
                       help="Recorded in the audit trail with your name. Required for every action.")
-        st.write("**Remove authenticator** removes the one chosen; **Reset MFA** removes every "
-                 "authenticator and the backup codes and clears the lockout. Either signs out "
-                 "the user's sessions.")
+        st.write("**Issue a temporary pass** when someone lost or replaced their phone: a "
+                 "short-lived pass lets them sign in only to set up a new authenticator, and their "
+                 "account is never left with the password alone. **Reset MFA** only when a pass "
+                 "cannot help (a damaged record, an account to clear): it removes every "
+                 "authenticator and the backup codes and clears the lockout. **Remove "
+                 "authenticator** removes the one chosen. Removing signs out the user's sessions.")
+        offered = validities()
+        cols = st.columns(2)
+        cols[0].selectbox("Temporary pass valid for", list(offered), key=PASS_VALID,
+                          index=min(2, len(offered) - 1) if offered else None)
+        cols[1].number_input("Sign-ins it allows", min_value=1, max_value=20, value=1, step=1,
+                             key=PASS_USES)
         if status.authenticators:
             names = {a.id: a.label for a in status.authenticators}
             st.selectbox("Authenticator", list(names), index=None, key=CHOSEN,
@@ -441,7 +557,12 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
         if status.authenticators:
             row.button("Remove authenticator", key="helpdesk_remove_one",
                        on_click=request_remove_one, args=(admin.username, user.username))
-        row.button("Reset MFA", key="helpdesk_reset", type="primary", on_click=request_reset,
+        row.button("Issue a temporary pass", key="helpdesk_pass", type="primary",
+                   on_click=request_pass, args=(admin.username, user.username))
+        if status.temporary_pass_active:
+            row.button("Revoke temporary pass", key="helpdesk_revoke_pass", on_click=revoke_pass,
+                       args=(admin.username, user.username))
+        row.button("Reset MFA", key="helpdesk_reset", on_click=request_reset,
                    args=(admin.username, user.username))
         if has_failures(status):
             row.button("Clear lockout", key="helpdesk_unlock", on_click=clear_lockout,

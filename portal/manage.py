@@ -53,7 +53,7 @@ def _only_one(status: mfa_core.MFAStatus, authenticator_id: str) -> bool:
 OTHERS_SIGNED_OUT = "Your other sessions will be signed out."
 
 
-@session.guarded
+@session.unrestricted
 def request_remove(authenticator_id: str) -> None:
     """Remove: asked on the page first, or by the Verify it's you dialog, which then says what
     it will do (inside the verification window nothing else would stand between a stray click
@@ -68,7 +68,7 @@ def request_remove(authenticator_id: str) -> None:
         confirm_remove(authenticator_id)
 
 
-@session.guarded
+@session.unrestricted
 def confirm_remove(authenticator_id: str) -> None:
     st.session_state.pop(CONFIRM_REMOVE, None)
     status = _fresh()
@@ -119,7 +119,7 @@ def _stop_renaming() -> None:
         st.session_state.pop(key, None)
 
 
-@session.guarded
+@session.unrestricted
 def save_rename() -> None:
     authenticator_id = st.session_state.get(RENAMING)
     label = st.session_state.get(RENAME_TEXT) or ""
@@ -214,6 +214,8 @@ def _authenticators_table(status: mfa_core.MFAStatus) -> None:
             f"{each.kind_words}  \n"
         row.markdown(f"**{plain(each.label)}**  \n{kind}Added "
                      f"{session.format_time(each.created_at)} · {used}", width="stretch")
+        if session.restricted():  # a temporary pass only adds (S40): nothing to rename or remove
+            continue
         actions = row.container(horizontal=True, width="content", horizontal_alignment="right")
         actions.button("Rename", key=f"manage_rename_{each.id}", on_click=start_rename,
                        args=(each.id,))
@@ -248,6 +250,9 @@ def render(user) -> None:
     status = session.status()
 
     st.title("User MFA Settings", anchor=False)
+    if st.session_state.get(session.FACTOR_ADDED_UNDER_PASS) and status.authenticators:
+        st.success("Your new authenticator is set up: the temporary pass is no longer needed. "
+                   "If you lost your old phone or security key, remove it below with **Remove**.")
 
     st.header("Authenticators", anchor=False)
     if status.authenticators:
@@ -266,7 +271,7 @@ def render(user) -> None:
         st.button("Add", key="manage_add", type="primary", on_click=request_add)
     passkey_view.render_add()
 
-    if status.two_factor_enabled:
+    if status.two_factor_enabled and not session.restricted():
         st.header("Backup codes", anchor=False)
         left = status.backup_codes_remaining
         text = f"You have {left} backup code{'s' if left != 1 else ''} left."

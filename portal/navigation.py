@@ -61,7 +61,9 @@ def sidebar(user: User, sign_out: Callable[[], None]) -> None:
     with st.sidebar:
         page_link(HOME_PAGE, "Home", ":material/home:")
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
-        if user.is_admin and (APP_DIR / HELPDESK_PAGE).exists():
+        # A session that passed with a temporary pass never opens the Helpdesk (S40).
+        if (user.is_admin and (APP_DIR / HELPDESK_PAGE).exists()
+                and not st.session_state.get("portal_restricted")):
             page_link(HELPDESK_PAGE, "Helpdesk", ":material/support_agent:")
 
 

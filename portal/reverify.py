@@ -19,7 +19,10 @@ from . import config, focus, passkey_view
 from .code_field import code_form
 from .session import (DIALOG_OPEN, PENDING, PENDING_RUN, REVERIFY_BACKUP, REVERIFY_DONE,
                       REVERIFY_ERROR, REVERIFY_WINDOW, VERIFIED_AT, client_source, current_username,
-                      flash, now, record_verification, still_trusted)
+                      PASS_REFUSED, RESTRICTED, flash, now, record_verification, still_trusted)
+
+# What a session that passed with a temporary pass may do: add a factor (S40).
+UNDER_PASS = ("add", "add_passkey")
 
 
 def verification_remaining() -> int:
@@ -53,6 +56,13 @@ def sensitive(action: str, label: str, run: Callable[[], Any]) -> None:
     (the guard then asks it to verify again).
     """
     if not still_trusted():
+        return
+    if st.session_state.get(RESTRICTED):
+        # A temporary pass: it counts as the verification for adding a factor, for nothing else.
+        if action in UNDER_PASS:
+            _run_action(run)
+        else:
+            flash("error", PASS_REFUSED)
         return
     if verification_remaining() > 0:
         _run_action(run)

@@ -39,6 +39,9 @@ REVERIFY_BACKUP = "portal_reverify_backup"
 REVERIFY_DONE = "portal_reverify_done"
 DIALOG_OPEN = "portal_dialog_open"
 STATUS = "portal_status"          # the user's MFAStatus as the guard read it in this run
+RESTRICTED = "portal_restricted"  # passed with a temporary pass: only adding a factor (S40)
+PASS_ENDS = "portal_pass_ends"    # ... and the session ends then (the pass's expiry)
+FACTOR_ADDED_UNDER_PASS = "portal_factor_added_under_pass"  # offer to remove the lost one
 
 # Keys that survive a sign-out (they describe the browser, not the user).
 _KEEP_ON_SIGN_OUT = ("portal_signed_out", "portal_delete_cookie", "portal_cookie_checked", FLASH)
@@ -111,15 +114,63 @@ def session_holds() -> bool:
         return False
 
 
-def guarded(callback: Callable[..., Any]) -> Callable[..., Any]:
+def guarded(callback: Callable[..., Any], *, under_pass: bool = True) -> Callable[..., Any]:
     """Decorate a state-changing ``on_click`` callback: it does nothing unless ``session_holds()``
-    (the guard's next run then signs the page out or asks for the second factor)."""
+    (the guard's next run then signs the page out or asks for the second factor).
+
+    ``under_pass=False`` (``unrestricted``): also refused, with a flash, to a session that
+    passed with a temporary pass (S40)."""
     @functools.wraps(callback)
     def run(*args: Any, **kwargs: Any) -> Any:
         if not session_holds():
             return None
+        if not under_pass and restricted_in_store():
+            flash("error", PASS_REFUSED)
+            return None
         return callback(*args, **kwargs)
     return run
+
+
+def restricted() -> bool:
+    """This session passed with the helpdesk's temporary pass: it may only add a factor."""
+    return bool(st.session_state.get(RESTRICTED))
+
+
+def restricted_in_store() -> bool:
+    """The store's word on ``restricted()`` (a callback's check; any doubt is a yes)."""
+    held = token()
+    if not held:
+        return bool(st.session_state.get(RESTRICTED))
+    try:
+        found = config.service().sessions.find(held)
+    except (mfa_core.MFAError, TypeError, ValueError):
+        return True
+    return found is None or found.restricted
+
+
+PASS_REFUSED = ("You signed in with a temporary pass: it only lets you add an authenticator. "
+                "Sign in with your new authenticator to do this.")
+
+
+def unrestricted(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a callback a temporary pass's session must never run (remove an authenticator,
+    new backup codes, the Helpdesk): ``guarded``, and refused (a flash) under a pass."""
+    return guarded(callback, under_pass=False)
+
+
+def pass_with_temporary_pass(epoch: int, ends_at: float) -> None:
+    """The helpdesk's pass was right: the session passes, restricted to adding a factor, and
+    ends at ``ends_at``. Recorded in the store first (every tab, every replica)."""
+    at = now()
+    held = token()
+    if held:
+        config.service().sessions.update(held, second_factor_passed=True, verified_at=at,
+                                        via="temporary_pass", ends_at=ends_at)
+    st.session_state[RESTRICTED] = True
+    st.session_state[PASS_ENDS] = ends_at
+    st.session_state[PASSED] = True
+    st.session_state[EPOCH] = epoch
+    st.session_state[VERIFIED_AT] = at
 
 
 def still_trusted() -> bool:
@@ -159,6 +210,10 @@ def sync_with_store() -> bool:
         return False
     # The store decides: a factor added elsewhere makes this session pass it again.
     st.session_state[PASSED] = found.second_factor_passed
+    if st.session_state.get(RESTRICTED) and not found.restricted and found.second_factor_passed:
+        st.session_state[FACTOR_ADDED_UNDER_PASS] = True  # Manage MFA offers to remove the lost one
+    st.session_state[RESTRICTED] = found.restricted
+    st.session_state[PASS_ENDS] = found.ends_at
     if not found.second_factor_passed:
         st.session_state[VERIFIED_AT] = None
         return True

@@ -29,6 +29,9 @@ WRONG_PASSWORD = mfa_core.service.WRONG_PASSWORD
 LOGIN_ERROR = "portal_login_error"
 CHALLENGE_ERROR = "portal_challenge_error"
 CHALLENGE_BACKUP = "portal_challenge_backup"
+CHALLENGE_PASS = "portal_challenge_pass"    # the challenge asks for the helpdesk's temporary pass
+PASS_KEY = "portal_challenge_temporary_pass"
+PASS_PAGES = ("Manage MFA", "Add TOTP")     # all a temporary pass's session reaches (S40)
 SIGNED_OUT = "portal_signed_out"
 SIGNED_OUT_NOW = "portal_signed_out_now"  # Sign out was pressed (until the next sign-in)
 DELETE_COOKIE = "portal_delete_cookie"
@@ -93,7 +96,7 @@ def require_user(page_title: str | None = None, *, home: bool = False, wide: boo
     st.session_state[session.STATUS] = status
     session.check_epoch(status)
     if not session.second_factor_passed():
-        if status.two_factor_enabled:
+        if status.two_factor_enabled or status.temporary_pass_active:
             _layout("centered")
             _challenge_screen(portal, user)
             st.stop()
@@ -109,8 +112,23 @@ def require_user(page_title: str | None = None, *, home: bool = False, wide: boo
     _layout("wide" if wide else "centered")
     sidebar(user, sign_out)
     session.show_flashes()
+    if session.restricted():
+        _pass_banner(page_title)
     session.open_pending_dialog()
     return user
+
+
+def _pass_banner(page_title: str | None) -> None:
+    """A session that passed with a temporary pass: what it may do; other pages stop here."""
+    ends = st.session_state.get(session.PASS_ENDS)
+    until = f" until {session.format_time(ends)}" if ends else ""
+    st.info("You signed in with a temporary pass from the helpdesk. It lets you add an "
+            f"authentication app or a passkey{until}; removing authenticators, new backup codes "
+            "and other pages need a sign-in with your new authenticator.",
+            icon=":material/key:")
+    if page_title not in PASS_PAGES:
+        page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
+        st.stop()
 
 
 def _layout(layout: str) -> None:
@@ -122,7 +140,7 @@ def _layout(layout: str) -> None:
 def require_admin(page_title: str | None = None, *, wide: bool = False) -> User:
     """``require_user``, then only helpdesk admins get further."""
     user = require_user(page_title, wide=wide)
-    if not user.is_admin:
+    if not user.is_admin or session.restricted():
         st.error("This page is for helpdesk admins.")
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
         st.stop()
@@ -235,6 +253,8 @@ def _restore_from_cookie(portal: config.Portal) -> None:
         return
     session.start(found.username, token=token, passed=found.second_factor_passed,
                   verified_at=found.verified_at)
+    st.session_state[session.RESTRICTED] = found.restricted  # from this very run on
+    st.session_state[session.PASS_ENDS] = found.ends_at
 
 
 def _set_cookie(portal: config.Portal) -> None:
@@ -255,6 +275,10 @@ def _challenge_key() -> str:
 
 def _challenge_screen(portal: config.Portal, user: User) -> None:
     status = session.status()
+    if status.temporary_pass_active and (st.session_state.get(CHALLENGE_PASS)
+                                         or not status.two_factor_enabled):
+        _pass_screen(status)
+        return
     passkey = passkey_view.has_passkey(status) and passkey_view.available()
     backup = bool(st.session_state.get(CHALLENGE_BACKUP)) or not (status.totp_enabled or passkey)
     st.title("Two-step verification", anchor=False)
@@ -277,7 +301,53 @@ def _challenge_screen(portal: config.Portal, user: User) -> None:
                        key="portal_challenge_toggle", on_click=_toggle_challenge)
     else:
         row.button("Use a backup code", key="portal_challenge_toggle", on_click=_toggle_challenge)
+    if status.temporary_pass_active:
+        row.button("Use a temporary pass", key="portal_challenge_pass_toggle", on_click=_toggle_pass)
     row.button("Sign out", key="portal_challenge_sign_out", on_click=sign_out)
+
+
+def _pass_screen(status: mfa_core.MFAStatus) -> None:
+    """The helpdesk's temporary pass (issue 24): it opens only Manage MFA, to add a factor."""
+    st.title("Two-step verification", anchor=False)
+    session.show_flashes()
+    st.write("Enter the temporary pass the helpdesk gave you (like `kq7m-3xzp-w9df-4hnr`). "
+             "It lets you set up a new authenticator, nothing else.")
+    code_form("portal_challenge_pass_form", "Temporary pass", PASS_KEY, button="Continue",
+              on_click=_submit_pass, backup=True, primary=True, take_focus=True)
+    error = st.session_state.get(CHALLENGE_ERROR)
+    if error:
+        st.error(error)
+    row = st.container(horizontal=True)
+    if status.two_factor_enabled:
+        row.button("Use your authenticator", key="portal_challenge_pass_toggle", on_click=_toggle_pass)
+    row.button("Sign out", key="portal_challenge_sign_out", on_click=sign_out)
+
+
+def _toggle_pass() -> None:
+    st.session_state[CHALLENGE_PASS] = not st.session_state.get(CHALLENGE_PASS)
+    st.session_state.pop(CHALLENGE_ERROR, None)
+    st.session_state.pop(CHALLENGE_BACKUP, None)
+
+
+def _submit_pass() -> None:
+    user = session.current_username()
+    if not user or session.second_factor_passed():
+        return
+    typed = st.session_state.get(PASS_KEY) or ""
+    st.session_state[PASS_KEY] = ""
+    svc = config.service()
+    try:
+        result = svc.attempt_second_factor(user, typed, "temporary_pass", source=session.client_source())
+        epoch = svc.status(user).mfa_epoch
+        session.pass_with_temporary_pass(epoch, result.pass_expires_at)
+    except mfa_core.MFAError as err:
+        st.session_state[CHALLENGE_ERROR] = str(err)
+        return
+    except (TypeError, ValueError):
+        st.session_state[CHALLENGE_ERROR] = "That temporary pass cannot be checked. Try again."
+        return
+    for stale in (CHALLENGE_ERROR, CHALLENGE_BACKUP, CHALLENGE_PASS):
+        st.session_state.pop(stale, None)
 
 
 def _code_form(portal: config.Portal, user: User, *, backup: bool, first: bool) -> None:

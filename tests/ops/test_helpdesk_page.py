@@ -558,3 +558,78 @@ def test_the_tables_are_wide_enough_for_lockout_last_activity_and_detail(data_di
         shown = list(frame.value.columns)
         assert set(columns) == set(shown), (columns, shown)  # every column has its width
         assert sum(c["width"] for c in columns.values()) <= helpdesk_module.TABLE_WIDTH
+
+
+# -- temporary passes (issue 24) ----------------------------------------------------
+
+def issue_pass(at, reason: str | None = "lost phone, ticket 4711"):
+    if reason is not None:
+        type_into(at, "Reason", reason)
+    at = click(at, "Issue a temporary pass")
+    return click(at, "Yes, issue the pass")
+
+
+def test_issue_a_temporary_pass_comes_before_reset_with_when_to_use_each(data_dir, svc, clock,
+                                                                         admin_secret):
+    enroll(svc, clock, "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    shown = labels(at)
+    assert shown.index("Issue a temporary pass") < shown.index("Reset MFA")
+    assert "when someone lost or replaced their phone" in texts(at)
+    assert "**Reset MFA** only when a pass cannot help" in texts(at)
+
+
+def test_a_pass_needs_a_reason_and_a_confirmation(data_dir, svc, clock, admin_secret):
+    enroll(svc, clock, "alice")
+    at = click(choose(helpdesk(admin_secret, clock), "alice"), "Issue a temporary pass")
+    assert errors(at) == ["A reason is required to issue a temporary pass."]
+    type_into(at, "Reason", "lost phone")
+    at = click(at, "Issue a temporary pass")
+    [question] = [w.value for w in at.warning]
+    assert question.startswith("**Issue a temporary pass for Alice Example (alice)?**")
+    assert not svc.status("alice").temporary_pass_active
+    at = click(at, "Cancel")
+    assert not svc.status("alice").temporary_pass_active
+
+
+def test_the_pass_is_shown_once_to_the_admin_and_works_once(data_dir, svc, clock, admin_secret):
+    enroll(svc, clock, "alice")
+    at = issue_pass(choose(helpdesk(admin_secret, clock), "alice"))
+    status = svc.status("alice")
+    assert status.temporary_pass_active and status.temporary_pass_uses == 1
+    [shown] = [c.value for c in at.code]
+    assert "it is shown only this once" in texts(at)
+    [event] = [e for e in svc.audit("alice") if e.event == "temporary_pass_issued"]
+    assert event.actor == "admin" and "lost phone, ticket 4711" in event.detail
+    at = click(at, "Done")
+    assert shown not in texts(at)
+    svc.attempt_second_factor("alice", shown, strategy="temporary_pass")
+    with pytest.raises(mfa_core.InvalidCode):
+        svc.attempt_second_factor("alice", shown, strategy="temporary_pass")
+
+
+def test_issuing_a_pass_after_ten_minutes_asks_the_admin_to_verify(data_dir, svc, clock,
+                                                                    admin_secret):
+    enroll(svc, clock, "alice")
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    clock.advance(601)
+    at = issue_pass(at)
+    assert "Confirm" in labels(at)
+    assert not svc.status("alice").temporary_pass_active
+    type_into(at, "Authentication code", code(admin_secret, clock))
+    at = click(at, "Confirm")
+    assert svc.status("alice").temporary_pass_active
+    assert len(at.code) == 1
+
+
+def test_revoke_a_pass(data_dir, svc, clock, admin_secret):
+    enroll(svc, clock, "alice")
+    svc.issue_temporary_pass("alice", valid_for=3600, actor="helen", reason="lost phone")
+    at = choose(helpdesk(admin_secret, clock), "alice")
+    assert "Temporary pass: **active until" in texts(at)
+    type_into(at, "Reason", "she found her phone")
+    at = click(at, "Revoke temporary pass")
+    assert not svc.status("alice").temporary_pass_active
+    [event] = [e for e in svc.audit("alice") if e.event == "temporary_pass_revoked"]
+    assert event.actor == "admin"
+    assert "Revoke temporary pass" not in labels(at)
