@@ -123,8 +123,8 @@ def _pass_banner(page_title: str | None) -> None:
     ends = st.session_state.get(session.PASS_ENDS)
     until = f" until {session.format_time(ends)}" if ends else ""
     st.info("You signed in with a temporary pass from the helpdesk. It lets you add an "
-            f"authentication app or a passkey{until}; removing authenticators, new backup codes "
-            "and other pages need a sign-in with your new authenticator.",
+            f"authentication app or a passkey{until}. Removing authenticators, new backup codes "
+            "and the other pages open once you have added one.",
             icon=":material/key:")
     if page_title not in PASS_PAGES:
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
