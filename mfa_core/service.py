@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn
 
 import bcrypt
 
@@ -626,12 +626,36 @@ class MFAService(PasskeyOperations):
         return result
 
     def _damaged_password(self, username: str, password: str, stored: Any, src: str, who: str,
-                          where: str, damaged: RecordDamaged) -> None:
+                          where: str, damaged: RecordDamaged) -> NoReturn:
         """A user whose record cannot be read: the password checked and throttled first.
 
         The throttle is the source's, as for an unknown name (the user's own is
         in the damaged record): a wrong password is just that, with the same
         answer as any other; the right one gets the damage (fail closed).
+        """
+        self._checked_by_source(
+            who, src, lambda: damaged if _password_ok(password, stored) else None,
+            lambda now: AuditEvent(now, username, username, "password_failed", "failure",
+                                   f"wrong password {where} (record damaged)"))
+
+    def _unknown_password(self, name: str, password: str, src: str, source: str | None) -> NoReturn:
+        """A name that is no user: the same checks, waits and answer as a user's, no record."""
+        def wrong() -> None:
+            _dummy_check(self.directory, password, name)  # what a user's check costs
+
+        # Not the typed name in the audit trail: people type passwords into the name field.
+        self._checked_by_source(
+            name, src, wrong,
+            lambda now: AuditEvent(now, None, None, "password_failed", "failure",
+                                   f"unknown user from {source or 'an unknown address'}"))
+
+    def _checked_by_source(self, who: str, src: str, check: Callable[[], MFAError | None],
+                           failed: Callable[[float], AuditEvent]) -> NoReturn:
+        """A password with no user record to count in: the source's throttle for ``who``.
+
+        ``check()`` runs only when the gate lets the attempt through and returns the
+        error a right password gets, or None for a wrong one; a wrong one is counted
+        under ``who`` at this source, takes a spraying slot and is audited as ``failed(now)``.
         Always raises.
         """
         policy = self.password_policy
@@ -641,33 +665,12 @@ class MFAService(PasskeyOperations):
             error = passwords.unknown_name_gate(rec, who, now, policy) or \
                 passwords.spray_gate(rec, now, policy, who)
             if error is None:
-                if _password_ok(password, stored):
-                    error = damaged
-                else:
+                error = check()
+                if error is None:
                     passwords.record_unknown_name(rec, who, now, policy)
                     passwords.take_slot(rec, now, who)
                     error = InvalidCode(WRONG_PASSWORD)
-                    txn.log(AuditEvent(now, username, username, "password_failed", "failure",
-                                       f"wrong password {where} (record damaged)").to_dict())
-        raise error
-
-
-    def _unknown_password(self, name: str, password: str, src: str, source: str | None) -> None:
-        """A name that is no user: the same checks, waits and answer as a user's, no record."""
-        policy = self.password_policy
-        with self._keyed_transaction(src) as txn:
-            now = self.clock()  # under the source's lock (see attempt_password)
-            rec = txn.record
-            error = passwords.unknown_name_gate(rec, name, now, policy) or \
-                passwords.spray_gate(rec, now, policy, name)
-            if error is None:
-                _dummy_check(self.directory, password, name)  # what a user's check costs
-                passwords.record_unknown_name(rec, name, now, policy)
-                passwords.take_slot(rec, now, name)
-                error = InvalidCode(WRONG_PASSWORD)
-                # Not the typed name: people type passwords into the name field.
-                txn.log(AuditEvent(now, None, None, "password_failed", "failure",
-                                   f"unknown user from {source or 'an unknown address'}").to_dict())
+                    txn.log(failed(now).to_dict())
         raise error
 
     def _spray_slot(self, src: str, now: float, who: str) -> tuple[MFAError | None, str | None]:
