@@ -147,6 +147,14 @@ def _reason() -> str:
     return (st.session_state.get(REASON) or "").strip()
 
 
+def _required_reason(doing: str) -> str | None:
+    """The reason typed, or None with "A reason is required to <doing>." shown."""
+    reason = _reason()
+    if not reason:
+        st.session_state[ERROR] = f"A reason is required to {doing}."
+    return reason or None
+
+
 def _refusal(actor: str, target: str) -> str | None:
     """Why ``actor`` may not act on ``target`` now, or None.
 
@@ -168,11 +176,13 @@ def _refusal(actor: str, target: str) -> str | None:
     return None
 
 
-def _may_ask(key: str, actor: str, target: str) -> bool:
+def _may_ask(key: str | None, actor: str, target: str) -> bool:
     """A new question under ``key`` replaces any earlier one; False (a refusal shown) when
-    ``actor`` may not act on ``target`` now (the twin of ``_confirmed``)."""
+    ``actor`` may not act on ``target`` now (the twin of ``_confirmed``). ``key`` None: an
+    action the page does not ask about first."""
     st.session_state.pop(ERROR, None)
-    st.session_state.pop(key, None)
+    if key is not None:
+        st.session_state.pop(key, None)
     refusal = _refusal(actor, target)
     if refusal:
         st.session_state[ERROR] = refusal
@@ -184,9 +194,8 @@ def request_reset(actor: str, target: str) -> None:
     """**Reset MFA**: checks here, then the page asks "Reset MFA for <name>?" (nothing runs yet)."""
     if not _may_ask(CONFIRM, actor, target):
         return
-    reason = _reason()
-    if not reason:
-        st.session_state[ERROR] = "A reason is required to reset MFA."
+    reason = _required_reason("reset MFA")
+    if reason is None:
         return
     try:
         goes = what_goes(config.service().status(target))
@@ -222,9 +231,8 @@ def request_remove_one(actor: str, target: str) -> None:
     if chosen is None:
         st.session_state[ERROR] = "Choose the authenticator to remove."
         return
-    reason = _reason()
-    if not reason:
-        st.session_state[ERROR] = "A reason is required to remove an authenticator."
+    reason = _required_reason("remove an authenticator")
+    if reason is None:
         return
     st.session_state[CONFIRM_ONE] = {"target": target, "reason": reason, "id": chosen.id,
                                      "label": chosen.label,
@@ -317,9 +325,8 @@ def request_pass(actor: str, target: str) -> None:
     if not _may_ask(CONFIRM_PASS, actor, target):
         return
     st.session_state.pop(PASS_SHOWN, None)
-    reason = _reason()
-    if not reason:
-        st.session_state[ERROR] = "A reason is required to issue a temporary pass."
+    reason = _required_reason("issue a temporary pass")
+    if reason is None:
         return
     offered = validities()
     label = st.session_state.get(PASS_VALID) or next(iter(offered), None)
@@ -358,14 +365,10 @@ def confirm_pass(actor: str, target: str) -> None:
 @session.unrestricted
 def revoke_pass(actor: str, target: str) -> None:
     """**Revoke temporary pass**: behind reverification like every other change."""
-    st.session_state.pop(ERROR, None)
-    refusal = _refusal(actor, target)
-    if refusal:
-        st.session_state[ERROR] = refusal
+    if not _may_ask(None, actor, target):
         return
-    reason = _reason()
-    if not reason:
-        st.session_state[ERROR] = "A reason is required to revoke a temporary pass."
+    reason = _required_reason("revoke a temporary pass")
+    if reason is None:
         return
     _act_behind_reverification(
         "helpdesk_revoke_pass", f"revoke the temporary pass of {plain(target)}", actor, target,
@@ -380,14 +383,10 @@ def pass_seen() -> None:
 @session.unrestricted
 def clear_lockout(actor: str, target: str) -> None:
     """**Clear lockout**: behind reverification like every other change; never one's own."""
-    st.session_state.pop(ERROR, None)
-    refusal = _refusal(actor, target)
-    if refusal:
-        st.session_state[ERROR] = refusal
+    if not _may_ask(None, actor, target):
         return
-    reason = _reason()
-    if not reason:
-        st.session_state[ERROR] = "A reason is required to clear a lockout."
+    reason = _required_reason("clear a lockout")
+    if reason is None:
         return
     _act_behind_reverification(
         "helpdesk_unlock", f"clear the lockout of {target}", actor, target,
