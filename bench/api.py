@@ -31,7 +31,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import REPO, TMP_ROOT, child_env, machine_note, ms, note_target, percentile, table
+from . import REPO, TMP_ROOT, child_env, machine_note, ms, note_target, percentile, stop_group, table
 
 REQUESTS = 800
 CLIENTS = 8
@@ -416,14 +415,7 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc, 15)
 
 
 # -- the part ------------------------------------------------------------------------------

@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import REPO, TMP_ROOT, api, child_env, machine_note, ms, note_target, percentile, table
+from . import REPO, TMP_ROOT, api, child_env, machine_note, ms, note_target, percentile, stop_group, table
 
 REQUESTS = 800
 CLIENTS = 8
@@ -151,14 +149,7 @@ class RadiusServer:
 
     def __exit__(self, *exc) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc, 30)
 
 
 def free_udp_port() -> int:
