@@ -91,6 +91,11 @@ class StripedLocks:
     A fixed set of lock files (keys hash onto them) keeps the directory small;
     a thread lock in front of each queues the threads of one process, so
     only one of them at a time polls the file's flock (``files.exclusive``).
+
+    A stripe is re-entrant for the thread that holds it: two keys can hash
+    onto one stripe, and a transaction on one may open a transaction on the
+    other (the source throttle's record, then a directory budget's), which
+    would otherwise wait on itself until LOCK_TIMEOUT and fail.
     """
 
     def __init__(self, directory: Path, stripes: int = 256) -> None:
@@ -99,13 +104,25 @@ class StripedLocks:
         self.stripes = stripes
         self._thread_locks = [threading.Lock() for _ in range(stripes)]
         self._paths = [str(directory / f"{n:03d}.lock") for n in range(stripes)]
+        self._held = threading.local()
+
+    def stripe(self, key: str) -> int:
+        return int(key[:8], 16) % self.stripes
 
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
-        n = int(key[:8], 16) % self.stripes
+        n = self.stripe(key)
+        held: set[int] = self._held.__dict__.setdefault("stripes", set())
+        if n in held:  # this thread already holds the stripe (and its flock)
+            yield
+            return
         try:
             with exclusive(self._thread_locks[n], self._paths[n], LOCK_TIMEOUT, poll_interval=0.001):
-                yield
+                held.add(n)
+                try:
+                    yield
+                finally:
+                    held.discard(n)
         except LockBusy as exc:
             raise StorageError() from exc
 
