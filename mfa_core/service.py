@@ -10,6 +10,7 @@ ones. A record that cannot be read as a valid record fails closed
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -536,7 +537,6 @@ class MFAService(PasskeyOperations):
         username = check.name(username)
         password = check.password(password)
         source = check.source(source)
-        self._claim_record(username)  # company directory: the record follows the entry's id
         if code is not None:
             if strategy not in STRATEGIES:
                 raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
@@ -546,6 +546,10 @@ class MFAService(PasskeyOperations):
         pepper = self.keyring.pepper
         src = passwords.key(pepper, "source", source)
         who = passwords.key(pepper, "name", username)  # whose failures a source counts
+        if getattr(self.directory, "company", False):
+            # The throttle first, then the directory: a throttled name or place costs it nothing.
+            self._throttle_first(username, src, who, source, code is not None)
+        self._claim_record(username)  # company directory: the record follows the entry's id
         try:
             stored = self.directory.password_hash(username)
         except DirectoryUnavailable:  # the company directory is down: fail closed, nothing counted
@@ -624,6 +628,61 @@ class MFAService(PasskeyOperations):
             self._damaged_password(username, password, stored, src, who, where, damaged)
         self._raise_or_notify(txn, error)
         return result
+
+    def _throttle_first(self, username: str, src: str, who: str, source: str | None,
+                        with_code: bool) -> None:
+        """The company directory: attempt_password's throttle gates before the person is looked up.
+
+        A name or place the throttle holds back costs the directory no search and no
+        bind (issue 22). Read from the stored records, without the directory: the
+        name's own record (its waits per place, the block from unfamiliar places) and
+        the place's (its waits for unknown names, spraying). An unknown name has no
+        record and is held back by the place's gates exactly as it would be after the
+        search; a refusal on a name with a record is audited as ``password_throttled``,
+        as after it. The same gates run again under the locks once the person is found.
+        Raises TooManyAttempts, PasswordBlocked, StorageError.
+        """
+        policy = self.password_policy
+        try:
+            raw = self.store.read(username)
+            rec = records.load(username, raw) if raw is not None else None
+        except RecordDamaged:
+            rec = None  # the damaged path is throttled by the place's gates (_damaged_password)
+        except IO_ERRORS as exc:
+            raise StorageError() from exc
+        now = self.clock()
+        error: MFAError | None = None
+        familiar = False
+        if rec is not None:
+            state = copy.deepcopy(rec.get("password") or {})  # the gate may note a block's start
+            familiar = passwords.is_familiar(state, src, now, policy)
+            two_step = records.two_step_on(rec)
+            error = passwords.gate(state, src, familiar, now, policy, two_step, with_code and two_step)
+        by_place = error is None and not familiar
+        if by_place:
+            try:
+                place = copy.deepcopy(self.store.read_keyed(src) or {})
+            except IO_ERRORS as exc:
+                raise StorageError() from exc
+            if rec is None:
+                error = passwords.unknown_name_gate(place, who, now, policy)
+            error = error or passwords.spray_gate(place, now, policy, who)
+        if error is None:
+            return
+        if rec is None:
+            raise error
+        where = f"from {source}" if source else "from an unknown address"
+        with self._transaction(username) as txn:
+            now = self.clock()  # under the user's lock; the user's own gate again, kept this time
+            state = txn.record.get("password") or {}
+            familiar = passwords.is_familiar(state, src, now, policy)
+            two_step = records.two_step_on(txn.record)
+            own = passwords.gate(state, src, familiar, now, policy, two_step, with_code and two_step)
+            error = own or (error if by_place else None)  # None: the wait ended meanwhile
+            if error is not None:
+                self._log(txn, now, username, "password_throttled", "refused", f"{_reason(error)} {where}")
+        if error is not None:
+            self._raise_or_notify(txn, error)
 
     def _damaged_password(self, username: str, password: str, stored: Any, src: str, who: str,
                           where: str, damaged: RecordDamaged) -> NoReturn:

@@ -60,6 +60,7 @@ class LdapBackend:
         self._lock = threading.Lock()
         self.user_binds = 0  # binds as a user's DN (the tests count them)
         self.dummy_binds = 0  # binds for unknown names (as costly as a user's)
+        self.searches = 0  # searches as the service account (the tests count them)
 
     # -- connections ---------------------------------------------------------
 
@@ -120,6 +121,8 @@ class LdapBackend:
                 scope=ldap3.SUBTREE, size_limit: int = 0, paged_size: int | None = None) -> list[dict]:
         """Entries (dn, raw attributes), on a pooled service connection; one retry on a
         fresh connection when the pooled one broke (a server restarted)."""
+        with self._lock:
+            self.searches += 1
         for attempt in (1, 2):
             conn = self._service()
             try:

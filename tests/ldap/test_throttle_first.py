@@ -1,0 +1,67 @@
+"""attempt_password gates on the portal's throttle first, then searches the directory, then
+binds (issue 22): a throttled name or place costs the company directory nothing at all."""
+
+from __future__ import annotations
+
+import pytest
+
+import mfa_core
+
+
+def _traffic(backend) -> tuple[int, int, int]:
+    return backend.searches, backend.user_binds, backend.dummy_binds
+
+
+def _throttled_without_traffic(svc, name: str, source: str) -> mfa_core.TooManyAttempts:
+    directory = svc.directory
+    directory.forget()  # nothing cached: any lookup would be a search
+    before = _traffic(directory.backend)
+    with pytest.raises(mfa_core.TooManyAttempts) as caught:
+        svc.attempt_password(name, "yet-another-guess", source=source)
+    assert _traffic(directory.backend) == before  # no search, no bind
+    return caught.value
+
+
+def test_a_throttled_person_and_place_cost_no_search(ldap_svc, new_user):
+    uid, _dn = new_user("throttle-first-1")
+    for i in range(5):  # the free failures from this place
+        with pytest.raises(mfa_core.InvalidCode):
+            ldap_svc.attempt_password(uid, f"guess-{i}", source="198.18.0.1")
+    error = _throttled_without_traffic(ldap_svc, uid, "198.18.0.1")
+    assert error.retry_after >= 1
+    events = [e for e in ldap_svc.audit(uid) if e.event == "password_throttled"]
+    assert events and "198.18.0.1" in events[-1].detail  # audited as before
+    # Its wait over, the place is asked about again: a search, and the right password gets in
+    # (the directory's bind budget is spent by the five wrong ones: its window waited out too).
+    ldap_svc.clock.advance(ldap_svc.directory.settings.bind_window)
+    assert ldap_svc.attempt_password(uid, "throttle-first-1", source="198.18.0.1").username == uid
+
+
+def test_a_throttled_unknown_name_costs_no_search(ldap_svc):
+    for i in range(5):
+        with pytest.raises(mfa_core.InvalidCode):
+            ldap_svc.attempt_password("nobody-throttled", f"guess-{i}", source="198.18.1.1")
+    _throttled_without_traffic(ldap_svc, "nobody-throttled", "198.18.1.1")
+
+
+def test_a_spraying_place_costs_no_search(ldap_svc, new_user):
+    policy = ldap_svc.password_policy
+    for i in range(policy.spray_limit):  # one wrong password for each of 30 names
+        with pytest.raises(mfa_core.InvalidCode):
+            ldap_svc.attempt_password(f"sprayed-{i}", "Summer2026!", source="198.18.2.1")
+    uid, _dn = new_user("spray-victim-1")
+    _throttled_without_traffic(ldap_svc, uid, "198.18.2.1")
+    _throttled_without_traffic(ldap_svc, "sprayed-next", "198.18.2.1")
+
+
+def test_a_throttled_place_gets_its_wait_even_with_the_directory_down(ldap_svc, running_slapd, clock):
+    for i in range(5):
+        with pytest.raises(mfa_core.InvalidCode):
+            ldap_svc.attempt_password("nobody-down", f"guess-{i}", source="198.18.3.1")
+    running_slapd.stop()
+    try:
+        ldap_svc.directory.forget()
+        with pytest.raises(mfa_core.TooManyAttempts):  # not "cannot be reached": never asked
+            ldap_svc.attempt_password("nobody-down", "guess-x", source="198.18.3.1")
+    finally:
+        running_slapd.start()
