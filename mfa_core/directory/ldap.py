@@ -12,10 +12,11 @@ raises DirectoryUnavailable (fail closed). The typed name is escaped per RFC
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
-import queue
+import socket
 import ssl
 import threading
 import time
@@ -33,7 +34,8 @@ from .config import LdapSettings
 
 log = logging.getLogger("mfa_core.directory")
 
-POOL_SIZE = 4                  # service connections kept open
+POOL_SIZE = 4                  # connections kept open: service (searches), and for users' binds
+IDLE_MAX = 60.0                # seconds a kept connection may sit unused before it is closed instead
 INVALID_CREDENTIALS = 49
 SIZE_LIMIT_EXCEEDED = 4
 NO_SUCH_OBJECT = 32
@@ -56,17 +58,21 @@ class LdapBackend:
             tls = ldap3.Tls(ca_certs_file=settings.ca_file, validate=ssl.CERT_REQUIRED,
                             version=ssl.PROTOCOL_TLS_CLIENT)
         self._tls = tls
-        self._pool: queue.LifoQueue = queue.LifoQueue()
+        self._pool = _Pool()     # bound as the service account: searches only
+        self._binders = _Pool()  # TLS up, used only for users' binds (each bind replaces the last)
         self._lock = threading.Lock()
         self.user_binds = 0  # binds as a user's DN (the tests count them)
         self.dummy_binds = 0  # binds for unknown names (as costly as a user's)
         self.searches = 0  # searches as the service account (the tests count them)
+        self.connections = 0  # connections opened (the tests count them)
 
     # -- connections ---------------------------------------------------------
 
-    def _connect(self, user: str, password: str) -> tuple[ldap3.Connection | None, int]:
+    def _connect(self, user: str, password: str, *,
+                 keep_refused: bool = False) -> tuple[ldap3.Connection | None, int]:
         """A connection bound as ``user`` on the first server that answers: (conn, 0), or
-        (None, result code) when a server answered but refused the bind.
+        (None, result code) when a server answered but refused the bind (``keep_refused``:
+        (conn, code), the connection still open).
 
         Raises DirectoryUnavailable when no server answers.
         """
@@ -80,12 +86,15 @@ class LdapBackend:
                                     receive_timeout=max(1, math.ceil(self.settings.timeout)), raise_exceptions=False,
                                     auto_referrals=False, return_empty_attributes=False)
             try:
+                with self._lock:
+                    self.connections += 1
                 conn.open()
+                _no_delay(conn)
                 if server.ssl is False and self.settings.start_tls and not conn.start_tls():
                     raise LDAPException(f"StartTLS refused: {conn.result.get('description')}")
-                if conn.bind():
-                    return conn, 0
-                code = int(conn.result.get("result", -1))
+                code = _bind(conn, user, password)
+                if code == 0 or keep_refused:
+                    return conn, code
                 _close(conn)
                 return None, code
             except Exception as exc:  # noqa: BLE001 - ldap3 raises more than LDAPException: fail closed
@@ -94,10 +103,9 @@ class LdapBackend:
         raise DirectoryUnavailable("; ".join(problems) or "no server configured")
 
     def _service(self) -> ldap3.Connection:
-        try:
-            return self._pool.get_nowait()
-        except queue.Empty:
-            pass
+        conn = self._pool.take()
+        if conn is not None:
+            return conn
         conn, code = self._connect(self.settings.bind_dn, self.settings.bind_password)
         if conn is None:
             raise DirectoryUnavailable(f"the portal's service account ({self.settings.bind_dn}) "
@@ -105,17 +113,35 @@ class LdapBackend:
         return conn
 
     def _give_back(self, conn: ldap3.Connection) -> None:
-        if self._pool.qsize() < POOL_SIZE:
-            self._pool.put(conn)
-        else:
-            _close(conn)
+        self._pool.give_back(conn)
 
     def close(self) -> None:
-        while True:
+        self._pool.close()
+        self._binders.close()
+
+    def _bind_as(self, dn: str, password: str) -> bool:
+        """A bind as ``dn``: on a kept connection (one round trip: TCP and TLS are up), or on a
+        new one when none is kept or the kept one broke (a server restarted; its idle time ran
+        out). A connection that answered is kept for the next bind, whoever it is bound as: it
+        is never searched on. Raises DirectoryUnavailable when no server answers."""
+        conn = self._binders.take()
+        if conn is not None:
             try:
-                _close(self._pool.get_nowait())
-            except queue.Empty:
-                return
+                code = _bind(conn, dn, password)
+            except Exception:  # noqa: BLE001 - the kept connection broke: a new one, once
+                _close(conn)
+            else:
+                return self._after_bind(conn, code)
+        conn, code = self._connect(dn, password, keep_refused=True)
+        return self._after_bind(conn, code)
+
+    def _after_bind(self, conn: ldap3.Connection | None, code: int) -> bool:
+        if conn is not None:
+            if code in (0, INVALID_CREDENTIALS):
+                self._binders.give_back(conn)
+            else:  # busy, unavailable, an odd answer: not kept
+                _close(conn)
+        return code == 0
 
     def _search(self, base: str, search_filter: str, attributes: Sequence[str], *,
                 scope=ldap3.SUBTREE, size_limit: int = 0, paged_size: int | None = None) -> list[dict]:
@@ -193,11 +219,7 @@ class LdapBackend:
             return False  # an empty password would be an unauthenticated bind: it "succeeds"
         with self._lock:
             self.user_binds += 1
-        conn, _code = self._connect(dn, password)
-        if conn is None:
-            return False
-        _close(conn)
-        return True
+        return self._bind_as(dn, password)
 
     def dummy_bind(self, password: str) -> bool:
         """A bind as a DN that no entry has under the base (the server refuses it as it refuses
@@ -206,10 +228,8 @@ class LdapBackend:
             return False
         with self._lock:
             self.dummy_binds += 1
-        conn, _code = self._connect(f"cn=mfa-portal-no-such-entry-{uuid.uuid4().hex},{self.settings.base_dn}",
-                                    password)
-        if conn is not None:  # a server that lets anything bind: never a way in, still no entry
-            _close(conn)
+        # A server that lets anything bind: never a way in, still no entry.
+        self._bind_as(f"cn=mfa-portal-no-such-entry-{uuid.uuid4().hex},{self.settings.base_dn}", password)
         return False
 
     def check(self) -> str:
@@ -302,6 +322,75 @@ def normalize_dn(dn: str) -> str:
         attr, _, value = rdn.partition("=")
         parts.append(f"{attr.strip().lower()}={value.strip().lower()}")
     return ",".join(parts)
+
+
+class _Pool:
+    """Open connections kept for reuse, newest first; one idle longer than ``IDLE_MAX`` seconds
+    is closed instead of used (a firewall may have dropped it silently: a bind on it would wait
+    out the whole timeout)."""
+
+    def __init__(self, size: int = POOL_SIZE, clock: Callable[[], float] = time.monotonic) -> None:
+        self._size = size
+        self._clock = clock
+        self._items: list[tuple[float, Any]] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self) -> Any:
+        now = self._clock()
+        stale = []
+        try:
+            with self._lock:
+                while self._items:
+                    since, conn = self._items.pop()
+                    if now - since <= IDLE_MAX:
+                        return conn
+                    stale.append(conn)
+            return None
+        finally:
+            for conn in stale:
+                _close(conn)
+
+    def give_back(self, conn: Any) -> None:
+        with self._lock:
+            if len(self._items) < self._size:
+                self._items.append((self._clock(), conn))
+                return
+        _close(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for _since, conn in items:
+            _close(conn)
+
+
+def _bind(conn: Any, user: str, password: str) -> int:
+    """Bind ``conn`` as ``user``: the server's result code (0: bound). Raises when no answer came.
+
+    Never on a closed connection: ldap3 would open it again by itself, without StartTLS.
+    """
+    if conn.closed:
+        raise LDAPException("the connection is closed")
+    conn.user, conn.password = user, password
+    if conn.bind():
+        return 0
+    result = conn.result or {}
+    code = int(result.get("result", -1))
+    if code < 0 or conn.closed or result.get("type") != "bindResponse":
+        raise LDAPException(f"no answer to the bind: {result.get('description')}")
+    return code
+
+
+def _no_delay(conn: Any) -> None:
+    """TCP_NODELAY on the connection's socket: a bind's request leaves at once instead of waiting
+    for the server's delayed ack of the last TLS record (about 40 ms on Linux)."""
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _close(conn: Any) -> None:
