@@ -189,7 +189,13 @@ def _password_state(state: dict[str, Any]) -> bool:
             and _int(state.get("unfamiliar", 0)) and _optional_number(state.get("blocked_at"))
             and all(isinstance(s, dict) and _int(s.get("failures", 0)) and _optional_number(s.get("last"))
                     for s in sources.values())
-            and all(_number(t) for t in familiar.values()))
+            and all(_number(t) for t in familiar.values())
+            and _bind_budget(state.get("directory_binds", {})))
+
+
+def _bind_budget(spent: Any) -> bool:
+    """The company directory's count of a person's wrong binds (mfa_core.directory)."""
+    return isinstance(spent, dict) and _int(spent.get("failures", 0)) and _number(spent.get("last", 0))
 
 
 def seal(rec: dict[str, Any]) -> None:

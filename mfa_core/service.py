@@ -588,7 +588,7 @@ class MFAService(PasskeyOperations):
                               f"{_reason(error)} {where}")
                 else:
                     try:
-                        ok = _password_ok(password, stored)
+                        ok = _password_ok(password, stored, state)  # a directory's bind budget in state
                     except MFAError:  # directory down, bind budget spent: nothing counted, not committed
                         self._spray_release(src, slot)
                         raise
@@ -635,8 +635,9 @@ class MFAService(PasskeyOperations):
 
         A name or place the throttle holds back costs the directory no search and no
         bind (issue 22). Read from the stored records, without the directory: the
-        name's own record (its waits per place, the block from unfamiliar places) and
-        the place's (its waits for unknown names, spraying). An unknown name has no
+        name's own record (its waits per place, the block from unfamiliar places, the
+        directory's bind budget), the unknown name's bind budget and the place's record
+        (its waits for unknown names, spraying). An unknown name has no
         record and is held back by the place's gates exactly as it would be after the
         search; a refusal on a name with a record is audited as ``password_throttled``,
         as after it. The same gates run again under the locks once the person is found.
@@ -658,6 +659,8 @@ class MFAService(PasskeyOperations):
             familiar = passwords.is_familiar(state, src, now, policy)
             two_step = records.two_step_on(rec)
             error = passwords.gate(state, src, familiar, now, policy, two_step, with_code and two_step)
+        if error is None:  # the directory's bind budget: the person's, or the unknown name's
+            error = self.directory.bind_wait((rec.get("password") or {}) if rec is not None else None, who)
         by_place = error is None and not familiar
         if by_place:
             try:
@@ -678,6 +681,7 @@ class MFAService(PasskeyOperations):
             familiar = passwords.is_familiar(state, src, now, policy)
             two_step = records.two_step_on(txn.record)
             own = passwords.gate(state, src, familiar, now, policy, two_step, with_code and two_step)
+            own = own or self.directory.bind_wait(state, who)
             error = own or (error if by_place else None)  # None: the wait ended meanwhile
             if error is not None:
                 self._log(txn, now, username, "password_throttled", "refused", f"{_reason(error)} {where}")
@@ -1263,9 +1267,10 @@ def _dummy_check(directory: Any, password: str, name_key: str) -> None:
         _bcrypt_check(password, _dummy_hash())
 
 
-def _password_ok(password: str, stored: Any) -> bool:
-    """A bcrypt hash compared here; a company-directory user's password is a bind as their DN."""
-    checked = check_stored(password, stored)
+def _password_ok(password: str, stored: Any, state: dict[str, Any] | None = None) -> bool:
+    """A bcrypt hash compared here; a company-directory user's password is a bind as their DN
+    (its budget counted in ``state``, the user's password state, when given)."""
+    checked = check_stored(password, stored, state)
     return _bcrypt_check(password, stored) if checked is None else checked
 
 

@@ -12,6 +12,7 @@ raises DirectoryUnavailable (fail closed). The typed name is escaped per RFC
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import logging
@@ -35,6 +36,7 @@ from .config import LdapSettings
 log = logging.getLogger("mfa_core.directory")
 
 POOL_SIZE = 4                  # connections kept open: service (searches), and for users' binds
+REFUSALS_KEPT = 15             # wrong passwords' bind times kept: an unknown name's lasts their median
 IDLE_MAX = 60.0                # seconds a kept connection may sit unused before it is closed instead
 INVALID_CREDENTIALS = 49
 SIZE_LIMIT_EXCEEDED = 4
@@ -65,6 +67,8 @@ class LdapBackend:
         self.dummy_binds = 0  # binds for unknown names (as costly as a user's)
         self.searches = 0  # searches as the service account (the tests count them)
         self.connections = 0  # connections opened (the tests count them)
+        self._refusals: collections.deque[float] = collections.deque(maxlen=REFUSALS_KEPT)
+        self._sleep = time.sleep
 
     # -- connections ---------------------------------------------------------
 
@@ -219,7 +223,12 @@ class LdapBackend:
             return False  # an empty password would be an unauthenticated bind: it "succeeds"
         with self._lock:
             self.user_binds += 1
-        return self._bind_as(dn, password)
+        started = time.monotonic()
+        ok = self._bind_as(dn, password)
+        if not ok:
+            with self._lock:
+                self._refusals.append(time.monotonic() - started)
+        return ok
 
     def dummy_bind(self, password: str) -> bool:
         """A bind as a DN that no entry has under the base (the server refuses it as it refuses
@@ -228,9 +237,26 @@ class LdapBackend:
             return False
         with self._lock:
             self.dummy_binds += 1
+        started = time.monotonic()
         # A server that lets anything bind: never a way in, still no entry.
         self._bind_as(f"cn=mfa-portal-no-such-entry-{uuid.uuid4().hex},{self.settings.base_dn}", password)
+        self._sleep(self.refusal_pad(time.monotonic() - started))
         return False
+
+    def refusal_pad(self, took: float) -> float:
+        """Seconds an unknown name's bind waits after it took ``took``, to last as long as a
+        wrong password's bind lately does (the median of the last REFUSALS_KEPT).
+
+        A wrong password for a real entry costs the server more than a bind as no entry: it
+        writes the failure down (ppolicy's pwdFailureTime, AD's badPwdCount), 10 ms or more.
+        Without the wait, the answer's time would tell which names exist.
+        """
+        with self._lock:
+            recent = sorted(self._refusals)
+        if not recent:
+            return 0.0
+        typical = recent[len(recent) // 2]
+        return max(0.0, min(typical, float(self.settings.timeout)) - took)
 
     def check(self) -> str:
         """One search of the base as the service account; the server's name. Raises DirectoryUnavailable."""

@@ -65,3 +65,33 @@ def test_a_throttled_place_gets_its_wait_even_with_the_directory_down(ldap_svc, 
             ldap_svc.attempt_password("nobody-down", "guess-x", source="198.18.3.1")
     finally:
         running_slapd.start()
+
+
+def test_a_spent_bind_budget_costs_no_search(ldap_svc, new_user):
+    """Five wrong binds for a person (from five places: no place's wait holds them back),
+    then none until the window passed: not even a search."""
+    uid, _dn = new_user("budget-first-1")
+    for i in range(5):
+        with pytest.raises(mfa_core.InvalidCode):
+            ldap_svc.attempt_password(uid, f"guess-{i}", source=f"198.18.4.{i + 1}")
+    _throttled_without_traffic(ldap_svc, uid, "198.18.4.50")
+    for i in range(5):
+        with pytest.raises(mfa_core.InvalidCode):
+            ldap_svc.attempt_password("nobody-budget", f"guess-{i}", source=f"198.18.5.{i + 1}")
+    _throttled_without_traffic(ldap_svc, "nobody-budget", "198.18.5.50")
+
+
+def test_the_bind_budget_is_kept_in_the_persons_record(ldap_svc, new_user):
+    """Counted with the attempt's own outcome, in the transaction around the bind: no write
+    of its own (a wrong password costs what an unknown name does: two writes)."""
+    from mfa_core.directory import BIND_BUDGET
+    uid, _dn = new_user("budget-record-1")
+    with pytest.raises(mfa_core.InvalidCode):
+        ldap_svc.attempt_password(uid, "guess-1", source="198.18.6.1")
+    state = ldap_svc.store.read(uid)["password"]
+    assert state[BIND_BUDGET]["failures"] == 1
+    account = ldap_svc.directory.find(uid)
+    directory = ldap_svc.directory
+    assert ldap_svc.store.read_keyed(directory._key(f"ldap-bind:{account.stable_id}")) is None
+    ldap_svc.attempt_password(uid, "budget-record-1", source="198.18.6.1")
+    assert BIND_BUDGET not in ldap_svc.store.read(uid)["password"]  # a success clears it
