@@ -37,6 +37,7 @@ log = logging.getLogger("mfa_core.directory")
 
 POOL_SIZE = 4                  # connections kept open: service (searches), and for users' binds
 REFUSALS_KEPT = 15             # wrong passwords' bind times kept: an unknown name's lasts their median
+POLICY_CACHE_SECONDS = 60.0    # a password policy's lockout duration is read at most this often
 IDLE_MAX = 60.0                # seconds a kept connection may sit unused before it is closed instead
 INVALID_CREDENTIALS = 49
 SIZE_LIMIT_EXCEEDED = 4
@@ -69,6 +70,7 @@ class LdapBackend:
         self.connections = 0  # connections opened (the tests count them)
         self._refusals: collections.deque[float] = collections.deque(maxlen=REFUSALS_KEPT)
         self._sleep = time.sleep
+        self._policies: dict[str, tuple[float, float | None]] = {}  # ppolicy DN -> (read at, lockout duration)
 
     # -- connections ---------------------------------------------------------
 
@@ -330,7 +332,8 @@ class LdapBackend:
                     return False, "locked", changed
             return True, None, changed
         changed = _generalized(text("pwdChangedTime"))
-        if text("pwdAccountLockedTime"):
+        locked_at = text("pwdAccountLockedTime")
+        if locked_at and not self._lock_over(locked_at, text("pwdPolicySubentry"), now):
             return False, "locked", changed
         end = _generalized(text("pwdEndTime"))
         if end is not None and now >= end:
@@ -339,6 +342,40 @@ class LdapBackend:
         if start is not None and now < start:
             return False, "disabled", changed
         return True, None, changed
+
+
+    def _lock_over(self, locked_at: str, policy_dn: str | None, now: float) -> bool:
+        """Whether a ppolicy lock (``pwdAccountLockedTime``) has ended by itself, as the password
+        policy draft (draft-behera-ldap-password-policy) has it: ``000001010000Z`` locks for
+        good (an administrator's lock); otherwise the lock lasts the policy's
+        ``pwdLockoutDuration`` seconds, and for good when that is 0 or absent. The policy is
+        the entry's ``pwdPolicySubentry``, else the default one named by the settings; one
+        that can't be read keeps the account locked (fail closed)."""
+        if locked_at.startswith("000001010000"):
+            return False
+        at = _generalized(locked_at)
+        dn = policy_dn or self.settings.password_policy
+        if at is None or not dn:
+            return False
+        duration = self._lockout_duration(dn, now)
+        return bool(duration) and now >= at + duration
+
+    def _lockout_duration(self, dn: str, now: float) -> float | None:
+        """The policy's pwdLockoutDuration (0: none set), read at most once a minute a policy;
+        None when it can't be read."""
+        key = normalize_dn(dn)
+        with self._lock:
+            cached = self._policies.get(key)
+        if cached is not None and 0 <= now - cached[0] < POLICY_CACHE_SECONDS:
+            return cached[1]
+        found = self._search(dn, "(objectClass=pwdPolicy)", ["pwdLockoutDuration"], scope=ldap3.BASE)
+        duration = None
+        if len(found) == 1:
+            values = {k.lower(): v for k, v in found[0]["raw"].items()}.get("pwdlockoutduration") or [b"0"]
+            duration = float(_int(values[0].decode("ascii", "replace")) or 0)
+        with self._lock:
+            self._policies[key] = (now, duration)
+        return duration
 
 
 def normalize_dn(dn: str) -> str:
