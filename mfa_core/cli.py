@@ -276,6 +276,9 @@ def cmd_directory_test(ctx: Context) -> int:
 
 def cmd_users_list(ctx: Context) -> int:
     users = ctx.users.users()
+    if not getattr(users, "complete", True):
+        ctx.stderr.write(f"Only the first {len(users):,} users: the directory stopped the listing (its size "
+                         "limit for the portal's service account; see docs/directory.md).\n")
     if ctx.args.json:
         json.dump([{"username": u.username, "name": u.name, "email": u.email, "roles": u.roles}
                    for u in users], ctx.out, indent=2)

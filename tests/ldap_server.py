@@ -182,6 +182,9 @@ directory {self.root}/db
 index objectClass eq
 index uid,cn,mail,sAMAccountName eq,sub
 index member,memberOf eq
+# As a deployment should: the portal's account may page through everyone (users list), while
+# a search that is not paged still stops at the soft limit above.
+limits dn.exact="{SERVICE_DN}" size.soft=500 size.hard=unlimited size.prtotal=unlimited
 overlay memberof
 memberof-group-oc groupOfNames
 memberof-member-ad member

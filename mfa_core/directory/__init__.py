@@ -92,6 +92,14 @@ class SearchIndex:
         return len(self._found)
 
 
+class UserList(list):
+    """People listed from the directory, and whether that was all of them."""
+
+    def __init__(self, users: Any = (), complete: bool = True) -> None:
+        super().__init__(users)
+        self.complete = complete
+
+
 class _Bind:
     """What ``password_hash`` gives for a directory user: checked by a bind, never a hash."""
 
@@ -324,9 +332,12 @@ class CompanyDirectory(UserDirectory):
             raise ManagedInDirectory(f"There is no user named {username!r} in the company directory.")
         return user
 
-    def users(self) -> list[User]:
-        """At most 1,000 people (a company directory is never loaded whole)."""
-        return [a.user() for a in self.backend.search("", 1000)]
+    def users(self) -> "UserList":
+        """Everyone in the directory, 1,000 a page (``users list``, ``mfa list``); ``complete``
+        is False when the server stopped the listing early (its size limit for the service
+        account). The portal's pages never list everyone (:meth:`index`)."""
+        accounts, complete = self.backend.all_accounts()
+        return UserList([a.user() for a in accounts], complete)
 
     def entries(self) -> dict[str, Any]:
         return {}  # never the whole directory: pages look people up one by one

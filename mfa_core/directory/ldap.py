@@ -39,6 +39,8 @@ POOL_SIZE = 4                  # connections kept open: service (searches), and 
 REFUSALS_KEPT = 15             # wrong passwords' bind times kept: an unknown name's lasts their median
 POLICY_CACHE_SECONDS = 60.0    # a password policy's lockout duration is read at most this often
 IDLE_MAX = 60.0                # seconds a kept connection may sit unused before it is closed instead
+LIST_PAGE_SIZE = 1000          # people a page when listing everyone (AD's MaxPageSize)
+PAGED_RESULTS = "1.2.840.113556.1.4.319"  # RFC 2696's control
 INVALID_CREDENTIALS = 49
 SIZE_LIMIT_EXCEEDED = 4
 NO_SUCH_OBJECT = 32
@@ -179,6 +181,61 @@ class LdapBackend:
             return found
         raise DirectoryUnavailable("search failed")  # not reached
 
+    def _paged(self, base: str, search_filter: str, attributes: Sequence[str],
+               page_size: int) -> tuple[list[dict], bool]:
+        """Every entry the search finds, page by page (the paged results control, RFC 2696) on
+        one service connection: (entries, complete). ``complete`` is False when the server
+        ended the listing early (its size limit for the portal's account). One retry on a fresh
+        connection when the pooled one broke before the first page; DirectoryUnavailable when
+        a later page fails (never half a list passed off as whole)."""
+        for attempt in (1, 2):
+            conn = self._service()
+            found: list[dict] = []
+            cookie = None
+            pages = 0
+            try:
+                while True:
+                    with self._lock:
+                        self.searches += 1
+                    ok = conn.search(base, search_filter, ldap3.SUBTREE, attributes=list(attributes),
+                                     time_limit=max(1, int(self.settings.timeout)),
+                                     paged_size=page_size, paged_cookie=cookie)
+                    code = int(conn.result.get("result", -1))
+                    if not ok and code not in (0, SIZE_LIMIT_EXCEEDED, NO_SUCH_OBJECT):
+                        raise LDAPException(f"search refused: result {code} {conn.result.get('description')}")
+                    pages += 1
+                    found += [{"dn": r["dn"], "raw": r.get("raw_attributes") or {}}
+                              for r in (conn.response or []) if r.get("type") == "searchResEntry"]
+                    cookie = (((conn.result.get("controls") or {}).get(PAGED_RESULTS) or {})
+                              .get("value") or {}).get("cookie")
+                    if code == SIZE_LIMIT_EXCEEDED or not cookie:
+                        self._give_back(conn)
+                        return found, code != SIZE_LIMIT_EXCEEDED
+            except Exception as exc:  # noqa: BLE001 - a broken connection, whatever ldap3 raised
+                _close(conn)
+                if attempt == 2 or pages:
+                    raise DirectoryUnavailable(f"paged search failed after {pages} pages: "
+                                               f"{type(exc).__name__}: {exc}") from exc
+        raise DirectoryUnavailable("paged search failed")  # not reached
+
+    def all_accounts(self, page_size: int = LIST_PAGE_SIZE) -> tuple[list[DirectoryAccount], bool]:
+        """Every person in the directory, ``page_size`` a page: (people by name, complete).
+
+        For ``users list``; the Helpdesk never lists everyone (:meth:`search`). With nested
+        groups (AD) the helpdesk group's members at any depth are asked for once, not once a
+        person."""
+        p = self.settings.preset
+        found, complete = self._paged(self.settings.base_dn, self.settings.filter, p.attributes, page_size)
+        admins = None
+        if p.nested_groups and self.settings.admin_group:
+            members, _ = self._paged(
+                self.settings.base_dn,
+                f"(&{self.settings.filter}(memberOf:{AD_NESTED_MEMBER}:={escape_filter_chars(self.settings.admin_group)}))",
+                ["1.1"], page_size)
+            admins = {normalize_dn(m["dn"]) for m in members}
+        accounts = [self._account(e, admins) for e in found]
+        return sorted(accounts, key=lambda a: a.username), complete
+
     # -- the interface -----------------------------------------------------------
 
     def user_filter(self, username: str) -> str:
@@ -267,7 +324,7 @@ class LdapBackend:
 
     # -- reading entries -----------------------------------------------------
 
-    def _account(self, entry: dict) -> DirectoryAccount:
+    def _account(self, entry: dict, admins: set[str] | None = None) -> DirectoryAccount:
         p = self.settings.preset
         raw = {k.lower(): v for k, v in entry["raw"].items()}
 
@@ -279,7 +336,7 @@ class LdapBackend:
         # Lower case, as the sign-in form takes names (uid and sAMAccountName match regardless
         # of case): one record per person, whatever case the directory spells them in.
         username = (text(p.login_attribute) or "").lower()
-        admin = self._is_admin(entry["dn"], groups)
+        admin = self._is_admin(entry["dn"], groups, admins)
         active, reason, changed = self._state(text)
         if p.id_attribute == "objectGUID":
             guid = (raw.get("objectguid") or [b""])[0]
@@ -292,12 +349,14 @@ class LdapBackend:
             dn=entry["dn"], stable_id=stable_id, active=active, inactive_reason=reason,
             password_changed_at=changed, groups=groups)
 
-    def _is_admin(self, dn: str, groups: tuple[str, ...]) -> bool:
+    def _is_admin(self, dn: str, groups: tuple[str, ...], admins: set[str] | None = None) -> bool:
         group = self.settings.admin_group
         if not group:
             return False
         if normalize_dn(group) in {normalize_dn(g) for g in groups}:
             return True
+        if admins is not None:  # the nested members, asked for once (all_accounts)
+            return normalize_dn(dn) in admins
         if self.settings.preset.nested_groups:
             # AD: membership at any depth, evaluated by the server (LDAP_MATCHING_RULE_IN_CHAIN).
             found = self._search(dn, f"(memberOf:{AD_NESTED_MEMBER}:={escape_filter_chars(group)})",
