@@ -177,6 +177,8 @@ def _api_rate(root: str, env: dict[str, str] | None, tag: str, first: int) -> di
     import random
     random.Random(first).shuffle(pairs)
     if env:
+        for name in names:  # bound to their entries, as by their first sign-in
+            svc.directory.claim(name)
         svc.directory.forget()  # the run starts with nobody's state cached, as after a restart
     result = in_process(svc, pairs, API_THREADS)
     backend = getattr(svc.directory, "backend", None)

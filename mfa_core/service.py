@@ -549,7 +549,10 @@ class MFAService(PasskeyOperations):
         if getattr(self.directory, "company", False):
             # The throttle first, then the directory: a throttled name or place costs it nothing.
             self._throttle_first(username, src, who, source, code is not None)
-        self._claim_record(username)  # company directory: the record follows the entry's id
+        # Company directory: the record follows the entry's id. A name seen for the first time is
+        # bound to its entry only once its password was right: binding costs two writes, and a
+        # first wrong guess at a real name must cost what one at an unknown name does.
+        self._claim_record(username, first_sight=False)
         try:
             stored = self.directory.password_hash(username)
         except DirectoryUnavailable:  # the company directory is down: fail closed, nothing counted
@@ -627,6 +630,7 @@ class MFAService(PasskeyOperations):
             # who knows the password (it names a real user; its throttle cannot be read).
             self._damaged_password(username, password, stored, src, who, where, damaged)
         self._raise_or_notify(txn, error)
+        self._claim_record(username)  # the password was right: a name seen first is bound now
         return result
 
     def _throttle_first(self, username: str, src: str, who: str, source: str | None,
@@ -1232,11 +1236,12 @@ class MFAService(PasskeyOperations):
         """
         return self._outbox.flush(timeout)
 
-    def _claim_record(self, username: str) -> None:
+    def _claim_record(self, username: str, *, first_sight: bool = True) -> None:
         """With the company directory, the record under ``username`` is its current entry's
-        (entryUUID / objectGUID): see mfa_core.directory.identity."""
+        (entryUUID / objectGUID): see mfa_core.directory.identity. ``first_sight=False``: a
+        name nobody claimed yet is left unbound (nothing written)."""
         if getattr(self.directory, "company", False):
-            self.directory.claim(username)
+            self.directory.claim(username, first_sight=first_sight)
 
     def _require_active(self, username: str) -> None:
         """Refuse (AccountInactive) a user the company directory has disabled, locked or expired.

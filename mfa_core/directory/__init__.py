@@ -268,7 +268,7 @@ class CompanyDirectory(UserDirectory):
             rec.update(spent)
         return ok
 
-    def claim(self, username: str) -> DirectoryAccount | None:
+    def claim(self, username: str, *, first_sight: bool = True) -> DirectoryAccount | None:
         """Make the MFA record under ``username`` the current directory entry's (see
         :mod:`.identity`: renamed entries keep their authenticators, a new entry reusing a
         name does not inherit them); returns the person. Call outside any user transaction."""
@@ -277,7 +277,7 @@ class CompanyDirectory(UserDirectory):
             return account
         from .identity import claim
         try:
-            claim(self.store, self.pepper, account, self.clock())
+            claim(self.store, self.pepper, account, self.clock(), first_sight=first_sight)
         except IO_ERRORS as exc:
             raise StorageError() from exc
         return account

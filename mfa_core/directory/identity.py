@@ -50,8 +50,12 @@ def _key(pepper: bytes, kind: str, value: str) -> str:
     return hmac.new(pepper, f"{kind}:{value}".encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
-def claim(store: Any, pepper: bytes, account: DirectoryAccount, now: float) -> str | None:
-    """Make ``account.username``'s record ``account.stable_id``'s; returns what was done, or None."""
+def claim(store: Any, pepper: bytes, account: DirectoryAccount, now: float, *,
+          first_sight: bool = True) -> str | None:
+    """Make ``account.username``'s record ``account.stable_id``'s; returns what was done, or None.
+
+    ``first_sight=False``: a name and id neither of which is bound yet are left so (nothing
+    written; the record under the name is the person's either way)."""
     name, sid = account.username, account.stable_id
     if not sid or not name:
         return None
@@ -60,6 +64,8 @@ def claim(store: Any, pepper: bytes, account: DirectoryAccount, now: float) -> s
     if owner == sid:
         return None
     where = (store.read_keyed(id_key) or {}).get("name")
+    if owner is None and where is None and not first_sight:
+        return None
     done = None
     if owner is not None:  # the name's record is another person's: park it
         _move(store, name, parked(owner), now, f"{name} now belongs to another directory entry")

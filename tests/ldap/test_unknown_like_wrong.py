@@ -35,3 +35,16 @@ def test_the_wait_never_exceeds_the_timeout(ldap_svc):
     backend._refusals.extend([600.0] * 3)
     assert backend.refusal_pad(0.0) == float(ldap_svc.directory.settings.timeout)
     assert backend.refusal_pad(700.0) == 0.0
+
+
+def test_a_first_wrong_guess_at_a_real_name_binds_nothing(ldap_svc, new_user):
+    """Binding a name to its entry (mfa_core.directory.identity) costs two writes: done once the
+    password was right, never for a wrong guess, which then costs what one at an unknown name does."""
+    from mfa_core.directory.identity import _key
+    uid, _dn = new_user("first-sight-1")
+    name_key = _key(ldap_svc.keyring.pepper, "dir-name", uid)
+    with pytest.raises(mfa_core.InvalidCode):
+        ldap_svc.attempt_password(uid, "guess-1", source="198.19.1.1")
+    assert ldap_svc.store.read_keyed(name_key) is None
+    ldap_svc.attempt_password(uid, "first-sight-1", source="198.19.1.1")
+    assert ldap_svc.store.read_keyed(name_key)["id"] == ldap_svc.directory.find(uid).stable_id
