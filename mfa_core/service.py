@@ -44,6 +44,7 @@ from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store
 from .throttle import PasswordPolicy, ThrottlePolicy, name_record_expired
 from .users import UserDirectory, open_directory
 from .directory import AccountInactive, DirectoryUnavailable, check_stored, open_company_directory
+from .directory.identity import retire_parked
 
 log = logging.getLogger("mfa_core")
 
@@ -264,7 +265,9 @@ class MFAService(PasskeyOperations):
         owner records of sessions past their lifetime, and password-throttle
         records of client addresses that hold nothing a check still uses, the verification
         API's throttle records of names without a factor idle for a day (``throttle.NAME_RECORD_TTL``):
-        without this, each sign-in would leave records behind for good. The portal runs it in the
+        without this, each sign-in would leave records behind for good. With the company directory
+        also the records of leavers parked longer than their retention (``directory.identity``).
+        The portal runs it in the
         background when it starts and every hour; ``python -m mfa_core sweep``
         runs it once. Safe beside running portals (see ``Store.sweep_keyed``).
         """
@@ -278,7 +281,10 @@ class MFAService(PasskeyOperations):
                     or radius_clients.state_record_expired(key, rec, now)
                     or name_record_expired(key, rec, now, self.policy))
         try:
-            return self.store.sweep_keyed(expired)
+            retired = 0
+            if getattr(self.directory, "company", False):  # leavers' parked records, after their time
+                retired = retire_parked(self.store, self.keyring.pepper, now)
+            return retired + self.store.sweep_keyed(expired)
         except IO_ERRORS as exc:
             raise StorageError() from exc
 
