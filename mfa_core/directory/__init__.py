@@ -139,6 +139,7 @@ class CompanyDirectory(UserDirectory):
         self.path = None  # type: ignore[assignment]
         self._cache: dict[str, tuple[float, DirectoryAccount | None]] = {}
         self._cache_lock = threading.Lock()
+        self._claimed: dict[str, tuple[float, str]] = {}  # name -> (when, id) its binding was seen true
 
     # -- Directory ---------------------------------------------------------------
 
@@ -170,8 +171,10 @@ class CompanyDirectory(UserDirectory):
         with self._cache_lock:
             if username is None:
                 self._cache.clear()
+                self._claimed.clear()
             else:
                 self._cache.pop(username, None)
+                self._claimed.pop(username, None)
 
     def authenticate(self, username: str, password: str) -> bool:
         account = self.find(username)
@@ -275,11 +278,21 @@ class CompanyDirectory(UserDirectory):
         account = self.find(username)
         if account is None or not account.stable_id or self.store is None or self.pepper is None:
             return account
-        from .identity import claim
+        now = self.clock()
+        with self._cache_lock:  # bound to this entry lately (CACHE_SECONDS): no read of the binding
+            seen = self._claimed.get(username)
+        if seen is not None and seen[1] == account.stable_id and 0 <= now - seen[0] < CACHE_SECONDS:
+            return account
+        from .identity import UNBOUND, claim
         try:
-            claim(self.store, self.pepper, account, self.clock(), first_sight=first_sight)
+            done = claim(self.store, self.pepper, account, now, first_sight=first_sight)
         except IO_ERRORS as exc:
             raise StorageError() from exc
+        if done != UNBOUND:
+            with self._cache_lock:
+                if len(self._claimed) > 100_000:
+                    self._claimed.clear()
+                self._claimed[username] = (now, account.stable_id)
         return account
 
     @contextlib.contextmanager

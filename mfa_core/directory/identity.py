@@ -49,6 +49,7 @@ log = logging.getLogger("mfa_core.directory")
 ACTOR = "company-directory"
 PARKED_RETENTION = 90 * 86400.0  # seconds a leaver's parked record is kept for their return
 FACTORS = ("authenticators", "totp", "backup")
+UNBOUND = "unbound"  # what claim() answers when it left a first-seen name unbound (first_sight=False)
 
 
 def parked(stable_id: str) -> str:
@@ -65,7 +66,7 @@ def claim(store: Any, pepper: bytes, account: DirectoryAccount, now: float, *,
     """Make ``account.username``'s record ``account.stable_id``'s; returns what was done, or None.
 
     ``first_sight=False``: a name and id neither of which is bound yet are left so (nothing
-    written; the record under the name is the person's either way)."""
+    written; the record under the name is the person's either way): answers UNBOUND."""
     name, sid = account.username, account.stable_id
     if not sid or not name:
         return None
@@ -75,7 +76,7 @@ def claim(store: Any, pepper: bytes, account: DirectoryAccount, now: float, *,
         return None
     where = (store.read_keyed(id_key) or {}).get("name")
     if owner is None and where is None and not first_sight:
-        return None
+        return UNBOUND
     done = None
     if owner is not None:  # the name's record is another person's: park it
         if not _move(store, name, parked(owner), now, f"{name} now belongs to another directory entry") \
