@@ -2,8 +2,9 @@
 
 The only module of the engine that imports ldap3. A pool of connections
 bound as the portal's service account does the searches; a password is
-checked by a bind as the user's DN on a connection of its own, never on a
-pooled one. Servers are tried in the order configured; each connect and each
+checked by a bind as the user's DN on a pool of connections kept for binds
+only (TLS up: one round trip), never on a service one, and never searched
+on. Servers are tried in the order configured; each connect and each
 operation has the configured timeout; anything but an answer from a server
 raises DirectoryUnavailable (fail closed). The typed name is escaped per RFC
 4515 before it goes into a filter; an empty password never reaches a bind
