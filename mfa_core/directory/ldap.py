@@ -111,8 +111,11 @@ class LdapBackend:
                 _close(conn)
         raise DirectoryUnavailable("; ".join(problems) or "no server configured")
 
-    def _service(self) -> ldap3.Connection:
-        conn = self._pool.take()
+    def _service(self, fresh: bool = False) -> ldap3.Connection:
+        """A connection bound as the service account: a kept one, or (``fresh``, or none kept) a
+        new one. A retry after a kept one broke asks for a fresh one: after a server restart
+        every kept connection is dead, and a second dead one must not fail the search."""
+        conn = None if fresh else self._pool.take()
         if conn is not None:
             return conn
         conn, code = self._connect(self.settings.bind_dn, self.settings.bind_password)
@@ -159,7 +162,7 @@ class LdapBackend:
         with self._lock:
             self.searches += 1
         for attempt in (1, 2):
-            conn = self._service()
+            conn = self._service(fresh=attempt == 2)
             try:
                 ok = conn.search(base, search_filter, scope, attributes=list(attributes),
                                  size_limit=size_limit, time_limit=max(1, int(self.settings.timeout)),
@@ -190,7 +193,7 @@ class LdapBackend:
         connection when the pooled one broke before the first page; DirectoryUnavailable when
         a later page fails (never half a list passed off as whole)."""
         for attempt in (1, 2):
-            conn = self._service()
+            conn = self._service(fresh=attempt == 2)
             found: list[dict] = []
             cookie = None
             pages = 0

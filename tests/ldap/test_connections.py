@@ -80,3 +80,15 @@ def test_a_connection_idle_too_long_is_closed_not_used():
     assert spare.closed
     assert pool.take() is fresh
     assert pool.take() is None and old.closed
+
+
+def test_after_a_restart_every_kept_service_connection_is_dead_and_one_search_still_works(
+        ldap_svc, running_slapd):
+    backend = ldap_svc.directory.backend
+    settings = ldap_svc.directory.settings
+    while len(backend._pool) < ldap_backend.POOL_SIZE:  # as after four searches at once
+        conn, _code = backend._connect(settings.bind_dn, settings.bind_password)
+        backend._pool.give_back(conn)
+    running_slapd.stop()
+    running_slapd.start()
+    assert ldap_svc.directory.find("alice", fresh=True).username == "alice"
