@@ -797,9 +797,12 @@ class MFAService(PasskeyOperations):
             raise TypeError("diagnose must be a bool")
         source = check.source(source)
         actor = check.optional_name(actor, "actor", username)
-        self._require_active(username)  # a leaver of the company directory: refused, nothing counted
         # A calling service (an actor other than the user: an API client) has its own bucket.
         channel = None if actor == username else f"service:{actor}"
+        if getattr(self.directory, "company", False):
+            # The throttle first, then the directory: a throttled check costs it nothing.
+            self._code_throttle_first(username, strategy, actor, channel)
+        self._require_active(username)  # a leaver of the company directory: refused, nothing counted
         error: MFAError | None = None
         remaining = 0
         expires_at: float | None = None
@@ -827,6 +830,34 @@ class MFAService(PasskeyOperations):
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining,
                                   pass_expires_at=expires_at)
+
+    def _code_throttle_first(self, username: str, strategy: str, actor: str, channel: str | None) -> None:
+        """The company directory: attempt_second_factor's throttle before the directory is asked
+        whether the account is active (a search when not cached). Read from the stored record;
+        only where the check itself would gate (a factor to check, or a temporary pass), and
+        then under the user's lock again, refused and audited exactly as there. Raises
+        AccountLocked, TooManyAttempts, StorageError."""
+        try:
+            raw = self.store.read(username)
+            rec = records.load(username, raw) if raw is not None else None
+        except RecordDamaged:
+            return  # the check reports it
+        except IO_ERRORS as exc:
+            raise StorageError() from exc
+        if rec is None:
+            return
+        gated = strategy == temp_pass.STRATEGY or (
+            records.two_step_on(rec) and not (strategy == "totp" and not authn.of_kind(rec, "totp")))
+        throttle = self._bucket(rec, channel)
+        held = throttle.get("locked") or (channel is not None and self.policy.channels_spent(
+            self._channel_failures(rec))) or self.policy.retry_after(
+            throttle.get("failures", 0), throttle.get("last_failure_at"), self.clock())
+        if not gated or not held:
+            return
+        with self._transaction(username) as txn:
+            error = self._gate(txn, self.clock(), actor, channel)
+        if error is not None:
+            self._raise_or_notify(txn, error)
 
     def _check_pass(self, txn: Transaction, rec: dict[str, Any], typed: str, now: float,
                     actor: str, channel: str | None) -> tuple[MFAError | None, float | None]:

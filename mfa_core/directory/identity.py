@@ -101,6 +101,7 @@ def claim(store: Any, pepper: bytes, account: DirectoryAccount, now: float, *,
     with store.own_keyed_transaction(id_key) as txn:
         txn.record["name"] = name
         txn.record.pop("parked_at", None)
+        txn.record.pop("retired_at", None)
     if done:
         log.info("company directory: %s", done)
     return done or "bound"

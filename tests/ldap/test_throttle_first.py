@@ -95,3 +95,28 @@ def test_the_bind_budget_is_kept_in_the_persons_record(ldap_svc, new_user):
     assert ldap_svc.store.read_keyed(directory._key(f"ldap-bind:{account.stable_id}")) is None
     ldap_svc.attempt_password(uid, "budget-record-1", source="198.18.6.1")
     assert BIND_BUDGET not in ldap_svc.store.read(uid)["password"]  # a success clears it
+
+
+def test_a_throttled_api_check_costs_no_search(ldap_svc, new_user, clock):
+    """The verification API's check: its throttle before the directory's active-account check."""
+    from ..support import enable_totp
+    uid, _dn = new_user("api-first-1")
+    ldap_svc.attempt_password(uid, "api-first-1", source="198.18.7.1")
+    enable_totp(ldap_svc, clock, uid)
+    refused = None
+    for _ in range(20):  # wrong codes from a calling service until its bucket holds it back
+        try:
+            ldap_svc.attempt_second_factor(uid, "000000", source="vpn", actor="vpn", diagnose=False)
+        except mfa_core.TooManyAttempts as exc:
+            refused = exc
+            break
+        except mfa_core.InvalidCode:
+            pass
+    assert refused is not None
+    directory = ldap_svc.directory
+    directory.forget()
+    before = _traffic(directory.backend)
+    with pytest.raises(mfa_core.TooManyAttempts):
+        ldap_svc.attempt_second_factor(uid, "000000", source="vpn", actor="vpn", diagnose=False)
+    assert _traffic(directory.backend) == before
+    assert [e.event for e in ldap_svc.audit(uid)][-1] == "throttled"  # audited as before
