@@ -799,8 +799,9 @@ class MFAService(PasskeyOperations):
         actor = check.optional_name(actor, "actor", username)
         # A calling service (an actor other than the user: an API client) has its own bucket.
         channel = None if actor == username else f"service:{actor}"
-        if getattr(self.directory, "company", False):
-            # The throttle first, then the directory: a throttled check costs it nothing.
+        if getattr(self.directory, "company", False) and self.directory.would_ask(username):
+            # The throttle first, then the directory: a throttled check costs it nothing. (With
+            # the person cached the directory is not asked: the check's own gate is enough.)
             self._code_throttle_first(username, strategy, actor, channel)
         self._require_active(username)  # a leaver of the company directory: refused, nothing counted
         error: MFAError | None = None

@@ -166,6 +166,14 @@ class CompanyDirectory(UserDirectory):
             self._cache[username] = (now, account)
         return account
 
+    def would_ask(self, username: str) -> bool:
+        """Whether :meth:`claim` for ``username`` would ask the directory now (nothing fresh
+        enough cached): a caller's throttle-first step is needed only then."""
+        now = self.clock()
+        with self._cache_lock:
+            cached = self._cache.get(username)
+        return cached is None or not 0 <= now - cached[0] < CACHE_SECONDS
+
     def forget(self, username: str | None = None) -> None:
         """Drop what is cached about ``username`` (everyone: None)."""
         with self._cache_lock:

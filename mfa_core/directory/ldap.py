@@ -36,7 +36,7 @@ from .config import LdapSettings
 
 log = logging.getLogger("mfa_core.directory")
 
-POOL_SIZE = 4                  # connections kept open: service (searches), and for users' binds
+POOL_SIZE = 8                  # connections kept open: service (searches), and for users' binds (each)
 REFUSALS_KEPT = 15             # wrong passwords' bind times kept: an unknown name's lasts their median
 POLICY_CACHE_SECONDS = 60.0    # a password policy's lockout duration is read at most this often
 IDLE_MAX = 60.0                # seconds a kept connection may sit unused before it is closed instead
