@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import pytest
 
 from mfa_core import cli
 
+from .. import ldap_server
 from ..ldap_server import PEOPLE, SlapdServer
 from .conftest import ldap_environ
 
@@ -39,7 +41,9 @@ def crowded_slapd():
     try:
         server = SlapdServer()
     except FileNotFoundError:
-        pytest.skip("slapd is not installed")
+        if os.environ.get("MFA_PORTAL_REQUIRE_LDAP") == "1":
+            pytest.fail(ldap_server.INSTALL_HINT)
+        pytest.skip(ldap_server.INSTALL_HINT)
     server.start()
     with server._conn(None) as admin:
         for i in range(1100):
