@@ -44,12 +44,14 @@ def crowded_slapd():
         if os.environ.get("MFA_PORTAL_REQUIRE_LDAP") == "1":
             pytest.fail(ldap_server.INSTALL_HINT)
         pytest.skip(ldap_server.INSTALL_HINT)
-    server.start()
-    with server._conn(None) as admin:
-        for i in range(1100):
-            server.add_user(f"crowd{i:04d}", "crowd-directory-1", conn=admin)
-    yield server
-    server.close()
+    try:
+        server.start()
+        with server._conn(None) as admin:
+            for i in range(1100):
+                server.add_user(f"crowd{i:04d}", "crowd-directory-1", conn=admin)
+        yield server
+    finally:
+        server.close()
 
 
 def test_users_list_goes_past_a_thousand(crowded_slapd, tmp_path):
