@@ -139,6 +139,7 @@ class Context:
     def __init__(self, args: argparse.Namespace, environ, stdin: TextIO, stdout: TextIO,
                  stderr: TextIO | None = None) -> None:
         self.args = args
+        self.given_environ = environ  # as given, without the secrets file's (for child processes)
         self.stdin = stdin
         self.out = stdout
         self.stderr = stderr or sys.stderr
@@ -964,10 +965,15 @@ def _radius_parser(groups, common, actor, as_json) -> None:
     radius.add_argument("--address", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; '::' or 0.0.0.0 for all)")
     radius.add_argument("--port", type=int, default=1812, help="UDP port (default 1812)")
+    radius.add_argument("--processes", type=int, default=None, metavar="N",
+                        help="worker processes sharing the port, restarted when one dies "
+                             "(default 2, or 1 on a single CPU)")
     radius.add_argument("--threads", type=int, default=0, metavar="N",
-                        help="check threads (default $MFA_PORTAL_RADIUS_THREADS or 8)")
+                        help="check threads per process (default $MFA_PORTAL_RADIUS_THREADS or 8)")
     radius.add_argument("--reuse-port", action="store_true",
-                        help="let several servers share the port, e.g. one per core (SO_REUSEPORT)")
+                        help="share the port with another server started on purpose "
+                             "(SO_REUSEPORT); without it a port in use is refused")
+    radius.add_argument("--worker-socket", default=None, help=argparse.SUPPRESS)
     radius.set_defaults(func=cmd_radius, radius_action=None)
     r = radius.add_subparsers(dest="radius_group", metavar="clients", parser_class=_Parser)
     rc = r.add_parser("clients", help="RADIUS clients (NAS) and their shared secrets",

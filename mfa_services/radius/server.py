@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
+import os
 import select
 import socket
 import threading
@@ -70,7 +71,8 @@ class RadiusServer:
     def __init__(self, svc: Any, registry: Any, address: str = DEFAULT_ADDRESS,
                  port: int = DEFAULT_PORT, *, threads: int = CHECK_THREADS,
                  clock: Callable[[], float] | None = None,
-                 dedupe: DedupeCache | None = None, reuse_port: bool = False) -> None:
+                 dedupe: DedupeCache | None = None, reuse_port: bool = False,
+                 sock: socket.socket | None = None, parent: int | None = None) -> None:
         self.svc, self.registry = svc, registry
         self.clock = clock or svc.clock
         self.dictionary = Dictionary(str(DICTIONARY))
@@ -81,6 +83,11 @@ class RadiusServer:
         self._pending = 0  # datagrams handed to the check threads and not yet handled
         self._stop = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="radius-check")
+        self.parent = parent  # a worker's supervisor (workers.py): gone → this worker stops
+        if sock is not None:  # a worker: the supervisor bound it (workers.bind)
+            self.sock = sock
+            self.address = sock.getsockname()
+            return
         info = socket.getaddrinfo(address, port, type=socket.SOCK_DGRAM)[0]
         self.sock = socket.socket(info[0], socket.SOCK_DGRAM)
         try:
@@ -98,10 +105,17 @@ class RadiusServer:
     # -- the loop ------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        log.info("RADIUS server listening on %s port %d (UDP)", self.address[0], self.address[1])
+        if self.parent is None:
+            log.info("RADIUS server listening on %s port %d (UDP)", self.address[0], self.address[1])
+        else:
+            log.info("RADIUS worker ready (pid %d)", os.getpid())
         last_stats = time.monotonic()
         try:
             while not self._stop.is_set():
+                if self.parent is not None and os.getppid() != self.parent:
+                    log.warning("the RADIUS supervisor (pid %d) is gone: this worker stops",
+                                self.parent)
+                    break
                 ready, _, _ = select.select([self.sock], [], [], 0.5)
                 if ready:
                     try:
@@ -285,18 +299,28 @@ class RadiusServer:
 
 
 def serve(svc: Any, registry: Any, address: str = DEFAULT_ADDRESS, port: int = DEFAULT_PORT,
-          *, threads: int = CHECK_THREADS, reuse_port: bool = False) -> int:
-    """Run until SIGTERM or SIGINT (systemd-friendly: logs to stderr, exits 0)."""
+          *, threads: int = CHECK_THREADS, reuse_port: bool = False,
+          sock: socket.socket | None = None, ready: Callable[[], None] | None = None,
+          parent: int | None = None) -> int:
+    """Run until SIGTERM or SIGINT (systemd-friendly: logs to stderr, exits 0).
+
+    A worker (``workers.py``) is given its supervisor's ``sock``, calls
+    ``ready`` once it can answer, and stops when its ``parent`` is gone.
+    """
     import signal
 
-    server = RadiusServer(svc, registry, address, port, threads=threads, reuse_port=reuse_port)
+    server = RadiusServer(svc, registry, address, port, threads=threads, reuse_port=reuse_port,
+                          sock=sock, parent=parent)
 
     def stop(signum, frame):  # noqa: ARG001
-        log.info("RADIUS server stopping (signal %d)", signum)
+        if parent is None:
+            log.info("RADIUS server stopping (signal %d)", signum)
         server.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if ready is not None:
+        ready()
     server.serve_forever()
     return 0
 
