@@ -30,8 +30,11 @@ from pyrad import packet  # noqa: E402
 
 from mfa_services.radius import workers  # noqa: E402
 
-from .test_radius import (WAIT, Peer, cheap_passwords, free_udp_port, radius, request,  # noqa: E402,F401
-                          start_server, stop)
+from . import test_radius as base  # noqa: E402
+from .test_radius import Peer, free_udp_port, request, start_server, stop  # noqa: E402
+
+# The module's server of test_radius (one of this module's own): its fixtures, re-exported.
+cheap_passwords, radius = base.cheap_passwords, base.radius
 
 
 def worker_pids(log: str) -> dict[int, int]:
