@@ -118,6 +118,10 @@ def status_dict(status: MFAStatus, user: Any = None) -> dict[str, Any]:
         "password_blocked": status.password_blocked,
         "damaged": status.damaged,
         "two_factor_enabled": status.two_factor_enabled,
+        # Whether the helpdesk's pass is active and until when; never the pass (only its HMAC is kept).
+        "temporary_pass_active": status.temporary_pass_active,
+        "temporary_pass_until": status.temporary_pass_until,
+        "temporary_pass_uses": status.temporary_pass_uses,
         "authenticators": [{"id": a.id, "kind": a.kind, "label": a.label,
                             "created_at": a.created_at, "last_used_at": a.last_used_at}
                            for a in status.authenticators],
@@ -481,8 +485,10 @@ def cmd_mfa_list(ctx: Context) -> int:
     table([[u.username, "damaged" if s.damaged else "on" if s.two_factor_enabled else "off",
             str(len(s.authenticators)) if s.two_factor_enabled else "-",
             str(s.backup_codes_remaining) if s.two_factor_enabled else "-", lock_state(s),
+            f"until {format_time(s.temporary_pass_until)}" if s.temporary_pass_active else "-",
             format_time(s.last_activity)] for u, s in statuses],
-          ["USERNAME", "TWO-STEP", "AUTHENTICATORS", "CODES", "LOCKOUT", "LAST ACTIVITY"], ctx.out)
+          ["USERNAME", "TWO-STEP", "AUTHENTICATORS", "CODES", "LOCKOUT", "TEMPORARY PASS",
+           "LAST ACTIVITY"], ctx.out)
     return 0
 
 
