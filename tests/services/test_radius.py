@@ -694,3 +694,44 @@ def test_the_check_threads_take_the_sources_in_turn():
     while (item := queue.get()) is not None:
         drained.append(item)
     assert len(drained) == 1500 and queue.get() is None
+
+
+def test_a_flooding_nas_does_not_hold_up_another_nas(tmp_path):
+    """In-process, one check thread held on the first datagram until all 52 wait: then the
+    two of the second NAS are taken second and fourth, not after the flood's 49 others."""
+    import threading
+    from mfa_services.radius import server as radius_server
+    svc = mfa_core.open_service(tmp_path / "data", environ={})
+    registry = radius_clients.open_radius_registry(svc)
+    srv = radius_server.RadiusServer(svc, registry, "127.0.0.1", 0, threads=1)
+    order: list[str] = []
+    release = threading.Event()
+
+    def handle(data, peer, received=None):
+        order.append(peer[0])
+        release.wait(WAIT)
+    srv.handle = handle
+    flood, other = Peer(srv.address[1], "127.0.0.1"), Peer(srv.address[1], "127.0.0.2")
+    runner = threading.Thread(target=srv.serve_forever)
+    try:
+        for n in range(50):
+            flood.send(b"flood %d" % n)
+        runner.start()
+        deadline = time.monotonic() + WAIT
+        while not order and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling: the check thread took the first datagram
+        other.send(b"one")
+        other.send(b"two")
+        while len(srv._queue) < 51 and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling: the receiving thread queued the rest
+        release.set()
+        while len(order) < 52 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert order[:5] == ["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"]
+        assert len(order) == 52
+    finally:
+        release.set()
+        srv.stop()
+        runner.join(30)
+        flood.close()
+        other.close()
