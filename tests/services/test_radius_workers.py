@@ -59,13 +59,17 @@ def wait_for(condition, what: str, within: float = 60.0) -> None:
         time.sleep(0.1)  # polling another process's state
 
 
-def ask_from_new_sockets(radius, port: int, user: str, codes: list[str]) -> list[int | None]:
-    """One NAS socket a code (new source ports: the kernel spreads them over the workers)."""
+def ask_from_new_sockets(radius, port: int, user: str, codes: list[str],
+                         timeout: float = 60.0) -> list[int | None]:
+    """One NAS socket a code (new source ports: the kernel spreads them over the workers).
+
+    ``timeout`` is generous: an answer may wait for a worker being started again.
+    """
     found = []
     for code in codes:
         nas = Peer(port)
         try:
-            reply = nas.ask(request(radius.secrets["vpn"], user, code))
+            reply = nas.ask(request(radius.secrets["vpn"], user, code), timeout)
             found.append(reply.code if reply is not None else None)
         finally:
             nas.close()
