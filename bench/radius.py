@@ -12,7 +12,8 @@ the answers' Message-Authenticators are checked after it stops. Each code
 must be accepted exactly once: the whole list is sent again afterwards
 (new packets) and nothing may be accepted then.
 
-Run alone: ``python -m bench radius [--radius-requests N] [--radius-clients C]``.
+Run alone: ``python -m bench radius [--radius-requests N] [--radius-clients C]
+[--radius-processes N]`` (the server's worker processes; default: its own default).
 """
 
 from __future__ import annotations
