@@ -305,7 +305,6 @@ class RadiusServer:
             log.warning("a refused RADIUS request could not be audited")
 
 
-
 class FairQueue:
     """Datagrams waiting for a check thread: one queue per source, the sources served in turn.
 

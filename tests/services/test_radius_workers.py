@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -120,6 +121,21 @@ def test_a_worker_whose_supervisor_is_killed_stops(radius, tmp_path):
         assert "RADIUS supervisor (pid %d) is gone" % proc.pid in log_path.read_text()
     finally:
         stop(proc)
+
+
+def test_sigint_stops_the_supervisor_and_every_worker_with_exit_0(radius, tmp_path):
+    """Ctrl-C (to the supervisor alone here; a terminal sends it to all, which ends the same)."""
+    log_path = tmp_path / "radius.log"
+    _, proc = start_server(radius.data_dir, log_path, "--processes", "2")
+    pids = worker_pids(log_path.read_text())
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop(proc)
+    assert all(gone(pid) for pid in pids.values())
+    log = log_path.read_text()
+    assert "RADIUS server stopping (signal 2)" in log and "Traceback" not in log
 
 
 def test_retransmissions_to_several_workers_get_the_first_answer_again(radius):
