@@ -966,8 +966,11 @@ def _radius_parser(groups, common, actor, as_json) -> None:
     radius = groups.add_parser("radius", parents=[common],
                                help="the RADIUS server (VPN, network gear) and its clients",
                                description="Without an action: serve RADIUS (PAP Access-Request, "
-                                           "Status-Server) on UDP until SIGTERM, logging to stderr. "
-                                           "'radius clients ...' manages who may ask.")
+                                           "Status-Server) on UDP until SIGTERM, logging to stderr: "
+                                           "this process binds the port and supervises --processes "
+                                           "workers (a dead one is started again; the fifth death "
+                                           "within 60 s exits 1). 'radius clients ...' manages who "
+                                           "may ask.")
     radius.add_argument("--address", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; '::' or 0.0.0.0 for all)")
     radius.add_argument("--port", type=int, default=1812, help="UDP port (default 1812)")
