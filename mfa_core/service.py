@@ -25,6 +25,7 @@ import bcrypt
 from . import authenticators as authn
 from . import backup_codes as bc
 from . import passkeys, passwords, radius_clients, records, temp_pass, totp
+from . import policy as two_step
 from . import validate as check
 from .audit import AuditEvent
 from .authenticators import Authenticator
@@ -326,10 +327,11 @@ class MFAService(PasskeyOperations, PolicyOperations):
             rec = txn.record
             if len(authn.of_kind(rec, "totp")) >= authn.MAX_TOTP_APPS:
                 raise TooManyAuthenticators()
-            overdue = self._refuse_overdue_setup(username, rec, now, context, source, session_id)
-            if overdue is not None:
-                self._log(txn, now, actor, "policy_overdue_setup", "success",
-                          f"authentication app, {self._setup_grounds(rec, now, source)}")
+            if actor == username:  # (the helpdesk sets up nothing for a user; kept closed all the same)
+                grounds = self._check_setup(username, rec, now, context, "totp", source, session_id)
+                if grounds is not None:
+                    self._log(txn, now, actor, "policy_overdue_setup", "success",
+                              f"authentication app, {grounds}")
             if wanted == authn.DEFAULT_LABEL:
                 wanted = authn.unique_in(rec, wanted)
             elif authn.taken(rec, wanted):
@@ -521,10 +523,12 @@ class MFAService(PasskeyOperations, PolicyOperations):
         salt = secrets.token_bytes(16)
         pepper = self.keyring.pepper
         hashes = [bc.digest(pepper, salt, bc.normalize(c)) for c in codes]
+        context = self._policy_context(username)
         with self._transaction(username) as txn:
             now = self.clock()  # under the user's lock
             if not records.two_step_on(txn.record):
                 raise NotEnabled("Add an authentication app before generating backup codes.")
+            self._check_setup(username, txn.record, now, context, "backup_code", None, None)
             txn.record["backup"] = {"salt": salt.hex(), "hashes": hashes, "generated_at": now}
             self._log(txn, now, actor, "backup_codes_generated", "success", f"{len(codes)} codes")
         self._raise_or_notify(txn, None)
@@ -1422,8 +1426,11 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
         pass_max_valid = temp_pass.max_valid(env)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{temp_pass.ENV_MAX_VALID}: {exc}") from exc
-    return MFAService(store, keyring, clock, issuer=issuer, policy=policy, pass_max_valid=pass_max_valid,
+    policy_cache = two_step.cache_seconds(env)  # ValueError on a bad setting
+    svc = MFAService(store, keyring, clock, issuer=issuer, policy=policy, pass_max_valid=pass_max_valid,
                       password_policy=password_policy, session_policy=session_policy,
                       directory=directory, notifier=notifier,
                       notify_in_background=notify_in_background,
                       relying_party=relying_party or passkeys.load_relying_party(env, None))
+    svc.policy_max_age = policy_cache
+    return svc
