@@ -86,6 +86,9 @@ class PolicyOperations:
             raise TypeError("rule must be a Rule")
         elif target is not None or grace_days is not None or deadline is not None or allow is not None:
             raise TypeError("give a Rule or the keywords, not both")
+        else:  # checked as typed ones are; set now (a target's earlier rule keeps its own time)
+            rule = pol.make_rule(rule.target, grace_days=rule.grace_days, deadline=rule.deadline,
+                                 allow=rule.allow, created_at=now)
 
         def change(current: Policy) -> tuple[Policy, str]:
             old = current.rule(rule.target)
@@ -190,12 +193,17 @@ class PolicyOperations:
         directory = self.directory
         if directory is None:
             return (), ()
-        if getattr(directory, "company", False):
-            account = directory.find(username)
-            if account is None or not account.active:
-                return (), ()
-            return tuple(account.roles), tuple(account.groups)
-        user = directory.get(username)
+        try:
+            if getattr(directory, "company", False):
+                account = directory.find(username)
+                if account is None or not account.active:
+                    return (), ()
+                return tuple(account.roles), tuple(account.groups)
+            user = directory.get(username)
+        except StorageError:  # DirectoryUnavailable: fail closed
+            raise
+        except MFAError as exc:  # the user directory cannot be read
+            raise StorageError() from exc
         return (tuple(user.roles), ()) if user is not None else ((), ())
 
     def _requirement_in(self, username: str, rec: dict[str, Any], now: float, policy: Policy,
@@ -268,7 +276,7 @@ class PolicyOperations:
             except (TypeError, ValueError):
                 return False
             entry = (rec.get("sessions") or {}).get(sid)
-            if (isinstance(entry, dict) and entry.get("via") == temp_pass.STRATEGY
+            if (isinstance(entry, dict) and entry.get("via") == temp_pass.STRATEGY and entry.get("passed")
                     and isinstance(entry.get("ends_at"), (int, float)) and entry["ends_at"] > now):
                 return True
         return False

@@ -426,7 +426,8 @@ class MFAService(PasskeyOperations, PolicyOperations):
         other sessions end.
 
         ``keep_session`` is the token of the session that asked (it stays).
-        Raises NotEnabled, StorageError.
+        Raises NotEnabled, PolicyRefused (the user, while the two-step policy
+        requires two-step of them; the helpdesk still can), StorageError.
         """
         username = check.name(username)
         actor = check.optional_name(actor, "actor", username)
@@ -481,7 +482,9 @@ class MFAService(PasskeyOperations, PolicyOperations):
         removing the last one turns two-step off and voids the backup codes
         (as ``disable_totp``). An actor other than the user (the helpdesk)
         gives a ``reason``. ``keep_session`` is the token of the session that
-        asked (it stays). Raises UnknownAuthenticator, StorageError,
+        asked (it stays). Raises UnknownAuthenticator, PolicyRefused (the user
+        removing their last authenticator, or last allowed one, while the two-step
+        policy requires two-step of them; the helpdesk still can), StorageError,
         TypeError/ValueError (a helpdesk removal without a reason).
         """
         username = check.name(username)
@@ -516,7 +519,10 @@ class MFAService(PasskeyOperations, PolicyOperations):
         return status
 
     def create_backup_codes(self, username: str, *, actor: str | None = None) -> BackupCodes:
-        """A new set of 10 codes; the old set stops working. Needs TOTP enabled."""
+        """A new set of 10 codes; the old set stops working. Needs TOTP enabled.
+
+        Raises NotEnabled, PolicyRefused (the two-step policy does not allow backup
+        codes for this user), StorageError."""
         username = check.name(username)
         actor = check.optional_name(actor, "actor", username)
         codes = bc.generate()
@@ -733,9 +739,14 @@ class MFAService(PasskeyOperations, PolicyOperations):
         answers ok or not) skips the search for a drifted clock and costs a
         name without an app what a wrong code for a user costs. ``actor`` is who asks, for the audit
         trail (default: the user; a calling service gives its own name).
+        A kind the two-step policy does not allow this user is refused as a
+        wrong code (FactorNotAllowed, an InvalidCode with a wrong code's text,
+        counted); at the portal (no other actor) a user with no allowed
+        authenticator at all still passes with theirs (the pages then hold
+        them on Manage MFA; see mfa_core.policy_service).
         Raises InvalidCodeFormat, InvalidCode
-        (CodeAlreadyUsed, CodeExpired, ClockDrift), TooManyAttempts
-        (AccountLocked), NotEnabled, NoBackupCodes, StorageError.
+        (CodeAlreadyUsed, CodeExpired, ClockDrift, FactorNotAllowed), TooManyAttempts
+        (AccountLocked), NotEnabled, NoBackupCodes, PolicyDamaged, StorageError.
         """
         username = check.name(username)
         if not isinstance(strategy, str):

@@ -410,3 +410,31 @@ def test_remind_me_later_waits_a_day_and_is_not_offered_past_the_deadline(people
 
 def test_policy_names_are_exported():
     assert mfa_core.PolicyRefused is PolicyRefused and mfa_core.Rule is pol.Rule
+
+
+def test_a_rule_object_is_checked_and_set_now(people, clock):
+    rule = pol.Rule("role:user", 14, None, ("totp", "passkey"), created_at=0.0)
+    policy = people.set_policy_rule(rule, actor="ops")
+    assert policy.rule("role:user").created_at == clock()
+    with pytest.raises(TypeError):
+        people.set_policy_rule(rule, target="everyone", actor="ops")
+
+
+def test_rules_set_at_once_from_many_threads_are_all_kept(people):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: people.set_policy_rule(target=f"role:team-{i}", grace_days=i,
+                                                       actor="ops"), range(16)))
+    people.policy_max_age = 0
+    assert sorted(r.grace_days for r in people.two_step_policy().rules) == list(range(16))
+    assert len([e for e in people.audit() if e.event == "policy_changed"]) == 16
+
+
+def test_a_forbidden_backup_code_with_the_password_gets_one_answer_for_both(people, clock):
+    enable_totp(people, clock, "alice")
+    codes = people.create_backup_codes("alice").codes
+    people.set_policy_rule(target="everyone", grace_days=3, allow="totp,passkey", actor="ops")
+    with pytest.raises(InvalidCode, match="Username, password or code is incorrect"):
+        people.attempt_password("alice", "alice-password-1", source=HERE, code=codes[0],
+                                strategy="backup_code")
+    assert people.status("alice").backup_codes_remaining == 10
