@@ -12,14 +12,15 @@ the answers' Message-Authenticators are checked after it stops. Each code
 must be accepted exactly once: the whole list is sent again afterwards
 (new packets) and nothing may be accepted then.
 
-Run alone: ``python -m bench radius [--radius-requests N] [--radius-clients C]``.
+Run alone: ``python -m bench radius [--radius-requests N] [--radius-clients C]
+[--radius-processes N]`` (the server's worker processes; default: its own default).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import re
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Access-Requests per row (default %(default)s)")
     g.add_argument("--radius-clients", type=int, default=CLIENTS,
                    help="concurrent NAS (default %(default)s)")
-    g.add_argument("--radius-processes", type=int, default=1,
-                   help="RADIUS servers sharing the port (--reuse-port; default %(default)s)")
+    g.add_argument("--radius-processes", type=int, default=None,
+                   help="the server's worker processes (--processes; default: the server's own)")
 
 
 # -- the RADIUS load generator ------------------------------------------------------------
@@ -126,9 +127,9 @@ async def radius_load(port: int, secret: str, pairs: list[tuple[str, str]],
 
 
 class RadiusServer:
-    def __init__(self, port: int, data_dir: Path, log: Path, reuse_port: bool = False) -> None:
+    def __init__(self, port: int, data_dir: Path, log: Path, processes: int | None = None) -> None:
         self.port, self.data_dir, self.log = port, data_dir, log
-        self.reuse_port = reuse_port
+        self.processes = processes
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "RadiusServer":
@@ -137,7 +138,7 @@ class RadiusServer:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mfa_core", "radius", "--address", "127.0.0.1", "--port",
-                 str(self.port), *(["--reuse-port"] if self.reuse_port else [])], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                 str(self.port), *(["--processes", str(self.processes)] if self.processes else [])], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 90
         while "listening on" not in self.log.read_text("utf-8", errors="replace"):
@@ -168,7 +169,7 @@ def _once(got: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(requests: int, clients: int, progress: Callable[[str], None],
-        processes: int = 1) -> dict[str, Any]:
+        processes: int | None = None) -> dict[str, Any]:
     import mfa_core
     from mfa_core import clients as api_clients
     from mfa_core import radius_clients
@@ -192,14 +193,10 @@ def run(requests: int, clients: int, progress: Callable[[str], None],
         # Both servers up at once, measured in turns A B B A (then the totals): the machine's
         # load changes by the minute, and a server measured only before the other would
         # take all of one kind of minute.
-        port = free_udp_port()
-        extra = [RadiusServer(port, data_dir, root / f"radius-{n}.log", True)
-                 for n in range(1, processes)]
         with api.Server(shipped, api.free_port(), data_dir, root / "api.log") as http, \
-                RadiusServer(port, data_dir, root / "radius.log", processes > 1) as rad, \
-                contextlib.ExitStack() as more:
-            for each in extra:
-                more.enter_context(each)
+                RadiusServer(free_udp_port(), data_dir, root / "radius.log", processes) as rad:
+            workers = re.search(r"(\d+) worker process", rad.log.read_text()).group(1)
+            res["radius_workers"] = int(workers)
             asyncio.run(api.load(http.port, key, codes.batch(2 * clients), clients, True))
             asyncio.run(radius_load(rad.port, secret, codes.batch(2 * clients), clients))
             half = max(1, requests // 2)
@@ -217,8 +214,9 @@ def run(requests: int, clients: int, progress: Callable[[str], None],
                 pairs = codes.batch(half)
                 got = asyncio.run(radius_load(rad.port, secret, pairs, clients))
                 again = asyncio.run(radius_load(rad.port, secret, pairs, clients))
-                what = ("RADIUS (`python -m mfa_core radius`, mode code)" if processes == 1 else
-                        f"RADIUS ({processes} × `python -m mfa_core radius --reuse-port`, mode code)")
+                what = (f"RADIUS (`python -m mfa_core radius"
+                        f"{f' --processes {processes}' if processes else ''}`, {workers} "
+                        f"worker{'s' if workers != '1' else ''}, mode code)")
                 res["rows"].append({"what": f"{what}, turn {turn}", "radius": True,
                                     **_once(got, again)})
                 progress(f"bench radius: RADIUS turn {turn}: {got['rate']:.0f}/s")

@@ -1,4 +1,5 @@
-"""The operator's command line: users, helpdesk actions, the audit trail, key rotation, API clients, PAM.
+"""The operator's command line: users, helpdesk actions, the audit trail, key rotation, API clients, PAM,
+the two-step policy.
 
 ``python -m mfa_core --help`` or the ``mfa-portal`` console script. Exit
 status: 0 done, 2 bad input or a refused action (one line on stderr, nothing
@@ -118,6 +119,10 @@ def status_dict(status: MFAStatus, user: Any = None) -> dict[str, Any]:
         "password_blocked": status.password_blocked,
         "damaged": status.damaged,
         "two_factor_enabled": status.two_factor_enabled,
+        # Whether the helpdesk's pass is active and until when; never the pass (only its HMAC is kept).
+        "temporary_pass_active": status.temporary_pass_active,
+        "temporary_pass_until": status.temporary_pass_until,
+        "temporary_pass_uses": status.temporary_pass_uses,
         "authenticators": [{"id": a.id, "kind": a.kind, "label": a.label,
                             "created_at": a.created_at, "last_used_at": a.last_used_at}
                            for a in status.authenticators],
@@ -139,6 +144,7 @@ class Context:
     def __init__(self, args: argparse.Namespace, environ, stdin: TextIO, stdout: TextIO,
                  stderr: TextIO | None = None) -> None:
         self.args = args
+        self.given_environ = environ  # as given, without the secrets file's (for child processes)
         self.stdin = stdin
         self.out = stdout
         self.stderr = stderr or sys.stderr
@@ -483,8 +489,10 @@ def cmd_mfa_list(ctx: Context) -> int:
     table([[u.username, "damaged" if s.damaged else "on" if s.two_factor_enabled else "off",
             str(len(s.authenticators)) if s.two_factor_enabled else "-",
             str(s.backup_codes_remaining) if s.two_factor_enabled else "-", lock_state(s),
+            f"until {format_time(s.temporary_pass_until)}" if s.temporary_pass_active else "-",
             format_time(s.last_activity)] for u, s in statuses],
-          ["USERNAME", "TWO-STEP", "AUTHENTICATORS", "CODES", "LOCKOUT", "LAST ACTIVITY"], ctx.out)
+          ["USERNAME", "TWO-STEP", "AUTHENTICATORS", "CODES", "LOCKOUT", "TEMPORARY PASS",
+           "LAST ACTIVITY"], ctx.out)
     return 0
 
 
@@ -680,6 +688,45 @@ def cmd_clients_rate(ctx: Context) -> int:
     name = api_clients.check_client_name(ctx.args.name)
     client = _registry(ctx).set_rate(name, api_clients.check_rate(ctx.args.rate), actor=ctx.actor())
     ctx.out.write(f"API client {name} may now make {client.rate} requests a minute.\n")
+    return 0
+
+
+def _show_rule(rule) -> str:
+    return f"{rule.target}: {rule.describe()} (set {format_time(rule.created_at)})"
+
+
+def cmd_policy_set(ctx: Context) -> int:
+    a = ctx.args
+    from .policy import make_rule
+    make_rule(a.require, grace_days=a.grace_days, deadline=a.deadline, allow=a.allow)  # input first
+    policy = ctx.service().set_policy_rule(target=a.require, grace_days=a.grace_days,
+                                           deadline=a.deadline, allow=a.allow, actor=ctx.actor())
+    from .policy import parse_target
+    ctx.out.write(f"Set {_show_rule(policy.rule(parse_target(a.require)))}.\n")
+    return 0
+
+
+def cmd_policy_show(ctx: Context) -> int:
+    policy = ctx.service().two_step_policy()
+    if ctx.args.json:
+        json.dump(policy.to_dict(), ctx.out, indent=2)
+        ctx.out.write("\n")
+        return 0
+    if not policy.rules:
+        ctx.out.write("No two-step policy: two-step verification is voluntary.\n")
+        return 0
+    for rule in policy.rules:
+        ctx.out.write(_show_rule(rule) + "\n")
+    ctx.out.write(f"Changed {format_time(policy.changed_at)} by {policy.changed_by or '-'}.\n")
+    return 0
+
+
+def cmd_policy_clear(ctx: Context) -> int:
+    before = ctx.service().two_step_policy()
+    ctx.service().clear_policy(actor=ctx.actor())
+    count = len(before.rules)
+    ctx.out.write(f"Removed {count} rule{'s' if count != 1 else ''}: two-step verification is "
+                  "voluntary again.\n")
     return 0
 
 
@@ -955,6 +1002,7 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pam)
 
     _radius_parser(groups, common, actor, as_json)
+    _policy_parser(groups, common, actor, as_json)
     return parser
 
 
@@ -962,15 +1010,23 @@ def _radius_parser(groups, common, actor, as_json) -> None:
     radius = groups.add_parser("radius", parents=[common],
                                help="the RADIUS server (VPN, network gear) and its clients",
                                description="Without an action: serve RADIUS (PAP Access-Request, "
-                                           "Status-Server) on UDP until SIGTERM, logging to stderr. "
-                                           "'radius clients ...' manages who may ask.")
+                                           "Status-Server) on UDP until SIGTERM, logging to stderr: "
+                                           "this process binds the port and supervises --processes "
+                                           "workers (a dead one is started again; the fifth death "
+                                           "within 60 s exits 1). 'radius clients ...' manages who "
+                                           "may ask.")
     radius.add_argument("--address", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; '::' or 0.0.0.0 for all)")
     radius.add_argument("--port", type=int, default=1812, help="UDP port (default 1812)")
+    radius.add_argument("--processes", type=int, default=None, metavar="N",
+                        help="worker processes sharing the port, restarted when one dies "
+                             "(default 2, or 1 on a single CPU)")
     radius.add_argument("--threads", type=int, default=0, metavar="N",
-                        help="check threads (default $MFA_PORTAL_RADIUS_THREADS or 8)")
+                        help="check threads per process (default $MFA_PORTAL_RADIUS_THREADS or 8)")
     radius.add_argument("--reuse-port", action="store_true",
-                        help="let several servers share the port, e.g. one per core (SO_REUSEPORT)")
+                        help="share the port with another server started on purpose "
+                             "(SO_REUSEPORT); without it a port in use is refused")
+    radius.add_argument("--worker-socket", default=None, help=argparse.SUPPRESS)
     radius.set_defaults(func=cmd_radius, radius_action=None)
     r = radius.add_subparsers(dest="radius_group", metavar="clients", parser_class=_Parser)
     rc = r.add_parser("clients", help="RADIUS clients (NAS) and their shared secrets",
@@ -998,6 +1054,38 @@ def _radius_parser(groups, common, actor, as_json) -> None:
                                  "(last line); the old one stops working at once.")
     p.add_argument("name")
     p.set_defaults(func=cmd_radius, radius_action="clients_rotate")
+
+
+def _policy_parser(groups, common, actor, as_json):
+    """``policy set|show|clear``; returns the subparsers (``policy remind`` is added beside)."""
+    policy = groups.add_parser("policy", help="the two-step policy: who must use it, by when, how",
+                               description="Who must use two-step verification, by when (a "
+                                           "deadline or a grace period per user) and with which "
+                                           "factors. Kept in the store: every replica sees it.")
+    ps = policy.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    p = ps.add_parser("set", parents=[common, actor], help="set the rule for one target",
+                      description="Set the rule for everyone, a role or a directory group; "
+                                  "that target's earlier rule is replaced, the others stay. "
+                                  "Refused (exit 2, nothing changed) when it would lock out the "
+                                  "admins. Audited with the old and new rule.")
+    p.add_argument("--require", required=True, metavar="TARGET",
+                   help="everyone, role:NAME (users.yaml roles; role:admin) or group:DN "
+                        "(a company-directory group)")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--grace-days", type=int, metavar="N",
+                      help="days from when the rule first applies to each user (a new hire "
+                           "gets the same days)")
+    when.add_argument("--deadline", metavar="YYYY-MM-DD", help="due at 00:00 UTC that day")
+    p.add_argument("--allow", metavar="FACTOR,...",
+                   help="allowed factors among totp, passkey, backup_code (default: all three)")
+    p.set_defaults(func=cmd_policy_set)
+    p = ps.add_parser("show", parents=[common, as_json], help="show the rules",
+                      description="The rules in force, one a line (or JSON).")
+    p.set_defaults(func=cmd_policy_show)
+    p = ps.add_parser("clear", parents=[common, actor], help="remove every rule",
+                      description="Remove every rule: two-step is voluntary again. Audited.")
+    p.set_defaults(func=cmd_policy_clear)
+    return ps
 
 
 def _prog() -> str:

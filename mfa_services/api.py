@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
-import hmac
 import json
 import logging
 import math
@@ -69,9 +67,8 @@ from mfa_core import clients as api_clients
 from mfa_core import validate
 from mfa_core.audit import AuditEvent
 from mfa_core.storage import IO_ERRORS
-from mfa_core.throttle import NAME_PREFIX
 
-from . import checks
+from . import checks, engine
 from .checks import UNAVAILABLE, Answer
 
 log = logging.getLogger("mfa_services.api")
@@ -255,46 +252,6 @@ def guess_strategy(code: str) -> str:
     return "totp" if _TOTP_SHAPE.fullmatch(re.sub(r"[\s-]", "", code)) else "backup_code"
 
 
-def name_key(pepper: bytes, username: str) -> str:
-    """Where the throttle of a name without a second factor is kept (never the name itself)."""
-    digest = hmac.new(pepper, NAME_PREFIX.encode() + username.encode("utf-8"), hashlib.sha256)
-    return NAME_PREFIX + digest.hexdigest()[:32]
-
-
-def _no_factor(svc: mfa_core.MFAService, username: str, actor: str) -> int:
-    """A name that has no such factor (unknown, or no two-step): the same throttle as a user's.
-
-    Counted in the store under a keyed hash of the name, like a wrong code
-    for a real user, so neither the answer nor a later 429 tells the caller
-    the name has no second factor. Returns the seconds to wait (0: answer
-    "not ok").
-    """
-    try:
-        known = svc.directory is not None and svc.directory.get(username) is not None
-    except mfa_core.MFAError:
-        known = False
-    user, detail = (username, "no second factor") if known else (None, "unknown user")
-    policy = svc.policy
-    try:
-        with svc.store.keyed_transaction(name_key(svc.keyring.pepper, username)) as txn:
-            now = svc.clock()  # under the lock: see MFAService.attempt_password
-            rec = txn.record
-            failures, last = int(rec.get("failures", 0)), rec.get("last_failure_at")
-            if policy.locks_out(failures):
-                txn.log(AuditEvent(now, user, actor, "throttled", "refused", f"locked ({detail})").to_dict())
-                return 0
-            wait = policy.retry_after(failures, last, now)
-            if wait:
-                txn.log(AuditEvent(now, user, actor, "throttled", "refused",
-                                   f"wait {wait} s ({detail})").to_dict())
-                return wait
-            rec["failures"], rec["last_failure_at"] = failures + 1, now
-            txn.log(AuditEvent(now, user, actor, "second_factor_failed", "failure", detail).to_dict())
-    except IO_ERRORS as exc:
-        raise mfa_core.StorageError() from exc
-    return 0
-
-
 def verify(svc: mfa_core.MFAService, client: api_clients.APIClient, username: str, code: str,
            strategy: str | None) -> Answer:
     """The engine's answer as (status, payload, headers). Synchronous: file I/O and fsync."""
@@ -309,7 +266,7 @@ def verify(svc: mfa_core.MFAService, client: api_clients.APIClient, username: st
     except mfa_core.TooManyAttempts as exc:
         return _throttled(exc.retry_after, "Too many attempts for this user.")
     except (mfa_core.NotEnabled, mfa_core.NoBackupCodes):
-        wait = _no_factor(svc, username, client.actor)
+        wait = engine.count_no_factor(svc, username, client.actor)
         if wait:
             return _throttled(wait, "Too many attempts for this user.")
         return 200, NOT_OK, {}

@@ -9,9 +9,11 @@ many refusals fold into a few :class:`Verdict` s:
   locked account;
 - ``THROTTLED``: the user's (or the source's) throttle holds (``retry_after``);
   the API answers 429, RADIUS a plain Reject;
-- ``NO_FACTOR``: the name has no such factor (unknown, or no two-step): the
-  API counts it under a keyed hash of the name (its own throttle), RADIUS
-  rejects it like any refusal;
+- ``NO_FACTOR``: the name has no such factor (unknown, or no two-step):
+  counted under a keyed hash of the name (``count_no_factor``), the same
+  throttle and the same store write as a wrong code of a real user, so
+  neither the time nor a later "wait" tells that the name has none; past its
+  throttle the verdict is ``THROTTLED`` (the API answers 429, RADIUS a Reject);
 - ``UNAVAILABLE``: the store cannot be used (the caller fails closed: 503,
   or no RADIUS answer).
 
@@ -22,11 +24,16 @@ passes never work through a service.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import mfa_core
+from mfa_core.audit import AuditEvent
+from mfa_core.storage import IO_ERRORS
+from mfa_core.throttle import NAME_PREFIX
 
 _TOTP_SHAPE = re.compile(r"\d{6}")
 
@@ -75,7 +82,11 @@ def check_second_factor(svc: Any, username: str, code: str, *, actor: str, sourc
     except mfa_core.TooManyAttempts as exc:
         return Result(Verdict.THROTTLED, int(getattr(exc, "retry_after", 0) or 0), strategy)
     except (mfa_core.NotEnabled, mfa_core.NoBackupCodes):
-        return Result(Verdict.NO_FACTOR, strategy=strategy)
+        try:
+            wait = count_no_factor(svc, username, actor)
+        except mfa_core.StorageError:
+            return Result(Verdict.UNAVAILABLE, strategy=strategy)
+        return Result(Verdict.THROTTLED if wait else Verdict.NO_FACTOR, wait, strategy)
     except (mfa_core.MFAError, TypeError, ValueError):
         return Result(Verdict.REFUSED, strategy=strategy)
     return Result(Verdict.ACCEPTED, strategy=strategy)
@@ -92,3 +103,43 @@ def check_password(svc: Any, username: str, password: str, *, source: str | None
     except (mfa_core.MFAError, TypeError, ValueError):
         return Result(Verdict.REFUSED)
     return Result(Verdict.ACCEPTED, two_factor_enabled=bool(found.two_factor_enabled))
+
+
+def name_key(pepper: bytes, username: str) -> str:
+    """Where the throttle of a name without a second factor is kept (never the name itself)."""
+    digest = hmac.new(pepper, NAME_PREFIX.encode() + username.encode("utf-8"), hashlib.sha256)
+    return NAME_PREFIX + digest.hexdigest()[:32]
+
+
+def count_no_factor(svc: Any, username: str, actor: str) -> int:
+    """A name that has no such factor (unknown, or no two-step): the same throttle as a user's.
+
+    Counted in the store under a keyed hash of the name, like a wrong code
+    for a real user, so neither the answer nor a later "wait" (429) tells the
+    caller the name has no second factor. Returns the seconds to wait (0: answer
+    "not ok"). Raises StorageError.
+    """
+    try:
+        known = svc.directory is not None and svc.directory.get(username) is not None
+    except mfa_core.MFAError:
+        known = False
+    user, detail = (username, "no second factor") if known else (None, "unknown user")
+    policy = svc.policy
+    try:
+        with svc.store.keyed_transaction(name_key(svc.keyring.pepper, username)) as txn:
+            now = svc.clock()  # under the lock: see MFAService.attempt_password
+            rec = txn.record
+            failures, last = int(rec.get("failures", 0)), rec.get("last_failure_at")
+            if policy.locks_out(failures):
+                txn.log(AuditEvent(now, user, actor, "throttled", "refused", f"locked ({detail})").to_dict())
+                return 0
+            wait = policy.retry_after(failures, last, now)
+            if wait:
+                txn.log(AuditEvent(now, user, actor, "throttled", "refused",
+                                   f"wait {wait} s ({detail})").to_dict())
+                return wait
+            rec["failures"], rec["last_failure_at"] = failures + 1, now
+            txn.log(AuditEvent(now, user, actor, "second_factor_failed", "failure", detail).to_dict())
+    except IO_ERRORS as exc:
+        raise mfa_core.StorageError() from exc
+    return 0

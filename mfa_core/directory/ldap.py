@@ -31,7 +31,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
 from ..users import ADMIN_ROLE
-from .base import DirectoryAccount, DirectoryUnavailable
+from .base import DirectoryAccount, DirectoryUnavailable, normalize_dn
 from .config import LdapSettings
 
 log = logging.getLogger("mfa_core.directory")
@@ -280,6 +280,19 @@ class LdapBackend:
                              paged_size=min(limit, 500))
         return sorted((self._account(e) for e in found[:limit]), key=lambda a: a.username)
 
+    def admins(self, limit: int = 1000) -> list[DirectoryAccount]:
+        """The members of the admin group (at any depth with nested groups), at most ``limit``;
+        none without an admin group."""
+        group = self.settings.admin_group
+        if not group:
+            return []
+        rule = f":{AD_NESTED_MEMBER}:" if self.settings.preset.nested_groups else ""
+        flt = f"(&{self.settings.filter}(memberOf{rule}={escape_filter_chars(group)}))"
+        found = self._search(self.settings.base_dn, flt, self.settings.preset.attributes,
+                             size_limit=limit, paged_size=min(limit, 500))[:limit]
+        members = {normalize_dn(e["dn"]) for e in found}  # all of them, by the filter: no search each
+        return sorted((self._account(e, members) for e in found), key=lambda a: a.username)
+
     def authenticate(self, dn: str, password: str) -> bool:
         """True when ``password`` binds as ``dn``. Raises DirectoryUnavailable when no server answers."""
         if not password or not dn:
@@ -439,15 +452,6 @@ class LdapBackend:
         with self._lock:
             self._policies[key] = (now, duration)
         return duration
-
-
-def normalize_dn(dn: str) -> str:
-    """A DN compared case- and space-insensitively (enough for group DNs the portal is given)."""
-    parts = []
-    for rdn in dn.split(","):
-        attr, _, value = rdn.partition("=")
-        parts.append(f"{attr.strip().lower()}={value.strip().lower()}")
-    return ",".join(parts)
 
 
 class _Pool:

@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -36,34 +37,80 @@ def _loopback(address: str) -> bool:
         return False
 
 
-def serve(ctx: Any) -> int:
-    from . import server  # pyrad: only when serving
-
-    demo = (ctx.environ.get("MFA_PORTAL_DEMO") or "1").strip().lower() not in ("0", "false", "no", "off")
-    if demo and not _loopback(ctx.args.address):
-        # As for the portal (make run): demo mode is never served to other machines.
-        raise ValueError(f"address {ctx.args.address} serves other machines: turn demo mode off "
-                         "(MFA_PORTAL_DEMO=0) first")
-    if not 1 <= ctx.args.port <= 65535:
-        raise ValueError("The port is 1 to 65535.")
-
-    handler = logging.StreamHandler(ctx.stderr or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+def _log_to(stream: Any) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    # The pid tells the supervisor's lines from each worker's.
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s[%(process)d]: %(message)s"))
     for name in ("mfa_services", "mfa_core"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+
+
+def serve(ctx: Any) -> int:
+    """The supervisor (``workers``): binds the port, starts ``--processes`` workers, watches them."""
+    from . import server, workers
+
+    a = ctx.args
+    if a.worker_socket:
+        return _serve_worker(ctx)
+    demo = (ctx.environ.get("MFA_PORTAL_DEMO") or "1").strip().lower() not in ("0", "false", "no", "off")
+    if demo and not _loopback(a.address):
+        # As for the portal (make run): demo mode is never served to other machines.
+        raise ValueError(f"address {a.address} serves other machines: turn demo mode off "
+                         "(MFA_PORTAL_DEMO=0) first")
+    if not 1 <= a.port <= 65535:
+        raise ValueError("The port is 1 to 65535.")
+    processes = a.processes if a.processes is not None else workers.DEFAULT_PROCESSES
+    if not 1 <= processes <= workers.MAX_PROCESSES:
+        raise ValueError(f"--processes is 1 to {workers.MAX_PROCESSES}.")
+    threads = a.threads if a.threads else server.threads_from_env(ctx.environ)
+
+    socks = workers.bind(a.address, a.port, processes, share=bool(a.reuse_port))
+    try:
+        _log_to(ctx.stderr)
+        # Opened here once, so that a store or key problem is one line before any worker starts.
+        svc = ctx.service()
+        if not radius_clients.open_radius_registry(svc).clients():
+            logging.getLogger("mfa_services.radius").warning(
+                "no RADIUS clients yet: every request is dropped until one is added "
+                "('radius clients add NAME --address CIDR')")
+        ctx.close()  # each worker opens its own (a database pool is not shared across processes)
+        port = socks[0].getsockname()[1]
+        supervisor = workers.Supervisor(
+            socks, workers.worker_command(address=a.address, port=port, threads=threads,
+                                          data_dir=ctx.data_dir, parent=os.getpid()),
+            workers.worker_environ(ctx.given_environ), stderr=_fd_or_none(ctx.stderr))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return workers.supervise(supervisor)
+
+
+def _serve_worker(ctx: Any) -> int:
+    """One worker: the socket its supervisor bound, the store opened here, check threads."""
+    from . import server, workers
+
+    a = ctx.args
+    fd, ready, parent = workers.parse_worker_socket(a.worker_socket)
+    sock = workers.inherited_socket(fd)
+    _log_to(ctx.stderr)
     svc = ctx.service()
     # Re-read at most once a second: an added, removed or rotated client counts within 1 s.
     registry = radius_clients.open_radius_registry(svc, max_age=server.REGISTRY_MAX_AGE)
-    if not registry.clients():
-        logging.getLogger("mfa_services.radius").warning(
-            "no RADIUS clients yet: every request is dropped until one is added "
-            "('radius clients add NAME --address CIDR')")
-    a = ctx.args
     threads = a.threads if a.threads else server.threads_from_env(ctx.environ)
-    return server.serve(svc, registry, a.address, a.port, threads=threads,
-                        reuse_port=bool(getattr(a, "reuse_port", False)))
+    return server.serve(svc, registry, a.address, a.port, threads=threads, sock=sock,
+                        ready=lambda: workers.tell_ready(ready), parent=parent)
+
+
+def _fd_or_none(stream: Any) -> Any:
+    """Where the workers write their log: the supervisor's stderr when it is a real file."""
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return stream
 
 
 def clients_add(ctx: Any) -> int:

@@ -9,8 +9,10 @@ will hear the first answer, or ask again), one that arrives after gets the
 same bytes again. A request that got no answer (the store could not be
 used) is forgotten, so that its retransmission is checked afresh.
 
-The cache lives in the server process's memory: a retransmission reaches
-the same server (a NAS fails over only after its retries).
+The cache lives in one worker process's memory: a retransmission reaches
+the same worker (the supervisor keeps every socket of the port open, so
+Linux's choice of socket by source address and port never changes; see
+``workers``), and the same host (a NAS fails over only after its retries).
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 
 One receiving thread reads the datagrams; a pool of check threads does
 everything else (an engine call spends most of its time in fsync or the
-database), so a slow check never holds up the next packet. For each packet:
+database), so a slow check never holds up the next packet. The datagrams wait
+for a check thread in one queue per source address, and the threads take the
+sources in turn (``FairQueue``): a NAS that floods the server (wrong names,
+say) waits behind its own requests, while another NAS's are checked at once.
+For each packet:
 
 1. the client is the registry entry whose network holds the source address
    (most specific first); none → dropped without an answer, counted;
@@ -24,8 +28,8 @@ when the server stops and every ``STATS_INTERVAL`` seconds while drops happen.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import logging
+import os
 import select
 import socket
 import threading
@@ -55,6 +59,7 @@ STATS_INTERVAL = 60.0
 # code after nobody listens. Only when the checks cannot keep up (or the store hangs).
 QUEUE_DEADLINE = 3.0
 MAX_PENDING = 10_000    # datagrams waiting for a check thread; more are dropped on arrival (a flood)
+MAX_PENDING_SOURCE = 2_000  # of those from one source address (a NAS): its flood never fills the queue
 REGISTRY_MAX_AGE = 1.0  # seconds the client registry is reused between reads (one read a packet costs ~0.2 ms)
 MAX_CALLING_STATION = 64
 
@@ -70,7 +75,8 @@ class RadiusServer:
     def __init__(self, svc: Any, registry: Any, address: str = DEFAULT_ADDRESS,
                  port: int = DEFAULT_PORT, *, threads: int = CHECK_THREADS,
                  clock: Callable[[], float] | None = None,
-                 dedupe: DedupeCache | None = None, reuse_port: bool = False) -> None:
+                 dedupe: DedupeCache | None = None, reuse_port: bool = False,
+                 sock: socket.socket | None = None, parent: int | None = None) -> None:
         self.svc, self.registry = svc, registry
         self.clock = clock or svc.clock
         self.dictionary = Dictionary(str(DICTIONARY))
@@ -78,9 +84,14 @@ class RadiusServer:
         self.counts: collections.Counter[str] = collections.Counter()
         self._counts_lock = threading.Lock()
         self._warned: dict[tuple, float] = {}
-        self._pending = 0  # datagrams handed to the check threads and not yet handled
+        self._queue = FairQueue(MAX_PENDING_SOURCE, MAX_PENDING)
+        self._threads = threads
         self._stop = threading.Event()
-        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="radius-check")
+        self.parent = parent  # a worker's supervisor (workers.py): gone → this worker stops
+        if sock is not None:  # a worker: the supervisor bound it (workers.bind)
+            self.sock = sock
+            self.address = sock.getsockname()
+            return
         info = socket.getaddrinfo(address, port, type=socket.SOCK_DGRAM)[0]
         self.sock = socket.socket(info[0], socket.SOCK_DGRAM)
         try:
@@ -98,29 +109,39 @@ class RadiusServer:
     # -- the loop ------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        log.info("RADIUS server listening on %s port %d (UDP)", self.address[0], self.address[1])
+        if self.parent is None:
+            log.info("RADIUS server listening on %s port %d (UDP)", self.address[0], self.address[1])
+        else:
+            log.info("RADIUS worker ready (pid %d)", os.getpid())
         last_stats = time.monotonic()
+        checkers = [threading.Thread(target=self._check_loop, name=f"radius-check-{n}", daemon=True)
+                    for n in range(self._threads)]
+        for each in checkers:
+            each.start()
         try:
             while not self._stop.is_set():
+                if self.parent is not None and os.getppid() != self.parent:
+                    log.warning("the RADIUS supervisor (pid %d) is gone: this worker stops",
+                                self.parent)
+                    break
                 ready, _, _ = select.select([self.sock], [], [], 0.5)
                 if ready:
                     try:
                         data, peer = self.sock.recvfrom(8192)
                     except OSError:
                         continue
-                    with self._counts_lock:
-                        full = self._pending >= MAX_PENDING
-                        if full:
-                            self.counts["dropped_overload"] += 1
-                        else:
-                            self._pending += 1
-                    if not full:
-                        self._pool.submit(self._handle_queued, data, peer, time.monotonic())
+                    full = self._queue.put(peer[0], (data, peer, time.monotonic()))
+                    if full:
+                        self._count(f"dropped_{full}")
+                        self._warn(("overload", peer[0]), "dropped RADIUS requests from %s: too "
+                                   "many wait for a check (%s)", peer[0], full)
                 if time.monotonic() - last_stats >= STATS_INTERVAL:
                     last_stats = time.monotonic()
                     self._log_stats()
         finally:
-            self._pool.shutdown(wait=True)
+            self._queue.close()  # the threads answer what waits, then stop
+            for each in checkers:
+                each.join()
             self.sock.close()
             self._log_stats()
 
@@ -150,12 +171,12 @@ class RadiusServer:
 
     # -- one packet ------------------------------------------------------------
 
-    def _handle_queued(self, data: bytes, peer: tuple, received: float) -> None:
-        try:
-            self.handle(data, peer, received)
-        finally:
-            with self._counts_lock:
-                self._pending -= 1
+    def _check_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            self.handle(*item)
 
     def handle(self, data: bytes, peer: tuple, received: float | None = None) -> None:
         """Answer one datagram (or not). Never raises: a check thread must not die."""
@@ -284,19 +305,86 @@ class RadiusServer:
             log.warning("a refused RADIUS request could not be audited")
 
 
+class FairQueue:
+    """Datagrams waiting for a check thread: one queue per source, the sources served in turn.
+
+    ``put`` refuses (returns the counter's name) when the source already has
+    ``per_source`` waiting or everything ``total``; ``get`` blocks until an
+    item waits and returns None once closed and empty.
+    """
+
+    def __init__(self, per_source: int, total: int) -> None:
+        self.per_source, self.total = per_source, total
+        self._queues: dict[Any, collections.deque] = {}
+        self._turns: collections.deque = collections.deque()  # sources with items, in turn order
+        self._size = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, source: Any, item: Any) -> str | None:
+        with self._cond:
+            if self._size >= self.total:
+                return "overload"
+            queue = self._queues.get(source)
+            if queue is None:
+                queue = self._queues[source] = collections.deque()
+                self._turns.append(source)
+            elif len(queue) >= self.per_source:
+                return "source_overload"
+            queue.append(item)
+            self._size += 1
+            self._cond.notify()
+            return None
+
+    def get(self) -> Any:
+        with self._cond:
+            while not self._turns:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            source = self._turns.popleft()
+            queue = self._queues[source]
+            item = queue.popleft()
+            self._size -= 1
+            if queue:
+                self._turns.append(source)  # its next item after every other source's
+            else:
+                del self._queues[source]
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return self._size
+
+
 def serve(svc: Any, registry: Any, address: str = DEFAULT_ADDRESS, port: int = DEFAULT_PORT,
-          *, threads: int = CHECK_THREADS, reuse_port: bool = False) -> int:
-    """Run until SIGTERM or SIGINT (systemd-friendly: logs to stderr, exits 0)."""
+          *, threads: int = CHECK_THREADS, reuse_port: bool = False,
+          sock: socket.socket | None = None, ready: Callable[[], None] | None = None,
+          parent: int | None = None) -> int:
+    """Run until SIGTERM or SIGINT (systemd-friendly: logs to stderr, exits 0).
+
+    A worker (``workers.py``) is given its supervisor's ``sock``, calls
+    ``ready`` once it can answer, and stops when its ``parent`` is gone.
+    """
     import signal
 
-    server = RadiusServer(svc, registry, address, port, threads=threads, reuse_port=reuse_port)
+    server = RadiusServer(svc, registry, address, port, threads=threads, reuse_port=reuse_port,
+                          sock=sock, parent=parent)
 
     def stop(signum, frame):  # noqa: ARG001
-        log.info("RADIUS server stopping (signal %d)", signum)
+        if parent is None:
+            log.info("RADIUS server stopping (signal %d)", signum)
         server.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if ready is not None:
+        ready()
     server.serve_forever()
     return 0
 
@@ -309,4 +397,4 @@ def threads_from_env(environ) -> int:
     return max(1, min(value, 64))
 
 
-__all__ = ["RadiusServer", "serve", "DEFAULT_ADDRESS", "DEFAULT_PORT"]
+__all__ = ["FairQueue", "RadiusServer", "serve", "DEFAULT_ADDRESS", "DEFAULT_PORT"]

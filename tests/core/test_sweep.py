@@ -156,7 +156,7 @@ def _api_name_record(svc, key, failures, last):
 
 def test_the_apis_records_of_made_up_names_go_once_idle_for_a_day_unless_locked(svc, clock):
     """Issue 20 F17: every made-up name sent to the verification API leaves an ``api-name:``
-    throttle record (mfa_services.api._no_factor); the sweep never removed them. Now one goes once it
+    throttle record (mfa_services.engine.count_no_factor); the sweep never removed them. Now one goes once it
     holds nothing a check uses: no wait left and no failure for NAME_RECORD_TTL. A locked one,
     one still within the day, and anything else under the prefix stay."""
     from mfa_core.throttle import NAME_PREFIX, NAME_RECORD_TTL

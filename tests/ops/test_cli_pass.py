@@ -82,3 +82,36 @@ def test_revoke(cli, directory, svc):
     assert again.returncode == 2
     one_line_error(again)
     assert cli("mfa", "pass", "revoke", "alice").returncode == 2
+
+
+def test_status_and_list_show_an_active_pass_and_until_when_never_the_pass(cli, directory, svc):
+    import json
+    import time
+    before = time.time()
+    shown = cli("mfa", "pass", "issue", "alice", "--valid", "1h", "--reason", "lost phone",
+                "--uses", "2").stdout.splitlines()[-1]
+    status = json.loads(cli("mfa", "status", "alice", "--json").stdout)
+    assert status["temporary_pass_active"] is True and status["temporary_pass_uses"] == 2
+    assert before + 3600 <= status["temporary_pass_until"] <= time.time() + 3600
+    listed = {u["username"]: u for u in json.loads(cli("mfa", "list", "--json").stdout)}
+    assert listed["alice"]["temporary_pass_until"] == status["temporary_pass_until"]
+    assert listed["bob"]["temporary_pass_active"] is False and listed["bob"]["temporary_pass_until"] is None
+    table = cli("mfa", "list").stdout
+    header, *lines = table.splitlines()
+    rows = {line.split()[0]: line for line in lines}
+    column = header.index("TEMPORARY PASS")
+    until = svc.status("alice").temporary_pass_until
+    from mfa_core.cli import format_time
+    assert rows["alice"][column:].startswith(f"until {format_time(until)}")
+    assert rows["bob"][column:].startswith("- ")
+    text = cli("mfa", "status", "alice").stdout
+    assert f"until {format_time(until)} (2 sign-ins left)" in text
+    normalized = shown.replace("-", "")
+    for out in (table, text, json.dumps(status), json.dumps(listed)):
+        assert shown not in out and normalized not in out
+
+    assert cli("mfa", "pass", "revoke", "alice", "--reason", "found the phone").returncode == 0
+    status = json.loads(cli("mfa", "status", "alice", "--json").stdout)
+    assert (status["temporary_pass_active"], status["temporary_pass_until"]) == (False, None)
+    rows = {line.split()[0]: line for line in cli("mfa", "list").stdout.splitlines()[1:]}
+    assert "until" not in rows["alice"]

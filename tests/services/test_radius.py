@@ -167,15 +167,31 @@ def radclient(radius: Radius, lines: list[str], *, secret: str | None = None, co
     return done.stdout + done.stderr
 
 
-def healthy(radius: Radius, secret: str, within: float = 15.0) -> bool:
-    """Whether a Status-Server signed with ``secret`` is answered within ``within`` seconds."""
+def healthy(radius: Radius, secret: str, within: float = 15.0, sockets: int = 16) -> bool:
+    """Whether Status-Servers signed with ``secret`` are answered by every worker within ``within`` s.
+
+    Each worker reads the client registry again on its own (within a second of a
+    change): a round of ``sockets`` NAS sockets, which the kernel spreads over
+    the workers by source port, must all be answered.
+    """
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        out = radclient(radius, ["Message-Authenticator = 0x00"], secret=secret, command="status",
-                        timeout=1)
-        if answers(out) == ["Access-Accept"]:
-            return True
+        nases = [Peer(radius.port) for _ in range(sockets)]
+        try:
+            if all(nas.ask(status_request(secret), timeout=1) is not None for nas in nases):
+                return True
+        finally:
+            for nas in nases:
+                nas.close()
     return False
+
+
+def status_request(secret: str) -> packet.AuthPacket:
+    pkt = packet.AuthPacket(code=packet.StatusServer, secret=secret.encode(), dict=DICT,
+                            message_authenticator=True)
+    pkt.authenticator = pkt.CreateAuthenticator()
+    pkt.id = pkt.CreateID()
+    return pkt
 
 
 def answers(output: str) -> list[str]:
@@ -616,7 +632,6 @@ def test_drops_are_counted_and_a_request_that_waited_too_long_is_not_checked(tmp
         assert not [e for e in svc.audit("lena") if e.event.startswith("second_factor")]
     finally:
         srv.sock.close()
-        srv._pool.shutdown()
 
 
 def test_two_servers_share_one_port_and_a_code_still_counts_once(radius, peer, tmp_path):
@@ -637,3 +652,86 @@ def test_two_servers_share_one_port_and_a_code_still_counts_once(radius, peer, t
         assert answers_ == [packet.AccessAccept, packet.AccessReject] * 6
     finally:
         assert stop(a) == 0 and stop(b) == 0
+
+
+# -- floods: names with no second factor, one NAS's queue ---------------------------------
+
+def test_a_name_without_a_second_factor_is_counted_and_throttled_like_a_users_codes(radius, peer):
+    """As for the API: the same store write as a wrong code (the time tells nothing), the same waits."""
+    radius.svc.directory.add("nofa", PASSWORD)  # a user without two-step
+    nas, vpn = peer(), radius.secrets["vpn"]
+    before = len([e for e in radius.svc.audit() if e.detail.endswith("(unknown user)")])
+    for name in ("ghosty", "nofa"):
+        got = [nas.ask(request(vpn, name, f"{n:06d}")).code for n in range(7)]
+        assert got == [packet.AccessReject] * 7
+    failed = [e for e in radius.svc.audit() if e.event == "second_factor_failed"
+              and e.actor == "radius/vpn" and e.detail in ("unknown user", "no second factor")]
+    assert [(e.user, e.detail) for e in failed][-10:] == \
+        [(None, "unknown user")] * 5 + [("nofa", "no second factor")] * 5
+    throttled = [e for e in radius.svc.audit() if e.event == "throttled" and e.actor == "radius/vpn"]
+    assert len([e for e in throttled if e.detail.endswith("(unknown user)")]) - before == 2
+    assert [e.detail.startswith("wait ") for e in throttled if e.user == "nofa"] == [True, True]
+    assert "ghosty" not in str([e.to_dict() for e in radius.svc.audit()])  # never the typed name
+
+
+def test_the_check_threads_take_the_sources_in_turn():
+    """A NAS with a thousand requests waiting does not hold up another's next one."""
+    from mfa_services.radius.server import FairQueue
+    queue = FairQueue(per_source=1000, total=1500)
+    for n in range(1000):
+        assert queue.put("10.0.0.1", ("flood", n)) is None
+    assert queue.put("10.0.0.1", ("flood", 1000)) == "source_overload"
+    assert queue.put("10.0.0.2", ("vpn", 0)) is None
+    assert queue.put("10.0.0.2", ("vpn", 1)) is None
+    assert [queue.get() for _ in range(4)] == [("flood", 0), ("vpn", 0), ("flood", 1), ("vpn", 1)]
+    for n in range(500):
+        assert queue.put(f"10.1.{n // 250}.{n % 250}", ("many", n)) is None
+    assert len(queue) == 1498 and queue.put("10.0.0.3", "x") is None
+    assert queue.put("10.0.0.4", "y") is None
+    assert queue.put("10.0.0.5", "z") == "overload"  # everything together is bounded too
+    queue.close()
+    drained = []
+    while (item := queue.get()) is not None:
+        drained.append(item)
+    assert len(drained) == 1500 and queue.get() is None
+
+
+def test_a_flooding_nas_does_not_hold_up_another_nas(tmp_path):
+    """In-process, one check thread held on the first datagram until all 52 wait: then the
+    two of the second NAS are taken second and fourth, not after the flood's 49 others."""
+    import threading
+    from mfa_services.radius import server as radius_server
+    svc = mfa_core.open_service(tmp_path / "data", environ={})
+    registry = radius_clients.open_radius_registry(svc)
+    srv = radius_server.RadiusServer(svc, registry, "127.0.0.1", 0, threads=1)
+    order: list[str] = []
+    release = threading.Event()
+
+    def handle(data, peer, received=None):
+        order.append(peer[0])
+        release.wait(WAIT)
+    srv.handle = handle
+    flood, other = Peer(srv.address[1], "127.0.0.1"), Peer(srv.address[1], "127.0.0.2")
+    runner = threading.Thread(target=srv.serve_forever)
+    try:
+        for n in range(50):
+            flood.send(b"flood %d" % n)
+        runner.start()
+        deadline = time.monotonic() + WAIT
+        while not order and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling: the check thread took the first datagram
+        other.send(b"one")
+        other.send(b"two")
+        while len(srv._queue) < 51 and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling: the receiving thread queued the rest
+        release.set()
+        while len(order) < 52 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert order[:5] == ["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"]
+        assert len(order) == 52
+    finally:
+        release.set()
+        srv.stop()
+        runner.join(30)
+        flood.close()
+        other.close()

@@ -22,8 +22,10 @@ import mfa_core
 from mfa_core import radius_clients
 
 from .. import pg
-from .test_radius import (PASSWORD, Peer, cheap_passwords, need_radclient, request,  # noqa: F401
-                          start_server, stop)
+from . import test_radius as base
+from .test_radius import PASSWORD, Peer, need_radclient, request, start_server, stop
+
+cheap_passwords = base.cheap_passwords  # test_radius's fixture, one of this module's own
 
 pyrad = pytest.importorskip("pyrad")
 from pyrad import packet  # noqa: E402
