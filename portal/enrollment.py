@@ -22,7 +22,7 @@ import mfa_core
 from mfa_core.authenticators import DEFAULT_LABEL, MAX_LABEL, clean_label, unique_label
 from mfa_core.backup_codes import same_code
 
-from . import backup_view, config, cookies, session
+from . import backup_view, config, cookies, policy_gate, session
 from .code_field import code_form
 from .display import plain
 from .navigation import MANAGE_PAGE, page_link
@@ -50,6 +50,7 @@ REPLACED = "replaced"        # another session started a new enrollment meanwhil
 VERIFY_FIRST = "verify_first"  # a new set-up waits for reverification
 CODES_SHOWN = "codes_shown"  # step backupcodes, come back to later: the codes are not shown again
 
+SUCCESS_TEXT = "You have successfully added TOTP MFA via an authentication application."
 REPLACED_TEXT = ("This set-up was restarted in another window or browser, so this QR code no "
                  "longer works. Press Reset to get a new QR code here.")
 
@@ -277,7 +278,15 @@ def skip_codes() -> None:
 
 def render(user) -> None:
     """The Add TOTP page, for a user the guard let in."""
+    if not policy_gate.allows("totp"):  # the organization's rule: passkeys only, say
+        st.title("Add TOTP MFA", anchor=False)
+        st.info("Your organization does not allow authentication apps for your account. Add a "
+                "passkey on Manage MFA instead.")
+        page_link(MANAGE_PAGE, "Manage MFA", ":material/arrow_back:")
+        return
     state, resource = page_state(user.username)
+    if state == "success" and policy_gate.set_up_done(SUCCESS_TEXT):
+        return  # sent here by the rule: home
     if state == VERIFY_FIRST:
         st.title("Add TOTP MFA", anchor=False)
         st.write("Verify it's you before you set up an authentication app.")
@@ -303,7 +312,7 @@ def render(user) -> None:
         _render_codes_shown()
     else:  # success
         st.title("Success!", anchor=False)
-        st.write("You have successfully added TOTP MFA via an authentication application.")
+        st.write(SUCCESS_TEXT)
         if not st.session_state.get(FIRST):
             st.write("It signs in beside your other authenticators; your backup codes are "
                      "unchanged.")

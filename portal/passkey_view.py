@@ -152,6 +152,11 @@ def _created(response: str) -> None:
     st.session_state[NAME] = label
 
 
+def naming() -> bool:
+    """A created passkey waits for its name (Save passkey not pressed yet)."""
+    return bool(st.session_state.get(NEW))
+
+
 def forget_new() -> None:
     st.session_state.pop(NEW, None)
     st.session_state.pop(NAME, None)
