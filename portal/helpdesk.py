@@ -46,6 +46,8 @@ VALIDITIES = {"10 minutes": 600, "30 minutes": 1800, "1 hour": 3600, "2 hours": 
 NOT_ADMIN = "Only helpdesk admins can do this."
 NEEDS_MFA = ("The Helpdesk needs two-step verification on your own account. Add an "
              "authentication app on Manage MFA, then come back.")
+NEEDS_ALLOWED = ("The Helpdesk needs an authenticator your organization's rule allows for your "
+                 "own account. Add one on Manage MFA, then come back.")
 NOT_YOURSELF = ("You cannot reset your own MFA or clear your own lockout here: use Manage MFA, "
                 "or ask another admin.")
 DAMAGED = "Record damaged"
@@ -155,11 +157,12 @@ def _required_reason(doing: str) -> str | None:
     return reason or None
 
 
-def _refusal(actor: str, target: str) -> str | None:
-    """Why ``actor`` may not act on ``target`` now, or None.
+def admin_refusal(actor: str) -> str | None:
+    """Why ``actor`` may not use the Helpdesk now, or None.
 
-    Callbacks run before the page's guard: check again who clicks, their
-    role and their own second factor now, and that the target is someone else.
+    Callbacks run before the page's guard: check again who clicks, their role,
+    their own second factor now, and that it is one their organization's rule
+    allows (an admin held by the rule is held here too).
     """
     if session.current_username() != actor or not session.second_factor_passed():
         return NOT_ADMIN
@@ -167,13 +170,23 @@ def _refusal(actor: str, target: str) -> str | None:
     if user is None or not user.is_admin:
         return NOT_ADMIN
     try:
-        if not config.service().status(actor).two_factor_enabled:
+        svc = config.service()
+        if not svc.status(actor).two_factor_enabled:
             return NEEDS_MFA
+        if svc.requirement(actor).state in ("grace", "overdue", "disallowed"):
+            return NEEDS_ALLOWED
     except mfa_core.MFAError as err:
         return str(err)
-    if target == actor:
-        return NOT_YOURSELF
     return None
+
+
+def _refusal(actor: str, target: str) -> str | None:
+    """Why ``actor`` may not act on ``target`` now, or None: ``admin_refusal``, and the target
+    is someone else."""
+    refusal = admin_refusal(actor)
+    if refusal is None and target == actor:
+        return NOT_YOURSELF
+    return refusal
 
 
 def _may_ask(key: str | None, actor: str, target: str) -> bool:
@@ -394,15 +407,35 @@ def clear_lockout(actor: str, target: str) -> None:
         f"Failed attempts and lockout of {plain(target)} were cleared.")
 
 
+SECTIONS = ("Users", "Policy", "Coverage")
+SECTION = "helpdesk_section"
+
+
 def render(admin: User) -> None:
-    """The whole page below the guard, for the signed-in helpdesk admin ``admin``."""
-    svc = config.service()
+    """The whole page below the guard, for the signed-in helpdesk admin ``admin``: three tabs,
+    of which only the open one runs (Coverage reads the whole store's counts)."""
     st.title("Helpdesk", anchor=False)
     if not session.status().two_factor_enabled:
         st.warning(NEEDS_MFA)
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
         return
+    from . import coverage_view, policy_admin  # they import this module's checks
 
+    users_tab, policy_tab, coverage_tab = st.tabs(SECTIONS, key=SECTION, on_change="rerun")
+    if policy_tab.open:
+        with policy_tab:
+            policy_admin.render(admin)
+    elif coverage_tab.open:
+        with coverage_tab:
+            coverage_view.render(admin)
+    else:
+        with users_tab:
+            _users(admin)
+
+
+def _users(admin: User) -> None:
+    """The Users tab: search, the table, one user's panel."""
+    svc = config.service()
     query = st.text_input("Search users", key="helpdesk_search",
                           placeholder="Username, name or e-mail")
     directory = users.index(config.portal())
