@@ -182,7 +182,7 @@ def render(admin: User) -> None:
                "rule for a target replaces that target's earlier rule. Someone under several "
                "rules gets the earliest date and only the authenticators all of them allow.")
     try:
-        policy = svc.policy()
+        policy = svc.two_step_policy()
     except mfa_core.MFAError as err:
         st.error(str(err))
         return
