@@ -88,12 +88,19 @@ def suggested_label(user_agent: str | None, taken: list[str]) -> str:
     return unique_label(taken, base)
 
 
+def _where() -> dict[str, str | None]:
+    """Where this set-up comes from: the engine lets a user past their rule's deadline set up
+    only from a familiar place or in a temporary pass's session (issue 23)."""
+    return {"source": session.client_source(), "session_id": session.token()}
+
+
 def start() -> mfa_core.TOTPResource:
     """Add (a sensitive action): a new pending enrollment, step ``add``."""
     svc = config.service()
     user = session.callback_user()
     taken = [a.label for a in svc.status(user).authenticators]
-    resource = svc.create_totp(user, label=suggested_label(cookies.user_agent(), taken))
+    resource = svc.create_totp(user, label=suggested_label(cookies.user_agent(), taken),
+                               **_where())
     _forget()
     st.session_state[STEP] = "add"
     return _own(resource)
@@ -114,9 +121,9 @@ def reset() -> None:
     user = session.callback_user()
     label = (st.session_state.get(NAME) or "").strip() or DEFAULT_LABEL
     try:
-        resource = svc.create_totp(user, label=label)
+        resource = svc.create_totp(user, label=label, **_where())
     except mfa_core.InvalidLabel:
-        resource = svc.create_totp(user)
+        resource = svc.create_totp(user, **_where())
     _own(resource)
     for key in (ERROR, QR, SHOW_URI, NAME):
         st.session_state.pop(key, None)

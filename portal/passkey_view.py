@@ -73,7 +73,8 @@ def start(slot: str) -> None:
         # Only an answer from this page's own origin is accepted (not another port of the host).
         origin = pc.page_origin()
         if slot == ADD:
-            options, mode = svc.begin_passkey_registration(user, session=token, origin=origin), pc.CREATE
+            options, mode = svc.begin_passkey_registration(user, session=token, origin=origin,
+                                                           source=session.client_source()), pc.CREATE
         else:
             options, mode = svc.begin_passkey_sign_in(user, session=token, origin=origin), pc.GET
     except mfa_core.MFAError as err:
