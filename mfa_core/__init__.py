@@ -27,3 +27,9 @@ from .errors import (PasskeyAlreadyRegistered, PasskeyChallengeExpired, PasskeyR
 
 __all__ += ["PasskeyAlreadyRegistered", "PasskeyChallengeExpired", "PasskeyRefused",
             "PasskeySettingsError", "SignCountRegressed"]
+
+# The two-step policy (who must use two-step, by when, with which factors): mfa_core.policy.
+from .errors import FactorNotAllowed, PolicyDamaged, PolicyRefused  # noqa: E402
+from .policy import FACTORS, Policy, Requirement, Rule  # noqa: E402
+
+__all__ += ["FACTORS", "FactorNotAllowed", "Policy", "PolicyDamaged", "PolicyRefused", "Requirement", "Rule"]

@@ -1,4 +1,5 @@
-"""The operator's command line: users, helpdesk actions, the audit trail, key rotation, API clients, PAM.
+"""The operator's command line: users, helpdesk actions, the audit trail, key rotation, API clients, PAM,
+the two-step policy.
 
 ``python -m mfa_core --help`` or the ``mfa-portal`` console script. Exit
 status: 0 done, 2 bad input or a refused action (one line on stderr, nothing
@@ -716,6 +717,45 @@ def cmd_clients_rate(ctx: Context) -> int:
     return 0
 
 
+def _show_rule(rule) -> str:
+    return f"{rule.target}: {rule.describe()} (set {format_time(rule.created_at)})"
+
+
+def cmd_policy_set(ctx: Context) -> int:
+    a = ctx.args
+    from .policy import make_rule
+    make_rule(a.require, grace_days=a.grace_days, deadline=a.deadline, allow=a.allow)  # input first
+    policy = ctx.service().set_policy_rule(target=a.require, grace_days=a.grace_days,
+                                           deadline=a.deadline, allow=a.allow, actor=ctx.actor())
+    from .policy import parse_target
+    ctx.out.write(f"Set {_show_rule(policy.rule(parse_target(a.require)))}.\n")
+    return 0
+
+
+def cmd_policy_show(ctx: Context) -> int:
+    policy = ctx.service().two_step_policy()
+    if ctx.args.json:
+        json.dump(policy.to_dict(), ctx.out, indent=2)
+        ctx.out.write("\n")
+        return 0
+    if not policy.rules:
+        ctx.out.write("No two-step policy: two-step verification is voluntary.\n")
+        return 0
+    for rule in policy.rules:
+        ctx.out.write(_show_rule(rule) + "\n")
+    ctx.out.write(f"Changed {format_time(policy.changed_at)} by {policy.changed_by or '-'}.\n")
+    return 0
+
+
+def cmd_policy_clear(ctx: Context) -> int:
+    before = ctx.service().two_step_policy()
+    ctx.service().clear_policy(actor=ctx.actor())
+    count = len(before.rules)
+    ctx.out.write(f"Removed {count} rule{'s' if count != 1 else ''}: two-step verification is "
+                  "voluntary again.\n")
+    return 0
+
+
 def cmd_radius(ctx: Context) -> int:
     """``radius``: serve RADIUS; ``radius clients ...``: its clients (mfa_services.radius)."""
     from mfa_services.radius import commands  # lazily: mfa_core never imports it at load
@@ -998,6 +1038,7 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pam)
 
     _radius_parser(groups, common, actor, as_json)
+    _policy_parser(groups, common, actor, as_json)
     return parser
 
 
@@ -1041,6 +1082,38 @@ def _radius_parser(groups, common, actor, as_json) -> None:
                                  "(last line); the old one stops working at once.")
     p.add_argument("name")
     p.set_defaults(func=cmd_radius, radius_action="clients_rotate")
+
+
+def _policy_parser(groups, common, actor, as_json):
+    """``policy set|show|clear``; returns the subparsers (``policy remind`` is added beside)."""
+    policy = groups.add_parser("policy", help="the two-step policy: who must use it, by when, how",
+                               description="Who must use two-step verification, by when (a "
+                                           "deadline or a grace period per user) and with which "
+                                           "factors. Kept in the store: every replica sees it.")
+    ps = policy.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    p = ps.add_parser("set", parents=[common, actor], help="set the rule for one target",
+                      description="Set the rule for everyone, a role or a directory group; "
+                                  "that target's earlier rule is replaced, the others stay. "
+                                  "Refused (exit 2, nothing changed) when it would lock out the "
+                                  "admins. Audited with the old and new rule.")
+    p.add_argument("--require", required=True, metavar="TARGET",
+                   help="everyone, role:NAME (users.yaml roles; role:admin) or group:DN "
+                        "(a company-directory group)")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--grace-days", type=int, metavar="N",
+                      help="days from when the rule first applies to each user (a new hire "
+                           "gets the same days)")
+    when.add_argument("--deadline", metavar="YYYY-MM-DD", help="due at 00:00 UTC that day")
+    p.add_argument("--allow", metavar="FACTOR,...",
+                   help="allowed factors among totp, passkey, backup_code (default: all three)")
+    p.set_defaults(func=cmd_policy_set)
+    p = ps.add_parser("show", parents=[common, as_json], help="show the rules",
+                      description="The rules in force, one a line (or JSON).")
+    p.set_defaults(func=cmd_policy_show)
+    p = ps.add_parser("clear", parents=[common, actor], help="remove every rule",
+                      description="Remove every rule: two-step is voluntary again. Audited.")
+    p.set_defaults(func=cmd_policy_clear)
+    return ps
 
 
 def _prog() -> str:

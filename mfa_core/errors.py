@@ -61,6 +61,22 @@ class ClockDrift(InvalidCode):
         return (type(self), (self.offset_seconds,))
 
 
+class FactorNotAllowed(InvalidCode):
+    """A factor of a kind the two-step policy does not allow this user: refused exactly as a
+    wrong code is (same text, counted as a failure); ``kind`` is for the audit trail only."""
+
+    def __init__(self, message: str | None = None, *, kind: str = "totp") -> None:
+        self.kind = kind
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_rebuild_with_kind, (type(self), str(self), self.kind))
+
+
+def _rebuild_with_kind(cls: type, message: str, kind: str) -> MFAError:
+    return cls(message, kind=kind)
+
+
 class InvalidCodeFormat(MFAError, ValueError):
     """The text typed cannot be a code at all (wrong length or characters).
 
@@ -202,6 +218,15 @@ def _rebuild_with_reason(cls: type, message: str, reason: str) -> MFAError:
     return cls(message, reason=reason)
 
 
+class PolicyRefused(MFAError):
+    """The two-step policy refuses this: a rule that cannot be set (its text says why, in one
+    line: it would lock out the admins, an empty allow list ...), or an action the policy in
+    force forbids (removing your last authenticator while two-step is required, setting one
+    up from an unfamiliar place after the deadline). Nothing changed."""
+
+    default_message = "Your organization's two-step policy does not allow this."
+
+
 class StorageError(MFAError):
     default_message = "The MFA store is unavailable right now. Try again in a moment."
 
@@ -271,3 +296,11 @@ def _human_wait(seconds: int) -> str:
         return f"{seconds} second{'s' if seconds != 1 else ''}"
     minutes = -(-seconds // 60)
     return f"{minutes} minutes ({seconds} seconds)"
+
+
+class PolicyDamaged(StorageError):
+    """The stored two-step policy cannot be read: fail closed (sign-ins wait until it is fixed
+    or cleared with ``python -m mfa_core policy clear``)."""
+
+    default_message = ("The organization's two-step policy cannot be read right now. "
+                       "Contact the helpdesk.")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import authenticators as authn
 from . import passkeys, records
 from . import validate as check
+from .audit import AuditEvent
 from .errors import (MFAError, NotEnabled, PasskeyAlreadyRegistered, PasskeyRefused,
                      PasskeySettingsError, SignCountRegressed, TooManyAttempts,
                      TooManyAuthenticators)
@@ -79,23 +80,36 @@ class PasskeyOperations:
 
     # -- adding a passkey ---------------------------------------------------------------
 
-    def begin_passkey_registration(self, username: str, *, session: str, origin: str | None = None) -> str:
+    def begin_passkey_registration(self, username: str, *, session: str, origin: str | None = None,
+                                   source: str | None = None) -> str:
         """The options for ``navigator.credentials.create`` (JSON), with a new challenge for this session.
 
         ``origin`` is the page asking (``scheme://host:port``): only an answer
         from it is accepted (with the default relying party it is required).
 
+        A user past the two-step policy's deadline may add one only from a
+        familiar ``source`` (the client's address; None: not familiar) or in a
+        session that passed with a temporary pass (``session`` tells).
+
         The user's passkeys are excluded (the browser refuses to add one
         twice). Raises TooManyAuthenticators, NotEnabled (no such live
-        session of the user), PasskeySettingsError, StorageError, TypeError/ValueError.
+        session of the user), PolicyRefused (overdue, from elsewhere),
+        PasskeySettingsError, StorageError, TypeError/ValueError.
         """
         username = check.name(username)
+        source = check.source(source)
         rp = self.relying_party
         origin = _page_origin(rp, origin)
         sid = self._session_of(username, session, signed_in=True)
-        existing = authn.of_kind(self._read(username), "passkey")
+        context = self._policy_context(username)
+        rec = self._read(username)
+        existing = authn.of_kind(rec, "passkey")
         if len(existing) >= MAX_PASSKEYS:
             raise _too_many()
+        if self._refuse_overdue_setup(username, rec, self.clock(), context, source, session) is not None:
+            self.store.append_audit([AuditEvent(self.clock(), username, username, "policy_overdue_setup",
+                                                "success", f"passkey, {self._setup_grounds(rec, self.clock(), source)}"
+                                                ).to_dict()])
         challenge = self._challenges.issue(sid, REGISTER, username, origin)
         user = self.directory.get(username) if self.directory is not None else None
         display = (getattr(user, "name", None) or username) if user is not None else username
@@ -210,6 +224,7 @@ class PasskeyOperations:
         rp = self.relying_party
         sid = self._session_of(username, session)
         self._require_active(username)  # a leaver of the company directory: refused, nothing counted
+        context = self._policy_context(username)
         error: MFAError | None = None
         remaining = 0
         with self._transaction(username) as txn:
@@ -220,8 +235,13 @@ class PasskeyOperations:
                 error = NotEnabled(NO_PASSKEY)
             elif (error := self._gate(txn, now, actor)) is None:
                 entry = next((p for p in mine if p["credential_id"] == parsed["id"]), None)
+                req = self._requirement_in(username, rec, now, *context)
+                channel = None if actor == username else f"service:{actor}"
                 try:
                     challenge, origin = self._challenges.take_bound(sid, AUTHENTICATE, username)
+                    if self._factor_refused(rec, req, "passkey", channel):
+                        # As an unknown passkey is refused: the policy shows nowhere.
+                        raise PasskeyRefused(reason="passkey not allowed by the two-step policy")
                     if entry is None:
                         raise PasskeyRefused("That passkey is not registered for your account.",
                                              reason="unknown passkey")

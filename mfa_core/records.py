@@ -29,6 +29,9 @@ The record (version 2)::
                   via, ends_at}} (see ``sessions``)
     temp_pass     {salt, hash, issued_at, expires_at, uses, actor}: the helpdesk's temporary
                   pass (see ``temp_pass``)
+    policy_since  {target: time}: when each grace rule of the two-step policy first applied
+                  to the user (see ``policy``)
+    policy_snoozed_until time: "Remind me later" on the policy's page, until then
 """
 
 from __future__ import annotations
@@ -116,6 +119,11 @@ def validate(username: str, rec: Any) -> dict[str, Any]:
     for key, kind in (("activity", list), ("revoked_tokens", dict), ("sessions", dict)):
         if key in rec and not isinstance(rec[key], kind):
             raise RecordDamaged(detail=f"'{key}' is wrong")
+    if "policy_since" in rec and not (isinstance(rec["policy_since"], dict) and all(
+            isinstance(k, str) and _number(v) for k, v in rec["policy_since"].items())):
+        raise RecordDamaged(detail="'policy_since' is wrong")
+    if "policy_snoozed_until" in rec and not _number(rec["policy_snoozed_until"]):
+        raise RecordDamaged(detail="'policy_snoozed_until' is wrong")
     if "mfa_epoch" in rec and not _int(rec["mfa_epoch"]):
         raise RecordDamaged(detail="'mfa_epoch' is wrong")
     if "backup" in rec and not enabled:

@@ -29,14 +29,15 @@ from . import validate as check
 from .audit import AuditEvent
 from .authenticators import Authenticator
 from .errors import (AccountLocked, InvalidCodeFormat, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
-                     InvalidCode, InvalidLabel, MFAError, NoBackupCodes, NoPendingEnrollment, NotEnabled,
-                     PasskeyRefused, PasskeySettingsError, RecordDamaged, StorageError,
+                     FactorNotAllowed, InvalidCode, InvalidLabel, MFAError, NoBackupCodes,
+                     NoPendingEnrollment, NotEnabled, PasskeyRefused, PasskeySettingsError, RecordDamaged, StorageError,
                      StoreUnavailable, TooManyAttempts, TooManyAuthenticators,
                      UnknownAuthenticator)
 from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .passkey_service import PasskeyOperations
 from .coverage_service import CoverageOperations
+from .policy_service import PolicyOperations
 from .passkeys import ChallengeBook, RelyingParty
 from .sessions import SessionBook, SessionPolicy, demote_others, end_all
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
@@ -152,7 +153,7 @@ class PasswordResult:
     second_factor_passed: bool = False  # a code came with the password and was right too
 
 
-class MFAService(PasskeyOperations, CoverageOperations):
+class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
     """The engine's public face; see ``mfa_core.open_service``."""
 
     def __init__(self, store: Store, keyring: KeyRing, clock: Callable[[], float] = time.time,
@@ -301,24 +302,35 @@ class MFAService(PasskeyOperations, CoverageOperations):
     # -- enrollment ------------------------------------------------------
 
     def create_totp(self, username: str, *, label: str = authn.DEFAULT_LABEL,
-                    actor: str | None = None) -> TOTPResource:
+                    actor: str | None = None, source: str | None = None,
+                    session_id: str | None = None) -> TOTPResource:
         """Start (or restart: Reset) a pending enrollment of one more authentication app.
 
         The apps already enabled keep working, untouched. ``label`` names the
         new app (trimmed, 1-40 printable characters, unique per user in any
         case): another app's name is refused, while the default is made unique
-        ("Authentication app 2"). Raises InvalidLabel, TooManyAuthenticators
-        (MAX_TOTP_APPS apps already), StorageError, TypeError/ValueError.
+        ("Authentication app 2"). A user past the two-step policy's deadline
+        may start one only from a familiar ``source`` (the client's address) or
+        in a session that passed with a temporary pass (``session_id``: the
+        session's token, as pages hold it); both default to None (not familiar).
+        Raises InvalidLabel, TooManyAuthenticators (MAX_TOTP_APPS apps already),
+        PolicyRefused (overdue, from elsewhere), StorageError, TypeError/ValueError.
         """
         username = check.name(username)
         wanted = authn.clean_label(label)
         actor = check.optional_name(actor, "actor", username)
+        source = check.source(source)
+        context = self._policy_context(username)
         secret = totp.new_secret()
         now = self.clock()
         with self._transaction(username) as txn:
             rec = txn.record
             if len(authn.of_kind(rec, "totp")) >= authn.MAX_TOTP_APPS:
                 raise TooManyAuthenticators()
+            overdue = self._refuse_overdue_setup(username, rec, now, context, source, session_id)
+            if overdue is not None:
+                self._log(txn, now, actor, "policy_overdue_setup", "success",
+                          f"authentication app, {self._setup_grounds(rec, now, source)}")
             if wanted == authn.DEFAULT_LABEL:
                 wanted = authn.unique_in(rec, wanted)
             elif authn.taken(rec, wanted):
@@ -418,12 +430,14 @@ class MFAService(PasskeyOperations, CoverageOperations):
         username = check.name(username)
         actor = check.optional_name(actor, "actor", username)
         keep = self.sessions.id_of(keep_session) if keep_session is not None else None
+        context = self._policy_context(username) if actor == username else None
         now = self.clock()
         with self._transaction(username) as txn:
             rec = txn.record
             _refuse_under_pass(rec, keep)
             if not records.two_step_on(rec):
                 raise NotEnabled()
+            self._refuse_last_factor(username, rec, now, context, [])
             labels = ", ".join(a["label"] for a in authn.listed(rec))
             records.remove_second_factor(rec)
             end_all(rec, keep)
@@ -477,10 +491,14 @@ class MFAService(PasskeyOperations, CoverageOperations):
         elif actor != username:
             raise ValueError("A reason is required when someone else removes an authenticator.")
         keep = self.sessions.id_of(keep_session) if keep_session is not None else None
+        context = self._policy_context(username) if actor == username else None
         now = self.clock()
         with self._transaction(username) as txn:
             rec = txn.record
             _refuse_under_pass(rec, keep)
+            if authn.find(rec, authenticator_id) is not None:
+                self._refuse_last_factor(username, rec, now, context,
+                                         [a for a in authn.listed(rec) if a["id"] != authenticator_id])
             entry = authn.remove(rec, authenticator_id)
             if entry is None:
                 raise UnknownAuthenticator()
@@ -557,6 +575,7 @@ class MFAService(PasskeyOperations, CoverageOperations):
             self._unknown_password(who, password, src, source)
         where = f"from {source}" if source else "from an unknown address"
         policy = self.password_policy
+        context = self._policy_context(username)
         error: MFAError | None = None
         entered = False
         try:
@@ -590,8 +609,13 @@ class MFAService(PasskeyOperations, CoverageOperations):
                         self._spray_release(src, slot)
                         raise
                     state = rec.setdefault("password", state)
+                    # The two-step policy, once the password is right (its grace starts then).
+                    req = self._requirement_in(username, rec, now, *context, record=True) if ok else None
                     if ok and joint:
-                        refused, _ = self._check_factor(txn, rec, code, strategy, now, username, False)
+                        if self._factor_refused(rec, req, strategy, None):
+                            refused = self._not_allowed(code, strategy, now)
+                        else:
+                            refused, _ = self._check_factor(txn, rec, code, strategy, now, username, False)
                         if refused is not None:
                             ok = None  # the password was right, the code not: one answer for both
                             error = InvalidCode(WRONG_PASSWORD_OR_CODE)
@@ -605,7 +629,9 @@ class MFAService(PasskeyOperations, CoverageOperations):
                         if joint:  # both factors: the sign-in is complete, a familiar place
                             self._second_factor_passed(rec, source, now)
                             passed = True
-                        elif not two_step and not pass_ahead:  # complete: a familiar place
+                        elif not two_step and not pass_ahead and req.state != "overdue":
+                            # Complete: a familiar place. Not past the policy's deadline: a
+                            # password alone must not open the way to setting up a factor there.
                             passwords.remember_source(state, src, now, policy)
                     elif ok is False:
                         error = InvalidCode(WRONG_PASSWORD_OR_CODE if joint else WRONG_PASSWORD)
@@ -728,6 +754,7 @@ class MFAService(PasskeyOperations, CoverageOperations):
         self._require_active(username)  # a leaver of the company directory: refused, nothing counted
         # A calling service (an actor other than the user: an API client) has its own bucket.
         channel = None if actor == username else f"service:{actor}"
+        policy, roles, groups = self._policy_context(username)
         error: MFAError | None = None
         remaining = 0
         expires_at: float | None = None
@@ -747,10 +774,17 @@ class MFAService(PasskeyOperations, CoverageOperations):
                     self._check_dummy(code, now)
                 error = NotEnabled()
             elif (error := self._gate(txn, now, actor, channel)) is None:
-                error, remaining = self._check_factor(txn, rec, code, strategy, now, actor, diagnose)
+                req = self._requirement_in(username, rec, now, policy, roles, groups)
+                if self._factor_refused(rec, req, strategy, channel):
+                    # Refused as a wrong code is, at a wrong code's cost (the policy shows nowhere).
+                    error = self._not_allowed(code, strategy, now)
+                    self._fail(txn, now, actor, "second_factor_failed", error, channel)
+                    remaining = len((rec.get("backup") or {}).get("hashes") or [])
+                else:
+                    error, remaining = self._check_factor(txn, rec, code, strategy, now, actor, diagnose)
                 if error is None:
                     self._second_factor_passed(rec, source, now, channel)
-                elif not isinstance(error, NoBackupCodes):
+                elif not isinstance(error, (NoBackupCodes, FactorNotAllowed)):
                     self._fail(txn, now, actor, "second_factor_failed", error, channel)
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining,
@@ -910,6 +944,15 @@ class MFAService(PasskeyOperations, CoverageOperations):
                 refusals.append(InvalidCode())
         order = (CodeAlreadyUsed, CodeExpired, ClockDrift, InvalidCode)
         return min(refusals, key=lambda e: next(i for i, k in enumerate(order) if isinstance(e, k)))
+
+    def _not_allowed(self, code: str, strategy: str, now: float) -> "FactorNotAllowed":
+        """A factor the policy does not allow this user: the refusal of a wrong code, after a
+        wrong code's work (an app's check on a dummy secret, a backup code's digest)."""
+        if strategy == "totp":
+            self._check_dummy(code, now)
+            return FactorNotAllowed()
+        bc.digest(self.keyring.pepper, b"\0" * 16, code)
+        return FactorNotAllowed("That backup code is not valid or was already used.", kind="backup_code")
 
     def _check_dummy(self, code: str, now: float) -> None:
         """The quick check of one app, on a secret nobody has: a name without an app costs a
@@ -1259,6 +1302,8 @@ def _reason(error: MFAError) -> str:
         return f"device clock about {error.offset_seconds} s off"
     if isinstance(error, TooManyAttempts):
         return "too many attempts"
+    if isinstance(error, FactorNotAllowed):
+        return f"{error.kind} not allowed by the two-step policy"
     return "wrong code" if isinstance(error, InvalidCode) else type(error).__name__
 
 

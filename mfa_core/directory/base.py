@@ -13,6 +13,15 @@ MANAGED_ELSEWHERE = ("Users are managed in the company directory (MFA_PORTAL_LDA
                      "add, remove, change passwords and group memberships there.")
 
 
+def normalize_dn(dn: str) -> str:
+    """A DN compared case- and space-insensitively (enough for group DNs the portal is given)."""
+    parts = []
+    for rdn in dn.split(","):
+        attr, _, value = rdn.partition("=")
+        parts.append(f"{attr.strip().lower()}={value.strip().lower()}")
+    return ",".join(parts)
+
+
 class DirectoryUnavailable(StorageError):
     """The company directory cannot be reached (every server tried) or refused the portal's account.
 

@@ -28,7 +28,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
 from ..users import ADMIN_ROLE
-from .base import DirectoryAccount, DirectoryUnavailable
+from .base import DirectoryAccount, DirectoryUnavailable, normalize_dn
 from .config import LdapSettings
 
 log = logging.getLogger("mfa_core.directory")
@@ -290,15 +290,6 @@ class LdapBackend:
         if start is not None and now < start:
             return False, "disabled", changed
         return True, None, changed
-
-
-def normalize_dn(dn: str) -> str:
-    """A DN compared case- and space-insensitively (enough for group DNs the portal is given)."""
-    parts = []
-    for rdn in dn.split(","):
-        attr, _, value = rdn.partition("=")
-        parts.append(f"{attr.strip().lower()}={value.strip().lower()}")
-    return ",".join(parts)
 
 
 def _close(conn: Any) -> None:

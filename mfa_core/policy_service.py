@@ -1,0 +1,329 @@
+"""The engine's two-step policy operations (mixed into ``MFAService``): the rules, a user's requirement.
+
+The policy is one keyed record of the store (``policy``): the TinyDB stores
+and PostgreSQL alike, so every replica and the command line see one policy.
+Each change is a keyed transaction whose ``policy_changed`` audit event (old
+and new rule, never a secret) commits with it. A process keeps what it read
+for ``policy_max_age`` seconds (5 by default, monotonic clock): a change made
+by this process is seen by it at once, by the other replicas within that time.
+
+``requirement(username)`` reads the user's record once and the cached policy
+(and, only when a rule names a role or a group, the user directory's entry,
+which the directory itself caches). The per-user grace start
+(``policy_since: {target: epoch}`` in the user's record) is written the first
+time a writing path (``record=True``: sign-in; the reminder run) evaluates a
+grace rule for that user.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import authenticators as authn
+from . import passwords, temp_pass
+from . import policy as pol
+from . import validate as check
+from .audit import AuditEvent
+from .errors import MFAError, PolicyRefused, StorageError
+from .policy import Policy, Requirement, Rule
+from .storage import IO_ERRORS
+from .users import ADMIN_ROLE
+
+LAST_FACTOR = ("Your organization requires two-step verification for your account, so you cannot "
+               "remove your last authenticator. Ask the helpdesk if you must.")
+OVERDUE_SETUP = ("Your organization's deadline for two-step verification has passed. Contact the "
+                 "helpdesk to set it up.")
+NOT_SNOOZABLE = "Two-step verification is due now for your account: set it up now."
+
+
+class PolicyOperations:
+    """Mixed into MFAService: uses its store, clock, directory and transaction helpers."""
+
+    policy_max_age = 5.0  # seconds a process answers from its last read of the policy
+    _policy_cache: tuple[float, Policy] | None = None  # (time.monotonic(), the policy read)
+
+    # -- the policy --------------------------------------------------------------------
+
+    def two_step_policy(self) -> Policy:
+        """The two-step policy in force (at most ``policy_max_age`` s old; this process's own
+        changes at once). Raises PolicyDamaged (fail closed), StorageError."""
+        cached = self._policy_cache
+        now = time.monotonic()
+        if cached is not None and 0 <= now - cached[0] < self.policy_max_age:
+            return cached[1]
+        try:
+            doc = self.store.read_keyed(pol.STORE_KEY)
+        except MFAError as exc:  # RecordDamaged (not JSON)
+            raise pol.PolicyDamaged() from exc
+        except IO_ERRORS as exc:
+            raise StorageError() from exc
+        found = Policy.from_record(doc)
+        self._policy_cache = (now, found)
+        return found
+
+    def set_policy_rule(self, rule: Rule | None = None, *, target: str | None = None,
+                        grace_days: int | None = None, deadline: str | None = None,
+                        allow: Any = None, actor: str) -> Policy:
+        """Set the rule for one target (``everyone``, ``role:NAME``, ``group:DN``), replacing
+        that target's rule and keeping the others; returns the new policy.
+
+        Either a :class:`Rule` or the keywords (exactly one of ``grace_days`` /
+        ``deadline`` "YYYY-MM-DD"; ``allow`` a list or "totp,passkey", default
+        all three). A changed rule keeps its target's first ``created_at`` (grace
+        starts already recorded stay). Refused (PolicyRefused, one line: nothing
+        changed) when it cannot be a rule, when two rules would leave someone
+        no authenticator kind, or when no admin could still pass two-step with an
+        allowed authenticator (it would lock out the helpdesk). Audited
+        ``policy_changed`` with the old and new rule.
+        """
+        actor = check.name(actor, "actor")
+        now = self.clock()
+        if rule is None:
+            rule = pol.make_rule(target, grace_days=grace_days, deadline=deadline, allow=allow,
+                                 created_at=now)
+        elif not isinstance(rule, Rule):
+            raise TypeError("rule must be a Rule")
+        elif target is not None or grace_days is not None or deadline is not None or allow is not None:
+            raise TypeError("give a Rule or the keywords, not both")
+
+        def change(current: Policy) -> tuple[Policy, str]:
+            old = current.rule(rule.target)
+            new = current.with_rule(rule)
+            reason = new.conflict() or self._lockout_reason(new)
+            if reason:
+                raise PolicyRefused(reason)
+            detail = (f"{rule.target}: {old.describe() if old else 'no rule'} \u2192 "
+                      f"{new.rule(rule.target).describe()}")
+            return new, detail
+        return self._change_policy(change, actor, now)
+
+    def clear_policy(self, *, actor: str) -> Policy:
+        """Remove every rule (two-step is voluntary again); audited with the rules removed.
+
+        Also the way out of a damaged policy record."""
+        actor = check.name(actor, "actor")
+
+        def change(current: Policy | None) -> tuple[Policy, str]:
+            if current is None:
+                return Policy(), "damaged policy record replaced: no rules"
+            removed = "; ".join(f"{r.target}: {r.describe()}" for r in current.rules) or "no rules"
+            return Policy(), f"all rules removed ({removed})"
+        return self._change_policy(change, actor, self.clock(), repair=True)
+
+    def _change_policy(self, change, actor: str, now: float, *, repair: bool = False) -> Policy:
+        with self._keyed_transaction(pol.STORE_KEY) as txn:
+            try:
+                current = Policy.from_record(txn.record)
+            except pol.PolicyDamaged:
+                if not repair:
+                    raise
+                current = None
+            new, detail = change(current)
+            new = Policy(new.rules, changed_at=now, changed_by=actor)
+            txn.record.clear()
+            txn.record.update(new.to_record())
+            txn.log(AuditEvent(now, None, actor, "policy_changed", "success", detail).to_dict())
+        self._policy_cache = (time.monotonic(), new)
+        return new
+
+    def _lockout_reason(self, policy: Policy) -> str | None:
+        """Why ``policy`` would lock out the helpdesk, or None.
+
+        Locked out: there are admins (role ``admin``, the company directory's
+        admin group), the policy limits the authenticator kinds of one of them,
+        and no admin has an authenticator of a kind allowed for them.
+        """
+        if not policy.rules or self.directory is None:
+            return None
+        admins = [u.username for u in self.directory.users() if ADMIN_ROLE in (u.roles or ())]
+        limited: frozenset[str] | None = None
+        now = self.clock()
+        for name in admins:
+            roles, groups = self._member_of(name)
+            rec = self._read(name)
+            req = pol.evaluate(policy, name, roles=roles, groups=groups, kinds=_kinds(rec),
+                               since=rec.get("policy_since"), now=now)
+            if req.state == "met" or set(pol.AUTHENTICATOR_KINDS) <= req.allowed:
+                return None  # this admin passes with what they have, or may set up any kind
+            limited = req.allowed
+        if limited is None:
+            return None  # no admin at all: nobody to lock out
+        words = Requirement("", "", allowed=limited).allowed_words
+        return (f"This policy would lock out the helpdesk: no admin has {words}, which it "
+                f"requires of admins. Add one to an admin's account first.")
+
+    # -- a user's requirement --------------------------------------------------------------
+
+    def requirement(self, username: str, *, record: bool = False) -> Requirement:
+        """What the policy requires of ``username`` now (see mfa_core.policy's states).
+
+        ``record``: a writing path (sign-in, the reminder run) records the
+        start of each grace rule not yet recorded for the user (once). Raises
+        PolicyDamaged, StorageError (RecordDamaged, DirectoryUnavailable),
+        TypeError/ValueError on a bad name.
+        """
+        username = check.name(username)
+        policy, roles, groups = self._policy_context(username)
+        rec = self._read(username)
+        now = self.clock()
+        req = pol.evaluate(policy, username, roles=roles, groups=groups, kinds=_kinds(rec),
+                           since=rec.get("policy_since") or {}, now=now)
+        if record and req.required and pol.starts_to_record(req.rules, rec.get("policy_since") or {},
+                                                             now, policy) is not None:
+            with self._transaction(username) as txn:
+                now = self.clock()
+                req = self._requirement_in(username, txn.record, now, policy, roles, groups,
+                                           record=True)
+        return req
+
+    def _policy_context(self, username: str) -> tuple[Policy, tuple[str, ...], tuple[str, ...]]:
+        """The policy, and the user's roles and groups when a rule needs them (else none)."""
+        policy = self.two_step_policy()
+        if not policy.needs_directory:
+            return policy, (), ()
+        roles, groups = self._member_of(username)
+        return policy, roles, groups
+
+    def _member_of(self, username: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(roles, groups) of the user in the directory: users.yaml has roles and no groups."""
+        directory = self.directory
+        if directory is None:
+            return (), ()
+        if getattr(directory, "company", False):
+            account = directory.find(username)
+            if account is None or not account.active:
+                return (), ()
+            return tuple(account.roles), tuple(account.groups)
+        user = directory.get(username)
+        return (tuple(user.roles), ()) if user is not None else ((), ())
+
+    def _requirement_in(self, username: str, rec: dict[str, Any], now: float, policy: Policy,
+                        roles: tuple[str, ...], groups: tuple[str, ...], *,
+                        record: bool = False) -> Requirement:
+        """The requirement from a record already open (no read); ``record``: inside the user's
+        transaction, record missing grace starts in it."""
+        since = rec.get("policy_since") or {}
+        req = pol.evaluate(policy, username, roles=roles, groups=groups, kinds=_kinds(rec),
+                           since=since, now=now)
+        if record and req.required:
+            starts = pol.starts_to_record(req.rules, since, now, policy)
+            if starts is not None:
+                rec["policy_since"] = starts
+        return req
+
+    def _factor_refused(self, rec: dict[str, Any], req: Requirement, kind: str,
+                        channel: str | None) -> bool:
+        """A factor of ``kind`` is refused under the policy (as a wrong code is).
+
+        A calling service (``channel``) gets only allowed kinds. The portal also
+        lets a user with no allowed authenticator ("disallowed") pass with the
+        ones they have: the portal then holds them on Manage MFA until they add
+        an allowed one.
+        """
+        if not req.required or kind in req.allowed:
+            return False
+        return channel is not None or req.state != "disallowed"
+
+    def _refuse_last_factor(self, username: str, rec: dict[str, Any], now: float,
+                            context: tuple | None, remaining: list[dict[str, Any]]) -> None:
+        """The user may not remove their last (allowed) authenticator while two-step is required
+        for them: PolicyRefused. ``context``: ``_policy_context``'s answer, taken before the
+        user's lock; None for the helpdesk (it still can)."""
+        if context is None:
+            return
+        req = self._requirement_in(username, rec, now, *context)
+        if not req.required:
+            return
+        left = {a["kind"] for a in remaining}
+        if not left or (req.state == "met" and not left & req.allowed):
+            raise PolicyRefused(LAST_FACTOR)
+
+    def _refuse_overdue_setup(self, username: str, rec: dict[str, Any], now: float, context: tuple,
+                              source: str | None, session_id: str | None) -> Requirement | None:
+        """Setting up a factor while overdue needs a familiar source or a temporary-pass
+        session: PolicyRefused otherwise. Returns the requirement when overdue (else None)."""
+        req = self._requirement_in(username, rec, now, *context)
+        if req.state != "overdue":
+            return None
+        if not self._may_set_up(rec, now, source, session_id):
+            raise PolicyRefused(OVERDUE_SETUP)
+        return req
+
+    def _may_set_up(self, rec: dict[str, Any], now: float, source: str | None,
+                    session_id: str | None) -> bool:
+        if source is not None:
+            src = passwords.key(self.keyring.pepper, "source", source)
+            if passwords.is_familiar(rec.get("password") or {}, src, now, self.password_policy):
+                return True
+        if session_id is not None:
+            try:
+                sid = self.sessions.id_of(session_id)
+            except (TypeError, ValueError):
+                return False
+            entry = (rec.get("sessions") or {}).get(sid)
+            if (isinstance(entry, dict) and entry.get("via") == temp_pass.STRATEGY
+                    and isinstance(entry.get("ends_at"), (int, float)) and entry["ends_at"] > now):
+                return True
+        return False
+
+    def _setup_grounds(self, rec: dict[str, Any], now: float, source: str | None) -> str:
+        """Why an overdue user may set up (for the audit trail): the place or the pass."""
+        if source is not None and self._may_set_up(rec, now, source, None):
+            return f"from a familiar place ({source})"
+        return "in a temporary-pass session"
+
+    def may_set_up_overdue(self, username: str, *, source: str | None,
+                           session_id: str | None) -> bool:
+        """Whether ``username`` may set up a factor now. True unless overdue; overdue, only from
+        a familiar source (the password throttle's: where they passed before) or in a session
+        that passed with the helpdesk's temporary pass (``session_id``: its token, as pages hold
+        it). Raises PolicyDamaged, StorageError, TypeError/ValueError."""
+        username = check.name(username)
+        source = check.source(source)
+        policy, roles, groups = self._policy_context(username)
+        rec = self._read(username)
+        now = self.clock()
+        if self._requirement_in(username, rec, now, policy, roles, groups).state != "overdue":
+            return True
+        return self._may_set_up(rec, now, source, session_id)
+
+    # -- "Remind me later" ------------------------------------------------------------------
+
+    def snooze_policy(self, username: str) -> float:
+        """"Remind me later" on the grace page: not asked again for a day. Returns when the page
+        is due again. Refused (PolicyRefused) when the user is not in grace (overdue: set it up now)."""
+        username = check.name(username)
+        policy, roles, groups = self._policy_context(username)
+        with self._transaction(username) as txn:
+            now = self.clock()
+            rec = txn.record
+            req = self._requirement_in(username, rec, now, policy, roles, groups, record=True)
+            if req.state in ("overdue", "disallowed"):
+                raise PolicyRefused(NOT_SNOOZABLE)
+            until = rec.get("policy_snoozed_until")
+            if not (isinstance(until, (int, float)) and until > now):
+                until = now + pol.SNOOZE
+                rec["policy_snoozed_until"] = until
+                self._log(txn, now, username, "policy_snoozed", "success",
+                          f"{req.days_left} days left" if req.required else "no rule")
+        return float(until)
+
+    def policy_prompt_due(self, username: str) -> bool:
+        """Whether the sign-in shows the policy page now: in grace and not snoozed within the
+        last day; always when overdue or disallowed (no snoozing those)."""
+        username = check.name(username)
+        policy, roles, groups = self._policy_context(username)
+        rec = self._read(username)
+        now = self.clock()
+        req = self._requirement_in(username, rec, now, policy, roles, groups)
+        if req.state in ("overdue", "disallowed"):
+            return True
+        if req.state != "grace":
+            return False
+        until = rec.get("policy_snoozed_until")
+        return not (isinstance(until, (int, float)) and until > now)
+
+
+def _kinds(rec: dict[str, Any]) -> set[str]:
+    return {a["kind"] for a in authn.listed(rec)}
