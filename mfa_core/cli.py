@@ -756,6 +756,16 @@ def cmd_policy_clear(ctx: Context) -> int:
     return 0
 
 
+def cmd_policy_remind(ctx: Context) -> int:
+    svc = ctx.service()
+    if svc.notifier is None:
+        raise notify.NotificationSettingsError(
+            "No mail settings (smtp_host): no reminder was sent or recorded.")
+    sent = svc.send_policy_reminders()
+    ctx.out.write(f"Sent {sent} reminder{'s' if sent != 1 else ''}.\n")
+    return 0
+
+
 def cmd_radius(ctx: Context) -> int:
     """``radius``: serve RADIUS; ``radius clients ...``: its clients (mfa_services.radius)."""
     from mfa_services.radius import commands  # lazily: mfa_core never imports it at load
@@ -1038,7 +1048,15 @@ def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pam)
 
     _radius_parser(groups, common, actor, as_json)
-    _policy_parser(groups, common, actor, as_json)
+    ps = _policy_parser(groups, common, actor, as_json)
+    p = ps.add_parser("remind", parents=[common],
+                      help="mail the reminders that are due (run daily: cron, a systemd timer)",
+                      description="Mail each user who has no allowed authenticator yet 7 days and "
+                                  "1 day before their due date, and once when it passes. Each "
+                                  "reminder goes once per user, however many replicas or timers "
+                                  "run this at once (recorded in the user's record); audited as "
+                                  "policy_reminder. Needs mail settings (smtp_host).")
+    p.set_defaults(func=cmd_policy_remind)
     return parser
 
 

@@ -41,11 +41,13 @@ def reminder_due(req: pol.Requirement, now: float) -> str | None:
 
 
 def reminder_detail(kind: str, req: pol.Requirement, now: float) -> str:
-    """The audit detail (and what the mail is made from): "7 days left, due 1 March 2027"."""
+    """The audit detail (what the mail is made from):
+    "7 days left, due 1 March 2027; set up an authentication app or a passkey"."""
+    how = f"; set up {req.allowed_words}"
     if kind == "due":
-        return f"deadline passed, due {req.due_date}"
+        return f"deadline passed, due {req.due_date}{how}"
     days = max(1, math.ceil((req.due_at - now) / pol.DAY))
-    return f"{days} day{'s' if days != 1 else ''} left, due {req.due_date}"
+    return f"{days} day{'s' if days != 1 else ''} left, due {req.due_date}{how}"
 
 
 class CoverageOperations:
