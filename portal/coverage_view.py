@@ -1,8 +1,8 @@
 """The Helpdesk's **Coverage** tab: how far the two-step rollout is, from ``svc.coverage()``.
 
 The counts, enrollments per day (a bar chart, with its numbers in words for
-those who do not see it), the overdue list with a CSV download, and who is in
-grace. The engine computes the report in one pass over its counts (fast at
+those who do not see it), the overdue list, who is in grace, and the CSV of
+both (``mfa coverage --csv``'s format), made when asked for. The engine computes the report in one pass over its counts (fast at
 100,000 users); this tab only draws it, and runs only while it is open. The
 CSV leaves as a ``data:`` link (``portal.download``), never through the media
 store's URLs; a cell that a spreadsheet would run as a formula is quoted.
@@ -19,11 +19,15 @@ import streamlit as st
 import mfa_core
 from mfa_core.users import User
 
-from . import config, download, users
-from .helpdesk import _table
+from mfa_core import coverage
+
+from . import config, download, session, users
+from .helpdesk import _table, admin_refusal
 
 SHOWN = 200  # rows of the overdue and grace tables drawn at most (the CSV has every one)
-CSV_NAME = "mfa-portal-overdue.csv"
+CSV_NAME = "mfa-portal-coverage.csv"
+CSV = "helpdesk_coverage_csv"              # Prepare the CSV was pressed: the link, once
+CSV_ERROR = "helpdesk_coverage_csv_error"
 FACTOR_NAMES = {"totp": "Authentication app", "passkey": "Passkey", "backup_code": "Backup codes"}
 COUNTS = (("users", "Users", "Everyone in the directory"),
           ("covered", "Covered", "Users a rule applies to"),
@@ -40,17 +44,25 @@ def _cell(value: object) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def overdue_csv(names: list[str]) -> str:
-    """The overdue list as CSV: username, name, e-mail (from the directory)."""
+def report_csv(report: dict) -> str:
+    """The list of who still has to set up, as ``mfa coverage --csv`` writes it (overdue, then
+    in grace): one format for the CLI and the page."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["username", "name", "email"])
-    directory = users.index(config.portal())
-    for name in names:
-        user = directory.user(name)
-        writer.writerow([_cell(name), _cell(user.name if user else ""),
-                         _cell(user.email if user and user.email else "")])
+    writer.writerow(coverage.CSV_HEADER)
+    writer.writerows([_cell(v) for v in row] for row in coverage.csv_rows(report))
     return out.getvalue()
+
+
+@session.unrestricted
+def prepare_csv(actor: str) -> None:
+    """**Prepare the CSV**: the full list is read once, for the next run only."""
+    st.session_state.pop(CSV_ERROR, None)
+    refusal = admin_refusal(actor)
+    if refusal:
+        st.session_state[CSV_ERROR] = refusal
+        return
+    st.session_state[CSV] = True
 
 
 def _per_day_words(days: list[dict]) -> str:
@@ -97,8 +109,6 @@ def render(admin: User) -> None:
         st.dataframe(_table(rows), hide_index=True, key="helpdesk_coverage_overdue")
         if len(overdue) > SHOWN:
             st.caption(f"The first {SHOWN} of {len(overdue)} are shown; the CSV has all of them.")
-        download.show(overdue_csv(overdue), CSV_NAME, "Download the overdue list (CSV)",
-                      mime="text/csv")
     else:
         st.caption("Nobody is overdue.")
 
@@ -113,3 +123,21 @@ def render(admin: User) -> None:
                        "first.")
     else:
         st.caption("Nobody is in grace.")
+
+    st.subheader("Download", anchor=False)
+    if st.session_state.pop(CSV, None):
+        # Built on request, not on every run of the tab: at 100,000 users it is megabytes.
+        try:
+            full = config.service().coverage(grace_limit=None)
+        except mfa_core.MFAError as err:
+            st.error(str(err))
+        else:
+            download.show(report_csv(full), CSV_NAME, "Download the CSV", mime="text/csv")
+            st.caption("Ready: the list as it was now (username, state, days left).")
+    else:
+        st.write("Everyone overdue or in grace, as a CSV for a spreadsheet (username, state, days "
+                 "left).")
+        st.button("Prepare the CSV", key="helpdesk_coverage_prepare", on_click=prepare_csv,
+                  args=(admin.username,))
+    if st.session_state.get(CSV_ERROR):
+        st.error(st.session_state.pop(CSV_ERROR))

@@ -301,10 +301,12 @@ def test_the_coverage_tab_counts_and_offers_the_overdue_csv(data_dir, svc, clock
     assert "Coverage" in [h.value for h in at.header], texts(at)
     counts = {m.label: m.value for m in at.metric}
     assert counts["Overdue"] == "2" and counts["Enrolled"] == "1", counts
+    assert "alice" in at.dataframe[0].value["User"].tolist()
+    assert downloads(at) == []  # made only when asked for
+    at = click(at, "Prepare the CSV")
     [(name, text)] = downloads(at)
-    assert name == "mfa-portal-overdue.csv"
-    assert text.splitlines() == ["username,name,email", "alice,Alice Example,alice@example.com",
-                                 "bob,Bob Example,bob@example.com"]
+    assert name == "mfa-portal-coverage.csv"
+    assert text.splitlines() == ["username,state,days_left", "alice,overdue,0", "bob,overdue,0"]
 
 
 def test_the_gate_reads_the_engines_names():
