@@ -11,6 +11,7 @@ store's URLs; a cell that a spreadsheet would run as a formula is quoted.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 
 import pyarrow as pa
@@ -74,6 +75,13 @@ def _per_day_words(days: list[dict]) -> str:
             f"most in one day: {best['count']} on {best['date']}.")
 
 
+def _as_of(iso: object) -> str:
+    try:
+        return session.format_time(dt.datetime.fromisoformat(str(iso)).timestamp())
+    except ValueError:
+        return "now"
+
+
 def render(admin: User) -> None:
     st.header("Coverage", anchor=False)
     try:
@@ -81,7 +89,7 @@ def render(admin: User) -> None:
     except mfa_core.MFAError as err:
         st.error(str(err))
         return
-    st.caption(f"How far the two-step rollout is, as of {report.get('generated_at', 'now')}.")
+    st.caption(f"How far the two-step rollout is, as of {_as_of(report.get('generated_at'))}.")
     row = st.container(horizontal=True, key="helpdesk_coverage_counts")
     for key, label, help_text in COUNTS:
         row.metric(label, report.get(key, 0), help=help_text, border=True, width="content")

@@ -279,7 +279,7 @@ def render(user) -> None:
                    "authentication app (a 6-digit code that changes every 30 seconds) or a passkey.")
         st.button("Add", key="manage_add", type="primary", on_click=request_add)
     if policy_gate.allows("passkey"):
-        passkey_view.render_add()
+        passkey_view.render_add(primary=policy_gate.needs("passkey"))
     else:
         st.caption("Your organization does not allow passkeys for your account.")
 

@@ -202,8 +202,9 @@ def save_new() -> None:
                                   "they are shown only once.")
 
 
-def render_add() -> None:
-    """Manage MFA's passkey section: **Add a passkey**, the ceremony, then the name of the new passkey."""
+def render_add(*, primary: bool = False) -> None:
+    """Manage MFA's passkey section: **Add a passkey**, the ceremony, then the name of the new passkey.
+    ``primary``: the button is the page's main action (the organization's rule asks for one)."""
     if not available():
         st.caption("Passkeys are not set up on this portal.")
         return
@@ -215,5 +216,6 @@ def render_add() -> None:
             st.form_submit_button("Save passkey", type="primary", on_click=save_new)
         st.button("Cancel", key="portal_passkey_cancel", on_click=forget_new)
     else:
-        st.button("Add a passkey", key="manage_add_passkey", on_click=request_add)
+        st.button("Add a passkey", key="manage_add_passkey", on_click=request_add,
+                  type="primary" if primary else "secondary")
     run(ADD, _created)

@@ -36,11 +36,13 @@ ERROR = "helpdesk_policy_error"
 SCOPES = {"Everyone": "everyone", "A role": "role", "A directory group": "group"}
 DUES = ("A grace period", "A deadline")
 FACTOR_NAMES = {"totp": "Authentication app", "passkey": "Passkey", "backup_code": "Backup codes"}
+SHORT_NAMES = {"totp": "app", "passkey": "passkey", "backup_code": "backup codes"}
 DEFAULT_DAYS = 14
-COLUMNS = {"Applies to": st.column_config.TextColumn(width=220),
-           "Due": st.column_config.TextColumn(width=230),
-           "Allowed": st.column_config.TextColumn(width=230),
-           "Set": st.column_config.TextColumn(width=130)}
+# Widths that show the usual values whole on the wide page beside the sidebar (~640 px).
+COLUMNS = {"Applies to": st.column_config.TextColumn(width=170),
+           "Due": st.column_config.TextColumn(width=160),
+           "Allowed": st.column_config.TextColumn(width=200),
+           "Set": st.column_config.TextColumn(width=100, help="When this target's rule was first set")}
 
 
 def date_words(day: str | dt.date) -> str:
@@ -58,14 +60,30 @@ def target_words(target: str) -> str:
 
 
 def due_words(grace_days: int | None, deadline: str | None) -> str:
+    """"By 1 March 2027", "14 days' grace", "At once (no grace)"."""
     if deadline:
         return f"By {date_words(deadline)}"
     days = grace_days or 0
-    return f"Within {days} day{'s' if days != 1 else ''} of when it first applies to each person"
+    if not days:
+        return "At once (no grace)"
+    return f"{days} day{'s' if days != 1 else ''}' grace" if days != 1 else "1 day's grace"
+
+
+def due_sentence(grace_days: int | None, deadline: str | None) -> str:
+    """The same, as the question says it: "by 1 March 2027", "within 14 days of when it first
+    applies to each person"."""
+    if deadline:
+        return f"by {date_words(deadline)}"
+    days = grace_days or 0
+    if not days:
+        return "at once, with no grace period"
+    return f"within {days} day{'s' if days != 1 else ''} of when it first applies to each person"
 
 
 def allow_words(allow) -> str:
-    return ", ".join(FACTOR_NAMES[k] for k in FACTOR_NAMES if k in allow) or "—"
+    """"App, passkey, backup codes"."""
+    text = ", ".join(SHORT_NAMES[k] for k in SHORT_NAMES if k in allow) or "—"
+    return text[:1].upper() + text[1:]
 
 
 def _today() -> dt.date:
@@ -190,7 +208,8 @@ def render(admin: User) -> None:
         st.dataframe(_table([{"Applies to": target_words(r.target),
                               "Due": due_words(r.grace_days, r.deadline),
                               "Allowed": allow_words(r.allow),
-                              "Set": session.format_time(r.created_at)} for r in policy.rules]),
+                              "Set": session.format_time(r.created_at)[:10]}
+                             for r in policy.rules]),
                      hide_index=True, key="helpdesk_policy_rules", column_config=COLUMNS)
     else:
         st.info("No rules: two-step verification is voluntary. Add one below to roll it out.")
@@ -219,8 +238,9 @@ def _question(admin: User, asked: dict, policy) -> None:
         who = target_words(rule["target"])
         replaces = any(r.target.lower() == rule["target"].lower() for r in policy.rules)
         st.warning(f"**Save this rule?** {plain(who)}: two-step verification required "
-                   f"{due_words(rule['grace_days'], rule['deadline']).lower()}, with "
-                   f"{allow_words(rule['allow']).lower()}."
+                   f"{due_sentence(rule['grace_days'], rule['deadline'])}, with "
+                   f"{', '.join(FACTOR_NAMES[k].lower() for k in FACTOR_NAMES if k in rule['allow'])}"
+                   "."
                    + (" It replaces the current rule for the same target." if replaces else ""))
         yes = "Yes, save the rule"
     row = st.container(horizontal=True)

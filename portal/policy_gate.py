@@ -30,7 +30,7 @@ import streamlit as st
 import mfa_core
 
 from . import config, passkey_view, session
-from .navigation import ADD_TOTP_PAGE, HOME_PAGE, MANAGE_PAGE, page_link
+from .navigation import ADD_TOTP_PAGE, HOME_PAGE, MANAGE_PAGE
 
 REQUIREMENT = "portal_policy_requirement"  # the user's Requirement as the guard read it this run
 RECORDED = "portal_policy_recorded"        # token of the session whose sign-in recorded the rule
@@ -74,6 +74,13 @@ def current() -> object | None:
     found = st.session_state.get(REQUIREMENT)
     user = session.current_username()
     return found if found is not None and getattr(found, "username", None) == user else None
+
+
+def needs(kind: str) -> bool:
+    """Whether adding ``kind`` is what the rule asks of the user now (its button comes first)."""
+    found = current()
+    return (found is not None and found.state in ("grace", "overdue", "disallowed")
+            and kind in addable(found) and len(addable(found)) == 1)
 
 
 def allows(kind: str) -> bool:
@@ -217,8 +224,8 @@ def _buttons(sign_out: Callable[[], None], *, set_up: bool, later: bool = False)
 
 
 def _how() -> str:
-    return ("After your password, the portal will then ask for a code from an authentication "
-            "app on your phone, or for a passkey. It takes about two minutes.")
+    return ("From then on, after your password, the portal asks for a code from the app on your "
+            "phone or for your passkey. It takes about two minutes.")
 
 
 def _grace_screen(requirement: object, sign_out: Callable[[], None]) -> None:
@@ -254,22 +261,25 @@ def _helpdesk_screen(requirement: object, sign_out: Callable[[], None]) -> None:
 def _held_screen(found: Hold, sign_out: Callable[[], None]) -> None:
     """Any page but the set-up pages while held: why, and the way to set up."""
     requirement = found.requirement
-    st.title("Set up two-step verification", anchor=False)
+    kinds = addable(requirement)
+    if found.state == "overdue" or not kinds:
+        st.title("Set up two-step verification", anchor=False)
+    else:
+        st.title(f"Add {kinds_words(kinds)}", anchor=False)
     session.show_flashes()
     if found.state == "overdue":
         st.error(f"Your organization required two-step verification by {requirement.due_date}. "
                  "Set it up now to continue: nothing else opens until you do.",
                  icon=":material/block:")
-        kinds = addable(requirement)
         if kinds:
             st.write(f"Add {kinds_words(kinds)}. {_how()}")
         else:
             st.info(NOTHING_TO_ADD)
-        _buttons(sign_out, set_up=bool(kinds))
     else:
         st.warning(disallowed_reason(requirement, session.status()), icon=":material/block:")
-        page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
-        _buttons(sign_out, set_up=False)
+        if not kinds:
+            st.info(NOTHING_TO_ADD)
+    _buttons(sign_out, set_up=bool(kinds))
 
 
 def banner(found: Hold | None) -> None:

@@ -210,19 +210,20 @@ def test_an_admin_with_only_an_app_is_held_on_manage_mfa(data_dir, svc, clock, a
         if page == ADD_TOTP:
             assert "does not allow authentication apps" in texts(at)
         else:
-            assert titles(at) == ["Set up two-step verification"], (page, texts(at))
+            assert titles(at) == ["Add a passkey"], (page, texts(at))
     assert svc.pending_totp("admin") is None
 
     at = admin_signed_in(admins_passkeys_only, clock)
-    assert titles(at) == ["Set up two-step verification"], texts(at)
+    assert titles(at) == ["Add a passkey"], texts(at)
     assert "requires a passkey for your account" in texts(at)
     assert "Welcome" not in texts(at)
-    at.switch_page(MANAGE)
-    at = run(at)
+    assert "Remind me later" not in labels(at)
+    at = click(at, "Set it up now")
     assert "User MFA Settings" in titles(at)
     assert "requires a passkey for your account" in texts(at)
     assert "Add another authentication app" not in labels(at)
     assert page_links(at) == ["Manage MFA"]
+    assert [b.proto.type for b in at.button if b.label == "Add a passkey"] == ["primary"]
 
     # Add a passkey: the page starts the ceremony; the browser's half (here a software
     # authenticator) answers; the page names and saves it.
