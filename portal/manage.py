@@ -7,6 +7,7 @@ import streamlit as st
 
 import mfa_core
 from mfa_core.authenticators import MAX_TOTP_APPS
+from mfa_core.policy_service import LAST_FACTOR
 
 from . import backup_view, config, dom, enrollment, passkey_view, policy_gate, session, sessions_view
 from .display import plain
@@ -63,6 +64,10 @@ def request_remove(authenticator_id: str) -> None:
     _stop_renaming()
     status = _fresh()
     if status is None:
+        return
+    if _only_one(status, authenticator_id) and policy_gate.required():
+        # Said before any question or Verify it's you: the engine would refuse it after them.
+        session.flash("error", LAST_FACTOR)
         return
     if session.verification_remaining() > 0 and status.authenticator(authenticator_id):
         st.session_state[CONFIRM_REMOVE] = authenticator_id

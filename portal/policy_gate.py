@@ -83,6 +83,12 @@ def needs(kind: str) -> bool:
             and kind in addable(found) and len(addable(found)) == 1)
 
 
+def required() -> bool:
+    """Whether a rule requires two-step verification of the user (as the guard read it)."""
+    found = current()
+    return found is not None and bool(found.required)
+
+
 def allows(kind: str) -> bool:
     """Whether the user's rule lets them use ``kind`` ("totp", "passkey") — all when no rule."""
     found = current()

@@ -13,6 +13,7 @@ import pytest
 import mfa_core
 import portal.passkey_component
 import portal.backup_view
+import portal.config
 import portal.helpdesk
 import portal.passkey_view
 import portal.session
@@ -179,6 +180,23 @@ def test_overdue_from_a_familiar_place_sets_up_and_lands_on_home(data_dir, svc, 
     assert svc.requirement("bob").state == "met"
 
 
+def test_overdue_with_the_helpdesks_temporary_pass_sets_up_from_anywhere(data_dir, svc, clock,
+                                                                          address):
+    overdue_bob(svc, clock)
+    shown = svc.issue_temporary_pass("bob", valid_for=3600, actor="admin", reason="overdue, ticket 7")
+    address(NEW_ADDRESS)
+    at = sign_in(app(), "bob")
+    type_into(at, "Temporary pass", shown)
+    at = click(at, "Continue")
+    assert "Contact the helpdesk" not in titles(at), texts(at)
+    at.switch_page(MANAGE)
+    at = click(run(at), "Add")
+    at.switch_page(ADD_TOTP)
+    at = set_up_app(run(at), svc, clock, "bob")
+    assert svc.requirement("bob").state == "met"
+    assert "Contact the helpdesk" not in texts(at)
+
+
 # -- disallowed ---------------------------------------------------------------------------
 
 @pytest.fixture
@@ -252,8 +270,25 @@ def test_removing_the_last_factor_under_a_rule_says_why(data_dir, svc, clock):
     at.switch_page(MANAGE)
     at = run(at)
     at = click(at, "Remove")
-    if "Yes, remove it" in labels(at):
-        at = click(at, "Yes, remove it")
+    assert "Yes, remove it" not in labels(at)  # not asked: it would be refused
+    assert any("cannot remove your last authenticator" in e for e in errors(at)), texts(at)
+    assert svc.status("alice").totp_enabled
+
+
+def test_the_engine_refuses_the_last_factor_even_when_the_page_asked_before_the_rule(
+        data_dir, svc, clock):
+    """The question was asked before the rule was set: the engine's refusal is shown, no
+    traceback."""
+    secret, _ = enroll(svc, clock, "alice")
+    at = sign_in(app(), "alice")
+    type_into(at, "Authentication code", code(secret, clock))
+    at = click(at, "Continue")
+    at.switch_page(MANAGE)
+    at = click(run(at), "Remove")
+    assert "Yes, remove it" in labels(at)
+    # Set in this process (a service answers from its last read of the policy for seconds).
+    portal.config.service().set_policy_rule(target="everyone", grace_days=14, actor="admin")
+    at = click(at, "Yes, remove it")
     assert any("cannot remove your last authenticator" in e for e in errors(at)), texts(at)
     assert svc.status("alice").totp_enabled
 
