@@ -49,6 +49,9 @@ LABELS = {
     "api_client_removed": "Verification API: client removed",
     "api_client_rotated": "Verification API: client key rotated",
     "api_client_changed": "Verification API: client rate limit changed",
+    "policy_changed": "Two-step policy changed",
+    "policy_snoozed": "Two-step set-up postponed for a day (Remind me later)",
+    "policy_overdue_setup": "Authenticator set-up after the two-step deadline",
 }
 
 

@@ -106,10 +106,11 @@ class PasskeyOperations:
         existing = authn.of_kind(rec, "passkey")
         if len(existing) >= MAX_PASSKEYS:
             raise _too_many()
-        if self._refuse_overdue_setup(username, rec, self.clock(), context, source, session) is not None:
-            self.store.append_audit([AuditEvent(self.clock(), username, username, "policy_overdue_setup",
-                                                "success", f"passkey, {self._setup_grounds(rec, self.clock(), source)}"
-                                                ).to_dict()])
+        now = self.clock()
+        grounds = self._check_setup(username, rec, now, context, "passkey", source, session)
+        if grounds is not None:  # overdue: audited (the passkey_added mail tells the user)
+            self.store.append_audit([AuditEvent(now, username, username, "policy_overdue_setup",
+                                                "success", f"passkey, {grounds}").to_dict()])
         challenge = self._challenges.issue(sid, REGISTER, username, origin)
         user = self.directory.get(username) if self.directory is not None else None
         display = (getattr(user, "name", None) or username) if user is not None else username

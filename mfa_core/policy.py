@@ -48,6 +48,9 @@ MAX_RULES = 100
 MAX_DN = 512
 SNOOZE = DAY          # "Remind me later": asked again a day later at the earliest
 EVERYONE = "everyone"
+ENV_CACHE = "MFA_PORTAL_POLICY_CACHE"  # seconds a process may answer from its last read (default 5)
+DEFAULT_CACHE = 5.0
+MAX_CACHE = 300.0
 _ROLE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -132,6 +135,21 @@ def parse_allow(value: Any) -> tuple[str, ...]:
         raise PolicyRefused("Backup codes alone cannot be the second factor (they come with an app "
                             "or a passkey): allow totp or passkey too.")
     return tuple(f for f in FACTORS if f in items)
+
+
+def cache_seconds(environ: Mapping[str, str]) -> float:
+    """How long a process keeps the policy it read (``MFA_PORTAL_POLICY_CACHE``; 0: read it at
+    every use). ValueError when the setting is not a number from 0 to 300."""
+    raw = (environ.get(ENV_CACHE) or "").strip()
+    if not raw:
+        return DEFAULT_CACHE
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_CACHE} must be a number of seconds.") from None
+    if not 0 <= value <= MAX_CACHE:
+        raise ValueError(f"{ENV_CACHE} must be from 0 to {MAX_CACHE:g} seconds.")
+    return value
 
 
 # -- the model ----------------------------------------------------------------------

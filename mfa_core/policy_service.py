@@ -86,6 +86,9 @@ class PolicyOperations:
             raise TypeError("rule must be a Rule")
         elif target is not None or grace_days is not None or deadline is not None or allow is not None:
             raise TypeError("give a Rule or the keywords, not both")
+        else:  # checked as typed ones are; set now (a target's earlier rule keeps its own time)
+            rule = pol.make_rule(rule.target, grace_days=rule.grace_days, deadline=rule.deadline,
+                                 allow=rule.allow, created_at=now)
 
         def change(current: Policy) -> tuple[Policy, str]:
             old = current.rule(rule.target)
@@ -190,12 +193,17 @@ class PolicyOperations:
         directory = self.directory
         if directory is None:
             return (), ()
-        if getattr(directory, "company", False):
-            account = directory.find(username)
-            if account is None or not account.active:
-                return (), ()
-            return tuple(account.roles), tuple(account.groups)
-        user = directory.get(username)
+        try:
+            if getattr(directory, "company", False):
+                account = directory.find(username)
+                if account is None or not account.active:
+                    return (), ()
+                return tuple(account.roles), tuple(account.groups)
+            user = directory.get(username)
+        except StorageError:  # DirectoryUnavailable: fail closed
+            raise
+        except MFAError as exc:  # the user directory cannot be read
+            raise StorageError() from exc
         return (tuple(user.roles), ()) if user is not None else ((), ())
 
     def _requirement_in(self, username: str, rec: dict[str, Any], now: float, policy: Policy,
@@ -239,16 +247,22 @@ class PolicyOperations:
         if not left or (req.state == "met" and not left & req.allowed):
             raise PolicyRefused(LAST_FACTOR)
 
-    def _refuse_overdue_setup(self, username: str, rec: dict[str, Any], now: float, context: tuple,
-                              source: str | None, session_id: str | None) -> Requirement | None:
-        """Setting up a factor while overdue needs a familiar source or a temporary-pass
-        session: PolicyRefused otherwise. Returns the requirement when overdue (else None)."""
+    def _check_setup(self, username: str, rec: dict[str, Any], now: float, context: tuple, kind: str,
+                     source: str | None, session_id: str | None) -> str | None:
+        """May the user set up a ``kind`` now? PolicyRefused when the policy does not allow that
+        kind for them, or when they are past the deadline with neither a familiar source nor a
+        temporary-pass session. Returns why an overdue user may (for the audit trail), else None."""
         req = self._requirement_in(username, rec, now, *context)
+        if req.required and kind not in req.allowed:
+            raise PolicyRefused(f"Your organization does not allow {pol.FACTOR_WORDS[kind]} for your "
+                                f"account: use {req.allowed_words}.")
         if req.state != "overdue":
             return None
         if not self._may_set_up(rec, now, source, session_id):
             raise PolicyRefused(OVERDUE_SETUP)
-        return req
+        if source is not None and self._may_set_up(rec, now, source, None):
+            return f"from a familiar place ({source})"
+        return "in a temporary-pass session"
 
     def _may_set_up(self, rec: dict[str, Any], now: float, source: str | None,
                     session_id: str | None) -> bool:
@@ -262,16 +276,10 @@ class PolicyOperations:
             except (TypeError, ValueError):
                 return False
             entry = (rec.get("sessions") or {}).get(sid)
-            if (isinstance(entry, dict) and entry.get("via") == temp_pass.STRATEGY
+            if (isinstance(entry, dict) and entry.get("via") == temp_pass.STRATEGY and entry.get("passed")
                     and isinstance(entry.get("ends_at"), (int, float)) and entry["ends_at"] > now):
                 return True
         return False
-
-    def _setup_grounds(self, rec: dict[str, Any], now: float, source: str | None) -> str:
-        """Why an overdue user may set up (for the audit trail): the place or the pass."""
-        if source is not None and self._may_set_up(rec, now, source, None):
-            return f"from a familiar place ({source})"
-        return "in a temporary-pass session"
 
     def may_set_up_overdue(self, username: str, *, source: str | None,
                            session_id: str | None) -> bool:

@@ -25,6 +25,7 @@ import bcrypt
 from . import authenticators as authn
 from . import backup_codes as bc
 from . import passkeys, passwords, radius_clients, records, temp_pass, totp
+from . import policy as two_step
 from . import validate as check
 from .audit import AuditEvent
 from .authenticators import Authenticator
@@ -327,10 +328,11 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
             rec = txn.record
             if len(authn.of_kind(rec, "totp")) >= authn.MAX_TOTP_APPS:
                 raise TooManyAuthenticators()
-            overdue = self._refuse_overdue_setup(username, rec, now, context, source, session_id)
-            if overdue is not None:
-                self._log(txn, now, actor, "policy_overdue_setup", "success",
-                          f"authentication app, {self._setup_grounds(rec, now, source)}")
+            if actor == username:  # (the helpdesk sets up nothing for a user; kept closed all the same)
+                grounds = self._check_setup(username, rec, now, context, "totp", source, session_id)
+                if grounds is not None:
+                    self._log(txn, now, actor, "policy_overdue_setup", "success",
+                              f"authentication app, {grounds}")
             if wanted == authn.DEFAULT_LABEL:
                 wanted = authn.unique_in(rec, wanted)
             elif authn.taken(rec, wanted):
@@ -425,7 +427,8 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         other sessions end.
 
         ``keep_session`` is the token of the session that asked (it stays).
-        Raises NotEnabled, StorageError.
+        Raises NotEnabled, PolicyRefused (the user, while the two-step policy
+        requires two-step of them; the helpdesk still can), StorageError.
         """
         username = check.name(username)
         actor = check.optional_name(actor, "actor", username)
@@ -480,7 +483,9 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         removing the last one turns two-step off and voids the backup codes
         (as ``disable_totp``). An actor other than the user (the helpdesk)
         gives a ``reason``. ``keep_session`` is the token of the session that
-        asked (it stays). Raises UnknownAuthenticator, StorageError,
+        asked (it stays). Raises UnknownAuthenticator, PolicyRefused (the user
+        removing their last authenticator, or last allowed one, while the two-step
+        policy requires two-step of them; the helpdesk still can), StorageError,
         TypeError/ValueError (a helpdesk removal without a reason).
         """
         username = check.name(username)
@@ -515,17 +520,22 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         return status
 
     def create_backup_codes(self, username: str, *, actor: str | None = None) -> BackupCodes:
-        """A new set of 10 codes; the old set stops working. Needs TOTP enabled."""
+        """A new set of 10 codes; the old set stops working. Needs TOTP enabled.
+
+        Raises NotEnabled, PolicyRefused (the two-step policy does not allow backup
+        codes for this user), StorageError."""
         username = check.name(username)
         actor = check.optional_name(actor, "actor", username)
         codes = bc.generate()
         salt = secrets.token_bytes(16)
         pepper = self.keyring.pepper
         hashes = [bc.digest(pepper, salt, bc.normalize(c)) for c in codes]
+        context = self._policy_context(username)
         with self._transaction(username) as txn:
             now = self.clock()  # under the user's lock
             if not records.two_step_on(txn.record):
                 raise NotEnabled("Add an authentication app before generating backup codes.")
+            self._check_setup(username, txn.record, now, context, "backup_code", None, None)
             txn.record["backup"] = {"salt": salt.hex(), "hashes": hashes, "generated_at": now}
             self._log(txn, now, actor, "backup_codes_generated", "success", f"{len(codes)} codes")
         self._raise_or_notify(txn, None)
@@ -730,9 +740,14 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         answers ok or not) skips the search for a drifted clock and costs a
         name without an app what a wrong code for a user costs. ``actor`` is who asks, for the audit
         trail (default: the user; a calling service gives its own name).
+        A kind the two-step policy does not allow this user is refused as a
+        wrong code (FactorNotAllowed, an InvalidCode with a wrong code's text,
+        counted); at the portal (no other actor) a user with no allowed
+        authenticator at all still passes with theirs (the pages then hold
+        them on Manage MFA; see mfa_core.policy_service).
         Raises InvalidCodeFormat, InvalidCode
-        (CodeAlreadyUsed, CodeExpired, ClockDrift), TooManyAttempts
-        (AccountLocked), NotEnabled, NoBackupCodes, StorageError.
+        (CodeAlreadyUsed, CodeExpired, ClockDrift, FactorNotAllowed), TooManyAttempts
+        (AccountLocked), NotEnabled, NoBackupCodes, PolicyDamaged, StorageError.
         """
         username = check.name(username)
         if not isinstance(strategy, str):
@@ -1423,8 +1438,11 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
         pass_max_valid = temp_pass.max_valid(env)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{temp_pass.ENV_MAX_VALID}: {exc}") from exc
-    return MFAService(store, keyring, clock, issuer=issuer, policy=policy, pass_max_valid=pass_max_valid,
+    policy_cache = two_step.cache_seconds(env)  # ValueError on a bad setting
+    svc = MFAService(store, keyring, clock, issuer=issuer, policy=policy, pass_max_valid=pass_max_valid,
                       password_policy=password_policy, session_policy=session_policy,
                       directory=directory, notifier=notifier,
                       notify_in_background=notify_in_background,
                       relying_party=relying_party or passkeys.load_relying_party(env, None))
+    svc.policy_max_age = policy_cache
+    return svc

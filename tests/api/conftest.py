@@ -40,8 +40,10 @@ def free_port() -> int:
 
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MFA_PORTAL_")}
+    # MFA_PORTAL_POLICY_CACHE=0: the server reads the two-step policy at every use, so a test
+    # sees its change at once (the default keeps a read 5 s).
     env.update(MFA_PORTAL_DATA_DIR=str(data_dir), MFA_PORTAL_DEMO="1", PYTHONUNBUFFERED="1",
-               PYTHONDONTWRITEBYTECODE="1")
+               PYTHONDONTWRITEBYTECODE="1", MFA_PORTAL_POLICY_CACHE="0")
     env.update(extra)
     return env
 
