@@ -75,11 +75,13 @@ MIGRATIONS: tuple[str, ...] = (
     # enrollments of the audit trail by time, for its per-day series. Records from before are
     # summarized once by the first coverage (summary_meta.built).
     """
-    CREATE TABLE user_summary (username text PRIMARY KEY, summary jsonb NOT NULL);
-    CREATE TABLE summary_meta (id integer PRIMARY KEY CHECK (id = 1), built boolean NOT NULL);
-    INSERT INTO summary_meta (id, built)
-        SELECT 1, NOT EXISTS (SELECT 1 FROM users);
-    CREATE INDEX audit_enrollments ON audit (time)
+    CREATE TABLE IF NOT EXISTS user_summary (username text PRIMARY KEY, summary jsonb NOT NULL);
+    CREATE TABLE IF NOT EXISTS summary_meta (id integer PRIMARY KEY CHECK (id = 1),
+                                             built boolean NOT NULL);
+    TRUNCATE user_summary;
+    INSERT INTO summary_meta (id, built) SELECT 1, NOT EXISTS (SELECT 1 FROM users)
+        ON CONFLICT (id) DO UPDATE SET built = EXCLUDED.built;
+    CREATE INDEX IF NOT EXISTS audit_enrollments ON audit (time)
         WHERE (doc->>'event') IN ('passkey_added', 'totp_enabled');
     """,
 )
