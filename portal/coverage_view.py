@@ -23,7 +23,7 @@ from mfa_core.users import User
 from mfa_core import coverage
 
 from . import config, download, session, users
-from .helpdesk import _table, admin_refusal
+from .helpdesk_rules import admin_refusal, text_table as _table
 
 SHOWN = 200  # rows of the overdue and grace tables drawn at most (the CSV has every one)
 CSV_NAME = "mfa-portal-coverage.csv"

@@ -19,14 +19,14 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-import pyarrow as pa
 import streamlit as st
 
 import mfa_core
 from mfa_core.users import User
 
-from . import config, session, users
+from . import config, coverage_view, policy_admin, session, users
 from .display import plain
+from .helpdesk_rules import NEEDS_MFA, admin_refusal, text_table as _table
 from .navigation import MANAGE_PAGE, page_link
 
 SHOWN = 25  # rows drawn at most: a search narrows a large directory
@@ -43,11 +43,6 @@ PASS_VALID = "helpdesk_pass_valid"
 PASS_USES = "helpdesk_pass_uses"
 VALIDITIES = {"10 minutes": 600, "30 minutes": 1800, "1 hour": 3600, "2 hours": 7200,
               "4 hours": 4 * 3600, "8 hours": 8 * 3600, "24 hours": 24 * 3600}
-NOT_ADMIN = "Only helpdesk admins can do this."
-NEEDS_MFA = ("The Helpdesk needs two-step verification on your own account. Add an "
-             "authentication app on Manage MFA, then come back.")
-NEEDS_ALLOWED = ("The Helpdesk needs an authenticator your organization's rule allows for your "
-                 "own account. Add one on Manage MFA, then come back.")
 NOT_YOURSELF = ("You cannot reset your own MFA or clear your own lockout here: use Manage MFA, "
                 "or ask another admin.")
 DAMAGED = "Record damaged"
@@ -134,17 +129,6 @@ def _when(timestamp: float | None) -> str:
     return session.format_time(timestamp) if timestamp is not None else "—"
 
 
-def _table(rows: list[dict[str, object]]) -> pa.Table:
-    """Rows (at least one) for ``st.dataframe`` as an Arrow table of text columns.
-
-    Streamlit serialises an Arrow table as is: no pandas round trip (~0.1 ms
-    instead of ~1.3 ms for 25 rows). Values are shown as text (a name that
-    ``users.yaml`` holds as a number too); None stays empty.
-    """
-    columns = {key: [None if r[key] is None else str(r[key]) for r in rows] for key in rows[0]}
-    return pa.table({key: pa.array(values, pa.string()) for key, values in columns.items()})
-
-
 def _reason() -> str:
     return (st.session_state.get(REASON) or "").strip()
 
@@ -155,29 +139,6 @@ def _required_reason(doing: str) -> str | None:
     if not reason:
         st.session_state[ERROR] = f"A reason is required to {doing}."
     return reason or None
-
-
-def admin_refusal(actor: str) -> str | None:
-    """Why ``actor`` may not use the Helpdesk now, or None.
-
-    Callbacks run before the page's guard: check again who clicks, their role,
-    their own second factor now, and that it is one their organization's rule
-    allows (an admin held by the rule is held here too).
-    """
-    if session.current_username() != actor or not session.second_factor_passed():
-        return NOT_ADMIN
-    user = users.lookup(config.portal(), actor)
-    if user is None or not user.is_admin:
-        return NOT_ADMIN
-    try:
-        svc = config.service()
-        if not svc.status(actor).two_factor_enabled:
-            return NEEDS_MFA
-        if svc.requirement(actor).state in ("grace", "overdue", "disallowed"):
-            return NEEDS_ALLOWED
-    except mfa_core.MFAError as err:
-        return str(err)
-    return None
 
 
 def _refusal(actor: str, target: str) -> str | None:
@@ -419,8 +380,6 @@ def render(admin: User) -> None:
         st.warning(NEEDS_MFA)
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
         return
-    from . import coverage_view, policy_admin  # they import this module's checks
-
     users_tab, policy_tab, coverage_tab = st.tabs(SECTIONS, key=SECTION, on_change="rerun")
     if policy_tab.open:
         with policy_tab:

@@ -22,7 +22,7 @@ from mfa_core.users import User
 
 from . import config, session
 from .display import plain
-from .helpdesk import _table, admin_refusal
+from .helpdesk_rules import admin_refusal, text_table as _table
 
 SCOPE = "helpdesk_policy_scope"
 NAME = "helpdesk_policy_name"

@@ -255,10 +255,20 @@ def test_an_admin_with_only_an_app_is_held_on_manage_mfa(data_dir, svc, clock, a
     assert "Helpdesk" in page_links(at)
 
 
-def test_a_held_admins_helpdesk_callback_is_refused(data_dir, svc, clock, admins_passkeys_only):
-    from portal import helpdesk
-    assert svc.requirement("admin").state == "disallowed"
-    assert helpdesk.NEEDS_ALLOWED  # the refusal a callback gets (checked in admin_refusal)
+def test_a_helpdesk_button_drawn_before_the_rule_held_the_admin_does_nothing(data_dir, svc, clock):
+    """Callbacks run before the guard: the Helpdesk's own check refuses a held admin."""
+    from portal import helpdesk_rules, policy_admin
+    UserDirectory(data_dir).add("helen", "helen-demo-pass", name="Helen Admin",
+                                roles=["user", "admin"])
+    add_passkey(svc, "helen")
+    at = helpdesk_tab(svc, clock, "Policy")
+    assert "Save rule" in labels(at)
+    portal.config.service().set_policy_rule(target="role:admin", grace_days=0,
+                                            allow=["passkey", "backup_code"], actor="helen")
+    at = click(at, "Save rule")
+    assert policy_admin.ASKED not in at.session_state
+    assert at.session_state[policy_admin.ERROR] == helpdesk_rules.NEEDS_ALLOWED
+    assert titles(at) == ["Add a passkey"], texts(at)
 
 
 def test_removing_the_last_factor_under_a_rule_says_why(data_dir, svc, clock):
