@@ -90,6 +90,8 @@ def test_grace_remind_me_later_then_set_it_up_now_and_home(portal, page, shots, 
     click(page, button(page, "Set it up now"))
     heading(page, "User MFA Settings").wait_for()
     assert "(13 days left)" in main_text(page)
+    both_widths(page, shots, "grace-manage-mfa")
+    assert_accessible(page, "policy-grace-manage-mfa")
     click(page, button(page, "Add"))
     heading(page, "Add TOTP MFA").wait_for()
     image = main_area(page).get_by_role("img", name="QR code to scan with your authentication app")
@@ -156,4 +158,18 @@ def test_admin_with_only_an_app_is_held_until_a_passkey_is_added(portal, new_pag
     page.locator('[data-testid="stMetric"]').first.wait_for()
     both_widths(page, shots, "helpdesk-coverage")
     assert_accessible(page, "helpdesk-coverage")
+
+    # The CSV: made when asked for, saved by the browser from the page itself (a data: link).
+    click(page, button(page, "Prepare the CSV"))
+    link = main_area(page).get_by_role("link", name="Download the CSV")
+    link.wait_for()
+    assert link.get_attribute("href").startswith("data:text/csv;")
+    with page.expect_download() as saved:
+        link.click()
+    text = open(saved.value.path(), encoding="utf-8").read()
+    assert text.splitlines()[0] == "username,state,days_left", text
+    assert any(line.startswith("bob,grace,") for line in text.splitlines()), text
+    link.scroll_into_view_if_needed()
+    shots(page, "helpdesk-coverage-csv")
+    assert_accessible(page, "helpdesk-coverage-csv")
     sign_out(page)
