@@ -161,6 +161,19 @@ def test_overdue_from_a_new_place_is_sent_to_the_helpdesk(data_dir, svc, clock, 
     assert svc.pending_totp("bob") is None
 
 
+def test_a_new_tab_of_an_overdue_session_is_held_the_same(data_dir, svc, clock, address, cookie):
+    """A session restored from its cookie (a reload, a new tab, a page's URL) meets the rule
+    on its first run."""
+    overdue_bob(svc, clock)
+    address(NEW_ADDRESS)
+    token = svc.sessions.start("bob", second_factor_passed=True, verified_at=clock())
+    cookie(token)
+    for page in ("streamlit_app.py", MANAGE, ADD_TOTP):
+        at = app(page)
+        assert titles(at) == ["Contact the helpdesk"], (page, texts(at))
+    assert svc.pending_totp("bob") is None
+
+
 def test_overdue_from_a_familiar_place_sets_up_and_lands_on_home(data_dir, svc, clock, address):
     overdue_bob(svc, clock)
     address(HOME_ADDRESS)
