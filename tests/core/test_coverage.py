@@ -139,6 +139,12 @@ def test_coverage_counts_a_known_mix_of_1000_users(rollout, clock):
     assert sum(d["count"] for d in series) == 2
     assert dt.datetime.fromisoformat(data["generated_at"]).timestamp() == int(clock())
     json.dumps(data)  # what the CLI prints
+    # The same answer as the policy's own requirement(), user by user (one rule, one place).
+    left = {g["username"]: g["days_left"] for g in data["grace"]}
+    for i in (0, 20, 35, 49, 50, 600, 700, 800, 899, 900, 949, 950, 960):
+        req = rollout.requirement(name(i))
+        assert (name(i) in data["overdue_users"]) == (req.state == "overdue"), i
+        assert left.get(name(i)) == (req.days_left if req.state == "grace" else None), i
 
 
 def test_coverage_follows_changes_without_reading_records(rollout, clock, monkeypatch):
