@@ -27,6 +27,7 @@ Where the users come from:
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
 import math
 import os
@@ -96,7 +97,7 @@ def report(policy: pol.Policy, groups: Iterable[Group], now: float,
         elif state == "grace":
             grace.extend((days_left, name) for name in names)
 
-    grace.sort()
+    grace = sorted(grace) if grace_limit is None else heapq.nsmallest(grace_limit, grace)
     today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
     series = []
     for back in range(SERIES_DAYS - 1, -1, -1):
@@ -106,7 +107,7 @@ def report(policy: pol.Policy, groups: Iterable[Group], now: float,
         **counts,
         "overdue_users": sorted(overdue),
         "by_factor": by_factor,
-        "grace": [{"username": name, "days_left": days} for days, name in grace[:grace_limit]],
+        "grace": [{"username": name, "days_left": days} for days, name in grace],
         "enrollments_per_day": series,
         "generated_at": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
     }
