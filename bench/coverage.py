@@ -99,7 +99,7 @@ def _records(i: int, template: dict[str, Any], keyring) -> dict[str, Any] | None
                 "authenticators": [_passkey(name, 0)]}
     if slot < 85:  # signed in once under the rule, no authenticator yet
         return {"username": name, "v": 2, "two_step": False,
-                "policy_since": {"role:user": POLICY_AT + (i % 37) * DAY}}
+                "policy_since": {"role:user": POLICY_AT + (i * 7919) % (37 * DAY)}}  # all differ
     return None  # never signed in: no record
 
 

@@ -6,8 +6,8 @@ a single user record: the stores keep each user's coverage summary
 records change, and users are taken in groups that share their roles and
 summary (everyone who never signed in; every app user of one role), so the
 policy (``mfa_core.policy.evaluate``: one rule, one place) is evaluated once a
-group. Only users without an authenticator whose grace start is recorded are
-evaluated one by one (their due dates differ).
+group. Only users without an authenticator whose grace start is recorded get a
+due date of their own (the policy's ``grace_start`` and ``Rule.due_for``).
 
 Where the users come from:
 
@@ -27,7 +27,9 @@ Where the users come from:
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
+import math
 import os
 from typing import Any, Iterable, Iterator
 
@@ -72,28 +74,30 @@ def report(policy: pol.Policy, groups: Iterable[Group], now: float,
             by_factor[kind] += n
         if backup:
             by_factor["backup_code"] += n
-        since = (summary or {}).get("s") if not kinds else None
-        if since:
-            # Due dates differ user by user: evaluated one by one (never memoized).
-            req = pol.evaluate(policy, names[0], roles=roles, groups=member_of, kinds=(),
-                               since=since, now=now)
-        else:
-            key = (roles, member_of, kinds)
-            req = memo.get(key)
-            if req is None:
-                req = memo[key] = pol.evaluate(policy, names[0], roles=roles, groups=member_of,
-                                               kinds=kinds, since=None, now=now)
+        key = (roles, member_of, kinds)
+        req = memo.get(key)
+        if req is None:  # once a group: the rules, the allowed kinds, the state without a start
+            req = memo[key] = pol.evaluate(policy, names[0], roles=roles, groups=member_of,
+                                           kinds=kinds, since=None, now=now)
         if not req.required:
             counts["not_covered"] += n
             continue
         counts["covered"] += n
-        counts[state_key[req.state]] += n
-        if req.state == "overdue":
+        state, days_left = req.state, req.days_left
+        since = (summary or {}).get("s")
+        if since and state in ("grace", "overdue"):
+            # No authenticator and grace starts recorded: this user's own due date, from the
+            # policy's own rules (as pol.evaluate computes it; a test holds them equal).
+            due = min(r.due_for(pol.grace_start(r, since, now)) for r in req.rules)
+            state = "grace" if now < due else "overdue"
+            days_left = max(0, math.ceil((due - now) / DAY))
+        counts[state_key[state]] += n
+        if state == "overdue":
             overdue.extend(names)
-        elif req.state == "grace":
-            grace.extend((req.days_left, name) for name in names)
+        elif state == "grace":
+            grace.extend((days_left, name) for name in names)
 
-    grace.sort()
+    grace = sorted(grace) if grace_limit is None else heapq.nsmallest(grace_limit, grace)
     today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
     series = []
     for back in range(SERIES_DAYS - 1, -1, -1):
@@ -103,7 +107,7 @@ def report(policy: pol.Policy, groups: Iterable[Group], now: float,
         **counts,
         "overdue_users": sorted(overdue),
         "by_factor": by_factor,
-        "grace": [{"username": name, "days_left": days} for days, name in grace[:grace_limit]],
+        "grace": [{"username": name, "days_left": days} for days, name in grace],
         "enrollments_per_day": series,
         "generated_at": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -139,6 +139,12 @@ def test_coverage_counts_a_known_mix_of_1000_users(rollout, clock):
     assert sum(d["count"] for d in series) == 2
     assert dt.datetime.fromisoformat(data["generated_at"]).timestamp() == int(clock())
     json.dumps(data)  # what the CLI prints
+    # The same answer as the policy's own requirement(), user by user (one rule, one place).
+    left = {g["username"]: g["days_left"] for g in data["grace"]}
+    for i in (0, 20, 35, 49, 50, 600, 700, 800, 899, 900, 949, 950, 960):
+        req = rollout.requirement(name(i))
+        assert (name(i) in data["overdue_users"]) == (req.state == "overdue"), i
+        assert left.get(name(i)) == (req.days_left if req.state == "grace" else None), i
 
 
 def test_coverage_follows_changes_without_reading_records(rollout, clock, monkeypatch):
@@ -277,3 +283,21 @@ def test_coverage_without_a_policy_counts_nobody_covered(svc):
     assert (data["users"], data["covered"], data["not_covered"]) == (1, 0, 1)
     assert svc.send_policy_reminders() == 0
 
+
+
+@pytest.mark.parametrize("backend", ["tinydb"], ids=["tinydb"])
+def test_a_failed_index_write_never_fails_the_action_and_is_rebuilt(svc, clock, monkeypatch, caplog):
+    svc.directory.import_entries({"fay": {"password": _HASH, "roles": ["user"]},
+                                  "gus": {"password": _HASH, "roles": ["user"]}})
+    store = svc.store
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(type(store), "_put_summary", broken)
+    enable_totp(svc, clock, "fay")  # committed: the index's failure is not the action's
+    assert svc.status("fay").totp_enabled
+    assert not (store.root / "summary" / "BUILT").exists()
+    monkeypatch.undo()
+    data = svc.coverage()  # rebuilt from the records
+    assert (data["users"], data["by_factor"]["totp"]) == (2, 1)
+    assert (store.root / "summary" / "BUILT").exists()
