@@ -32,6 +32,8 @@ The record (version 2)::
     policy_since  {target: time}: when each grace rule of the two-step policy first applied
                   to the user (see ``policy``)
     policy_snoozed_until time: "Remind me later" on the policy's page, until then
+    policy_reminded {for: due time, "7d"|"1d"|"due": time}: the policy reminders mailed for
+                  that due date (see ``coverage_service``)
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ def validate(username: str, rec: Any) -> dict[str, Any]:
         raise RecordDamaged(detail="'policy_since' is wrong")
     if "policy_snoozed_until" in rec and not _number(rec["policy_snoozed_until"]):
         raise RecordDamaged(detail="'policy_snoozed_until' is wrong")
+    if "policy_reminded" in rec and not (isinstance(rec["policy_reminded"], dict) and all(
+            isinstance(k, str) and (_number(v) or v is None) for k, v in rec["policy_reminded"].items())):
+        raise RecordDamaged(detail="'policy_reminded' is wrong")
     if "mfa_epoch" in rec and not _int(rec["mfa_epoch"]):
         raise RecordDamaged(detail="'mfa_epoch' is wrong")
     if "backup" in rec and not enabled:

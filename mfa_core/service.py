@@ -38,6 +38,7 @@ from .errors import (AccountLocked, InvalidCodeFormat, ClockDrift, CodeAlreadyUs
 from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .passkey_service import PasskeyOperations
+from .coverage_service import CoverageOperations
 from .policy_service import PolicyOperations
 from .passkeys import ChallengeBook, RelyingParty
 from .sessions import SessionBook, SessionPolicy, demote_others, end_all
@@ -155,7 +156,7 @@ class PasswordResult:
     second_factor_passed: bool = False  # a code came with the password and was right too
 
 
-class MFAService(PasskeyOperations, PolicyOperations):
+class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
     """The engine's public face; see ``mfa_core.open_service``."""
 
     def __init__(self, store: Store, keyring: KeyRing, clock: Callable[[], float] = time.time,
