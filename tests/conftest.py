@@ -20,7 +20,7 @@ import pytest
 
 import mfa_core
 
-from . import pg
+from . import ldap_server, pg
 from .support import FakeClock
 
 DEFAULT_BACKEND = "tinydb"  # what open_service, the portal and the CLI use
@@ -58,6 +58,25 @@ def postgres_cluster():
         pytest.fail(f"PostgreSQL did not start: {exc}\n{output.decode(errors='replace')}")
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slapd():
+    """One real OpenLDAP for the whole run (tests/ldap_server.py), or a skip with the apt hint."""
+    try:
+        server = ldap_server.SlapdServer()
+    except FileNotFoundError:
+        if os.environ.get("MFA_PORTAL_REQUIRE_LDAP") == "1":
+            pytest.fail(ldap_server.INSTALL_HINT)
+        pytest.skip(ldap_server.INSTALL_HINT)
+    try:
+        server.start()
+    except subprocess.SubprocessError as exc:
+        server.close()
+        output = getattr(exc, "output", b"") or b""
+        pytest.fail(f"slapd did not start: {exc}\n{output.decode(errors='replace')}")
+    yield server
+    server.close()
 
 
 @pytest.fixture

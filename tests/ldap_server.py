@@ -338,3 +338,19 @@ access to *
             yield c
         finally:
             c.unbind()
+
+
+def ldap_environ(server: "SlapdServer", **extra: str) -> dict[str, str]:
+    """The settings a deployment would give, pointing at the test slapd (StartTLS, the test CA)."""
+    env = {
+        "MFA_PORTAL_LDAP_URL": server.url,
+        "MFA_PORTAL_LDAP_PRESET": "openldap",
+        "MFA_PORTAL_LDAP_BIND_DN": SERVICE_DN,
+        "MFA_PORTAL_LDAP_BIND_PASSWORD": SERVICE_PASSWORD,
+        "MFA_PORTAL_LDAP_BASE_DN": BASE,
+        "MFA_PORTAL_LDAP_CA_FILE": str(server.ca_file),
+        "MFA_PORTAL_LDAP_ADMIN_GROUP": HELPDESK_DN,
+        "MFA_PORTAL_LDAP_TIMEOUT": "5",
+    }
+    env.update(extra)
+    return env

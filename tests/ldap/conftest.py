@@ -1,7 +1,8 @@
 """Fixtures for the company-directory (LDAP) tests: one real slapd for the whole run.
 
-``slapd`` is session-scoped (tests/ldap_server.py): it skips when OpenLDAP is
-not installed, and fails instead when ``MFA_PORTAL_REQUIRE_LDAP=1`` (CI).
+``slapd`` is session-scoped (in tests/conftest.py, shared with the browser
+journeys): it skips when OpenLDAP is not installed, and fails instead when
+``MFA_PORTAL_REQUIRE_LDAP=1`` (CI).
 Tests that change entries make their own users (``new_user``) so they never
 depend on each other's order.
 """
@@ -10,32 +11,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
 
 import pytest
 
-from .. import ldap_server
-from ..ldap_server import SlapdServer
+from ..ldap_server import ldap_environ  # noqa: F401 (imported from here by tests and bench)
 
 _names = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def slapd():
-    try:
-        server = SlapdServer()
-    except FileNotFoundError:
-        if os.environ.get("MFA_PORTAL_REQUIRE_LDAP") == "1":
-            pytest.fail(ldap_server.INSTALL_HINT)
-        pytest.skip(ldap_server.INSTALL_HINT)
-    try:
-        server.start()
-    except subprocess.SubprocessError as exc:
-        server.close()
-        output = getattr(exc, "output", b"") or b""
-        pytest.fail(f"slapd did not start: {exc}\n{output.decode(errors='replace')}")
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -55,22 +36,6 @@ def new_user(running_slapd):
         uid = f"user{next(_names)}x{os.getpid()}"
         return uid, running_slapd.add_user(uid, password, **kwargs)
     return make
-
-
-def ldap_environ(server: SlapdServer, **extra: str) -> dict[str, str]:
-    """The settings a deployment would give, pointing at the test slapd (StartTLS, the test CA)."""
-    env = {
-        "MFA_PORTAL_LDAP_URL": server.url,
-        "MFA_PORTAL_LDAP_PRESET": "openldap",
-        "MFA_PORTAL_LDAP_BIND_DN": ldap_server.SERVICE_DN,
-        "MFA_PORTAL_LDAP_BIND_PASSWORD": ldap_server.SERVICE_PASSWORD,
-        "MFA_PORTAL_LDAP_BASE_DN": ldap_server.BASE,
-        "MFA_PORTAL_LDAP_CA_FILE": str(server.ca_file),
-        "MFA_PORTAL_LDAP_ADMIN_GROUP": ldap_server.HELPDESK_DN,
-        "MFA_PORTAL_LDAP_TIMEOUT": "5",
-    }
-    env.update(extra)
-    return env
 
 
 @pytest.fixture
