@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping
 
 from ..errors import StorageError, TooManyAttempts
 from ..storage import IO_ERRORS
-from ..users import User, UserDirectory
+from .entries import User
+from .yaml_file import UserDirectory
 from .base import (DIRECTORY_DOWN, MANAGED_ELSEWHERE, AccountInactive, Directory, DirectoryAccount,
                    DirectoryUnavailable, DirectoryUser, ManagedInDirectory)
 from .config import DirectorySettingsError, LdapSettings, configured, load

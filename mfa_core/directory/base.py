@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
 
 from ..errors import InvalidCode, StorageError
-from ..users import ADMIN_ROLE, User, UserDirectoryError
+from .entries import ADMIN_ROLE, User, UserDirectoryError
 
 DIRECTORY_DOWN = "The company directory cannot be reached; try again in a minute."
 MANAGED_ELSEWHERE = ("Users are managed in the company directory (MFA_PORTAL_LDAP_URL is set): "

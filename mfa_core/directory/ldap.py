@@ -30,7 +30,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
-from ..users import ADMIN_ROLE
+from .entries import ADMIN_ROLE
 from .base import DirectoryAccount, DirectoryUnavailable, normalize_dn
 from .config import LdapSettings
 

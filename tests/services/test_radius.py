@@ -132,7 +132,7 @@ def cheap_hash(password: str) -> str:
 @pytest.fixture(scope="module", autouse=True)
 def cheap_passwords():
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("mfa_core.users.hash_password", cheap_hash)
+        patch.setattr("mfa_core.directory.yaml_file.hash_password", cheap_hash)
         yield
 
 
