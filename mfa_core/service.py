@@ -151,6 +151,7 @@ class PasswordResult:
     two_factor_enabled: bool
     mfa_epoch: int
     second_factor_passed: bool = False  # a code came with the password and was right too
+    pass_expires_at: float | None = None  # ... a temporary pass: the session is restricted, ends then
 
 
 class MFAService(PasskeyOperations, PolicyOperations):
@@ -553,7 +554,11 @@ class MFAService(PasskeyOperations, PolicyOperations):
         (WRONG_PASSWORD_OR_CODE), so a guesser without the code learns nothing
         about the password. This is how a user with a second factor signs in
         from a new place while the password alone is blocked there (issue 20, F8);
-        the result then says ``second_factor_passed``.
+        the result then says ``second_factor_passed``. ``strategy``
+        "temporary_pass": the helpdesk's pass beside the password, for the portal's
+        sign-in page only (a calling service never passes a code here; S40): checked
+        as ``attempt_second_factor`` checks it, and the result's ``pass_expires_at``
+        says the session is a pass's (restricted, ending then).
         Raises InvalidCode for a wrong password and for an unknown user alike
         (same text, same cost; no record is created for an unknown name),
         TooManyAttempts (``retry_after``) while this user and source, or this
@@ -565,10 +570,12 @@ class MFAService(PasskeyOperations, PolicyOperations):
         password = check.password(password)
         source = check.source(source)
         self._claim_record(username)  # company directory: the record follows the entry's id
+        with_pass = strategy == temp_pass.STRATEGY
         if code is not None:
-            if strategy not in STRATEGIES:
+            if strategy not in PORTAL_STRATEGIES:
                 raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
-            code = check.totp_code(code) if strategy == "totp" else check.backup_code(code)
+            code = self._typed_pass(code) if with_pass else \
+                check.totp_code(code) if strategy == "totp" else check.backup_code(code)
         if self.directory is None:
             raise TypeError("this service has no user directory to check passwords against")
         pepper = self.keyring.pepper
@@ -598,11 +605,13 @@ class MFAService(PasskeyOperations, PolicyOperations):
                 # A user without a factor but with the helpdesk's pass: the pass is the second
                 # factor ahead, the password alone never completes the sign-in.
                 pass_ahead = not two_step and temp_pass.live(rec, now) is not None
-                joint = code is not None and two_step  # password and code checked together
+                # Password and code (or the helpdesk's pass) checked together.
+                joint = code is not None and (two_step or (with_pass and pass_ahead))
                 passed = False
+                expires_at: float | None = None
                 state = rec.get("password") or {}
                 familiar = passwords.is_familiar(state, src, now, policy)
-                error = passwords.gate(state, src, familiar, now, policy, two_step, joint)
+                error = passwords.gate(state, src, familiar, now, policy, two_step or pass_ahead, joint)
                 if error is None and joint:
                     error = self._gate(txn, now, username)  # the code's throttle: the portal's own
                 slot: str | None = None  # a spraying slot, taken only for an unfamiliar source
@@ -620,7 +629,13 @@ class MFAService(PasskeyOperations, PolicyOperations):
                     state = rec.setdefault("password", state)
                     # The two-step policy, once the password is right (its grace starts then).
                     req = self._requirement_in(username, rec, now, *context, record=True) if ok else None
-                    if ok and joint:
+                    if ok and joint and with_pass:  # the pass: whatever the policy, as on the challenge
+                        refused, expires_at = self._check_pass(txn, rec, code, now, username, None)
+                        if refused is not None:
+                            ok = None
+                            error = InvalidCode(WRONG_PASSWORD_OR_CODE)
+                            self._fail(txn, now, username, "second_factor_failed", refused)
+                    elif ok and joint:
                         if self._factor_refused(rec, req, strategy, None):
                             refused = self._not_allowed(code, strategy, now)
                         else:
@@ -651,7 +666,8 @@ class MFAService(PasskeyOperations, PolicyOperations):
                                       f"{policy.account_limit} consecutive wrong passwords from "
                                       "unfamiliar places")
                 result = PasswordResult(username, records.two_step_on(rec) or pass_ahead,
-                                        rec.get("mfa_epoch", 0), second_factor_passed=passed)
+                                        rec.get("mfa_epoch", 0), second_factor_passed=passed,
+                                        pass_expires_at=expires_at if passed else None)
         except RecordDamaged as damaged:
             if entered:
                 raise
@@ -754,11 +770,7 @@ class MFAService(PasskeyOperations, PolicyOperations):
         if strategy not in PORTAL_STRATEGIES:
             raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
         if strategy == temp_pass.STRATEGY:
-            if not isinstance(code, str):
-                raise TypeError(f"code must be a str, not {type(code).__name__}")
-            if not code.strip():
-                raise InvalidCodeFormat("Enter the temporary pass the helpdesk gave you.")
-            code = code[:200]
+            code = self._typed_pass(code)
         else:
             code = check.totp_code(code) if strategy == "totp" else check.backup_code(code)
         if not isinstance(diagnose, bool):
@@ -803,6 +815,15 @@ class MFAService(PasskeyOperations, PolicyOperations):
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining,
                                   pass_expires_at=expires_at)
+
+    @staticmethod
+    def _typed_pass(code: Any) -> str:
+        """A typed temporary pass, bounded; InvalidCodeFormat when empty."""
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, not {type(code).__name__}")
+        if not code.strip():
+            raise InvalidCodeFormat("Enter the temporary pass the helpdesk gave you.")
+        return code[:200]
 
     def _check_pass(self, txn: Transaction, rec: dict[str, Any], typed: str, now: float,
                     actor: str, channel: str | None) -> tuple[MFAError | None, float | None]:
