@@ -169,6 +169,7 @@ class MFAService(PasskeyOperations, PolicyOperations):
             raise TypeError("clock must be callable")
         self.store = store
         self.keyring = keyring
+        store.use_pepper(keyring.pepper)  # the sharded store's second witness of two-step (S25)
         self.clock = clock
         self.issuer = check.name(issuer, "issuer")
         self.policy = policy or ThrottlePolicy()

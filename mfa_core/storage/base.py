@@ -223,6 +223,11 @@ class Store(ABC):
                     until: float | None = None) -> list[Event]:
         """Events, oldest first, filtered by user and by ``since <= time < until``."""
 
+    def use_pepper(self, pepper: bytes) -> None:
+        """The server's pepper, for names a backend keeps outside its records (the sharded
+        store's second witness of two-step). A database needs none: nothing is lost there by
+        deleting a file."""
+
     def put(self, username: str, record: Record) -> None:
         """Write a record without reading it first (for building large stores)."""
         with self.transaction(username, repair=True) as txn:
