@@ -43,6 +43,15 @@ GUARD = "two_step"
 WITNESS_LABEL = b"mfa-portal enrolled witness"
 
 
+def witness_key(pepper: bytes) -> bytes:
+    return hmac.new(pepper, WITNESS_LABEL, hashlib.sha256).digest()
+
+
+def witness_name(key: bytes, username: str) -> str:
+    """The file name of ``username``'s second witness under ``witness_key(pepper)``."""
+    return hmac.new(key, username.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 class AtomicJSONStorage(Storage):
     """TinyDB storage that never rewrites a file in place (TinyDB's own JSONStorage does).
 
@@ -183,12 +192,12 @@ class ShardedTinyDBStore(Store):
         return os.path.join(self._guards_root, key[:2], key)
 
     def use_pepper(self, pepper: bytes) -> None:
-        self._witness_key = hmac.new(pepper, WITNESS_LABEL, hashlib.sha256).digest()
+        self._witness_key = witness_key(pepper)
 
     def _witness(self, username: str) -> str | None:
         if self._witness_key is None:
             return None
-        name = hmac.new(self._witness_key, username.encode("utf-8"), hashlib.sha256).hexdigest()
+        name = witness_name(self._witness_key, username)
         return os.path.join(self._witness_root, name[:2], name)
 
     def _load_user(self, key: str, username: str) -> tuple[dict[str, Any] | None, Record | None]:

@@ -98,3 +98,19 @@ def test_a_lost_witness_is_written_again_on_the_users_next_change(tinydb_svc, da
     witness.unlink()
     svc.create_backup_codes("alice")
     assert witnesses(data_dir) == [witness]
+
+
+def test_db_copy_refuses_a_data_dir_whose_record_and_marker_are_gone(tinydb_svc, data_dir, clock,
+                                                                      users):
+    from mfa_core import dbcopy
+    svc = tinydb_svc
+    enable_totp(svc, clock, "alice")
+    enable_totp(svc, clock, "bob")
+    pepper = svc.keyring.pepper
+    assert set(dbcopy.read_data_dir(data_dir, pepper).records) == {"alice", "bob"}
+    user_file(data_dir, "alice").unlink()
+    marker(data_dir, "alice").unlink()
+    # Copied as it is, alice would have no second factor in the database: refused.
+    with pytest.raises(dbcopy.CopyRefused) as err:
+        dbcopy.read_data_dir(data_dir, pepper)
+    assert "witness/" in str(err.value) and "reset their MFA" in str(err.value)
