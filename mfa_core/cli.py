@@ -360,10 +360,21 @@ def cmd_db_upgrade(ctx: Context) -> int:
     return 0
 
 
+def _source_pepper(ctx: Context, source_dir: Path) -> bytes | None:
+    """The copied data dir's pepper (the environment's, else its key file), or None."""
+    from .keys import ENV_KEYS, KEY_FILE, load_keyring
+    if not ctx.environ.get(ENV_KEYS) and not (source_dir / KEY_FILE).is_file():
+        return None  # never generate keys into the source
+    try:
+        return load_keyring(source_dir, ctx.environ).pepper
+    except MFAError:
+        return None
+
+
 def cmd_db_copy(ctx: Context) -> int:
     source_dir = Path(ctx.args.source)
     store = ctx.store()  # before reading: no URL or no database, nothing read
-    source = dbcopy.read_data_dir(source_dir)
+    source = dbcopy.read_data_dir(source_dir, _source_pepper(ctx, source_dir))
     copied = dbcopy.copy_into(source, store, overwrite=ctx.args.overwrite)
     rows = [("records", "records", "users' MFA records"),
             ("keyed records", "keyed", "sessions, password throttles, cookie tickets"),

@@ -35,7 +35,7 @@ from .clients import CLIENTS_FILE, STORE_KEY, FORMAT_VERSION, FileClientRegistry
 from .errors import MFAError, RecordDamaged, StorageError
 from .storage.audit_log import JSONLinesAuditLog
 from .storage.base import Event, Record, user_key
-from .storage.sharded import load_document
+from .storage.sharded import load_document, witness_key, witness_name
 from .users import USERS_FILE, DatabaseUserDirectory, check_entries, load_yaml_file
 
 
@@ -96,8 +96,10 @@ _KINDS = {"records": ("user record", "user records"),
           "users": ("directory user", "directory users")}
 
 
-def read_data_dir(data_dir: Path) -> Source:
-    """Everything to copy, read and checked before anything is written. Raises CopyRefused."""
+def read_data_dir(data_dir: Path, pepper: bytes | None = None) -> Source:
+    """Everything to copy, read and checked before anything is written. Raises CopyRefused.
+
+    ``pepper``: the data dir's, to read the second witnesses of two-step (``witness/``)."""
     if not data_dir.is_dir():
         raise CopyRefused(f"{data_dir} is not a directory.")
     if not any((data_dir / part).exists() for part in ("users", USERS_FILE, "audit", CLIENTS_FILE)):
@@ -110,6 +112,14 @@ def read_data_dir(data_dir: Path) -> Source:
         if marker.name not in present:
             raise CopyRefused(f"{marker.relative_to(data_dir)}: an enrolled user's record is missing "
                               "(the user cannot sign in); reset their MFA before copying.")
+    witnesses = sorted((data_dir / "witness").glob("*/*"))
+    if witnesses and pepper is not None:
+        key = witness_key(pepper)
+        named = {witness_name(key, name) for name in records}
+        for witness in witnesses:
+            if witness.name not in named:  # the record and its marker are both gone
+                raise CopyRefused(f"{witness.relative_to(data_dir)}: an enrolled user's record is "
+                                  "missing (the user cannot sign in); reset their MFA before copying.")
     keyed = _documents(data_dir, "sources")
     audit: dict[str, Event] = {}
     if (data_dir / "audit").is_dir():

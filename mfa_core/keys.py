@@ -34,7 +34,7 @@ KEY_FILE = "keys.json"
 # What the engine writes into a data dir, beside the key file and the user directory
 # (users.yaml holds password hashes only: it may be made with `users add` before any key).
 # (The benchmark's baseline stores create their single file when opened: their audit trail counts.)
-DATA_ENTRIES = ("users", "enrolled", "sources", "audit", "api_clients.json")
+DATA_ENTRIES = ("users", "enrolled", "witness", "sources", "audit", "api_clients.json")
 
 
 def holds_data(data_dir: str | os.PathLike) -> bool:

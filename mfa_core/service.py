@@ -154,6 +154,7 @@ class PasswordResult:
     two_factor_enabled: bool
     mfa_epoch: int
     second_factor_passed: bool = False  # a code came with the password and was right too
+    pass_expires_at: float | None = None  # ... a temporary pass: the session is restricted, ends then
 
 
 class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
@@ -171,6 +172,7 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
             raise TypeError("clock must be callable")
         self.store = store
         self.keyring = keyring
+        store.use_pepper(keyring.pepper)  # the sharded store's second witness of two-step (S25)
         self.clock = clock
         self.issuer = check.name(issuer, "issuer")
         self.policy = policy or ThrottlePolicy()
@@ -561,7 +563,11 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         (WRONG_PASSWORD_OR_CODE), so a guesser without the code learns nothing
         about the password. This is how a user with a second factor signs in
         from a new place while the password alone is blocked there (issue 20, F8);
-        the result then says ``second_factor_passed``.
+        the result then says ``second_factor_passed``. ``strategy``
+        "temporary_pass": the helpdesk's pass beside the password, for the portal's
+        sign-in page only (a calling service never passes a code here; S40): checked
+        as ``attempt_second_factor`` checks it, and the result's ``pass_expires_at``
+        says the session is a pass's (restricted, ending then).
         Raises InvalidCode for a wrong password and for an unknown user alike
         (same text, same cost; no record is created for an unknown name),
         TooManyAttempts (``retry_after``) while this user and source, or this
@@ -572,10 +578,12 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         username = check.name(username)
         password = check.password(password)
         source = check.source(source)
+        with_pass = strategy == temp_pass.STRATEGY
         if code is not None:
-            if strategy not in STRATEGIES:
+            if strategy not in PORTAL_STRATEGIES:
                 raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
-            code = check.totp_code(code) if strategy == "totp" else check.backup_code(code)
+            code = self._typed_pass(code) if with_pass else \
+                check.totp_code(code) if strategy == "totp" else check.backup_code(code)
         if self.directory is None:
             raise TypeError("this service has no user directory to check passwords against")
         pepper = self.keyring.pepper
@@ -583,7 +591,7 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         who = passwords.key(pepper, "name", username)  # whose failures a source counts
         if getattr(self.directory, "company", False):
             # The throttle first, then the directory: a throttled name or place costs it nothing.
-            self._throttle_first(username, src, who, source, code is not None)
+            self._throttle_first(username, src, who, source, code is not None, with_pass)
         # Company directory: the record follows the entry's id. A name seen for the first time is
         # bound to its entry only once its password was right: binding costs two writes, and a
         # first wrong guess at a real name must cost what one at an unknown name does.
@@ -612,11 +620,13 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
                 # A user without a factor but with the helpdesk's pass: the pass is the second
                 # factor ahead, the password alone never completes the sign-in.
                 pass_ahead = not two_step and temp_pass.live(rec, now) is not None
-                joint = code is not None and two_step  # password and code checked together
+                # Password and code (or the helpdesk's pass) checked together.
+                ahead, joint = _second_ahead(rec, now, code is not None, with_pass)
                 passed = False
+                expires_at: float | None = None
                 state = rec.get("password") or {}
                 familiar = passwords.is_familiar(state, src, now, policy)
-                error = passwords.gate(state, src, familiar, now, policy, two_step, joint)
+                error = passwords.gate(state, src, familiar, now, policy, ahead, joint)
                 if error is None and joint:
                     error = self._gate(txn, now, username)  # the code's throttle: the portal's own
                 slot: str | None = None  # a spraying slot, taken only for an unfamiliar source
@@ -634,7 +644,13 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
                     state = rec.setdefault("password", state)
                     # The two-step policy, once the password is right (its grace starts then).
                     req = self._requirement_in(username, rec, now, *context, record=True) if ok else None
-                    if ok and joint:
+                    if ok and joint and with_pass:  # the pass: whatever the policy, as on the challenge
+                        refused, expires_at = self._check_pass(txn, rec, code, now, username, None)
+                        if refused is not None:
+                            ok = None
+                            error = InvalidCode(WRONG_PASSWORD_OR_CODE)
+                            self._fail(txn, now, username, "second_factor_failed", refused)
+                    elif ok and joint:
                         if self._factor_refused(rec, req, strategy, None):
                             refused = self._not_allowed(code, strategy, now)
                         else:
@@ -665,7 +681,8 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
                                       f"{policy.account_limit} consecutive wrong passwords from "
                                       "unfamiliar places")
                 result = PasswordResult(username, records.two_step_on(rec) or pass_ahead,
-                                        rec.get("mfa_epoch", 0), second_factor_passed=passed)
+                                        rec.get("mfa_epoch", 0), second_factor_passed=passed,
+                                        pass_expires_at=expires_at if passed else None)
         except RecordDamaged as damaged:
             if entered:
                 raise
@@ -677,7 +694,7 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         return result
 
     def _throttle_first(self, username: str, src: str, who: str, source: str | None,
-                        with_code: bool) -> None:
+                        with_code: bool, with_pass: bool = False) -> None:
         """The company directory: attempt_password's throttle gates before the person is looked up.
 
         A name or place the throttle holds back costs the directory no search and no
@@ -704,8 +721,8 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         if rec is not None:
             state = copy.deepcopy(rec.get("password") or {})  # the gate may note a block's start
             familiar = passwords.is_familiar(state, src, now, policy)
-            two_step = records.two_step_on(rec)
-            error = passwords.gate(state, src, familiar, now, policy, two_step, with_code and two_step)
+            error = passwords.gate(state, src, familiar, now, policy,
+                                   *_second_ahead(rec, now, with_code, with_pass))
         if error is None:  # the directory's bind budget: the person's, or the unknown name's
             error = self.directory.bind_wait((rec.get("password") or {}) if rec is not None else None, who)
         by_place = error is None and not familiar
@@ -726,8 +743,8 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
             now = self.clock()  # under the user's lock; the user's own gate again, kept this time
             state = txn.record.get("password") or {}
             familiar = passwords.is_familiar(state, src, now, policy)
-            two_step = records.two_step_on(txn.record)
-            own = passwords.gate(state, src, familiar, now, policy, two_step, with_code and two_step)
+            own = passwords.gate(state, src, familiar, now, policy,
+                                 *_second_ahead(txn.record, now, with_code, with_pass))
             own = own or self.directory.bind_wait(state, who)
             error = own or (error if by_place else None)  # None: the wait ended meanwhile
             if error is not None:
@@ -828,11 +845,7 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         if strategy not in PORTAL_STRATEGIES:
             raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
         if strategy == temp_pass.STRATEGY:
-            if not isinstance(code, str):
-                raise TypeError(f"code must be a str, not {type(code).__name__}")
-            if not code.strip():
-                raise InvalidCodeFormat("Enter the temporary pass the helpdesk gave you.")
-            code = code[:200]
+            code = self._typed_pass(code)
         else:
             code = check.totp_code(code) if strategy == "totp" else check.backup_code(code)
         if not isinstance(diagnose, bool):
@@ -881,6 +894,15 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining,
                                   pass_expires_at=expires_at)
+
+    @staticmethod
+    def _typed_pass(code: Any) -> str:
+        """A typed temporary pass, bounded; InvalidCodeFormat when empty."""
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, not {type(code).__name__}")
+        if not code.strip():
+            raise InvalidCodeFormat("Enter the temporary pass the helpdesk gave you.")
+        return code[:200]
 
     def _code_throttle_first(self, username: str, strategy: str, actor: str, channel: str | None) -> None:
         """The company directory: attempt_second_factor's throttle before the directory is asked
@@ -1411,6 +1433,16 @@ def _refuse_under_pass(rec: dict[str, Any], session_id: str | None) -> None:
 def _label_taken(label: str) -> MFAError:
     return InvalidLabel(f"You already have an authenticator named \u201c{label}\u201d. "
                         "Choose another name.")
+
+
+def _second_ahead(rec: dict[str, Any], now: float, with_code: bool,
+                  with_pass: bool) -> tuple[bool, bool]:
+    """(a second factor is ahead of this password, a code that came with it is checked with
+    it): the password throttle's block lets a joint check through (S14). The helpdesk's
+    temporary pass counts for a user who has it (S40)."""
+    two_step = records.two_step_on(rec)
+    ahead = two_step or temp_pass.live(rec, now) is not None
+    return ahead, with_code and (two_step or (with_pass and ahead))
 
 
 def _reason(error: MFAError) -> str:

@@ -41,6 +41,7 @@ LOGIN_USERNAME = "portal_login_username"
 LOGIN_PASSWORD = "portal_login_password"
 LOGIN_CODE = "portal_login_code"            # the code typed with the password (issue 20, F8)
 LOGIN_WITH_CODE = "portal_login_with_code"  # the password from here is checked only with a code
+LOGIN_WITH_PASS = "portal_login_with_pass"  # ... and that "code" is the helpdesk's temporary pass
 COOKIE_CHECKED = "portal_cookie_checked"
 _NO_SIDEBAR = ('<style>[data-testid="stSidebar"], [data-testid="stExpandSidebarButton"] '
                '{ display: none; }</style>')
@@ -179,16 +180,29 @@ def _password_screen(portal: config.Portal, *, home: bool) -> None:
         st.text_input("Username", key=LOGIN_USERNAME, autocomplete="username")
         st.text_input("Password", key=LOGIN_PASSWORD, type="password",
                       autocomplete="current-password")
-        if st.session_state.get(LOGIN_WITH_CODE):  # the password is blocked from new places
+        blocked = st.session_state.get(LOGIN_WITH_CODE)  # the password is blocked from new places
+        if blocked and st.session_state.get(LOGIN_WITH_PASS):
+            st.text_input("Temporary pass", key=LOGIN_CODE, autocomplete="off",
+                          help="The temporary pass the helpdesk gave you (like `kq7m-3xzp-w9df-4hnr`).")
+        elif blocked:
             st.text_input("Authentication code", key=LOGIN_CODE, autocomplete="one-time-code",
                           help="The code from your authentication app, or a backup code.")
         st.form_submit_button("Login", on_click=_submit_password)
+    if blocked:
+        # Offered whether or not the name has a pass: the form says nothing about the account.
+        st.button("Use your authenticator" if st.session_state.get(LOGIN_WITH_PASS)
+                  else "Use a temporary pass", key="portal_login_pass_toggle", on_click=_toggle_login_pass)
     error = st.session_state.pop(LOGIN_ERROR, None)
     if error:
         st.error(error)
     if st.session_state.pop(DELETE_COOKIE, None):
         cookies.clear()
     st.stop()
+
+
+def _toggle_login_pass() -> None:
+    st.session_state[LOGIN_WITH_PASS] = not st.session_state.get(LOGIN_WITH_PASS)
+    st.session_state[LOGIN_CODE] = ""
 
 
 def _submit_password() -> None:
@@ -206,14 +220,18 @@ def _submit_password() -> None:
     source = session.client_source()
     with_code = {}
     if typed and st.session_state.get(LOGIN_WITH_CODE):
-        with_code = {"code": typed,
-                     "strategy": "totp" if typed.isdigit() and len(typed) == 6 else "backup_code"}
+        strategy = "temporary_pass" if st.session_state.get(LOGIN_WITH_PASS) else \
+            "totp" if typed.isdigit() and len(typed) == 6 else "backup_code"
+        with_code = {"code": typed, "strategy": strategy}
     try:
         result = svc.attempt_password(username, password, source=source, **with_code)
         # Without a second factor the password was the strongest factor: a
         # verification now. With one, the session waits for it (unless its
-        # code came with the password: both passed).
-        done = result.second_factor_passed or not result.two_factor_enabled
+        # code came with the password: both passed). A temporary pass's session
+        # starts not passed and is then marked as the pass's (restricted, S40),
+        # so it is never, even for a moment, an unrestricted one.
+        via_pass = result.pass_expires_at is not None
+        done = (result.second_factor_passed or not result.two_factor_enabled) and not via_pass
         now = svc.clock()
         token = svc.sessions.start(username, second_factor_passed=done,
                                    verified_at=now if done else None,
@@ -230,7 +248,13 @@ def _submit_password() -> None:
     # runs: a component reporting back can interrupt the run at its next
     # st.* call, and the rerun must find the accepted password.
     st.session_state.pop(LOGIN_WITH_CODE, None)
+    st.session_state.pop(LOGIN_WITH_PASS, None)
     session.start(username, token=token, passed=done, verified_at=now if done else None)
+    if via_pass:
+        try:
+            session.pass_with_temporary_pass(result.mfa_epoch, result.pass_expires_at)
+        except mfa_core.MFAError as err:  # not recorded: the session stays before the second factor
+            st.session_state[LOGIN_ERROR] = str(err)
     st.session_state[COOKIE_DUE] = True
     st.session_state.pop(SIGNED_OUT_NOW, None)
 

@@ -230,6 +230,11 @@ class Store(ABC):
                     until: float | None = None) -> list[Event]:
         """Events, oldest first, filtered by user and by ``since <= time < until``."""
 
+    def use_pepper(self, pepper: bytes) -> None:
+        """The server's pepper, for names a backend keeps outside its records (the sharded
+        store's second witness of two-step). A database needs none: nothing is lost there by
+        deleting a file."""
+
     def summaries(self) -> dict[str, dict[str, Any]]:
         """username -> coverage summary (``mfa_core.summary``) of every user who has one.
 

@@ -9,6 +9,8 @@ torn, not JSON, the wrong layout) is damage, never "no record".
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -36,6 +38,20 @@ TABLE = "mfa"
 # lost record file reads as damage instead of as "no second factor".
 GUARD = "two_step"
 BUILT = "BUILT"  # in summary/: the coverage index holds every record's summary
+# The second witness of the same (issue 20): an empty file under ``witness/`` named by an HMAC
+# of the username under the pepper, so it cannot be found from the name without the keys.
+# Looked at only when both the record and its marker are missing; written and removed with
+# the marker. Without a pepper (a store opened outside ``MFAService``) there is none.
+WITNESS_LABEL = b"mfa-portal enrolled witness"
+
+
+def witness_key(pepper: bytes) -> bytes:
+    return hmac.new(pepper, WITNESS_LABEL, hashlib.sha256).digest()
+
+
+def witness_name(key: bytes, username: str) -> str:
+    """The file name of ``username``'s second witness under ``witness_key(pepper)``."""
+    return hmac.new(key, username.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 class AtomicJSONStorage(Storage):
@@ -164,6 +180,8 @@ class ShardedTinyDBStore(Store):
         self._users_root = str(self.users_dir)
         self._sources_root = str(self.root / "sources")
         self._guards_root = str(self.root / "enrolled")
+        self._witness_root = str(self.root / "witness")
+        self._witness_key: bytes | None = None
         self._locks = StripedLocks(self.root / "locks")
         self._source_locks = StripedLocks(self.root / "locks" / "sources", stripes=64)
         self._summary_root = str(self.root / "summary")
@@ -182,21 +200,34 @@ class ShardedTinyDBStore(Store):
     def _guard(self, key: str) -> str:
         return os.path.join(self._guards_root, key[:2], key)
 
-    def _load_user(self, key: str) -> tuple[dict[str, Any] | None, Record | None]:
+    def use_pepper(self, pepper: bytes) -> None:
+        self._witness_key = witness_key(pepper)
+
+    def _witness(self, username: str) -> str | None:
+        if self._witness_key is None:
+            return None
+        name = witness_name(self._witness_key, username)
+        return os.path.join(self._witness_root, name[:2], name)
+
+    def _load_user(self, key: str, username: str) -> tuple[dict[str, Any] | None, Record | None]:
         data, record = load_document(self._path(key), "Your account's record")
-        if data is None and os.path.exists(self._guard(key)):
-            raise RecordDamaged(detail="the record file is missing")
+        if data is None:  # no record: a stat (two when the marker is gone too), nothing more
+            if os.path.exists(self._guard(key)):
+                raise RecordDamaged(detail="the record file is missing")
+            witness = self._witness(username)
+            if witness is not None and os.path.exists(witness):
+                raise RecordDamaged(detail="the record file and its enrolment marker are missing")
         return data, record
 
     def read(self, username: str) -> Record | None:
-        return self._load_user(user_key(username))[1]
+        return self._load_user(user_key(username), username)[1]
 
     @contextlib.contextmanager
     def transaction(self, username: str, *, repair: bool = False) -> Iterator[Transaction]:
         key = user_key(username)
         with self._locks.hold(key):
             try:
-                data, record = self._load_user(key)
+                data, record = self._load_user(key, username)
                 damaged = False
             except RecordDamaged:
                 if not repair:
@@ -205,7 +236,7 @@ class ShardedTinyDBStore(Store):
             before = summaries.dumps(summaries.summarize(record))
             txn = Transaction(username, record, damaged=damaged)
             yield txn
-            if self._commit(txn, self._path(key), data, self._guard(key)):
+            if self._commit(txn, self._path(key), data, self._guard(key), self._witness(username)):
                 self._summary_changed(key, username, before, txn.record)
 
     def _keyed_path(self, hashed: str) -> str:
@@ -247,12 +278,15 @@ class ShardedTinyDBStore(Store):
         return removed
 
     def _commit(self, txn: Transaction, path: str, data: dict[str, Any] | None,
-                guard: str | None) -> bool:
+                guard: str | None, witness: str | None = None) -> bool:
         guarded = guard is not None and bool(txn.record.get(GUARD))
+        witnesses = [p for p in (guard, witness) if p is not None]
 
         def write() -> None:
-            if guard is not None and not guarded and os.path.exists(guard):
-                os.unlink(guard)  # before the record: a crash between leaves no stale marker
+            if guard is not None and not guarded:
+                for each in witnesses:  # before the record: a crash between leaves no stale marker
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(each)
             if txn.damaged:
                 self._keep_damaged(path)
             table = TinyDB(path, storage=AtomicJSONStorage, preloaded=data).table(TABLE)
@@ -263,12 +297,13 @@ class ShardedTinyDBStore(Store):
         if not guarded:
             return True
         # Committed: nothing below may report a failure.
-        if not os.path.exists(guard):
-            try:
-                os.makedirs(os.path.dirname(guard), exist_ok=True)
-                write_atomic(guard, b"")
-            except OSError as exc:
-                log.warning("enrolment marker not written: %s", type(exc).__name__)
+        for each in witnesses:
+            if not os.path.exists(each):
+                try:
+                    os.makedirs(os.path.dirname(each), exist_ok=True)
+                    write_atomic(each, b"")
+                except OSError as exc:
+                    log.warning("enrolment marker not written: %s", type(exc).__name__)
         return True
 
     # -- coverage summaries (mfa_core.summary): one index file per shard ----------------
