@@ -17,6 +17,7 @@ grace rule for that user.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from . import passwords, temp_pass
 from . import policy as pol
 from . import validate as check
 from .audit import AuditEvent
-from .errors import MFAError, PolicyRefused, StorageError
+from .errors import MFAError, PolicyRefused, RecordDamaged, StorageError
 from .policy import Policy, Requirement, Rule
 from .storage import IO_ERRORS
 
@@ -114,9 +115,13 @@ class PolicyOperations:
         return self._change_policy(change, actor, self.clock(), repair=True)
 
     def _change_policy(self, change, actor: str, now: float, *, repair: bool = False) -> Policy:
-        with self._keyed_transaction(pol.STORE_KEY) as txn:
+        with contextlib.ExitStack() as stack:
             try:
-                current = Policy.from_record(txn.record)
+                txn = stack.enter_context(self._keyed_transaction(pol.STORE_KEY, repair=repair))
+            except RecordDamaged as exc:  # not JSON, not an object: only clear (repair) replaces it
+                raise pol.PolicyDamaged() from exc
+            try:
+                current = None if txn.damaged else Policy.from_record(txn.record)
             except pol.PolicyDamaged:
                 if not repair:
                     raise

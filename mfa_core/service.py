@@ -1087,8 +1087,9 @@ class MFAService(PasskeyOperations, PolicyOperations):
     def _transaction(self, username: str, *, repair: bool = False) -> "_Guarded":
         return _Guarded(self, self.store.transaction(username, repair=repair), username, repair)
 
-    def _keyed_transaction(self, key: str) -> "_Guarded":
-        return _Guarded(self, self.store.keyed_transaction(key), None, False)
+    def _keyed_transaction(self, key: str, *, repair: bool = False) -> "_Guarded":
+        cm = self.store.keyed_transaction(key, repair=True) if repair else self.store.keyed_transaction(key)
+        return _Guarded(self, cm, None, False)
 
     def _report_damage(self, username: str, exc: RecordDamaged) -> None:
         """Audit a damaged record once (per process and kind of damage), never its content."""

@@ -1,0 +1,185 @@
+"""The two-step policy (issue 23) under attack: a password thief on an overdue account, a user
+escaping their rule, races between removals and between a rule and a removal, a damaged policy
+record. Each test was a failing reproduction first; every store backend runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from mfa_core import policy as pol
+from mfa_core.errors import PolicyDamaged, PolicyRefused
+
+from ..webauthn_authenticator import PAGE, SoftAuthenticator
+from .conftest import code_for, enable_totp
+from .test_policy import DAY, ELSEWHERE, HERE, add_passkey, overdue, people, token_for  # noqa: F401
+
+
+def _day(clock, days: int) -> str:
+    return dt.datetime.fromtimestamp(clock() + days * DAY, dt.timezone.utc).date().isoformat()
+
+
+def _tomorrow_midnight_minus(clock, seconds: float) -> None:
+    """Move the clock to ``seconds`` before the next 00:00 UTC."""
+    now = clock()
+    clock.advance(DAY - now % DAY - seconds)
+
+
+# -- a set-up started before the deadline, finished after it ----------------------------------
+
+def test_an_app_set_up_started_in_grace_cannot_be_confirmed_once_overdue(people, clock):
+    # A thief with the password starts a set-up from their own place one minute before the
+    # deadline and types the code after it: the deadline's rule must hold for the confirmation.
+    _tomorrow_midnight_minus(clock, 60)
+    people.set_policy_rule(target="everyone", deadline=_day(clock, 1), actor="ops")
+    people.attempt_password("alice", "alice-password-1", source=ELSEWHERE)
+    resource = people.create_totp("alice", source=ELSEWHERE)  # in grace: from anywhere
+    clock.advance(120)
+    assert people.requirement("alice").state == "overdue"
+    with pytest.raises(PolicyRefused, match="deadline for two-step verification has passed"):
+        people.verify_totp("alice", code_for(resource.secret, clock()))
+    assert not people.status("alice").two_factor_enabled
+    assert people.pending_totp("alice") is None  # that set-up is gone
+
+
+def test_an_app_set_up_started_before_a_rule_forbade_apps_cannot_be_confirmed(people, clock):
+    add_passkey(people, "root")
+    resource = people.create_totp("alice")
+    people.set_policy_rule(target="everyone", grace_days=30, allow="passkey", actor="ops")
+    with pytest.raises(PolicyRefused, match="does not allow an authentication app"):
+        people.verify_totp("alice", code_for(resource.secret, clock()))
+    assert not people.status("alice").two_factor_enabled
+
+
+def test_an_overdue_set_up_from_a_familiar_place_is_still_confirmed(people, clock, overdue):
+    resource = people.create_totp("alice", source=HERE)
+    clock.advance(30)
+    people.verify_totp("alice", code_for(resource.secret, clock()))
+    assert people.requirement("alice").state == "met"
+
+
+def test_a_passkey_begun_in_grace_cannot_be_added_once_overdue(people, clock):
+    _tomorrow_midnight_minus(clock, 30)
+    people.set_policy_rule(target="everyone", deadline=_day(clock, 1), actor="ops")
+    token = token_for(people)
+    options = people.begin_passkey_registration("alice", session=token, origin=PAGE, source=ELSEWHERE)
+    clock.advance(60)
+    with pytest.raises(PolicyRefused, match="deadline for two-step verification has passed"):
+        people.finish_passkey_registration("alice", SoftAuthenticator().create(options), session=token)
+    assert not people.status("alice").two_factor_enabled
+
+
+def test_a_passkey_begun_before_a_rule_forbade_passkeys_cannot_be_added(people, clock):
+    enable_totp(people, clock, "root")
+    token = token_for(people)
+    options = people.begin_passkey_registration("alice", session=token, origin=PAGE)
+    people.set_policy_rule(target="everyone", grace_days=30, allow="totp", actor="ops")
+    with pytest.raises(PolicyRefused, match="does not allow a passkey"):
+        people.finish_passkey_registration("alice", SoftAuthenticator().create(options), session=token)
+    assert not people.status("alice").two_factor_enabled
+
+
+# -- removing the last allowed factor in racing calls ------------------------------------------
+
+def test_racing_removals_of_the_two_last_allowed_factors_leave_one(people, clock):
+    add_passkey(people, "root")
+    add_passkey(people, "alice")
+    add_passkey(people, "alice")
+    a, b = people.status("alice").authenticators
+    people.set_policy_rule(target="everyone", grace_days=30, allow="passkey", actor="ops")
+    outcomes: list[str] = []
+    barrier = threading.Barrier(40)
+
+    def remove(i: int) -> None:
+        barrier.wait()
+        try:
+            people.remove_authenticator("alice", (a, b)[i % 2].id)
+            outcomes.append("removed")
+        except PolicyRefused:
+            outcomes.append("refused")
+        except Exception as exc:  # UnknownAuthenticator: the same one removed already
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=remove, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("removed") == 1
+    assert len(people.status("alice").authenticators) == 1
+    assert people.requirement("alice").state == "met"
+
+
+# -- a rule racing a removal ----------------------------------------------------------------------
+
+def test_a_removal_checks_the_policy_in_the_store_not_a_stale_copy(people, open_svc, clock):
+    # Another replica set the rule a moment ago: this process's copy is up to 5 s old.
+    enable_totp(people, clock, "alice")
+    (app,) = people.status("alice").authenticators
+    assert people.two_step_policy().rules == ()  # cached here
+    other = open_svc()
+    other.set_policy_rule(target="everyone", grace_days=30, actor="ops")
+    assert people.two_step_policy().rules == ()  # still the cached copy
+    with pytest.raises(PolicyRefused, match="cannot remove your last authenticator"):
+        people.remove_authenticator("alice", app.id)
+    with pytest.raises(PolicyRefused):
+        people.disable_totp("alice")
+
+
+def test_a_passkey_only_rule_racing_the_last_admin_passkey_removal_never_locks_out(people, clock):
+    # root has an app and the only admin passkey; ops sets admins passkey-only while root removes
+    # the passkey: one of the two must lose, never both win (the helpdesk locked out).
+    for _ in range(10):
+        people.reset_mfa("root", actor="ops", reason="test round")
+        people.clear_policy(actor="ops")
+        enable_totp(people, clock, "root")
+        add_passkey(people, "root")
+        key = next(a for a in people.status("root").authenticators if a.kind == "passkey")
+        barrier = threading.Barrier(2)
+
+        def set_rule() -> None:
+            barrier.wait()
+            try:
+                people.set_policy_rule(target="role:admin", grace_days=0, allow="passkey", actor="ops")
+            except PolicyRefused:
+                pass
+
+        def remove() -> None:
+            barrier.wait()
+            try:
+                people.remove_authenticator("root", key.id)
+            except PolicyRefused:
+                pass
+
+        threads = [threading.Thread(target=set_rule), threading.Thread(target=remove)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        people.policy_max_age = 0
+        assert people.requirement("root").state in ("met", "none")
+        people.policy_max_age = pol.DEFAULT_CACHE
+        clock.advance(60)
+
+
+# -- a damaged policy record ----------------------------------------------------------------------
+
+def test_a_policy_record_that_is_not_json_fails_closed_and_policy_clear_repairs_it(tinydb_svc):
+    svc = tinydb_svc
+    svc.directory.add("alice", "alice-password-1", email="alice@example.com", roles=["user"])
+    svc.set_policy_rule(target="everyone", grace_days=3, actor="ops")
+    (path,) = [p for p in (svc.store.root / "sources").rglob("*.json")
+               if "policy" in p.read_text()]
+    path.write_text("{not json")
+    svc.policy_max_age = 0
+    with pytest.raises(PolicyDamaged):
+        svc.requirement("alice")
+    with pytest.raises(PolicyDamaged):
+        svc.attempt_password("alice", "alice-password-1", source=HERE)
+    policy = svc.clear_policy(actor="ops")
+    assert policy.rules == ()
+    assert svc.requirement("alice").state == "none"
+    (event,) = [e for e in svc.audit() if e.event == "policy_changed"][-1:]
+    assert event.detail == "damaged policy record replaced: no rules"
