@@ -257,9 +257,7 @@ class PolicyOperations:
         kind for them, or when they are past the deadline with neither a familiar source nor a
         temporary-pass session. Returns why an overdue user may (for the audit trail), else None."""
         req = self._requirement_in(username, rec, now, *context)
-        if req.required and kind not in req.allowed:
-            raise PolicyRefused(f"Your organization does not allow {pol.FACTOR_WORDS[kind]} for your "
-                                f"account: use {req.allowed_words}.")
+        _refuse_kind(req, kind)
         if req.state != "overdue":
             return None
         if not self._may_set_up(rec, now, source, session_id):
@@ -267,6 +265,22 @@ class PolicyOperations:
         if source is not None and self._may_set_up(rec, now, source, None):
             return f"from a familiar place ({source})"
         return "in a temporary-pass session"
+
+    def _finish_refused(self, username: str, rec: dict[str, Any], now: float, context: tuple,
+                        kind: str, cleared: bool) -> PolicyRefused | None:
+        """Why the end of a set-up (the new app's first code, the passkey's answer) is refused
+        under the policy in force NOW, or None. The start was checked (``_check_setup``) but the
+        deadline may have passed or a rule changed since: a set-up begun in grace by a password
+        thief one minute before the deadline must not be finished after it. ``cleared``: the
+        start was made while overdue, from a familiar place or in a temporary-pass session."""
+        req = self._requirement_in(username, rec, now, *context)
+        try:
+            _refuse_kind(req, kind)
+        except PolicyRefused as refused:
+            return refused
+        if req.state == "overdue" and not cleared:
+            return PolicyRefused(OVERDUE_SETUP)
+        return None
 
     def _may_set_up(self, rec: dict[str, Any], now: float, source: str | None,
                     session_id: str | None) -> bool:
@@ -335,6 +349,17 @@ class PolicyOperations:
             return False
         until = rec.get("policy_snoozed_until")
         return not (isinstance(until, (int, float)) and until > now)
+
+
+def policy_reason(error: MFAError) -> str:
+    """The audit trail's words for a set-up the policy stopped (never the page's sentence)."""
+    return "past the deadline" if str(error) == OVERDUE_SETUP else "kind not allowed"
+
+
+def _refuse_kind(req: Requirement, kind: str) -> None:
+    if req.required and kind not in req.allowed:
+        raise PolicyRefused(f"Your organization does not allow {pol.FACTOR_WORDS[kind]} for your "
+                            f"account: use {req.allowed_words}.")
 
 
 def _kinds(rec: dict[str, Any]) -> set[str]:

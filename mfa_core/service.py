@@ -37,7 +37,7 @@ from .errors import (AccountLocked, InvalidCodeFormat, ClockDrift, CodeAlreadyUs
 from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .passkey_service import PasskeyOperations
-from .policy_service import PolicyOperations
+from .policy_service import PolicyOperations, policy_reason
 from .passkeys import ChallengeBook, RelyingParty
 from .sessions import SessionBook, SessionPolicy, demote_others, end_all
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
@@ -327,6 +327,7 @@ class MFAService(PasskeyOperations, PolicyOperations):
             rec = txn.record
             if len(authn.of_kind(rec, "totp")) >= authn.MAX_TOTP_APPS:
                 raise TooManyAuthenticators()
+            grounds = None
             if actor == username:  # (the helpdesk sets up nothing for a user; kept closed all the same)
                 grounds = self._check_setup(username, rec, now, context, "totp", source, session_id)
                 if grounds is not None:
@@ -337,6 +338,8 @@ class MFAService(PasskeyOperations, PolicyOperations):
             elif authn.taken(rec, wanted):
                 raise _label_taken(wanted)
             rec["pending"] = records.new_pending(self.keyring.encrypt(secret), now, wanted)
+            if grounds is not None:  # begun past the deadline, on grounds: its code may finish it
+                rec["pending"]["overdue_ok"] = True
             self._log(txn, now, actor, "totp_enrollment_started", "success", wanted)
             resource = self._resource(username, rec["pending"], secret)
         return resource
@@ -385,6 +388,7 @@ class MFAService(PasskeyOperations, PolicyOperations):
         if enrollment is not None:
             enrollment = check.time(enrollment, "enrollment")
         keep = self.sessions.id_of(keep_session) if keep_session is not None else None
+        context = self._policy_context(username)
         error: MFAError | None = None
         with self._transaction(username) as txn:
             now = self.clock()  # under the user's lock
@@ -398,6 +402,11 @@ class MFAService(PasskeyOperations, PolicyOperations):
                 rec.pop("pending")
                 self._log(txn, now, actor, "totp_enrollment_expired", "refused")
                 error = EnrollmentExpired()
+            elif (error := self._finish_refused(username, rec, now, context, "totp",
+                                                rec["pending"].get("overdue_ok") is True)) is not None:
+                rec.pop("pending")  # begun before the deadline or the rule: it can never finish
+                self._log(txn, now, actor, "policy_setup_refused", "refused",
+                          f"authentication app: {policy_reason(error)}")
             elif (error := self._gate(txn, now, actor)) is None:
                 pending = rec["pending"]
                 try:

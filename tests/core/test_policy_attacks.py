@@ -14,7 +14,10 @@ from mfa_core.errors import PolicyDamaged, PolicyRefused
 
 from ..webauthn_authenticator import PAGE, SoftAuthenticator
 from .conftest import code_for, enable_totp
-from .test_policy import DAY, ELSEWHERE, HERE, add_passkey, overdue, people, token_for  # noqa: F401
+from . import test_policy as base
+from .test_policy import DAY, ELSEWHERE, HERE, add_passkey, token_for
+
+people, overdue = base.people, base.overdue  # the fixtures of the policy's own tests
 
 
 def _day(clock, days: int) -> str:
