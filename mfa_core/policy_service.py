@@ -45,12 +45,13 @@ class PolicyOperations:
 
     # -- the policy --------------------------------------------------------------------
 
-    def two_step_policy(self) -> Policy:
+    def two_step_policy(self, *, fresh: bool = False) -> Policy:
         """The two-step policy in force (at most ``policy_max_age`` s old; this process's own
-        changes at once). Raises PolicyDamaged (fail closed), StorageError."""
+        changes at once; ``fresh``: read from the store now). Raises PolicyDamaged (fail
+        closed), StorageError."""
         cached = self._policy_cache
         now = time.monotonic()
-        if cached is not None and 0 <= now - cached[0] < self.policy_max_age:
+        if not fresh and cached is not None and 0 <= now - cached[0] < self.policy_max_age:
             return cached[1]
         try:
             doc = self.store.read_keyed(pol.STORE_KEY)
@@ -93,13 +94,33 @@ class PolicyOperations:
         def change(current: Policy) -> tuple[Policy, str]:
             old = current.rule(rule.target)
             new = current.with_rule(rule)
-            reason = new.conflict() or self._lockout_reason(new)
+            reason = new.conflict()
             if reason:
                 raise PolicyRefused(reason)
+            if self._admin_relied_on(new, held) != pinned:
+                raise _Moved()  # the admin it relied on changed before their lock: again
             detail = (f"{rule.target}: {old.describe() if old else 'no rule'} \u2192 "
                       f"{new.rule(rule.target).describe()}")
             return new, detail
-        return self._change_policy(change, actor, now)
+
+        # The lock-out check relies on one admin's authenticators: that admin's record is held
+        # under its lock while the policy is written, and a user's removal reads the policy
+        # from the store under the user's lock (_refuse_last_factor). So an admin removing
+        # their last passkey at the instant admins become passkey-only either lands first
+        # (and the check sees it) or waits and is refused: never both.
+        for _ in range(5):
+            try:
+                preview = self.two_step_policy(fresh=True).with_rule(rule)
+            except pol.PolicyDamaged:
+                preview = Policy((rule,))
+            pinned = None if preview.conflict() else self._admin_relied_on(preview, None)
+            with (self._transaction(pinned) if pinned else contextlib.nullcontext()) as txn:
+                held = (pinned, txn.record) if pinned else None
+                try:
+                    return self._change_policy(change, actor, now)
+                except _Moved:
+                    continue
+        raise PolicyRefused("The admins' authenticators are changing right now: try again in a moment.")
 
     def clear_policy(self, *, actor: str) -> Policy:
         """Remove every rule (two-step is voluntary again); audited with the rules removed.
@@ -134,31 +155,40 @@ class PolicyOperations:
         self._policy_cache = (time.monotonic(), new)
         return new
 
-    def _lockout_reason(self, policy: Policy) -> str | None:
-        """Why ``policy`` would lock out the helpdesk, or None.
+    def _admin_relied_on(self, policy: Policy, held: tuple[str, dict[str, Any]] | None) -> str | None:
+        """The admin whose authenticators keep ``policy`` from locking out the helpdesk (None:
+        it relies on no one's: no rule, no admin, an admin may set up any kind). PolicyRefused
+        when it would lock out the helpdesk.
 
         Locked out: there are admins (role ``admin``, the company directory's
         admin group), the policy limits the authenticator kinds of one of them,
-        and no admin has an authenticator of a kind allowed for them.
+        and no admin has an authenticator of a kind allowed for them. ``held``:
+        (name, record) of an admin whose record is held under its lock (read
+        from there, and asked first).
         """
         if not policy.rules or self.directory is None:
             return None
         admins = [u.username for u in self.directory.admins()]
+        if held is not None and held[0] in admins:
+            admins.remove(held[0])
+            admins.insert(0, held[0])
         limited: frozenset[str] | None = None
         now = self.clock()
         for name in admins:
             roles, groups = self._member_of(name)
-            rec = self._read(name)
+            rec = held[1] if held is not None and name == held[0] else self._read(name)
             req = pol.evaluate(policy, name, roles=roles, groups=groups, kinds=_kinds(rec),
                                since=rec.get("policy_since"), now=now)
-            if req.state == "met" or set(pol.AUTHENTICATOR_KINDS) <= req.allowed:
-                return None  # this admin passes with what they have, or may set up any kind
+            if set(pol.AUTHENTICATOR_KINDS) <= req.allowed:
+                return None  # this admin may set up any kind: nothing to rely on
+            if req.state == "met":
+                return name  # this admin passes with what they have
             limited = req.allowed
         if limited is None:
             return None  # no admin at all: nobody to lock out
         words = Requirement("", "", allowed=limited).allowed_words
-        return (f"This policy would lock out the helpdesk: no admin has {words}, which it "
-                f"requires of admins. Add one to an admin's account first.")
+        raise PolicyRefused(f"This policy would lock out the helpdesk: no admin has {words}, which "
+                            f"it requires of admins. Add one to an admin's account first.")
 
     # -- a user's requirement --------------------------------------------------------------
 
@@ -241,10 +271,17 @@ class PolicyOperations:
                             context: tuple | None, remaining: list[dict[str, Any]]) -> None:
         """The user may not remove their last (allowed) authenticator while two-step is required
         for them: PolicyRefused. ``context``: ``_policy_context``'s answer, taken before the
-        user's lock; None for the helpdesk (it still can)."""
+        user's lock; None for the helpdesk (it still can). Called under the user's lock: the
+        policy is read again from the store here (not the process's copy, up to
+        ``policy_max_age`` old), so a rule set a moment ago on another replica, or one whose
+        lock-out check relied on this user's authenticators, holds."""
         if context is None:
             return
-        req = self._requirement_in(username, rec, now, *context)
+        _, roles, groups = context
+        policy = self.two_step_policy(fresh=True)
+        if policy.needs_directory and not context[0].needs_directory:
+            roles, groups = self._member_of(username)
+        req = self._requirement_in(username, rec, now, policy, roles, groups)
         if not req.required:
             return
         left = {a["kind"] for a in remaining}
@@ -349,6 +386,10 @@ class PolicyOperations:
             return False
         until = rec.get("policy_snoozed_until")
         return not (isinstance(until, (int, float)) and until > now)
+
+
+class _Moved(Exception):
+    """The admin a policy change relied on changed before their lock was taken: look again."""
 
 
 def policy_reason(error: MFAError) -> str:
