@@ -263,8 +263,10 @@ class PolicyOperations:
         ones they have: the portal then holds them on Manage MFA until they add
         an allowed one.
         """
-        if not req.required or kind in req.allowed:
+        if not req.required:
             return False
+        if kind in req.allowed and not (kind == "backup_code" and req.state == "disallowed"):
+            return False  # (backup codes stand in for an allowed authenticator, never another)
         return channel is not None or req.state != "disallowed"
 
     def _refuse_last_factor(self, username: str, rec: dict[str, Any], now: float,
@@ -401,6 +403,9 @@ def _refuse_kind(req: Requirement, kind: str) -> None:
     if req.required and kind not in req.allowed:
         raise PolicyRefused(f"Your organization does not allow {pol.FACTOR_WORDS[kind]} for your "
                             f"account: use {req.allowed_words}.")
+    if kind == "backup_code" and req.state == "disallowed":  # codes for a kind not allowed
+        raise PolicyRefused(f"Your organization requires {req.allowed_words} for your account: "
+                            "add one before new backup codes.")
 
 
 def _kinds(rec: dict[str, Any]) -> set[str]:

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from mfa_core import policy as pol
-from mfa_core.errors import PolicyDamaged, PolicyRefused
+from mfa_core.errors import InvalidCode, PolicyDamaged, PolicyRefused
 
 from ..webauthn_authenticator import PAGE, SoftAuthenticator
 from .conftest import code_for, enable_totp
@@ -186,3 +186,22 @@ def test_a_policy_record_that_is_not_json_fails_closed_and_policy_clear_repairs_
     assert svc.requirement("alice").state == "none"
     (event,) = [e for e in svc.audit() if e.event == "policy_changed"][-1:]
     assert event.detail == "damaged policy record replaced: no rules"
+
+
+# -- a user whose authenticators are not allowed ---------------------------------------------------
+
+def test_backup_codes_of_a_disallowed_app_do_not_pass_a_service(people, clock):
+    # Admins "passkey,backup_code": backup codes as the passkey's companion. A user with only an
+    # app (not allowed) keeps its backup codes: they must not be the way in through the API.
+    add_passkey(people, "root")
+    enable_totp(people, clock, "alice")
+    codes = people.create_backup_codes("alice").codes
+    people.set_policy_rule(target="everyone", grace_days=30, allow="passkey,backup_code", actor="ops")
+    assert people.requirement("alice").state == "disallowed"
+    with pytest.raises(InvalidCode):
+        people.attempt_second_factor("alice", codes[0], "backup_code", actor="api/vpn", diagnose=False)
+    assert people.status("alice").backup_codes_remaining == 10
+    with pytest.raises(PolicyRefused):  # nor new ones while they have no allowed authenticator
+        people.create_backup_codes("alice")
+    # At the portal they pass with what they have, to be held on Manage MFA.
+    people.attempt_second_factor("alice", codes[1], "backup_code")
