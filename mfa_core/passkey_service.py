@@ -23,6 +23,7 @@ from .errors import (MFAError, NotEnabled, PasskeyAlreadyRegistered, PasskeyRefu
                      PasskeySettingsError, SignCountRegressed, TooManyAttempts,
                      TooManyAuthenticators)
 from .passkeys import AUTHENTICATE, REGISTER, ChallengeBook, RelyingParty
+from .policy import LATE_SETUP
 from .policy_service import policy_reason
 from .sessions import demote_others
 
@@ -182,7 +183,8 @@ class PasskeyOperations:
                         records.bump_epoch(rec)
                         demote_others(rec, sid)  # every other session passes it again
                         rec.pop("throttle", None)
-                        self._log(txn, now, actor, "passkey_added", "success", name)
+                        self._log(txn, now, actor, "passkey_added", "success",
+                                  name + (LATE_SETUP if overdue_ok else ""))
         self._raise_or_notify(txn, error)
         return authn.public(added)
 

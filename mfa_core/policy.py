@@ -46,6 +46,8 @@ DAY = 86400
 MAX_GRACE_DAYS = 3650
 MAX_RULES = 100
 MAX_DN = 512
+# Ends the audit detail of an authenticator added past the deadline (the user's mail says so).
+LATE_SETUP = " (set up after the two-step deadline)"
 SNOOZE = DAY          # "Remind me later": asked again a day later at the earliest
 EVERYONE = "everyone"
 ENV_CACHE = "MFA_PORTAL_POLICY_CACHE"  # seconds a process may answer from its last read (default 5)

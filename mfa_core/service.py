@@ -420,11 +420,12 @@ class MFAService(PasskeyOperations, PolicyOperations):
                     # A name taken meanwhile (a rename elsewhere) gets a number.
                     label = authn.unique_in(rec, pending.get("label") or authn.DEFAULT_LABEL)
                     authn.add(rec, "totp", label, now, secret=pending["secret"], last_step=step)
+                    late = two_step.LATE_SETUP if pending.get("overdue_ok") is True else ""
                     rec.pop("pending")
                     records.bump_epoch(rec)
                     demote_others(rec, keep)
                     rec.pop("throttle", None)
-                    self._log(txn, now, actor, "totp_enabled", "success", label)
+                    self._log(txn, now, actor, "totp_enabled", "success", label + late)
             status = self._status(username, rec, now)
         self._raise_or_notify(txn, error)
         return status

@@ -205,3 +205,20 @@ def test_backup_codes_of_a_disallowed_app_do_not_pass_a_service(people, clock):
         people.create_backup_codes("alice")
     # At the portal they pass with what they have, to be held on Manage MFA.
     people.attempt_second_factor("alice", codes[1], "backup_code")
+
+
+# -- the mail of a set-up past the deadline -------------------------------------------------------
+
+def test_the_mail_of_a_set_up_past_the_deadline_says_so(people, clock, overdue):
+    from mfa_core import notify
+    from mfa_core.audit import AuditEvent
+    resource = people.create_totp("alice", source=HERE)
+    people.verify_totp("alice", code_for(resource.secret, clock()))
+    (event,) = overdue
+    assert event.detail == "Authentication app" + pol.LATE_SETUP
+    subject, body = notify._compose(event, "Alice", "MFA Portal")
+    assert "\u201cAuthentication app\u201d was added" in body
+    assert "after your organization's deadline for two-step verification" in body
+    assert "call IT security" in body
+    usual = AuditEvent(event.time, "alice", "alice", "totp_enabled", "success", "Authentication app")
+    assert "deadline" not in notify._compose(usual, "Alice", "MFA Portal")[1]
