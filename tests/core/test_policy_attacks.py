@@ -222,3 +222,16 @@ def test_the_mail_of_a_set_up_past_the_deadline_says_so(people, clock, overdue):
     assert "call IT security" in body
     usual = AuditEvent(event.time, "alice", "alice", "totp_enabled", "success", "Authentication app")
     assert "deadline" not in notify._compose(usual, "Alice", "MFA Portal")[1]
+
+
+# -- a careless admin's typing ----------------------------------------------------------------------
+
+def test_a_group_rule_typed_with_other_spacing_or_case_still_applies():
+    # A rule that silently matches nobody is a rule not enforced: DNs compare as LDAP does
+    # (case, spaces around the separators, runs of spaces inside a value), non-ASCII included.
+    policy = pol.Policy((pol.make_rule("group:CN=VPN  Users , OU=Groups,DC=example,DC=com", grace_days=1),
+                         pol.make_rule("group:cn=Équipe Sécurité,dc=example,dc=com", grace_days=2)))
+    assert policy.rules[0].target == "group:cn=vpn users,ou=groups,dc=example,dc=com"
+    assert len(policy.rules_for([], ["cn=VPN Users,ou=groups,dc=Example,dc=com"])) == 1
+    assert len(policy.rules_for([], ["CN=ÉQUIPE  SÉCURITÉ, DC=example,DC=com"])) == 1
+    assert pol.Policy.from_record(policy.to_record()) == policy
