@@ -103,7 +103,7 @@ class PasskeyOperations:
         rp = self.relying_party
         origin = _page_origin(rp, origin)
         sid = self._session_of(username, session, signed_in=True)
-        context = self._policy_context(username)
+        context = self._policy_context(username, fresh=True)
         rec = self._read(username)
         existing = authn.of_kind(rec, "passkey")
         if len(existing) >= MAX_PASSKEYS:
@@ -151,7 +151,7 @@ class PasskeyOperations:
         actor = check.optional_name(actor, "actor", username)
         rp = self.relying_party
         sid = self._session_of(username, session, signed_in=True)
-        context = self._policy_context(username)
+        context = self._policy_context(username, fresh=True)
         error: MFAError | None = None
         added = None
         with self._transaction(username) as txn:

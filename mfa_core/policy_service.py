@@ -214,9 +214,12 @@ class PolicyOperations:
                                            record=True)
         return req
 
-    def _policy_context(self, username: str) -> tuple[Policy, tuple[str, ...], tuple[str, ...]]:
-        """The policy, and the user's roles and groups when a rule needs them (else none)."""
-        policy = self.two_step_policy()
+    def _policy_context(self, username: str, *, fresh: bool = False
+                        ) -> tuple[Policy, tuple[str, ...], tuple[str, ...]]:
+        """The policy, and the user's roles and groups when a rule needs them (else none).
+        ``fresh``: the policy read from the store now (setting up a factor: rare, and a rule set
+        a moment ago on another replica must hold), not this process's copy."""
+        policy = self.two_step_policy(fresh=fresh)
         if not policy.needs_directory:
             return policy, (), ()
         roles, groups = self._member_of(username)

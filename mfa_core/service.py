@@ -320,7 +320,7 @@ class MFAService(PasskeyOperations, PolicyOperations):
         wanted = authn.clean_label(label)
         actor = check.optional_name(actor, "actor", username)
         source = check.source(source)
-        context = self._policy_context(username)
+        context = self._policy_context(username, fresh=True)
         secret = totp.new_secret()
         now = self.clock()
         with self._transaction(username) as txn:
@@ -388,7 +388,7 @@ class MFAService(PasskeyOperations, PolicyOperations):
         if enrollment is not None:
             enrollment = check.time(enrollment, "enrollment")
         keep = self.sessions.id_of(keep_session) if keep_session is not None else None
-        context = self._policy_context(username)
+        context = self._policy_context(username, fresh=True)
         error: MFAError | None = None
         with self._transaction(username) as txn:
             now = self.clock()  # under the user's lock
@@ -539,7 +539,7 @@ class MFAService(PasskeyOperations, PolicyOperations):
         salt = secrets.token_bytes(16)
         pepper = self.keyring.pepper
         hashes = [bc.digest(pepper, salt, bc.normalize(c)) for c in codes]
-        context = self._policy_context(username)
+        context = self._policy_context(username, fresh=True)
         with self._transaction(username) as txn:
             now = self.clock()  # under the user's lock
             if not records.two_step_on(txn.record):

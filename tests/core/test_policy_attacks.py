@@ -235,3 +235,16 @@ def test_a_group_rule_typed_with_other_spacing_or_case_still_applies():
     assert len(policy.rules_for([], ["cn=VPN Users,ou=groups,dc=Example,dc=com"])) == 1
     assert len(policy.rules_for([], ["CN=ÉQUIPE  SÉCURITÉ, DC=example,DC=com"])) == 1
     assert pol.Policy.from_record(policy.to_record()) == policy
+
+
+def test_a_set_up_checks_the_policy_in_the_store_not_a_stale_copy(people, open_svc, clock):
+    # A deadline already past, set a moment ago on another replica: this process's copy (up to
+    # 5 s old) has no rule, but setting up reads the store.
+    people.attempt_password("alice", "alice-password-1", source=HERE)
+    assert people.two_step_policy().rules == ()  # cached here
+    open_svc().set_policy_rule(target="everyone", deadline=_day(clock, -1), actor="ops")
+    with pytest.raises(PolicyRefused, match="deadline for two-step verification has passed"):
+        people.create_totp("alice", source=ELSEWHERE)
+    with pytest.raises(PolicyRefused):
+        people.begin_passkey_registration("alice", session=token_for(people), origin=PAGE,
+                                          source=ELSEWHERE)
