@@ -1,4 +1,4 @@
-"""`python -m bench [core] [pages] [browser] [api] [options]`: run the benchmark, print markdown tables.
+"""`python -m bench [core] [pages] [browser] [api] [radius] [coverage] [options]`: run the benchmark, print markdown tables.
 
 With no part named, all four run. A full run with default sizes also writes
 bench/RESULTS.md; `--results PATH` writes the report of any run to PATH.
@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import SUMMARY, api, browser, core, pages, radius, table
+from . import SUMMARY, api, browser, core, coverage, pages, radius, table
 from . import ldap as ldap_part
 
-PARTS = ("core", "pages", "browser", "api", "radius")
+PARTS = ("core", "pages", "browser", "api", "radius", "coverage")
 NAMED_ONLY = ("ldap",)  # run only when named: it needs slapd
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("parts", nargs="*", metavar="part",
-                   help="core, pages, browser, api, radius (default: all)")
+                   help="core, pages, browser, api, radius, coverage (default: all)")
     p.add_argument("--results", metavar="PATH",
                    help="also write the report here (a full default run writes bench/RESULTS.md)")
     core.add_arguments(p)
@@ -34,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
     browser.add_arguments(p)
     api.add_arguments(p)
     radius.add_arguments(p)
+    coverage.add_arguments(p)
     ldap_part.add_arguments(p)
     return p
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     runners = {"core": core.main, "pages": pages.main, "browser": browser.main, "api": api.main,
-               "radius": radius.main, "ldap": ldap_part.main}
+               "radius": radius.main, "coverage": coverage.main, "ldap": ldap_part.main}
     failed = False
     for part in parts:
         progress(f"bench: {part} …")

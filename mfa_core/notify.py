@@ -200,6 +200,23 @@ def _compose(event: AuditEvent, name: str, issuer: str) -> tuple[str, str] | Non
         if reason:
             what += f"\n\nReason given: {reason}"
         by_someone_else = False
+    elif event.event == "policy_reminder":
+        detail, _, kinds = event.detail.partition("; set up ")
+        passed, _, due = detail.partition(", due ")
+        kinds = kinds or "an authentication app or a passkey"
+        if passed.startswith("deadline passed"):
+            subject = "Two-step verification is now required for your account"
+            what = (f"Your organization required two-step verification for your account by "
+                    f"{due or 'a date that has passed'}, and that date has passed. Until you set it "
+                    "up you can only sign in to set it up, and only from a device or network you "
+                    "signed in from before; otherwise contact the helpdesk.")
+        else:
+            subject = f"Set up two-step verification by {due}" if due else \
+                "Set up two-step verification"
+            what = (f"Your organization requires two-step verification for your account by "
+                    f"{due} ({passed}). Sign in to the portal and add {kinds} on the Manage MFA "
+                    "page; it takes two minutes.")
+        by_someone_else = False
     elif event.event == "lockout":
         subject = "Two-step verification is locked on your account"
         what = ("Two-step verification on your account was locked after too many failed "
@@ -221,6 +238,9 @@ def _compose(event: AuditEvent, name: str, issuer: str) -> tuple[str, str] | Non
         if reason:
             what += f"\n\nReason given: {reason}"
     when = event.when.strftime("%A %d %B %Y at %H:%M UTC")
+    if event.event == "policy_reminder":  # nothing happened to the account: no "if not you"
+        return f"[{issuer}] {subject}", (f"Hello {name},\n\n{what}\n\nThis message was sent "
+                                         f"automatically by {issuer}; do not reply to it.\n")
     body = (f"Hello {name},\n\n{what}\n\nWhen: {when}\n\n{IF_NOT_YOU}\n\n"
             f"This message was sent automatically by {issuer}; do not reply to it.\n")
     return f"[{issuer}] {subject}", body
@@ -233,7 +253,7 @@ class MailNotifier:
                         "passkey_added", "passkey_clone_suspected",
                         "backup_codes_generated",
                         "backup_code_used", "helpdesk_reset", "lockout", "password_blocked",
-                        "temporary_pass_issued"})
+                        "temporary_pass_issued", "policy_reminder"})
 
     def __init__(self, settings: SMTPSettings, directory: UserDirectory, *,
                  issuer: str = "MFA Portal") -> None:

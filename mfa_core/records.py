@@ -32,6 +32,8 @@ The record (version 2)::
     policy_since  {target: time}: when each grace rule of the two-step policy first applied
                   to the user (see ``policy``)
     policy_snoozed_until time: "Remind me later" on the policy's page, until then
+    policy_reminded {for: due time, "7d"|"1d"|"due": time}: the policy reminders mailed for
+                  that due date (see ``coverage_service``)
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ def validate(username: str, rec: Any) -> dict[str, Any]:
         raise RecordDamaged(detail="'policy_since' is wrong")
     if "policy_snoozed_until" in rec and not _number(rec["policy_snoozed_until"]):
         raise RecordDamaged(detail="'policy_snoozed_until' is wrong")
+    if "policy_reminded" in rec and not (isinstance(rec["policy_reminded"], dict) and all(
+            isinstance(k, str) and (_number(v) or v is None) for k, v in rec["policy_reminded"].items())):
+        raise RecordDamaged(detail="'policy_reminded' is wrong")
     if "mfa_epoch" in rec and not _int(rec["mfa_epoch"]):
         raise RecordDamaged(detail="'mfa_epoch' is wrong")
     if "backup" in rec and not enabled:
@@ -197,7 +202,13 @@ def _password_state(state: dict[str, Any]) -> bool:
             and _int(state.get("unfamiliar", 0)) and _optional_number(state.get("blocked_at"))
             and all(isinstance(s, dict) and _int(s.get("failures", 0)) and _optional_number(s.get("last"))
                     for s in sources.values())
-            and all(_number(t) for t in familiar.values()))
+            and all(_number(t) for t in familiar.values())
+            and _bind_budget(state.get("directory_binds", {})))
+
+
+def _bind_budget(spent: Any) -> bool:
+    """The company directory's count of a person's wrong binds (mfa_core.directory)."""
+    return isinstance(spent, dict) and _int(spent.get("failures", 0)) and _number(spent.get("last", 0))
 
 
 def seal(rec: dict[str, Any]) -> None:

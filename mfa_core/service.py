@@ -10,6 +10,7 @@ ones. A record that cannot be read as a valid record fails closed
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -37,6 +38,7 @@ from .errors import (AccountLocked, InvalidCodeFormat, ClockDrift, CodeAlreadyUs
 from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .passkey_service import PasskeyOperations
+from .coverage_service import CoverageOperations
 from .policy_service import PolicyOperations, policy_reason
 from .passkeys import ChallengeBook, RelyingParty
 from .sessions import SessionBook, SessionPolicy, demote_others, end_all
@@ -45,6 +47,7 @@ from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store
 from .throttle import PasswordPolicy, ThrottlePolicy, name_record_expired
 from .users import UserDirectory, open_directory
 from .directory import AccountInactive, DirectoryUnavailable, check_stored, open_company_directory
+from .directory.identity import retire_parked
 
 log = logging.getLogger("mfa_core")
 
@@ -153,7 +156,7 @@ class PasswordResult:
     second_factor_passed: bool = False  # a code came with the password and was right too
 
 
-class MFAService(PasskeyOperations, PolicyOperations):
+class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
     """The engine's public face; see ``mfa_core.open_service``."""
 
     def __init__(self, store: Store, keyring: KeyRing, clock: Callable[[], float] = time.time,
@@ -265,7 +268,9 @@ class MFAService(PasskeyOperations, PolicyOperations):
         owner records of sessions past their lifetime, and password-throttle
         records of client addresses that hold nothing a check still uses, the verification
         API's throttle records of names without a factor idle for a day (``throttle.NAME_RECORD_TTL``):
-        without this, each sign-in would leave records behind for good. The portal runs it in the
+        without this, each sign-in would leave records behind for good. With the company directory
+        also the records of leavers parked longer than their retention (``directory.identity``).
+        The portal runs it in the
         background when it starts and every hour; ``python -m mfa_core sweep``
         runs it once. Safe beside running portals (see ``Store.sweep_keyed``).
         """
@@ -279,7 +284,10 @@ class MFAService(PasskeyOperations, PolicyOperations):
                     or radius_clients.state_record_expired(key, rec, now)
                     or name_record_expired(key, rec, now, self.policy))
         try:
-            return self.store.sweep_keyed(expired)
+            retired = 0
+            if getattr(self.directory, "company", False):  # leavers' parked records, after their time
+                retired = retire_parked(self.store, self.keyring.pepper, now)
+            return retired + self.store.sweep_keyed(expired)
         except IO_ERRORS as exc:
             raise StorageError() from exc
 
@@ -574,7 +582,6 @@ class MFAService(PasskeyOperations, PolicyOperations):
         username = check.name(username)
         password = check.password(password)
         source = check.source(source)
-        self._claim_record(username)  # company directory: the record follows the entry's id
         if code is not None:
             if strategy not in STRATEGIES:
                 raise ValueError(f"Unknown strategy {strategy!r}: use 'totp' or 'backup_code'.")
@@ -584,6 +591,13 @@ class MFAService(PasskeyOperations, PolicyOperations):
         pepper = self.keyring.pepper
         src = passwords.key(pepper, "source", source)
         who = passwords.key(pepper, "name", username)  # whose failures a source counts
+        if getattr(self.directory, "company", False):
+            # The throttle first, then the directory: a throttled name or place costs it nothing.
+            self._throttle_first(username, src, who, source, code is not None)
+        # Company directory: the record follows the entry's id. A name seen for the first time is
+        # bound to its entry only once its password was right: binding costs two writes, and a
+        # first wrong guess at a real name must cost what one at an unknown name does.
+        self._claim_record(username, first_sight=False)
         try:
             stored = self.directory.password_hash(username)
         except DirectoryUnavailable:  # the company directory is down: fail closed, nothing counted
@@ -623,7 +637,7 @@ class MFAService(PasskeyOperations, PolicyOperations):
                               f"{_reason(error)} {where}")
                 else:
                     try:
-                        ok = _password_ok(password, stored)
+                        ok = _password_ok(password, stored, state)  # a directory's bind budget in state
                     except MFAError:  # directory down, bind budget spent: nothing counted, not committed
                         self._spray_release(src, slot)
                         raise
@@ -669,7 +683,67 @@ class MFAService(PasskeyOperations, PolicyOperations):
             # who knows the password (it names a real user; its throttle cannot be read).
             self._damaged_password(username, password, stored, src, who, where, damaged)
         self._raise_or_notify(txn, error)
+        self._claim_record(username)  # the password was right: a name seen first is bound now
         return result
+
+    def _throttle_first(self, username: str, src: str, who: str, source: str | None,
+                        with_code: bool) -> None:
+        """The company directory: attempt_password's throttle gates before the person is looked up.
+
+        A name or place the throttle holds back costs the directory no search and no
+        bind (issue 22). Read from the stored records, without the directory: the
+        name's own record (its waits per place, the block from unfamiliar places, the
+        directory's bind budget), the unknown name's bind budget and the place's record
+        (its waits for unknown names, spraying). An unknown name has no
+        record and is held back by the place's gates exactly as it would be after the
+        search; a refusal on a name with a record is audited as ``password_throttled``,
+        as after it. The same gates run again under the locks once the person is found.
+        Raises TooManyAttempts, PasswordBlocked, StorageError.
+        """
+        policy = self.password_policy
+        try:
+            raw = self.store.read(username)
+            rec = records.load(username, raw) if raw is not None else None
+        except RecordDamaged:
+            rec = None  # the damaged path is throttled by the place's gates (_damaged_password)
+        except IO_ERRORS as exc:
+            raise StorageError() from exc
+        now = self.clock()
+        error: MFAError | None = None
+        familiar = False
+        if rec is not None:
+            state = copy.deepcopy(rec.get("password") or {})  # the gate may note a block's start
+            familiar = passwords.is_familiar(state, src, now, policy)
+            two_step = records.two_step_on(rec)
+            error = passwords.gate(state, src, familiar, now, policy, two_step, with_code and two_step)
+        if error is None:  # the directory's bind budget: the person's, or the unknown name's
+            error = self.directory.bind_wait((rec.get("password") or {}) if rec is not None else None, who)
+        by_place = error is None and not familiar
+        if by_place:
+            try:
+                place = copy.deepcopy(self.store.read_keyed(src) or {})
+            except IO_ERRORS as exc:
+                raise StorageError() from exc
+            if rec is None:
+                error = passwords.unknown_name_gate(place, who, now, policy)
+            error = error or passwords.spray_gate(place, now, policy, who)
+        if error is None:
+            return
+        if rec is None:
+            raise error
+        where = f"from {source}" if source else "from an unknown address"
+        with self._transaction(username) as txn:
+            now = self.clock()  # under the user's lock; the user's own gate again, kept this time
+            state = txn.record.get("password") or {}
+            familiar = passwords.is_familiar(state, src, now, policy)
+            two_step = records.two_step_on(txn.record)
+            own = passwords.gate(state, src, familiar, now, policy, two_step, with_code and two_step)
+            own = own or self.directory.bind_wait(state, who)
+            error = own or (error if by_place else None)  # None: the wait ended meanwhile
+            if error is not None:
+                self._log(txn, now, username, "password_throttled", "refused", f"{_reason(error)} {where}")
+        if error is not None:
+            self._raise_or_notify(txn, error)
 
     def _damaged_password(self, username: str, password: str, stored: Any, src: str, who: str,
                           where: str, damaged: RecordDamaged) -> NoReturn:
@@ -775,9 +849,13 @@ class MFAService(PasskeyOperations, PolicyOperations):
             raise TypeError("diagnose must be a bool")
         source = check.source(source)
         actor = check.optional_name(actor, "actor", username)
-        self._require_active(username)  # a leaver of the company directory: refused, nothing counted
         # A calling service (an actor other than the user: an API client) has its own bucket.
         channel = None if actor == username else f"service:{actor}"
+        if getattr(self.directory, "company", False) and self.directory.would_ask(username):
+            # The throttle first, then the directory: a throttled check costs it nothing. (With
+            # the person cached the directory is not asked: the check's own gate is enough.)
+            self._code_throttle_first(username, strategy, actor, channel)
+        self._require_active(username)  # a leaver of the company directory: refused, nothing counted
         policy, roles, groups = self._policy_context(username)
         error: MFAError | None = None
         remaining = 0
@@ -813,6 +891,34 @@ class MFAService(PasskeyOperations, PolicyOperations):
         self._raise_or_notify(txn, error)
         return SecondFactorResult(strategy=strategy, backup_codes_remaining=remaining,
                                   pass_expires_at=expires_at)
+
+    def _code_throttle_first(self, username: str, strategy: str, actor: str, channel: str | None) -> None:
+        """The company directory: attempt_second_factor's throttle before the directory is asked
+        whether the account is active (a search when not cached). Read from the stored record;
+        only where the check itself would gate (a factor to check, or a temporary pass), and
+        then under the user's lock again, refused and audited exactly as there. Raises
+        AccountLocked, TooManyAttempts, StorageError."""
+        try:
+            raw = self.store.read(username)
+            rec = records.load(username, raw) if raw is not None else None
+        except RecordDamaged:
+            return  # the check reports it
+        except IO_ERRORS as exc:
+            raise StorageError() from exc
+        if rec is None:
+            return
+        gated = strategy == temp_pass.STRATEGY or (
+            records.two_step_on(rec) and not (strategy == "totp" and not authn.of_kind(rec, "totp")))
+        throttle = self._bucket(rec, channel)
+        held = throttle.get("locked") or (channel is not None and self.policy.channels_spent(
+            self._channel_failures(rec))) or self.policy.retry_after(
+            throttle.get("failures", 0), throttle.get("last_failure_at"), self.clock())
+        if not gated or not held:
+            return
+        with self._transaction(username) as txn:
+            error = self._gate(txn, self.clock(), actor, channel)
+        if error is not None:
+            self._raise_or_notify(txn, error)
 
     def _check_pass(self, txn: Transaction, rec: dict[str, Any], typed: str, now: float,
                     actor: str, channel: str | None) -> tuple[MFAError | None, float | None]:
@@ -1238,11 +1344,12 @@ class MFAService(PasskeyOperations, PolicyOperations):
         """
         return self._outbox.flush(timeout)
 
-    def _claim_record(self, username: str) -> None:
+    def _claim_record(self, username: str, *, first_sight: bool = True) -> None:
         """With the company directory, the record under ``username`` is its current entry's
-        (entryUUID / objectGUID): see mfa_core.directory.identity."""
+        (entryUUID / objectGUID): see mfa_core.directory.identity. ``first_sight=False``: a
+        name nobody claimed yet is left unbound (nothing written)."""
         if getattr(self.directory, "company", False):
-            self.directory.claim(username)
+            self.directory.claim(username, first_sight=first_sight)
 
     def _require_active(self, username: str) -> None:
         """Refuse (AccountInactive) a user the company directory has disabled, locked or expired.
@@ -1273,9 +1380,10 @@ def _dummy_check(directory: Any, password: str, name_key: str) -> None:
         _bcrypt_check(password, _dummy_hash())
 
 
-def _password_ok(password: str, stored: Any) -> bool:
-    """A bcrypt hash compared here; a company-directory user's password is a bind as their DN."""
-    checked = check_stored(password, stored)
+def _password_ok(password: str, stored: Any, state: dict[str, Any] | None = None) -> bool:
+    """A bcrypt hash compared here; a company-directory user's password is a bind as their DN
+    (its budget counted in ``state``, the user's password state, when given)."""
+    checked = check_stored(password, stored, state)
     return _bcrypt_check(password, stored) if checked is None else checked
 
 

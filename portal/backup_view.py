@@ -6,9 +6,9 @@ the page visit that generated them (``navigation.visit()``): reruns of that
 page (a form, a wrong confirmation) still show them; arriving on any page
 later, or a new browser session, shows "Generate new backup codes?" instead.
 
-The download never leaves through a URL: ``st.download_button`` would put the
-.txt in Streamlit's media store at ``/media/<hash>``, where any client holding
-the URL can fetch it until the store forgets it. The page's own link is a
+The download never leaves through a URL (``portal.download``): ``st.download_button``
+would put the .txt in Streamlit's media store at ``/media/<hash>``, where any client
+holding the URL can fetch it until the store forgets it. The page's own link is a
 ``data:`` URL of the codes already on screen, so the browser makes the file
 itself: the bytes travel once, on the owning session's websocket, inside the
 page, and no server response (cacheable or not) ever holds them.
@@ -16,21 +16,16 @@ page, and no server response (cacheable or not) ever holds them.
 
 from __future__ import annotations
 
-import base64
-
 import streamlit as st
 
 import mfa_core
 
-from . import config, navigation, session
+from . import config, download, navigation, session
 
 CONFIRM_GENERATE = "portal_confirm_generate"  # Generate pressed, not yet confirmed
 CODES = "portal_new_backup_codes"  # {"codes": [...], "visit": navigation.visit()}
 FILE_NAME = "mfa-portal-backup-codes.txt"
 DOWNLOAD_LABEL = "Download backup codes"
-_LINK_STYLE = ("display: inline-flex; align-items: center; gap: 0.4rem; padding: 0.35rem 0.8rem; "
-               "border: 1px solid rgba(49, 51, 63, 0.3); border-radius: 0.5rem; "
-               "color: inherit; text-decoration: none; font-weight: 400")
 
 
 def keep(codes: list[str]) -> None:
@@ -107,9 +102,7 @@ def codes_text(codes: list[str], username: str) -> str:
 
 def download_link(codes: list[str], username: str) -> str:
     """The HTML of the download: a ``data:`` URL the browser saves as a .txt (no server round trip)."""
-    body = base64.b64encode(codes_text(codes, username).encode("utf-8")).decode("ascii")
-    return (f'<a href="data:text/plain;charset=utf-8;base64,{body}" download="{FILE_NAME}" '
-            f'style="{_LINK_STYLE}">{DOWNLOAD_LABEL}</a>')
+    return download.data_link(codes_text(codes, username), FILE_NAME, DOWNLOAD_LABEL)
 
 
 def show(codes: list[str], username: str) -> None:

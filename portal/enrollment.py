@@ -22,7 +22,7 @@ import mfa_core
 from mfa_core.authenticators import DEFAULT_LABEL, MAX_LABEL, clean_label, unique_label
 from mfa_core.backup_codes import same_code
 
-from . import backup_view, config, cookies, session
+from . import backup_view, config, cookies, policy_gate, session
 from .code_field import code_form
 from .display import plain
 from .navigation import MANAGE_PAGE, page_link
@@ -50,6 +50,7 @@ REPLACED = "replaced"        # another session started a new enrollment meanwhil
 VERIFY_FIRST = "verify_first"  # a new set-up waits for reverification
 CODES_SHOWN = "codes_shown"  # step backupcodes, come back to later: the codes are not shown again
 
+SUCCESS_TEXT = "You have successfully added TOTP MFA via an authentication application."
 REPLACED_TEXT = ("This set-up was restarted in another window or browser, so this QR code no "
                  "longer works. Press Reset to get a new QR code here.")
 
@@ -87,12 +88,19 @@ def suggested_label(user_agent: str | None, taken: list[str]) -> str:
     return unique_label(taken, base)
 
 
+def _where() -> dict[str, str | None]:
+    """Where this set-up comes from: the engine lets a user past their rule's deadline set up
+    only from a familiar place or in a temporary pass's session (issue 23)."""
+    return {"source": session.client_source(), "session_id": session.token()}
+
+
 def start() -> mfa_core.TOTPResource:
     """Add (a sensitive action): a new pending enrollment, step ``add``."""
     svc = config.service()
     user = session.callback_user()
     taken = [a.label for a in svc.status(user).authenticators]
-    resource = svc.create_totp(user, label=suggested_label(cookies.user_agent(), taken))
+    resource = svc.create_totp(user, label=suggested_label(cookies.user_agent(), taken),
+                               **_where())
     _forget()
     st.session_state[STEP] = "add"
     return _own(resource)
@@ -113,9 +121,9 @@ def reset() -> None:
     user = session.callback_user()
     label = (st.session_state.get(NAME) or "").strip() or DEFAULT_LABEL
     try:
-        resource = svc.create_totp(user, label=label)
+        resource = svc.create_totp(user, label=label, **_where())
     except mfa_core.InvalidLabel:
-        resource = svc.create_totp(user)
+        resource = svc.create_totp(user, **_where())
     _own(resource)
     for key in (ERROR, QR, SHOW_URI, NAME):
         st.session_state.pop(key, None)
@@ -277,7 +285,15 @@ def skip_codes() -> None:
 
 def render(user) -> None:
     """The Add TOTP page, for a user the guard let in."""
+    if not policy_gate.allows("totp"):  # the organization's rule: passkeys only, say
+        st.title("Add TOTP MFA", anchor=False)
+        st.info("Your organization does not allow authentication apps for your account. Add a "
+                "passkey on Manage MFA instead.")
+        page_link(MANAGE_PAGE, "Manage MFA", ":material/arrow_back:")
+        return
     state, resource = page_state(user.username)
+    if state == "success" and policy_gate.set_up_done(SUCCESS_TEXT):
+        return  # sent here by the rule: home
     if state == VERIFY_FIRST:
         st.title("Add TOTP MFA", anchor=False)
         st.write("Verify it's you before you set up an authentication app.")
@@ -303,7 +319,7 @@ def render(user) -> None:
         _render_codes_shown()
     else:  # success
         st.title("Success!", anchor=False)
-        st.write("You have successfully added TOTP MFA via an authentication application.")
+        st.write(SUCCESS_TEXT)
         if not st.session_state.get(FIRST):
             st.write("It signs in beside your other authenticators; your backup codes are "
                      "unchanged.")

@@ -19,14 +19,14 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-import pyarrow as pa
 import streamlit as st
 
 import mfa_core
 from mfa_core.users import User
 
-from . import config, session, users
+from . import config, coverage_view, policy_admin, session, users
 from .display import plain
+from .helpdesk_rules import NEEDS_MFA, admin_refusal, text_table as _table
 from .navigation import MANAGE_PAGE, page_link
 
 SHOWN = 25  # rows drawn at most: a search narrows a large directory
@@ -43,9 +43,6 @@ PASS_VALID = "helpdesk_pass_valid"
 PASS_USES = "helpdesk_pass_uses"
 VALIDITIES = {"10 minutes": 600, "30 minutes": 1800, "1 hour": 3600, "2 hours": 7200,
               "4 hours": 4 * 3600, "8 hours": 8 * 3600, "24 hours": 24 * 3600}
-NOT_ADMIN = "Only helpdesk admins can do this."
-NEEDS_MFA = ("The Helpdesk needs two-step verification on your own account. Add an "
-             "authentication app on Manage MFA, then come back.")
 NOT_YOURSELF = ("You cannot reset your own MFA or clear your own lockout here: use Manage MFA, "
                 "or ask another admin.")
 DAMAGED = "Record damaged"
@@ -132,17 +129,6 @@ def _when(timestamp: float | None) -> str:
     return session.format_time(timestamp) if timestamp is not None else "—"
 
 
-def _table(rows: list[dict[str, object]]) -> pa.Table:
-    """Rows (at least one) for ``st.dataframe`` as an Arrow table of text columns.
-
-    Streamlit serialises an Arrow table as is: no pandas round trip (~0.1 ms
-    instead of ~1.3 ms for 25 rows). Values are shown as text (a name that
-    ``users.yaml`` holds as a number too); None stays empty.
-    """
-    columns = {key: [None if r[key] is None else str(r[key]) for r in rows] for key in rows[0]}
-    return pa.table({key: pa.array(values, pa.string()) for key, values in columns.items()})
-
-
 def _reason() -> str:
     return (st.session_state.get(REASON) or "").strip()
 
@@ -156,24 +142,12 @@ def _required_reason(doing: str) -> str | None:
 
 
 def _refusal(actor: str, target: str) -> str | None:
-    """Why ``actor`` may not act on ``target`` now, or None.
-
-    Callbacks run before the page's guard: check again who clicks, their
-    role and their own second factor now, and that the target is someone else.
-    """
-    if session.current_username() != actor or not session.second_factor_passed():
-        return NOT_ADMIN
-    user = users.lookup(config.portal(), actor)
-    if user is None or not user.is_admin:
-        return NOT_ADMIN
-    try:
-        if not config.service().status(actor).two_factor_enabled:
-            return NEEDS_MFA
-    except mfa_core.MFAError as err:
-        return str(err)
-    if target == actor:
+    """Why ``actor`` may not act on ``target`` now, or None: ``admin_refusal``, and the target
+    is someone else."""
+    refusal = admin_refusal(actor)
+    if refusal is None and target == actor:
         return NOT_YOURSELF
-    return None
+    return refusal
 
 
 def _may_ask(key: str | None, actor: str, target: str) -> bool:
@@ -394,15 +368,33 @@ def clear_lockout(actor: str, target: str) -> None:
         f"Failed attempts and lockout of {plain(target)} were cleared.")
 
 
+SECTIONS = ("Users", "Policy", "Coverage")
+SECTION = "helpdesk_section"
+
+
 def render(admin: User) -> None:
-    """The whole page below the guard, for the signed-in helpdesk admin ``admin``."""
-    svc = config.service()
+    """The whole page below the guard, for the signed-in helpdesk admin ``admin``: three tabs,
+    of which only the open one runs (Coverage reads the whole store's counts)."""
     st.title("Helpdesk", anchor=False)
     if not session.status().two_factor_enabled:
         st.warning(NEEDS_MFA)
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
         return
+    users_tab, policy_tab, coverage_tab = st.tabs(SECTIONS, key=SECTION, on_change="rerun")
+    if policy_tab.open:
+        with policy_tab:
+            policy_admin.render(admin)
+    elif coverage_tab.open:
+        with coverage_tab:
+            coverage_view.render(admin)
+    else:
+        with users_tab:
+            _users(admin)
 
+
+def _users(admin: User) -> None:
+    """The Users tab: search, the table, one user's panel."""
+    svc = config.service()
     query = st.text_input("Search users", key="helpdesk_search",
                           placeholder="Username, name or e-mail")
     directory = users.index(config.portal())

@@ -7,8 +7,9 @@ import streamlit as st
 
 import mfa_core
 from mfa_core.authenticators import MAX_TOTP_APPS
+from mfa_core.policy_service import LAST_FACTOR
 
-from . import backup_view, config, dom, enrollment, passkey_view, session, sessions_view
+from . import backup_view, config, dom, enrollment, passkey_view, policy_gate, session, sessions_view
 from .display import plain
 from .navigation import ADD_TOTP_PAGE
 
@@ -18,6 +19,8 @@ RENAMING = "manage_renaming"              # id of the authenticator whose name i
 RENAME_TEXT = "manage_rename_text"
 RENAME_ERROR = "manage_rename_error"
 ACTIVITY_LIMIT = 10
+APPS_NOT_ALLOWED = ("Your organization does not allow authentication apps for your account: add a "
+                    "passkey instead.")
 
 
 @session.guarded
@@ -61,6 +64,10 @@ def request_remove(authenticator_id: str) -> None:
     _stop_renaming()
     status = _fresh()
     if status is None:
+        return
+    if _only_one(status, authenticator_id) and policy_gate.required():
+        # Said before any question or Verify it's you: the engine would refuse it after them.
+        session.flash("error", LAST_FACTOR)
         return
     if session.verification_remaining() > 0 and status.authenticator(authenticator_id):
         st.session_state[CONFIRM_REMOVE] = authenticator_id
@@ -247,6 +254,8 @@ def render(user) -> None:
     if take_goto_add():
         st.switch_page(ADD_TOTP_PAGE)
     enrollment.forget_if_finished()
+    if not backup_view.new_codes() and not passkey_view.naming():
+        policy_gate.set_up_done()  # sent here by the rule and done: home
     status = session.status()
 
     st.title("User MFA Settings", anchor=False)
@@ -259,17 +268,25 @@ def render(user) -> None:
         st.write(enabled_line(status))
         _authenticators_table(status)
         apps = sum(1 for a in status.authenticators if a.kind == "totp")
-        if apps >= MAX_TOTP_APPS:
+        if not policy_gate.allows("totp"):
+            st.caption(APPS_NOT_ALLOWED)
+        elif apps >= MAX_TOTP_APPS:
             st.caption(f"You have {MAX_TOTP_APPS} authentication apps, the most an account may "
                        "have: remove one to add another.")
         else:
             st.button("Add another authentication app", key="manage_add", on_click=request_add)
+    elif not policy_gate.allows("totp"):
+        st.caption("Two-step verification is off: your password alone signs you in.")
+        st.caption(APPS_NOT_ALLOWED)
     else:
         st.write("Add TOTP via authentication app")
         st.caption("Two-step verification is off: your password alone signs you in. Add an "
                    "authentication app (a 6-digit code that changes every 30 seconds) or a passkey.")
         st.button("Add", key="manage_add", type="primary", on_click=request_add)
-    passkey_view.render_add()
+    if policy_gate.allows("passkey"):
+        passkey_view.render_add(primary=policy_gate.needs("passkey"))
+    else:
+        st.caption("Your organization does not allow passkeys for your account.")
 
     if status.two_factor_enabled and not session.restricted():
         st.header("Backup codes", anchor=False)

@@ -49,16 +49,20 @@ def visit() -> int:
     return (st.session_state.get(VISIT) or ("", 0))[1]
 
 
-def sidebar(user: User, sign_out: Callable[[], None]) -> None:
+def sidebar(user: User, sign_out: Callable[[], None], *, held: bool = False) -> None:
     """The links they may use in the sidebar; who is signed in (as text: names come from the
     directory) and **Sign out** at the top of the page, where a phone shows them too (its
-    sidebar starts collapsed)."""
+    sidebar starts collapsed). ``held``: the organization's rule lets them reach only Manage
+    MFA until they set up an authenticator (``policy_gate``)."""
     note_page()
     top = st.container(horizontal=True, horizontal_alignment="right", vertical_alignment="center",
                        key="portal_top_bar")
     top.caption(f"Signed in as **{plain(user.name)}** ({plain(user.username)})", width="content")
     top.button("Sign out", key="portal_sign_out", icon=":material/logout:", on_click=sign_out)
     with st.sidebar:
+        if held:
+            page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
+            return
         page_link(HOME_PAGE, "Home", ":material/home:")
         page_link(MANAGE_PAGE, "Manage MFA", ":material/security:")
         # A session that passed with a temporary pass never opens the Helpdesk (S40).

@@ -73,7 +73,8 @@ def start(slot: str) -> None:
         # Only an answer from this page's own origin is accepted (not another port of the host).
         origin = pc.page_origin()
         if slot == ADD:
-            options, mode = svc.begin_passkey_registration(user, session=token, origin=origin), pc.CREATE
+            options, mode = svc.begin_passkey_registration(user, session=token, origin=origin,
+                                                           source=session.client_source()), pc.CREATE
         else:
             options, mode = svc.begin_passkey_sign_in(user, session=token, origin=origin), pc.GET
     except mfa_core.MFAError as err:
@@ -152,6 +153,11 @@ def _created(response: str) -> None:
     st.session_state[NAME] = label
 
 
+def naming() -> bool:
+    """A created passkey waits for its name (Save passkey not pressed yet)."""
+    return bool(st.session_state.get(NEW))
+
+
 def forget_new() -> None:
     st.session_state.pop(NEW, None)
     st.session_state.pop(NAME, None)
@@ -196,8 +202,9 @@ def save_new() -> None:
                                   "they are shown only once.")
 
 
-def render_add() -> None:
-    """Manage MFA's passkey section: **Add a passkey**, the ceremony, then the name of the new passkey."""
+def render_add(*, primary: bool = False) -> None:
+    """Manage MFA's passkey section: **Add a passkey**, the ceremony, then the name of the new passkey.
+    ``primary``: the button is the page's main action (the organization's rule asks for one)."""
     if not available():
         st.caption("Passkeys are not set up on this portal.")
         return
@@ -209,5 +216,6 @@ def render_add() -> None:
             st.form_submit_button("Save passkey", type="primary", on_click=save_new)
         st.button("Cancel", key="portal_passkey_cancel", on_click=forget_new)
     else:
-        st.button("Add a passkey", key="manage_add_passkey", on_click=request_add)
+        st.button("Add a passkey", key="manage_add_passkey", on_click=request_add,
+                  type="primary" if primary else "secondary")
     run(ADD, _created)

@@ -20,7 +20,7 @@ import mfa_core
 import mfa_core.service
 from mfa_core.users import DEMO_USERS, User
 
-from . import config, cookies, passkey_view, session, startup, users
+from . import config, cookies, passkey_view, policy_gate, session, startup, users
 from .code_field import code_form
 from .navigation import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE,  # noqa: F401 (re-exported)
                          MANAGE_PAGE, page_link, sidebar)
@@ -109,11 +109,14 @@ def require_user(page_title: str | None = None, *, home: bool = False, wide: boo
             st.stop()
         if not session.second_factor_passed():  # a factor was added meanwhile: ask for it
             st.rerun()
+    # The organization's two-step rule (issue 23): a screen of its own, or only the set-up pages.
+    held = policy_gate.hold(page_title, layout=_layout, sign_out=sign_out)
     _layout("wide" if wide else "centered")
-    sidebar(user, sign_out)
+    sidebar(user, sign_out, held=held is not None)
     session.show_flashes()
     if session.restricted():
         _pass_banner(page_title)
+    policy_gate.banner(held)
     session.open_pending_dialog()
     return user
 

@@ -39,6 +39,7 @@ GROUPS = f"ou=groups,{BASE}"
 HELPDESK_DN = f"cn=helpdesk,{GROUPS}"
 POLICY_DN = f"cn=default,ou=policies,{BASE}"
 STRICT_POLICY_DN = f"cn=strict,ou=policies,{BASE}"  # like AD's default: 10 wrong passwords lock
+TIMED_POLICY_DN = f"cn=timed,ou=policies,{BASE}"  # a lock ends by itself after 300 s
 MODULE_DIRS = ("/usr/lib/ldap", "/usr/lib/x86_64-linux-gnu/ldap", "/usr/lib/aarch64-linux-gnu/ldap",
                "/usr/local/libexec/openldap")
 SCHEMA_DIR = "/etc/ldap/schema"
@@ -181,6 +182,9 @@ directory {self.root}/db
 index objectClass eq
 index uid,cn,mail,sAMAccountName eq,sub
 index member,memberOf eq
+# As a deployment should: the portal's account may page through everyone (users list), while
+# a search that is not paged still stops at the soft limit above.
+limits dn.exact="{SERVICE_DN}" size.soft=500 size.hard=unlimited size.prtotal=unlimited
 overlay memberof
 memberof-group-oc groupOfNames
 memberof-member-ad member
@@ -270,6 +274,9 @@ access to *
             c.add(STRICT_POLICY_DN, ["person", "pwdPolicy"],
                   {"cn": "strict", "sn": "policy", "pwdAttribute": "userPassword", "pwdLockout": "TRUE",
                    "pwdMaxFailure": "10", "pwdFailureCountInterval": "600"})
+            c.add(TIMED_POLICY_DN, ["person", "pwdPolicy"],
+                  {"cn": "timed", "sn": "policy", "pwdAttribute": "userPassword", "pwdLockout": "TRUE",
+                   "pwdMaxFailure": "10", "pwdLockoutDuration": "300"})
             for uid, password, given, sn, _groups in USERS:
                 self.add_user(uid, password, given=given, sn=sn, conn=c)
             for group in ("helpdesk", "staff"):

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 INSTALL_HINT = "PostgreSQL is not installed: apt-get install postgresql (CI sets MFA_PORTAL_REQUIRE_POSTGRES=1)"
-TABLES = ("users", "keyed", "audit", "damaged_records", "directory", "directory_meta")
+TABLES = ("users", "keyed", "audit", "damaged_records", "directory", "directory_meta", "user_summary")
 
 
 def find_bin(name: str) -> str | None:

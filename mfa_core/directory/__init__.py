@@ -34,6 +34,7 @@ __all__ = ["AccountInactive", "CACHE_SECONDS", "CompanyDirectory", "DIRECTORY_DO
            "LocalDirectory", "MANAGED_ELSEWHERE", "ManagedInDirectory", "as_directory", "configured",
            "open_company_directory"]
 
+BIND_BUDGET = "directory_binds"  # in a person's password state: wrong binds counted (failures, last)
 CACHE_SECONDS = 60.0  # a person's state is at most this old (engine clock): leavers go within a minute
 
 
@@ -91,6 +92,14 @@ class SearchIndex:
         return len(self._found)
 
 
+class UserList(list):
+    """People listed from the directory, and whether that was all of them."""
+
+    def __init__(self, users: Any = (), complete: bool = True) -> None:
+        super().__init__(users)
+        self.complete = complete
+
+
 class _Bind:
     """What ``password_hash`` gives for a directory user: checked by a bind, never a hash."""
 
@@ -100,8 +109,8 @@ class _Bind:
         self._directory = directory
         self.account = account
 
-    def check(self, password: str) -> bool:
-        return self._directory.bind(self.account, password)
+    def check(self, password: str, state: dict[str, Any] | None = None) -> bool:
+        return self._directory.bind(self.account, password, state)
 
     def __str__(self) -> str:
         # What the sessions' password mark is made of (mfa_core.sessions): it changes when the
@@ -130,6 +139,7 @@ class CompanyDirectory(UserDirectory):
         self.path = None  # type: ignore[assignment]
         self._cache: dict[str, tuple[float, DirectoryAccount | None]] = {}
         self._cache_lock = threading.Lock()
+        self._claimed: dict[str, tuple[float, str]] = {}  # name -> (when, id) its binding was seen true
 
     # -- Directory ---------------------------------------------------------------
 
@@ -156,13 +166,23 @@ class CompanyDirectory(UserDirectory):
             self._cache[username] = (now, account)
         return account
 
+    def would_ask(self, username: str) -> bool:
+        """Whether :meth:`claim` for ``username`` would ask the directory now (nothing fresh
+        enough cached): a caller's throttle-first step is needed only then."""
+        now = self.clock()
+        with self._cache_lock:
+            cached = self._cache.get(username)
+        return cached is None or not 0 <= now - cached[0] < CACHE_SECONDS
+
     def forget(self, username: str | None = None) -> None:
         """Drop what is cached about ``username`` (everyone: None)."""
         with self._cache_lock:
             if username is None:
                 self._cache.clear()
+                self._claimed.clear()
             else:
                 self._cache.pop(username, None)
+                self._claimed.pop(username, None)
 
     def authenticate(self, username: str, password: str) -> bool:
         account = self.find(username)
@@ -170,58 +190,117 @@ class CompanyDirectory(UserDirectory):
             return False
         return self.backend.authenticate(account.dn, password)
 
-    def bind(self, account: DirectoryAccount, password: str) -> bool:
+    def bind(self, account: DirectoryAccount, password: str, state: dict[str, Any] | None = None) -> bool:
         """The password checked by a bind as the person's DN, within the portal's bind budget.
 
         At most ``bind_failures`` wrong binds, then none (TooManyAttempts) until
         ``bind_window`` seconds passed since the last: the directory's own
         lockout (AD's threshold, ppolicy's pwdMaxFailure) never counts more
         than that from the portal, whatever the number of places an attacker
-        tries from. A success clears the count. Raises DirectoryUnavailable.
+        tries from. A success clears the count. ``state``: the person's password
+        state in their record, in the transaction the engine holds around the
+        check (the count is kept there, written with the attempt's own outcome:
+        no write of its own); without it (a damaged record) a keyed record of its
+        own. Raises DirectoryUnavailable.
         """
         if not password or not account.dn:
             return False
-        return self._budgeted(f"ldap-bind:{account.stable_id or account.dn}",
-                              lambda: self.backend.authenticate(account.dn, password))
+        check = lambda: self.backend.authenticate(account.dn, password)  # noqa: E731
+        if state is not None:
+            now = self.clock()
+            self._wait(state.get(BIND_BUDGET) or {}, now)
+            ok = bool(check())
+            spent = self._counted(state.get(BIND_BUDGET) or {}, ok, now)
+            if spent:
+                state[BIND_BUDGET] = spent
+            else:
+                state.pop(BIND_BUDGET, None)
+            return ok
+        return self._budgeted(self._key(f"ldap-bind:{account.stable_id or account.dn}"), check)
 
     def dummy_bind(self, password: str, name_key: str = "") -> None:
         """What an unknown name costs: the same bind budget (kept under the name's key, so
         a name's existence never shows by when TooManyAttempts starts) and a bind as a DN no
         entry has (refused by the server, counted against nobody), so unknown and wrong
         cost alike. Raises TooManyAttempts, DirectoryUnavailable."""
-        self._budgeted(f"ldap-bind-unknown:{name_key}", lambda: self.backend.dummy_bind(password))
+        self._budgeted(self._unknown_key(name_key), lambda: self.backend.dummy_bind(password))
 
-    def _budgeted(self, what: str, check: Callable[[], bool | None]) -> bool:
+    def bind_wait(self, state: dict[str, Any] | None, name_key: str) -> TooManyAttempts | None:
+        """Whether the bind budget holds a check back now, read without the directory (the
+        engine's throttle-first step): the person's count in ``state`` (their password
+        state), or with no record the unknown name's. Raises StorageError."""
+        try:
+            if state is None:
+                if self.store is None or self.pepper is None:
+                    return None
+                spent = self.store.read_keyed(self._unknown_key(name_key)) or {}
+            else:
+                spent = state.get(BIND_BUDGET) or {}
+            self._wait(spent, self.clock())
+        except TooManyAttempts as exc:
+            return exc
+        except IO_ERRORS as exc:
+            raise StorageError() from exc
+        return None
+
+    def _unknown_key(self, name_key: str) -> str:
+        return self._key(f"ldap-bind-unknown:{name_key}")
+
+    def _key(self, what: str) -> str:
+        return hmac.new(self.pepper or b"", what.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+    def _wait(self, spent: Mapping[str, Any], now: float) -> None:
+        """TooManyAttempts while ``spent`` (failures, last) holds binds back."""
+        budget, window = self.settings.bind_failures, self.settings.bind_window
+        failures, last = int(spent.get("failures", 0)), float(spent.get("last", 0))
+        if failures >= budget and now - last < window:
+            raise TooManyAttempts(max(1, math.ceil(last + window - now)))
+
+    def _counted(self, spent: Mapping[str, Any], ok: bool, now: float) -> dict[str, Any]:
+        """``spent`` after a bind: cleared by a success, one more failure otherwise (counting
+        again from one when the last was a window ago)."""
+        if ok:
+            return {}
+        failures = int(spent.get("failures", 0)) if now - float(spent.get("last", 0)) < self.settings.bind_window \
+            else 0
+        return {"failures": failures + 1, "last": now}
+
+    def _budgeted(self, key: str, check: Callable[[], bool | None]) -> bool:
+        """The bind budget in a keyed record of its own (unknown names; a damaged record)."""
         if self.store is None or self.pepper is None:
             return bool(check())
-        budget, window = self.settings.bind_failures, self.settings.bind_window
-        key = hmac.new(self.pepper, what.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
         now = self.clock()
         with self._budget(key) as rec:
-            failures, last = int(rec.get("failures", 0)), float(rec.get("last", 0))
-            if failures >= budget and now - last < window:
-                raise TooManyAttempts(max(1, math.ceil(last + window - now)))
+            self._wait(rec, now)
         ok = bool(check())
         with self._budget(key) as rec:
-            if ok:
-                rec.clear()
-            else:
-                failures = int(rec.get("failures", 0)) if now - float(rec.get("last", 0)) < window else 0
-                rec["failures"], rec["last"] = failures + 1, now
+            spent = self._counted(rec, ok, now)
+            rec.clear()
+            rec.update(spent)
         return ok
 
-    def claim(self, username: str) -> DirectoryAccount | None:
+    def claim(self, username: str, *, first_sight: bool = True) -> DirectoryAccount | None:
         """Make the MFA record under ``username`` the current directory entry's (see
         :mod:`.identity`: renamed entries keep their authenticators, a new entry reusing a
         name does not inherit them); returns the person. Call outside any user transaction."""
         account = self.find(username)
         if account is None or not account.stable_id or self.store is None or self.pepper is None:
             return account
-        from .identity import claim
+        now = self.clock()
+        with self._cache_lock:  # bound to this entry lately (CACHE_SECONDS): no read of the binding
+            seen = self._claimed.get(username)
+        if seen is not None and seen[1] == account.stable_id and 0 <= now - seen[0] < CACHE_SECONDS:
+            return account
+        from .identity import UNBOUND, claim
         try:
-            claim(self.store, self.pepper, account, self.clock())
+            done = claim(self.store, self.pepper, account, now, first_sight=first_sight)
         except IO_ERRORS as exc:
             raise StorageError() from exc
+        if done != UNBOUND:
+            with self._cache_lock:
+                if len(self._claimed) > 100_000:
+                    self._claimed.clear()
+                self._claimed[username] = (now, account.stable_id)
         return account
 
     @contextlib.contextmanager
@@ -274,9 +353,12 @@ class CompanyDirectory(UserDirectory):
             raise ManagedInDirectory(f"There is no user named {username!r} in the company directory.")
         return user
 
-    def users(self) -> list[User]:
-        """At most 1,000 people (a company directory is never loaded whole)."""
-        return [a.user() for a in self.backend.search("", 1000)]
+    def users(self) -> "UserList":
+        """Everyone in the directory, 1,000 a page (``users list``, ``mfa list``); ``complete``
+        is False when the server stopped the listing early (its size limit for the service
+        account). The portal's pages never list everyone (:meth:`index`)."""
+        accounts, complete = self.backend.all_accounts()
+        return UserList([a.user() for a in accounts], complete)
 
     def admins(self) -> list[User]:
         """The helpdesk admins: the admin group's active members (at most 1,000), asked of the server."""
@@ -328,11 +410,12 @@ class CompanyDirectory(UserDirectory):
         raise ManagedInDirectory(MANAGED_ELSEWHERE)
 
 
-def check_stored(password: str, stored: Any) -> bool | None:
-    """The engine's password check for a non-hash ``password_hash`` answer (a directory bind);
-    None when ``stored`` is a hash (the caller compares it)."""
+def check_stored(password: str, stored: Any, state: dict[str, Any] | None = None) -> bool | None:
+    """The engine's password check for a non-hash ``password_hash`` answer (a directory bind,
+    its budget counted in ``state``, the user's password state, when given); None when
+    ``stored`` is a hash (the caller compares it)."""
     if isinstance(stored, _Bind):
-        return stored.check(password)
+        return stored.check(password, state)
     return None
 
 

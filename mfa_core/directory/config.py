@@ -31,7 +31,8 @@ PREFIX = "MFA_PORTAL_LDAP_"
 ENV_URL = PREFIX + "URL"
 SECRETS_FILE = Path(".streamlit") / "secrets.toml"
 KEYS = ("url", "preset", "bind_dn", "bind_password", "base_dn", "ca_file", "admin_group",
-        "user_filter", "start_tls", "timeout", "lockout_duration", "bind_failures", "bind_window")
+        "user_filter", "start_tls", "timeout", "lockout_duration", "bind_failures", "bind_window",
+        "password_policy")
 # The portal's own cap on wrong binds per person, below the directory's lockout threshold:
 # at most BIND_FAILURES wrong binds, then none until BIND_WINDOW seconds passed since the last
 # (set it at least to AD's "Reset account lockout counter after"). A success clears it.
@@ -71,7 +72,7 @@ PRESETS = {
         name="openldap", login_attribute="uid", user_filter="(objectClass=inetOrgPerson)",
         id_attribute="entryUUID", name_attribute="cn", email_attribute="mail",
         attributes=("uid", "cn", "mail", "memberOf", "entryUUID", "pwdAccountLockedTime",
-                    "pwdChangedTime", "pwdEndTime", "pwdStartTime"),
+                    "pwdChangedTime", "pwdEndTime", "pwdStartTime", "pwdPolicySubentry"),
         nested_groups=False),
     "active-directory": Preset(
         name="active-directory", login_attribute="sAMAccountName",
@@ -99,6 +100,7 @@ class LdapSettings:
     lockout_duration: float = 1800.0  # AD: seconds a lockoutTime keeps an account locked (0: until unlocked)
     bind_failures: int = DEFAULT_BIND_FAILURES
     bind_window: float = DEFAULT_BIND_WINDOW
+    password_policy: str | None = None  # OpenLDAP: DN of the default ppolicy (olcPPolicyDefault)
 
     @property
     def filter(self) -> str:
@@ -175,7 +177,8 @@ def load(environ: Mapping[str, str] | None = None,
         timeout=_number(raw.get("timeout"), "TIMEOUT", DEFAULT_TIMEOUT, 0.1, 120),
         lockout_duration=_number(raw.get("lockout_duration"), "LOCKOUT_DURATION", 1800.0, 0, 10 ** 8),
         bind_failures=int(_number(raw.get("bind_failures"), "BIND_FAILURES", DEFAULT_BIND_FAILURES, 1, 1000)),
-        bind_window=_number(raw.get("bind_window"), "BIND_WINDOW", DEFAULT_BIND_WINDOW, 60, 10 ** 7))
+        bind_window=_number(raw.get("bind_window"), "BIND_WINDOW", DEFAULT_BIND_WINDOW, 60, 10 ** 7),
+        password_policy=raw.get("password_policy") or None)
 
 
 def _flag(value: str, what: str) -> bool:

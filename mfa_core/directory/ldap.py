@@ -2,8 +2,9 @@
 
 The only module of the engine that imports ldap3. A pool of connections
 bound as the portal's service account does the searches; a password is
-checked by a bind as the user's DN on a connection of its own, never on a
-pooled one. Servers are tried in the order configured; each connect and each
+checked by a bind as the user's DN on a pool of connections kept for binds
+only (TLS up: one round trip), never on a service one, and never searched
+on. Servers are tried in the order configured; each connect and each
 operation has the configured timeout; anything but an answer from a server
 raises DirectoryUnavailable (fail closed). The typed name is escaped per RFC
 4515 before it goes into a filter; an empty password never reaches a bind
@@ -12,10 +13,12 @@ raises DirectoryUnavailable (fail closed). The typed name is escaped per RFC
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime as dt
 import logging
 import math
-import queue
+import socket
 import ssl
 import threading
 import time
@@ -33,7 +36,12 @@ from .config import LdapSettings
 
 log = logging.getLogger("mfa_core.directory")
 
-POOL_SIZE = 4                  # service connections kept open
+POOL_SIZE = 8                  # connections kept open: service (searches), and for users' binds (each)
+REFUSALS_KEPT = 15             # wrong passwords' bind times kept: an unknown name's lasts their median
+POLICY_CACHE_SECONDS = 60.0    # a password policy's lockout duration is read at most this often
+IDLE_MAX = 60.0                # seconds a kept connection may sit unused before it is closed instead
+LIST_PAGE_SIZE = 1000          # people a page when listing everyone (AD's MaxPageSize)
+PAGED_RESULTS = "1.2.840.113556.1.4.319"  # RFC 2696's control
 INVALID_CREDENTIALS = 49
 SIZE_LIMIT_EXCEEDED = 4
 NO_SUCH_OBJECT = 32
@@ -56,16 +64,24 @@ class LdapBackend:
             tls = ldap3.Tls(ca_certs_file=settings.ca_file, validate=ssl.CERT_REQUIRED,
                             version=ssl.PROTOCOL_TLS_CLIENT)
         self._tls = tls
-        self._pool: queue.LifoQueue = queue.LifoQueue()
+        self._pool = _Pool()     # bound as the service account: searches only
+        self._binders = _Pool()  # TLS up, used only for users' binds (each bind replaces the last)
         self._lock = threading.Lock()
         self.user_binds = 0  # binds as a user's DN (the tests count them)
         self.dummy_binds = 0  # binds for unknown names (as costly as a user's)
+        self.searches = 0  # searches as the service account (the tests count them)
+        self.connections = 0  # connections opened (the tests count them)
+        self._refusals: collections.deque[float] = collections.deque(maxlen=REFUSALS_KEPT)
+        self._sleep = time.sleep
+        self._policies: dict[str, tuple[float, float | None]] = {}  # ppolicy DN -> (read at, lockout duration)
 
     # -- connections ---------------------------------------------------------
 
-    def _connect(self, user: str, password: str) -> tuple[ldap3.Connection | None, int]:
+    def _connect(self, user: str, password: str, *,
+                 keep_refused: bool = False) -> tuple[ldap3.Connection | None, int]:
         """A connection bound as ``user`` on the first server that answers: (conn, 0), or
-        (None, result code) when a server answered but refused the bind.
+        (None, result code) when a server answered but refused the bind (``keep_refused``:
+        (conn, code), the connection still open).
 
         Raises DirectoryUnavailable when no server answers.
         """
@@ -79,12 +95,15 @@ class LdapBackend:
                                     receive_timeout=max(1, math.ceil(self.settings.timeout)), raise_exceptions=False,
                                     auto_referrals=False, return_empty_attributes=False)
             try:
+                with self._lock:
+                    self.connections += 1
                 conn.open()
+                _no_delay(conn)
                 if server.ssl is False and self.settings.start_tls and not conn.start_tls():
                     raise LDAPException(f"StartTLS refused: {conn.result.get('description')}")
-                if conn.bind():
-                    return conn, 0
-                code = int(conn.result.get("result", -1))
+                code = _bind(conn, user, password)
+                if code == 0 or keep_refused:
+                    return conn, code
                 _close(conn)
                 return None, code
             except Exception as exc:  # noqa: BLE001 - ldap3 raises more than LDAPException: fail closed
@@ -92,11 +111,13 @@ class LdapBackend:
                 _close(conn)
         raise DirectoryUnavailable("; ".join(problems) or "no server configured")
 
-    def _service(self) -> ldap3.Connection:
-        try:
-            return self._pool.get_nowait()
-        except queue.Empty:
-            pass
+    def _service(self, fresh: bool = False) -> ldap3.Connection:
+        """A connection bound as the service account: a kept one, or (``fresh``, or none kept) a
+        new one. A retry after a kept one broke asks for a fresh one: after a server restart
+        every kept connection is dead, and a second dead one must not fail the search."""
+        conn = None if fresh else self._pool.take()
+        if conn is not None:
+            return conn
         conn, code = self._connect(self.settings.bind_dn, self.settings.bind_password)
         if conn is None:
             raise DirectoryUnavailable(f"the portal's service account ({self.settings.bind_dn}) "
@@ -104,24 +125,44 @@ class LdapBackend:
         return conn
 
     def _give_back(self, conn: ldap3.Connection) -> None:
-        if self._pool.qsize() < POOL_SIZE:
-            self._pool.put(conn)
-        else:
-            _close(conn)
+        self._pool.give_back(conn)
 
     def close(self) -> None:
-        while True:
+        self._pool.close()
+        self._binders.close()
+
+    def _bind_as(self, dn: str, password: str) -> bool:
+        """A bind as ``dn``: on a kept connection (one round trip: TCP and TLS are up), or on a
+        new one when none is kept or the kept one broke (a server restarted; its idle time ran
+        out). A connection that answered is kept for the next bind, whoever it is bound as: it
+        is never searched on. Raises DirectoryUnavailable when no server answers."""
+        conn = self._binders.take()
+        if conn is not None:
             try:
-                _close(self._pool.get_nowait())
-            except queue.Empty:
-                return
+                code = _bind(conn, dn, password)
+            except Exception:  # noqa: BLE001 - the kept connection broke: a new one, once
+                _close(conn)
+            else:
+                return self._after_bind(conn, code)
+        conn, code = self._connect(dn, password, keep_refused=True)
+        return self._after_bind(conn, code)
+
+    def _after_bind(self, conn: ldap3.Connection | None, code: int) -> bool:
+        if conn is not None:
+            if code in (0, INVALID_CREDENTIALS):
+                self._binders.give_back(conn)
+            else:  # busy, unavailable, an odd answer: not kept
+                _close(conn)
+        return code == 0
 
     def _search(self, base: str, search_filter: str, attributes: Sequence[str], *,
                 scope=ldap3.SUBTREE, size_limit: int = 0, paged_size: int | None = None) -> list[dict]:
         """Entries (dn, raw attributes), on a pooled service connection; one retry on a
         fresh connection when the pooled one broke (a server restarted)."""
+        with self._lock:
+            self.searches += 1
         for attempt in (1, 2):
-            conn = self._service()
+            conn = self._service(fresh=attempt == 2)
             try:
                 ok = conn.search(base, search_filter, scope, attributes=list(attributes),
                                  size_limit=size_limit, time_limit=max(1, int(self.settings.timeout)),
@@ -143,6 +184,61 @@ class LdapBackend:
             self._give_back(conn)
             return found
         raise DirectoryUnavailable("search failed")  # not reached
+
+    def _paged(self, base: str, search_filter: str, attributes: Sequence[str],
+               page_size: int) -> tuple[list[dict], bool]:
+        """Every entry the search finds, page by page (the paged results control, RFC 2696) on
+        one service connection: (entries, complete). ``complete`` is False when the server
+        ended the listing early (its size limit for the portal's account). One retry on a fresh
+        connection when the pooled one broke before the first page; DirectoryUnavailable when
+        a later page fails (never half a list passed off as whole)."""
+        for attempt in (1, 2):
+            conn = self._service(fresh=attempt == 2)
+            found: list[dict] = []
+            cookie = None
+            pages = 0
+            try:
+                while True:
+                    with self._lock:
+                        self.searches += 1
+                    ok = conn.search(base, search_filter, ldap3.SUBTREE, attributes=list(attributes),
+                                     time_limit=max(1, int(self.settings.timeout)),
+                                     paged_size=page_size, paged_cookie=cookie)
+                    code = int(conn.result.get("result", -1))
+                    if not ok and code not in (0, SIZE_LIMIT_EXCEEDED, NO_SUCH_OBJECT):
+                        raise LDAPException(f"search refused: result {code} {conn.result.get('description')}")
+                    pages += 1
+                    found += [{"dn": r["dn"], "raw": r.get("raw_attributes") or {}}
+                              for r in (conn.response or []) if r.get("type") == "searchResEntry"]
+                    cookie = (((conn.result.get("controls") or {}).get(PAGED_RESULTS) or {})
+                              .get("value") or {}).get("cookie")
+                    if code == SIZE_LIMIT_EXCEEDED or not cookie:
+                        self._give_back(conn)
+                        return found, code != SIZE_LIMIT_EXCEEDED
+            except Exception as exc:  # noqa: BLE001 - a broken connection, whatever ldap3 raised
+                _close(conn)
+                if attempt == 2 or pages:
+                    raise DirectoryUnavailable(f"paged search failed after {pages} pages: "
+                                               f"{type(exc).__name__}: {exc}") from exc
+        raise DirectoryUnavailable("paged search failed")  # not reached
+
+    def all_accounts(self, page_size: int = LIST_PAGE_SIZE) -> tuple[list[DirectoryAccount], bool]:
+        """Every person in the directory, ``page_size`` a page: (people by name, complete).
+
+        For ``users list``; the Helpdesk never lists everyone (:meth:`search`). With nested
+        groups (AD) the helpdesk group's members at any depth are asked for once, not once a
+        person."""
+        p = self.settings.preset
+        found, complete = self._paged(self.settings.base_dn, self.settings.filter, p.attributes, page_size)
+        admins = None
+        if p.nested_groups and self.settings.admin_group:
+            members, _ = self._paged(
+                self.settings.base_dn,
+                f"(&{self.settings.filter}(memberOf:{AD_NESTED_MEMBER}:={escape_filter_chars(self.settings.admin_group)}))",
+                ["1.1"], page_size)
+            admins = {normalize_dn(m["dn"]) for m in members}
+        accounts = [self._account(e, admins) for e in found]
+        return sorted(accounts, key=lambda a: a.username), complete
 
     # -- the interface -----------------------------------------------------------
 
@@ -193,8 +289,9 @@ class LdapBackend:
         rule = f":{AD_NESTED_MEMBER}:" if self.settings.preset.nested_groups else ""
         flt = f"(&{self.settings.filter}(memberOf{rule}={escape_filter_chars(group)}))"
         found = self._search(self.settings.base_dn, flt, self.settings.preset.attributes,
-                             size_limit=limit, paged_size=min(limit, 500))
-        return sorted((self._account(e) for e in found[:limit]), key=lambda a: a.username)
+                             size_limit=limit, paged_size=min(limit, 500))[:limit]
+        members = {normalize_dn(e["dn"]) for e in found}  # all of them, by the filter: no search each
+        return sorted((self._account(e, members) for e in found), key=lambda a: a.username)
 
     def authenticate(self, dn: str, password: str) -> bool:
         """True when ``password`` binds as ``dn``. Raises DirectoryUnavailable when no server answers."""
@@ -202,11 +299,12 @@ class LdapBackend:
             return False  # an empty password would be an unauthenticated bind: it "succeeds"
         with self._lock:
             self.user_binds += 1
-        conn, _code = self._connect(dn, password)
-        if conn is None:
-            return False
-        _close(conn)
-        return True
+        started = time.monotonic()
+        ok = self._bind_as(dn, password)
+        if not ok:
+            with self._lock:
+                self._refusals.append(time.monotonic() - started)
+        return ok
 
     def dummy_bind(self, password: str) -> bool:
         """A bind as a DN that no entry has under the base (the server refuses it as it refuses
@@ -215,11 +313,26 @@ class LdapBackend:
             return False
         with self._lock:
             self.dummy_binds += 1
-        conn, _code = self._connect(f"cn=mfa-portal-no-such-entry-{uuid.uuid4().hex},{self.settings.base_dn}",
-                                    password)
-        if conn is not None:  # a server that lets anything bind: never a way in, still no entry
-            _close(conn)
+        started = time.monotonic()
+        # A server that lets anything bind: never a way in, still no entry.
+        self._bind_as(f"cn=mfa-portal-no-such-entry-{uuid.uuid4().hex},{self.settings.base_dn}", password)
+        self._sleep(self.refusal_pad(time.monotonic() - started))
         return False
+
+    def refusal_pad(self, took: float) -> float:
+        """Seconds an unknown name's bind waits after it took ``took``, to last as long as a
+        wrong password's bind lately does (the median of the last REFUSALS_KEPT).
+
+        A wrong password for a real entry costs the server more than a bind as no entry: it
+        writes the failure down (ppolicy's pwdFailureTime, AD's badPwdCount), 10 ms or more.
+        Without the wait, the answer's time would tell which names exist.
+        """
+        with self._lock:
+            recent = sorted(self._refusals)
+        if not recent:
+            return 0.0
+        typical = recent[len(recent) // 2]
+        return max(0.0, min(typical, float(self.settings.timeout)) - took)
 
     def check(self) -> str:
         """One search of the base as the service account; the server's name. Raises DirectoryUnavailable."""
@@ -228,7 +341,7 @@ class LdapBackend:
 
     # -- reading entries -----------------------------------------------------
 
-    def _account(self, entry: dict) -> DirectoryAccount:
+    def _account(self, entry: dict, admins: set[str] | None = None) -> DirectoryAccount:
         p = self.settings.preset
         raw = {k.lower(): v for k, v in entry["raw"].items()}
 
@@ -240,7 +353,7 @@ class LdapBackend:
         # Lower case, as the sign-in form takes names (uid and sAMAccountName match regardless
         # of case): one record per person, whatever case the directory spells them in.
         username = (text(p.login_attribute) or "").lower()
-        admin = self._is_admin(entry["dn"], groups)
+        admin = self._is_admin(entry["dn"], groups, admins)
         active, reason, changed = self._state(text)
         if p.id_attribute == "objectGUID":
             guid = (raw.get("objectguid") or [b""])[0]
@@ -253,12 +366,14 @@ class LdapBackend:
             dn=entry["dn"], stable_id=stable_id, active=active, inactive_reason=reason,
             password_changed_at=changed, groups=groups)
 
-    def _is_admin(self, dn: str, groups: tuple[str, ...]) -> bool:
+    def _is_admin(self, dn: str, groups: tuple[str, ...], admins: set[str] | None = None) -> bool:
         group = self.settings.admin_group
         if not group:
             return False
         if normalize_dn(group) in {normalize_dn(g) for g in groups}:
             return True
+        if admins is not None:  # the nested members, asked for once (all_accounts)
+            return normalize_dn(dn) in admins
         if self.settings.preset.nested_groups:
             # AD: membership at any depth, evaluated by the server (LDAP_MATCHING_RULE_IN_CHAIN).
             found = self._search(dn, f"(memberOf:{AD_NESTED_MEMBER}:={escape_filter_chars(group)})",
@@ -293,7 +408,8 @@ class LdapBackend:
                     return False, "locked", changed
             return True, None, changed
         changed = _generalized(text("pwdChangedTime"))
-        if text("pwdAccountLockedTime"):
+        locked_at = text("pwdAccountLockedTime")
+        if locked_at and not self._lock_over(locked_at, text("pwdPolicySubentry"), now):
             return False, "locked", changed
         end = _generalized(text("pwdEndTime"))
         if end is not None and now >= end:
@@ -302,6 +418,109 @@ class LdapBackend:
         if start is not None and now < start:
             return False, "disabled", changed
         return True, None, changed
+
+
+    def _lock_over(self, locked_at: str, policy_dn: str | None, now: float) -> bool:
+        """Whether a ppolicy lock (``pwdAccountLockedTime``) has ended by itself, as the password
+        policy draft (draft-behera-ldap-password-policy) has it: ``000001010000Z`` locks for
+        good (an administrator's lock); otherwise the lock lasts the policy's
+        ``pwdLockoutDuration`` seconds, and for good when that is 0 or absent. The policy is
+        the entry's ``pwdPolicySubentry``, else the default one named by the settings; one
+        that can't be read keeps the account locked (fail closed)."""
+        if locked_at.startswith("000001010000"):
+            return False
+        at = _generalized(locked_at)
+        dn = policy_dn or self.settings.password_policy
+        if at is None or not dn:
+            return False
+        duration = self._lockout_duration(dn, now)
+        return bool(duration) and now >= at + duration
+
+    def _lockout_duration(self, dn: str, now: float) -> float | None:
+        """The policy's pwdLockoutDuration (0: none set), read at most once a minute a policy;
+        None when it can't be read."""
+        key = normalize_dn(dn)
+        with self._lock:
+            cached = self._policies.get(key)
+        if cached is not None and 0 <= now - cached[0] < POLICY_CACHE_SECONDS:
+            return cached[1]
+        found = self._search(dn, "(objectClass=pwdPolicy)", ["pwdLockoutDuration"], scope=ldap3.BASE)
+        duration = None
+        if len(found) == 1:
+            values = {k.lower(): v for k, v in found[0]["raw"].items()}.get("pwdlockoutduration") or [b"0"]
+            duration = float(_int(values[0].decode("ascii", "replace")) or 0)
+        with self._lock:
+            self._policies[key] = (now, duration)
+        return duration
+
+
+class _Pool:
+    """Open connections kept for reuse, newest first; one idle longer than ``IDLE_MAX`` seconds
+    is closed instead of used (a firewall may have dropped it silently: a bind on it would wait
+    out the whole timeout)."""
+
+    def __init__(self, size: int = POOL_SIZE, clock: Callable[[], float] = time.monotonic) -> None:
+        self._size = size
+        self._clock = clock
+        self._items: list[tuple[float, Any]] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self) -> Any:
+        now = self._clock()
+        stale = []
+        try:
+            with self._lock:
+                while self._items:
+                    since, conn = self._items.pop()
+                    if now - since <= IDLE_MAX:
+                        return conn
+                    stale.append(conn)
+            return None
+        finally:
+            for conn in stale:
+                _close(conn)
+
+    def give_back(self, conn: Any) -> None:
+        with self._lock:
+            if len(self._items) < self._size:
+                self._items.append((self._clock(), conn))
+                return
+        _close(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for _since, conn in items:
+            _close(conn)
+
+
+def _bind(conn: Any, user: str, password: str) -> int:
+    """Bind ``conn`` as ``user``: the server's result code (0: bound). Raises when no answer came.
+
+    Never on a closed connection: ldap3 would open it again by itself, without StartTLS.
+    """
+    if conn.closed:
+        raise LDAPException("the connection is closed")
+    conn.user, conn.password = user, password
+    if conn.bind():
+        return 0
+    result = conn.result or {}
+    code = int(result.get("result", -1))
+    if code < 0 or conn.closed or result.get("type") != "bindResponse":
+        raise LDAPException(f"no answer to the bind: {result.get('description')}")
+    return code
+
+
+def _no_delay(conn: Any) -> None:
+    """TCP_NODELAY on the connection's socket: a bind's request leaves at once instead of waiting
+    for the server's delayed ack of the last TLS record (about 40 ms on Linux)."""
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _close(conn: Any) -> None:

@@ -10,6 +10,7 @@ reports a transaction as failed after its record was committed.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import secrets
@@ -23,6 +24,8 @@ Record = dict[str, Any]
 Event = dict[str, Any]
 
 LOCK_TIMEOUT = 30.0
+# The audit events that count as an enrollment in the coverage report's per-day series.
+ENROLLMENT_EVENTS = frozenset({"totp_enabled", "passkey_added"})
 # What a backend may raise when its files or database cannot be used (the engine reports StorageError).
 IO_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error)
 
@@ -146,6 +149,10 @@ def parse_record(text: str | bytes, what: str) -> Record:
     return check_record(raw, what)
 
 
+def utc_day(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
 def user_key(username: str) -> str:
     return hashlib.sha256(username.encode("utf-8")).hexdigest()
 
@@ -224,6 +231,33 @@ class Store(ABC):
     def query_audit(self, username: str | None = None, since: float | None = None,
                     until: float | None = None) -> list[Event]:
         """Events, oldest first, filtered by user and by ``since <= time < until``."""
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """username -> coverage summary (``mfa_core.summary``) of every user who has one.
+
+        The portal's backends keep these as records change; this fallback reads
+        every record (the benchmark's baselines).
+        """
+        from ..summary import summarize
+        found = {}
+        for name in self.usernames():
+            try:
+                summary = summarize(self.read(name))
+            except RecordDamaged:
+                continue
+            if summary is not None:
+                found[name] = summary
+        return found
+
+    def enrollments_per_day(self, since: float, until: float) -> dict[str, int]:
+        """"YYYY-MM-DD" (UTC) -> how many ``ENROLLMENT_EVENTS`` the audit trail holds in
+        ``since <= time < until``."""
+        days: dict[str, int] = {}
+        for event in self.query_audit(None, since, until):
+            if event.get("event") in ENROLLMENT_EVENTS and event.get("outcome", "success") == "success":
+                day = utc_day(event["time"])
+                days[day] = days.get(day, 0) + 1
+        return days
 
     def put(self, username: str, record: Record) -> None:
         """Write a record without reading it first (for building large stores)."""

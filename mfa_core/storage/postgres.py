@@ -33,10 +33,11 @@ from psycopg_pool import ConnectionPool
 
 from ..errors import RecordDamaged, StorageError
 from ..settings import redact
-from .base import (LOCK_TIMEOUT, DatabaseError, Event, Record, Store, Transaction, audit_filter,
+from .. import summary as summaries
+from .base import (ENROLLMENT_EVENTS, LOCK_TIMEOUT, DatabaseError, Event, Record, Store, Transaction, audit_filter,
                    check_record, open_transaction)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Applied in order; entry n brings the schema from version n to n + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -69,6 +70,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE audit DROP CONSTRAINT audit_copied_from_key;
     CREATE UNIQUE INDEX audit_copied_from ON audit (copied_from) WHERE copied_from IS NOT NULL;
     """,
+    # 4: each user's coverage summary (mfa_core.summary), written in the transaction that changes
+    # the record ('{}' once a user has none left), so coverage reads one small table; the
+    # enrollments of the audit trail by time, for its per-day series. Records from before are
+    # summarized once by the first coverage (summary_meta.built).
+    """
+    CREATE TABLE IF NOT EXISTS user_summary (username text PRIMARY KEY, summary jsonb NOT NULL);
+    CREATE TABLE IF NOT EXISTS summary_meta (id integer PRIMARY KEY CHECK (id = 1),
+                                             built boolean NOT NULL);
+    TRUNCATE user_summary;
+    INSERT INTO summary_meta (id, built) SELECT 1, NOT EXISTS (SELECT 1 FROM users)
+        ON CONFLICT (id) DO UPDATE SET built = EXCLUDED.built;
+    CREATE INDEX IF NOT EXISTS audit_enrollments ON audit (time)
+        WHERE (doc->>'event') IN ('passkey_added', 'totp_enabled');
+    """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -96,6 +111,12 @@ def _database_errors(url: str | None = None) -> Iterator[None]:
         # URL's may quote a piece of it, so any password is blanked out all the same.
         # "from None": a logged traceback must not print psycopg's own text either.
         raise DatabaseError(redact(" ".join(str(exc).split()), url) or type(exc).__name__) from None
+
+
+def _summary_upsert(username: str, summary: str | None) -> tuple[str, list[Any]]:
+    return ("INSERT INTO user_summary (username, summary) VALUES (%s, %s::jsonb) "
+            "ON CONFLICT (username) DO UPDATE SET summary = EXCLUDED.summary",
+            [username, summary or "{}"])
 
 
 def _audit_insert(events: Sequence[Event]) -> tuple[str, list[Any]]:
@@ -293,11 +314,15 @@ class PostgresStore(Store):
                                                        "username", username) as (row, writes):
             txn = open_transaction(username, lambda: self._doc(row, "Your account's record"),
                                    repair=repair)
+            before = None if txn.damaged else summaries.dumps(summaries.summarize(row[0] if row else None))
             yield txn
             if txn.damaged:  # keep the damaged copy for whoever investigates
                 writes.append(("INSERT INTO damaged_records (username, doc) "
                                "SELECT username, doc FROM users WHERE username = %s", (username,)))
-            self._queue_writes(writes, txn, "users", "username")
+            if self._queue_writes(writes, txn, "users", "username"):
+                after = summaries.dumps(summaries.summarize(txn.record))
+                if after != before or txn.damaged:
+                    writes.append(_summary_upsert(username, after))
 
     def read_keyed(self, key: str) -> Record | None:
         with _database_errors(), self._connection() as conn:
@@ -322,8 +347,10 @@ class PostgresStore(Store):
 
     @staticmethod
     def _queue_writes(writes: list[tuple[str, Sequence[Any]]], txn: Transaction, table: str,
-                      column: str) -> None:
-        """The record (if it changed) and the transaction's audit events, as statements."""
+                      column: str) -> bool:
+        """The record (if it changed) and the transaction's audit events, as statements.
+
+        Returns whether the record is written."""
         text = txn.serialized()
         if text is not None:
             writes.append((f"INSERT INTO {table} ({column}, doc) VALUES (%s, %s::json) "
@@ -331,6 +358,7 @@ class PostgresStore(Store):
                            (txn.username, text)))
         if txn.events:
             writes.append(_audit_insert(txn.events))
+        return text is not None
 
     def sweep_keyed(self, expired: Callable[[str, Record], bool]) -> int:
         """Page by page (keys in order, ``SWEEP_PAGE`` rows a query, so memory stays small
@@ -365,6 +393,69 @@ class PostgresStore(Store):
             cur.executemany("INSERT INTO users (username, doc) VALUES (%s, %s) "
                             "ON CONFLICT (username) DO UPDATE SET doc = EXCLUDED.doc",
                             [(u, Json(r)) for u, r in records.items()])
+            cur.executemany("INSERT INTO user_summary (username, summary) VALUES (%s, %s::jsonb) "
+                            "ON CONFLICT (username) DO UPDATE SET summary = EXCLUDED.summary",
+                            [(u, summaries.dumps(summaries.summarize(r)) or "{}")
+                             for u, r in records.items()])
+
+    # -- coverage (mfa_core.coverage) -------------------------------------------------------
+
+    def _summaries_built(self) -> None:
+        """Summarize the records written before the summaries existed (once, after `db upgrade`).
+
+        Page by page; ``ON CONFLICT DO NOTHING``: a summary a transaction wrote
+        meanwhile is newer than the one made here from what was read before it.
+        """
+        with _database_errors(), self._connection() as conn:
+            row = conn.execute("SELECT built FROM summary_meta WHERE id = 1").fetchone()
+        if row and row[0]:
+            return
+        after = ""
+        while True:
+            with _database_errors(), self._connection() as conn:
+                rows = conn.execute("SELECT username, doc FROM users WHERE username > %s "
+                                    "ORDER BY username LIMIT %s", (after, SWEEP_PAGE)).fetchall()
+            if not rows:
+                break
+            after = rows[-1][0]
+            with _database_errors(), self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.executemany("INSERT INTO user_summary (username, summary) VALUES (%s, %s::jsonb) "
+                                "ON CONFLICT (username) DO NOTHING",
+                                [(name, summaries.dumps(summaries.summarize(doc)) or "{}")
+                                 for name, doc in rows])
+        with _database_errors(), self._connection() as conn:
+            conn.execute("INSERT INTO summary_meta (id, built) VALUES (1, true) "
+                         "ON CONFLICT (id) DO UPDATE SET built = true")
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        self._summaries_built()
+        with _database_errors(), self._connection() as conn:
+            return {name: doc for name, doc in conn.execute(
+                "SELECT username, summary FROM user_summary WHERE summary <> '{}'::jsonb")}
+
+    def coverage_groups(self) -> list[tuple[str, str | None, list[str]]]:
+        """The directory's users grouped by (roles, coverage summary), in one query:
+        [(roles as JSON text, summary as JSON text or None, [usernames])]. Users
+        with the same roles and authenticators (their grace starts and reminders
+        left out: they only matter without one) or who never signed in come as one row."""
+        self._summaries_built()
+        with _database_errors(), self._connection() as conn:
+            return conn.execute(
+                "SELECT coalesce(d.entry->'roles', '[]'::jsonb)::text, "
+                "nullif(CASE WHEN s.summary ? 'k' THEN s.summary - 's' - 'r' ELSE s.summary END, "
+                "'{}'::jsonb)::text, array_agg(d.username) "
+                "FROM directory d LEFT JOIN user_summary s ON s.username = d.username "
+                "GROUP BY 1, 2").fetchall()
+
+    def enrollments_per_day(self, since: float, until: float) -> dict[str, int]:
+        events = ", ".join(f"'{e}'" for e in sorted(ENROLLMENT_EVENTS))  # the index's predicate
+        with _database_errors(), self._connection() as conn:
+            rows = conn.execute(
+                "SELECT to_char(to_timestamp(floor(time / 86400) * 86400) AT TIME ZONE 'UTC', "
+                "'YYYY-MM-DD'), count(*) FROM audit "
+                f"WHERE (doc->>'event') IN ({events}) AND time >= %s AND time < %s GROUP BY 1",
+                (since, until)).fetchall()
+        return {day: int(n) for day, n in rows}
 
     def usernames(self) -> Iterator[str]:
         with _database_errors(), self._connection() as conn:
@@ -458,6 +549,13 @@ class PostgresStore(Store):
             cur.executemany(f"INSERT INTO {table} ({column}, doc) VALUES (%s, %s) "
                             f"ON CONFLICT ({column}) {action}",
                             [(name, Json(doc)) for name, doc in docs.items()])
+            if table == "users":  # the summary of each row as it is now (copied or kept)
+                cur.execute("SELECT username, doc FROM users WHERE username = ANY(%s)", (list(docs),))
+                rows = cur.fetchall()
+                cur.executemany("INSERT INTO user_summary (username, summary) VALUES (%s, %s::jsonb) "
+                                "ON CONFLICT (username) DO UPDATE SET summary = EXCLUDED.summary",
+                                [(name, summaries.dumps(summaries.summarize(doc)) or "{}")
+                                 for name, doc in rows])
 
     def documents(self, table: str, names: Sequence[str]) -> dict[str, Record]:
         column = self._KEYED_TABLES[table]

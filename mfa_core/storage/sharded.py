@@ -21,9 +21,10 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document
 
+from .. import summary as summaries
 from ..errors import RecordDamaged, StorageError
 from .audit_log import JSONLinesAuditLog
-from .base import (LOCK_TIMEOUT, Event, Record, Store, Transaction, check_record,
+from .base import (ENROLLMENT_EVENTS, LOCK_TIMEOUT, Event, Record, Store, Transaction, check_record,
                    commit_after_audit, parse_record, user_key)
 from .files import LockBusy, exclusive, write_atomic
 
@@ -34,6 +35,7 @@ TABLE = "mfa"
 # outside the record (a marker file under ``enrolled/``), so a deleted or
 # lost record file reads as damage instead of as "no second factor".
 GUARD = "two_step"
+BUILT = "BUILT"  # in summary/: the coverage index holds every record's summary
 
 
 class AtomicJSONStorage(Storage):
@@ -164,7 +166,14 @@ class ShardedTinyDBStore(Store):
         self._guards_root = str(self.root / "enrolled")
         self._locks = StripedLocks(self.root / "locks")
         self._source_locks = StripedLocks(self.root / "locks" / "sources", stripes=64)
+        self._summary_root = str(self.root / "summary")
+        self._summary_locks = StripedLocks(self.root / "locks" / "summary", stripes=256)
         self.audit = JSONLinesAuditLog(self.root / "audit")
+        if not any(self.users_dir.iterdir()):  # a new store: its (empty) index is complete
+            with contextlib.suppress(OSError):
+                os.makedirs(self._summary_root, exist_ok=True)
+                if not os.path.exists(os.path.join(self._summary_root, BUILT)):
+                    write_atomic(os.path.join(self._summary_root, BUILT), b"coverage index built\n")
 
     def _path(self, key: str) -> str:
         # Plain strings: pathlib's parsing showed up in the per-call profile.
@@ -193,9 +202,11 @@ class ShardedTinyDBStore(Store):
                 if not repair:
                     raise
                 data, record, damaged = {}, None, True
+            before = summaries.dumps(summaries.summarize(record))
             txn = Transaction(username, record, damaged=damaged)
             yield txn
-            self._commit(txn, self._path(key), data, self._guard(key))
+            if self._commit(txn, self._path(key), data, self._guard(key)):
+                self._summary_changed(key, username, before, txn.record)
 
     def _keyed_path(self, hashed: str) -> str:
         return os.path.join(self._sources_root, hashed[:2], hashed + ".json")
@@ -241,7 +252,7 @@ class ShardedTinyDBStore(Store):
         return removed
 
     def _commit(self, txn: Transaction, path: str, data: dict[str, Any] | None,
-                guard: str | None) -> None:
+                guard: str | None) -> bool:
         guarded = guard is not None and bool(txn.record.get(GUARD))
 
         def write() -> None:
@@ -252,8 +263,10 @@ class ShardedTinyDBStore(Store):
             table = TinyDB(path, storage=AtomicJSONStorage, preloaded=data).table(TABLE)
             _replace(table, 1, txn.record, exists=txn.existed)
 
-        if not commit_after_audit(txn, self.audit, write) or not guarded:
-            return
+        if not commit_after_audit(txn, self.audit, write):
+            return False
+        if not guarded:
+            return True
         # Committed: nothing below may report a failure.
         if not os.path.exists(guard):
             try:
@@ -261,6 +274,106 @@ class ShardedTinyDBStore(Store):
                 write_atomic(guard, b"")
             except OSError as exc:
                 log.warning("enrolment marker not written: %s", type(exc).__name__)
+        return True
+
+    # -- coverage summaries (mfa_core.summary): one index file per shard ----------------
+
+    def _summary_path(self, shard: str) -> str:
+        return os.path.join(self._summary_root, shard + ".json")
+
+    def _summary_lock(self, shard: str):
+        # The stripe of a shard is the shard's own number (StripedLocks.stripe reads 8 hex digits).
+        return self._summary_locks.hold("000000" + shard)
+
+    def _read_summary_shard(self, shard: str) -> dict[str, Any]:
+        try:
+            with open(self._summary_path(shard), "rb") as fh:
+                raw = json.loads(fh.read())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            return {}  # a torn index is rebuilt below (its marker goes)
+        return raw if isinstance(raw, dict) else {}
+
+    def _summary_changed(self, key: str, username: str, before: str | None, record: Record) -> None:
+        """After a commit (under the user's lock): the shard's index gets the record's new summary.
+
+        Committed already, so a failure here is never reported to the caller: the
+        index is marked unbuilt instead, and the next ``summaries()`` rebuilds it.
+        """
+        after = summaries.summarize(record)
+        if summaries.dumps(after) == before:
+            return
+        try:
+            self._put_summary(key[:2], username, after)
+        except (OSError, StorageError) as exc:
+            log.warning("coverage index not updated: %s", type(exc).__name__)
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self._summary_root, BUILT))
+
+    def _put_summary(self, shard: str, username: str, summary: dict[str, Any] | None) -> None:
+        with self._summary_lock(shard):
+            index = self._read_summary_shard(shard)
+            if summary is None:
+                if index.pop(username, None) is None:
+                    return
+            else:
+                index[username] = summary
+            self._write_summary_shard(shard, index)
+
+    def _write_summary_shard(self, shard: str, index: dict[str, Any]) -> None:
+        body = json.dumps(index, separators=(",", ":")).encode("utf-8")
+        try:
+            write_atomic(self._summary_path(shard), body)
+        except FileNotFoundError:
+            os.makedirs(self._summary_root, exist_ok=True)
+            write_atomic(self._summary_path(shard), body)
+
+    def rebuild_summaries(self) -> int:
+        """Build every shard's index from the records themselves; returns how many users have
+        a summary. Each shard is read and written under its index lock, so a transaction
+        committing meanwhile lands after (its change is applied to the rebuilt shard)."""
+        count = 0
+        for n in range(256):
+            shard = f"{n:02x}"
+            with self._summary_lock(shard):
+                index: dict[str, Any] = {}
+                folder = os.path.join(self._users_root, shard)
+                names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+                for name in names:
+                    if not name.endswith(".json"):
+                        continue
+                    try:
+                        record = load_document(os.path.join(folder, name), "A record")[1]
+                    except (RecordDamaged, OSError):
+                        continue
+                    if record is None or not isinstance(record.get("username"), str):
+                        continue
+                    found = summaries.summarize(record)
+                    if found is not None:
+                        index[record["username"]] = found
+                if index or os.path.exists(self._summary_path(shard)):
+                    self._write_summary_shard(shard, index)
+                count += len(index)
+        os.makedirs(self._summary_root, exist_ok=True)
+        write_atomic(os.path.join(self._summary_root, BUILT), b"coverage index built\n")
+        return count
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """username -> coverage summary of every user who has one (see ``mfa_core.summary``).
+
+        Reads the 256 index files, never a record; builds them first when they
+        were never built (a data dir from before the index) or an update failed.
+        """
+        if not os.path.exists(os.path.join(self._summary_root, BUILT)):
+            self.rebuild_summaries()
+        found: dict[str, dict[str, Any]] = {}
+        for n in range(256):
+            found.update(self._read_summary_shard(f"{n:02x}"))
+        return found
+
+    def enrollments_per_day(self, since: float, until: float) -> dict[str, int]:
+        return self.audit.count_by_day(ENROLLMENT_EVENTS, since, until)
 
     @staticmethod
     def _keep_damaged(path: str) -> None:
@@ -268,10 +381,14 @@ class ShardedTinyDBStore(Store):
         if os.path.exists(path):
             os.replace(path, f"{path}.damaged-{int(time.time())}")
 
-    def put(self, username: str, record: Record) -> None:
-        table = TinyDB(self._path(user_key(username)), storage=AtomicJSONStorage,
-                       preloaded={}).table(TABLE)
+    def put(self, username: str, record: Record, *, index: bool = True) -> None:
+        """Write a record without reading it (building large stores); ``index=False`` leaves the
+        coverage index to one ``rebuild_summaries()`` afterwards."""
+        key = user_key(username)
+        table = TinyDB(self._path(key), storage=AtomicJSONStorage, preloaded={}).table(TABLE)
         _replace(table, 1, record, exists=False)
+        if index:
+            self._put_summary(key[:2], username, summaries.summarize(record))
 
     def usernames(self) -> Iterator[str]:
         for shard in sorted(self.users_dir.iterdir()):

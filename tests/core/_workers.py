@@ -44,3 +44,23 @@ def race(data_dir: str, backend: str, now: float, worker: int, barrier, results,
     except BaseException as exc:  # reported to the test, which fails on it
         outcome["error"] = repr(exc)
     results.put(outcome)
+
+
+def remind(data_dir: str, backend: str, now: float, barrier, results, smtp_port: int) -> None:
+    """One reminder run (``send_policy_reminders``), started with another process at once;
+    mails through the test's loopback SMTP server."""
+    from mfa_core import notify
+    outcome: dict = {}
+    try:
+        env = {"MFA_PORTAL_SMTP_HOST": "127.0.0.1", "MFA_PORTAL_SMTP_PORT": str(smtp_port),
+               "MFA_PORTAL_SMTP_SENDER": "MFA Portal <mfa@example.org>"}
+        notifier = notify.from_settings(data_dir, env, secrets_path=None)
+        svc = mfa_core.open_service(data_dir, clock=lambda: now, environ={}, backend=backend,
+                                    notifier=notifier,
+                                    database_url=os.environ.get("MFA_PORTAL_TEST_DATABASE_URL")
+                                    if backend == "postgres" else None)
+        barrier.wait(timeout=60)
+        outcome["sent"] = svc.send_policy_reminders()
+    except BaseException as exc:  # reported to the test, which fails on it
+        outcome["error"] = repr(exc)
+    results.put(outcome)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from portal import backup_view
 
 _IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"')
-_LINK = re.compile(r'<a href="data:text/plain;charset=utf-8;base64,([A-Za-z0-9+/=]+)" '
+_LINK = re.compile(r'<a href="data:text/(?:plain|csv);charset=utf-8;base64,([A-Za-z0-9+/=]+)" '
                    r'download="([^"]+)"')
 
 

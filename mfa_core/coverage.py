@@ -1,0 +1,235 @@
+"""Two-step coverage: how far a rollout is, from the directory, the policy and the stores' summaries.
+
+``report()`` answers for every user of the directory at once without reading
+a single user record: the stores keep each user's coverage summary
+(``mfa_core.summary``: authenticator kinds, backup codes, grace starts) as the
+records change, and users are taken in groups that share their roles and
+summary (everyone who never signed in; every app user of one role), so the
+policy (``mfa_core.policy.evaluate``: one rule, one place) is evaluated once a
+group. Only users without an authenticator whose grace start is recorded get a
+due date of their own (the policy's ``grace_start`` and ``Rule.due_for``).
+
+Where the users come from:
+
+- ``users.yaml``: its roles, grouped once per version of the file and kept in
+  ``.users-roles.json`` beside it (stamped with the file's inode, time and
+  size), so a new process (the command line) does not parse 100,000 entries
+  of YAML to count them;
+- the database's directory: one query groups the directory by roles and
+  summary (``PostgresStore.coverage_groups``);
+- the company directory (LDAP / AD): never listed whole. The people counted
+  are those the portal holds a summary for (who enrolled, or to whom a grace
+  rule was applied at sign-in); each is counted under ``everyone`` and under
+  the role and group rules whose grace start is recorded for them. People
+  who never signed in are not counted (see docs/rollout.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import json
+import math
+import os
+from typing import Any, Iterable, Iterator
+
+from . import policy as pol
+from .storage.files import write_atomic
+
+DAY = 86400
+SERIES_DAYS = 30     # enrollments per day: the last 30 days (UTC), today included
+GRACE_LIST_MAX = 200  # users listed in "grace" (soonest due first); the count is in "in_grace"
+ROLES_CACHE = ".users-roles.json"
+
+# (roles, groups, summary or None, usernames)
+Group = tuple[tuple[str, ...], tuple[str, ...], "dict[str, Any] | None", list[str]]
+
+
+def _kinds_key(summary: dict[str, Any] | None) -> tuple[tuple[str, ...], int]:
+    if not summary:
+        return (), 0
+    return tuple(summary.get("k") or ()), int(bool(summary.get("b")))
+
+
+def report(policy: pol.Policy, groups: Iterable[Group], now: float,
+           enrollments: dict[str, int], grace_limit: int | None = GRACE_LIST_MAX) -> dict[str, Any]:
+    """The coverage object (what ``mfa coverage --json`` prints; see docs/rollout.md);
+    ``grace`` lists at most ``grace_limit`` users (None: all)."""
+    counts = {"covered": 0, "enrolled": 0, "in_grace": 0, "overdue": 0, "disallowed": 0,
+              "not_covered": 0, "users": 0}
+    by_factor = {f: 0 for f in pol.FACTORS}
+    overdue: list[str] = []
+    grace: list[tuple[int, str]] = []
+    memo: dict[tuple, pol.Requirement] = {}
+    state_key = {"met": "enrolled", "grace": "in_grace", "overdue": "overdue",
+                 "disallowed": "disallowed"}
+
+    for roles, member_of, summary, names in groups:
+        n = len(names)
+        if not n:
+            continue
+        counts["users"] += n
+        kinds, backup = _kinds_key(summary)
+        for kind in kinds:
+            by_factor[kind] += n
+        if backup:
+            by_factor["backup_code"] += n
+        key = (roles, member_of, kinds)
+        req = memo.get(key)
+        if req is None:  # once a group: the rules, the allowed kinds, the state without a start
+            req = memo[key] = pol.evaluate(policy, names[0], roles=roles, groups=member_of,
+                                           kinds=kinds, since=None, now=now)
+        if not req.required:
+            counts["not_covered"] += n
+            continue
+        counts["covered"] += n
+        state, days_left = req.state, req.days_left
+        since = (summary or {}).get("s")
+        if since and state in ("grace", "overdue"):
+            # No authenticator and grace starts recorded: this user's own due date, from the
+            # policy's own rules (as pol.evaluate computes it; a test holds them equal).
+            due = min(r.due_for(pol.grace_start(r, since, now)) for r in req.rules)
+            state = "grace" if now < due else "overdue"
+            days_left = max(0, math.ceil((due - now) / DAY))
+        counts[state_key[state]] += n
+        if state == "overdue":
+            overdue.extend(names)
+        elif state == "grace":
+            grace.extend((days_left, name) for name in names)
+
+    grace = sorted(grace) if grace_limit is None else heapq.nsmallest(grace_limit, grace)
+    today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+    series = []
+    for back in range(SERIES_DAYS - 1, -1, -1):
+        day = (today - dt.timedelta(days=back)).isoformat()
+        series.append({"date": day, "count": int(enrollments.get(day, 0))})
+    return {
+        **counts,
+        "overdue_users": sorted(overdue),
+        "by_factor": by_factor,
+        "grace": [{"username": name, "days_left": days} for days, name in grace],
+        "enrollments_per_day": series,
+        "generated_at": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def series_window(now: float) -> tuple[float, float]:
+    """[since, until) of the per-day series: 00:00 UTC 29 days ago up to the end of today."""
+    today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+    start = dt.datetime(today.year, today.month, today.day, tzinfo=dt.timezone.utc).timestamp()
+    return start - (SERIES_DAYS - 1) * DAY, start + DAY
+
+
+# -- where the users come from --------------------------------------------------------
+
+def groups_of(store: Any, directory: Any) -> Iterator[Group]:
+    """The directory's users grouped by (roles, groups, summary), whichever directory it is."""
+    if directory is not None and getattr(directory, "company", False):
+        return _company_groups(store.summaries())
+    if getattr(store, "database", False) and hasattr(store, "coverage_groups"):
+        return _database_groups(store.coverage_groups())
+    if directory is None:
+        return iter(())
+    return _file_groups(role_index(directory), store.summaries())
+
+
+def _file_groups(index: dict[tuple[str, ...], list[str]],
+                 summaries: dict[str, dict[str, Any]]) -> Iterator[Group]:
+    for roles, names in index.items():
+        plain: list[str] = []
+        enrolled: dict[tuple, tuple[dict[str, Any], list[str]]] = {}
+        for name in names:
+            summary = summaries.get(name)
+            if summary is None:
+                plain.append(name)
+            elif summary.get("k"):
+                enrolled.setdefault(_kinds_key(summary), (summary, []))[1].append(name)
+            else:  # no authenticator, a grace start recorded
+                yield roles, (), summary, [name]
+        if plain:
+            yield roles, (), None, plain
+        for summary, members in enrolled.values():
+            yield roles, (), summary, members
+
+
+def _database_groups(rows: Iterable[tuple[str, str | None, list[str]]]) -> Iterator[Group]:
+    parsed_roles: dict[str, tuple[str, ...]] = {}
+    for roles_text, summary_text, names in rows:
+        roles = parsed_roles.get(roles_text)
+        if roles is None:
+            raw = json.loads(roles_text)
+            roles = parsed_roles[roles_text] = tuple(
+                r for r in (raw if isinstance(raw, list) else []) if isinstance(r, str))
+        yield roles, (), json.loads(summary_text) if summary_text else None, list(names)
+
+
+def _company_groups(summaries: dict[str, dict[str, Any]]) -> Iterator[Group]:
+    for name, summary in summaries.items():
+        targets = (summary.get("s") or {}).keys()
+        roles = tuple(sorted(t[5:] for t in targets if t.startswith("role:")))
+        member_of = tuple(sorted(t[6:] for t in targets if t.startswith("group:")))
+        yield roles, member_of, summary, [name]
+
+
+def role_index(directory: Any) -> dict[tuple[str, ...], list[str]]:
+    """sorted roles -> usernames of a ``users.yaml`` (or database) directory.
+
+    From memory when this process parsed the current file; else from
+    ``.users-roles.json`` when its stamp is the file's; else parsed (and that
+    cache written, best effort).
+    """
+    snapshot = getattr(directory, "_snapshot", None)
+    path = getattr(directory, "path", None)
+    stamp = directory._current_stamp()
+    if snapshot is not None and snapshot[0] == stamp:
+        return _index_of(directory, directory.entries())
+    cache = os.path.join(os.path.dirname(os.fspath(path)), ROLES_CACHE) if path is not None else None
+    wanted = list(stamp) if isinstance(stamp, tuple) else stamp
+    if cache is not None:
+        try:
+            with open(cache, "rb") as fh:
+                cached = json.loads(fh.read())
+            if isinstance(cached, dict) and cached.get("stamp") == wanted:
+                return {tuple(roles): names for roles, names in cached["groups"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    index = _index_of(directory, directory.entries())
+    if cache is not None and stamp is not None:
+        try:
+            write_atomic(cache, json.dumps({"stamp": wanted,
+                                            "groups": [[list(r), n] for r, n in index.items()]},
+                                           separators=(",", ":")).encode("utf-8"))
+        except OSError:
+            pass
+    return index
+
+
+_INDEX_MEMO: dict[int, tuple[Any, dict[tuple[str, ...], list[str]]]] = {}
+
+
+def _index_of(directory: Any, entries: dict[str, Any]) -> dict[tuple[str, ...], list[str]]:
+    memo = _INDEX_MEMO.get(id(directory))
+    if memo is not None and memo[0] is entries:
+        return memo[1]
+    index: dict[tuple[str, ...], list[str]] = {}
+    for name, entry in entries.items():
+        if not isinstance(name, str) or not isinstance(entry, dict):
+            continue
+        roles = entry.get("roles")
+        key = tuple(sorted(r for r in roles if isinstance(r, str))) if isinstance(roles, list) else ()
+        index.setdefault(key, []).append(name)
+    _INDEX_MEMO[id(directory)] = (entries, index)
+    return index
+
+
+# -- the command line's CSV ------------------------------------------------------------
+
+CSV_HEADER = ("username", "state", "days_left")
+
+
+def csv_rows(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """What ``mfa coverage --csv`` writes: the users who still need to set up two-step,
+    overdue first (by name), then those in grace (soonest due first)."""
+    rows = [(name, "overdue", "0") for name in data["overdue_users"]]
+    rows += [(g["username"], "grace", str(g["days_left"])) for g in data["grace"]]
+    return rows
