@@ -32,7 +32,7 @@ from .audit import AuditEvent
 from .authenticators import Authenticator
 from .errors import (AccountLocked, InvalidCodeFormat, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
                      FactorNotAllowed, InvalidCode, InvalidLabel, MFAError, NoBackupCodes,
-                     NoPendingEnrollment, NotEnabled, PasskeyRefused, PasskeySettingsError, RecordDamaged, StorageError,
+                     NoPendingEnrollment, NotEnabled, PasskeyRefused, PasskeySettingsError, PolicyDamaged, RecordDamaged, StorageError,
                      StoreUnavailable, TooManyAttempts, TooManyAuthenticators,
                      UnknownAuthenticator)
 from .keys import ENV_KEYS, KeyRing, load_keyring
@@ -608,7 +608,13 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
             self._unknown_password(who, password, src, source)
         where = f"from {source}" if source else "from an unknown address"
         policy = self.password_policy
-        context = self._policy_context(username)
+        try:
+            context = self._policy_context(username)
+            unreadable: PolicyDamaged | None = None
+        except PolicyDamaged as exc:
+            # Told only to whoever knows the password (as a damaged record is): told at once,
+            # it would mark this name as a real one (an unknown name gets "wrong password").
+            context, unreadable = None, exc
         error: MFAError | None = None
         entered = False
         try:
@@ -642,6 +648,9 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
                         self._spray_release(src, slot)
                         raise
                     state = rec.setdefault("password", state)
+                    if ok and unreadable is not None:  # a right password: fail closed, nothing counted
+                        self._spray_release(src, slot)
+                        ok, error = None, unreadable
                     # The two-step policy, once the password is right (its grace starts then).
                     req = self._requirement_in(username, rec, now, *context, record=True) if ok else None
                     if ok and joint:

@@ -248,3 +248,29 @@ def test_a_set_up_checks_the_policy_in_the_store_not_a_stale_copy(people, open_s
     with pytest.raises(PolicyRefused):
         people.begin_passkey_registration("alice", session=token_for(people), origin=PAGE,
                                           source=ELSEWHERE)
+
+
+def test_a_damaged_policy_tells_nobody_which_names_exist(people):
+    # With the policy record damaged, a sign-in must not answer a real name differently from
+    # an unknown one before the password is known to be right.
+    people.set_policy_rule(target="everyone", grace_days=3, actor="ops")
+    with people.store.keyed_transaction(pol.STORE_KEY) as txn:
+        txn.record["rules"] = "damaged"
+    people.policy_max_age = 0
+    answers = []
+    for name, password in (("alice", "wrong-password-1"), ("nobody", "wrong-password-1")):
+        with pytest.raises(InvalidCode) as refused:
+            people.attempt_password(name, password, source=ELSEWHERE)
+        answers.append(str(refused.value))
+    assert answers[0] == answers[1]
+    assert people.status("alice").password_failures == 1  # counted as any wrong password
+    with pytest.raises(PolicyDamaged):  # the right password learns it
+        people.attempt_password("alice", "alice-password-1", source=HERE)
+
+
+def test_backup_codes_the_rule_forbids_cannot_be_made(people, clock):
+    enable_totp(people, clock, "alice")
+    enable_totp(people, clock, "root")
+    people.set_policy_rule(target="everyone", grace_days=3, allow="totp,passkey", actor="ops")
+    with pytest.raises(PolicyRefused, match="does not allow backup codes"):
+        people.create_backup_codes("alice")
