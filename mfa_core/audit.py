@@ -52,6 +52,7 @@ LABELS = {
     "policy_changed": "Two-step policy changed",
     "policy_snoozed": "Two-step set-up postponed for a day (Remind me later)",
     "policy_overdue_setup": "Authenticator set-up after the two-step deadline",
+    "policy_setup_refused": "Authenticator set-up stopped by the two-step policy",
 }
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from . import clients as api_clients
 from . import dbcopy, notify, settings
-from .errors import KeyringError, MFAError, RecordDamaged, StorageError, StoreUnavailable
+from .errors import KeyringError, MFAError, PolicyDamaged, RecordDamaged, StorageError, StoreUnavailable
 from .keys import ENV_KEYS, ENV_PEPPER
 from .service import MFAService, MFAStatus, open_service
 from .storage import DatabaseError
@@ -748,8 +748,20 @@ def cmd_policy_set(ctx: Context) -> int:
     make_rule(a.require, grace_days=a.grace_days, deadline=a.deadline, allow=a.allow)  # input first
     policy = ctx.service().set_policy_rule(target=a.require, grace_days=a.grace_days,
                                            deadline=a.deadline, allow=a.allow, actor=ctx.actor())
-    from .policy import parse_target
-    ctx.out.write(f"Set {_show_rule(policy.rule(parse_target(a.require)))}.\n")
+    from .policy import deadline_epoch, parse_target
+    rule = policy.rule(parse_target(a.require))
+    ctx.out.write(f"Set {_show_rule(rule)}.\n")
+    # Allowed (an organization may mean it), but said: a typo in the year makes everyone the
+    # rule covers without two-step overdue at once, able to set it up only from a familiar
+    # place or with a temporary pass.
+    if rule.deadline is not None and deadline_epoch(rule.deadline) <= ctx.service().clock():
+        ctx.stderr.write(f"warning: the deadline {rule.deadline} has passed: everyone it covers "
+                         "without two-step is overdue now (set-up only from a familiar place or "
+                         "with a temporary pass).\n")
+    elif rule.grace_days == 0:
+        ctx.stderr.write("warning: no grace period: everyone it covers without two-step is overdue "
+                         "at their next sign-in (set-up only from a familiar place or with a "
+                         "temporary pass).\n")
     return 0
 
 
@@ -769,11 +781,17 @@ def cmd_policy_show(ctx: Context) -> int:
 
 
 def cmd_policy_clear(ctx: Context) -> int:
-    before = ctx.service().two_step_policy()
+    try:
+        count: int | None = len(ctx.service().two_step_policy(fresh=True).rules)
+    except PolicyDamaged:  # clear is the way out of it: the record is replaced (audited)
+        count = None
     ctx.service().clear_policy(actor=ctx.actor())
-    count = len(before.rules)
-    ctx.out.write(f"Removed {count} rule{'s' if count != 1 else ''}: two-step verification is "
-                  "voluntary again.\n")
+    if count is None:
+        ctx.out.write("Replaced the damaged policy record: two-step verification is voluntary "
+                      "again. Set the rules again.\n")
+    else:
+        ctx.out.write(f"Removed {count} rule{'s' if count != 1 else ''}: two-step verification is "
+                      "voluntary again.\n")
     return 0
 
 

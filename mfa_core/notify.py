@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from .audit import AuditEvent
 from .errors import MFAError
+from .policy import LATE_SETUP
 from .users import UserDirectory
 
 log = logging.getLogger("mfa_core.notify")
@@ -139,7 +140,11 @@ def _compose(event: AuditEvent, name: str, issuer: str) -> tuple[str, str] | Non
     """Subject and body for the events a user hears about; None for the others."""
     helpdesk = f"the helpdesk ({event.actor})" if event.actor else "the helpdesk"
     by_someone_else = event.actor not in (None, event.user)
-    label, reason = _named(event.detail)
+    detail = event.detail
+    late = event.event in ("totp_enabled", "passkey_added") and detail.endswith(LATE_SETUP)
+    if late:
+        detail = detail[:-len(LATE_SETUP)]
+    label, reason = _named(detail)
     called = f" \u201c{label}\u201d" if label else ""
     if event.event == "totp_enabled":
         subject = "An authenticator app was added to your account"
@@ -224,6 +229,10 @@ def _compose(event: AuditEvent, name: str, issuer: str) -> tuple[str, str] | Non
                 "you did not try this yourself, change your password and tell the helpdesk.")
     else:
         return None
+    if late:
+        what += ("\n\nIt was set up after your organization's deadline for two-step "
+                 "verification. If you did not set it up yourself, call IT security right away: "
+                 "someone else may know your password.")
     if by_someone_else and event.event not in ("lockout", "password_blocked"):
         what += f"\n\nThis change was made by {event.actor}."
         if reason:

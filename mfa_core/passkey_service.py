@@ -23,6 +23,8 @@ from .errors import (MFAError, NotEnabled, PasskeyAlreadyRegistered, PasskeyRefu
                      PasskeySettingsError, SignCountRegressed, TooManyAttempts,
                      TooManyAuthenticators)
 from .passkeys import AUTHENTICATE, REGISTER, ChallengeBook, RelyingParty
+from .policy import LATE_SETUP
+from .policy_service import policy_reason
 from .sessions import demote_others
 
 if TYPE_CHECKING:
@@ -101,7 +103,7 @@ class PasskeyOperations:
         rp = self.relying_party
         origin = _page_origin(rp, origin)
         sid = self._session_of(username, session, signed_in=True)
-        context = self._policy_context(username)
+        context = self._policy_context(username, fresh=True)
         rec = self._read(username)
         existing = authn.of_kind(rec, "passkey")
         if len(existing) >= MAX_PASSKEYS:
@@ -111,7 +113,7 @@ class PasskeyOperations:
         if grounds is not None:  # overdue: audited (the passkey_added mail tells the user)
             self.store.append_audit([AuditEvent(now, username, username, "policy_overdue_setup",
                                                 "success", f"passkey, {grounds}").to_dict()])
-        challenge = self._challenges.issue(sid, REGISTER, username, origin)
+        challenge = self._challenges.issue(sid, REGISTER, username, origin, overdue_ok=grounds is not None)
         user = self.directory.get(username) if self.directory is not None else None
         display = (getattr(user, "name", None) or username) if user is not None else username
         return passkeys.registration_options(
@@ -149,6 +151,7 @@ class PasskeyOperations:
         actor = check.optional_name(actor, "actor", username)
         rp = self.relying_party
         sid = self._session_of(username, session, signed_in=True)
+        context = self._policy_context(username, fresh=True)
         error: MFAError | None = None
         added = None
         with self._transaction(username) as txn:
@@ -158,14 +161,19 @@ class PasskeyOperations:
                 raise _label_taken(wanted)
             if (error := self._gate(txn, now, actor)) is None:
                 try:
-                    challenge, origin = self._challenges.take_bound(sid, REGISTER, username)
+                    challenge, origin, overdue_ok = self._challenges.take_noted(sid, REGISTER, username)
                     new = passkeys.verify_registration(rp, parsed, challenge=challenge, origin=origin)
                 except PasskeyRefused as refused:
                     error = refused
                     self._fail(txn, now, actor, "passkey_registration_failed", refused)
                 else:
                     mine = authn.of_kind(rec, "passkey")
-                    if any(p["credential_id"] == new.credential_id for p in mine):
+                    # The policy now, not when it began (begun in grace, answered past the deadline).
+                    if (error := self._finish_refused(username, rec, now, context, "passkey",
+                                                      overdue_ok)) is not None:
+                        self._log(txn, now, actor, "policy_setup_refused", "refused",
+                                  f"passkey: {policy_reason(error)}")
+                    elif any(p["credential_id"] == new.credential_id for p in mine):
                         error = PasskeyAlreadyRegistered()
                     elif len(mine) >= MAX_PASSKEYS:
                         error = _too_many()
@@ -175,7 +183,8 @@ class PasskeyOperations:
                         records.bump_epoch(rec)
                         demote_others(rec, sid)  # every other session passes it again
                         rec.pop("throttle", None)
-                        self._log(txn, now, actor, "passkey_added", "success", name)
+                        self._log(txn, now, actor, "passkey_added", "success",
+                                  name + (LATE_SETUP if overdue_ok else ""))
         self._raise_or_notify(txn, error)
         return authn.public(added)
 

@@ -509,10 +509,13 @@ class ChallengeBook:
             raise ValueError("A passkey challenge needs a session.")
         return f"passkey-challenge:{ceremony}:{session_key}"
 
-    def issue(self, session_key: str, ceremony: str, username: str, origin: str | None = None) -> bytes:
+    def issue(self, session_key: str, ceremony: str, username: str, origin: str | None = None, *,
+              overdue_ok: bool = False) -> bytes:
         """A new challenge for ``username`` in this session; the one before it is void.
 
         ``origin`` is the page that asked for it: only an answer from that page is accepted.
+        ``overdue_ok``: issued past the two-step policy's deadline on grounds (a familiar
+        place, a temporary pass), so its answer may add a passkey then (see ``take_noted``).
         """
         key = self._key(session_key, ceremony)
         challenge = secrets.token_bytes(CHALLENGE_BYTES)
@@ -520,8 +523,11 @@ class ChallengeBook:
             txn.record.update(challenge=b64url(challenge), user=username,
                               expires_at=self.clock() + self.ttl[ceremony])
             txn.record.pop("origin", None)
+            txn.record.pop("overdue_ok", None)
             if origin is not None:
                 txn.record["origin"] = origin
+            if overdue_ok:
+                txn.record["overdue_ok"] = True
         return challenge
 
     def take(self, session_key: str, ceremony: str, username: str) -> bytes:
@@ -530,11 +536,17 @@ class ChallengeBook:
 
     def take_bound(self, session_key: str, ceremony: str, username: str) -> tuple[bytes, str | None]:
         """``take``, with the origin of the page the challenge was issued to (None: not known)."""
+        return self.take_noted(session_key, ceremony, username)[:2]
+
+    def take_noted(self, session_key: str, ceremony: str, username: str
+                   ) -> tuple[bytes, str | None, bool]:
+        """``take_bound``, and whether it was issued ``overdue_ok``."""
         key = self._key(session_key, ceremony)
         with self.store.keyed_transaction(key) as txn:
             rec = txn.record
             sealed, user, expires_at = rec.pop("challenge", None), rec.pop("user", None), rec.pop("expires_at", 0)
             origin = rec.pop("origin", None)
+            overdue_ok = rec.pop("overdue_ok", None) is True
         # Raised after the block: the removal above is committed whatever the outcome.
         if not isinstance(sealed, str):
             raise PasskeyChallengeExpired(reason="no challenge")
@@ -542,7 +554,7 @@ class ChallengeBook:
             raise PasskeyChallengeExpired(reason="challenge of another user")
         if not isinstance(expires_at, (int, float)) or expires_at <= self.clock():
             raise PasskeyChallengeExpired(reason="challenge expired")
-        return unb64url(sealed), origin if isinstance(origin, str) else None
+        return unb64url(sealed), origin if isinstance(origin, str) else None, overdue_ok
 
     @staticmethod
     def expired_record(key: str, rec: dict[str, Any], now: float) -> bool:

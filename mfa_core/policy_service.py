@@ -17,6 +17,7 @@ grace rule for that user.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from . import passwords, temp_pass
 from . import policy as pol
 from . import validate as check
 from .audit import AuditEvent
-from .errors import MFAError, PolicyRefused, StorageError
+from .errors import MFAError, PolicyRefused, RecordDamaged, StorageError
 from .policy import Policy, Requirement, Rule
 from .storage import IO_ERRORS
 
@@ -44,12 +45,13 @@ class PolicyOperations:
 
     # -- the policy --------------------------------------------------------------------
 
-    def two_step_policy(self) -> Policy:
+    def two_step_policy(self, *, fresh: bool = False) -> Policy:
         """The two-step policy in force (at most ``policy_max_age`` s old; this process's own
-        changes at once). Raises PolicyDamaged (fail closed), StorageError."""
+        changes at once; ``fresh``: read from the store now). Raises PolicyDamaged (fail
+        closed), StorageError."""
         cached = self._policy_cache
         now = time.monotonic()
-        if cached is not None and 0 <= now - cached[0] < self.policy_max_age:
+        if not fresh and cached is not None and 0 <= now - cached[0] < self.policy_max_age:
             return cached[1]
         try:
             doc = self.store.read_keyed(pol.STORE_KEY)
@@ -92,13 +94,33 @@ class PolicyOperations:
         def change(current: Policy) -> tuple[Policy, str]:
             old = current.rule(rule.target)
             new = current.with_rule(rule)
-            reason = new.conflict() or self._lockout_reason(new)
+            reason = new.conflict()
             if reason:
                 raise PolicyRefused(reason)
+            if self._admin_relied_on(new, held) != pinned:
+                raise _Moved()  # the admin it relied on changed before their lock: again
             detail = (f"{rule.target}: {old.describe() if old else 'no rule'} \u2192 "
                       f"{new.rule(rule.target).describe()}")
             return new, detail
-        return self._change_policy(change, actor, now)
+
+        # The lock-out check relies on one admin's authenticators: that admin's record is held
+        # under its lock while the policy is written, and a user's removal reads the policy
+        # from the store under the user's lock (_refuse_last_factor). So an admin removing
+        # their last passkey at the instant admins become passkey-only either lands first
+        # (and the check sees it) or waits and is refused: never both.
+        for _ in range(5):
+            try:
+                preview = self.two_step_policy(fresh=True).with_rule(rule)
+            except pol.PolicyDamaged:
+                preview = Policy((rule,))
+            pinned = None if preview.conflict() else self._admin_relied_on(preview, None)
+            with (self._transaction(pinned) if pinned else contextlib.nullcontext()) as txn:
+                held = (pinned, txn.record) if pinned else None
+                try:
+                    return self._change_policy(change, actor, now)
+                except _Moved:
+                    continue
+        raise PolicyRefused("The admins' authenticators are changing right now: try again in a moment.")
 
     def clear_policy(self, *, actor: str) -> Policy:
         """Remove every rule (two-step is voluntary again); audited with the rules removed.
@@ -114,9 +136,13 @@ class PolicyOperations:
         return self._change_policy(change, actor, self.clock(), repair=True)
 
     def _change_policy(self, change, actor: str, now: float, *, repair: bool = False) -> Policy:
-        with self._keyed_transaction(pol.STORE_KEY) as txn:
+        with contextlib.ExitStack() as stack:
             try:
-                current = Policy.from_record(txn.record)
+                txn = stack.enter_context(self._keyed_transaction(pol.STORE_KEY, repair=repair))
+            except RecordDamaged as exc:  # not JSON, not an object: only clear (repair) replaces it
+                raise pol.PolicyDamaged() from exc
+            try:
+                current = None if txn.damaged else Policy.from_record(txn.record)
             except pol.PolicyDamaged:
                 if not repair:
                     raise
@@ -129,31 +155,40 @@ class PolicyOperations:
         self._policy_cache = (time.monotonic(), new)
         return new
 
-    def _lockout_reason(self, policy: Policy) -> str | None:
-        """Why ``policy`` would lock out the helpdesk, or None.
+    def _admin_relied_on(self, policy: Policy, held: tuple[str, dict[str, Any]] | None) -> str | None:
+        """The admin whose authenticators keep ``policy`` from locking out the helpdesk (None:
+        it relies on no one's: no rule, no admin, an admin may set up any kind). PolicyRefused
+        when it would lock out the helpdesk.
 
         Locked out: there are admins (role ``admin``, the company directory's
         admin group), the policy limits the authenticator kinds of one of them,
-        and no admin has an authenticator of a kind allowed for them.
+        and no admin has an authenticator of a kind allowed for them. ``held``:
+        (name, record) of an admin whose record is held under its lock (read
+        from there, and asked first).
         """
         if not policy.rules or self.directory is None:
             return None
         admins = [u.username for u in self.directory.admins()]
+        if held is not None and held[0] in admins:
+            admins.remove(held[0])
+            admins.insert(0, held[0])
         limited: frozenset[str] | None = None
         now = self.clock()
         for name in admins:
             roles, groups = self._member_of(name)
-            rec = self._read(name)
+            rec = held[1] if held is not None and name == held[0] else self._read(name)
             req = pol.evaluate(policy, name, roles=roles, groups=groups, kinds=_kinds(rec),
                                since=rec.get("policy_since"), now=now)
-            if req.state == "met" or set(pol.AUTHENTICATOR_KINDS) <= req.allowed:
-                return None  # this admin passes with what they have, or may set up any kind
+            if set(pol.AUTHENTICATOR_KINDS) <= req.allowed:
+                return None  # this admin may set up any kind: nothing to rely on
+            if req.state == "met":
+                return name  # this admin passes with what they have
             limited = req.allowed
         if limited is None:
             return None  # no admin at all: nobody to lock out
         words = Requirement("", "", allowed=limited).allowed_words
-        return (f"This policy would lock out the helpdesk: no admin has {words}, which it "
-                f"requires of admins. Add one to an admin's account first.")
+        raise PolicyRefused(f"This policy would lock out the helpdesk: no admin has {words}, which "
+                            f"it requires of admins. Add one to an admin's account first.")
 
     # -- a user's requirement --------------------------------------------------------------
 
@@ -179,9 +214,12 @@ class PolicyOperations:
                                            record=True)
         return req
 
-    def _policy_context(self, username: str) -> tuple[Policy, tuple[str, ...], tuple[str, ...]]:
-        """The policy, and the user's roles and groups when a rule needs them (else none)."""
-        policy = self.two_step_policy()
+    def _policy_context(self, username: str, *, fresh: bool = False
+                        ) -> tuple[Policy, tuple[str, ...], tuple[str, ...]]:
+        """The policy, and the user's roles and groups when a rule needs them (else none).
+        ``fresh``: the policy read from the store now (setting up a factor: rare, and a rule set
+        a moment ago on another replica must hold), not this process's copy."""
+        policy = self.two_step_policy(fresh=fresh)
         if not policy.needs_directory:
             return policy, (), ()
         roles, groups = self._member_of(username)
@@ -228,18 +266,27 @@ class PolicyOperations:
         ones they have: the portal then holds them on Manage MFA until they add
         an allowed one.
         """
-        if not req.required or kind in req.allowed:
+        if not req.required:
             return False
+        if kind in req.allowed and not (kind == "backup_code" and req.state == "disallowed"):
+            return False  # (backup codes stand in for an allowed authenticator, never another)
         return channel is not None or req.state != "disallowed"
 
     def _refuse_last_factor(self, username: str, rec: dict[str, Any], now: float,
                             context: tuple | None, remaining: list[dict[str, Any]]) -> None:
         """The user may not remove their last (allowed) authenticator while two-step is required
         for them: PolicyRefused. ``context``: ``_policy_context``'s answer, taken before the
-        user's lock; None for the helpdesk (it still can)."""
+        user's lock; None for the helpdesk (it still can). Called under the user's lock: the
+        policy is read again from the store here (not the process's copy, up to
+        ``policy_max_age`` old), so a rule set a moment ago on another replica, or one whose
+        lock-out check relied on this user's authenticators, holds."""
         if context is None:
             return
-        req = self._requirement_in(username, rec, now, *context)
+        _, roles, groups = context
+        policy = self.two_step_policy(fresh=True)
+        if policy.needs_directory and not context[0].needs_directory:
+            roles, groups = self._member_of(username)
+        req = self._requirement_in(username, rec, now, policy, roles, groups)
         if not req.required:
             return
         left = {a["kind"] for a in remaining}
@@ -252,9 +299,7 @@ class PolicyOperations:
         kind for them, or when they are past the deadline with neither a familiar source nor a
         temporary-pass session. Returns why an overdue user may (for the audit trail), else None."""
         req = self._requirement_in(username, rec, now, *context)
-        if req.required and kind not in req.allowed:
-            raise PolicyRefused(f"Your organization does not allow {pol.FACTOR_WORDS[kind]} for your "
-                                f"account: use {req.allowed_words}.")
+        _refuse_kind(req, kind)
         if req.state != "overdue":
             return None
         if not self._may_set_up(rec, now, source, session_id):
@@ -262,6 +307,22 @@ class PolicyOperations:
         if source is not None and self._may_set_up(rec, now, source, None):
             return f"from a familiar place ({source})"
         return "in a temporary-pass session"
+
+    def _finish_refused(self, username: str, rec: dict[str, Any], now: float, context: tuple,
+                        kind: str, cleared: bool) -> PolicyRefused | None:
+        """Why the end of a set-up (the new app's first code, the passkey's answer) is refused
+        under the policy in force NOW, or None. The start was checked (``_check_setup``) but the
+        deadline may have passed or a rule changed since: a set-up begun in grace by a password
+        thief one minute before the deadline must not be finished after it. ``cleared``: the
+        start was made while overdue, from a familiar place or in a temporary-pass session."""
+        req = self._requirement_in(username, rec, now, *context)
+        try:
+            _refuse_kind(req, kind)
+        except PolicyRefused as refused:
+            return refused
+        if req.state == "overdue" and not cleared:
+            return PolicyRefused(OVERDUE_SETUP)
+        return None
 
     def _may_set_up(self, rec: dict[str, Any], now: float, source: str | None,
                     session_id: str | None) -> bool:
@@ -330,6 +391,24 @@ class PolicyOperations:
             return False
         until = rec.get("policy_snoozed_until")
         return not (isinstance(until, (int, float)) and until > now)
+
+
+class _Moved(Exception):
+    """The admin a policy change relied on changed before their lock was taken: look again."""
+
+
+def policy_reason(error: MFAError) -> str:
+    """The audit trail's words for a set-up the policy stopped (never the page's sentence)."""
+    return "past the deadline" if str(error) == OVERDUE_SETUP else "kind not allowed"
+
+
+def _refuse_kind(req: Requirement, kind: str) -> None:
+    if req.required and kind not in req.allowed:
+        raise PolicyRefused(f"Your organization does not allow {pol.FACTOR_WORDS[kind]} for your "
+                            f"account: use {req.allowed_words}.")
+    if kind == "backup_code" and req.state == "disallowed":  # codes for a kind not allowed
+        raise PolicyRefused(f"Your organization requires {req.allowed_words} for your account: "
+                            "add one before new backup codes.")
 
 
 def _kinds(rec: dict[str, Any]) -> set[str]:

@@ -32,14 +32,14 @@ from .audit import AuditEvent
 from .authenticators import Authenticator
 from .errors import (AccountLocked, InvalidCodeFormat, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
                      FactorNotAllowed, InvalidCode, InvalidLabel, MFAError, NoBackupCodes,
-                     NoPendingEnrollment, NotEnabled, PasskeyRefused, PasskeySettingsError, RecordDamaged, StorageError,
+                     NoPendingEnrollment, NotEnabled, PasskeyRefused, PasskeySettingsError, PolicyDamaged, RecordDamaged, StorageError,
                      StoreUnavailable, TooManyAttempts, TooManyAuthenticators,
                      UnknownAuthenticator)
 from .keys import ENV_KEYS, KeyRing, load_keyring
 from .outbox import Notifier, Outbox
 from .passkey_service import PasskeyOperations
 from .coverage_service import CoverageOperations
-from .policy_service import PolicyOperations
+from .policy_service import PolicyOperations, policy_reason
 from .passkeys import ChallengeBook, RelyingParty
 from .sessions import SessionBook, SessionPolicy, demote_others, end_all
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
@@ -330,13 +330,14 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         wanted = authn.clean_label(label)
         actor = check.optional_name(actor, "actor", username)
         source = check.source(source)
-        context = self._policy_context(username)
+        context = self._policy_context(username, fresh=True)
         secret = totp.new_secret()
         now = self.clock()
         with self._transaction(username) as txn:
             rec = txn.record
             if len(authn.of_kind(rec, "totp")) >= authn.MAX_TOTP_APPS:
                 raise TooManyAuthenticators()
+            grounds = None
             if actor == username:  # (the helpdesk sets up nothing for a user; kept closed all the same)
                 grounds = self._check_setup(username, rec, now, context, "totp", source, session_id)
                 if grounds is not None:
@@ -347,6 +348,8 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
             elif authn.taken(rec, wanted):
                 raise _label_taken(wanted)
             rec["pending"] = records.new_pending(self.keyring.encrypt(secret), now, wanted)
+            if grounds is not None:  # begun past the deadline, on grounds: its code may finish it
+                rec["pending"]["overdue_ok"] = True
             self._log(txn, now, actor, "totp_enrollment_started", "success", wanted)
             resource = self._resource(username, rec["pending"], secret)
         return resource
@@ -395,6 +398,7 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         if enrollment is not None:
             enrollment = check.time(enrollment, "enrollment")
         keep = self.sessions.id_of(keep_session) if keep_session is not None else None
+        context = self._policy_context(username, fresh=True)
         error: MFAError | None = None
         with self._transaction(username) as txn:
             now = self.clock()  # under the user's lock
@@ -408,6 +412,11 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
                 rec.pop("pending")
                 self._log(txn, now, actor, "totp_enrollment_expired", "refused")
                 error = EnrollmentExpired()
+            elif (error := self._finish_refused(username, rec, now, context, "totp",
+                                                rec["pending"].get("overdue_ok") is True)) is not None:
+                rec.pop("pending")  # begun before the deadline or the rule: it can never finish
+                self._log(txn, now, actor, "policy_setup_refused", "refused",
+                          f"authentication app: {policy_reason(error)}")
             elif (error := self._gate(txn, now, actor)) is None:
                 pending = rec["pending"]
                 try:
@@ -421,11 +430,12 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
                     # A name taken meanwhile (a rename elsewhere) gets a number.
                     label = authn.unique_in(rec, pending.get("label") or authn.DEFAULT_LABEL)
                     authn.add(rec, "totp", label, now, secret=pending["secret"], last_step=step)
+                    late = two_step.LATE_SETUP if pending.get("overdue_ok") is True else ""
                     rec.pop("pending")
                     records.bump_epoch(rec)
                     demote_others(rec, keep)
                     rec.pop("throttle", None)
-                    self._log(txn, now, actor, "totp_enabled", "success", label)
+                    self._log(txn, now, actor, "totp_enabled", "success", label + late)
             status = self._status(username, rec, now)
         self._raise_or_notify(txn, error)
         return status
@@ -539,7 +549,7 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         salt = secrets.token_bytes(16)
         pepper = self.keyring.pepper
         hashes = [bc.digest(pepper, salt, bc.normalize(c)) for c in codes]
-        context = self._policy_context(username)
+        context = self._policy_context(username, fresh=True)
         with self._transaction(username) as txn:
             now = self.clock()  # under the user's lock
             if not records.two_step_on(txn.record):
@@ -606,7 +616,13 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
             self._unknown_password(who, password, src, source)
         where = f"from {source}" if source else "from an unknown address"
         policy = self.password_policy
-        context = self._policy_context(username)
+        try:
+            context = self._policy_context(username)
+            unreadable: PolicyDamaged | None = None
+        except PolicyDamaged as exc:
+            # Told only to whoever knows the password (as a damaged record is): told at once,
+            # it would mark this name as a real one (an unknown name gets "wrong password").
+            context, unreadable = None, exc
         error: MFAError | None = None
         entered = False
         try:
@@ -642,6 +658,9 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
                         self._spray_release(src, slot)
                         raise
                     state = rec.setdefault("password", state)
+                    if ok and unreadable is not None:  # a right password: fail closed, nothing counted
+                        self._spray_release(src, slot)
+                        ok, error = None, unreadable
                     # The two-step policy, once the password is right (its grace starts then).
                     req = self._requirement_in(username, rec, now, *context, record=True) if ok else None
                     if ok and joint and with_pass:  # the pass: whatever the policy, as on the challenge
@@ -1215,8 +1234,9 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
     def _transaction(self, username: str, *, repair: bool = False) -> "_Guarded":
         return _Guarded(self, self.store.transaction(username, repair=repair), username, repair)
 
-    def _keyed_transaction(self, key: str) -> "_Guarded":
-        return _Guarded(self, self.store.keyed_transaction(key), None, False)
+    def _keyed_transaction(self, key: str, *, repair: bool = False) -> "_Guarded":
+        cm = self.store.keyed_transaction(key, repair=True) if repair else self.store.keyed_transaction(key)
+        return _Guarded(self, cm, None, False)
 
     def _report_damage(self, username: str, exc: RecordDamaged) -> None:
         """Audit a damaged record once (per process and kind of damage), never its content."""

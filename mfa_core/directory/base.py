@@ -14,11 +14,13 @@ MANAGED_ELSEWHERE = ("Users are managed in the company directory (MFA_PORTAL_LDA
 
 
 def normalize_dn(dn: str) -> str:
-    """A DN compared case- and space-insensitively (enough for group DNs the portal is given)."""
+    """A DN compared case- and space-insensitively (enough for group DNs the portal is given):
+    spaces around the separators go and a run of spaces inside a value counts as one, as
+    LDAP's insignificant-space handling compares them (RFC 4518)."""
     parts = []
     for rdn in dn.split(","):
         attr, _, value = rdn.partition("=")
-        parts.append(f"{attr.strip().lower()}={value.strip().lower()}")
+        parts.append(f"{attr.strip().lower()}={' '.join(value.lower().split())}")
     return ",".join(parts)
 
 

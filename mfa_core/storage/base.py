@@ -183,12 +183,14 @@ class Store(ABC):
 
     @abstractmethod
     @contextlib.contextmanager
-    def keyed_transaction(self, key: str) -> Iterator[Transaction]:
+    def keyed_transaction(self, key: str, *, repair: bool = False) -> Iterator[Transaction]:
         """A record that belongs to no one user, by an opaque ``key``, under its own lock.
 
         The password throttle of one source, a session id's owner, a one-time
         cookie ticket. May be opened inside a user's transaction (never the
-        other way round).
+        other way round). A damaged record raises RecordDamaged, unless
+        ``repair``: then the transaction starts empty (``txn.damaged``) and
+        what the block leaves replaces it.
         """
 
     def own_keyed_transaction(self, key: str) -> contextlib.AbstractContextManager[Transaction]:

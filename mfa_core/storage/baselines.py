@@ -72,11 +72,11 @@ class SingleFileTinyDBStore(Store):
         return self._get(self._db(self.sources_path), "sources", _doc_id(key))
 
     @contextlib.contextmanager
-    def keyed_transaction(self, key: str) -> Iterator[Transaction]:
+    def keyed_transaction(self, key: str, *, repair: bool = False) -> Iterator[Transaction]:
         with self._source_lock, FileLock(self._source_file_lock, timeout=LOCK_TIMEOUT,
                                           thread_local=False):
             db = self._db(self.sources_path)
-            txn = Transaction(key, self._get(db, "sources", _doc_id(key)))
+            txn = open_transaction(key, lambda: self._get(db, "sources", _doc_id(key)), repair=repair)
             yield txn
             commit_after_audit(txn, self.audit,
                                lambda: _replace(db.table("sources"), _doc_id(key), txn.record))
@@ -178,10 +178,10 @@ class SQLiteStore(Store):
         return self._doc(row, "A keyed record")
 
     @contextlib.contextmanager
-    def keyed_transaction(self, key: str) -> Iterator[Transaction]:
+    def keyed_transaction(self, key: str, *, repair: bool = False) -> Iterator[Transaction]:
         with self._begin() as conn:
             row = conn.execute("SELECT doc FROM sources WHERE key = ?", (key,)).fetchone()
-            txn = Transaction(key, self._doc(row, "A keyed record"))
+            txn = open_transaction(key, lambda: self._doc(row, "A keyed record"), repair=repair)
             yield txn
             if txn.changed:
                 conn.execute("INSERT OR REPLACE INTO sources (key, doc) VALUES (?, ?)",

@@ -329,17 +329,19 @@ class PostgresStore(Store):
             row = conn.execute("SELECT doc FROM keyed WHERE key = %s", (key,)).fetchone()
         return self._doc(row, "A keyed record")
 
-    def keyed_transaction(self, key: str) -> contextlib.AbstractContextManager[Transaction]:
-        return self._keyed(key, None)
+    def keyed_transaction(self, key: str, *, repair: bool = False
+                          ) -> contextlib.AbstractContextManager[Transaction]:
+        return self._keyed(key, None, repair)
 
     def own_keyed_transaction(self, key: str) -> contextlib.AbstractContextManager[Transaction]:
         return self._keyed(key, self._own_pool)
 
     @contextlib.contextmanager
-    def _keyed(self, key: str, pool: ConnectionPool | None) -> Iterator[Transaction]:
+    def _keyed(self, key: str, pool: ConnectionPool | None, repair: bool = False
+               ) -> Iterator[Transaction]:
         with _database_errors(), self._row_transaction(_lock_id("keyed", key), "keyed", "key", key,
                                                        pool) as (row, writes):
-            txn = Transaction(key, self._doc(row, "A keyed record"))
+            txn = open_transaction(key, lambda: self._doc(row, "A keyed record"), repair=repair)
             yield txn
             self._queue_writes(writes, txn, "keyed", "key")
 

@@ -246,12 +246,17 @@ class ShardedTinyDBStore(Store):
         return load_document(self._keyed_path(user_key(key)), "A keyed record")[1]
 
     @contextlib.contextmanager
-    def keyed_transaction(self, key: str) -> Iterator[Transaction]:
+    def keyed_transaction(self, key: str, *, repair: bool = False) -> Iterator[Transaction]:
         hashed = user_key(key)
         path = self._keyed_path(hashed)
         with self._source_locks.hold(hashed):
-            data, record = load_document(path, "A keyed record")
-            txn = Transaction(key, record)
+            try:
+                data, record = load_document(path, "A keyed record")
+                txn = Transaction(key, record)
+            except RecordDamaged:
+                if not repair:
+                    raise
+                data, txn = {}, Transaction(key, None, damaged=True)
             yield txn
             self._commit(txn, path, data, None)
 

@@ -95,3 +95,31 @@ def test_a_rule_that_would_lock_out_the_admins_exits_2_with_the_reason(cli, dire
 def test_policy_commands_have_help(cli, command):
     result = cli(*command, "--help")
     assert result.returncode == 0 and result.stdout.startswith("usage: python -m mfa_core")
+
+
+def test_a_deadline_already_past_is_set_with_a_warning_line(cli, directory, engine):
+    # Everyone it covers without two-step is overdue at once: allowed (an organization may mean
+    # it), but said on stderr, one line, so a typo in the year does not pass unnoticed.
+    result = cli("policy", "set", "--require", "everyone", "--deadline", "2020-01-01")
+    assert result.returncode == 0 and result.stdout.startswith("Set everyone: deadline 2020-01-01")
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("warning: the deadline 2020-01-01 has passed: ")
+    result = cli("policy", "set", "--require", "role:user", "--grace-days", "0")
+    assert result.returncode == 0 and result.stderr.startswith("warning: no grace period: ")
+    result = cli("policy", "set", "--require", "role:user", "--deadline", "2999-01-01")
+    assert result.returncode == 0 and result.stderr == ""
+
+
+def test_clear_repairs_a_policy_record_that_is_not_json(cli, directory, engine, data_dir):
+    from pathlib import Path
+    cli("policy", "set", "--require", "everyone", "--grace-days", "30")
+    (path,) = [p for p in (Path(data_dir) / "sources").rglob("*.json") if "policy" in p.read_text()]
+    path.write_text("{not json")
+    result = cli("policy", "show")
+    assert result.returncode != 0 and "cannot be read" in result.stderr
+    result = cli("policy", "clear")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Replaced the damaged policy record")
+    assert "voluntary" in cli("policy", "show").stdout
+    assert [e.detail for e in engine.audit() if e.event == "policy_changed"][-1] == \
+        "damaged policy record replaced: no rules"
