@@ -155,11 +155,13 @@ def build(backend: str, data_dir: str, users: int, events: int, cost: int,
             # The coverage index as the store keeps it, written once per shard (rebuild_summaries
             # would read the 100,000 files back).
             shards: dict[str, dict[str, Any]] = {}
+            from mfa_core import summary as summaries
             from mfa_core.storage import user_key
             for name, rec in recs.items():
                 found = summarize(rec)
                 if found is not None:
-                    shards.setdefault(user_key(name)[:2], {})[name] = found
+                    shard = shards.setdefault(user_key(name)[:2], summaries.new_index())
+                    summaries.index_put(shard, name, found, fresh=True)
             for shard, index in shards.items():
                 store._write_summary_shard(shard, index)
             from mfa_core.storage.files import write_atomic

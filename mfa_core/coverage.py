@@ -34,6 +34,7 @@ import os
 from typing import Any, Iterable, Iterator
 
 from . import policy as pol
+from . import summary as summaries
 from .storage.files import write_atomic
 
 DAY = 86400
@@ -51,58 +52,104 @@ def _kinds_key(summary: dict[str, Any] | None) -> tuple[tuple[str, ...], int]:
     return tuple(summary.get("k") or ()), int(bool(summary.get("b")))
 
 
-def report(policy: pol.Policy, groups: Iterable[Group], now: float,
-           enrollments: dict[str, int], grace_limit: int | None = GRACE_LIST_MAX) -> dict[str, Any]:
-    """The coverage object (what ``mfa coverage --json`` prints; see docs/rollout.md);
-    ``grace`` lists at most ``grace_limit`` users (None: all)."""
+def series_window(now: float) -> tuple[float, float]:
+    """[since, until) of the per-day series: 00:00 UTC 29 days ago up to the end of today."""
+    today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+    start = dt.datetime(today.year, today.month, today.day, tzinfo=dt.timezone.utc).timestamp()
+    return start - (SERIES_DAYS - 1) * DAY, start + DAY
+
+
+RoleGroup = tuple[tuple[str, ...], tuple[str, ...], "set[str] | frozenset[str]"]
+
+
+def report_columns(policy: pol.Policy, role_groups: Iterable[RoleGroup],
+                   kinds: dict[str, list[str]], since: dict[str, dict[str, float]], now: float,
+                   enrollments: dict[str, int], grace_limit: int | None = GRACE_LIST_MAX) -> dict[str, Any]:
+    """The coverage object from the stores' columnar index (``mfa_core.summary``).
+
+    Set operations (in C) split each group of users sharing roles by their
+    authenticator kinds; ``pol.evaluate`` runs once per (roles, kinds). Only
+    users without an authenticator whose grace start is recorded get a due date
+    of their own, computed as ``pol.grace_start`` and ``Rule.due_for`` do (a
+    test holds the result equal to ``requirement()`` user by user).
+    """
     counts = {"covered": 0, "enrolled": 0, "in_grace": 0, "overdue": 0, "disallowed": 0,
               "not_covered": 0, "users": 0}
     by_factor = {f: 0 for f in pol.FACTORS}
-    overdue: list[str] = []
-    grace: list[tuple[int, str]] = []
-    memo: dict[tuple, pol.Requirement] = {}
     state_key = {"met": "enrolled", "grace": "in_grace", "overdue": "overdue",
                  "disallowed": "disallowed"}
-
-    for roles, member_of, summary, names in groups:
-        n = len(names)
-        if not n:
+    kind_sets = [(summaries.parse_kinds_key(key), set(names)) for key, names in kinds.items()]
+    with_kinds: set[str] = set().union(*(names for _, names in kind_sets))
+    overdue: list[str] = []
+    grace_plain: list[tuple[int, list[str]]] = []   # (days left, names) of users with no start
+    grace_own: list[tuple[int, str]] = []           # users with a start of their own
+    for roles, member_of, names in role_groups:
+        if not names:
             continue
-        counts["users"] += n
-        kinds, backup = _kinds_key(summary)
-        for kind in kinds:
-            by_factor[kind] += n
-        if backup:
-            by_factor["backup_code"] += n
-        key = (roles, member_of, kinds)
-        req = memo.get(key)
-        if req is None:  # once a group: the rules, the allowed kinds, the state without a start
-            req = memo[key] = pol.evaluate(policy, names[0], roles=roles, groups=member_of,
-                                           kinds=kinds, since=None, now=now)
-        if not req.required:
-            counts["not_covered"] += n
+        counts["users"] += len(names)
+        base = pol.evaluate(policy, "", roles=roles, groups=member_of, kinds=(), since=None, now=now)
+        for (kk, backup), members in kind_sets:
+            inside = len(members & names)
+            if not inside:
+                continue
+            for kind in kk:
+                by_factor[kind] += inside
+            if backup:
+                by_factor["backup_code"] += inside
+            if base.required:
+                req = pol.evaluate(policy, "", roles=roles, groups=member_of, kinds=kk, since=None,
+                                   now=now)
+                counts[state_key[req.state]] += inside
+        if not base.required:
+            counts["not_covered"] += len(names)
             continue
-        counts["covered"] += n
-        state, days_left = req.state, req.days_left
-        since = (summary or {}).get("s")
-        if since and state in ("grace", "overdue"):
-            # No authenticator and grace starts recorded: this user's own due date, from the
-            # policy's own rules (as pol.evaluate computes it; a test holds them equal).
-            due = min(r.due_for(pol.grace_start(r, since, now)) for r in req.rules)
-            state = "grace" if now < due else "overdue"
-            days_left = max(0, math.ceil((due - now) / DAY))
-        counts[state_key[state]] += n
-        if state == "overdue":
-            overdue.extend(names)
-        elif state == "grace":
-            grace.extend((days_left, name) for name in names)
+        counts["covered"] += len(names)
+        rest = names - with_kinds  # no authenticator
+        grace_rules = [r for r in base.rules if r.grace_days is not None]
+        own: dict[str, float] = {}
+        if grace_rules:
+            started: set[str] = set()
+            for r in grace_rules:
+                started |= rest & (since.get(r.target) or {}).keys()
+            # The due date as pol.evaluate computes it (the earliest of the rules' dues; a
+            # grace rule's start as pol.grace_start takes it), written out for speed.
+            deadline_due = min((r.due_for(0.0) for r in base.rules if r.grace_days is None),
+                               default=math.inf)
+            graces = [(since.get(r.target) or {}, r.created_at, r.grace_days * DAY)
+                      for r in grace_rules]
+            for name in started:
+                due = deadline_due
+                for starts, created, seconds in graces:
+                    t = starts.get(name)
+                    start = t if t is not None and t >= created else max(created, now)
+                    if start + seconds < due:
+                        due = start + seconds
+                own[name] = due
+            rest = rest - started
+        # Users without a start of their own: the group's due date (evaluate's).
+        if rest:
+            counts[state_key[base.state]] += len(rest)
+            if base.state == "overdue":
+                overdue.extend(rest)
+            else:
+                grace_plain.append((base.days_left, sorted(rest)))
+        for name, due in own.items():
+            if now < due:
+                counts["in_grace"] += 1
+                grace_own.append((max(0, math.ceil((due - now) / DAY)), name))
+            else:
+                counts["overdue"] += 1
+                overdue.append(name)
 
-    grace = sorted(grace) if grace_limit is None else heapq.nsmallest(grace_limit, grace)
+    if grace_limit is None:
+        grace = sorted(grace_own + [(d, n) for d, names in grace_plain for n in names])
+    else:
+        grace = heapq.nsmallest(grace_limit, grace_own + [
+            (d, n) for d, names in grace_plain for n in names[:grace_limit]])
     today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
-    series = []
-    for back in range(SERIES_DAYS - 1, -1, -1):
-        day = (today - dt.timedelta(days=back)).isoformat()
-        series.append({"date": day, "count": int(enrollments.get(day, 0))})
+    series = [{"date": (today - dt.timedelta(days=back)).isoformat(),
+               "count": int(enrollments.get((today - dt.timedelta(days=back)).isoformat(), 0))}
+              for back in range(SERIES_DAYS - 1, -1, -1)]
     return {
         **counts,
         "overdue_users": sorted(overdue),
@@ -113,11 +160,61 @@ def report(policy: pol.Policy, groups: Iterable[Group], now: float,
     }
 
 
-def series_window(now: float) -> tuple[float, float]:
-    """[since, until) of the per-day series: 00:00 UTC 29 days ago up to the end of today."""
-    today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
-    start = dt.datetime(today.year, today.month, today.day, tzinfo=dt.timezone.utc).timestamp()
-    return start - (SERIES_DAYS - 1) * DAY, start + DAY
+def columns_of(store: Any, directory: Any) -> tuple[list[RoleGroup], dict[str, list[str]],
+                                                    dict[str, dict[str, float]]]:
+    """(users grouped by roles and groups, kinds key -> users, target -> {user: grace start})."""
+    if directory is not None and getattr(directory, "company", False):
+        found = store.summaries()
+        by_key: dict[tuple, set[str]] = {}
+        for name, summary in found.items():
+            targets = (summary.get("s") or {}).keys()
+            key = (tuple(sorted(t[5:] for t in targets if t.startswith("role:"))),
+                   tuple(sorted(t[6:] for t in targets if t.startswith("group:"))))
+            by_key.setdefault(key, set()).add(name)
+        index = summaries.new_index()
+        for name, summary in found.items():
+            summaries.index_put(index, name, summary, fresh=True)
+        return [(r, g, names) for (r, g), names in by_key.items()], index["k"], index["s"]
+    if getattr(store, "database", False) and hasattr(store, "directory_roles"):
+        role_groups = _database_roles(store)
+    elif directory is None:
+        role_groups = []
+    else:
+        role_groups = [(roles, (), names) for roles, names in _role_sets(directory).items()]
+    kinds, since = store.coverage_columns()
+    return role_groups, kinds, since
+
+
+_DB_ROLES: dict[int, tuple[int, list[RoleGroup]]] = {}
+
+
+def _database_roles(store: Any) -> list[RoleGroup]:
+    """The database directory by roles, kept per process until the directory's version moves."""
+    cached = _DB_ROLES.get(id(store))
+    if cached is not None and cached[0] == store.directory_version():
+        return cached[1]
+    version, rows = store.directory_roles()
+    groups: dict[tuple[str, ...], set[str]] = {}
+    for roles_text, names in rows:
+        raw = json.loads(roles_text)
+        roles = tuple(sorted(r for r in (raw if isinstance(raw, list) else []) if isinstance(r, str)))
+        groups.setdefault(roles, set()).update(names)
+    built = [(roles, (), frozenset(names)) for roles, names in groups.items()]
+    _DB_ROLES[id(store)] = (version, built)
+    return built
+
+
+_SETS_MEMO: dict[int, tuple[Any, dict[tuple[str, ...], frozenset[str]]]] = {}
+
+
+def _role_sets(directory: Any) -> dict[tuple[str, ...], frozenset[str]]:
+    index = role_index(directory)
+    memo = _SETS_MEMO.get(id(directory))
+    if memo is not None and memo[0] is index:
+        return memo[1]
+    sets = {roles: frozenset(names) for roles, names in index.items()}
+    _SETS_MEMO[id(directory)] = (index, sets)
+    return sets
 
 
 # -- where the users come from --------------------------------------------------------
@@ -185,12 +282,17 @@ def role_index(directory: Any) -> dict[tuple[str, ...], list[str]]:
         return _index_of(directory, directory.entries())
     cache = os.path.join(os.path.dirname(os.fspath(path)), ROLES_CACHE) if path is not None else None
     wanted = list(stamp) if isinstance(stamp, tuple) else stamp
+    remembered = _FILE_MEMO.get(id(directory))
+    if remembered is not None and remembered[0] == wanted:
+        return remembered[1]
     if cache is not None:
         try:
             with open(cache, "rb") as fh:
                 cached = json.loads(fh.read())
             if isinstance(cached, dict) and cached.get("stamp") == wanted:
-                return {tuple(roles): names for roles, names in cached["groups"]}
+                index = {tuple(roles): names for roles, names in cached["groups"]}
+                _FILE_MEMO[id(directory)] = (wanted, index)
+                return index
         except (OSError, ValueError, KeyError, TypeError):
             pass
     index = _index_of(directory, directory.entries())
@@ -205,6 +307,7 @@ def role_index(directory: Any) -> dict[tuple[str, ...], list[str]]:
 
 
 _INDEX_MEMO: dict[int, tuple[Any, dict[tuple[str, ...], list[str]]]] = {}
+_FILE_MEMO: dict[int, tuple[Any, dict[tuple[str, ...], list[str]]]] = {}
 
 
 def _index_of(directory: Any, entries: dict[str, Any]) -> dict[tuple[str, ...], list[str]]:

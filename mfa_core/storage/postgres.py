@@ -431,11 +431,40 @@ class PostgresStore(Store):
             return {name: doc for name, doc in conn.execute(
                 "SELECT username, summary FROM user_summary WHERE summary <> '{}'::jsonb")}
 
+    def coverage_columns(self) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+        """(kinds key -> usernames with an authenticator, target -> {username: grace start} of
+        the users without one), aggregated in the database: two small result sets."""
+        self._summaries_built()
+        with _database_errors(), self._connection() as conn:
+            kinds = conn.execute(
+                "SELECT array_to_string(ARRAY(SELECT jsonb_array_elements_text(summary->'k')), ',') "
+                "|| CASE WHEN summary ? 'b' THEN '|b' ELSE '' END, array_agg(username) "
+                "FROM user_summary WHERE summary ? 'k' GROUP BY 1").fetchall()
+            since = conn.execute(
+                "SELECT t.key, array_agg(s.username), array_agg(t.value::float8) "
+                "FROM user_summary s, jsonb_each_text(s.summary->'s') t "
+                "WHERE NOT s.summary ? 'k' AND s.summary ? 's' GROUP BY t.key").fetchall()
+        return ({key: names for key, names in kinds},
+                {target: dict(zip(names, starts)) for target, names, starts in since})
+
+    def directory_roles(self) -> tuple[int, list[tuple[str, list[str]]]]:
+        """(the directory's version, [(roles as JSON text, usernames)]): the directory grouped by
+        roles in the database (no entry leaves it)."""
+        with _database_errors(), self._connection() as conn:
+            version = self._directory_meta(conn)[0]
+            rows = conn.execute("SELECT coalesce(entry->'roles', '[]'::jsonb)::text, "
+                                "array_agg(username) FROM directory GROUP BY 1").fetchall()
+        return version, rows
+
+    def directory_version(self) -> int:
+        with _database_errors(), self._connection() as conn:
+            return self._directory_meta(conn)[0]
+
     def coverage_groups(self) -> list[tuple[str, str | None, list[str]]]:
         """The directory's users grouped by (roles, coverage summary), in one query:
-        [(roles as JSON text, summary as JSON text or None, [usernames])]. Users
-        with the same roles and authenticators (their grace starts and reminders
-        left out: they only matter without one) or who never signed in come as one row."""
+        [(roles as JSON text, summary as JSON text or None, [usernames])] (the reminder run's
+        candidates). Users with the same roles and authenticators (their grace starts and
+        reminders left out: they only matter without one) or who never signed in come as one row."""
         self._summaries_built()
         with _database_errors(), self._connection() as conn:
             return conn.execute(
