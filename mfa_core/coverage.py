@@ -106,41 +106,21 @@ def report_columns(policy: pol.Policy, role_groups: Iterable[RoleGroup],
         counts["covered"] += len(names)
         rest = names - with_kinds  # no authenticator
         grace_rules = [r for r in base.rules if r.grace_days is not None]
-        own: dict[str, float] = {}
         if grace_rules:
             started: set[str] = set()
             for r in grace_rules:
                 started |= rest & (since.get(r.target) or {}).keys()
-            # The due date as pol.evaluate computes it (the earliest of the rules' dues; a
-            # grace rule's start as pol.grace_start takes it), written out for speed.
-            deadline_due = min((r.due_for(0.0) for r in base.rules if r.grace_days is None),
-                               default=math.inf)
-            graces = [(since.get(r.target) or {}, r.created_at, r.grace_days * DAY)
-                      for r in grace_rules]
-            for name in started:
-                due = deadline_due
-                for starts, created, seconds in graces:
-                    t = starts.get(name)
-                    start = t if t is not None and t >= created else max(created, now)
-                    if start + seconds < due:
-                        due = start + seconds
-                own[name] = due
             rest = rest - started
+            _own_due_dates(base.rules, grace_rules, since, started, now, grace_own, overdue)
         # Users without a start of their own: the group's due date (evaluate's).
         if rest:
-            counts[state_key[base.state]] += len(rest)
             if base.state == "overdue":
                 overdue.extend(rest)
             else:
                 grace_plain.append((base.days_left, sorted(rest)))
-        for name, due in own.items():
-            if now < due:
-                counts["in_grace"] += 1
-                grace_own.append((max(0, math.ceil((due - now) / DAY)), name))
-            else:
-                counts["overdue"] += 1
-                overdue.append(name)
 
+    counts["overdue"] = len(overdue)
+    counts["in_grace"] = len(grace_own) + sum(len(names) for _, names in grace_plain)
     if grace_limit is None:
         grace = sorted(grace_own + [(d, n) for d, names in grace_plain for n in names])
     else:
@@ -158,6 +138,43 @@ def report_columns(policy: pol.Policy, role_groups: Iterable[RoleGroup],
         "enrollments_per_day": series,
         "generated_at": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _own_due_dates(rules: tuple[pol.Rule, ...], grace_rules: list[pol.Rule],
+                   since: dict[str, dict[str, float]], names: Iterable[str], now: float,
+                   grace: list[tuple[int, str]], overdue: list[str]) -> None:
+    """Each user's due date as ``pol.evaluate`` computes it (the earliest of the rules' dues; a
+    grace rule's start as ``pol.grace_start`` takes it: the recorded one unless it is older than
+    the rule, else ``max(created_at, now)``), written out for speed; appends (days left, name)
+    to ``grace`` or the name to ``overdue``."""
+    deadline_due = min((r.due_for(0.0) for r in rules if r.grace_days is None), default=math.inf)
+    ceil, add_grace, add_overdue = math.ceil, grace.append, overdue.append
+    if len(grace_rules) == 1:  # the usual case: one grace rule (and perhaps deadlines)
+        rule = grace_rules[0]
+        starts, created, seconds = since.get(rule.target) or {}, rule.created_at, rule.grace_days * DAY
+        floor = max(created, now)
+        for name in names:
+            t = starts[name]
+            due = (t if t >= created else floor) + seconds
+            if deadline_due < due:
+                due = deadline_due
+            if now < due:
+                add_grace((ceil((due - now) / DAY), name))
+            else:
+                add_overdue(name)
+        return
+    graces = [(since.get(r.target) or {}, r.created_at, r.grace_days * DAY) for r in grace_rules]
+    for name in names:
+        due = deadline_due
+        for starts, created, seconds in graces:
+            t = starts.get(name)
+            start = t if t is not None and t >= created else max(created, now)
+            if start + seconds < due:
+                due = start + seconds
+        if now < due:
+            add_grace((ceil((due - now) / DAY), name))
+        else:
+            add_overdue(name)
 
 
 def columns_of(store: Any, directory: Any) -> tuple[list[RoleGroup], dict[str, list[str]],
