@@ -1,13 +1,18 @@
 """Two-step coverage: how far a rollout is, from the directory, the policy and the stores' summaries.
 
-``report()`` answers for every user of the directory at once without reading
-a single user record: the stores keep each user's coverage summary
+``report_columns()`` answers for every user of the directory at once without
+reading a single user record: the stores keep each user's coverage summary
 (``mfa_core.summary``: authenticator kinds, backup codes, grace starts) as the
-records change, and users are taken in groups that share their roles and
-summary (everyone who never signed in; every app user of one role), so the
-policy (``mfa_core.policy.evaluate``: one rule, one place) is evaluated once a
-group. Only users without an authenticator whose grace start is recorded get a
-due date of their own (the policy's ``grace_start`` and ``Rule.due_for``).
+records change, as a columnar index (kinds -> users; rule target -> grace
+starts of the users without an authenticator). The users of each group that
+shares roles are split by set operations, so the policy
+(``mfa_core.policy.evaluate``: one rule, one place) is evaluated once per
+(roles, kinds). Only users without an authenticator whose grace start is
+recorded get a due date of their own (as ``grace_start`` and ``Rule.due_for``
+make it; a test holds it equal to ``requirement()``).
+
+The reminder run (``coverage_service``) takes the users as groups of
+(roles, summary) instead (``groups_of``): it needs each candidate's reminders.
 
 Where the users come from:
 
@@ -15,8 +20,10 @@ Where the users come from:
   ``.users-roles.json`` beside it (stamped with the file's inode, time and
   size), so a new process (the command line) does not parse 100,000 entries
   of YAML to count them;
-- the database's directory: one query groups the directory by roles and
-  summary (``PostgresStore.coverage_groups``);
+- the database's directory: grouped by roles in the database
+  (``PostgresStore.directory_roles``, kept per process until the directory's
+  version moves); the kinds and grace starts come from two aggregate queries
+  (``PostgresStore.coverage_columns``);
 - the company directory (LDAP / AD): never listed whole. The people counted
   are those the portal holds a summary for (who enrolled, or to whom a grace
   rule was applied at sign-in); each is counted under ``everyone`` and under
