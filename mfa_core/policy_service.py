@@ -28,7 +28,6 @@ from .audit import AuditEvent
 from .errors import MFAError, PolicyRefused, StorageError
 from .policy import Policy, Requirement, Rule
 from .storage import IO_ERRORS
-from .users import ADMIN_ROLE
 
 LAST_FACTOR = ("Your organization requires two-step verification for your account, so you cannot "
                "remove your last authenticator. Ask the helpdesk if you must.")
@@ -139,7 +138,7 @@ class PolicyOperations:
         """
         if not policy.rules or self.directory is None:
             return None
-        admins = [u.username for u in self.directory.users() if ADMIN_ROLE in (u.roles or ())]
+        admins = [u.username for u in self.directory.admins()]
         limited: frozenset[str] | None = None
         now = self.clock()
         for name in admins:

@@ -264,6 +264,10 @@ class UserDirectory:
         entries = self.entries()
         return [self._user(name, entry) for name, entry in sorted(entries.items())]
 
+    def admins(self) -> list[User]:
+        """The users with the admin role (the helpdesk)."""
+        return [u for u in self.users() if u.is_admin]
+
     def get(self, username: str) -> User | None:
         """The user, or None. Raises UserDirectoryError when the file cannot be read."""
         entry = self.entries().get(username)

@@ -278,6 +278,10 @@ class CompanyDirectory(UserDirectory):
         """At most 1,000 people (a company directory is never loaded whole)."""
         return [a.user() for a in self.backend.search("", 1000)]
 
+    def admins(self) -> list[User]:
+        """The helpdesk admins: the admin group's active members (at most 1,000), asked of the server."""
+        return [a.user() for a in self.backend.admins(1000) if a.active]
+
     def entries(self) -> dict[str, Any]:
         return {}  # never the whole directory: pages look people up one by one
 

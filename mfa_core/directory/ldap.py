@@ -184,6 +184,18 @@ class LdapBackend:
                              paged_size=min(limit, 500))
         return sorted((self._account(e) for e in found[:limit]), key=lambda a: a.username)
 
+    def admins(self, limit: int = 1000) -> list[DirectoryAccount]:
+        """The members of the admin group (at any depth with nested groups), at most ``limit``;
+        none without an admin group."""
+        group = self.settings.admin_group
+        if not group:
+            return []
+        rule = f":{AD_NESTED_MEMBER}:" if self.settings.preset.nested_groups else ""
+        flt = f"(&{self.settings.filter}(memberOf{rule}={escape_filter_chars(group)}))"
+        found = self._search(self.settings.base_dn, flt, self.settings.preset.attributes,
+                             size_limit=limit, paged_size=min(limit, 500))
+        return sorted((self._account(e) for e in found[:limit]), key=lambda a: a.username)
+
     def authenticate(self, dn: str, password: str) -> bool:
         """True when ``password`` binds as ``dn``. Raises DirectoryUnavailable when no server answers."""
         if not password or not dn:
