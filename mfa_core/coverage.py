@@ -20,10 +20,9 @@ Where the users come from:
   ``.users-roles.json`` beside it (stamped with the file's inode, time and
   size), so a new process (the command line) does not parse 100,000 entries
   of YAML to count them;
-- the database's directory: grouped by roles in the database
-  (``PostgresStore.directory_roles``, kept per process until the directory's
-  version moves); the kinds and grace starts come from two aggregate queries
-  (``PostgresStore.coverage_columns``);
+- the database's directory: counted by roles and kinds in the database, joined
+  with the summaries (``PostgresStore.coverage_counts``: only the names of
+  users without an authenticator leave it), and their grace starts;
 - the company directory (LDAP / AD): never listed whole. The people counted
   are those the portal holds a summary for (who enrolled, or to whom a grace
   rule was applied at sign-in); each is counted under ``everyone`` and under
@@ -66,37 +65,35 @@ def series_window(now: float) -> tuple[float, float]:
     return start - (SERIES_DAYS - 1) * DAY, start + DAY
 
 
-RoleGroup = tuple[tuple[str, ...], tuple[str, ...], "set[str] | frozenset[str]"]
+# (roles, groups, how many users, {(authenticator kinds, backup codes): users}, users without one)
+Counted = tuple[tuple[str, ...], tuple[str, ...], int, "dict[tuple[tuple[str, ...], int], int]",
+                "set[str] | frozenset[str]"]
 
 
-def report_columns(policy: pol.Policy, role_groups: Iterable[RoleGroup],
-                   kinds: dict[str, list[str]], since: dict[str, dict[str, float]], now: float,
-                   enrollments: dict[str, int], grace_limit: int | None = GRACE_LIST_MAX) -> dict[str, Any]:
-    """The coverage object from the stores' columnar index (``mfa_core.summary``).
+def report_columns(policy: pol.Policy, groups: Iterable[Counted], since: dict[str, dict[str, float]],
+                   now: float, enrollments: dict[str, int],
+                   grace_limit: int | None = GRACE_LIST_MAX) -> dict[str, Any]:
+    """The coverage object from the users counted by roles and kinds (``counted``).
 
-    Set operations (in C) split each group of users sharing roles by their
-    authenticator kinds; ``pol.evaluate`` runs once per (roles, kinds). Only
-    users without an authenticator whose grace start is recorded get a due date
-    of their own, computed as ``pol.grace_start`` and ``Rule.due_for`` do (a
-    test holds the result equal to ``requirement()`` user by user).
+    ``pol.evaluate`` runs once per (roles, kinds). Only users without an
+    authenticator whose grace start is recorded get a due date of their own,
+    computed as ``pol.grace_start`` and ``Rule.due_for`` do (a test holds the
+    result equal to ``requirement()`` user by user).
     """
     counts = {"covered": 0, "enrolled": 0, "in_grace": 0, "overdue": 0, "disallowed": 0,
               "not_covered": 0, "users": 0}
     by_factor = {f: 0 for f in pol.FACTORS}
     state_key = {"met": "enrolled", "grace": "in_grace", "overdue": "overdue",
                  "disallowed": "disallowed"}
-    kind_sets = [(summaries.parse_kinds_key(key), set(names)) for key, names in kinds.items()]
-    with_kinds: set[str] = set().union(*(names for _, names in kind_sets))
     overdue: list[str] = []
     grace_plain: list[tuple[int, list[str]]] = []   # (days left, names) of users with no start
     grace_own: list[tuple[int, str]] = []           # users with a start of their own
-    for roles, member_of, names in role_groups:
-        if not names:
+    for roles, member_of, total, by_kinds, rest in groups:
+        if not total:
             continue
-        counts["users"] += len(names)
+        counts["users"] += total
         base = pol.evaluate(policy, "", roles=roles, groups=member_of, kinds=(), since=None, now=now)
-        for (kk, backup), members in kind_sets:
-            inside = len(members & names)
+        for (kk, backup), inside in by_kinds.items():
             if not inside:
                 continue
             for kind in kk:
@@ -108,10 +105,9 @@ def report_columns(policy: pol.Policy, role_groups: Iterable[RoleGroup],
                                    now=now)
                 counts[state_key[req.state]] += inside
         if not base.required:
-            counts["not_covered"] += len(names)
+            counts["not_covered"] += total
             continue
-        counts["covered"] += len(names)
-        rest = names - with_kinds  # no authenticator
+        counts["covered"] += total
         grace_rules = [r for r in base.rules if r.grace_days is not None]
         if grace_rules:
             started: set[str] = set()
@@ -184,9 +180,9 @@ def _own_due_dates(rules: tuple[pol.Rule, ...], grace_rules: list[pol.Rule],
             add_overdue(name)
 
 
-def columns_of(store: Any, directory: Any) -> tuple[list[RoleGroup], dict[str, list[str]],
-                                                    dict[str, dict[str, float]]]:
-    """(users grouped by roles and groups, kinds key -> users, target -> {user: grace start})."""
+def counted(store: Any, directory: Any) -> tuple[list[Counted], dict[str, dict[str, float]]]:
+    """(the directory's users counted by roles and kinds, target -> {user: grace start} of the
+    users without an authenticator)."""
     if directory is not None and getattr(directory, "company", False):
         found = store.summaries()
         by_key: dict[tuple, set[str]] = {}
@@ -198,34 +194,42 @@ def columns_of(store: Any, directory: Any) -> tuple[list[RoleGroup], dict[str, l
         index = summaries.new_index()
         for name, summary in found.items():
             summaries.index_put(index, name, summary, fresh=True)
-        return [(r, g, names) for (r, g), names in by_key.items()], index["k"], index["s"]
-    if getattr(store, "database", False) and hasattr(store, "directory_roles"):
-        role_groups = _database_roles(store)
-    elif directory is None:
-        role_groups = []
-    else:
-        role_groups = [(roles, (), names) for roles, names in _role_sets(directory).items()]
+        return _split([(r, g, names) for (r, g), names in by_key.items()], index["k"]), index["s"]
+    if getattr(store, "database", False) and hasattr(store, "coverage_counts"):
+        rows, since = store.coverage_counts()
+        merged: dict[tuple[str, ...], list] = {}
+        parsed: dict[str, tuple[str, ...]] = {}
+        for roles_text, kinds_key, n, bare in rows:
+            roles = parsed.get(roles_text)
+            if roles is None:
+                raw = json.loads(roles_text)
+                roles = parsed[roles_text] = tuple(sorted(
+                    r for r in (raw if isinstance(raw, list) else []) if isinstance(r, str)))
+            entry = merged.setdefault(roles, [0, {}, set()])
+            entry[0] += n
+            if kinds_key:
+                kk = summaries.parse_kinds_key(kinds_key)
+                entry[1][kk] = entry[1].get(kk, 0) + n
+            else:
+                entry[2].update(bare or ())
+        return [(roles, (), n, by_kinds, bare) for roles, (n, by_kinds, bare) in merged.items()], since
     kinds, since = store.coverage_columns()
-    return role_groups, kinds, since
+    if directory is None:
+        return [], since
+    role_groups = [(roles, (), names) for roles, names in _role_sets(directory).items()]
+    return _split(role_groups, kinds), since
 
 
-_DB_ROLES: dict[int, tuple[int, list[RoleGroup]]] = {}
-
-
-def _database_roles(store: Any) -> list[RoleGroup]:
-    """The database directory by roles, kept per process until the directory's version moves."""
-    cached = _DB_ROLES.get(id(store))
-    if cached is not None and cached[0] == store.directory_version():
-        return cached[1]
-    version, rows = store.directory_roles()
-    groups: dict[tuple[str, ...], set[str]] = {}
-    for roles_text, names in rows:
-        raw = json.loads(roles_text)
-        roles = tuple(sorted(r for r in (raw if isinstance(raw, list) else []) if isinstance(r, str)))
-        groups.setdefault(roles, set()).update(names)
-    built = [(roles, (), frozenset(names)) for roles, names in groups.items()]
-    _DB_ROLES[id(store)] = (version, built)
-    return built
+def _split(role_groups: Iterable[tuple[tuple[str, ...], tuple[str, ...], Any]],
+           kinds: dict[str, list[str]]) -> list[Counted]:
+    """Users sharing roles counted by kinds, by set operations (in C)."""
+    kind_sets = [(summaries.parse_kinds_key(key), set(names)) for key, names in kinds.items()]
+    with_kinds: set[str] = set().union(*(names for _, names in kind_sets))
+    found = []
+    for roles, member_of, names in role_groups:
+        by_kinds = {kk: n for kk, members in kind_sets if (n := len(members & names))}
+        found.append((roles, member_of, len(names), by_kinds, names - with_kinds))
+    return found
 
 
 _SETS_MEMO: dict[int, tuple[Any, dict[tuple[str, ...], frozenset[str]]]] = {}

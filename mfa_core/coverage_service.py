@@ -70,11 +70,11 @@ class CoverageOperations:
         policy = self.two_step_policy()
         since, until = cov.series_window(now)
         try:
-            role_groups, kinds, starts = cov.columns_of(self.store, self.directory)
+            groups, starts = cov.counted(self.store, self.directory)
             per_day = self.store.enrollments_per_day(since, until)
         except IO_ERRORS as exc:
             raise StorageError() from exc
-        return cov.report_columns(policy, role_groups, kinds, starts, now, per_day, grace_limit)
+        return cov.report_columns(policy, groups, starts, now, per_day, grace_limit)
 
     def send_policy_reminders(self: "MFAService") -> int:
         """Mail every user whose due date is 7 days or 1 day away, or has just passed; returns

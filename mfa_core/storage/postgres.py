@@ -431,34 +431,31 @@ class PostgresStore(Store):
             return {name: doc for name, doc in conn.execute(
                 "SELECT username, summary FROM user_summary WHERE summary <> '{}'::jsonb")}
 
-    def coverage_columns(self) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
-        """(kinds key -> usernames with an authenticator, target -> {username: grace start} of
-        the users without one), aggregated in the database: two small result sets."""
+    def coverage_counts(self) -> tuple[list[tuple[str, str | None, int, list[str] | None]],
+                                       dict[str, dict[str, float]]]:
+        """What coverage counts, aggregated in the database (no record, no directory entry leaves it):
+
+        ([(roles as JSON text, kinds key or None, users, [usernames] of those without an
+        authenticator)], target -> {username: grace start} of the users without one).
+        Users with an authenticator come as counts only.
+        """
         self._summaries_built()
         with _database_errors(), self._connection() as conn:
-            kinds = conn.execute(
-                "SELECT array_to_string(ARRAY(SELECT jsonb_array_elements_text(summary->'k')), ',') "
-                "|| CASE WHEN summary ? 'b' THEN '|b' ELSE '' END, array_agg(username) "
-                "FROM user_summary WHERE summary ? 'k' GROUP BY 1").fetchall()
+            rows = conn.execute(
+                "SELECT coalesce(d.entry->'roles', '[]'::jsonb)::text, s.summary->'k', "
+                "coalesce(s.summary ? 'b', false), count(*), "
+                "array_agg(d.username) FILTER (WHERE s.summary IS NULL OR NOT s.summary ? 'k') "
+                "FROM directory d LEFT JOIN user_summary s ON s.username = d.username "
+                "GROUP BY 1, 2, 3").fetchall()
             since = conn.execute(
                 "SELECT t.key, array_agg(s.username), array_agg(t.value::float8) "
                 "FROM user_summary s, jsonb_each_text(s.summary->'s') t "
                 "WHERE NOT s.summary ? 'k' AND s.summary ? 's' GROUP BY t.key").fetchall()
-        return ({key: names for key, names in kinds},
-                {target: dict(zip(names, starts)) for target, names, starts in since})
-
-    def directory_roles(self) -> tuple[int, list[tuple[str, list[str]]]]:
-        """(the directory's version, [(roles as JSON text, usernames)]): the directory grouped by
-        roles in the database (no entry leaves it)."""
-        with _database_errors(), self._connection() as conn:
-            version = self._directory_meta(conn)[0]
-            rows = conn.execute("SELECT coalesce(entry->'roles', '[]'::jsonb)::text, "
-                                "array_agg(username) FROM directory GROUP BY 1").fetchall()
-        return version, rows
-
-    def directory_version(self) -> int:
-        with _database_errors(), self._connection() as conn:
-            return self._directory_meta(conn)[0]
+        found = []
+        for roles, kinds, backup, n, bare in rows:
+            key = (",".join(kinds) + ("|b" if backup else "")) if kinds else None
+            found.append((roles, key, int(n), bare))
+        return found, {target: dict(zip(names, starts)) for target, names, starts in since}
 
     def coverage_groups(self) -> list[tuple[str, str | None, list[str]]]:
         """The directory's users grouped by (roles, coverage summary), in one query:
