@@ -56,7 +56,9 @@ CHEAP_USERS = 2000
 BLOCK = 4                  # calls per block before the policy is switched
 COVERAGE_MAX_MS = 200.0
 SIGNIN_RATIO_MAX = 1.1
-NOW = 1_800_000_000.0      # the benchmark's clock: policy set 40 days before
+# The benchmark's clock: today 00:00 UTC (what `mfa coverage`, on the real clock, sees the same
+# day); the policy set 40 days before.
+NOW = float(int(time.time()) // DAY * DAY)
 POLICY_AT = NOW - 40 * DAY
 PASSWORD = "bench-coverage-password"
 PG = "postgres"
@@ -155,11 +157,13 @@ def build(backend: str, data_dir: str, users: int, events: int, cost: int,
             # The coverage index as the store keeps it, written once per shard (rebuild_summaries
             # would read the 100,000 files back).
             shards: dict[str, dict[str, Any]] = {}
+            from mfa_core import summary as summaries
             from mfa_core.storage import user_key
             for name, rec in recs.items():
                 found = summarize(rec)
                 if found is not None:
-                    shards.setdefault(user_key(name)[:2], {})[name] = found
+                    shard = shards.setdefault(user_key(name)[:2], summaries.new_index())
+                    summaries.index_put(shard, name, found, fresh=True)
             for shard, index in shards.items():
                 store._write_summary_shard(shard, index)
             from mfa_core.storage.files import write_atomic

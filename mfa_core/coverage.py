@@ -1,13 +1,18 @@
 """Two-step coverage: how far a rollout is, from the directory, the policy and the stores' summaries.
 
-``report()`` answers for every user of the directory at once without reading
-a single user record: the stores keep each user's coverage summary
+``report_columns()`` answers for every user of the directory at once without
+reading a single user record: the stores keep each user's coverage summary
 (``mfa_core.summary``: authenticator kinds, backup codes, grace starts) as the
-records change, and users are taken in groups that share their roles and
-summary (everyone who never signed in; every app user of one role), so the
-policy (``mfa_core.policy.evaluate``: one rule, one place) is evaluated once a
-group. Only users without an authenticator whose grace start is recorded get a
-due date of their own (the policy's ``grace_start`` and ``Rule.due_for``).
+records change, as a columnar index (kinds -> users; rule target -> grace
+starts of the users without an authenticator). The users of each group that
+shares roles are split by set operations, so the policy
+(``mfa_core.policy.evaluate``: one rule, one place) is evaluated once per
+(roles, kinds). Only users without an authenticator whose grace start is
+recorded get a due date of their own (as ``grace_start`` and ``Rule.due_for``
+make it; a test holds it equal to ``requirement()``).
+
+The reminder run (``coverage_service``) takes the users as groups of
+(roles, summary) instead (``groups_of``): it needs each candidate's reminders.
 
 Where the users come from:
 
@@ -15,8 +20,9 @@ Where the users come from:
   ``.users-roles.json`` beside it (stamped with the file's inode, time and
   size), so a new process (the command line) does not parse 100,000 entries
   of YAML to count them;
-- the database's directory: one query groups the directory by roles and
-  summary (``PostgresStore.coverage_groups``);
+- the database's directory: counted by roles and kinds in the database, joined
+  with the summaries (``PostgresStore.coverage_counts``: only the names of
+  users without an authenticator leave it), and their grace starts;
 - the company directory (LDAP / AD): never listed whole. The people counted
   are those the portal holds a summary for (who enrolled, or to whom a grace
   rule was applied at sign-in); each is counted under ``everyone`` and under
@@ -34,6 +40,7 @@ import os
 from typing import Any, Iterable, Iterator
 
 from . import policy as pol
+from . import summary as summaries
 from .storage.files import write_atomic
 
 DAY = 86400
@@ -51,58 +58,81 @@ def _kinds_key(summary: dict[str, Any] | None) -> tuple[tuple[str, ...], int]:
     return tuple(summary.get("k") or ()), int(bool(summary.get("b")))
 
 
-def report(policy: pol.Policy, groups: Iterable[Group], now: float,
-           enrollments: dict[str, int], grace_limit: int | None = GRACE_LIST_MAX) -> dict[str, Any]:
-    """The coverage object (what ``mfa coverage --json`` prints; see docs/rollout.md);
-    ``grace`` lists at most ``grace_limit`` users (None: all)."""
+def series_window(now: float) -> tuple[float, float]:
+    """[since, until) of the per-day series: 00:00 UTC 29 days ago up to the end of today."""
+    today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+    start = dt.datetime(today.year, today.month, today.day, tzinfo=dt.timezone.utc).timestamp()
+    return start - (SERIES_DAYS - 1) * DAY, start + DAY
+
+
+# (roles, groups, how many users, {(authenticator kinds, backup codes): users}, users without one)
+Counted = tuple[tuple[str, ...], tuple[str, ...], int, "dict[tuple[tuple[str, ...], int], int]",
+                "set[str] | frozenset[str]"]
+
+
+def report_columns(policy: pol.Policy, groups: Iterable[Counted], since: dict[str, dict[str, float]],
+                   now: float, enrollments: dict[str, int],
+                   grace_limit: int | None = GRACE_LIST_MAX) -> dict[str, Any]:
+    """The coverage object from the users counted by roles and kinds (``counted``).
+
+    ``pol.evaluate`` runs once per (roles, kinds). Only users without an
+    authenticator whose grace start is recorded get a due date of their own,
+    computed as ``pol.grace_start`` and ``Rule.due_for`` do (a test holds the
+    result equal to ``requirement()`` user by user).
+    """
     counts = {"covered": 0, "enrolled": 0, "in_grace": 0, "overdue": 0, "disallowed": 0,
               "not_covered": 0, "users": 0}
     by_factor = {f: 0 for f in pol.FACTORS}
-    overdue: list[str] = []
-    grace: list[tuple[int, str]] = []
-    memo: dict[tuple, pol.Requirement] = {}
     state_key = {"met": "enrolled", "grace": "in_grace", "overdue": "overdue",
                  "disallowed": "disallowed"}
-
-    for roles, member_of, summary, names in groups:
-        n = len(names)
-        if not n:
+    overdue: list[str] = []
+    grace_plain: list[tuple[int, list[str]]] = []   # (days left, names) of users with no start
+    grace_own: list[tuple[int, str]] = []           # users with a start of their own
+    for roles, member_of, total, by_kinds, rest in groups:
+        if not total:
             continue
-        counts["users"] += n
-        kinds, backup = _kinds_key(summary)
-        for kind in kinds:
-            by_factor[kind] += n
-        if backup:
-            by_factor["backup_code"] += n
-        key = (roles, member_of, kinds)
-        req = memo.get(key)
-        if req is None:  # once a group: the rules, the allowed kinds, the state without a start
-            req = memo[key] = pol.evaluate(policy, names[0], roles=roles, groups=member_of,
-                                           kinds=kinds, since=None, now=now)
-        if not req.required:
-            counts["not_covered"] += n
+        counts["users"] += total
+        base = pol.evaluate(policy, "", roles=roles, groups=member_of, kinds=(), since=None, now=now)
+        for (kk, backup), inside in by_kinds.items():
+            if not inside:
+                continue
+            for kind in kk:
+                by_factor[kind] += inside
+            if backup:
+                by_factor["backup_code"] += inside
+            if base.required:
+                req = pol.evaluate(policy, "", roles=roles, groups=member_of, kinds=kk, since=None,
+                                   now=now)
+                counts[state_key[req.state]] += inside
+        if not base.required:
+            counts["not_covered"] += total
             continue
-        counts["covered"] += n
-        state, days_left = req.state, req.days_left
-        since = (summary or {}).get("s")
-        if since and state in ("grace", "overdue"):
-            # No authenticator and grace starts recorded: this user's own due date, from the
-            # policy's own rules (as pol.evaluate computes it; a test holds them equal).
-            due = min(r.due_for(pol.grace_start(r, since, now)) for r in req.rules)
-            state = "grace" if now < due else "overdue"
-            days_left = max(0, math.ceil((due - now) / DAY))
-        counts[state_key[state]] += n
-        if state == "overdue":
-            overdue.extend(names)
-        elif state == "grace":
-            grace.extend((days_left, name) for name in names)
+        counts["covered"] += total
+        grace_rules = [r for r in base.rules if r.grace_days is not None]
+        if grace_rules:
+            started: set[str] = set()
+            for r in grace_rules:
+                started |= rest & (since.get(r.target) or {}).keys()
+            rest = rest - started
+            _own_due_dates(base.rules, grace_rules, since, started, now, grace_own, overdue)
+        # Users without a start of their own: the group's due date (evaluate's).
+        if rest:
+            if base.state == "overdue":
+                overdue.extend(rest)
+            else:
+                grace_plain.append((base.days_left, sorted(rest)))
 
-    grace = sorted(grace) if grace_limit is None else heapq.nsmallest(grace_limit, grace)
+    counts["overdue"] = len(overdue)
+    counts["in_grace"] = len(grace_own) + sum(len(names) for _, names in grace_plain)
+    if grace_limit is None:
+        grace = sorted(grace_own + [(d, n) for d, names in grace_plain for n in names])
+    else:
+        grace = heapq.nsmallest(grace_limit, grace_own + [
+            (d, n) for d, names in grace_plain for n in names[:grace_limit]])
     today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
-    series = []
-    for back in range(SERIES_DAYS - 1, -1, -1):
-        day = (today - dt.timedelta(days=back)).isoformat()
-        series.append({"date": day, "count": int(enrollments.get(day, 0))})
+    series = [{"date": (today - dt.timedelta(days=back)).isoformat(),
+               "count": int(enrollments.get((today - dt.timedelta(days=back)).isoformat(), 0))}
+              for back in range(SERIES_DAYS - 1, -1, -1)]
     return {
         **counts,
         "overdue_users": sorted(overdue),
@@ -113,11 +143,106 @@ def report(policy: pol.Policy, groups: Iterable[Group], now: float,
     }
 
 
-def series_window(now: float) -> tuple[float, float]:
-    """[since, until) of the per-day series: 00:00 UTC 29 days ago up to the end of today."""
-    today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
-    start = dt.datetime(today.year, today.month, today.day, tzinfo=dt.timezone.utc).timestamp()
-    return start - (SERIES_DAYS - 1) * DAY, start + DAY
+def _own_due_dates(rules: tuple[pol.Rule, ...], grace_rules: list[pol.Rule],
+                   since: dict[str, dict[str, float]], names: Iterable[str], now: float,
+                   grace: list[tuple[int, str]], overdue: list[str]) -> None:
+    """Each user's due date as ``pol.evaluate`` computes it (the earliest of the rules' dues; a
+    grace rule's start as ``pol.grace_start`` takes it: the recorded one unless it is older than
+    the rule, else ``max(created_at, now)``), written out for speed; appends (days left, name)
+    to ``grace`` or the name to ``overdue``."""
+    deadline_due = min((r.due_for(0.0) for r in rules if r.grace_days is None), default=math.inf)
+    ceil, add_grace, add_overdue = math.ceil, grace.append, overdue.append
+    if len(grace_rules) == 1:  # the usual case: one grace rule (and perhaps deadlines)
+        rule = grace_rules[0]
+        starts, created, seconds = since.get(rule.target) or {}, rule.created_at, rule.grace_days * DAY
+        floor = max(created, now)
+        for name in names:
+            t = starts[name]
+            due = (t if t >= created else floor) + seconds
+            if deadline_due < due:
+                due = deadline_due
+            if now < due:
+                add_grace((ceil((due - now) / DAY), name))
+            else:
+                add_overdue(name)
+        return
+    graces = [(since.get(r.target) or {}, r.created_at, r.grace_days * DAY) for r in grace_rules]
+    for name in names:
+        due = deadline_due
+        for starts, created, seconds in graces:
+            t = starts.get(name)
+            start = t if t is not None and t >= created else max(created, now)
+            if start + seconds < due:
+                due = start + seconds
+        if now < due:
+            add_grace((ceil((due - now) / DAY), name))
+        else:
+            add_overdue(name)
+
+
+def counted(store: Any, directory: Any) -> tuple[list[Counted], dict[str, dict[str, float]]]:
+    """(the directory's users counted by roles and kinds, target -> {user: grace start} of the
+    users without an authenticator)."""
+    if directory is not None and getattr(directory, "company", False):
+        found = store.summaries()
+        by_key: dict[tuple, set[str]] = {}
+        for name, summary in found.items():
+            targets = (summary.get("s") or {}).keys()
+            key = (tuple(sorted(t[5:] for t in targets if t.startswith("role:"))),
+                   tuple(sorted(t[6:] for t in targets if t.startswith("group:"))))
+            by_key.setdefault(key, set()).add(name)
+        index = summaries.new_index()
+        for name, summary in found.items():
+            summaries.index_put(index, name, summary, fresh=True)
+        return _split([(r, g, names) for (r, g), names in by_key.items()], index["k"]), index["s"]
+    if getattr(store, "database", False) and hasattr(store, "coverage_counts"):
+        rows, since = store.coverage_counts()
+        merged: dict[tuple[str, ...], list] = {}
+        parsed: dict[str, tuple[str, ...]] = {}
+        for roles_text, kinds_key, n, bare in rows:
+            roles = parsed.get(roles_text)
+            if roles is None:
+                raw = json.loads(roles_text)
+                roles = parsed[roles_text] = tuple(sorted(
+                    r for r in (raw if isinstance(raw, list) else []) if isinstance(r, str)))
+            entry = merged.setdefault(roles, [0, {}, set()])
+            entry[0] += n
+            if kinds_key:
+                kk = summaries.parse_kinds_key(kinds_key)
+                entry[1][kk] = entry[1].get(kk, 0) + n
+            else:
+                entry[2].update(bare or ())
+        return [(roles, (), n, by_kinds, bare) for roles, (n, by_kinds, bare) in merged.items()], since
+    kinds, since = store.coverage_columns()
+    if directory is None:
+        return [], since
+    role_groups = [(roles, (), names) for roles, names in _role_sets(directory).items()]
+    return _split(role_groups, kinds), since
+
+
+def _split(role_groups: Iterable[tuple[tuple[str, ...], tuple[str, ...], Any]],
+           kinds: dict[str, list[str]]) -> list[Counted]:
+    """Users sharing roles counted by kinds, by set operations (in C)."""
+    kind_sets = [(summaries.parse_kinds_key(key), set(names)) for key, names in kinds.items()]
+    with_kinds: set[str] = set().union(*(names for _, names in kind_sets))
+    found = []
+    for roles, member_of, names in role_groups:
+        by_kinds = {kk: n for kk, members in kind_sets if (n := len(members & names))}
+        found.append((roles, member_of, len(names), by_kinds, names - with_kinds))
+    return found
+
+
+_SETS_MEMO: dict[int, tuple[Any, dict[tuple[str, ...], frozenset[str]]]] = {}
+
+
+def _role_sets(directory: Any) -> dict[tuple[str, ...], frozenset[str]]:
+    index = role_index(directory)
+    memo = _SETS_MEMO.get(id(directory))
+    if memo is not None and memo[0] is index:
+        return memo[1]
+    sets = {roles: frozenset(names) for roles, names in index.items()}
+    _SETS_MEMO[id(directory)] = (index, sets)
+    return sets
 
 
 # -- where the users come from --------------------------------------------------------
@@ -185,12 +310,17 @@ def role_index(directory: Any) -> dict[tuple[str, ...], list[str]]:
         return _index_of(directory, directory.entries())
     cache = os.path.join(os.path.dirname(os.fspath(path)), ROLES_CACHE) if path is not None else None
     wanted = list(stamp) if isinstance(stamp, tuple) else stamp
+    remembered = _FILE_MEMO.get(id(directory))
+    if remembered is not None and remembered[0] == wanted:
+        return remembered[1]
     if cache is not None:
         try:
             with open(cache, "rb") as fh:
                 cached = json.loads(fh.read())
             if isinstance(cached, dict) and cached.get("stamp") == wanted:
-                return {tuple(roles): names for roles, names in cached["groups"]}
+                index = {tuple(roles): names for roles, names in cached["groups"]}
+                _FILE_MEMO[id(directory)] = (wanted, index)
+                return index
         except (OSError, ValueError, KeyError, TypeError):
             pass
     index = _index_of(directory, directory.entries())
@@ -205,6 +335,7 @@ def role_index(directory: Any) -> dict[tuple[str, ...], list[str]]:
 
 
 _INDEX_MEMO: dict[int, tuple[Any, dict[tuple[str, ...], list[str]]]] = {}
+_FILE_MEMO: dict[int, tuple[Any, dict[tuple[str, ...], list[str]]]] = {}
 
 
 def _index_of(directory: Any, entries: dict[str, Any]) -> dict[tuple[str, ...], list[str]]:

@@ -12,15 +12,12 @@ runs at once (two replicas, a timer and an operator) never send one twice.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import coverage as cov
 from . import policy as pol
 from .errors import StorageError
 from .storage import IO_ERRORS
-
-if TYPE_CHECKING:
-    from .service import MFAService  # noqa: F401
 
 REMINDER_EVENT = "policy_reminder"
 REMINDERS = (("7d", 7 * pol.DAY), ("1d", pol.DAY))  # sent when the due date is this close
@@ -53,7 +50,7 @@ def reminder_detail(kind: str, req: pol.Requirement, now: float) -> str:
 class CoverageOperations:
     """Mixed into MFAService: uses its store, clock, directory, policy and transaction helpers."""
 
-    def coverage(self: "MFAService", *, grace_limit: int | None = cov.GRACE_LIST_MAX) -> dict[str, Any]:
+    def coverage(self, *, grace_limit: int | None = cov.GRACE_LIST_MAX) -> dict[str, Any]:
         """How far the two-step rollout is (what ``mfa coverage --json`` prints).
 
         {"covered", "enrolled", "in_grace", "overdue", "disallowed", "not_covered",
@@ -70,13 +67,13 @@ class CoverageOperations:
         policy = self.two_step_policy()
         since, until = cov.series_window(now)
         try:
-            groups = list(cov.groups_of(self.store, self.directory))
+            groups, starts = cov.counted(self.store, self.directory)
             per_day = self.store.enrollments_per_day(since, until)
         except IO_ERRORS as exc:
             raise StorageError() from exc
-        return cov.report(policy, groups, now, per_day, grace_limit)
+        return cov.report_columns(policy, groups, starts, now, per_day, grace_limit)
 
-    def send_policy_reminders(self: "MFAService") -> int:
+    def send_policy_reminders(self) -> int:
         """Mail every user whose due date is 7 days or 1 day away, or has just passed; returns
         how many reminders were sent (recorded and audited as ``policy_reminder``).
 
@@ -115,7 +112,7 @@ class CoverageOperations:
                 sent += self._remind(name, policy, roles, member_of)
         return sent
 
-    def _remind(self: "MFAService", username: str, policy: pol.Policy, roles: tuple[str, ...],
+    def _remind(self, username: str, policy: pol.Policy, roles: tuple[str, ...],
                 groups: tuple[str, ...]) -> int:
         """One user's reminder, decided and recorded under their lock; 1 if one was sent."""
         with self._transaction(username) as txn:

@@ -66,3 +66,81 @@ def dumps(summary: dict[str, Any] | None) -> str | None:
     if summary is None:
         return None
     return json.dumps(summary, sort_keys=True, separators=(",", ":"))
+
+
+# -- the columnar index (what the stores keep, what coverage reads) ---------------------
+#
+# {"k": {kinds key: [usernames]}, "s": {rule target: {username: epoch}}, "r": {username: reminded}}
+# "k" groups the users with an authenticator by kinds and backup codes ("passkey,totp|b"); "s"
+# holds the grace starts of the users WITHOUT one (the only ones whose due date matters); "r"
+# the reminders sent. Parsing it costs one string per user, not one object per user.
+
+def kinds_key(summary: dict[str, Any] | None) -> str | None:
+    """"totp", "passkey,totp|b" ...: the kinds group of a summary; None without an authenticator."""
+    if not summary or not summary.get("k"):
+        return None
+    return ",".join(summary["k"]) + ("|b" if summary.get("b") else "")
+
+
+def parse_kinds_key(key: str) -> tuple[tuple[str, ...], int]:
+    kinds, _, backup = key.partition("|")
+    return tuple(k for k in kinds.split(",") if k), int(backup == "b")
+
+
+def new_index() -> dict[str, Any]:
+    return {"k": {}, "s": {}, "r": {}}
+
+
+def index_put(index: dict[str, Any], username: str, summary: dict[str, Any] | None, *,
+              fresh: bool = False) -> None:
+    """Put ``username``'s summary in a columnar index (removing what it held before, unless
+    ``fresh``: the index is being built and does not hold the user)."""
+    if fresh:
+        _index_add(index, username, summary)
+        return
+    for key, names in list(index["k"].items()):
+        if username in names:
+            names.remove(username)
+            if not names:
+                del index["k"][key]
+    for target, starts in list(index["s"].items()):
+        if starts.pop(username, None) is not None and not starts:
+            del index["s"][target]
+    index["r"].pop(username, None)
+    _index_add(index, username, summary)
+
+
+def _index_add(index: dict[str, Any], username: str, summary: dict[str, Any] | None) -> None:
+    if summary is None:
+        return
+    key = kinds_key(summary)
+    if key is not None:
+        index["k"].setdefault(key, []).append(username)
+    else:
+        for target, start in (summary.get("s") or {}).items():
+            index["s"].setdefault(target, {})[username] = start
+    if summary.get("r"):
+        index["r"][username] = summary["r"]
+
+
+def index_summaries(index: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """username -> summary, from a columnar index (an authenticator's user: without grace starts)."""
+    found: dict[str, dict[str, Any]] = {}
+    for key, names in index["k"].items():
+        kinds, backup = parse_kinds_key(key)
+        for name in names:
+            found[name] = {"k": list(kinds), **({"b": 1} if backup else {})}
+    for target, starts in index["s"].items():
+        for name, start in starts.items():
+            found.setdefault(name, {}).setdefault("s", {})[target] = start
+    for name, reminded in index["r"].items():
+        found.setdefault(name, {})["r"] = reminded
+    return found
+
+
+def checked_index(raw: Any) -> dict[str, Any]:
+    """A parsed index file as a columnar index (anything else: empty)."""
+    if not (isinstance(raw, dict) and isinstance(raw.get("k"), dict) and isinstance(raw.get("s"), dict)
+            and isinstance(raw.get("r"), dict)):
+        return new_index()
+    return raw

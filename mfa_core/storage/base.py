@@ -254,6 +254,15 @@ class Store(ABC):
                 found[name] = summary
         return found
 
+    def coverage_columns(self) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+        """(kinds key -> usernames with an authenticator, target -> {username: grace start} of
+        the users without one); see ``mfa_core.summary``'s columnar index."""
+        from ..summary import index_put, new_index
+        index = new_index()
+        for name, summary in self.summaries().items():
+            index_put(index, name, summary, fresh=True)
+        return index["k"], index["s"]
+
     def enrollments_per_day(self, since: float, until: float) -> dict[str, int]:
         """"YYYY-MM-DD" (UTC) -> how many ``ENROLLMENT_EVENTS`` the audit trail holds in
         ``since <= time < until``."""

@@ -433,11 +433,37 @@ class PostgresStore(Store):
             return {name: doc for name, doc in conn.execute(
                 "SELECT username, summary FROM user_summary WHERE summary <> '{}'::jsonb")}
 
+    def coverage_counts(self) -> tuple[list[tuple[str, str | None, int, list[str] | None]],
+                                       dict[str, dict[str, float]]]:
+        """What coverage counts, aggregated in the database (no record, no directory entry leaves it):
+
+        ([(roles as JSON text, kinds key or None, users, [usernames] of those without an
+        authenticator)], target -> {username: grace start} of the users without one).
+        Users with an authenticator come as counts only.
+        """
+        self._summaries_built()
+        with _database_errors(), self._connection() as conn:
+            rows = conn.execute(
+                "SELECT coalesce(d.entry->'roles', '[]'::jsonb)::text, s.summary->'k', "
+                "coalesce(s.summary ? 'b', false), count(*), "
+                "array_agg(d.username) FILTER (WHERE s.summary IS NULL OR NOT s.summary ? 'k') "
+                "FROM directory d LEFT JOIN user_summary s ON s.username = d.username "
+                "GROUP BY 1, 2, 3").fetchall()
+            since = conn.execute(
+                "SELECT t.key, array_agg(s.username), array_agg(t.value::float8) "
+                "FROM user_summary s, jsonb_each_text(s.summary->'s') t "
+                "WHERE NOT s.summary ? 'k' AND s.summary ? 's' GROUP BY t.key").fetchall()
+        found = []
+        for roles, kinds, backup, n, bare in rows:
+            key = (",".join(kinds) + ("|b" if backup else "")) if kinds else None
+            found.append((roles, key, int(n), bare))
+        return found, {target: dict(zip(names, starts)) for target, names, starts in since}
+
     def coverage_groups(self) -> list[tuple[str, str | None, list[str]]]:
         """The directory's users grouped by (roles, coverage summary), in one query:
-        [(roles as JSON text, summary as JSON text or None, [usernames])]. Users
-        with the same roles and authenticators (their grace starts and reminders
-        left out: they only matter without one) or who never signed in come as one row."""
+        [(roles as JSON text, summary as JSON text or None, [usernames])] (the reminder run's
+        candidates). Users with the same roles and authenticators (their grace starts and
+        reminders left out: they only matter without one) or who never signed in come as one row."""
         self._summaries_built()
         with _database_errors(), self._connection() as conn:
             return conn.execute(

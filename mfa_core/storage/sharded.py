@@ -321,14 +321,15 @@ class ShardedTinyDBStore(Store):
         return self._summary_locks.hold("000000" + shard)
 
     def _read_summary_shard(self, shard: str) -> dict[str, Any]:
+        """The shard's columnar index (``mfa_core.summary``); empty when absent or torn."""
         try:
             with open(self._summary_path(shard), "rb") as fh:
                 raw = json.loads(fh.read())
         except FileNotFoundError:
-            return {}
+            return summaries.new_index()
         except ValueError:
-            return {}  # a torn index is rebuilt below (its marker goes)
-        return raw if isinstance(raw, dict) else {}
+            return summaries.new_index()  # torn: a rebuild puts it right
+        return summaries.checked_index(raw)
 
     def _summary_changed(self, key: str, username: str, before: str | None, record: Record) -> None:
         """After a commit (under the user's lock): the shard's index gets the record's new summary.
@@ -349,11 +350,7 @@ class ShardedTinyDBStore(Store):
     def _put_summary(self, shard: str, username: str, summary: dict[str, Any] | None) -> None:
         with self._summary_lock(shard):
             index = self._read_summary_shard(shard)
-            if summary is None:
-                if index.pop(username, None) is None:
-                    return
-            else:
-                index[username] = summary
+            summaries.index_put(index, username, summary)
             self._write_summary_shard(shard, index)
 
     def _write_summary_shard(self, shard: str, index: dict[str, Any]) -> None:
@@ -372,7 +369,8 @@ class ShardedTinyDBStore(Store):
         for n in range(256):
             shard = f"{n:02x}"
             with self._summary_lock(shard):
-                index: dict[str, Any] = {}
+                index = summaries.new_index()
+                found_here = 0
                 folder = os.path.join(self._users_root, shard)
                 names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
                 for name in names:
@@ -386,26 +384,40 @@ class ShardedTinyDBStore(Store):
                         continue
                     found = summaries.summarize(record)
                     if found is not None:
-                        index[record["username"]] = found
-                if index or os.path.exists(self._summary_path(shard)):
+                        summaries.index_put(index, record["username"], found, fresh=True)
+                        found_here += 1
+                if found_here or os.path.exists(self._summary_path(shard)):
                     self._write_summary_shard(shard, index)
-                count += len(index)
+                count += found_here
         os.makedirs(self._summary_root, exist_ok=True)
         write_atomic(os.path.join(self._summary_root, BUILT), b"coverage index built\n")
         return count
 
-    def summaries(self) -> dict[str, dict[str, Any]]:
-        """username -> coverage summary of every user who has one (see ``mfa_core.summary``).
-
-        Reads the 256 index files, never a record; builds them first when they
-        were never built (a data dir from before the index) or an update failed.
-        """
+    def _summary_index(self) -> dict[str, Any]:
+        """The 256 shards' columnar indexes merged (built first when never built or an
+        update failed). Reads no record."""
         if not os.path.exists(os.path.join(self._summary_root, BUILT)):
             self.rebuild_summaries()
-        found: dict[str, dict[str, Any]] = {}
+        merged = summaries.new_index()
+        kinds, since, reminded = merged["k"], merged["s"], merged["r"]
         for n in range(256):
-            found.update(self._read_summary_shard(f"{n:02x}"))
-        return found
+            index = self._read_summary_shard(f"{n:02x}")
+            for key, names in index["k"].items():
+                kinds.setdefault(key, []).extend(names)
+            for target, starts in index["s"].items():
+                since.setdefault(target, {}).update(starts)
+            reminded.update(index["r"])
+        return merged
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """username -> coverage summary of every user who has one (see ``mfa_core.summary``)."""
+        return summaries.index_summaries(self._summary_index())
+
+    def coverage_columns(self) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+        """(kinds key -> usernames with an authenticator, target -> {username: grace start} of
+        the users without one): what coverage counts, from the index alone."""
+        index = self._summary_index()
+        return index["k"], index["s"]
 
     def enrollments_per_day(self, since: float, until: float) -> dict[str, int]:
         return self.audit.count_by_day(ENROLLMENT_EVENTS, since, until)
