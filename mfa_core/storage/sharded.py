@@ -290,7 +290,8 @@ class ShardedTinyDBStore(Store):
         def write() -> None:
             if guard is not None and not guarded:
                 for each in witnesses:  # before the record: a crash between leaves no stale marker
-                    with contextlib.suppress(FileNotFoundError):
+                    # Absent either way: no file, or a parent that is not a directory.
+                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                         os.unlink(each)
             if txn.damaged:
                 self._keep_damaged(path)
