@@ -201,11 +201,7 @@ class PolicyOperations:
         TypeError/ValueError on a bad name.
         """
         username = check.name(username)
-        policy, roles, groups = self._policy_context(username)
-        rec = self._read(username)
-        now = self.clock()
-        req = pol.evaluate(policy, username, roles=roles, groups=groups, kinds=_kinds(rec),
-                           since=rec.get("policy_since") or {}, now=now)
+        policy, roles, groups, rec, now, req = self._looked_up(username)
         if record and req.required and pol.starts_to_record(req.rules, rec.get("policy_since") or {},
                                                              now, policy) is not None:
             with self._transaction(username) as txn:
@@ -213,6 +209,16 @@ class PolicyOperations:
                 req = self._requirement_in(username, txn.record, now, policy, roles, groups,
                                            record=True)
         return req
+
+    def _looked_up(self, username: str) -> tuple[Policy, tuple[str, ...], tuple[str, ...],
+                                                 dict[str, Any], float, Requirement]:
+        """One read of the policy context and the user's record, and the requirement they give:
+        (policy, roles, groups, record, now, requirement)."""
+        policy, roles, groups = self._policy_context(username)
+        rec = self._read(username)
+        now = self.clock()
+        return policy, roles, groups, rec, now, self._requirement_in(username, rec, now, policy,
+                                                                     roles, groups)
 
     def _policy_context(self, username: str, *, fresh: bool = False
                         ) -> tuple[Policy, tuple[str, ...], tuple[str, ...]]:
@@ -349,10 +355,8 @@ class PolicyOperations:
         it). Raises PolicyDamaged, StorageError, TypeError/ValueError."""
         username = check.name(username)
         source = check.source(source)
-        policy, roles, groups = self._policy_context(username)
-        rec = self._read(username)
-        now = self.clock()
-        if self._requirement_in(username, rec, now, policy, roles, groups).state != "overdue":
+        _policy, _roles, _groups, rec, now, req = self._looked_up(username)
+        if req.state != "overdue":
             return True
         return self._may_set_up(rec, now, source, session_id)
 
@@ -381,10 +385,7 @@ class PolicyOperations:
         """Whether the sign-in shows the policy page now: in grace and not snoozed within the
         last day; always when overdue or disallowed (no snoozing those)."""
         username = check.name(username)
-        policy, roles, groups = self._policy_context(username)
-        rec = self._read(username)
-        now = self.clock()
-        req = self._requirement_in(username, rec, now, policy, roles, groups)
+        _policy, _roles, _groups, rec, now, req = self._looked_up(username)
         if req.state in ("overdue", "disallowed"):
             return True
         if req.state != "grace":
