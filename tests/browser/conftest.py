@@ -128,7 +128,8 @@ def portal(request, browser, tmp_path_factory):
     mfa_core.open_service(data_dir)  # generates the keys before the server reads them
     clock_file = data_dir / "test-clock-offset" if getattr(request.module, "BROWSER_CLOCK", False) else None
     server = PortalServer(data_dir=data_dir, log_path=ARTIFACTS / f"streamlit-{name}.log",
-                          env_extra={"MFA_PORTAL_DEMO": "1"}, clock_file=clock_file)
+                          env_extra={"MFA_PORTAL_DEMO": "1", **getattr(request.module, "BROWSER_ENV", {})},
+                          clock_file=clock_file)
     server.start()
     try:
         yield Portal(server=server, data_dir=data_dir, users=users, clock_file=clock_file)
@@ -147,10 +148,10 @@ def new_page(request, browser, portal):
     contexts = []
     tracebacks_before = len(portal.server.tracebacks())
 
-    def make(storage_state=None):
+    def make(storage_state=None, ignore_https_errors=False):
         context = browser.new_context(viewport=VIEWPORT, accept_downloads=True,
                                       storage_state=storage_state, locale="en-US",
-                                      timezone_id="UTC")
+                                      timezone_id="UTC", ignore_https_errors=ignore_https_errors)
         context.set_default_timeout(TIMEOUT_MS)
         context.add_init_script(IDLE_TRACKER)
         contexts.append(context)
