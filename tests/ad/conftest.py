@@ -21,8 +21,9 @@ from ..support import FakeClock
 _names = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def samba_ad():
+    """One domain for tests/ad, stopped when they are done (not at the end of the whole run)."""
     try:
         server = ad_server.SambaDC()
     except ad_server.Unavailable as exc:

@@ -136,6 +136,36 @@ def test_locked_by_the_domain_s_lockout_policy(ad_svc, samba_ad, new_ad_user):
         samba_ad.tool_run("domain", "passwordsettings", "set", "--account-lockout-threshold=0")
 
 
+def _bad_password_count(samba_ad, dn) -> int:
+    admin = samba_ad.admin()
+    try:
+        admin.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["badPwdCount"])
+        return int(admin.response[0]["raw_attributes"]["badPwdCount"][0])
+    finally:
+        admin.unbind()
+
+
+def test_forty_places_never_lock_the_domain_account(ad_svc, samba_ad, new_ad_user, clock):
+    """AD's default policy (10 bad passwords): the portal binds at most BIND_FAILURES = 5 times."""
+    name, dn = new_ad_user("Owner-Account-1")
+    ad_svc.attempt_password(name, "Owner-Account-1", source="192.0.2.1")  # the owner's familiar place
+    samba_ad.tool_run("domain", "passwordsettings", "set", "--account-lockout-threshold=10")
+    try:
+        backend = ad_svc.directory.backend
+        before = backend.user_binds
+        for i in range(40):  # a botnet: every attempt from a new address
+            with pytest.raises((mfa_core.InvalidCode, mfa_core.TooManyAttempts)):
+                ad_svc.attempt_password(name, f"Guess-Number-{i}", source=f"198.51.100.{i + 1}")
+            clock.advance(5)
+        assert backend.user_binds - before == 5 == ad_svc.directory.settings.bind_failures
+        assert _bad_password_count(samba_ad, dn) == 5  # the domain saw 5 of its 10
+        assert ad_svc.directory.find(name, fresh=True).active
+        clock.advance(1800)  # the owner waits out the portal's window, then signs in
+        assert ad_svc.attempt_password(name, "Owner-Account-1", source="192.0.2.1").username == name
+    finally:
+        samba_ad.tool_run("domain", "passwordsettings", "set", "--account-lockout-threshold=0")
+
+
 def test_nested_group_makes_an_admin(ad_svc, samba_ad):
     """carol is in Tier One, a member of MFA Helpdesk: admin through the in-chain rule only."""
     carol = ad_svc.directory.find("carol")
