@@ -246,3 +246,16 @@ def test_directory_test_command(ad_env, data_dir):
     env["MFA_PORTAL_LDAP_BIND_PASSWORD"] = "Wrong-Service-1"
     code, out, err = run()
     assert code == 1 and "service account" in err and "Wrong-Service-1" not in out + err
+
+
+def test_helpdesk_search_and_paged_list(ad_svc):
+    """The Helpdesk's server-side search, and ``users list``'s paged listing (2 a page here) with
+    the nested admins asked for once."""
+    assert [a.username for a in ad_svc.directory.search("caro")] == ["carol"]
+    assert ad_svc.directory.search("*)(sAMAccountName=*") == []
+    people, complete = ad_svc.directory.backend.all_accounts(page_size=2)
+    by_name = {a.username: a for a in people}
+    assert complete and {"alice", "carol", "dave", "erin", "frank", "administrator"} <= set(by_name)
+    assert by_name["carol"].roles == by_name["dave"].roles == ("user", "admin")
+    assert by_name["alice"].roles == ("user",)
+    assert not by_name["erin"].active and not by_name["frank"].active
