@@ -474,8 +474,8 @@ class PostgresStore(Store):
                 conn.cursor(binary=True) as cur:
             if not nested:
                 # Both queries see one snapshot. The join: a merge of the two covering indexes
-                # (both in username order; about a third less of the server's CPU than hashing 100,000
-                # rows, which the planner would pick).
+                # (both in username order; about a third less of the server's CPU than hashing
+                # 100,000 rows, which the planner would pick).
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 cur.execute("SET LOCAL enable_hashjoin = off")
             rows = cur.execute(

@@ -216,7 +216,8 @@ def test_coverage_follows_directory_changes_made_with_the_cli(db_cli, postgres_u
     result = db_cli("mfa", "coverage", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert {k: data[k] for k in ("users", "covered", "not_covered", "enrolled", "in_grace", "overdue")} == {
+    counts = ("users", "covered", "not_covered", "enrolled", "in_grace", "overdue")
+    assert {k: data[k] for k in counts} == {
         "users": 4, "covered": 3, "not_covered": 1, "enrolled": 0, "in_grace": 3, "overdue": 0}
     assert sorted(g["username"] for g in data["grace"]) == ["cat", "dan", "eve"]
     assert data["by_factor"]["totp"] == 1  # ann's app (ben's went with him)
