@@ -98,8 +98,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE directory ADD COLUMN IF NOT EXISTS roles text
         GENERATED ALWAYS AS (coalesce(entry->'roles', '[]'::jsonb)::text) STORED;
     ALTER TABLE user_summary ADD COLUMN IF NOT EXISTS kinds text
-        GENERATED ALWAYS AS (CASE WHEN summary ? 'k' THEN translate((summary->'k')::text, '[]" ', '')
-                                  || CASE WHEN summary ? 'b' THEN '|b' ELSE '' END END) STORED;
+        GENERATED ALWAYS AS (CASE WHEN summary->'k' <> '[]'::jsonb
+                                  THEN translate((summary->'k')::text, '[]" ', '')
+                                       || CASE WHEN summary ? 'b' THEN '|b' ELSE '' END END) STORED;
     CREATE INDEX IF NOT EXISTS directory_roles ON directory (username) INCLUDE (roles);
     CREATE INDEX IF NOT EXISTS user_summary_kinds ON user_summary (username) INCLUDE (kinds)
         WHERE kinds IS NOT NULL;

@@ -359,6 +359,13 @@ def test_the_database_keeps_roles_and_kinds_columns_equal_to_the_rows(rollout, c
         assert text == summary.kinds_key(found or None)
         seen.add(text)
     assert seen == {"passkey", "totp", "totp|b", "passkey,totp", "passkey,totp|b", None}
+    import psycopg  # and summaries the engine never writes: the same reading all the same
+    odd = [{"k": []}, {"k": ["passkey"], "b": 1, "s": {"role:user": 1.0}, "r": {"for": 2.0}}]
+    with psycopg.connect(svc.store.url, autocommit=True) as conn:
+        for n, found in enumerate(odd):
+            text = conn.execute("INSERT INTO user_summary (username, summary) VALUES (%s, %s::jsonb) "
+                                "RETURNING kinds", (f"odd{n}", json.dumps(found))).fetchone()[0]
+            assert text == summary.kinds_key(found), found
 
 
 @pytest.mark.parametrize("backend", ["postgres"], ids=["postgres"])
