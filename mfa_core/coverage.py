@@ -180,9 +180,11 @@ def _own_due_dates(rules: tuple[pol.Rule, ...], grace_rules: list[pol.Rule],
             add_overdue(name)
 
 
-def counted(store: Any, directory: Any) -> tuple[list[Counted], dict[str, dict[str, float]]]:
+def counted(store: Any, directory: Any, targets: Iterable[str] | None = None
+            ) -> tuple[list[Counted], dict[str, dict[str, float]]]:
     """(the directory's users counted by roles and kinds, target -> {user: grace start} of the
-    users without an authenticator)."""
+    users without an authenticator). ``targets``: the grace rules' targets, the only starts
+    ``report_columns`` reads (a database fetches only those; None: all)."""
     if directory is not None and getattr(directory, "company", False):
         found = store.summaries()
         by_key: dict[tuple, set[str]] = {}
@@ -196,7 +198,7 @@ def counted(store: Any, directory: Any) -> tuple[list[Counted], dict[str, dict[s
             summaries.index_put(index, name, summary, fresh=True)
         return _split([(r, g, names) for (r, g), names in by_key.items()], index["k"]), index["s"]
     if getattr(store, "database", False) and hasattr(store, "coverage_counts"):
-        rows, since = store.coverage_counts()
+        rows, since = store.coverage_counts(None if targets is None else sorted(set(targets)))
         merged: dict[tuple[str, ...], list] = {}
         parsed: dict[str, tuple[str, ...]] = {}
         for roles_text, kinds_key, n, bare in rows:

@@ -67,7 +67,8 @@ class CoverageOperations:
         policy = self.two_step_policy()
         since, until = cov.series_window(now)
         try:
-            groups, starts = cov.counted(self.store, self.directory)
+            groups, starts = cov.counted(self.store, self.directory,
+                                         [r.target for r in policy.rules if r.grace_days is not None])
             per_day = self.store.enrollments_per_day(since, until)
         except IO_ERRORS as exc:
             raise StorageError() from exc

@@ -301,3 +301,98 @@ def test_a_failed_index_write_never_fails_the_action_and_is_rebuilt(svc, clock, 
     data = svc.coverage()  # rebuilt from the records
     assert (data["users"], data["by_factor"]["totp"]) == (2, 1)
     assert (store.root / "summary" / "BUILT").exists()
+
+
+def test_coverage_follows_directory_changes(rollout, clock, backend):
+    """Users added, removed, given other roles, removed and added again: counted at once (on
+    PostgreSQL through the ``roles`` column the database keeps with each directory entry)."""
+    svc = rollout
+    svc.directory.add("newhire", "newhire-pass-1", roles=["user"])  # no record: 30 days from now
+    svc.directory.remove(name(800))                    # overdue, start recorded: gone
+    svc.directory.set_roles(name(600), ["contractor"])  # enrolled (passkey): no longer covered
+    svc.directory.set_roles(name(700), ["user", "admin"])  # in grace: the admins' deadline passed
+    svc.directory.set_roles(name(20), ["user"])          # an admin with an app only: now allowed
+    svc.directory.remove(name(0))                        # enrolled admin (passkey), back as a user:
+    svc.directory.add(name(0), "user0000-pass-1", roles=["user"])  # the record is still there
+    data = svc.coverage()
+    assert {k: data[k] for k in ("users", "covered", "not_covered", "enrolled", "in_grace", "overdue",
+                                 "disallowed")} == {
+        "users": 1000, "covered": 949, "not_covered": 51, "enrolled": 670, "in_grace": 150,
+        "overdue": 115, "disallowed": 14}
+    assert data["overdue_users"] == sorted(set(expected_overdue()) - {name(800)} | {name(700)})
+    assert {"username": "newhire", "days_left": 30} in data["grace"]
+    assert data["by_factor"] == {"totp": 577, "passkey": 170, "backup_code": 250}
+    enable_totp(svc, clock, "newhire")
+    data = svc.coverage()
+    assert (data["enrolled"], data["in_grace"]) == (671, 149)
+    for i in (0, 20, 600, 700):  # the same answer as requirement(), user by user
+        req = svc.requirement(name(i))
+        assert (name(i) in data["overdue_users"]) == (req.state == "overdue"), i
+
+
+def _database_columns(url: str) -> tuple[dict, dict]:
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as conn:
+        roles = {n: (entry, text) for n, entry, text in
+                 conn.execute("SELECT username, entry, roles FROM directory")}
+        kinds = {n: (summary, text) for n, summary, text in
+                 conn.execute("SELECT username, summary, kinds FROM user_summary")}
+    return roles, kinds
+
+
+@pytest.mark.parametrize("backend", ["postgres"], ids=["postgres"])
+def test_the_database_keeps_roles_and_kinds_columns_equal_to_the_rows(rollout, clock):
+    """Schema 5's generated columns say what the engine's own reading of each row says."""
+    from mfa_core import summary
+    svc = rollout
+    svc.directory.set_roles(name(1), ["user"])
+    svc.directory.add("nora", "nora-pass-123")  # no roles given
+    svc.reset_mfa(name(650), actor="helpdesk", reason="lost phone")  # authenticators gone: '{}'
+    enable_totp(svc, clock, name(960))  # a second app: same kinds
+    svc.create_backup_codes(name(660))  # an app, a passkey and codes
+    roles, kinds = _database_columns(svc.store.url)
+    assert len(roles) == 1001 and len(kinds) >= 700
+    for entry, text in roles.values():
+        assert json.loads(text) == entry.get("roles", [])
+    seen = set()
+    for found, text in kinds.values():
+        assert text == summary.kinds_key(found or None)
+        seen.add(text)
+    assert seen == {"passkey", "totp", "totp|b", "passkey,totp", "passkey,totp|b", None}
+    import psycopg  # and summaries the engine never writes: the same reading all the same
+    odd = [{"k": []}, {"k": ["passkey"], "b": 1, "s": {"role:user": 1.0}, "r": {"for": 2.0}}]
+    with psycopg.connect(svc.store.url, autocommit=True) as conn:
+        for n, found in enumerate(odd):
+            text = conn.execute("INSERT INTO user_summary (username, summary) VALUES (%s, %s::jsonb) "
+                                "RETURNING kinds", (f"odd{n}", json.dumps(found))).fetchone()[0]
+            assert text == summary.kinds_key(found), found
+
+
+@pytest.mark.parametrize("backend", ["postgres"], ids=["postgres"])
+def test_a_schema_4_database_is_upgraded_and_counts_the_same(rollout, clock, data_dir):
+    """A database the previous release made (schema 4: no roles / kinds columns) is refused
+    until `db upgrade`, which adds them to the rows already there: coverage counts the same."""
+    import psycopg
+    import mfa_core
+    from mfa_core.storage.postgres import SCHEMA_VERSION, PostgresStore
+    before = rollout.coverage(grace_limit=None)
+    url = rollout.store.url
+    rollout.store.close()
+    with psycopg.connect(url, autocommit=True) as conn:  # as release 4 left it
+        conn.execute("ALTER TABLE directory DROP COLUMN roles")  # and the indexes on them
+        conn.execute("ALTER TABLE user_summary DROP COLUMN kinds")
+        conn.execute("DELETE FROM schema_version WHERE version > 4")
+        assert not conn.execute("SELECT indexname FROM pg_indexes WHERE indexname IN "
+                                "('directory_roles', 'user_summary_kinds', 'user_summary_bare')").fetchall()
+    try:
+        with pytest.raises(mfa_core.StorageError, match="db upgrade"):
+            mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=url)
+        store = PostgresStore(url, upgrade=True)
+        assert (store.upgraded_from, store.schema_version()) == (4, SCHEMA_VERSION)
+        store.close()
+    finally:
+        PostgresStore(url, upgrade=True).close()
+    upgraded = mfa_core.open_service(data_dir, clock=clock, environ={}, database_url=url)
+    assert upgraded.coverage(grace_limit=None) == before
+    enable_totp(upgraded, clock, name(700))  # and it goes on following the records
+    assert upgraded.coverage()["enrolled"] == before["enrolled"] + 1

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 from pathlib import Path
 
+import bcrypt
 import psycopg
+import pyotp
 import pytest
 import yaml
 from cryptography.fernet import Fernet
@@ -142,7 +143,7 @@ def test_a_database_password_is_never_printed(cli, postgres_cluster, keys):
         assert result.returncode == 1, (args, result.stderr)
         assert "Sup3rSecretPw" not in result.stderr + result.stdout
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    bad = f"postgresql://mfa:Sup3rSecretPw@127.0.0.1:notaport/mfa"
+    bad = "postgresql://mfa:Sup3rSecretPw@127.0.0.1:notaport/mfa"
     result = cli("db", "upgrade", env=cli_env(cli.data_dir, MFA_PORTAL_DATABASE_URL=bad))
     assert result.returncode == 1 and "Sup3rSecretPw" not in result.stderr, result.stderr
 
@@ -190,6 +191,41 @@ def test_db_upgrade_brings_an_older_schema_up_and_the_engine_refuses_it_before(
         svc.directory.add("gina", "gina-pass-1")
     finally:
         PostgresStore(postgres_url, upgrade=True).close()
+
+
+def test_coverage_follows_directory_changes_made_with_the_cli(db_cli, postgres_url, data_dir, keys):
+    """`users add|roles|remove` change the directory's rows; `mfa coverage --json` counts them at
+    once, and the roles column the database keeps (schema 5) says what each entry says."""
+    svc = mfa_core.open_service(data_dir, environ=keys, database_url=postgres_url)  # the real clock
+    hashed = bcrypt.hashpw(b"any-pass-123", bcrypt.gensalt(4)).decode()
+    svc.directory.import_entries({n: {"password": hashed, "roles": r} for n, r in (
+        ("ann", ["user"]), ("ben", ["user"]), ("cat", ["user"]), ("dan", []))})
+    for name in ("ann", "ben"):
+        secret = svc.create_totp(name).secret
+        svc.verify_totp(name, pyotp.TOTP(secret).now())
+    svc.store.close()
+    assert db_cli("policy", "set", "--require", "role:user", "--grace-days", "14").returncode == 0
+    before = json.loads(db_cli("mfa", "coverage", "--json").stdout)
+    assert (before["users"], before["covered"], before["enrolled"], before["in_grace"]) == (4, 3, 2, 1)
+    for args, done in ((("users", "add", "eve", "--password-stdin"), "eve-pass-123\n"),
+                       (("users", "roles", "ann", "admin"), None),
+                       (("users", "remove", "ben"), None),
+                       (("users", "roles", "dan", "user"), None)):
+        result = db_cli(*args, input=done)
+        assert result.returncode == 0, result.stderr
+    result = db_cli("mfa", "coverage", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    counts = ("users", "covered", "not_covered", "enrolled", "in_grace", "overdue")
+    assert {k: data[k] for k in counts} == {
+        "users": 4, "covered": 3, "not_covered": 1, "enrolled": 0, "in_grace": 3, "overdue": 0}
+    assert sorted(g["username"] for g in data["grace"]) == ["cat", "dan", "eve"]
+    assert data["by_factor"]["totp"] == 1  # ann's app (ben's went with him)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT username, entry, roles FROM directory ORDER BY 1").fetchall()
+    assert [(n, json.loads(text)) for n, _, text in rows] == [
+        ("ann", ["admin"]), ("cat", ["user"]), ("dan", ["user"]), ("eve", ["user"])]
+    assert all(json.loads(text) == entry["roles"] for _, entry, text in rows)
 
 
 def embedded_data_dir(path: Path, clock) -> tuple[dict[str, str], str, str, str]:
