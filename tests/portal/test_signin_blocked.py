@@ -12,6 +12,19 @@ MANAGE = "pages/1_Manage_MFA.py"
 HELPDESK = "pages/3_Helpdesk.py"
 
 
+def cheap_passwords(data_dir) -> None:
+    """The demo users' hashes at a low bcrypt cost: a spray is 100 checks (the rules under
+    test do not depend on the cost)."""
+    import bcrypt
+    import yaml
+    path = data_dir / "users.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for name, entry in doc["credentials"]["usernames"].items():
+        password = {"alice": "alice-demo", "bob": "bob-demo", "admin": "admin-demo"}[name]
+        entry["password"] = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+
+
 def spray(svc, user: str) -> None:
     """100 wrong passwords from 20 addresses (5 free each): the account limit."""
     for n in range(svc.password_policy.account_limit):
@@ -23,6 +36,7 @@ def spray(svc, user: str) -> None:
 
 
 def test_a_blocked_password_signs_in_with_the_code_beside_it(data_dir, svc, clock):
+    cheap_passwords(data_dir)
     secret, _ = enroll(svc, clock)
     spray(svc, "alice")
     at = sign_in(app(), "alice")  # a new place: the password alone is not checked
@@ -37,6 +51,7 @@ def test_a_blocked_password_signs_in_with_the_code_beside_it(data_dir, svc, cloc
 
 
 def test_a_wrong_code_beside_the_password_says_nothing_about_the_password(data_dir, svc, clock):
+    cheap_passwords(data_dir)
     secret, _ = enroll(svc, clock)
     spray(svc, "alice")
     at = sign_in(app(), "alice")
@@ -51,6 +66,7 @@ def test_a_wrong_code_beside_the_password_says_nothing_about_the_password(data_d
 
 
 def test_without_a_second_factor_the_block_ends_by_itself(data_dir, svc, clock):
+    cheap_passwords(data_dir)
     spray(svc, "bob")
     at = sign_in(app(), "bob")
     assert any("blocked" in e for e in errors(at))
@@ -58,19 +74,6 @@ def test_without_a_second_factor_the_block_ends_by_itself(data_dir, svc, clock):
     clock.advance(svc.password_policy.block_for)
     at = sign_in(app(), "bob")
     assert "Welcome, Bob" in texts(at)
-
-
-def cheap_passwords(data_dir) -> None:
-    """The demo users' hashes at a low bcrypt cost: a spray is 100 checks (the rules under
-    test do not depend on the cost)."""
-    import bcrypt
-    import yaml
-    path = data_dir / "users.yaml"
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for name, entry in doc["credentials"]["usernames"].items():
-        password = {"alice": "alice-demo", "bob": "bob-demo", "admin": "admin-demo"}[name]
-        entry["password"] = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
 
 
 def issue(svc, name="alice"):
