@@ -355,12 +355,41 @@ class ShardedTinyDBStore(Store):
             self._write_summary_shard(shard, index)
 
     def _write_summary_shard(self, shard: str, index: dict[str, Any]) -> None:
+        """Write a shard's index (the caller holds the shard's index lock). Each write's mtime
+        is after the previous one's, so ``coverage_stamp`` changes with every write even when
+        an inode number comes back with the same size within one clock tick."""
         body = json.dumps(index, separators=(",", ":")).encode("utf-8")
+        path = self._summary_path(shard)
         try:
-            write_atomic(self._summary_path(shard), body)
+            before = os.stat(path).st_mtime_ns
+        except OSError:
+            before = 0
+        mtime = max(time.time_ns(), before + 1)
+        try:
+            write_atomic(path, body, mtime_ns=mtime)
         except FileNotFoundError:
             os.makedirs(self._summary_root, exist_ok=True)
-            write_atomic(self._summary_path(shard), body)
+            write_atomic(path, body, mtime_ns=mtime)
+
+    def coverage_stamp(self) -> str | None:
+        """A text that changes whenever any shard's index is written (each one's inode, mtime and
+        size, and the BUILT marker's): what a cache derived from ``coverage_columns`` is
+        stamped with. None while the index is not built (``coverage_columns`` builds it).
+        256 stats, no file read."""
+        stat, join, root = os.stat, os.path.join, self._summary_root
+        try:
+            st = stat(join(root, BUILT))
+        except FileNotFoundError:
+            return None
+        parts = [f"{st.st_ino}:{st.st_mtime_ns}"]
+        for n in range(256):
+            try:
+                st = stat(join(root, f"{n:02x}.json"))
+            except FileNotFoundError:
+                parts.append("-")
+                continue
+            parts.append(f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}")
+        return hashlib.sha256(",".join(parts).encode("ascii")).hexdigest()
 
     def rebuild_summaries(self) -> int:
         """Build every shard's index from the records themselves; returns how many users have
