@@ -287,6 +287,9 @@ def _joined_bytes(stamp: list, found: tuple[list[Counted], dict[str, dict[str, f
     return hashlib.sha256(body).hexdigest().encode("ascii") + b"\n" + body
 
 
+_STR, _INT, _NUMBER = frozenset({str}), frozenset({int}), frozenset({int, float})
+
+
 def _read_joined(cache: str, stamp: list) -> tuple[list[Counted], dict[str, dict[str, float]]] | None:
     """The joined index of ``cache`` when its checksum, shape and stamp are right; else None."""
     try:
@@ -304,10 +307,9 @@ def _read_joined(cache: str, stamp: list) -> tuple[list[Counted], dict[str, dict
             return None
         groups: list[Counted] = []
         for roles, total, by_key, rest in data["groups"]:
-            if not (isinstance(roles, list) and all(type(r) is str for r in roles)
+            if not (isinstance(roles, list) and set(map(type, roles)) <= _STR
                     and type(total) is int and isinstance(by_key, dict) and isinstance(rest, list)
-                    and all(type(n) is str for n in rest)
-                    and all(type(k) is str and type(n) is int for k, n in by_key.items())):
+                    and set(map(type, rest)) <= _STR and set(map(type, by_key.values())) <= _INT):
                 return None
             groups.append((tuple(roles), (), total,
                            {summaries.parse_kinds_key(k): n for k, n in by_key.items()},
@@ -315,8 +317,8 @@ def _read_joined(cache: str, stamp: list) -> tuple[list[Counted], dict[str, dict
         since: dict[str, dict[str, float]] = {}
         for target, names, starts in data["s"]:
             if not (type(target) is str and isinstance(names, list) and isinstance(starts, list)
-                    and len(names) == len(starts) and all(type(n) is str for n in names)
-                    and all(type(t) in (float, int) for t in starts)):
+                    and len(names) == len(starts) and set(map(type, names)) <= _STR
+                    and set(map(type, starts)) <= _NUMBER):
                 return None
             since[target] = dict(zip(names, starts))
     except (ValueError, TypeError, KeyError):
