@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 import unicodedata
 from pathlib import Path
@@ -508,6 +509,19 @@ def cmd_mfa_list(ctx: Context) -> int:
     return 0
 
 
+def _indented_json(data: dict[str, Any], big: str) -> str:
+    """``json.dumps(data, indent=2)``, the same text, with the list ``data[big]`` (of strings,
+    at the first level) encoded by the C encoder: with ``indent`` json encodes in Python, one
+    piece at a time (100,000 names in ~0.1 s). Its items' separator carries the indentation."""
+    items = data.get(big)
+    if not (isinstance(items, list) and items and set(map(type, items)) == {str}):
+        return json.dumps(data, indent=2)
+    mark = f"\x00{secrets.token_hex(8)}\x00"  # in no name: JSON text escapes "\x00"
+    text = json.dumps({**data, big: mark}, indent=2)
+    inner = json.dumps(items, separators=(",\n    ", ": "))[1:-1]
+    return text.replace(json.dumps(mark), "[\n    " + inner + "\n  ]", 1)
+
+
 def cmd_mfa_coverage(ctx: Context) -> int:
     from . import coverage
     svc = ctx.service()
@@ -519,8 +533,7 @@ def cmd_mfa_coverage(ctx: Context) -> int:
         return 0
     data = svc.coverage()
     if ctx.args.json:
-        # One write of the whole text (json.dump writes each of its ~20,000 pieces).
-        ctx.out.write(json.dumps(data, indent=2) + "\n")
+        ctx.out.write(_indented_json(data, "overdue_users") + "\n")
         return 0
     covered = data["covered"]
 

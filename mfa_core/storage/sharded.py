@@ -121,7 +121,8 @@ class StripedLocks:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.stripes = stripes
         self._thread_locks = [threading.Lock() for _ in range(stripes)]
-        self._paths = [str(directory / f"{n:03d}.lock") for n in range(stripes)]
+        root = os.fspath(directory)  # plain strings: 256 pathlib joins cost more than a command
+        self._paths = [os.path.join(root, f"{n:03d}.lock") for n in range(stripes)]
         self._held = threading.local()
 
     def stripe(self, key: str) -> int:
