@@ -108,7 +108,7 @@ class JSONLinesAuditLog:
 
         Counted per day file and remembered beside the files: ``.counts-<hash>.json``
         holds each day's [bytes counted, total], and ``.counts-<hash>/<day>.json``
-        the day's details (per transaction, and the events' times). A day whose
+        the day's details (each transaction's events' times). A day whose
         file did not grow is answered from the small file alone; a file that grew
         is read only from where its last count stopped, so a call reads the new
         lines of today and nothing else. Aborted transactions are not counted.
@@ -148,13 +148,14 @@ class JSONLinesAuditLog:
                         details.mkdir(exist_ok=True)
                         write_atomic(details / f"{day}.json",
                                      json.dumps(entry, separators=(",", ":")).encode("utf-8"))
-                if known != [entry["size"], sum(entry["txns"].values())]:
-                    index[day] = [entry["size"], sum(entry["txns"].values())]
+                counted = sum(map(len, entry["txns"].values()))
+                if known != [entry["size"], counted]:
+                    index[day] = [entry["size"], counted]
                     changed = True
                 if whole:
-                    total = sum(entry["txns"].values())
+                    total = counted
                 else:  # a partial day: the events' own times
-                    total = sum(1 for t in entry["times"] if since <= t < until)
+                    total = sum(1 for times in entry["txns"].values() for t in times if since <= t < until)
             if total:
                 counts[day] = total
         if changed:
@@ -165,25 +166,27 @@ class JSONLinesAuditLog:
 
 
 def _read_details(path: Path, size: int) -> dict:
-    """A day's counted details ({"size", "txns", "times"}), or a fresh start when the file is
-    missing, damaged or counted further than the day file now is (it was replaced)."""
+    """A day's counted details ({"size": bytes counted, "txns": {txn: [event times]}}), or a
+    fresh start when the file is missing, damaged or counted further than the day file now is
+    (it was replaced)."""
     try:
         entry = json.loads(path.read_bytes())
         if (isinstance(entry, dict) and type(entry.get("size")) is int and entry["size"] <= size
-                and isinstance(entry.get("txns"), dict) and isinstance(entry.get("times"), list)
-                and all(type(n) is int for n in entry["txns"].values())
-                and all(type(t) in (float, int) for t in entry["times"])):
+                and isinstance(entry.get("txns"), dict)
+                and all(isinstance(times, list) and set(map(type, times)) <= _NUMBER
+                        for times in entry["txns"].values())):
             return entry
     except (OSError, ValueError):
         pass
-    return {"size": 0, "txns": {}, "times": []}
+    return {"size": 0, "txns": {}}
+
+
+_NUMBER = frozenset({int, float})
 
 
 def _count_from(path: Path, entry: dict, events: frozenset[str]) -> dict:
     """``entry`` (counted up to byte ``size``) brought up to the file's last whole line."""
-    txns: dict[str, int] = dict(entry["txns"])
-    times: list[float] = list(entry.get("times", []))
-    by_txn: dict[str, list[float]] = {}
+    txns: dict[str, list[float]] = {txn: list(times) for txn, times in entry["txns"].items()}
     with open(path, "rb") as fh:
         fh.seek(entry["size"])
         data = fh.read()
@@ -199,16 +202,11 @@ def _count_from(path: Path, entry: dict, events: frozenset[str]) -> dict:
             continue
         txn = str(event.get("txn"))
         if event.get("aborted"):
-            if txns.pop(txn, None) is not None:
-                gone = set(by_txn.pop(txn, []))
-                times = [t for t in times if t not in gone]
+            txns.pop(txn, None)  # its events, whenever they were counted
             continue
         if event.get("event") in events:
-            t = float(event.get("time", 0))
-            txns[txn] = txns.get(txn, 0) + 1
-            times.append(t)
-            by_txn.setdefault(txn, []).append(t)
-    return {"size": entry["size"] + end, "txns": txns, "times": times}
+            txns.setdefault(txn, []).append(float(event.get("time", 0)))
+    return {"size": entry["size"] + end, "txns": txns}
 
 
 @functools.lru_cache(maxsize=1024)
