@@ -19,7 +19,9 @@ Where the users come from:
 - ``users.yaml``: its roles, grouped once per version of the file and kept in
   ``.users-roles.json`` beside it (stamped with the file's inode, time and
   size), so a new process (the command line) does not parse 100,000 entries
-  of YAML to count them;
+  of YAML to count them; joined with the embedded store's index and kept in
+  ``.coverage-index.json`` (``_joined``: stamped with both inputs' stamps), so
+  a new process reads one file while nothing changed;
 - the database's directory: counted by roles and kinds in the database, joined
   with the summaries (``PostgresStore.coverage_counts``: only the names of
   users without an authenticator leave it), and their grace starts;
@@ -239,7 +241,7 @@ def _join(store: Any, directory: Any) -> tuple[list[Counted], dict[str, dict[str
 # next reader joins again. The policy and the clock are applied afresh on every call (this is
 # not the report). Layout: a line with the SHA-256 of the rest, then
 # {"v": 1, "stamp": [...], "groups": [[roles, users, {kinds key: users}, [names without an
-# authenticator]]...], "s": {target: {name: grace start}}}. A file that is missing, torn, fails
+# authenticator]]...], "s": [[target, [names], [grace starts]]...]}. A file that is missing, torn, fails
 # its checksum or is not of that shape is joined again and rewritten (best effort), never used.
 
 JOINED_CACHE = ".coverage-index.json"
@@ -279,7 +281,7 @@ def _joined_bytes(stamp: list, found: tuple[list[Counted], dict[str, dict[str, f
         "v": JOINED_VERSION, "stamp": stamp,
         "groups": [[list(roles), total,
                     {summaries.kinds_key({"k": list(kk), "b": b}): n for (kk, b), n in by_kinds.items()},
-                    sorted(rest)]
+                    list(rest)]
                    for roles, _groups, total, by_kinds, rest in groups],
         # Lists, not {name: start} objects: a JSON object of 15,000 keys parses ~5x slower.
         "s": [[target, list(starts), list(starts.values())] for target, starts in since.items()],
