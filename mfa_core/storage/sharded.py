@@ -372,25 +372,38 @@ class ShardedTinyDBStore(Store):
             os.makedirs(self._summary_root, exist_ok=True)
             write_atomic(path, body, mtime_ns=mtime)
 
-    def coverage_stamp(self) -> str | None:
-        """A text that changes whenever any shard's index is written (each one's inode, mtime and
-        size, and the BUILT marker's): what a cache derived from ``coverage_columns`` is
-        stamped with. None while the index is not built (``coverage_columns`` builds it).
-        256 stats, no file read."""
+    def coverage_shard_stamps(self) -> tuple[str, list[str]] | None:
+        """(the BUILT marker's stamp, each of the 256 shard indexes' stamps: inode, mtime and size,
+        "-" for none): what a cache derived from the shards is stamped with, taken before
+        reading them. None while the index is not built (``coverage_columns`` builds it).
+        257 stats, no file read."""
         stat, join, root = os.stat, os.path.join, self._summary_root
         try:
             st = stat(join(root, BUILT))
         except FileNotFoundError:
             return None
-        parts = [f"{st.st_ino}:{st.st_mtime_ns}"]
+        built = f"{st.st_ino}:{st.st_mtime_ns}"
+        shards = []
         for n in range(256):
             try:
                 st = stat(join(root, f"{n:02x}.json"))
             except FileNotFoundError:
-                parts.append("-")
+                shards.append("-")
                 continue
-            parts.append(f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}")
-        return hashlib.sha256(",".join(parts).encode("ascii")).hexdigest()
+            shards.append(f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}")
+        return built, shards
+
+    def coverage_stamp(self) -> str | None:
+        """One text for ``coverage_shard_stamps()`` (None while the index is not built)."""
+        stamps = self.coverage_shard_stamps()
+        if stamps is None:
+            return None
+        return hashlib.sha256(",".join([stamps[0], *stamps[1]]).encode("ascii")).hexdigest()
+
+    def coverage_shard(self, n: int) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+        """``coverage_columns()`` of shard number ``n`` (0-255) alone."""
+        index = self._read_summary_shard(f"{n:02x}")
+        return index["k"], index["s"]
 
     def rebuild_summaries(self) -> int:
         """Build every shard's index from the records themselves; returns how many users have

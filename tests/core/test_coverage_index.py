@@ -89,66 +89,98 @@ def _valid(body: dict) -> bytes:
     return hashlib.sha256(text).hexdigest().encode() + b"\n" + text
 
 
+def _with_ghosts(data: dict, only: int | None = None) -> dict:
+    """The joined index with a made-up user without an authenticator in every section (or one)."""
+    return dict(data, shards=[
+        [sec[0], [[roles, by_key, rest + [f"ghost{n}"]] for roles, by_key, rest in sec[1]], sec[2]]
+        if sec is not None and (only is None or n == only) else sec
+        for n, sec in enumerate(data["shards"])])
+
+
 @pytest.mark.parametrize("damage", ["empty", "garbage", "torn", "flipped", "shape", "types",
                                     "version", "unchecked"])
 def test_a_damaged_joined_index_is_never_used_and_is_rewritten(staff, data_dir, clock, damage):
     expected = staff.coverage()
     path = joined_file(data_dir)
     good = path.read_bytes()
-    digest, _, body = good.partition(b"\n")
-    data = json.loads(body)
-    lie = dict(data, groups=[[g[0], g[1] + 1000, g[2], g[3]] for g in data["groups"]])
+    data = json.loads(good.partition(b"\n")[2])
+    lie = _with_ghosts(data)
     path.write_bytes({
         "empty": b"",
         "garbage": b"\x00\xffnot json at all",
         "torn": good[:len(good) // 2],
         "flipped": good.replace(b'"u1"', b'"u9"'),  # the checksum no longer matches
-        "shape": _valid({"v": 1, "stamp": data["stamp"], "groups": {"a": 1}, "s": []}),
-        "types": _valid(dict(data, groups=[[g[0], str(g[1]), g[2], [1, 2]] for g in data["groups"]])),
+        "shape": _valid({"v": 2, "head": data["head"], "shards": {"a": 1}}),
+        "types": _valid(dict(data, shards=[[sec[0], [[r, b, [1, 2]] for r, b, _ in sec[1]], sec[2]]
+                                           if sec else sec for sec in data["shards"]])),
         "version": _valid(dict(lie, v=99)),
         "unchecked": json.dumps(lie).encode(),  # no checksum line
     }[damage])
     assert fresh(data_dir, clock).coverage() == expected
-    # Joined again and rewritten: a good file of the current stamp.
-    assert cov._read_joined(str(path), data["stamp"]) is not None
+    # Joined again and rewritten: a good file of the current stamps.
+    assert all(sec is not None for sec in cov._read_sections(str(path), data["head"]))
 
 
 def test_an_index_of_another_stamp_is_not_used(staff, data_dir, clock):
     expected = staff.coverage()
     path = joined_file(data_dir)
     data = json.loads(path.read_bytes().partition(b"\n")[2])
-    lie = dict(data, groups=[[g[0], g[1] + 1000, g[2], g[3]] for g in data["groups"]],
-               stamp=[data["stamp"][0], "0" * 64])
+    path.write_bytes(_valid(dict(_with_ghosts(data), head=[data["head"][0], "1:2"])))
+    assert fresh(data_dir, clock).coverage() == expected
+    # One shard's section of another stamp: that shard is joined again.
+    n = next(n for n, sec in enumerate(data["shards"]) if sec[1])
+    lie = _with_ghosts(data, only=n)
+    lie["shards"][n][0] = "1:2:3"
     path.write_bytes(_valid(lie))
     assert fresh(data_dir, clock).coverage() == expected
 
 
+def test_after_a_change_only_its_shard_is_read_again(staff, data_dir, clock, monkeypatch):
+    staff.coverage()
+    enable_totp(fresh(data_dir, clock), clock, "u1")
+    other = fresh(data_dir, clock)
+    read = []
+    real = type(other.store).coverage_shard
+    monkeypatch.setattr(type(other.store), "coverage_shard", lambda self, n: read.append(n) or real(self, n))
+
+    def not_read(*args, **kwargs):
+        raise AssertionError("users.yaml's roles read although unchanged")
+    monkeypatch.setattr(cov, "role_index", not_read)
+    assert counts(other.coverage()) == (9, 3, 6, 3)
+    assert read == [int(sharded.user_key("u1")[:2], 16)]
+    assert counts(staff.coverage()) == (9, 3, 6, 3)  # the warm engine: the same one shard
+
+
 def test_a_change_made_while_joining_is_seen_by_the_next_call(staff, data_dir, clock, monkeypatch):
     staff.coverage()
-    enable_totp(staff, clock, "u3")  # the joined index is stale
+    enable_totp(staff, clock, "u3")  # u3's shard is stale in the joined index
     reader = fresh(data_dir, clock)
-    real = type(reader.store).coverage_columns
+    real = type(reader.store).coverage_shard
     writer = fresh(data_dir, clock)
+    done = []
 
-    def change_meanwhile(store):
-        # Another process enrolls u4 after this reader took its stamps, before it reads.
-        enable_totp(writer, clock, "u4")
-        return real(store)
-    monkeypatch.setattr(type(reader.store), "coverage_columns", change_meanwhile)
+    def change_meanwhile(store, n):
+        if not done:  # another process enrolls u4 after this reader took its stamps
+            done.append(enable_totp(writer, clock, "u4"))
+        return real(store, n)
+    monkeypatch.setattr(type(reader.store), "coverage_shard", change_meanwhile)
     reader.coverage()
     monkeypatch.undo()
     assert counts(fresh(data_dir, clock).coverage()) == (9, 4, 5, 4)
-
+    assert counts(staff.coverage()) == (9, 4, 5, 4)
     enable_totp(writer, clock, "u5")  # stale again
+    done.clear()
 
-    def change_after_reading(store):
-        found = real(store)
-        enable_totp(writer, clock, "u6")  # after the shards were read: missing from this join
+    def change_after_reading(store, n):
+        found = real(store, n)
+        if not done:  # after this shard was read: missing from this join
+            done.append(enable_totp(writer, clock, "u6"))
         return found
-    monkeypatch.setattr(type(reader.store), "coverage_columns", change_after_reading)
+    monkeypatch.setattr(type(reader.store), "coverage_shard", change_after_reading)
     assert counts(fresh(data_dir, clock).coverage()) == (9, 5, 4, 5)
     monkeypatch.undo()
     assert counts(fresh(data_dir, clock).coverage()) == (9, 6, 3, 6)
+    assert counts(staff.coverage()) == (9, 6, 3, 6)
 
 
 def test_shard_index_stamps_never_repeat_within_a_clock_tick(staff, data_dir, monkeypatch):
