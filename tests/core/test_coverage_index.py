@@ -290,3 +290,19 @@ def test_damaged_enrollment_counts_are_counted_again(tmp_path):
 ])
 def test_the_json_is_json_dumps_indent_2(data):
     assert _indented_json(data, "overdue_users") == json.dumps(data, indent=2)
+
+
+@pytest.mark.parametrize("damage", [b"", b"{}", "flipped", "ghost"])
+def test_a_damaged_members_file_is_made_again(staff, data_dir, clock, damage):
+    staff.coverage()
+    members = data_dir / cov.MEMBERS_CACHE
+    good = members.read_bytes()
+    data = json.loads(good.partition(b"\n")[2])
+    n = next(n for n, shard in enumerate(data["shards"]) if shard)
+    ghosted = dict(data, shards=[[[r, names + ["ghost"]] for r, names in shard] if i == n else shard
+                                 for i, shard in enumerate(data["shards"])])
+    members.write_bytes({"flipped": good.replace(b'"u1"', b'"u9"'),
+                         "ghost": json.dumps(ghosted).encode()}.get(damage, damage))
+    joined_file(data_dir).unlink()  # every shard is joined again, from the members file
+    assert counts(fresh(data_dir, clock).coverage()) == (9, 2, 7, 2)
+    assert cov._unchecked(str(members)) == data  # made again from users.yaml
