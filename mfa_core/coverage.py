@@ -46,6 +46,7 @@ from typing import Any, Iterable, Iterator
 
 from . import policy as pol
 from . import summary as summaries
+from .storage.base import user_key
 from .storage.files import write_atomic
 
 DAY = 86400
@@ -406,11 +407,9 @@ def _members(directory: Any, path: str, dir_stamp: list) -> list:
         except (TypeError, ValueError):
             pass
     shards: list[dict[tuple[str, ...], list[str]]] = [{} for _ in range(SHARDS)]
-    sha256 = hashlib.sha256
     for roles, names in role_index(directory).items():
         for name in names:
-            n = int(sha256(name.encode("utf-8")).hexdigest()[:2], 16)  # storage.user_key's shard
-            shards[n].setdefault(roles, []).append(name)
+            shards[int(user_key(name)[:2], 16)].setdefault(roles, []).append(name)  # the store's shard
     members = [[[list(roles), names] for roles, names in shard.items()] for shard in shards]
     try:
         write_atomic(path, _checked(json.dumps({"v": 1, "dir": dir_stamp, "shards": members},
