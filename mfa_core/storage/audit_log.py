@@ -106,7 +106,7 @@ class JSONLinesAuditLog:
     def count_by_day(self, events: frozenset[str], since: float, until: float) -> dict[str, int]:
         """"YYYY-MM-DD" -> how many of ``events`` (by name) happened in ``since <= time < until``.
 
-        Counted per day file and remembered beside the files: ``.counts-<hash>.json``
+        Counted per day file and remembered beside the files: ``.counts-<hash>.days.json``
         holds each day's [bytes counted, total], and ``.counts-<hash>/<day>.json``
         the day's details (each transaction's events' times). A day whose
         file did not grow is answered from the small file alone; a file that grew
@@ -114,7 +114,7 @@ class JSONLinesAuditLog:
         lines of today and nothing else. Aborted transactions are not counted.
         """
         name = hashlib.sha256("\0".join(sorted(events)).encode()).hexdigest()[:12]
-        index_path = self.directory / f".counts-{name}.json"
+        index_path = self.directory / f".counts-{name}.days.json"
         details = self.directory / f".counts-{name}"
         try:
             raw = json.loads(index_path.read_bytes())
@@ -162,6 +162,8 @@ class JSONLinesAuditLog:
             with contextlib.suppress(OSError):
                 write_atomic(index_path, json.dumps({"v": 2, "days": index},
                                                     separators=(",", ":")).encode("utf-8"))
+            with contextlib.suppress(OSError):  # the one file of earlier versions (every detail)
+                os.unlink(self.directory / f".counts-{name}.json")
         return counts
 
 

@@ -272,7 +272,7 @@ def test_damaged_enrollment_counts_are_counted_again(tmp_path):
     log.append([_enrolled(day0 + n, f"t{n}") for n in range(5)])
     window = (day0, day0 + DAY)
     assert log.count_by_day(ENROLLMENT_EVENTS, *window) == {audit_log._day(day0): 5}
-    (index,) = tmp_path.glob(".counts-*.json")
+    (index,) = tmp_path.glob(".counts-*.days.json")
     (details,) = tmp_path.glob(".counts-*/*.json")
     for damage in (b"", b"{not json", b'{"v": 2, "days": {"%s": [1, "x"]}}' % audit_log._day(day0).encode()):
         index.write_bytes(damage)
@@ -306,3 +306,14 @@ def test_a_damaged_members_file_is_made_again(staff, data_dir, clock, damage):
     joined_file(data_dir).unlink()  # every shard is joined again, from the members file
     assert counts(fresh(data_dir, clock).coverage()) == (9, 2, 7, 2)
     assert cov._unchecked(str(members)) == data  # made again from users.yaml
+
+
+def test_the_count_file_of_earlier_versions_is_not_read_and_goes(tmp_path):
+    log = JSONLinesAuditLog(tmp_path)
+    day0 = T0 - T0 % DAY
+    log.append([_enrolled(day0 + n, f"t{n}") for n in range(3)])
+    name = hashlib.sha256("\0".join(sorted(ENROLLMENT_EVENTS)).encode()).hexdigest()[:12]
+    legacy = tmp_path / f".counts-{name}.json"  # one file of every day's details, wrong here
+    legacy.write_text(json.dumps({audit_log._day(day0): {"size": 1, "txns": {"x": 99}, "times": []}}))
+    assert log.count_by_day(ENROLLMENT_EVENTS, day0, day0 + DAY) == {audit_log._day(day0): 3}
+    assert not legacy.exists()
