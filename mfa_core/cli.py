@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 import unicodedata
 from pathlib import Path
@@ -508,6 +509,19 @@ def cmd_mfa_list(ctx: Context) -> int:
     return 0
 
 
+def _indented_json(data: dict[str, Any], big: str) -> str:
+    """``json.dumps(data, indent=2)``, the same text, with the list ``data[big]`` (of strings,
+    at the first level) encoded by the C encoder: with ``indent`` json encodes in Python, one
+    piece at a time (100,000 names in ~0.1 s). Its items' separator carries the indentation."""
+    items = data.get(big)
+    if not (isinstance(items, list) and items and set(map(type, items)) == {str}):
+        return json.dumps(data, indent=2)
+    mark = f"\x00{secrets.token_hex(8)}\x00"  # in no name: JSON text escapes "\x00"
+    text = json.dumps({**data, big: mark}, indent=2)
+    inner = json.dumps(items, separators=(",\n    ", ": "))[1:-1]
+    return text.replace(json.dumps(mark), "[\n    " + inner + "\n  ]", 1)
+
+
 def cmd_mfa_coverage(ctx: Context) -> int:
     from . import coverage
     svc = ctx.service()
@@ -519,8 +533,7 @@ def cmd_mfa_coverage(ctx: Context) -> int:
         return 0
     data = svc.coverage()
     if ctx.args.json:
-        json.dump(data, ctx.out, indent=2)
-        ctx.out.write("\n")
+        ctx.out.write(_indented_json(data, "overdue_users") + "\n")
         return 0
     covered = data["covered"]
 
@@ -826,6 +839,18 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # One line, whatever was typed (an argument may hold a CR or a newline).
         self.exit(2, f"{self.prog}: {' '.join(message.split())} (see --help)\n")
+
+
+_PARSERS: dict[str, argparse.ArgumentParser] = {}
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    """``build_parser(prog)``, built once per process: building its ~140 sub-commands costs
+    more than most commands (parsing does not change a parser, so one serves every call)."""
+    parser = _PARSERS.get(prog)
+    if parser is None:
+        parser = _PARSERS[prog] = build_parser(prog)
+    return parser
 
 
 def build_parser(prog: str = "mfa-portal") -> argparse.ArgumentParser:
@@ -1239,7 +1264,7 @@ def main(argv: Sequence[str] | None = None, *, environ=None, stdin: TextIO | Non
     stdin, stderr = stdin or sys.stdin, stderr or sys.stderr
     raw_stdout = stdout or sys.stdout
     stdout = _Output(raw_stdout)
-    parser = build_parser(_prog())
+    parser = _parser(_prog())
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

@@ -19,7 +19,10 @@ Where the users come from:
 - ``users.yaml``: its roles, grouped once per version of the file and kept in
   ``.users-roles.json`` beside it (stamped with the file's inode, time and
   size), so a new process (the command line) does not parse 100,000 entries
-  of YAML to count them;
+  of YAML to count them; joined with the embedded store's index shard by
+  shard and kept in ``.coverage-index.json`` (``_joined``: each shard's part
+  stamped with its inputs' stamps), so a new process reads one file while
+  nothing changed, and only the shards that changed after a change;
 - the database's directory: counted by roles and kinds in the database, joined
   with the summaries (``PostgresStore.coverage_counts``: only the names of
   users without an authenticator leave it), and their grace starts;
@@ -33,14 +36,17 @@ Where the users come from:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import heapq
 import json
 import math
 import os
+import weakref
 from typing import Any, Iterable, Iterator
 
 from . import policy as pol
 from . import summary as summaries
+from .storage.base import user_key
 from .storage.files import write_atomic
 
 DAY = 86400
@@ -215,11 +221,204 @@ def counted(store: Any, directory: Any, targets: Iterable[str] | None = None
             else:
                 entry[2].update(bare or ())
         return [(roles, (), n, by_kinds, bare) for roles, (n, by_kinds, bare) in merged.items()], since
-    kinds, since = store.coverage_columns()
     if directory is None:
-        return [], since
+        return [], store.coverage_columns()[1]
+    return _joined(store, directory)
+
+
+def _join(store: Any, directory: Any) -> tuple[list[Counted], dict[str, dict[str, float]]]:
+    """The directory's role groups joined with the store's coverage index (by set operations);
+    the grace starts kept are those of users of the directory without an authenticator."""
+    kinds, since = store.coverage_columns()
     role_groups = [(roles, (), names) for roles, names in _role_sets(directory).items()]
-    return _split(role_groups, kinds), since
+    groups = _split(role_groups, kinds)
+    bare: set[str] = set().union(*(g[4] for g in groups))
+    kept = {target: {n: t for n, t in starts.items() if n in bare} for target, starts in since.items()}
+    return groups, {target: starts for target, starts in kept.items() if starts}
+
+
+# -- the joined index: users.yaml's roles x the store's coverage index, kept between processes --
+#
+# ``.coverage-index.json`` beside users.yaml: what ``_join`` finds, shard by shard (the store's
+# 256 index shards), each section stamped with its shard's stamp, the whole with users.yaml's
+# stamp (inode, mtime, size) and the store's BUILT marker's. Stamps are taken BEFORE reading
+# what they stamp, so a change made meanwhile leaves a stamp that no longer matches: the next
+# reader joins that shard again. A call after a change re-reads only the shards that changed
+# (and ``.coverage-members.json``: the directory's users by shard and roles, made once per
+# version of users.yaml). The policy and the clock are applied afresh on every call (this is
+# not the report). Layout: a line with the SHA-256 of the rest, then
+# {"v": 2, "head": [users.yaml stamp, BUILT stamp], "shards": [[shard stamp,
+#  [[roles, {kinds key: users}, [names without an authenticator]]...],
+#  [[target, [names], [grace starts]]...]] or null, x 256]}
+# (lists, not {name: start} objects: a JSON object of 15,000 keys parses ~5x slower). A file
+# that is missing, torn, fails its checksum or is not of that shape is joined again and
+# rewritten (best effort), never used.
+
+JOINED_CACHE = ".coverage-index.json"
+JOINED_VERSION = 2
+MEMBERS_CACHE = ".coverage-members.json"
+SHARDS = 256
+# Per directory object (a warm engine's): (head, shard stamps, sections, members, the result).
+_JOINED_MEMO: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
+_STR, _INT, _NUMBER = frozenset({str}), frozenset({int}), frozenset({int, float})
+
+Found = tuple[list[Counted], dict[str, dict[str, float]]]
+
+
+def _joined(store: Any, directory: Any) -> Found:
+    stamps_of = getattr(store, "coverage_shard_stamps", None)
+    path = getattr(directory, "path", None)
+    if stamps_of is None or path is None:
+        return _join(store, directory)
+    dir_stamp = directory._current_stamp()
+    stamps = stamps_of()
+    if dir_stamp is None or stamps is None:
+        return _join(store, directory)  # (coverage_columns builds an index never built)
+    head, shard_stamps = [list(dir_stamp), stamps[0]], stamps[1]
+    folder = os.path.dirname(os.fspath(path))
+    cache = os.path.join(folder, JOINED_CACHE)
+    memo = _JOINED_MEMO.get(directory)
+    if memo is not None and memo[0] == head:
+        if memo[1] == shard_stamps:
+            return memo[4]
+        sections, members = list(memo[2]), memo[3]
+    else:
+        sections, members = _read_sections(cache, head), None
+    stale = [n for n in range(SHARDS) if sections[n] is None or sections[n][0] != shard_stamps[n]]
+    if stale:
+        if members is None:
+            members = _members(directory, os.path.join(folder, MEMBERS_CACHE), head[0])
+        for n in stale:
+            kinds, since = store.coverage_shard(n)
+            sections[n] = _section(shard_stamps[n], members[n], kinds, since)
+        try:
+            write_atomic(cache, _checked(json.dumps({"v": JOINED_VERSION, "head": head,
+                                                     "shards": sections}, separators=(",", ":"))))
+        except OSError:
+            pass  # best effort: the next call joins those shards again
+    found = _gathered(sections)
+    _JOINED_MEMO[directory] = (head, shard_stamps, sections, members, found)
+    return found
+
+
+def _checked(text: str) -> bytes:
+    body = text.encode("utf-8")
+    return hashlib.sha256(body).hexdigest().encode("ascii") + b"\n" + body
+
+
+def _unchecked(path: str) -> Any:
+    """The JSON of a file written by ``_checked``; None when missing, torn or damaged."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    digest, _, body = raw.partition(b"\n")
+    if digest != hashlib.sha256(body).hexdigest().encode("ascii"):
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _section(stamp: str, members: list, kinds: dict[str, list[str]],
+             since: dict[str, dict[str, float]]) -> list:
+    """One shard's part of the join: its directory users (``members``: [[roles, names]]) by
+    roles, counted by kinds, the names of those without an authenticator, their grace starts."""
+    kind_sets = [(key, set(names)) for key, names in kinds.items()]
+    with_kinds: set[str] = set().union(*(names for _, names in kind_sets))
+    parts, bare = [], set()
+    for roles, names in members:
+        names = set(names)
+        rest = names - with_kinds
+        bare |= rest
+        parts.append([roles, {key: n for key, inside in kind_sets if (n := len(inside & names))},
+                      list(rest)])
+    starts = []
+    for target, found in since.items():
+        kept = {name: t for name, t in found.items() if name in bare}
+        if kept:
+            starts.append([target, list(kept), list(kept.values())])
+    return [stamp, parts, starts]
+
+
+def _gathered(sections: list) -> Found:
+    """The 256 sections summed into ``counted``'s answer."""
+    by_roles: dict[tuple[str, ...], list] = {}
+    since: dict[str, dict[str, float]] = {}
+    for _stamp, parts, starts in sections:
+        for roles, by_key, rest in parts:
+            entry = by_roles.get(tuple(roles))
+            if entry is None:
+                entry = by_roles[tuple(roles)] = [0, {}, []]
+            entry[0] += sum(by_key.values()) + len(rest)
+            counts = entry[1]
+            for key, n in by_key.items():
+                counts[key] = counts.get(key, 0) + n
+            entry[2] += rest
+        for target, names, times in starts:
+            since.setdefault(target, {}).update(zip(names, times))
+    groups: list[Counted] = [
+        (roles, (), total, {summaries.parse_kinds_key(k): n for k, n in by_key.items()}, frozenset(rest))
+        for roles, (total, by_key, rest) in by_roles.items()]
+    return groups, since
+
+
+def _read_sections(cache: str, head: list) -> list:
+    """The sections of ``cache`` when its checksum, head and shape are right; else all None."""
+    data = _unchecked(cache)
+    none = [None] * SHARDS
+    if not (isinstance(data, dict) and data.get("v") == JOINED_VERSION and data.get("head") == head
+            and isinstance(data.get("shards"), list) and len(data["shards"]) == SHARDS):
+        return none
+    for section in data["shards"]:
+        if section is None:
+            continue
+        try:
+            stamp, parts, starts = section
+            if not (type(stamp) is str and isinstance(parts, list) and isinstance(starts, list)):
+                return none
+            for roles, by_key, rest in parts:
+                if not (isinstance(roles, list) and set(map(type, roles)) <= _STR
+                        and isinstance(by_key, dict) and set(map(type, by_key.values())) <= _INT
+                        and isinstance(rest, list) and set(map(type, rest)) <= _STR):
+                    return none
+            for target, names, times in starts:
+                if not (type(target) is str and isinstance(names, list) and isinstance(times, list)
+                        and len(names) == len(times) and set(map(type, names)) <= _STR
+                        and set(map(type, times)) <= _NUMBER):
+                    return none
+        except (TypeError, ValueError):
+            return none
+    return data["shards"]
+
+
+def _members(directory: Any, path: str, dir_stamp: list) -> list:
+    """The directory's users by shard (as the store shards them) and roles: [[[roles, names]]]
+    x 256, from ``path`` when it is of ``dir_stamp``, else made from ``role_index`` (hashing
+    every name once) and written there (best effort)."""
+    data = _unchecked(path)
+    if (isinstance(data, dict) and data.get("v") == 1 and data.get("dir") == dir_stamp
+            and isinstance(data.get("shards"), list) and len(data["shards"]) == SHARDS):
+        try:
+            if all(isinstance(roles, list) and set(map(type, roles)) <= _STR
+                   and isinstance(names, list) and set(map(type, names)) <= _STR
+                   for shard in data["shards"] for roles, names in shard):
+                return data["shards"]
+        except (TypeError, ValueError):
+            pass
+    shards: list[dict[tuple[str, ...], list[str]]] = [{} for _ in range(SHARDS)]
+    for roles, names in role_index(directory).items():
+        for name in names:
+            shards[int(user_key(name)[:2], 16)].setdefault(roles, []).append(name)  # the store's shard
+    members = [[[list(roles), names] for roles, names in shard.items()] for shard in shards]
+    try:
+        write_atomic(path, _checked(json.dumps({"v": 1, "dir": dir_stamp, "shards": members},
+                                               separators=(",", ":"))))
+    except OSError:
+        pass
+    return members
 
 
 def _split(role_groups: Iterable[tuple[tuple[str, ...], tuple[str, ...], Any]],

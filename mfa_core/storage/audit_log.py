@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -105,19 +106,23 @@ class JSONLinesAuditLog:
     def count_by_day(self, events: frozenset[str], since: float, until: float) -> dict[str, int]:
         """"YYYY-MM-DD" -> how many of ``events`` (by name) happened in ``since <= time < until``.
 
-        Counted per day file and remembered (``.counts-<hash>.json`` beside the
-        files, with how many bytes of each file were counted): a file that grew
-        is read only from where the last count stopped, so a call reads the new
+        Counted per day file and remembered beside the files: ``.counts-<hash>.days.json``
+        holds each day's [bytes counted, total], and ``.counts-<hash>/<day>.json``
+        the day's details (each transaction's events' times). A day whose
+        file did not grow is answered from the small file alone; a file that grew
+        is read only from where its last count stopped, so a call reads the new
         lines of today and nothing else. Aborted transactions are not counted.
         """
         name = hashlib.sha256("\0".join(sorted(events)).encode()).hexdigest()[:12]
-        cache_path = self.directory / f".counts-{name}.json"
+        index_path = self.directory / f".counts-{name}.days.json"
+        details = self.directory / f".counts-{name}"
         try:
-            cache = json.loads(cache_path.read_bytes())
-            if not isinstance(cache, dict):
-                cache = {}
-        except (OSError, ValueError):
-            cache = {}
+            raw = json.loads(index_path.read_bytes())
+            index = raw["days"] if isinstance(raw, dict) and raw.get("v") == 2 else {}
+            if not isinstance(index, dict):
+                index = {}
+        except (OSError, ValueError, KeyError, TypeError):
+            index = {}
         first, last = _day(since), _day(until)
         counts: dict[str, int] = {}
         changed = False
@@ -129,31 +134,61 @@ class JSONLinesAuditLog:
                 size = path.stat().st_size
             except OSError:
                 continue
-            entry = cache.get(day)
-            if not (isinstance(entry, dict) and isinstance(entry.get("size"), int)
-                    and isinstance(entry.get("txns"), dict) and entry["size"] <= size):
-                entry = {"size": 0, "txns": {}, "times": []}
-            if entry["size"] < size:
-                entry = _count_from(path, entry, events)
-                cache[day] = entry
-                changed = True
-            if since <= _day_start(day) and _day_start(day) + 86400 <= until:
-                total = sum(entry["txns"].values())
-            else:  # a partial day: the events' own times
-                total = sum(1 for t in entry.get("times", []) if since <= t < until)
+            start = _day_start(day)
+            whole = since <= start and start + 86400 <= until
+            known = index.get(day)
+            if (whole and isinstance(known, list) and len(known) == 2 and known[0] == size
+                    and type(known[1]) is int):
+                total = known[1]
+            else:
+                entry = _read_details(details / f"{day}.json", size)
+                if entry["size"] < size:
+                    entry = _count_from(path, entry, events)
+                    with contextlib.suppress(OSError):
+                        details.mkdir(exist_ok=True)
+                        write_atomic(details / f"{day}.json",
+                                     json.dumps(entry, separators=(",", ":")).encode("utf-8"))
+                counted = sum(map(len, entry["txns"].values()))
+                if known != [entry["size"], counted]:
+                    index[day] = [entry["size"], counted]
+                    changed = True
+                if whole:
+                    total = counted
+                else:  # a partial day: the events' own times
+                    total = sum(1 for times in entry["txns"].values() for t in times if since <= t < until)
             if total:
                 counts[day] = total
         if changed:
             with contextlib.suppress(OSError):
-                write_atomic(cache_path, json.dumps(cache, separators=(",", ":")).encode("utf-8"))
+                write_atomic(index_path, json.dumps({"v": 2, "days": index},
+                                                    separators=(",", ":")).encode("utf-8"))
+            with contextlib.suppress(OSError):  # the one file of earlier versions (every detail)
+                os.unlink(self.directory / f".counts-{name}.json")
         return counts
+
+
+def _read_details(path: Path, size: int) -> dict:
+    """A day's counted details ({"size": bytes counted, "txns": {txn: [event times]}}), or a
+    fresh start when the file is missing, damaged or counted further than the day file now is
+    (it was replaced)."""
+    try:
+        entry = json.loads(path.read_bytes())
+        if (isinstance(entry, dict) and type(entry.get("size")) is int and entry["size"] <= size
+                and isinstance(entry.get("txns"), dict)
+                and all(isinstance(times, list) and set(map(type, times)) <= _NUMBER
+                        for times in entry["txns"].values())):
+            return entry
+    except (OSError, ValueError):
+        pass
+    return {"size": 0, "txns": {}}
+
+
+_NUMBER = frozenset({int, float})
 
 
 def _count_from(path: Path, entry: dict, events: frozenset[str]) -> dict:
     """``entry`` (counted up to byte ``size``) brought up to the file's last whole line."""
-    txns: dict[str, int] = dict(entry["txns"])
-    times: list[float] = list(entry.get("times", []))
-    by_txn: dict[str, list[float]] = {}
+    txns: dict[str, list[float]] = {txn: list(times) for txn, times in entry["txns"].items()}
     with open(path, "rb") as fh:
         fh.seek(entry["size"])
         data = fh.read()
@@ -169,18 +204,14 @@ def _count_from(path: Path, entry: dict, events: frozenset[str]) -> dict:
             continue
         txn = str(event.get("txn"))
         if event.get("aborted"):
-            if txns.pop(txn, None) is not None:
-                gone = set(by_txn.pop(txn, []))
-                times = [t for t in times if t not in gone]
+            txns.pop(txn, None)  # its events, whenever they were counted
             continue
         if event.get("event") in events:
-            t = float(event.get("time", 0))
-            txns[txn] = txns.get(txn, 0) + 1
-            times.append(t)
-            by_txn.setdefault(txn, []).append(t)
-    return {"size": entry["size"] + end, "txns": txns, "times": times}
+            txns.setdefault(txn, []).append(float(event.get("time", 0)))
+    return {"size": entry["size"] + end, "txns": txns}
 
 
+@functools.lru_cache(maxsize=1024)
 def _day_start(day: str) -> float:
     return dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp()
 

@@ -14,11 +14,12 @@ from typing import Iterator
 
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, mtime_ns: int | None = None) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never half.
 
     Temp file in the same directory, fsync, ``os.replace``, then fsync the
-    directory so the rename itself survives a power cut.
+    directory so the rename itself survives a power cut. ``mtime_ns``: the new
+    file's modification time (set before it is renamed in: no reader sees another).
     """
     path = os.fspath(path)
     parent, name = os.path.split(path)
@@ -29,6 +30,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        if mtime_ns is not None:
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
         os.fsync(fd)
     except BaseException:
         os.close(fd)

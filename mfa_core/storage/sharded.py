@@ -121,7 +121,8 @@ class StripedLocks:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.stripes = stripes
         self._thread_locks = [threading.Lock() for _ in range(stripes)]
-        self._paths = [str(directory / f"{n:03d}.lock") for n in range(stripes)]
+        root = os.fspath(directory)  # plain strings: 256 pathlib joins cost more than a command
+        self._paths = [os.path.join(root, f"{n:03d}.lock") for n in range(stripes)]
         self._held = threading.local()
 
     def stripe(self, key: str) -> int:
@@ -355,12 +356,54 @@ class ShardedTinyDBStore(Store):
             self._write_summary_shard(shard, index)
 
     def _write_summary_shard(self, shard: str, index: dict[str, Any]) -> None:
+        """Write a shard's index (the caller holds the shard's index lock). Each write's mtime
+        is after the previous one's, so ``coverage_stamp`` changes with every write even when
+        an inode number comes back with the same size within one clock tick."""
         body = json.dumps(index, separators=(",", ":")).encode("utf-8")
+        path = self._summary_path(shard)
         try:
-            write_atomic(self._summary_path(shard), body)
+            before = os.stat(path).st_mtime_ns
+        except OSError:
+            before = 0
+        mtime = max(time.time_ns(), before + 1)
+        try:
+            write_atomic(path, body, mtime_ns=mtime)
         except FileNotFoundError:
             os.makedirs(self._summary_root, exist_ok=True)
-            write_atomic(self._summary_path(shard), body)
+            write_atomic(path, body, mtime_ns=mtime)
+
+    def coverage_shard_stamps(self) -> tuple[str, list[str]] | None:
+        """(the BUILT marker's stamp, each of the 256 shard indexes' stamps: inode, mtime and size,
+        "-" for none): what a cache derived from the shards is stamped with, taken before
+        reading them. None while the index is not built (``coverage_columns`` builds it).
+        257 stats, no file read."""
+        stat, join, root = os.stat, os.path.join, self._summary_root
+        try:
+            st = stat(join(root, BUILT))
+        except FileNotFoundError:
+            return None
+        built = f"{st.st_ino}:{st.st_mtime_ns}"
+        shards = []
+        for n in range(256):
+            try:
+                st = stat(join(root, f"{n:02x}.json"))
+            except FileNotFoundError:
+                shards.append("-")
+                continue
+            shards.append(f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}")
+        return built, shards
+
+    def coverage_stamp(self) -> str | None:
+        """One text for ``coverage_shard_stamps()`` (None while the index is not built)."""
+        stamps = self.coverage_shard_stamps()
+        if stamps is None:
+            return None
+        return hashlib.sha256(",".join([stamps[0], *stamps[1]]).encode("ascii")).hexdigest()
+
+    def coverage_shard(self, n: int) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+        """``coverage_columns()`` of shard number ``n`` (0-255) alone."""
+        index = self._read_summary_shard(f"{n:02x}")
+        return index["k"], index["s"]
 
     def rebuild_summaries(self) -> int:
         """Build every shard's index from the records themselves; returns how many users have
