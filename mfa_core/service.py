@@ -613,115 +613,109 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
             raise
         except MFAError as exc:  # the directory cannot be read
             raise StorageError() from exc
-        # The attempt's records (the person's, the place's, an unknown name's bind budget) are
-        # durable together before the answer: a crash before may undo any of them, never tear
-        # one, and an attempt that got no answer taught nobody anything (S-rule in
-        # docs/security.md). The binding of a name (_claim_record) is not in it: its moves are
-        # ordered.
-        with self._synced_together():
-            if stored is None:
-                self._unknown_password(who, password, src, source)
-            where = f"from {source}" if source else "from an unknown address"
-            policy = self.password_policy
-            try:
-                context = self._policy_context(username)
-                unreadable: PolicyDamaged | None = None
-            except PolicyDamaged as exc:
-                # Told only to whoever knows the password (as a damaged record is): told at once,
-                # it would mark this name as a real one (an unknown name gets "wrong password").
-                context, unreadable = None, exc
-            error: MFAError | None = None
-            entered = False
-            try:
-                with self._transaction(username) as txn:
-                    entered = True
-                    # The clock is read under the user's lock: read before it, an attempt that waited
-                    # for the lock would be compared with a failure recorded "after" it (issue 20, F13).
-                    now = self.clock()
-                    rec = txn.record
-                    two_step = records.two_step_on(rec)
-                    # A user without a factor but with the helpdesk's pass: the pass is the second
-                    # factor ahead, the password alone never completes the sign-in.
-                    pass_ahead = not two_step and temp_pass.live(rec, now) is not None
-                    # Password and code (or the helpdesk's pass) checked together.
-                    ahead, joint = _second_ahead(rec, now, code is not None, with_pass)
-                    passed = False
-                    expires_at: float | None = None
-                    state = rec.get("password") or {}
-                    familiar = passwords.is_familiar(state, src, now, policy)
-                    error = passwords.gate(state, src, familiar, now, policy, ahead, joint)
-                    if error is None and joint:
-                        error = self._gate(txn, now, username)  # the code's throttle: the portal's own
-                    with contextlib.ExitStack() as spraying:
-                        spray: _Spray | None = None  # a new place's spraying count around the check
-                        if error is None and not familiar:
-                            spray = spraying.enter_context(self._spray(src, now, who))
-                            error = spray.error
-                        if error is not None:
-                            self._log(txn, now, username, "password_throttled", "refused",
-                                      f"{_reason(error)} {where}")
-                        else:
-                            # A directory down or its bind budget spent (MFAError): nothing counted,
-                            # nothing committed (the spray's exit counts nothing either).
-                            ok = _password_ok(password, stored, state)  # a directory's bind budget in state
+        if stored is None:
+            self._unknown_password(who, password, src, source)
+        where = f"from {source}" if source else "from an unknown address"
+        policy = self.password_policy
+        try:
+            context = self._policy_context(username)
+            unreadable: PolicyDamaged | None = None
+        except PolicyDamaged as exc:
+            # Told only to whoever knows the password (as a damaged record is): told at once,
+            # it would mark this name as a real one (an unknown name gets "wrong password").
+            context, unreadable = None, exc
+        error: MFAError | None = None
+        entered = False
+        try:
+            with self._transaction(username) as txn:
+                entered = True
+                # The clock is read under the user's lock: read before it, an attempt that waited
+                # for the lock would be compared with a failure recorded "after" it (issue 20, F13).
+                now = self.clock()
+                rec = txn.record
+                two_step = records.two_step_on(rec)
+                # A user without a factor but with the helpdesk's pass: the pass is the second
+                # factor ahead, the password alone never completes the sign-in.
+                pass_ahead = not two_step and temp_pass.live(rec, now) is not None
+                # Password and code (or the helpdesk's pass) checked together.
+                ahead, joint = _second_ahead(rec, now, code is not None, with_pass)
+                passed = False
+                expires_at: float | None = None
+                state = rec.get("password") or {}
+                familiar = passwords.is_familiar(state, src, now, policy)
+                error = passwords.gate(state, src, familiar, now, policy, ahead, joint)
+                if error is None and joint:
+                    error = self._gate(txn, now, username)  # the code's throttle: the portal's own
+                with contextlib.ExitStack() as spraying:
+                    spray: _Spray | None = None  # a new place's spraying count around the check
+                    if error is None and not familiar:
+                        spray = spraying.enter_context(self._spray(src, now, who))
+                        error = spray.error
+                    if error is not None:
+                        self._log(txn, now, username, "password_throttled", "refused",
+                                  f"{_reason(error)} {where}")
+                    else:
+                        # A directory down or its bind budget spent (MFAError): nothing counted,
+                        # nothing committed (the spray's exit counts nothing either).
+                        ok = _password_ok(password, stored, state)  # a directory's bind budget in state
+                        if spray is not None:
+                            spray.ran()
+                        state = rec.setdefault("password", state)
+                        if ok and unreadable is not None:  # a right password: fail closed, nothing counted
                             if spray is not None:
-                                spray.ran()
-                            state = rec.setdefault("password", state)
-                            if ok and unreadable is not None:  # a right password: fail closed, nothing counted
-                                if spray is not None:
-                                    spray.void()
-                                ok, error = None, unreadable
-                            # The two-step policy, once the password is right (its grace starts then).
-                            req = self._requirement_in(username, rec, now, *context, record=True) if ok else None
-                            if ok and joint and with_pass:  # the pass: whatever the policy, as on the challenge
-                                refused, expires_at = self._check_pass(txn, rec, code, now, username, None)
-                                if refused is not None:
-                                    ok = None
-                                    error = InvalidCode(WRONG_PASSWORD_OR_CODE)
-                                    self._fail(txn, now, username, "second_factor_failed", refused)
-                            elif ok and joint:
-                                if self._factor_refused(rec, req, strategy, None):
-                                    refused = self._not_allowed(code, strategy, now)
-                                else:
-                                    refused, _ = self._check_factor(txn, rec, code, strategy, now, username, False)
-                                if refused is not None:
-                                    ok = None  # the password was right, the code not: one answer for both
-                                    error = InvalidCode(WRONG_PASSWORD_OR_CODE)
-                                    self._fail(txn, now, username, "second_factor_failed",
-                                               InvalidCode() if isinstance(refused, NoBackupCodes) else refused)
-                            if ok:
-                                if spray is not None:
-                                    spray.passed()  # not a failure, nor this user's failures from here
-                                elif src in state.get("sources", {}):
-                                    self._spray_release(src, None, who)  # this user's failures from here go
-                                passwords.record_success(state, src)
-                                self._log(txn, now, username, "password_accepted", "success", where)
-                                if joint:  # both factors: the sign-in is complete, a familiar place
-                                    self._second_factor_passed(rec, source, now)
-                                    passed = True
-                                elif not two_step and not pass_ahead and req.state != "overdue":
-                                    # Complete: a familiar place. Not past the policy's deadline: a
-                                    # password alone must not open the way to setting up a factor there.
-                                    passwords.remember_source(state, src, now, policy)
-                            elif ok is False:
-                                error = InvalidCode(WRONG_PASSWORD_OR_CODE if joint else WRONG_PASSWORD)
-                                reached = passwords.record_failure(state, src, familiar, now, policy)
-                                self._log(txn, now, username, "password_failed", "failure",
-                                          f"wrong password {where}")
-                                if reached:
-                                    self._log(txn, now, username, "password_blocked", "failure",
-                                              f"{policy.account_limit} consecutive wrong passwords from "
-                                              "unfamiliar places")
-                    result = PasswordResult(username, records.two_step_on(rec) or pass_ahead,
-                                            rec.get("mfa_epoch", 0), second_factor_passed=passed,
-                                            pass_expires_at=expires_at if passed else None)
-            except RecordDamaged as damaged:
-                if entered:
-                    raise
-                # The password and its throttle first: a damaged record is shown only to someone
-                # who knows the password (it names a real user; its throttle cannot be read).
-                self._damaged_password(username, password, stored, src, who, where, damaged)
-        self._raise_or_notify(txn, error)  # durable first: the mail, then the answer
+                                spray.void()
+                            ok, error = None, unreadable
+                        # The two-step policy, once the password is right (its grace starts then).
+                        req = self._requirement_in(username, rec, now, *context, record=True) if ok else None
+                        if ok and joint and with_pass:  # the pass: whatever the policy, as on the challenge
+                            refused, expires_at = self._check_pass(txn, rec, code, now, username, None)
+                            if refused is not None:
+                                ok = None
+                                error = InvalidCode(WRONG_PASSWORD_OR_CODE)
+                                self._fail(txn, now, username, "second_factor_failed", refused)
+                        elif ok and joint:
+                            if self._factor_refused(rec, req, strategy, None):
+                                refused = self._not_allowed(code, strategy, now)
+                            else:
+                                refused, _ = self._check_factor(txn, rec, code, strategy, now, username, False)
+                            if refused is not None:
+                                ok = None  # the password was right, the code not: one answer for both
+                                error = InvalidCode(WRONG_PASSWORD_OR_CODE)
+                                self._fail(txn, now, username, "second_factor_failed",
+                                           InvalidCode() if isinstance(refused, NoBackupCodes) else refused)
+                        if ok:
+                            if spray is not None:
+                                spray.passed()  # not a failure, nor this user's failures from here
+                            elif src in state.get("sources", {}):
+                                self._spray_release(src, None, who)  # this user's failures from here go
+                            passwords.record_success(state, src)
+                            self._log(txn, now, username, "password_accepted", "success", where)
+                            if joint:  # both factors: the sign-in is complete, a familiar place
+                                self._second_factor_passed(rec, source, now)
+                                passed = True
+                            elif not two_step and not pass_ahead and req.state != "overdue":
+                                # Complete: a familiar place. Not past the policy's deadline: a
+                                # password alone must not open the way to setting up a factor there.
+                                passwords.remember_source(state, src, now, policy)
+                        elif ok is False:
+                            error = InvalidCode(WRONG_PASSWORD_OR_CODE if joint else WRONG_PASSWORD)
+                            reached = passwords.record_failure(state, src, familiar, now, policy)
+                            self._log(txn, now, username, "password_failed", "failure",
+                                      f"wrong password {where}")
+                            if reached:
+                                self._log(txn, now, username, "password_blocked", "failure",
+                                          f"{policy.account_limit} consecutive wrong passwords from "
+                                          "unfamiliar places")
+                result = PasswordResult(username, records.two_step_on(rec) or pass_ahead,
+                                        rec.get("mfa_epoch", 0), second_factor_passed=passed,
+                                        pass_expires_at=expires_at if passed else None)
+        except RecordDamaged as damaged:
+            if entered:
+                raise
+            # The password and its throttle first: a damaged record is shown only to someone
+            # who knows the password (it names a real user; its throttle cannot be read).
+            self._damaged_password(username, password, stored, src, who, where, damaged)
+        self._raise_or_notify(txn, error)
         self._claim_record(username)  # the password was right: a name seen first is bound now
         return result
 
@@ -1305,15 +1299,6 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
 
     def _transaction(self, username: str, *, repair: bool = False) -> "_Guarded":
         return _Guarded(self, self.store.transaction(username, repair=repair), username, repair)
-
-    @contextlib.contextmanager
-    def _synced_together(self) -> Iterator[None]:
-        """``store.synced_together()`` with its failure reported as StorageError."""
-        try:
-            with self.store.synced_together():
-                yield
-        except IO_ERRORS as exc:
-            raise StorageError() from exc
 
     def _keyed_transaction(self, key: str, *, repair: bool = False) -> "_Guarded":
         cm = self.store.keyed_transaction(key, repair=True) if repair else self.store.keyed_transaction(key)

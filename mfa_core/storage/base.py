@@ -204,20 +204,6 @@ class Store(ABC):
         """
         return self.keyed_transaction(key)
 
-    def synced_together(self) -> contextlib.AbstractContextManager[None]:
-        """Within the block, records this thread commits are durable together at its end.
-
-        For a backend that pays a directory fsync a commit (the files), each
-        commit's content is made durable before it is visible, as always, and
-        the directories' fsyncs wait for the block's end, where each is done
-        once: a crash before then may undo some of the block's commits (never
-        tear one), so the block holds only commits that may be lost in any
-        combination, and ends before its caller answers. Nested blocks join
-        the outer one. Raises OSError at its end if the fsync fails. A
-        database commits durably anyway: nothing to do.
-        """
-        return contextlib.nullcontext()
-
     @abstractmethod
     def sweep_keyed(self, expired: Callable[[str, Record], bool]) -> int:
         """Remove every keyed record for which ``expired(key, record)`` holds; returns how many.

@@ -14,16 +14,11 @@ from typing import Iterator
 
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600, *,
-                 defer_dir: set[str] | None = None) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never half.
 
     Temp file in the same directory, fsync, ``os.replace``, then fsync the
-    directory so the rename itself survives a power cut. ``defer_dir``: the
-    directory is added to this set instead, for the caller to fsync later
-    (``fsync_dirs``) together with others'; the file's content is fsynced
-    before the rename either way, so a crash never leaves it torn or empty:
-    until then a power cut may only undo the rename (the old file, whole).
+    directory so the rename itself survives a power cut.
     """
     path = os.fspath(path)
     parent, name = os.path.split(path)
@@ -47,20 +42,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, *,
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    if defer_dir is not None:
-        defer_dir.add(parent)
-        return
-    fsync_dirs((parent,))
-
-
-def fsync_dirs(dirs) -> None:
-    """fsync each directory (the renames made in it survive a power cut)."""
-    for parent in dirs:
-        dir_fd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    dir_fd = os.open(parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 # What write_atomic's temp files are called: ".<target name>.<random>.tmp".

@@ -28,7 +28,7 @@ from ..errors import RecordDamaged, StorageError
 from .audit_log import JSONLinesAuditLog
 from .base import (ENROLLMENT_EVENTS, LOCK_TIMEOUT, Event, Record, Store, Transaction, check_record,
                    commit_after_audit, parse_record, user_key)
-from .files import LockBusy, exclusive, fsync_dirs, write_atomic
+from .files import LockBusy, exclusive, write_atomic
 
 log = logging.getLogger("mfa_core.storage")
 
@@ -64,10 +64,8 @@ class AtomicJSONStorage(Storage):
     """
 
     def __init__(self, path: str | Path, create_dirs: bool = True,
-                 preloaded: dict[str, Any] | None = None, defer_dir: set[str] | None = None,
-                 **_: Any) -> None:
+                 preloaded: dict[str, Any] | None = None, **_: Any) -> None:
         self.path = os.fspath(path)
-        self._defer_dir = defer_dir  # the store's synced_together(): the directory's fsync waits
         self._create_dirs = create_dirs  # on the first write, not on every open
         self._data: dict[str, dict[str, Any]] | None = preloaded
         self._loaded = preloaded is not None
@@ -92,12 +90,12 @@ class AtomicJSONStorage(Storage):
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         body = json.dumps(data, separators=(",", ":")).encode("utf-8")
         try:
-            write_atomic(self.path, body, defer_dir=self._defer_dir)
+            write_atomic(self.path, body)
         except FileNotFoundError:
             if not self._create_dirs:
                 raise
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            write_atomic(self.path, body, defer_dir=self._defer_dir)
+            write_atomic(self.path, body)
         self._data = data
         self._loaded = True
 
@@ -188,7 +186,6 @@ class ShardedTinyDBStore(Store):
         self._source_locks = StripedLocks(self.root / "locks" / "sources", stripes=64)
         self._summary_root = str(self.root / "summary")
         self._summary_locks = StripedLocks(self.root / "locks" / "summary", stripes=256)
-        self._together = threading.local()  # synced_together(): this thread's directories to fsync
         self.audit = JSONLinesAuditLog(self.root / "audit")
         if not any(self.users_dir.iterdir()):  # a new store: its (empty) index is complete
             with contextlib.suppress(OSError):
@@ -242,20 +239,6 @@ class ShardedTinyDBStore(Store):
             if self._commit(txn, self._path(key), data, self._guard(key), self._witness(username)):
                 self._summary_changed(key, username, before, txn.record)
 
-    @contextlib.contextmanager
-    def synced_together(self) -> Iterator[None]:
-        """See ``Store.synced_together``: the block's commits fsync their directories once, at
-        its end (a user's record and a source's: two directories, one journal commit on ext4)."""
-        if getattr(self._together, "dirs", None) is not None:
-            yield  # joins the outer block
-            return
-        self._together.dirs = dirs = set()
-        try:
-            yield
-        finally:
-            self._together.dirs = None
-            fsync_dirs(sorted(dirs))
-
     def _keyed_path(self, hashed: str) -> str:
         return os.path.join(self._sources_root, hashed[:2], hashed + ".json")
 
@@ -303,11 +286,6 @@ class ShardedTinyDBStore(Store):
                 guard: str | None, witness: str | None = None) -> bool:
         guarded = guard is not None and bool(txn.record.get(GUARD))
         witnesses = [p for p in (guard, witness) if p is not None]
-        # Inside synced_together() the directory's fsync waits for the block's end, unless a
-        # marker is written after the record: the marker must never be durable before it.
-        defer = getattr(self._together, "dirs", None)
-        if defer is not None and guarded and not all(os.path.exists(each) for each in witnesses):
-            defer = None
 
         def write() -> None:
             if guard is not None and not guarded:
@@ -317,7 +295,7 @@ class ShardedTinyDBStore(Store):
                         os.unlink(each)
             if txn.damaged:
                 self._keep_damaged(path)
-            table = TinyDB(path, storage=AtomicJSONStorage, preloaded=data, defer_dir=defer).table(TABLE)
+            table = TinyDB(path, storage=AtomicJSONStorage, preloaded=data).table(TABLE)
             _replace(table, 1, txn.record, exists=txn.existed)
 
         if not commit_after_audit(txn, self.audit, write):
