@@ -95,3 +95,35 @@ def test_parallel_wrong_passwords_from_one_place_never_overrun_the_spray_limit(
         assert len(_place(svc, "198.19.1.1")["failures"]) == policy.spray_limit
     finally:
         svc.directory.backend.close()
+
+
+def test_parallel_guesses_at_one_name_from_many_places_never_overrun_its_bind_budget(ldap_svc, new_user):
+    """A real name's budget is in its record, held through each bind; an unknown name's in a
+    keyed record held the same way: the same answers, however many places guess at once."""
+    uid, _dn = new_user("budget-par-1")
+    directory = ldap_svc.directory
+    budget = directory.settings.bind_failures
+
+    def guesses(name: str, first: int) -> list[str]:
+        directory.find(name)  # cached: every guess reaches the budget at once
+        outcomes: list[str] = []
+
+        def attempt(n: int) -> None:
+            try:
+                ldap_svc.attempt_password(name, f"guess-{n}", source=f"198.19.2.{first + n}")
+            except mfa_core.MFAError as exc:
+                outcomes.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=attempt, args=(n,)) for n in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sorted(outcomes)
+
+    backend = directory.backend
+    before = backend.user_binds, backend.dummy_binds
+    real, unknown = guesses(uid, 0), guesses("nobody-budget-par", 100)
+    assert backend.user_binds - before[0] == budget
+    assert backend.dummy_binds - before[1] == budget
+    assert real == unknown == sorted(["InvalidCode"] * budget + ["TooManyAttempts"] * (20 - budget))
