@@ -10,6 +10,7 @@ ones. A record that cannot be read as a valid record fails closed
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -645,60 +646,66 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
                 error = passwords.gate(state, src, familiar, now, policy, ahead, joint)
                 if error is None and joint:
                     error = self._gate(txn, now, username)  # the code's throttle: the portal's own
-                slot: str | None = None  # a spraying slot, taken only for an unfamiliar source
-                if error is None and not familiar:
-                    error, slot = self._spray_slot(src, now, who)
-                if error is not None:
-                    self._log(txn, now, username, "password_throttled", "refused",
-                              f"{_reason(error)} {where}")
-                else:
-                    try:
+                with contextlib.ExitStack() as spraying:
+                    spray: _Spray | None = None  # a new place's spraying count around the check
+                    if error is None and not familiar:
+                        spray = spraying.enter_context(self._spray(src, now, who))
+                        error = spray.error
+                    if error is not None:
+                        self._log(txn, now, username, "password_throttled", "refused",
+                                  f"{_reason(error)} {where}")
+                    else:
+                        # A directory down or its bind budget spent (MFAError): nothing counted,
+                        # nothing committed (the spray's exit counts nothing either).
                         ok = _password_ok(password, stored, state)  # a directory's bind budget in state
-                    except MFAError:  # directory down, bind budget spent: nothing counted, not committed
-                        self._spray_release(src, slot)
-                        raise
-                    state = rec.setdefault("password", state)
-                    if ok and unreadable is not None:  # a right password: fail closed, nothing counted
-                        self._spray_release(src, slot)
-                        ok, error = None, unreadable
-                    # The two-step policy, once the password is right (its grace starts then).
-                    req = self._requirement_in(username, rec, now, *context, record=True) if ok else None
-                    if ok and joint and with_pass:  # the pass: whatever the policy, as on the challenge
-                        refused, expires_at = self._check_pass(txn, rec, code, now, username, None)
-                        if refused is not None:
-                            ok = None
-                            error = InvalidCode(WRONG_PASSWORD_OR_CODE)
-                            self._fail(txn, now, username, "second_factor_failed", refused)
-                    elif ok and joint:
-                        if self._factor_refused(rec, req, strategy, None):
-                            refused = self._not_allowed(code, strategy, now)
-                        else:
-                            refused, _ = self._check_factor(txn, rec, code, strategy, now, username, False)
-                        if refused is not None:
-                            ok = None  # the password was right, the code not: one answer for both
-                            error = InvalidCode(WRONG_PASSWORD_OR_CODE)
-                            self._fail(txn, now, username, "second_factor_failed",
-                                       InvalidCode() if isinstance(refused, NoBackupCodes) else refused)
-                    if ok:
-                        if slot is not None or src in state.get("sources", {}):
-                            self._spray_release(src, slot, who)  # this user's failures from here go
-                        passwords.record_success(state, src)
-                        self._log(txn, now, username, "password_accepted", "success", where)
-                        if joint:  # both factors: the sign-in is complete, a familiar place
-                            self._second_factor_passed(rec, source, now)
-                            passed = True
-                        elif not two_step and not pass_ahead and req.state != "overdue":
-                            # Complete: a familiar place. Not past the policy's deadline: a
-                            # password alone must not open the way to setting up a factor there.
-                            passwords.remember_source(state, src, now, policy)
-                    elif ok is False:
-                        error = InvalidCode(WRONG_PASSWORD_OR_CODE if joint else WRONG_PASSWORD)
-                        reached = passwords.record_failure(state, src, familiar, now, policy)
-                        self._log(txn, now, username, "password_failed", "failure", f"wrong password {where}")
-                        if reached:
-                            self._log(txn, now, username, "password_blocked", "failure",
-                                      f"{policy.account_limit} consecutive wrong passwords from "
-                                      "unfamiliar places")
+                        if spray is not None:
+                            spray.ran()
+                        state = rec.setdefault("password", state)
+                        if ok and unreadable is not None:  # a right password: fail closed, nothing counted
+                            if spray is not None:
+                                spray.void()
+                            ok, error = None, unreadable
+                        # The two-step policy, once the password is right (its grace starts then).
+                        req = self._requirement_in(username, rec, now, *context, record=True) if ok else None
+                        if ok and joint and with_pass:  # the pass: whatever the policy, as on the challenge
+                            refused, expires_at = self._check_pass(txn, rec, code, now, username, None)
+                            if refused is not None:
+                                ok = None
+                                error = InvalidCode(WRONG_PASSWORD_OR_CODE)
+                                self._fail(txn, now, username, "second_factor_failed", refused)
+                        elif ok and joint:
+                            if self._factor_refused(rec, req, strategy, None):
+                                refused = self._not_allowed(code, strategy, now)
+                            else:
+                                refused, _ = self._check_factor(txn, rec, code, strategy, now, username, False)
+                            if refused is not None:
+                                ok = None  # the password was right, the code not: one answer for both
+                                error = InvalidCode(WRONG_PASSWORD_OR_CODE)
+                                self._fail(txn, now, username, "second_factor_failed",
+                                           InvalidCode() if isinstance(refused, NoBackupCodes) else refused)
+                        if ok:
+                            if spray is not None:
+                                spray.passed()  # not a failure, nor this user's failures from here
+                            elif src in state.get("sources", {}):
+                                self._spray_release(src, None, who)  # this user's failures from here go
+                            passwords.record_success(state, src)
+                            self._log(txn, now, username, "password_accepted", "success", where)
+                            if joint:  # both factors: the sign-in is complete, a familiar place
+                                self._second_factor_passed(rec, source, now)
+                                passed = True
+                            elif not two_step and not pass_ahead and req.state != "overdue":
+                                # Complete: a familiar place. Not past the policy's deadline: a
+                                # password alone must not open the way to setting up a factor there.
+                                passwords.remember_source(state, src, now, policy)
+                        elif ok is False:
+                            error = InvalidCode(WRONG_PASSWORD_OR_CODE if joint else WRONG_PASSWORD)
+                            reached = passwords.record_failure(state, src, familiar, now, policy)
+                            self._log(txn, now, username, "password_failed", "failure",
+                                      f"wrong password {where}")
+                            if reached:
+                                self._log(txn, now, username, "password_blocked", "failure",
+                                          f"{policy.account_limit} consecutive wrong passwords from "
+                                          "unfamiliar places")
                 result = PasswordResult(username, records.two_step_on(rec) or pass_ahead,
                                         rec.get("mfa_epoch", 0), second_factor_passed=passed,
                                         pass_expires_at=expires_at if passed else None)
@@ -819,16 +826,75 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
                     txn.log(failed(now).to_dict())
         raise error
 
-    def _spray_slot(self, src: str, now: float, who: str) -> tuple[MFAError | None, str | None]:
-        # Taken in a short transaction of its own, committed at once, although the user's is
-        # open: nested (a savepoint on PostgreSQL) the source's lock would be held through the
-        # bcrypt check until the user's commit, and sign-ins from one address (an office behind
-        # NAT) would queue one after the other across replicas. Still atomic: the gate and the
-        # slot under the source's lock, the slot counted before the check and given back on
-        # success (_spray_release); a crash in between leaves it counted (fails closed).
+    @contextlib.contextmanager
+    def _spray(self, src: str, now: float, who: str) -> Iterator["_Spray"]:
+        """A new place's spraying count (issue 20, F12) around one password check.
+
+        The gate and the count are atomic under the place's lock, one of two ways:
+
+        - With the company directory the place's record stays open (its lock held)
+          through the check, a bind on a kept connection (about a millisecond), and
+          is written only with what the check leaves: one failure more, or none of
+          this user's failures from here after a right password, or nothing at all
+          (a right password whose user never failed here: no write). Unknown
+          names are checked the same way (``_checked_by_source``).
+        - With a bcrypt hash (~0.1-0.3 s) the lock is not held through the check:
+          sign-ins from one address (an office behind NAT) would queue one after
+          the other across replicas. A slot is taken in a short transaction of its
+          own, committed at once, counted as a failure before the check and given
+          back after a right one (own transactions although the user's is open:
+          nested, a savepoint on PostgreSQL would hold the lock until the user's
+          commit). A crash in between leaves it counted (fails closed).
+
+        Either way an exception before ``ran()`` (the directory down, its bind
+        budget spent) counts nothing, ``void()`` (a right password refused for
+        another reason) counts nothing, ``passed()`` counts nothing and forgets this
+        user's earlier failures from here, and otherwise the check counts as a
+        failure (a wrong password, a wrong code with it, an exception after it).
+        """
+        spray = _Spray()
+        policy = self.password_policy
+        if not getattr(self.directory, "company", False):
+            with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
+                spray.error = passwords.spray_gate(txn.record, now, policy, who)
+                slot = None if spray.error else passwords.take_slot(txn.record, now, who)
+            if slot is None:
+                yield spray
+                return
+            try:
+                yield spray
+            except BaseException:
+                if not spray.counted:
+                    self._spray_release(src, slot)
+                raise
+            if spray.outcome == "void":
+                self._spray_release(src, slot)
+            elif spray.outcome == "passed":
+                self._spray_release(src, slot, who)
+            return
+        raised: BaseException | None = None
         with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
-            error = passwords.spray_gate(txn.record, now, self.password_policy, who)
-            return error, (None if error else passwords.take_slot(txn.record, now, who))
+            rec = txn.record
+            kept = copy.deepcopy(rec.get("failures"))  # as read: restored when nothing is counted
+            spray.error = passwords.spray_gate(rec, now, policy, who)
+            recent = list(rec.get("failures", []))
+            try:
+                yield spray
+            except BaseException as exc:
+                if not spray.counted:
+                    raise  # nothing committed
+                raised = exc  # the check ran: counted as a failure all the same
+            if spray.error is None and spray.counted:
+                passwords.take_slot(rec, now, who)
+            elif spray.outcome == "passed":
+                passwords.give_back_slot(rec, None, who)
+            if rec.get("failures", []) == recent:  # nothing to count: nothing to write
+                if kept is None:
+                    rec.pop("failures", None)
+                else:
+                    rec["failures"] = kept
+        if raised is not None:
+            raise raised
 
     def _spray_release(self, src: str, slot: str | None, who: str | None = None) -> None:
         try:
@@ -1479,6 +1545,31 @@ def _reason(error: MFAError) -> str:
     if isinstance(error, FactorNotAllowed):
         return f"{error.kind} not allowed by the two-step policy"
     return "wrong code" if isinstance(error, InvalidCode) else type(error).__name__
+
+
+class _Spray:
+    """What ``MFAService._spray`` hands the password check: the gate's refusal, and then what
+    the check came to (``ran``, then ``passed`` or ``void``; see there)."""
+
+    __slots__ = ("error", "outcome")
+
+    def __init__(self) -> None:
+        self.error: MFAError | None = None
+        self.outcome: str | None = None  # None: not checked yet; "ran", "passed", "void"
+
+    def ran(self) -> None:
+        self.outcome = "ran"
+
+    def passed(self) -> None:
+        self.outcome = "passed"
+
+    def void(self) -> None:
+        self.outcome = "void"
+
+    @property
+    def counted(self) -> bool:
+        """The check counts as a failure from this place (it ran, and was neither right nor void)."""
+        return self.outcome == "ran"
 
 
 class _Guarded:

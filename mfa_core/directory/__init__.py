@@ -267,14 +267,16 @@ class CompanyDirectory(UserDirectory):
         return {"failures": failures + 1, "last": now}
 
     def _budgeted(self, key: str, check: Callable[[], bool | None]) -> bool:
-        """The bind budget in a keyed record of its own (unknown names; a damaged record)."""
+        """The bind budget in a keyed record of its own (unknown names; a damaged record), held
+        under its lock through the bind as a person's record is through theirs: parallel
+        guesses at one name from many places never bind more often than the budget allows,
+        and the attempt costs one read and one write of it."""
         if self.store is None or self.pepper is None:
             return bool(check())
         now = self.clock()
         with self._budget(key) as rec:
             self._wait(rec, now)
-        ok = bool(check())
-        with self._budget(key) as rec:
+            ok = bool(check())
             spent = self._counted(rec, ok, now)
             rec.clear()
             rec.update(spent)

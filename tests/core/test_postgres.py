@@ -253,20 +253,21 @@ def test_a_spray_slot_is_not_held_through_a_users_transaction(postgres_url, data
 
     def other_sign_in() -> None:
         start = time.monotonic()
-        error, slot = svc._spray_slot(src, clock(), "another-user-key")
-        assert error is None and slot
+        with svc._spray(src, clock(), "another-user-key") as spray:
+            assert spray.error is None
+            spray.ran()  # a wrong password: its slot stays counted
         took.append(time.monotonic() - start)
 
     with svc._transaction("alice"):
-        error, slot = svc._spray_slot(src, clock(), "alice-key")  # as attempt_password does, then bcrypt
-        assert error is None
-        other = threading.Thread(target=other_sign_in)
-        other.start()
-        other.join(60)
-        # It finished while alice's transaction is still open: it did not wait for it (that
-        # would last until this block ends). No wall-clock bound: a busy machine is slow.
-        assert took, "the other sign-in waited for alice's transaction"
-        svc._spray_release(src, slot, "alice-key")  # a success gives it back, still inside
+        with svc._spray(src, clock(), "alice-key") as spray:  # as attempt_password does, then bcrypt
+            assert spray.error is None
+            other = threading.Thread(target=other_sign_in)
+            other.start()
+            other.join(60)
+            # It finished while alice's transaction is still open: it did not wait for it (that
+            # would last until this block ends). No wall-clock bound: a busy machine is slow.
+            assert took, "the other sign-in waited for alice's transaction"
+            spray.passed()  # a success gives it back, still inside
     assert len(svc.store.read_keyed(src)["failures"]) == 1  # the other one's slot
 
 
