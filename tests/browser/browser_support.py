@@ -8,6 +8,7 @@ to come up (polling its health endpoint).
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import re
@@ -362,6 +363,29 @@ def decode_qr(png: bytes) -> str:
     if len(results) != 1:
         raise AssertionError(f"expected one QR code in the image, found {len(results)}")
     return results[0].text
+
+
+def scanned_secret(page) -> str:
+    """The secret of the QR code on Add TOTP, decoded from the image the page shows inline."""
+    image = main_area(page).get_by_role("img", name="QR code to scan with your authentication app")
+    image.wait_for()
+    uri = decode_qr(base64.b64decode(image.get_attribute("src").split(",", 1)[1]))
+    return re.search(r"secret=([A-Z2-7]+)", uri).group(1)
+
+
+def set_up_first_app(page, clock) -> str:
+    """From Add TOTP MFA to the end of a first app's set-up: the QR code scanned, its code
+    verified, a backup code typed back. Returns the secret."""
+    heading(page, "Add TOTP MFA").wait_for()
+    secret = scanned_secret(page)
+    click(page, button(page, "Verify"))
+    heading(page, "Verify TOTP").wait_for()
+    _, code = fresh_code(secret, -1, clock)
+    submit(page, "Enter the code from your authentication app", code, "Verify code")
+    heading(page, "Verification was a success!").wait_for()
+    codes = BACKUP_CODE.findall(main_area(page).locator('[data-testid="stCode"]').first.inner_text())
+    submit(page, "To show you saved them, type one of the backup codes", codes[0], "Finish")
+    return secret
 
 
 def assert_no_exception(page) -> None:

@@ -17,15 +17,14 @@ axe-core checks each new screen; screenshots at desktop and phone width.
 
 from __future__ import annotations
 
-import base64
 import re
 
 import pytest
 
 from accessibility import assert_accessible
-from browser_support import (BACKUP_CODE, button, click, decode_qr, enter_code, expect_challenge,
-                             fresh_code, goto, heading, main_area, main_text, sign_in, sign_out,
-                             submit, wait_idle)
+from browser_support import (button, click, enter_code, expect_challenge,
+                             fresh_code, goto, heading, main_area, main_text, set_up_first_app, sign_in,
+                             sign_out, wait_idle)
 from passkey_support import add_virtual_authenticator, localhost
 
 BROWSER_USERS = {"gina": "gina-browser-pw", "helen": "helen-browser-pw"}
@@ -93,18 +92,7 @@ def test_grace_remind_me_later_then_set_it_up_now_and_home(portal, page, shots, 
     both_widths(page, shots, "grace-manage-mfa")
     assert_accessible(page, "policy-grace-manage-mfa")
     click(page, button(page, "Add"))
-    heading(page, "Add TOTP MFA").wait_for()
-    image = main_area(page).get_by_role("img", name="QR code to scan with your authentication app")
-    image.wait_for()
-    uri = decode_qr(base64.b64decode(image.get_attribute("src").split(",", 1)[1]))
-    secret = re.search(r"secret=([A-Z2-7]+)", uri).group(1)
-    click(page, button(page, "Verify"))
-    heading(page, "Verify TOTP").wait_for()
-    _, code = fresh_code(secret, -1, portal.clock)
-    submit(page, "Enter the code from your authentication app", code, "Verify code")
-    heading(page, "Verification was a success!").wait_for()
-    codes = BACKUP_CODE.findall(main_area(page).locator('[data-testid="stCode"]').first.inner_text())
-    submit(page, "To show you saved them, type one of the backup codes", codes[0], "Finish")
+    set_up_first_app(page, portal.clock)
     heading(page, "Welcome, Gina Browser").wait_for()
     assert "You have successfully added TOTP MFA" in main_text(page)
     assert "days left" not in main_text(page)

@@ -17,14 +17,11 @@ axe-core checks both screens; screenshots at desktop and phone width.
 
 from __future__ import annotations
 
-import base64
-import re
-
 import pytest
 
 from accessibility import assert_accessible
-from browser_support import (BACKUP_CODE, button, click, decode_qr, fresh_code, goto, heading,
-                             main_area, main_text, sign_in, submit)
+from browser_support import (button, click, goto, heading, main_area, main_text, set_up_first_app,
+                             sign_in)
 
 BROWSER_USERS = {"pete": "pete-browser-pw"}
 BROWSER_CLOCK = True
@@ -118,18 +115,7 @@ def test_overdue_from_a_familiar_place_sets_up_and_lands_on_home(portal, new_pag
     heading(page, "User MFA Settings").wait_for()  # an app or a passkey (HTTPS): Manage MFA
     assert "nothing else opens until you do" in main_text(page)
     click(page, button(page, "Add"))
-    heading(page, "Add TOTP MFA").wait_for()
-    image = main_area(page).get_by_role("img", name="QR code to scan with your authentication app")
-    image.wait_for()
-    uri = decode_qr(base64.b64decode(image.get_attribute("src").split(",", 1)[1]))
-    secret = re.search(r"secret=([A-Z2-7]+)", uri).group(1)
-    click(page, button(page, "Verify"))
-    heading(page, "Verify TOTP").wait_for()
-    _, code = fresh_code(secret, -1, portal.clock)
-    submit(page, "Enter the code from your authentication app", code, "Verify code")
-    heading(page, "Verification was a success!").wait_for()
-    codes = BACKUP_CODE.findall(main_area(page).locator('[data-testid="stCode"]').first.inner_text())
-    submit(page, "To show you saved them, type one of the backup codes", codes[0], "Finish")
+    set_up_first_app(page, portal.clock)
     heading(page, "Welcome, Pete Browser").wait_for()
     assert portal.service().requirement("pete").state == "met"
     mails = [m for m in inbox.wait_for(1) if "pete@example.com" in str(m["To"])]

@@ -13,14 +13,13 @@ admin's sign-in is made stale (11 minutes) so that issuing the pass asks Verify 
 
 from __future__ import annotations
 
-import base64
 import re
 
 import httpx
 
-from browser_support import (TOTP_PERIOD, button, click, code_at_step, current_step, decode_qr,
+from browser_support import (TOTP_PERIOD, button, click, code_at_step, current_step,
                              enter_code, error_text, expect_challenge, fresh_code, goto, heading,
-                             main_area, main_text, row_button, sign_in, sign_out, submit,
+                             main_area, main_text, row_button, scanned_secret, sign_in, sign_out, submit,
                              wait_for_step, wait_idle)
 
 PASSWORD = "alice-demo"  # alice and admin: the demo users (no BROWSER_USERS: the portal's own)
@@ -128,10 +127,7 @@ def test_lost_phone_temporary_pass_new_app_old_removed_pass_spent(portal, page, 
     # A new app: the QR code decoded, its first code typed.
     click(page, button(page, "Add another authentication app"))
     heading(page, "Add TOTP MFA").wait_for()
-    image = main_area(page).get_by_role("img", name="QR code to scan with your authentication app")
-    image.wait_for()
-    uri = decode_qr(base64.b64decode(image.get_attribute("src").split(",", 1)[1]))
-    new = re.search(r"secret=([A-Z2-7]+)", uri).group(1)
+    new = scanned_secret(page)
     submit(page, "Name for this authenticator", "New phone", "Verify")
     heading(page, "Verify TOTP").wait_for()
     new_step, code = fresh_code(new, -1, portal.clock)
