@@ -23,7 +23,7 @@ from mfa_core.users import User
 from mfa_core import coverage
 
 from . import config, download, session, users
-from .helpdesk_rules import admin_refusal, text_table as _table
+from .helpdesk_rules import admitted, text_table as _table
 
 SHOWN = 200  # rows of the overdue and grace tables drawn at most (the CSV has every one)
 CSV_NAME = "mfa-portal-coverage.csv"
@@ -58,12 +58,8 @@ def report_csv(report: dict) -> str:
 @session.unrestricted
 def prepare_csv(actor: str) -> None:
     """**Prepare the CSV**: the full list is read once, for the next run only."""
-    st.session_state.pop(CSV_ERROR, None)
-    refusal = admin_refusal(actor)
-    if refusal:
-        st.session_state[CSV_ERROR] = refusal
-        return
-    st.session_state[CSV] = True
+    if admitted(actor, CSV_ERROR):
+        st.session_state[CSV] = True
 
 
 def _per_day_words(days: list[dict]) -> str:

@@ -1,13 +1,14 @@
 """What every Helpdesk tab shares: who may act there now, and tables of text.
 
 ``admin_refusal`` is the check every Helpdesk callback makes first (callbacks
-run before the page's guard); ``text_table`` turns rows into the Arrow table
+run before the page's guard; ``admitted`` keeps its refusal for the tab); ``text_table`` turns rows into the Arrow table
 ``st.dataframe`` shows.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+import streamlit as st
 
 import mfa_core
 
@@ -51,3 +52,13 @@ def admin_refusal(actor: str) -> str | None:
     except mfa_core.MFAError as err:
         return str(err)
     return None
+
+
+def admitted(actor: str, error_key: str) -> bool:
+    """A callback's first step: whether ``admin_refusal`` lets ``actor`` act. The refusal, if
+    any, is kept in ``st.session_state[error_key]`` for the tab's next run (cleared otherwise)."""
+    st.session_state.pop(error_key, None)
+    refusal = admin_refusal(actor)
+    if refusal:
+        st.session_state[error_key] = refusal
+    return refusal is None

@@ -22,7 +22,7 @@ from mfa_core.users import User
 
 from . import config, session
 from .display import plain
-from .helpdesk_rules import admin_refusal, text_table as _table
+from .helpdesk_rules import admin_refusal, admitted, text_table as _table
 
 SCOPE = "helpdesk_policy_scope"
 NAME = "helpdesk_policy_name"
@@ -122,11 +122,8 @@ def _typed_rule() -> dict[str, Any] | None:
 @session.unrestricted
 def request_save(actor: str) -> None:
     """**Save rule**: checked here, then the tab asks first (nothing runs yet)."""
-    st.session_state.pop(ERROR, None)
     st.session_state.pop(ASKED, None)
-    refusal = admin_refusal(actor)
-    if refusal:
-        st.session_state[ERROR] = refusal
+    if not admitted(actor, ERROR):
         return
     rule = _typed_rule()
     if rule is not None:
@@ -136,10 +133,7 @@ def request_save(actor: str) -> None:
 @session.unrestricted
 def request_clear(actor: str) -> None:
     """**Remove all rules**: checked here, then the tab asks first."""
-    st.session_state.pop(ERROR, None)
-    refusal = admin_refusal(actor)
-    if refusal:
-        st.session_state[ERROR] = refusal
+    if not admitted(actor, ERROR):
         return
     st.session_state[ASKED] = {"clear": True}
 
