@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .ldap_server import make_tls
+from .ldap_server import make_tls, stop_process, wait_listening
 
 INSTALL_HINT = ("Samba AD DC is not installed: apt-get install samba-ad-dc samba-ad-provision "
                 "(CI sets MFA_PORTAL_REQUIRE_AD=1)")
@@ -143,19 +143,7 @@ class SambaDC:
              *(f"--option={k}={v}" for k, v in options.items())],
             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise subprocess.SubprocessError(
-                    f"samba exited with {self.proc.returncode}: "
-                    f"{(self.root / 'samba.out').read_text(errors='replace')[-2000:]}")
-            try:
-                with socket.create_connection((HOST, 636), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise subprocess.SubprocessError("samba did not listen in time") from None
-                time.sleep(0.05)
+        wait_listening(self.proc, 636, START_TIMEOUT, "samba", self.root / "samba.out")
         self.timings["start"] = time.monotonic() - began
         began = time.monotonic()
         self._load()
@@ -163,13 +151,7 @@ class SambaDC:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+        stop_process(self.proc)
         if self.proc is not None and self.proc.stdin is not None:
             self.proc.stdin.close()
         self.proc = None

@@ -97,6 +97,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(proc: subprocess.Popen, port: int, timeout: float, name: str, log: Path) -> None:
+    """Until ``proc`` (a server) accepts connections on 127.0.0.1:``port``; raises
+    SubprocessError with the end of its ``log`` if it exits first, or after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise subprocess.SubprocessError(
+                f"{name} exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise subprocess.SubprocessError(f"{name} did not listen in time") from None
+            time.sleep(0.05)
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """Terminate a server started by the tests (killed if it does not end within 30 s)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 def make_tls(root: Path) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for localhost / 127.0.0.1: (ca.pem, server.pem, server.key)."""
     from cryptography import x509
@@ -218,19 +246,7 @@ access to *
              "-h", f"{self.url}/ {self.ldaps_url}/"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise subprocess.SubprocessError(
-                    f"slapd exited with {self.proc.returncode}: "
-                    f"{(self.root / 'slapd.log').read_text(errors='replace')[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise subprocess.SubprocessError("slapd did not listen in time") from None
-                time.sleep(0.05)
+        wait_listening(self.proc, self.port, START_TIMEOUT, "slapd", self.root / "slapd.log")
         if not getattr(self, "_loaded", False):
             self._load()
             self._loaded = True
@@ -238,13 +254,7 @@ access to *
 
     def stop(self) -> None:
         """Stop slapd (data and ports stay for start())."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+        stop_process(self.proc)
         self.proc = None
 
     def close(self) -> None:
@@ -354,3 +364,29 @@ def ldap_environ(server: "SlapdServer", **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def engines_on(data_dir, clock, env: dict[str, str]):
+    """``make(**env overrides)`` -> an engine on the directory ``env`` names, the developer's own
+    secrets.toml never read; every engine's directory connections closed afterwards."""
+    import mfa_core
+    from mfa_core.directory import config as ldap_config
+    opened = []
+
+    def make(**extra: str):
+        original = ldap_config.SECRETS_FILE
+        ldap_config.SECRETS_FILE = None
+        try:
+            svc = mfa_core.open_service(data_dir, clock=clock, environ={**env, **extra})
+        finally:
+            ldap_config.SECRETS_FILE = original
+        opened.append(svc)
+        return svc
+    try:
+        yield make
+    finally:
+        for svc in opened:
+            backend = getattr(svc.directory, "backend", None)
+            if backend is not None:
+                backend.close()

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from .. import ad_server
+from ..ldap_server import engines_on
 from ..support import FakeClock
 
 _names = itertools.count(1)
@@ -61,24 +62,8 @@ def new_ad_user(samba_ad):
 @pytest.fixture
 def open_ad_svc(data_dir, clock, ad_env):
     """open_ad_svc(**env overrides) -> the engine on the Samba domain (no secrets file read)."""
-    import mfa_core
-    from mfa_core.directory import config as ldap_config
-    opened = []
-
-    def make(**extra: str):
-        original = ldap_config.SECRETS_FILE
-        ldap_config.SECRETS_FILE = None
-        try:
-            svc = mfa_core.open_service(data_dir, clock=clock, environ={**ad_env, **extra})
-        finally:
-            ldap_config.SECRETS_FILE = original
-        opened.append(svc)
-        return svc
-    yield make
-    for svc in opened:
-        backend = getattr(svc.directory, "backend", None)
-        if backend is not None:
-            backend.close()
+    with engines_on(data_dir, clock, ad_env) as make:
+        yield make
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from ..ldap_server import ldap_environ  # noqa: F401 (imported from here by tests and bench)
+from ..ldap_server import engines_on, ldap_environ  # noqa: F401 (imported from here by tests and bench)
 
 _names = itertools.count(1)
 
@@ -46,25 +46,8 @@ def ldap_env(running_slapd) -> dict[str, str]:
 @pytest.fixture
 def open_ldap_svc(data_dir, clock, ldap_env):
     """open_ldap_svc(**env overrides) -> the engine on the test directory (no secrets file read)."""
-    import mfa_core
-    from mfa_core.directory import config as ldap_config
-    opened = []
-
-    def make(**extra: str):
-        env = {**ldap_env, **extra}
-        original = ldap_config.SECRETS_FILE
-        ldap_config.SECRETS_FILE = None  # the developer's own secrets.toml never leaks in
-        try:
-            svc = mfa_core.open_service(data_dir, clock=clock, environ=env)
-        finally:
-            ldap_config.SECRETS_FILE = original
-        opened.append(svc)
-        return svc
-    yield make
-    for svc in opened:
-        backend = getattr(svc.directory, "backend", None)
-        if backend is not None:
-            backend.close()
+    with engines_on(data_dir, clock, ldap_env) as make:
+        yield make
 
 
 @pytest.fixture
