@@ -11,8 +11,6 @@ and svc (the portal's clock hook, a first-run data dir), which override these.
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -21,7 +19,7 @@ import pytest
 import mfa_core
 
 from . import ldap_server, pg
-from .support import FakeClock
+from .support import FakeClock, running
 
 DEFAULT_BACKEND = "tinydb"  # what open_service, the portal and the CLI use
 
@@ -44,39 +42,17 @@ def backend() -> str:
 @pytest.fixture(scope="session")
 def postgres_cluster():
     """A throwaway PostgreSQL cluster for the whole run (tests/pg.py), or a skip with the apt hint."""
-    try:
-        cluster = pg.PostgresCluster()
-    except FileNotFoundError:
-        if os.environ.get("MFA_PORTAL_REQUIRE_POSTGRES") == "1":
-            pytest.fail(pg.INSTALL_HINT)
-        pytest.skip(pg.INSTALL_HINT)
-    try:
-        cluster.start()
-    except subprocess.SubprocessError as exc:
-        cluster.stop()
-        output = getattr(exc, "output", b"") or b""
-        pytest.fail(f"PostgreSQL did not start: {exc}\n{output.decode(errors='replace')}")
-    yield cluster
-    cluster.stop()
+    with running(pg.PostgresCluster, require="MFA_PORTAL_REQUIRE_POSTGRES", what="PostgreSQL",
+                 hint=pg.INSTALL_HINT) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
 def slapd():
     """One real OpenLDAP for the whole run (tests/ldap_server.py), or a skip with the apt hint."""
-    try:
-        server = ldap_server.SlapdServer()
-    except FileNotFoundError:
-        if os.environ.get("MFA_PORTAL_REQUIRE_LDAP") == "1":
-            pytest.fail(ldap_server.INSTALL_HINT)
-        pytest.skip(ldap_server.INSTALL_HINT)
-    try:
-        server.start()
-    except subprocess.SubprocessError as exc:
-        server.close()
-        output = getattr(exc, "output", b"") or b""
-        pytest.fail(f"slapd did not start: {exc}\n{output.decode(errors='replace')}")
-    yield server
-    server.close()
+    with running(ldap_server.SlapdServer, require="MFA_PORTAL_REQUIRE_LDAP", what="slapd",
+                 hint=ldap_server.INSTALL_HINT, close="close") as server:
+        yield server
 
 
 @pytest.fixture

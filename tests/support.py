@@ -8,12 +8,14 @@ import email
 import email.policy
 import os
 import socket
+import subprocess
 import tempfile
 import threading
 import time
 from typing import Iterator
 
 import pyotp
+import pytest
 
 import mfa_core
 
@@ -137,3 +139,30 @@ def write_users(data_dir, passwords: dict[str, str], *, rounds: int = 4) -> None
             DatabaseUserDirectory(store).import_entries(users)
         finally:
             store.close()
+
+
+@contextlib.contextmanager
+def running(make, *, require: str, what: str, hint: str | None = None, close: str = "stop",
+            missing: tuple[type[BaseException], ...] = (FileNotFoundError,),
+            broken: tuple[type[BaseException], ...] = (subprocess.SubprocessError,)):
+    """A real server the tests start: ``make()``, then ``.start()``; stopped afterwards (its
+    ``close`` method). Not installed here (``make`` raised one of ``missing``): the tests skip
+    with ``hint`` (else the exception's text), or fail when the environment's ``require`` is
+    "1" (as in CI). Installed but not starting (``broken``): they fail with its output."""
+    try:
+        server = make()
+    except missing as exc:
+        reason = hint or str(exc)
+        if os.environ.get(require) == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        server.start()
+    except broken as exc:
+        getattr(server, close)()
+        output = getattr(exc, "output", b"") or b""
+        pytest.fail(f"{what} did not start: {exc}\n{output.decode(errors='replace')}")
+    try:
+        yield server
+    finally:
+        getattr(server, close)()

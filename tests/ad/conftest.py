@@ -17,7 +17,7 @@ import pytest
 
 from .. import ad_server
 from ..ldap_server import engines_on
-from ..support import FakeClock
+from ..support import FakeClock, running
 
 _names = itertools.count(1)
 
@@ -25,19 +25,10 @@ _names = itertools.count(1)
 @pytest.fixture(scope="package")
 def samba_ad():
     """One domain for tests/ad, stopped when they are done (not at the end of the whole run)."""
-    try:
-        server = ad_server.SambaDC()
-    except ad_server.Unavailable as exc:
-        if os.environ.get("MFA_PORTAL_REQUIRE_AD") == "1":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-    try:
-        server.start()
-    except (subprocess.SubprocessError, OSError) as exc:
-        server.close()
-        pytest.fail(f"Samba AD DC did not start: {exc}")
-    yield server
-    server.close()
+    with running(ad_server.SambaDC, require="MFA_PORTAL_REQUIRE_AD", what="Samba AD DC",
+                 close="close", missing=(ad_server.Unavailable,),
+                 broken=(subprocess.SubprocessError, OSError)) as server:
+        yield server
 
 
 @pytest.fixture

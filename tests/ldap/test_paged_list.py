@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 
 import pytest
 
@@ -13,6 +12,7 @@ from mfa_core import cli
 
 from .. import ldap_server
 from ..ldap_server import PEOPLE, SlapdServer
+from ..support import running
 from .conftest import ldap_environ
 
 
@@ -38,20 +38,12 @@ def test_everyone_page_by_page(ldap_svc, running_slapd, new_user):
 
 @pytest.fixture(scope="module")
 def crowded_slapd():
-    try:
-        server = SlapdServer()
-    except FileNotFoundError:
-        if os.environ.get("MFA_PORTAL_REQUIRE_LDAP") == "1":
-            pytest.fail(ldap_server.INSTALL_HINT)
-        pytest.skip(ldap_server.INSTALL_HINT)
-    try:
-        server.start()
+    with running(SlapdServer, require="MFA_PORTAL_REQUIRE_LDAP", what="slapd",
+                 hint=ldap_server.INSTALL_HINT, close="close") as server:
         with server._conn(None) as admin:
             for i in range(1100):
                 server.add_user(f"crowd{i:04d}", "crowd-directory-1", conn=admin)
         yield server
-    finally:
-        server.close()
 
 
 def test_users_list_goes_past_a_thousand(crowded_slapd, tmp_path):

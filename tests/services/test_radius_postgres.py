@@ -9,9 +9,7 @@ database stopped, no request is ever accepted (no answer, or a Reject).
 from __future__ import annotations
 
 import base64
-import os
 import secrets
-import subprocess
 import time
 
 import pyotp
@@ -22,6 +20,7 @@ import mfa_core
 from mfa_core import radius_clients
 
 from .. import pg
+from ..support import running
 from . import test_radius as base
 from .test_radius import PASSWORD, Peer, need_radclient, request, start_server, stop
 
@@ -33,19 +32,9 @@ from pyrad import packet  # noqa: E402
 
 @pytest.fixture(scope="module")
 def cluster():
-    try:
-        found = pg.PostgresCluster()
-    except FileNotFoundError:
-        if os.environ.get("MFA_PORTAL_REQUIRE_POSTGRES") == "1":
-            pytest.fail(pg.INSTALL_HINT)
-        pytest.skip(pg.INSTALL_HINT)
-    try:
-        found.start()
-    except subprocess.SubprocessError as exc:
-        found.stop()
-        pytest.fail(f"PostgreSQL did not start: {exc}")
-    yield found
-    found.stop()
+    with running(pg.PostgresCluster, require="MFA_PORTAL_REQUIRE_POSTGRES", what="PostgreSQL",
+                 hint=pg.INSTALL_HINT) as found:
+        yield found
 
 
 class Replica:
