@@ -64,3 +64,17 @@ def remind(data_dir: str, backend: str, now: float, barrier, results, smtp_port:
     except BaseException as exc:  # reported to the test, which fails on it
         outcome["error"] = repr(exc)
     results.put(outcome)
+
+
+def outcomes_of(procs, results, timeout: float = 120) -> list:
+    """Start the worker processes and collect one outcome each from ``results`` (a queue); none
+    is left running afterwards."""
+    for p in procs:
+        p.start()
+    try:
+        return [results.get(timeout=timeout) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()

@@ -155,15 +155,7 @@ def test_four_processes_on_one_data_dir(open_svc, data_dir, backend, clock, monk
                          kwargs=dict(totp_secret=secret, backup_code=code, failures=failures,
                                      users_each=users_each))
              for w in range(PROCESSES)]
-    for p in procs:
-        p.start()
-    try:
-        outcomes = [results.get(timeout=120) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
+    outcomes = _workers.outcomes_of(procs, results)
     assert not [o["error"] for o in outcomes if "error" in o]
     assert [o["backup"] for o in outcomes].count("ok") == 1, outcomes
     assert {o["backup"] for o in outcomes} == {"ok", "InvalidCode"}

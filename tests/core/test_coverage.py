@@ -256,15 +256,7 @@ def test_reminders_go_once_across_two_processes(svc, clock, backend, data_dir, m
         procs = [ctx.Process(target=_workers.remind,
                              args=(str(data_dir), backend, now, barrier, results, inbox.port))
                  for _ in range(2)]
-        for p in procs:
-            p.start()
-        try:
-            outcomes = [results.get(timeout=120) for _ in procs]
-        finally:
-            for p in procs:
-                p.join(timeout=30)
-                if p.is_alive():
-                    p.kill()
+        outcomes = _workers.outcomes_of(procs, results)
         assert not [o["error"] for o in outcomes if "error" in o], outcomes
         assert sum(o["sent"] for o in outcomes) == len(users)
         messages = inbox.wait_for(len(users))
