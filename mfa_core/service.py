@@ -898,7 +898,7 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
 
     def _spray_release(self, src: str, slot: str | None, who: str | None = None) -> None:
         try:
-            # Its own short transaction too (see _spray_slot).
+            # Its own short transaction too (see _spray).
             with _Guarded(self, self.store.own_keyed_transaction(src), None, False) as txn:
                 passwords.give_back_slot(txn.record, slot, who)
         except StorageError:
