@@ -140,24 +140,27 @@ def _password_cases(svc, server, rounds: int, root: str, size: int, first: int) 
     cases: dict[str, list[float]] = {k: [] for k in ("cached", "right", "wrong", "unknown", "floor-right",
                                                       "floor-wrong", "floor-unknown", "new-connection")}
     svc.attempt_password("alice", "alice-directory-1", source="10.8.0.1")  # a familiar place now
-    svc.attempt_password("bob", "bob-directory-1", source="10.8.0.2")  # a record of a person's size
-    record = json.dumps(svc.store.read("bob"), separators=(",", ":")).encode()
-    bare, fresh = _Bare(server, root, record, kept=True), _Bare(server, root, record, kept=False)
+    svc.attempt_password("bob", "bob-directory-1", source="10.8.0.2")
+
+    def size_of(name: str) -> bytes:  # a record the size of the one the engine just wrote
+        return json.dumps(svc.store.read(name), separators=(",", ":")).encode()
+
+    bare, fresh = _Bare(server, root, size_of("bob"), kept=True), _Bare(server, root, size_of("bob"), kept=False)
     try:
         for i in range(rounds):
             source = f"10.{9 + size % 7}.{i // 250}.{i % 250}"
-            cases["floor-right"].append(bare.attempt("bob", "bob-directory-1"))
-            cases["new-connection"].append(fresh.attempt("bob", "bob-directory-1"))
             cases["cached"].append(_timed(lambda: svc.attempt_password("alice", "alice-directory-1",
                                                                          source="10.8.0.1")))
-            users.forget()
+            users.forget("bob")  # looked up again (the search included); alice stays cached
             cases["right"].append(_timed(lambda: svc.attempt_password("bob", "bob-directory-1", source=source)))
-            cases["floor-wrong"].append(bare.attempt(f"bench{first + rounds + i:05d}", "not-the-password"))
-            users.forget()
-            uid = f"bench{first + i:05d}"
+            bare.record = fresh.record = size_of("bob")  # grows with the places remembered
+            cases["floor-right"].append(bare.attempt("bob", "bob-directory-1"))
+            cases["new-connection"].append(fresh.attempt("bob", "bob-directory-1"))
+            uid = f"bench{first + i:05d}"  # never tried, never cached
             cases["wrong"].append(_timed(lambda: svc.attempt_password(uid, "not-the-password", source=source)))
+            bare.record = size_of(uid)  # the person's record after one wrong password
+            cases["floor-wrong"].append(bare.attempt(f"bench{first + rounds + i:05d}", "not-the-password"))
             cases["floor-unknown"].append(bare.attempt(f"nobody-bare{size}x{i}", "not-the-password"))
-            users.forget()
             cases["unknown"].append(_timed(lambda: svc.attempt_password(f"nobody{size}x{i}", "not-the-password",
                                                                           source=source)))
     finally:

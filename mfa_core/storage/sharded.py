@@ -26,8 +26,8 @@ from tinydb.table import Document
 from .. import summary as summaries
 from ..errors import RecordDamaged, StorageError
 from .audit_log import JSONLinesAuditLog
-from .base import (ENROLLMENT_EVENTS, LOCK_TIMEOUT, Event, Record, Store, Transaction, check_record,
-                   commit_after_audit, parse_record, user_key)
+from .base import (ENROLLMENT_EVENTS, LOCK_TIMEOUT, Event, Record, Store, Transaction, canonical_json,
+                   check_record, commit_after_audit, parse_record, user_key)
 from .files import LockBusy, exclusive, write_atomic
 
 log = logging.getLogger("mfa_core.storage")
@@ -88,7 +88,7 @@ class AtomicJSONStorage(Storage):
         return parse_record(raw, f"The store file {os.path.basename(self.path)}")
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
-        body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+        body = canonical_json(data)
         try:
             write_atomic(self.path, body)
         except FileNotFoundError:
