@@ -36,13 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
-import webauthn
-from webauthn.helpers import aaguid_to_string, bytes_to_base64url, parse_attestation_object
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.structs import (AuthenticatorSelectionCriteria, AuthenticatorTransport,
-                                      PublicKeyCredentialDescriptor, ResidentKeyRequirement,
-                                      UserVerificationRequirement)
-
 from .errors import InvalidCodeFormat, PasskeyChallengeExpired, PasskeyRefused, PasskeySettingsError, SignCountRegressed
 
 ENV_RP_ID = "MFA_PORTAL_RP_ID"
@@ -64,7 +57,10 @@ DEFAULT_LABEL = "Passkey"
 _HOSTNAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 _LOCALHOST_ORIGIN = re.compile(r"https?://localhost(:[0-9]{1,5})?")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
-_TRANSPORTS = {t.value for t in AuthenticatorTransport}
+# py_webauthn's AuthenticatorTransport values (a test holds them equal): py_webauthn itself, with
+# cryptography's x509 and OpenSSL, is imported only by a ceremony (``_webauthn``), ~0.1 s that
+# every command and process that never touches a passkey would pay otherwise.
+_TRANSPORTS = frozenset({"ble", "cable", "hybrid", "internal", "nfc", "smart-card", "usb"})
 
 # A few well-known authenticators by AAGUID, to suggest a name for a new passkey
 # (from the community list passkey-authenticator-aaguids).
@@ -215,7 +211,15 @@ def _origin(value: str, rp_id: str) -> str:
 
 
 def b64url(data: bytes) -> str:
-    return bytes_to_base64url(data)
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _webauthn() -> Any:
+    """py_webauthn, imported on first use (see ``_TRANSPORTS``)."""
+    import webauthn
+    import webauthn.helpers.exceptions  # noqa: F401 - WebAuthnException, caught by the ceremonies
+    import webauthn.helpers.structs  # noqa: F401
+    return webauthn
 
 
 def unb64url(text: str) -> bytes:
@@ -324,12 +328,13 @@ class NewPasskey:
                 "backed_up": self.backed_up}
 
 
-def _descriptors(passkeys: Iterable[Mapping[str, Any]]) -> list[PublicKeyCredentialDescriptor]:
+def _descriptors(passkeys: Iterable[Mapping[str, Any]]) -> list[Any]:
+    structs = _webauthn().helpers.structs
     found = []
     for pk in passkeys:
-        transports = [AuthenticatorTransport(t) for t in pk.get("transports") or () if t in _TRANSPORTS]
-        found.append(PublicKeyCredentialDescriptor(id=unb64url(pk["credential_id"]),
-                                                   transports=transports or None))
+        transports = [structs.AuthenticatorTransport(t) for t in pk.get("transports") or () if t in _TRANSPORTS]
+        found.append(structs.PublicKeyCredentialDescriptor(id=unb64url(pk["credential_id"]),
+                                                           transports=transports or None))
     return found
 
 
@@ -341,13 +346,15 @@ def registration_options(rp: RelyingParty, *, user_id: bytes, username: str, dis
     register one of them twice. A passkey is preferred (discoverable); user
     verification is preferred, not required: it is a second factor after the password.
     """
+    webauthn = _webauthn()
+    structs = webauthn.helpers.structs
     options = webauthn.generate_registration_options(
         rp_id=rp.id, rp_name=rp.name, user_id=user_id, user_name=username,
         user_display_name=display_name or username, challenge=challenge,
         timeout=CHALLENGE_TTL[REGISTER] * 1000,
-        authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=ResidentKeyRequirement.PREFERRED,
-            user_verification=UserVerificationRequirement.PREFERRED),
+        authenticator_selection=structs.AuthenticatorSelectionCriteria(
+            resident_key=structs.ResidentKeyRequirement.PREFERRED,
+            user_verification=structs.UserVerificationRequirement.PREFERRED),
         exclude_credentials=_descriptors(existing))
     return webauthn.options_to_json(options)
 
@@ -361,11 +368,12 @@ def verify_registration(rp: RelyingParty, response: Any, *, challenge: bytes,
     if not isinstance(inner.get("attestationObject"), str):
         raise InvalidCodeFormat(NOT_A_RESPONSE)
     client = _client_data(rp, response, "webauthn.create", origin)
+    webauthn = _webauthn()
     try:
         verified = webauthn.verify_registration_response(
             credential=response, expected_challenge=challenge, expected_rp_id=rp.id,
             expected_origin=client["origin"], require_user_presence=True)
-    except WebAuthnException as exc:
+    except webauthn.helpers.exceptions.WebAuthnException as exc:
         raise PasskeyRefused(reason=_reason(exc)) from None
     except Exception:  # whatever else a hostile answer makes the parser raise: refused
         raise PasskeyRefused(reason="invalid response") from None
@@ -389,10 +397,11 @@ def describe_response(response: Any) -> str:
     response = parse_response(response)
     inner = response["response"]
     transports = [t for t in inner.get("transports") or () if isinstance(t, str)]
+    helpers = _webauthn().helpers
     try:
-        aaguid = parse_attestation_object(unb64url(inner["attestationObject"])) \
+        aaguid = helpers.parse_attestation_object(unb64url(inner["attestationObject"])) \
             .auth_data.attested_credential_data.aaguid
-        aaguid_text = aaguid_to_string(aaguid)
+        aaguid_text = helpers.aaguid_to_string(aaguid)
     except Exception:  # whatever a hostile answer holds: no name from it
         aaguid_text = ""
     return describe(aaguid_text, response.get("authenticatorAttachment"), transports)
@@ -427,10 +436,11 @@ class Assertion:
 def authentication_options(rp: RelyingParty, *, challenge: bytes,
                            passkeys: Iterable[Mapping[str, Any]]) -> str:
     """``navigator.credentials.get``'s options for the user's passkeys, as JSON."""
+    webauthn = _webauthn()
     options = webauthn.generate_authentication_options(
         rp_id=rp.id, challenge=challenge, timeout=CHALLENGE_TTL[AUTHENTICATE] * 1000,
         allow_credentials=_descriptors(passkeys),
-        user_verification=UserVerificationRequirement.PREFERRED)
+        user_verification=webauthn.helpers.structs.UserVerificationRequirement.PREFERRED)
     return webauthn.options_to_json(options)
 
 
@@ -463,13 +473,14 @@ def verify_authentication(rp: RelyingParty, response: Any, *, challenge: bytes,
             raise PasskeyRefused(reason="answer for another user")
     client = _client_data(rp, response, "webauthn.get", origin)
     stored = int(passkey.get("sign_count") or 0)
+    webauthn = _webauthn()
     try:
         # The counter is checked below, after the signature: py_webauthn checks it first.
         verified = webauthn.verify_authentication_response(
             credential=response, expected_challenge=challenge, expected_rp_id=rp.id,
             expected_origin=client["origin"], credential_public_key=unb64url(passkey["public_key"]),
             credential_current_sign_count=0, require_user_verification=False)
-    except WebAuthnException as exc:
+    except webauthn.helpers.exceptions.WebAuthnException as exc:
         raise PasskeyRefused(reason=_reason(exc)) from None
     except Exception:
         raise PasskeyRefused(reason="invalid response") from None

@@ -401,3 +401,21 @@ def test_an_answer_naming_another_user_is_refused(authenticator, stored):
     answer["response"]["userHandle"] = passkeys.b64url(mine)
     assert passkeys.verify_authentication(RP, answer, origin=PAGE, challenge=b"s" * 32, passkey=stored,
                                           user_id=mine).sign_count == 1
+
+
+def test_transports_are_py_webauthns():
+    """passkeys knows py_webauthn's transport names without importing it (a command that never
+    touches a passkey does not pay for it); they must stay the same."""
+    from webauthn.helpers.structs import AuthenticatorTransport
+
+    from mfa_core import passkeys
+    assert passkeys._TRANSPORTS == {t.value for t in AuthenticatorTransport}
+
+
+def test_no_command_without_a_passkey_imports_webauthn():
+    import subprocess
+    import sys
+    code = ("import sys, mfa_core, mfa_core.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('webauthn', 'OpenSSL')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
