@@ -789,7 +789,8 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         self._checked_by_source(
             who, src, lambda: damaged if _password_ok(password, stored) else None,
             lambda now: AuditEvent(now, username, username, "password_failed", "failure",
-                                   f"wrong password {where} (record damaged)"))
+                                   f"wrong password {where} (record damaged)"),
+            self._budget_key(stored))
 
     def _unknown_password(self, name: str, password: str, src: str, source: str | None) -> NoReturn:
         """A name that is no user: the same checks, waits and answer as a user's, no record."""
@@ -800,19 +801,29 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         self._checked_by_source(
             name, src, wrong,
             lambda now: AuditEvent(now, None, None, "password_failed", "failure",
-                                   f"unknown user from {source or 'an unknown address'}"))
+                                   f"unknown user from {source or 'an unknown address'}"),
+            self._budget_key(None, name))
+
+    def _budget_key(self, stored: Any, name_key: str = "") -> str | None:
+        """The company directory's bind budget that a check without the person's record counts in
+        (see ``CompanyDirectory.budget_key``); None with another directory."""
+        if getattr(self.directory, "company", False):
+            return self.directory.budget_key(stored, name_key)
+        return None
 
     def _checked_by_source(self, who: str, src: str, check: Callable[[], MFAError | None],
-                           failed: Callable[[float], AuditEvent]) -> NoReturn:
+                           failed: Callable[[float], AuditEvent], budget: str | None = None) -> NoReturn:
         """A password with no user record to count in: the source's throttle for ``who``.
 
         ``check()`` runs only when the gate lets the attempt through and returns the
         error a right password gets, or None for a wrong one; a wrong one is counted
         under ``who`` at this source, takes a spraying slot and is audited as ``failed(now)``.
+        ``budget``: the keyed record ``check()`` opens inside the source's (the directory's
+        bind budget): both locks are taken together, in the store's one order, first.
         Always raises.
         """
         policy = self.password_policy
-        with self._keyed_transaction(src) as txn:
+        with self._holding([src, budget] if budget else [src]), self._keyed_transaction(src) as txn:
             now = self.clock()  # under the source's lock (see attempt_password)
             rec = txn.record
             error = passwords.unknown_name_gate(rec, who, now, policy) or \
@@ -1299,6 +1310,16 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
 
     def _transaction(self, username: str, *, repair: bool = False) -> "_Guarded":
         return _Guarded(self, self.store.transaction(username, repair=repair), username, repair)
+
+    @contextlib.contextmanager
+    def _holding(self, keys: list[str]) -> Iterator[None]:
+        """``store.holding_keyed(keys)``, a store's failure reported as StorageError."""
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self.store.holding_keyed(keys))
+            except IO_ERRORS as exc:
+                raise StorageError() from exc
+            yield
 
     def _keyed_transaction(self, key: str, *, repair: bool = False) -> "_Guarded":
         cm = self.store.keyed_transaction(key, repair=True) if repair else self.store.keyed_transaction(key)

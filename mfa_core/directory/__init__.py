@@ -217,7 +217,7 @@ class CompanyDirectory(UserDirectory):
             else:
                 state.pop(BIND_BUDGET, None)
             return ok
-        return self._budgeted(self._key(f"ldap-bind:{account.stable_id or account.dn}"), check)
+        return self._budgeted(self.budget_key(_Bind(self, account)) or "", check)
 
     def dummy_bind(self, password: str, name_key: str = "") -> None:
         """What an unknown name costs: the same bind budget (kept under the name's key, so
@@ -243,6 +243,16 @@ class CompanyDirectory(UserDirectory):
         except IO_ERRORS as exc:
             raise StorageError() from exc
         return None
+
+    def budget_key(self, stored: Any = None, name_key: str = "") -> str | None:
+        """The keyed record a check made without the person's record counts its bind in:
+        the account's (``stored``, what ``password_hash`` gave; a damaged record) or an
+        unknown name's (``name_key``). None when budgets are not kept (no store)."""
+        if self.store is None or self.pepper is None:
+            return None
+        if isinstance(stored, _Bind):
+            return self._key(f"ldap-bind:{stored.account.stable_id or stored.account.dn}")
+        return self._unknown_key(name_key)
 
     def _unknown_key(self, name_key: str) -> str:
         return self._key(f"ldap-bind-unknown:{name_key}")

@@ -220,6 +220,19 @@ class Store(ABC):
         what the block leaves replaces it.
         """
 
+    def holding_keyed(self, keys: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+        """Hold the locks of the keyed records ``keys`` together, taken in one fixed order.
+
+        For a caller that opens transactions on more than one of them, one inside
+        the other (an unknown name: its place's record, then its bind budget's):
+        where keys share a set of locks (the embedded store's stripes), two such
+        callers whose keys cross would otherwise take the same two locks in
+        opposite orders and wait on each other. Transactions on ``keys`` opened
+        inside find their locks held already. Nothing to do where every key has
+        a lock of its own (a database row).
+        """
+        return contextlib.nullcontext()
+
     def own_keyed_transaction(self, key: str) -> contextlib.AbstractContextManager[Transaction]:
         """A keyed transaction committed at its end even inside a user's transaction.
 

@@ -129,6 +129,15 @@ class StripedLocks:
         return int(key[:8], 16) % self.stripes
 
     @contextlib.contextmanager
+    def hold_all(self, keys: Sequence[str]) -> Iterator[None]:
+        """Hold the stripes of ``keys`` at once, in ascending order: two threads or processes
+        that each need two stripes never hold one each while waiting for the other's."""
+        with contextlib.ExitStack() as held:
+            for key in sorted(set(keys), key=self.stripe):
+                held.enter_context(self.hold(key))
+            yield
+
+    @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
         n = self.stripe(key)
         held: set[int] = self._held.__dict__.setdefault("stripes", set())
@@ -245,6 +254,9 @@ class ShardedTinyDBStore(Store):
 
     def read_keyed(self, key: str) -> Record | None:
         return load_document(self._keyed_path(user_key(key)), "A keyed record")[1]
+
+    def holding_keyed(self, keys: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+        return self._source_locks.hold_all([user_key(k) for k in keys])
 
     @contextlib.contextmanager
     def keyed_transaction(self, key: str, *, repair: bool = False) -> Iterator[Transaction]:

@@ -127,3 +127,76 @@ def test_parallel_guesses_at_one_name_from_many_places_never_overrun_its_bind_bu
     assert backend.user_binds - before[0] == budget
     assert backend.dummy_binds - before[1] == budget
     assert real == unknown == sorted(["InvalidCode"] * budget + ["TooManyAttempts"] * (20 - budget))
+
+
+def _stripe(svc, key: str) -> int:
+    from mfa_core.storage.base import user_key
+    return svc.store._source_locks.stripe(user_key(key))
+
+
+def test_two_unknown_names_whose_locks_cross_never_wait_on_each_other(ldap_svc, monkeypatch):
+    """An unknown name holds its place's lock and then its own bind budget's. With the embedded
+    store both are stripes of one set (64): two guesses whose place and budget stripes cross
+    (A's place on B's budget's stripe and the other way round) took them in opposite orders
+    and waited on each other for the whole lock timeout, failing both and every attempt queued
+    on those stripes — something 40 guesses at once could cause at will. They are now taken in
+    one order."""
+    from mfa_core.storage import sharded
+    svc = ldap_svc
+    if not isinstance(svc.store, sharded.ShardedTinyDBStore):
+        pytest.skip("stripes are the embedded store's")
+    pepper = svc.keyring.pepper
+    budget = svc.directory._unknown_key
+
+    def place_stripe(i: int) -> int:
+        return _stripe(svc, passwords.key(pepper, "source", f"198.19.7.{i}"))
+
+    def budget_stripe(name: str) -> int:
+        return _stripe(svc, budget(_who(svc, name)))
+
+    places = {i: place_stripe(i) for i in range(1, 250)}
+    found = None
+    for n1 in range(400):
+        name1 = f"nobody-cross-a{n1}"
+        for i1, p1 in places.items():
+            if p1 == budget_stripe(name1):
+                continue
+            for n2 in range(400):
+                name2 = f"nobody-cross-b{n2}"
+                if budget_stripe(name2) != p1:
+                    continue
+                i2 = next((i for i, p in places.items() if p == budget_stripe(name1) and i != i1), None)
+                if i2 is not None:
+                    found = (name1, f"198.19.7.{i1}"), (name2, f"198.19.7.{i2}")
+                    break
+            if found:
+                break
+        if found:
+            break
+    assert found, "no crossing pair found"
+    monkeypatch.setattr(sharded, "LOCK_TIMEOUT", 5.0)  # the old way fails in 5 s, not 30
+    arrived = [threading.Event(), threading.Event()]
+    original = type(svc.directory)._budget
+
+    def meet(self, key):  # both holding their place's lock before either takes its budget's
+        me = 0 if threading.current_thread().name == "cross-0" else 1
+        arrived[me].set()
+        arrived[1 - me].wait(2)
+        return original(self, key)
+
+    monkeypatch.setattr(type(svc.directory), "_budget", meet)
+    outcomes: dict[int, object] = {}
+
+    def guess(k: int) -> None:
+        name, source = found[k]
+        try:
+            svc.attempt_password(name, "guess", source=source)
+        except Exception as exc:  # noqa: BLE001 - the outcome is the assertion
+            outcomes[k] = type(exc).__name__
+
+    threads = [threading.Thread(target=guess, args=(k,), name=f"cross-{k}") for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes == {0: "InvalidCode", 1: "InvalidCode"}
