@@ -40,6 +40,7 @@ POOL_SIZE = 8                  # connections kept open: service (searches), and 
 REFUSALS_KEPT = 15             # wrong passwords' bind times kept: an unknown name's lasts their median
 POLICY_CACHE_SECONDS = 60.0    # a password policy's lockout duration is read at most this often
 IDLE_MAX = 60.0                # seconds a kept connection may sit unused before it is closed instead
+POOL_WAIT_MAX = 0.25           # seconds a request waits for a connection being opened by another
 LIST_PAGE_SIZE = 1000          # people a page when listing everyone (AD's MaxPageSize)
 PAGED_RESULTS = "1.2.840.113556.1.4.319"  # RFC 2696's control
 INVALID_CREDENTIALS = 49
@@ -66,6 +67,9 @@ class LdapBackend:
         self._tls = tls
         self._pool = _Pool()     # bound as the service account: searches only
         self._binders = _Pool()  # TLS up, used only for users' binds (each bind replaces the last)
+        # How long a request waits for another's connection rather than opening its own: short
+        # beside the timeout, so a directory that does not answer holds a page little longer.
+        self._pool_wait = min(POOL_WAIT_MAX, settings.timeout / 10)
         self._lock = threading.Lock()
         self.user_binds = 0  # binds as a user's DN (the tests count them)
         self.dummy_binds = 0  # binds for unknown names (as costly as a user's)
@@ -115,10 +119,14 @@ class LdapBackend:
         """A connection bound as the service account: a kept one, or (``fresh``, or none kept) a
         new one. A retry after a kept one broke asks for a fresh one: after a server restart
         every kept connection is dead, and a second dead one must not fail the search."""
-        conn = None if fresh else self._pool.take()
+        conn = None if fresh else self._pool.take(self._pool_wait)
         if conn is not None:
             return conn
-        conn, code = self._connect(self.settings.bind_dn, self.settings.bind_password)
+        try:
+            conn, code = self._connect(self.settings.bind_dn, self.settings.bind_password)
+        finally:
+            if not fresh:
+                self._pool.opened()
         if conn is None:
             raise DirectoryUnavailable(f"the portal's service account ({self.settings.bind_dn}) "
                                        f"was refused (result {code})")
@@ -136,7 +144,7 @@ class LdapBackend:
         new one when none is kept or the kept one broke (a server restarted; its idle time ran
         out). A connection that answered is kept for the next bind, whoever it is bound as: it
         is never searched on. Raises DirectoryUnavailable when no server answers."""
-        conn = self._binders.take()
+        conn = self._binders.take(self._pool_wait)
         if conn is not None:
             try:
                 code = _bind(conn, dn, password)
@@ -144,7 +152,12 @@ class LdapBackend:
                 _close(conn)
             else:
                 return self._after_bind(conn, code)
-        conn, code = self._connect(dn, password, keep_refused=True)
+            conn, code = self._connect(dn, password, keep_refused=True)
+            return self._after_bind(conn, code)
+        try:
+            conn, code = self._connect(dn, password, keep_refused=True)
+        finally:
+            self._binders.opened()
         return self._after_bind(conn, code)
 
     def _after_bind(self, conn: ldap3.Connection | None, code: int) -> bool:
@@ -464,29 +477,52 @@ class _Pool:
         self._clock = clock
         self._items: list[tuple[float, Any]] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a connection given back, or an opening ended
+        self._opening = 0  # callers opening a connection now (take() gave them None)
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def take(self) -> Any:
-        now = self._clock()
+    def take(self, wait: float = 0.0) -> Any:
+        """A kept connection, or None: then the caller opens one, and calls ``opened()`` after.
+
+        While none is kept and another caller is opening one already, wait up to ``wait``
+        seconds for a connection given back or that opening to end: a burst of requests
+        (forty at once) would otherwise open as many connections, a TLS handshake each with
+        the company's directory (~3 ms of CPU here), where waiting for a search to end takes
+        about one. So connections grow one at a time, as many as are used at once.
+        """
         stale = []
+        deadline = time.monotonic() + wait
         try:
-            with self._lock:
-                while self._items:
-                    since, conn = self._items.pop()
-                    if now - since <= IDLE_MAX:
-                        return conn
-                    stale.append(conn)
-            return None
+            with self._changed:
+                while True:
+                    now = self._clock()
+                    while self._items:
+                        since, conn = self._items.pop()
+                        if now - since <= IDLE_MAX:
+                            return conn
+                        stale.append(conn)
+                    left = deadline - time.monotonic()
+                    if self._opening == 0 or left <= 0:
+                        self._opening += 1
+                        return None
+                    self._changed.wait(left)
         finally:
             for conn in stale:
                 _close(conn)
 
+    def opened(self) -> None:
+        """The opening that ``take()`` left to the caller ended (a connection or a failure)."""
+        with self._changed:
+            self._opening = max(0, self._opening - 1)
+            self._changed.notify_all()
+
     def give_back(self, conn: Any) -> None:
-        with self._lock:
+        with self._changed:
             if len(self._items) < self._size:
                 self._items.append((self._clock(), conn))
+                self._changed.notify()
                 return
         _close(conn)
 

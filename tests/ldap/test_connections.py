@@ -92,3 +92,76 @@ def test_after_a_restart_every_kept_service_connection_is_dead_and_one_search_st
     running_slapd.stop()
     running_slapd.start()
     assert ldap_svc.directory.find("alice", fresh=True).username == "alice"
+
+
+def _waiting(pool, count: int) -> None:
+    """Until ``count`` callers wait in ``pool.take`` (a condition, not a delay)."""
+    import time
+    deadline = time.monotonic() + 30
+    while len(pool._changed._waiters) < count:
+        assert time.monotonic() < deadline, "the callers never waited"
+        time.sleep(0.001)
+
+
+def test_a_burst_waits_for_the_connection_being_opened_instead_of_opening_its_own():
+    """Forty requests at once with nothing kept: one opens a connection, the others wait for it
+    (or for one given back) instead of a TLS handshake each with the company's directory."""
+    import threading
+    import time
+    pool = ldap_backend._Pool(size=8)
+    assert pool.take(wait=10) is None  # this caller opens one
+    got: dict[int, object] = {}
+
+    def take(i: int) -> None:
+        got[i] = pool.take(wait=10)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    _waiting(pool, 5)  # nobody else opens meanwhile
+    first = object()
+    pool.give_back(first)  # the opened connection, used and given back: one waiter has it
+    _waiting(pool, 4)
+    pool.opened()  # that opening ended: one of the four others opens the next, three wait on
+    _waiting(pool, 3)
+    deadline = time.monotonic() + 30
+    while len(got) < 2:  # the two that returned have said so
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert sorted(map(repr, got.values())) == sorted([repr(first), repr(None)])
+    for _ in range(3):
+        pool.give_back(object())
+    for t in threads:
+        t.join(10)
+    assert len(got) == 5 and sum(v is None for v in got.values()) == 1
+    pool.opened()
+    assert pool._opening == 0
+
+
+def test_a_caller_waits_no_longer_than_it_was_told():
+    pool = ldap_backend._Pool(size=2)
+    assert pool.take() is None  # someone is opening one
+    assert pool.take(wait=0.01) is None  # waited, then opens its own
+    pool.opened()
+    pool.opened()
+    assert pool._opening == 0
+
+
+def test_forty_searches_at_once_all_answer_and_leave_no_opening_behind(ldap_svc):
+    import threading
+    backend = ldap_svc.directory.backend
+    backend.close()
+    start = threading.Barrier(40)
+    found: list[object] = []
+
+    def search() -> None:
+        start.wait(30)
+        found.append(backend.find("alice"))
+
+    threads = [threading.Thread(target=search) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(found) == 40 and all(a is not None and a.username == "alice" for a in found)
+    assert backend._pool._opening == 0 and 1 <= len(backend._pool) <= ldap_backend.POOL_SIZE
