@@ -282,7 +282,7 @@ def _bearer(headers) -> str | None:
 def answer(peer: str | None, headers, body: bytes | None) -> Answer:
     """Everything after the body was read (synchronous: file I/O and fsync).
 
-    Run by the check process (``mfa_services.checks``), or by a thread of this one.
+    Run by the check process (``mfa_services.check_child``), or by a thread of this one.
     A store that cannot be used, or anything unforeseen, is a 503 (never an
     "ok", never a traceback to the caller): nothing here raises.
     """
