@@ -344,4 +344,3 @@ def begin_run() -> None:
 
 def format_time(epoch_seconds: float) -> str:
     return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
