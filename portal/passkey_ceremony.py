@@ -1,4 +1,4 @@
-"""A passkey ceremony on the pages: **Use a passkey** (sign-in challenge and Verify it's you) and the browser's half of **Add a passkey**.
+"""A passkey ceremony on the pages (the sign-in, Verify it's you, Add a passkey): the browser's half, the engine's.
 
 Every ceremony runs the same way: a button's callback asks the engine for
 the browser's options (a challenge bound to this sign-in session); the next
