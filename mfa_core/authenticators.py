@@ -75,6 +75,12 @@ def taken(rec: dict[str, Any], label: str, *, besides: str | None = None) -> boo
     return any(_fold(a["label"]) == _fold(label) for a in listed(rec) if a["id"] != besides)
 
 
+def label_taken(label: str) -> InvalidLabel:
+    """The refusal of a name another of the user's authenticators has (see ``taken``)."""
+    return InvalidLabel(f"You already have an authenticator named \u201c{label}\u201d. "
+                        "Choose another name.")
+
+
 def unique_label(labels: list[str] | tuple[str, ...], base: str) -> str:
     """``base``, or ``base 2``, ``base 3``… : the first that none of ``labels`` has (any case).
 

@@ -26,7 +26,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from filelock import FileLock, Timeout
 
 from .errors import KeyringError, KeysMissing
-from .storage import write_atomic
+from .storage.files import write_atomic
 
 ENV_KEYS = "MFA_PORTAL_FERNET_KEYS"
 ENV_PEPPER = "MFA_PORTAL_PEPPER"

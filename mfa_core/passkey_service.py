@@ -13,7 +13,7 @@ backup codes then apply as with an app.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import authenticators as authn
 from . import passkeys, records
@@ -25,10 +25,8 @@ from .errors import (MFAError, NotEnabled, PasskeyAlreadyRegistered, PasskeyRefu
 from .passkeys import AUTHENTICATE, REGISTER, ChallengeBook, RelyingParty
 from .policy import LATE_SETUP
 from .policy_service import policy_reason
+from .results import SecondFactorResult
 from .sessions import demote_others
-
-if TYPE_CHECKING:
-    from .service import SecondFactorResult
 
 MAX_PASSKEYS = 10  # per user, apart from the authentication apps
 NO_PASSKEY = "You have no passkey. Use your authentication app or a backup code."
@@ -143,8 +141,6 @@ class PasskeyOperations:
         TooManyAuthenticators, TooManyAttempts, NotEnabled, PasskeySettingsError,
         StorageError, TypeError/ValueError.
         """
-        from .service import _label_taken  # the service imports this module first
-
         username = check.name(username)
         parsed = passkeys.parse_response(response)
         wanted = authn.clean_label(label) if label is not None else None
@@ -158,7 +154,7 @@ class PasskeyOperations:
             now = self.clock()  # under the user's lock
             rec = txn.record
             if wanted is not None and authn.taken(rec, wanted):
-                raise _label_taken(wanted)
+                raise authn.label_taken(wanted)
             if (error := self._gate(txn, now, actor)) is None:
                 try:
                     challenge, origin, overdue_ok = self._challenges.take_noted(sid, REGISTER, username)
@@ -214,7 +210,7 @@ class PasskeyOperations:
         return passkeys.authentication_options(rp, challenge=challenge, passkeys=mine)
 
     def attempt_passkey(self, username: str, response: Any, *, session: str,
-                        source: str | None = None, actor: str | None = None) -> "SecondFactorResult":
+                        source: str | None = None, actor: str | None = None) -> SecondFactorResult:
         """Check the browser's answer to this session's sign-in challenge: one attempt, as a code is.
 
         Gate, take the challenge, check the answer against the passkey it
@@ -225,8 +221,6 @@ class PasskeyOperations:
         SignCountRegressed), TooManyAttempts (AccountLocked), NotEnabled,
         PasskeySettingsError, StorageError, TypeError/ValueError.
         """
-        from .service import SecondFactorResult
-
         username = check.name(username)
         parsed = passkeys.parse_response(response)
         source = check.source(source)

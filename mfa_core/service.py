@@ -32,7 +32,7 @@ from . import validate as check
 from .audit import AuditEvent
 from .authenticators import Authenticator
 from .errors import (AccountLocked, InvalidCodeFormat, ClockDrift, CodeAlreadyUsed, CodeExpired, EnrollmentExpired,
-                     FactorNotAllowed, InvalidCode, InvalidLabel, MFAError, NoBackupCodes,
+                     FactorNotAllowed, InvalidCode, MFAError, NoBackupCodes,
                      NoPendingEnrollment, NotEnabled, PasskeyRefused, PasskeySettingsError, PolicyDamaged, RecordDamaged, StorageError,
                      StoreUnavailable, TooManyAttempts, TooManyAuthenticators,
                      UnknownAuthenticator)
@@ -43,6 +43,7 @@ from .coverage_service import CoverageOperations
 from .policy_service import PolicyOperations, policy_reason
 from .passkeys import ChallengeBook, RelyingParty
 from .sessions import SessionBook, SessionPolicy, demote_others, end_all
+from .results import SecondFactorResult
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
 from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store, Transaction, open_store
 from .throttle import PasswordPolicy, ThrottlePolicy, name_record_expired
@@ -138,13 +139,6 @@ class TOTPResource:
 class BackupCodes:
     codes: list[str] = field(repr=False)
     created_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class SecondFactorResult:
-    strategy: str
-    backup_codes_remaining: int
-    pass_expires_at: float | None = None  # a temporary pass: the session ends then
 
 
 @dataclass(frozen=True)
@@ -347,7 +341,7 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
             if wanted == authn.DEFAULT_LABEL:
                 wanted = authn.unique_in(rec, wanted)
             elif authn.taken(rec, wanted):
-                raise _label_taken(wanted)
+                raise authn.label_taken(wanted)
             rec["pending"] = records.new_pending(self.keyring.encrypt(secret), now, wanted)
             if grounds is not None:  # begun past the deadline, on grounds: its code may finish it
                 rec["pending"]["overdue_ok"] = True
@@ -373,7 +367,7 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
             if pending is None or (enrollment is not None and pending["created_at"] != enrollment):
                 raise EnrollmentExpired() if txn.record.get("pending") else NoPendingEnrollment()
             if authn.taken(txn.record, label):
-                raise _label_taken(label)
+                raise authn.label_taken(label)
             pending["label"] = label
             resource = self._resource(username, pending)
         return resource
@@ -485,7 +479,7 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
             if entry is None:
                 raise UnknownAuthenticator()
             if authn.taken(txn.record, label, besides=authenticator_id):
-                raise _label_taken(label)
+                raise authn.label_taken(label)
             if entry["label"] != label:
                 self._log(txn, now, actor, "authenticator_renamed", "success",
                           f"{entry['label']} \u2192 {label}")
@@ -1535,11 +1529,6 @@ def _refuse_under_pass(rec: dict[str, Any], session_id: str | None) -> None:
     entry = (rec.get("sessions") or {}).get(session_id) if session_id else None
     if isinstance(entry, dict) and entry.get("via") == temp_pass.STRATEGY:
         raise NotEnabled(PASS_ONLY_ADDS)
-
-
-def _label_taken(label: str) -> MFAError:
-    return InvalidLabel(f"You already have an authenticator named \u201c{label}\u201d. "
-                        "Choose another name.")
 
 
 def _second_ahead(rec: dict[str, Any], now: float, with_code: bool,

@@ -28,16 +28,14 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, ContextManager, Protocol
 
 from . import temp_pass
 from . import validate as check
 from .errors import RecordDamaged, StorageError
+from .keys import KeyRing
 from .records import two_step_on
-from .storage.base import IO_ERRORS
-
-if TYPE_CHECKING:
-    from .service import MFAService
+from .storage.base import IO_ERRORS, Store, Transaction
 
 SESSIONS_MAX = 20       # per user, sessions past the second factor: the least recently active go first
 UNVERIFIED_MAX = 5      # per user, sessions past the password only: they only ever evict each other
@@ -100,10 +98,29 @@ def _token(value: Any) -> str:
     return value
 
 
+class Engine(Protocol):
+    """What a SessionBook uses of the engine that holds it (``MFAService``), which it is given
+    rather than importing the service that imports this module."""
+
+    store: Store
+    keyring: KeyRing
+    clock: Callable[[], float]
+    directory: Any  # its password_hash(username), or None: no directory
+
+    def _read(self, username: str) -> dict[str, Any]: ...
+
+    def _transaction(self, username: str, *, repair: bool = False) -> ContextManager[Transaction]: ...
+
+    def _keyed_transaction(self, key: str, *, repair: bool = False) -> ContextManager[Transaction]: ...
+
+    def _log(self, txn: Transaction, now: float, actor: str, event: str, outcome: str,
+             detail: str = "") -> None: ...
+
+
 class SessionBook:
     """``svc.sessions``: the sign-in sessions of every user of one engine."""
 
-    def __init__(self, svc: "MFAService", policy: SessionPolicy | None = None) -> None:
+    def __init__(self, svc: Engine, policy: SessionPolicy | None = None) -> None:
         self._svc = svc
         self.policy = policy or SessionPolicy()
 

@@ -68,14 +68,12 @@ from mfa_core import validate
 from mfa_core.audit import AuditEvent
 from mfa_core.storage import IO_ERRORS
 
-from . import checks, engine
+from . import checks, engine, openapi
 from .checks import UNAVAILABLE, Answer
+from .api_contract import MAX_BODY, PREFIX, REFUSAL_FLOOR, STRATEGIES
 
 log = logging.getLogger("mfa_services.api")
 
-PREFIX = "/api/v1"
-MAX_BODY = 4096
-STRATEGIES = ("totp", "backup_code")
 FIELDS = {"username", "code", "strategy"}
 BAD_KEY_RATE = 30           # 401s a minute one address may get (audited) before it must wait
 MAX_BUCKETS = 10_000        # per limiter; idle (full) buckets are dropped beyond it
@@ -284,7 +282,7 @@ def _bearer(headers) -> str | None:
 def answer(peer: str | None, headers, body: bytes | None) -> Answer:
     """Everything after the body was read (synchronous: file I/O and fsync).
 
-    Run by the check process (``mfa_services.checks``), or by a thread of this one.
+    Run by the check process (``mfa_services.check_child``), or by a thread of this one.
     A store that cannot be used, or anything unforeseen, is a 503 (never an
     "ok", never a traceback to the caller): nothing here raises.
     """
@@ -326,14 +324,7 @@ def _answer(peer: str | None, headers, body: bytes | None) -> Answer:
     return verify(svc, client, username, code, strategy)
 
 
-# Every answer but an accepted code ("ok": false, 429) leaves no sooner than this after the
-# request arrived. A wrong code for an enrolled user costs the engine more than a name with no
-# second factor (a secret decrypted, codes computed, a larger record rewritten: 1.1-1.8x as long
-# here), and a caller must not learn from the time which names are enrolled. The wait is an
-# asyncio sleep (no thread held); an accepted code is never held back.
-REFUSAL_FLOOR = 0.1
-
-
+# A refusal leaves no sooner than REFUSAL_FLOOR after the request arrived (api_contract: why).
 def _refused(answer: Answer) -> bool:
     status, payload, _ = answer
     return status == 429 or (status == 200 and payload == NOT_OK)
@@ -386,8 +377,7 @@ async def health_endpoint(request: Request) -> Response:
 
 
 async def openapi_endpoint(request: Request) -> Response:
-    from .openapi import document
-    return _json((200, document(), {}))
+    return _json((200, openapi.document(), {}))
 
 
 def routes() -> list[BaseRoute]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .api import MAX_BODY, PREFIX, REFUSAL_FLOOR, STRATEGIES
+from .api_contract import MAX_BODY, PREFIX, REFUSAL_FLOOR, STRATEGIES
 
 
 def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:

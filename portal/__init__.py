@@ -103,8 +103,8 @@ from typing import Any
 # never be served.
 _EXPORTS = {
     "directory": "config", "service": "config", "qr_png": "qr",
-    "flash": "session", "note_mfa_changed": "session", "sensitive": "session",
-    "status": "session", "verification_caption": "session", "verification_remaining": "session",
+    "flash": "session", "note_mfa_changed": "session", "sensitive": "reverify",
+    "status": "session", "verification_caption": "reverify", "verification_remaining": "reverify",
     "ADD_TOTP_PAGE": "navigation", "HELPDESK_PAGE": "navigation", "HOME_PAGE": "navigation",
     "MANAGE_PAGE": "navigation", "page_link": "navigation", "sidebar": "navigation",
     "plain": "display", "require_admin": "signin", "require_user": "signin",

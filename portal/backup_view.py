@@ -20,7 +20,7 @@ import streamlit as st
 
 import mfa_core
 
-from . import config, download, navigation, session
+from . import config, download, navigation, reverify, session
 
 CONFIRM_GENERATE = "portal_confirm_generate"  # Generate pressed, not yet confirmed
 CODES = "portal_new_backup_codes"  # {"codes": [...], "visit": navigation.visit()}
@@ -58,7 +58,7 @@ def request_generate() -> None:
     """**Generate**: asked on the page first while unused codes would stop working (inside the
     verification window nothing else asks); the dialog, when it opens, says so too."""
     left = _left()
-    if left and session.verification_remaining() > 0:
+    if left and reverify.verification_remaining() > 0:
         st.session_state[CONFIRM_GENERATE] = True
         return
     confirm_generate()
@@ -72,7 +72,7 @@ def confirm_generate() -> None:
     label = "generate new backup codes"
     if left:
         label += f" ({unused_stop_working(left).lower().rstrip('.')})"
-    session.sensitive("generate", label, generate)
+    reverify.sensitive("generate", label, generate)
 
 
 def _left() -> int:

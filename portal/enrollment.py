@@ -22,7 +22,7 @@ import mfa_core
 from mfa_core.authenticators import DEFAULT_LABEL, MAX_LABEL, clean_label, unique_label
 from mfa_core.backup_codes import same_code
 
-from . import backup_view, config, cookies, policy_gate, session
+from . import backup_view, config, cookies, policy_gate, reverify, session
 from .code_field import code_form
 from .display import plain
 from .navigation import MANAGE_PAGE, page_link
@@ -108,12 +108,12 @@ def start() -> mfa_core.TOTPResource:
 
 @session.guarded
 def request_start() -> None:
-    session.sensitive("add", "add an authentication app", start)
+    reverify.sensitive("add", "add an authentication app", start)
 
 
 @session.guarded
 def request_reset() -> None:
-    session.sensitive("add", "set up your authentication app with a new QR code", reset)
+    reverify.sensitive("add", "set up your authentication app with a new QR code", reset)
 
 
 def reset() -> None:
@@ -157,7 +157,7 @@ def page_state(username: str) -> tuple[str, mfa_core.TOTPResource | None]:
     if sum(1 for a in session.status().authenticators if a.kind == "totp") >= \
             mfa_core.authenticators.MAX_TOTP_APPS:
         return FULL, None
-    if session.verification_remaining() > 0:
+    if reverify.verification_remaining() > 0:
         try:
             return "add", start()
         except mfa_core.MFAError as err:  # the store, or the cap reached in another tab
@@ -167,7 +167,7 @@ def page_state(username: str) -> tuple[str, mfa_core.TOTPResource | None]:
         # Ask once per visit; after a dismissal the page offers a button instead.
         st.session_state[ASKED] = True
         request_start()
-        session.open_pending_dialog()
+        reverify.open_pending_dialog()
     return VERIFY_FIRST, None
 
 

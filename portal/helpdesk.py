@@ -4,7 +4,7 @@ The page calls ``require_admin`` and then ``render(admin)``. Its rules:
 only an admin whose own two-step verification is on gets the list and the
 actions (otherwise the page says so and links to Manage MFA); **Reset MFA**
 asks "Reset MFA for <name>?" with the consequences on the page, then the
-reset runs behind reverification (``session.sensitive``), as **Clear
+reset runs behind reverification (``reverify.sensitive``), as **Clear
 lockout** does; neither acts on the admin's own account. Every callback
 checks these again (callbacks run before the page's guard). Names and
 reasons are people's text: shown through ``display.plain`` or as table
@@ -24,7 +24,7 @@ import streamlit as st
 import mfa_core
 from mfa_core.users import User
 
-from . import config, coverage_view, policy_admin, session, users
+from . import config, coverage_view, policy_admin, reverify, session, users
 from .display import plain
 from .helpdesk_rules import NEEDS_MFA, admin_refusal, text_table as _table
 from .navigation import MANAGE_PAGE, page_link
@@ -271,7 +271,7 @@ def _act_behind_reverification(action: str, label: str, actor: str, target: str,
         st.session_state[REASON] = ""
         session.flash("success", done)
 
-    session.sensitive(action, label, run)
+    reverify.sensitive(action, label, run)
 
 
 @session.unrestricted
@@ -560,7 +560,7 @@ def _user_panel(admin: User, user: User, status: mfa_core.MFAStatus) -> None:
                        args=(admin.username, user.username))
         else:
             st.caption("No failed attempts to clear.")
-        left = session.verification_remaining()
+        left = reverify.verification_remaining()
         st.caption(f"You verified it's you recently: no code needed for another {-(-left // 60)} min."
                    if left else "Resetting MFA or clearing a lockout asks you to verify it's you "
                                 "first.")

@@ -9,7 +9,7 @@ import mfa_core
 from mfa_core.authenticators import MAX_TOTP_APPS
 from mfa_core.policy_service import LAST_FACTOR
 
-from . import backup_view, config, dom, enrollment, passkey_view, policy_gate, session, sessions_view
+from . import backup_view, config, dom, enrollment, passkey_view, policy_gate, reverify, session, sessions_view
 from .display import plain
 from .navigation import ADD_TOTP_PAGE
 
@@ -25,7 +25,7 @@ APPS_NOT_ALLOWED = ("Your organization does not allow authentication apps for yo
 
 @session.guarded
 def request_add() -> None:
-    session.sensitive("add", "add an authentication app", _start_add)
+    reverify.sensitive("add", "add an authentication app", _start_add)
 
 
 def _start_add() -> None:
@@ -69,7 +69,7 @@ def request_remove(authenticator_id: str) -> None:
         # Said before any question or Verify it's you: the engine would refuse it after them.
         session.flash("error", LAST_FACTOR)
         return
-    if session.verification_remaining() > 0 and status.authenticator(authenticator_id):
+    if reverify.verification_remaining() > 0 and status.authenticator(authenticator_id):
         st.session_state[CONFIRM_REMOVE] = authenticator_id
     else:
         confirm_remove(authenticator_id)
@@ -89,7 +89,7 @@ def confirm_remove(authenticator_id: str) -> None:
                 "turns off and your backup codes stop working)")
     else:
         what = f"remove {_quoted(found.label)} (your other sessions will be signed out)"
-    session.sensitive("remove", what, lambda: remove(authenticator_id, found.kind))
+    reverify.sensitive("remove", what, lambda: remove(authenticator_id, found.kind))
 
 
 def keep_authenticator() -> None:
@@ -135,7 +135,7 @@ def save_rename() -> None:
     if found is None:
         _stop_renaming()
         return
-    session.sensitive("rename", f"rename {_quoted(found.label)}",
+    reverify.sensitive("rename", f"rename {_quoted(found.label)}",
                       lambda: rename(authenticator_id, label))
 
 
@@ -305,7 +305,7 @@ def render(user) -> None:
         else:
             backup_view.offer("manage_generate")
 
-    session.verification_caption()
+    reverify.verification_caption()
 
     sessions_view.render(user.username)
 

@@ -20,7 +20,7 @@ import streamlit as st
 import mfa_core
 from mfa_core.users import User
 
-from . import config, session
+from . import config, reverify, session
 from .display import plain
 from .helpdesk_rules import admin_refusal, admitted, text_table as _table
 
@@ -182,7 +182,7 @@ def _behind_reverification(action: str, label: str, actor: str, change: Callable
             st.session_state.pop(key, None)
         session.flash("success", done)
 
-    session.sensitive(action, label, run)
+    reverify.sensitive(action, label, run)
 
 
 # -- the tab ------------------------------------------------------------------------
@@ -276,6 +276,6 @@ def _fields(admin: User, policy) -> None:
     if policy.rules:
         row.button("Remove all rules", key="helpdesk_policy_clear", on_click=request_clear,
                    args=(admin.username,))
-    left = session.verification_remaining()
+    left = reverify.verification_remaining()
     st.caption(f"You verified it's you recently: no code needed for another {-(-left // 60)} min."
                if left else "Saving or removing rules asks you to verify it's you first.")

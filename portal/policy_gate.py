@@ -29,7 +29,7 @@ import streamlit as st
 
 import mfa_core
 
-from . import config, passkey_view, session
+from . import config, passkey_ceremony, session
 from .navigation import ADD_TOTP_PAGE, HOME_PAGE, MANAGE_PAGE
 
 REQUIREMENT = "portal_policy_requirement"  # the user's Requirement as the guard read it this run
@@ -98,7 +98,7 @@ def allows(kind: str) -> bool:
 def addable(requirement: object) -> list[str]:
     """The kinds of authenticator the user can add here that their rule allows."""
     kinds = [k for k in ("totp", "passkey") if not requirement.required or k in requirement.allowed]
-    if "passkey" in kinds and not passkey_view.available():
+    if "passkey" in kinds and not passkey_ceremony.available():
         kinds.remove("passkey")
     return kinds
 

@@ -15,11 +15,12 @@ import streamlit as st
 
 import mfa_core
 
-from . import config, focus, passkey_view
+from . import config, focus, passkey_ceremony
 from .code_field import code_form
 from .session import (DIALOG_OPEN, PENDING, PENDING_RUN, REVERIFY_BACKUP, REVERIFY_DONE,
                       REVERIFY_ERROR, REVERIFY_WINDOW, VERIFIED_AT, client_source, current_username,
-                      PASS_REFUSED, RESTRICTED, flash, now, record_verification, still_trusted)
+                      PASS_REFUSED, RESTRICTED, backup_codes_left_message, flash, now, record_verification,
+                      still_trusted)
 
 # What a session that passed with a temporary pass may do: add a factor (S40).
 UNDER_PASS = ("add", "add_passkey")
@@ -88,7 +89,7 @@ def _run_action(run: Callable[[], Any]) -> None:
 def drop_pending() -> None:
     for key in (PENDING, PENDING_RUN, REVERIFY_ERROR, REVERIFY_BACKUP, REVERIFY_APP):
         st.session_state.pop(key, None)
-    passkey_view.clear(passkey_view.REVERIFY)
+    passkey_ceremony.clear(passkey_ceremony.REVERIFY)
 
 
 def dismiss_pending() -> None:
@@ -121,8 +122,8 @@ def _reverify_mode(status: mfa_core.MFAStatus | None = None) -> str:
         return "password"
     if st.session_state.get(REVERIFY_BACKUP):
         return "backup_code"
-    if (passkey_view.has_passkey(status) and not st.session_state.get(REVERIFY_APP)
-            and passkey_view.available()):
+    if (passkey_ceremony.has_passkey(status) and not st.session_state.get(REVERIFY_APP)
+            and passkey_ceremony.available()):
         return "passkey"
     return "totp" if status.totp_enabled else "backup_code"
 
@@ -162,7 +163,7 @@ def _passkey_answered(response: str) -> None:
     """The browser answered the dialog's passkey request: the engine checks it, then the action runs."""
     if not current_username() or not st.session_state.get(PENDING) or not still_trusted():
         return
-    if passkey_view.attempt(passkey_view.REVERIFY, response) is not None:
+    if passkey_ceremony.attempt(passkey_ceremony.REVERIFY, response) is not None:
         _verified("passkey", None)
 
 
@@ -176,15 +177,6 @@ def _verified(mode: str, remaining: int | None) -> None:
     st.session_state[REVERIFY_DONE] = True
     if run is not None:
         _run_action(run)
-
-
-def backup_codes_left_message(remaining: int) -> tuple[str, str]:
-    """What to tell someone who just used a backup code."""
-    plural = "code" if remaining == 1 else "codes"
-    if remaining <= 3:
-        return ("warning", f"You used a backup code. Only {remaining} backup {plural} left: "
-                           "generate new ones on Manage MFA.")
-    return ("info", f"You used a backup code. {remaining} backup {plural} left.")
 
 
 def _toggle_backup() -> None:
@@ -207,7 +199,7 @@ def _use_passkey() -> None:
 
 def _switched() -> None:
     st.session_state.pop(REVERIFY_ERROR, None)
-    passkey_view.clear(passkey_view.REVERIFY)
+    passkey_ceremony.clear(passkey_ceremony.REVERIFY)
 
 
 @st.dialog("Verify it's you", on_dismiss=dismiss_pending)
@@ -222,15 +214,15 @@ def _reverify_dialog() -> None:
     if mode == "passkey":
         st.write(f"To {pending['label']}, use your passkey.")
         st.button("Use a passkey", key="portal_reverify_passkey", type="primary",
-                  on_click=passkey_view.start, args=(passkey_view.REVERIFY,))
-        passkey_view.run(passkey_view.REVERIFY, _passkey_answered)
+                  on_click=passkey_ceremony.start, args=(passkey_ceremony.REVERIFY,))
+        passkey_ceremony.run(passkey_ceremony.REVERIFY, _passkey_answered)
     else:
         _code_form(pending, mode)
     error = st.session_state.get(REVERIFY_ERROR)
     if error:
         st.error(error)
     if mode != "password":
-        passkey = passkey_view.has_passkey(status) and passkey_view.available()
+        passkey = passkey_ceremony.has_passkey(status) and passkey_ceremony.available()
         others = []
         if mode != "passkey" and passkey:
             others.append(("Use a passkey", _use_passkey))

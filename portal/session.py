@@ -247,8 +247,11 @@ def clear() -> None:
             del st.session_state[key]
 
 
-def check_epoch(status: mfa_core.MFAStatus) -> bool:
-    """False (and the session must verify again) when the user's MFA changed elsewhere."""
+def check_epoch(status: mfa_core.MFAStatus, drop_pending: Callable[[], None]) -> bool:
+    """False (and the session must verify again) when the user's MFA changed elsewhere.
+
+    ``drop_pending`` (``reverify.drop_pending``, given by the guard: the dialog's module
+    imports this one) then forgets the action waiting for reverification."""
     seen = st.session_state.get(EPOCH)
     if seen is None or seen == status.mfa_epoch:
         if seen is None and st.session_state.get(PASSED):
@@ -256,7 +259,6 @@ def check_epoch(status: mfa_core.MFAStatus) -> bool:
         return True
     st.session_state[EPOCH] = status.mfa_epoch
     st.session_state[VERIFIED_AT] = None
-    from .reverify import drop_pending  # the dialog's module imports this one
     drop_pending()
     if status.two_factor_enabled:
         st.session_state[PASSED] = False
@@ -296,6 +298,15 @@ def flash(kind: str, text: str) -> None:
     st.session_state[FLASH] = [*st.session_state[FLASH], (kind, text)]
 
 
+def backup_codes_left_message(remaining: int) -> tuple[str, str]:
+    """What to tell someone who just used a backup code."""
+    plural = "code" if remaining == 1 else "codes"
+    if remaining <= 3:
+        return ("warning", f"You used a backup code. Only {remaining} backup {plural} left: "
+                           "generate new ones on Manage MFA.")
+    return ("info", f"You used a backup code. {remaining} backup {plural} left.")
+
+
 def show_flashes(*, keep: bool = False) -> None:
     """Draw the one-off messages; ``keep`` leaves them for the next run too.
 
@@ -333,10 +344,3 @@ def begin_run() -> None:
 
 def format_time(epoch_seconds: float) -> str:
     return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-# The reverification dialog and its helpers live in ``portal.reverify``; these
-# names stay importable from here (pages and tests use ``session.sensitive`` …).
-from .reverify import (backup_codes_left_message, confirm_reverification,  # noqa: E402,F401
-                       dismiss_pending, open_pending_dialog, pending_action, sensitive,
-                       verification_caption, verification_remaining)

@@ -20,7 +20,7 @@ import mfa_core
 import mfa_core.service
 from mfa_core.users import DEMO_USERS, User
 
-from . import config, cookies, passkey_view, policy_gate, session, startup, users
+from . import config, cookies, passkey_ceremony, policy_gate, reverify, session, startup, users
 from .code_field import code_form
 from .navigation import (ADD_TOTP_PAGE, HELPDESK_PAGE, HOME_PAGE,  # noqa: F401 (re-exported)
                          MANAGE_PAGE, page_link, sidebar)
@@ -95,7 +95,7 @@ def require_user(page_title: str | None = None, *, home: bool = False, wide: boo
         st.error(str(err))
         st.stop()
     st.session_state[session.STATUS] = status
-    session.check_epoch(status)
+    session.check_epoch(status, reverify.drop_pending)
     if not session.second_factor_passed():
         if status.two_factor_enabled or status.temporary_pass_active:
             _layout("centered")
@@ -118,7 +118,7 @@ def require_user(page_title: str | None = None, *, home: bool = False, wide: boo
     if session.restricted():
         _pass_banner(page_title)
     policy_gate.banner(held)
-    session.open_pending_dialog()
+    reverify.open_pending_dialog()
     return user
 
 
@@ -306,7 +306,7 @@ def _challenge_screen(portal: config.Portal, user: User) -> None:
                                          or not status.two_factor_enabled):
         _pass_screen(status)
         return
-    passkey = passkey_view.has_passkey(status) and passkey_view.available()
+    passkey = passkey_ceremony.has_passkey(status) and passkey_ceremony.available()
     backup = bool(st.session_state.get(CHALLENGE_BACKUP)) or not (status.totp_enabled or passkey)
     st.title("Two-step verification", anchor=False)
     session.show_flashes()
@@ -314,8 +314,8 @@ def _challenge_screen(portal: config.Portal, user: User) -> None:
         # Offered first: nothing to type, and a look-alike site cannot relay it.
         st.write("Use your passkey to finish signing in.")
         st.button("Use a passkey", key="portal_challenge_passkey", type="primary",
-                  on_click=passkey_view.start, args=(passkey_view.SIGN_IN,))
-        passkey_view.run(passkey_view.SIGN_IN, _passkey_answered)
+                  on_click=passkey_ceremony.start, args=(passkey_ceremony.SIGN_IN,))
+        passkey_ceremony.run(passkey_ceremony.SIGN_IN, _passkey_answered)
     if backup or status.totp_enabled:
         _code_form(portal, user, backup=backup, first=not (passkey and not backup))
     error = st.session_state.get(CHALLENGE_ERROR)
@@ -394,23 +394,23 @@ def _passkey_answered(response: str) -> None:
     user = session.current_username()
     if not user or session.second_factor_passed():
         return
-    if passkey_view.attempt(passkey_view.SIGN_IN, response) is None:
+    if passkey_ceremony.attempt(passkey_ceremony.SIGN_IN, response) is None:
         return
     try:
         epoch = config.service().status(user).mfa_epoch
     except mfa_core.MFAError as err:
-        passkey_view.set_error(passkey_view.SIGN_IN, str(err))
+        passkey_ceremony.set_error(passkey_ceremony.SIGN_IN, str(err))
         return
     for stale in (CHALLENGE_ERROR, CHALLENGE_BACKUP):
         st.session_state.pop(stale, None)
-    passkey_view.clear(passkey_view.SIGN_IN)
+    passkey_ceremony.clear(passkey_ceremony.SIGN_IN)
     session.pass_second_factor(epoch, verified=True)
 
 
 def _toggle_challenge() -> None:
     st.session_state[CHALLENGE_BACKUP] = not st.session_state.get(CHALLENGE_BACKUP)
     st.session_state.pop(CHALLENGE_ERROR, None)
-    passkey_view.clear(passkey_view.SIGN_IN)
+    passkey_ceremony.clear(passkey_ceremony.SIGN_IN)
 
 
 def _submit_challenge() -> None:

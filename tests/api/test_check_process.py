@@ -42,7 +42,7 @@ def check_process(server_pid: int, timeout: float = 20) -> int:
     while time.monotonic() < deadline:
         for pid in children(server_pid):
             try:
-                if b"mfa_services.checks" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if b"mfa_services.check_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     return pid
             except OSError:
                 pass
@@ -165,7 +165,7 @@ def test_with_the_check_process_off_the_checks_run_in_the_server_and_hold_the_sa
         answers = asyncio.run(race())
         assert sum(1 for a in answers if a.status_code == 200 and a.json()["ok"] is True) == 1
         assert not [pid for pid in children(server.proc.pid)
-                    if b"mfa_services.checks" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                    if b"mfa_services.check_child" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     finally:
         stop(server.proc)
     assert "Traceback" not in server.log_path.read_text("utf-8", errors="replace")

@@ -102,7 +102,7 @@ def test_the_check_process_refuses_data_without_keys(tmp_path):
     (data_dir / keys.KEY_FILE).unlink()
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        done = subprocess.run([sys.executable, "-m", "mfa_services.checks", str(theirs.fileno())],
+        done = subprocess.run([sys.executable, "-m", "mfa_services.check_child", str(theirs.fileno())],
                               pass_fds=(theirs.fileno(),), cwd=REPO, capture_output=True, text=True,
                               timeout=120, env=_env(data_dir))
         theirs.close()
