@@ -45,11 +45,39 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, mtime_ns: int | 
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(parent, os.O_RDONLY)
+    _fsync_dir(parent)
+
+
+def make_dirs(path: str | os.PathLike) -> None:
+    """``os.makedirs(path, exist_ok=True)``, each folder it creates fsynced into its parent.
+
+    ``write_atomic`` makes a file's entry in its folder durable; a folder made for
+    it (a shard's first record) needs its own entry made durable too, or a power
+    cut could lose the folder with the committed record in it.
+    """
+    path = os.path.abspath(os.fspath(path))
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:  # made meanwhile by another writer: synced here all the same,
+            if not os.path.isdir(folder):  # as this writer's record must not wait on theirs
+                raise
+        _fsync_dir(os.path.dirname(folder))
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder or ".", os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 # What write_atomic's temp files are called: ".<target name>.<random>.tmp".

@@ -28,7 +28,7 @@ from ..errors import RecordDamaged, StorageError
 from .audit_log import JSONLinesAuditLog
 from .base import (ENROLLMENT_EVENTS, LOCK_TIMEOUT, Event, Record, Store, Transaction, canonical_json,
                    check_record, commit_after_audit, parse_record, user_key)
-from .files import LockBusy, exclusive, write_atomic
+from .files import LockBusy, exclusive, make_dirs, write_atomic
 
 log = logging.getLogger("mfa_core.storage")
 
@@ -94,7 +94,7 @@ class AtomicJSONStorage(Storage):
         except FileNotFoundError:
             if not self._create_dirs:
                 raise
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            make_dirs(os.path.dirname(self.path))
             write_atomic(self.path, body)
         self._data = data
         self._loaded = True
@@ -319,7 +319,7 @@ class ShardedTinyDBStore(Store):
         for each in witnesses:
             if not os.path.exists(each):
                 try:
-                    os.makedirs(os.path.dirname(each), exist_ok=True)
+                    make_dirs(os.path.dirname(each))
                     write_atomic(each, b"")
                 except OSError as exc:
                     log.warning("enrolment marker not written: %s", type(exc).__name__)
