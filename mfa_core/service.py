@@ -817,7 +817,8 @@ class MFAService(PasskeyOperations, PolicyOperations, CoverageOperations):
         Always raises.
         """
         policy = self.password_policy
-        with self._holding([src, budget] if budget else [src]), self._keyed_transaction(src) as txn:
+        holding = self._holding([src, budget]) if budget else contextlib.nullcontext()
+        with holding, self._keyed_transaction(src) as txn:
             now = self.clock()  # under the source's lock (see attempt_password)
             rec = txn.record
             error = passwords.unknown_name_gate(rec, who, now, policy) or \

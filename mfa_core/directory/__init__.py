@@ -217,7 +217,7 @@ class CompanyDirectory(UserDirectory):
             else:
                 state.pop(BIND_BUDGET, None)
             return ok
-        return self._budgeted(self.budget_key(_Bind(self, account)) or "", check)
+        return self._budgeted(self._account_key(account), check)
 
     def dummy_bind(self, password: str, name_key: str = "") -> None:
         """What an unknown name costs: the same bind budget (kept under the name's key, so
@@ -251,8 +251,11 @@ class CompanyDirectory(UserDirectory):
         if self.store is None or self.pepper is None:
             return None
         if isinstance(stored, _Bind):
-            return self._key(f"ldap-bind:{stored.account.stable_id or stored.account.dn}")
+            return self._account_key(stored.account)
         return self._unknown_key(name_key)
+
+    def _account_key(self, account: DirectoryAccount) -> str:
+        return self._key(f"ldap-bind:{account.stable_id or account.dn}")
 
     def _unknown_key(self, name_key: str) -> str:
         return self._key(f"ldap-bind-unknown:{name_key}")

@@ -145,6 +145,7 @@ class LdapBackend:
         out). A connection that answered is kept for the next bind, whoever it is bound as: it
         is never searched on. Raises DirectoryUnavailable when no server answers."""
         conn = self._binders.take(self._pool_wait)
+        opening = conn is None  # take() left the opening to this caller: opened() after it
         if conn is not None:
             try:
                 code = _bind(conn, dn, password)
@@ -152,12 +153,11 @@ class LdapBackend:
                 _close(conn)
             else:
                 return self._after_bind(conn, code)
-            conn, code = self._connect(dn, password, keep_refused=True)
-            return self._after_bind(conn, code)
         try:
             conn, code = self._connect(dn, password, keep_refused=True)
         finally:
-            self._binders.opened()
+            if opening:
+                self._binders.opened()
         return self._after_bind(conn, code)
 
     def _after_bind(self, conn: ldap3.Connection | None, code: int) -> bool:
