@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .audit import AuditEvent
 from .errors import MFAError, StorageError
-from .storage.files import LockBusy, exclusive, path_lock, write_atomic
+from .storage.files import LockBusy, exclusive, make_dirs, path_lock, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class FileClientRegistry(ClientRegistry):
                 entries = {name: dict(entry) for name, entry in entries.items()}
                 yield entries
                 data = {"version": FORMAT_VERSION, "clients": dict(sorted(entries.items()))}
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs(self.path.parent)
                 write_atomic(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"), 0o600)
         except LockBusy:
             raise self._busy() from None

@@ -46,6 +46,7 @@ from .sessions import SessionBook, SessionPolicy, demote_others, end_all
 from .results import SecondFactorResult
 from .records import ENROLLMENT_TTL  # noqa: F401  (part of the engine's vocabulary)
 from .storage import BACKENDS, DATABASE_BACKEND, IO_ERRORS, DatabaseError, Store, Transaction, open_store
+from .storage.files import make_dirs
 from .throttle import PasswordPolicy, ThrottlePolicy, name_record_expired
 from .users import UserDirectory, open_directory
 from .directory import AccountInactive, DirectoryUnavailable, check_stored, open_company_directory
@@ -1681,7 +1682,7 @@ def open_service(data_dir: str | os.PathLike | None = None, clock: Callable[[], 
     path = Path(data_dir)
     try:
         if not (database_url and env.get(ENV_KEYS)):  # with a database and keys, nothing goes there
-            path.mkdir(parents=True, exist_ok=True)
+            make_dirs(path)  # its entry durable in its parent, as every folder the store makes
         try:
             store = open_store(backend, path, database_url)
         except DatabaseError as exc:  # its text is redacted; still the operator's only

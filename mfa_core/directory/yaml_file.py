@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping
 import bcrypt
 import yaml
 
-from ..storage.files import LockBusy, exclusive, path_lock, write_atomic
+from ..storage.files import LockBusy, exclusive, make_dirs, path_lock, write_atomic
 from .entries import (BCRYPT_HASH, DEMO_USERS, User, UserDirectoryError, check_entries, check_username,
                       hash_password, new_entry, user_from_entry)
 from .index import UserIndex
@@ -56,7 +56,7 @@ class UserDirectory:
 
     def __init__(self, data_dir: str | Path, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.path = Path(data_dir) / USERS_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         self.lock_timeout = lock_timeout
         self._lock_file = str(self.path) + ".lock"
         self._thread_lock = path_lock(self.path)

@@ -186,7 +186,7 @@ class ShardedTinyDBStore(Store):
     def __init__(self, data_dir: str | Path) -> None:
         self.root = Path(data_dir)
         self.users_dir = self.root / "users"
-        self.users_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.users_dir)
         self._users_root = str(self.users_dir)
         self._sources_root = str(self.root / "sources")
         self._guards_root = str(self.root / "enrolled")

@@ -61,3 +61,12 @@ def test_a_shards_first_record_syncs_its_new_folder(tmp_path, synced):
     record = next((tmp_path / "users").glob("*/*.json"))
     assert str(tmp_path / "users") in synced  # the shard folder's entry
     assert str(record.parent) in synced  # the record's entry
+
+
+def test_a_new_data_folder_is_synced_into_its_parent(tmp_path, synced):
+    data = tmp_path / "srv" / "mfa"
+    svc = open_service(data, clock=lambda: 1_800_000_000.0)
+    assert str(tmp_path) in synced and str(tmp_path / "srv") in synced  # the data folder's own entry
+    assert str(data) in synced  # the users folder's entry
+    svc.create_totp("alice")
+    assert next((data / "users").glob("*/*.json")).is_file()
