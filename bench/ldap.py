@@ -157,11 +157,11 @@ def _password_cases(svc, server, rounds: int, root: str, size: int, first: int) 
     svc.attempt_password("alice", "alice-directory-1", source="10.8.0.1")  # a familiar place now
     svc.attempt_password("bob", "bob-directory-1", source="10.8.0.2")
 
-    def size_of(name: str) -> bytes:  # a record the size of the one the engine just wrote
-        return json.dumps(svc.store.read(name), separators=(",", ":")).encode()
+    def encoded(record: dict | None) -> bytes:  # a record as the engine just wrote it: the floors' size
+        return json.dumps(record or {}, separators=(",", ":")).encode()
 
-    def size_of_keyed(key: str) -> bytes:  # the place's record, as the engine just wrote it
-        return json.dumps(svc.store.read_keyed(key) or {}, separators=(",", ":")).encode()
+    def size_of(name: str) -> bytes:
+        return encoded(svc.store.read(name))
 
     bare, fresh = _Bare(server, root, size_of("bob"), kept=True), _Bare(server, root, size_of("bob"), kept=False)
     try:
@@ -180,7 +180,7 @@ def _password_cases(svc, server, rounds: int, root: str, size: int, first: int) 
             other = f"bench{first + rounds + i:05d}"  # the floors' person: three wrong binds, far from a lockout
             cases["floor-wrong"].append(bare.attempt(other, "not-the-password"))
             cases["floor-unknown"].append(bare.attempt(f"nobody-bare{size}x{i}", "not-the-password"))
-            place = size_of_keyed(passwords.key(svc.keyring.pepper, "source", source))
+            place = encoded(svc.store.read_keyed(passwords.key(svc.keyring.pepper, "source", source)))
             cases["design-wrong"].append(bare.attempt(other, "not-the-password", second=place))
             cases["design-unknown"].append(bare.attempt(f"nobody-equal{size}x{i}", "not-the-password", second=place,
                                                         bind_as=other))
